@@ -1,0 +1,555 @@
+//! The `llmop.toml` contract.
+//!
+//! Parsing happens in two passes: serde turns the text into typed structs (type errors,
+//! unknown keys), then [`Config::validate`] checks what types cannot say (a route naming
+//! a provider that does not exist, a rate outside 0..1). Both passes report errors as
+//! `file:line:column: key.path: message`; the second pass finds the line of a key path
+//! in a span-keeping parse of the same text (`toml_edit`).
+
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Requests with a larger body are refused with 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long SIGTERM waits for in-flight requests before exiting anyway.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_ms: u64,
+    /// Deadline of a whole request unless its route sets one.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            shutdown_timeout_ms: default_shutdown_timeout(),
+            request_timeout_ms: default_request_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_shutdown_timeout() -> u64 {
+    30_000
+}
+fn default_request_timeout() -> u64 {
+    600_000
+}
+fn default_connect_timeout() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Gemini,
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Mock => "mock",
+        }
+    }
+
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+            ProviderKind::Mock => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub base_url: Option<String>,
+    /// Name of the environment variable that holds the API key.
+    pub api_key_env: Option<String>,
+    /// Path of a file that holds the API key (e.g. a mounted secret).
+    pub api_key_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Models listed by `GET /v1/models` as `<provider>/<model>`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    // Knobs of the built-in `mock` provider.
+    pub latency_ms: Option<u64>,
+    pub tokens_per_second: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub error_status: Option<u16>,
+    pub timeout_rate: Option<f64>,
+    pub reply: Option<String>,
+    pub seed: Option<u64>,
+}
+
+impl ProviderConfig {
+    pub fn base_url(&self) -> Option<&str> {
+        self.base_url
+            .as_deref()
+            .or_else(|| self.kind.default_base_url())
+    }
+
+    /// Reads the API key from the environment or the key file. Never from the config
+    /// text itself.
+    pub fn api_key(&self) -> Result<Option<Secret>, String> {
+        if let Some(var) = &self.api_key_env {
+            return match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
+                _ => Err(format!("environment variable `{var}` is not set")),
+            };
+        }
+        if let Some(path) = &self.api_key_file {
+            return std::fs::read_to_string(path)
+                .map(|v| Some(Secret::new(v.trim())))
+                .map_err(|e| format!("cannot read key file `{}`: {e}", path.display()));
+        }
+        Ok(None)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Targets in order; the next one only when the previous failed.
+    #[default]
+    Fallback,
+    /// The first target drawn by weight, the others in order as fallbacks.
+    Weighted,
+    LeastLatency,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub strategy: Strategy,
+    pub targets: Vec<TargetConfig>,
+    /// Deadline of the whole request on this route, all attempts included.
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub provider: String,
+    pub model: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A config error that points at the place to fix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A list of config errors, reported together so one run shows them all.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                key: String::new(),
+                message: format!("cannot read config: {e}"),
+            }])
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used in error messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = inner
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line,
+                column,
+                key: if key == "." { String::new() } else { key },
+                message: inner.message().to_string(),
+            }])
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        let doc = text.parse::<toml_edit::ImDocument<String>>().ok();
+        Err(ConfigErrors(
+            problems
+                .into_iter()
+                .map(|(key, message)| {
+                    let (line, column) = doc
+                        .as_ref()
+                        .and_then(|d| key_offset(d, &key))
+                        .map(|o| line_col(text, o))
+                        .unwrap_or((0, 0));
+                    ConfigError {
+                        file: path.to_path_buf(),
+                        line,
+                        column,
+                        key: render_key(&key),
+                        message,
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    /// Checks what the types cannot. Returns (key path, message) pairs.
+    fn validate(&self) -> Vec<(Vec<KeySeg>, String)> {
+        use KeySeg::{Idx, Key};
+        let mut out = Vec::new();
+        let k = |parts: &[&str]| parts.iter().map(|p| Key(p.to_string())).collect::<Vec<_>>();
+
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            out.push((
+                k(&["server", "listen"]),
+                format!(
+                    "`{}` is not an address:port such as 127.0.0.1:8080",
+                    self.server.listen
+                ),
+            ));
+        }
+        if self.server.max_body_bytes == 0 {
+            out.push((
+                k(&["server", "max_body_bytes"]),
+                "must be greater than 0".into(),
+            ));
+        }
+        if self.server.request_timeout_ms == 0 {
+            out.push((
+                k(&["server", "request_timeout_ms"]),
+                "must be greater than 0".into(),
+            ));
+        }
+
+        for (name, p) in &self.providers {
+            let at = |field: &str| k(&["providers", name, field]);
+            if name.is_empty() || name.contains('/') {
+                out.push((
+                    k(&["providers", name]),
+                    "provider names must be non-empty and contain no `/`".into(),
+                ));
+            }
+            if let Some(u) = &p.base_url {
+                match url::Url::parse(u) {
+                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                    _ => out.push((at("base_url"), format!("`{u}` is not an http(s) URL"))),
+                }
+            }
+            if p.api_key_env.is_some() && p.api_key_file.is_some() {
+                out.push((
+                    at("api_key_file"),
+                    "set either api_key_env or api_key_file, not both".into(),
+                ));
+            }
+            let mock_knobs = [
+                ("latency_ms", p.latency_ms.is_some()),
+                ("tokens_per_second", p.tokens_per_second.is_some()),
+                ("error_rate", p.error_rate.is_some()),
+                ("error_status", p.error_status.is_some()),
+                ("timeout_rate", p.timeout_rate.is_some()),
+                ("reply", p.reply.is_some()),
+                ("seed", p.seed.is_some()),
+            ];
+            if p.kind == ProviderKind::Mock {
+                for (field, set) in [
+                    ("base_url", p.base_url.is_some()),
+                    ("api_key_env", p.api_key_env.is_some()),
+                    ("api_key_file", p.api_key_file.is_some()),
+                ] {
+                    if set {
+                        out.push((at(field), "the mock provider takes no `{field}`".replace("{field}", field)));
+                    }
+                }
+            } else {
+                for (field, set) in mock_knobs {
+                    if set {
+                        out.push((
+                            at(field),
+                            format!("`{field}` applies only to providers of kind = \"mock\""),
+                        ));
+                    }
+                }
+            }
+            for (field, v) in [("error_rate", p.error_rate), ("timeout_rate", p.timeout_rate)] {
+                if let Some(v) = v {
+                    if !(0.0..=1.0).contains(&v) {
+                        out.push((at(field), format!("{v} is not a rate between 0 and 1")));
+                    }
+                }
+            }
+            if let Some(s) = p.error_status {
+                if !(400..=599).contains(&s) {
+                    out.push((at("error_status"), format!("{s} is not an HTTP error status (400-599)")));
+                }
+            }
+            if let Some(t) = p.tokens_per_second {
+                if t.is_nan() || t <= 0.0 {
+                    out.push((at("tokens_per_second"), "must be greater than 0".into()));
+                }
+            }
+        }
+
+        for (name, r) in &self.routes {
+            if name.is_empty() || name.contains('/') {
+                out.push((
+                    k(&["routes", name]),
+                    "route names must be non-empty and contain no `/` (that form means provider/model)".into(),
+                ));
+            }
+            if r.targets.is_empty() {
+                out.push((k(&["routes", name, "targets"]), "a route needs at least one target".into()));
+            }
+            if r.strategy == Strategy::LeastLatency {
+                out.push((
+                    k(&["routes", name, "strategy"]),
+                    "strategy `least_latency` is not available in this version; use `fallback` or `weighted`".into(),
+                ));
+            }
+            if r.timeout_ms == Some(0) {
+                out.push((k(&["routes", name, "timeout_ms"]), "must be greater than 0".into()));
+            }
+            for (i, t) in r.targets.iter().enumerate() {
+                let at = |field: &str| {
+                    vec![
+                        Key("routes".into()),
+                        Key(name.clone()),
+                        Key("targets".into()),
+                        Idx(i),
+                        Key(field.into()),
+                    ]
+                };
+                if !self.providers.contains_key(&t.provider) {
+                    let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+                    out.push((
+                        at("provider"),
+                        format!("unknown provider `{}` (configured: {})", t.provider, if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                    ));
+                }
+                if t.model.is_empty() {
+                    out.push((at("model"), "must not be empty".into()));
+                }
+                if r.strategy == Strategy::Weighted && t.weight == 0 && r.targets.len() == 1 {
+                    out.push((at("weight"), "the only target of a weighted route needs a weight above 0".into()));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+enum KeySeg {
+    Key(String),
+    Idx(usize),
+}
+
+fn render_key(path: &[KeySeg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            KeySeg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            KeySeg::Idx(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Byte offset of the deepest part of `path` that exists in the document.
+fn key_offset(doc: &toml_edit::ImDocument<String>, path: &[KeySeg]) -> Option<usize> {
+    let mut item: &toml_edit::Item = doc.as_item();
+    let mut best = None;
+    for seg in path {
+        let next = match seg {
+            KeySeg::Key(k) => {
+                if let Some(t) = item.as_table_like() {
+                    if let Some((key, _)) = t.get_key_value(k) {
+                        best = key.span().map(|s| s.start).or(best);
+                    }
+                }
+                item.get(k.as_str())
+            }
+            KeySeg::Idx(i) => item.get(*i),
+        };
+        match next {
+            Some(n) => {
+                if let Some(s) = n.span() {
+                    if matches!(seg, KeySeg::Idx(_)) {
+                        best = Some(s.start);
+                    }
+                }
+                item = n;
+            }
+            None => break,
+        }
+    }
+    best
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigErrors> {
+        Config::parse(s, Path::new("llmop.toml"))
+    }
+
+    #[test]
+    fn minimal_and_defaults() {
+        let c = parse("[providers.sim]\nkind = \"mock\"\n").unwrap();
+        assert_eq!(c.server.listen, DEFAULT_LISTEN);
+        assert_eq!(c.server.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.providers["sim"].kind, ProviderKind::Mock);
+    }
+
+    #[test]
+    fn type_error_names_line_and_key() {
+        let e = parse("[server]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = \"big\"\n").unwrap_err();
+        let e = &e.0[0];
+        assert_eq!(e.line, 3);
+        assert_eq!(e.key, "server.max_body_bytes");
+        assert!(e.to_string().starts_with("llmop.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let e = parse("[providers.x]\nkind = \"openai\"\nbase_ulr = \"http://a\"\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("base_ulr"), "{s}");
+        assert!(s.contains(":3:"), "{s}");
+    }
+
+    #[test]
+    fn unknown_provider_in_route_names_line_and_key() {
+        let text = "[providers.openai]\nkind = \"openai\"\n\n[routes.smart]\ntargets = [\n  { provider = \"openai\", model = \"a\" },\n  { provider = \"opena\", model = \"b\" },\n]\n";
+        let e = parse(text).unwrap_err();
+        let e = &e.0[0];
+        assert_eq!(e.key, "routes.smart.targets[1].provider");
+        assert_eq!(e.line, 7);
+        assert!(e.message.contains("opena"));
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported() {
+        let text = "[server]\nlisten = \"nowhere\"\n[providers.sim]\nkind = \"mock\"\nerror_rate = 2.0\n[providers.o]\nkind = \"openai\"\nreply = \"x\"\n";
+        let e = parse(text).unwrap_err();
+        let keys: Vec<_> = e.0.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert!(keys.contains(&("server.listen", 2)), "{keys:?}");
+        assert!(keys.contains(&("providers.sim.error_rate", 5)), "{keys:?}");
+        assert!(keys.contains(&("providers.o.reply", 8)), "{keys:?}");
+    }
+
+    #[test]
+    fn api_key_from_env_only() {
+        let p: ProviderConfig = toml::from_str("kind = \"openai\"\napi_key_env = \"LLMOP_TEST_NO_SUCH_VAR\"").unwrap();
+        assert!(p.api_key().unwrap_err().contains("LLMOP_TEST_NO_SUCH_VAR"));
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

@@ -1,0 +1,87 @@
+//! Per-request metadata: who is calling, in which environment, under which request id.
+
+use std::collections::BTreeMap;
+
+/// Longest client-supplied request id we accept; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Metadata the gateway attaches to one call. Built from headers before the body is
+/// parsed, so even a rejected request has an id.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub env: Option<String>,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    pub feature: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A client's request id is echoed only if it is short and made of visible ASCII
+/// without separators that could break a header or a log line.
+pub fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// A new time-ordered request id (UUIDv7), so ids sort by arrival.
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Parses `x-llmop-tags: k=v,k2=v2`. Blank items are skipped; an item without `=` or
+/// with an empty key is an error naming it.
+pub fn parse_tags(raw: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut tags = BTreeMap::new();
+    for item in raw.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("tag `{item}` is not of the form key=value"))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("tag `{item}` has an empty key"));
+        }
+        tags.insert(k.to_string(), v.trim().to_string());
+    }
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id("req_123-abc.def:9"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("has space"));
+        assert!(!valid_request_id("new\nline"));
+        assert!(!valid_request_id(&"a".repeat(129)));
+        let id = new_request_id();
+        assert!(valid_request_id(&id));
+        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+    }
+
+    #[test]
+    fn tags() {
+        let t = parse_tags("team=search, tier=pro,,").unwrap();
+        assert_eq!(t.get("team").map(String::as_str), Some("search"));
+        assert_eq!(t.get("tier").map(String::as_str), Some("pro"));
+        assert!(parse_tags("novalue").is_err());
+        assert!(parse_tags("=x").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn tag_parser_never_panics(s in ".*") {
+            let _ = parse_tags(&s);
+        }
+    }
+}

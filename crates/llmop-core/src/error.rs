@@ -1,0 +1,186 @@
+//! Typed errors of the request path.
+//!
+//! [`ProviderError`] is what a provider adapter returns; [`GatewayError`] is what the
+//! request pipeline returns. Each carries a stable snake_case `code` for clients. The
+//! HTTP status of each variant is decided in exactly one place: the gateway's
+//! `http_error` module.
+
+use std::time::Duration;
+use thiserror::Error;
+
+/// Which deadline an upstream call missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutStage {
+    Connect,
+    FirstByte,
+    Total,
+}
+
+impl TimeoutStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutStage::Connect => "connect",
+            TimeoutStage::FirstByte => "first_byte",
+            TimeoutStage::Total => "total",
+        }
+    }
+}
+
+/// An upstream call failed.
+#[derive(Debug, Clone, Error)]
+pub enum ProviderError {
+    #[error("provider `{provider}` did not answer in time ({})", stage.as_str())]
+    Timeout {
+        provider: String,
+        stage: TimeoutStage,
+    },
+    #[error("could not reach provider `{provider}`: {message}")]
+    Connect { provider: String, message: String },
+    /// The provider answered with an error status. `message` is the message extracted
+    /// from the provider's error body, never the raw body.
+    #[error("provider `{provider}` answered {status}: {message}")]
+    Status {
+        provider: String,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The provider answered something that is not its documented format.
+    #[error("provider `{provider}` sent a malformed response: {message}")]
+    Protocol { provider: String, message: String },
+    /// The provider reported an error inside a stream, or the stream broke.
+    #[error("provider `{provider}` stream failed: {message}")]
+    Stream { provider: String, message: String },
+}
+
+impl ProviderError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProviderError::Timeout { .. } => "upstream_timeout",
+            ProviderError::Connect { .. } => "upstream_unreachable",
+            ProviderError::Status { status, .. } => match status {
+                429 => "upstream_rate_limited",
+                401 | 403 => "upstream_auth_failed",
+                400..=499 => "upstream_bad_request",
+                _ => "upstream_error",
+            },
+            ProviderError::Protocol { .. } => "upstream_protocol_error",
+            ProviderError::Stream { .. } => "upstream_stream_error",
+        }
+    }
+
+    pub fn provider(&self) -> &str {
+        match self {
+            ProviderError::Timeout { provider, .. }
+            | ProviderError::Connect { provider, .. }
+            | ProviderError::Status { provider, .. }
+            | ProviderError::Protocol { provider, .. }
+            | ProviderError::Stream { provider, .. } => provider,
+        }
+    }
+
+    /// Whether another target could succeed where this one failed: the request itself
+    /// was not at fault. A 4xx other than 408/409/429 says the request is wrong and
+    /// would fail anywhere.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::Status { status, .. } => {
+                matches!(status, 408 | 409 | 429) || *status >= 500
+            }
+            _ => true,
+        }
+    }
+}
+
+/// The request pipeline failed. Every variant maps to one HTTP status and `code`.
+#[derive(Debug, Clone, Error)]
+pub enum GatewayError {
+    /// The request is malformed. `param` names the offending field when known.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+        code: &'static str,
+    },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{message}")]
+    NotFound {
+        message: String,
+        code: &'static str,
+    },
+    #[error("{message}")]
+    Unauthorized { message: String },
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The deadline of the whole request passed.
+    #[error("request did not complete within {ms} ms")]
+    DeadlineExceeded { ms: u64 },
+    /// A bug or an impossible state; the message is safe to show.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn invalid(message: impl Into<String>, param: Option<String>) -> Self {
+        GatewayError::InvalidRequest {
+            message: message.into(),
+            param,
+            code: "invalid_request",
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidRequest { code, .. } => code,
+            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::NotFound { code, .. } => code,
+            GatewayError::Unauthorized { .. } => "invalid_api_key",
+            GatewayError::Provider(e) => e.code(),
+            GatewayError::DeadlineExceeded { .. } => "upstream_timeout",
+            GatewayError::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::InvalidRequest { param, .. } => param.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(s: u16) -> ProviderError {
+        ProviderError::Status {
+            provider: "p".into(),
+            status: s,
+            message: "m".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn retryable_follows_the_contract() {
+        for s in [408, 409, 429, 500, 502, 503, 504] {
+            assert!(status(s).is_retryable(), "{s}");
+        }
+        for s in [400, 401, 403, 404, 413, 422] {
+            assert!(!status(s).is_retryable(), "{s}");
+        }
+    }
+
+    #[test]
+    fn codes_are_stable() {
+        assert_eq!(status(429).code(), "upstream_rate_limited");
+        assert_eq!(status(503).code(), "upstream_error");
+        assert_eq!(status(400).code(), "upstream_bad_request");
+        assert_eq!(
+            GatewayError::DeadlineExceeded { ms: 5 }.code(),
+            "upstream_timeout"
+        );
+    }
+}

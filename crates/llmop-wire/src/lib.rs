@@ -1,0 +1,1 @@
+pub mod openai; pub mod anthropic; pub mod gemini; pub mod sse;
