@@ -347,7 +347,10 @@ impl Config {
                     ("api_key_file", p.api_key_file.is_some()),
                 ] {
                     if set {
-                        out.push((at(field), "the mock provider takes no `{field}`".replace("{field}", field)));
+                        out.push((
+                            at(field),
+                            "the mock provider takes no `{field}`".replace("{field}", field),
+                        ));
                     }
                 }
             } else {
@@ -360,7 +363,10 @@ impl Config {
                     }
                 }
             }
-            for (field, v) in [("error_rate", p.error_rate), ("timeout_rate", p.timeout_rate)] {
+            for (field, v) in [
+                ("error_rate", p.error_rate),
+                ("timeout_rate", p.timeout_rate),
+            ] {
                 if let Some(v) = v {
                     if !(0.0..=1.0).contains(&v) {
                         out.push((at(field), format!("{v} is not a rate between 0 and 1")));
@@ -369,7 +375,10 @@ impl Config {
             }
             if let Some(s) = p.error_status {
                 if !(400..=599).contains(&s) {
-                    out.push((at("error_status"), format!("{s} is not an HTTP error status (400-599)")));
+                    out.push((
+                        at("error_status"),
+                        format!("{s} is not an HTTP error status (400-599)"),
+                    ));
                 }
             }
             if let Some(t) = p.tokens_per_second {
@@ -387,7 +396,10 @@ impl Config {
                 ));
             }
             if r.targets.is_empty() {
-                out.push((k(&["routes", name, "targets"]), "a route needs at least one target".into()));
+                out.push((
+                    k(&["routes", name, "targets"]),
+                    "a route needs at least one target".into(),
+                ));
             }
             if r.strategy == Strategy::LeastLatency {
                 out.push((
@@ -396,7 +408,10 @@ impl Config {
                 ));
             }
             if r.timeout_ms == Some(0) {
-                out.push((k(&["routes", name, "timeout_ms"]), "must be greater than 0".into()));
+                out.push((
+                    k(&["routes", name, "timeout_ms"]),
+                    "must be greater than 0".into(),
+                ));
             }
             for (i, t) in r.targets.iter().enumerate() {
                 let at = |field: &str| {
@@ -412,14 +427,25 @@ impl Config {
                     let known: Vec<&str> = self.providers.keys().map(String::as_str).collect();
                     out.push((
                         at("provider"),
-                        format!("unknown provider `{}` (configured: {})", t.provider, if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                        format!(
+                            "unknown provider `{}` (configured: {})",
+                            t.provider,
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
                     ));
                 }
                 if t.model.is_empty() {
                     out.push((at("model"), "must not be empty".into()));
                 }
                 if r.strategy == Strategy::Weighted && t.weight == 0 && r.targets.len() == 1 {
-                    out.push((at("weight"), "the only target of a weighted route needs a weight above 0".into()));
+                    out.push((
+                        at("weight"),
+                        "the only target of a weighted route needs a weight above 0".into(),
+                    ));
                 }
             }
         }
@@ -484,7 +510,12 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+    let col = offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
     (line, col)
 }
 
@@ -506,7 +537,8 @@ mod tests {
 
     #[test]
     fn type_error_names_line_and_key() {
-        let e = parse("[server]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = \"big\"\n").unwrap_err();
+        let e =
+            parse("[server]\nlisten = \"127.0.0.1:1\"\nmax_body_bytes = \"big\"\n").unwrap_err();
         let e = &e.0[0];
         assert_eq!(e.line, 3);
         assert_eq!(e.key, "server.max_body_bytes");
@@ -543,7 +575,8 @@ mod tests {
 
     #[test]
     fn api_key_from_env_only() {
-        let p: ProviderConfig = toml::from_str("kind = \"openai\"\napi_key_env = \"LLMOP_TEST_NO_SUCH_VAR\"").unwrap();
+        let p: ProviderConfig =
+            toml::from_str("kind = \"openai\"\napi_key_env = \"LLMOP_TEST_NO_SUCH_VAR\"").unwrap();
         assert!(p.api_key().unwrap_err().contains("LLMOP_TEST_NO_SUCH_VAR"));
     }
 

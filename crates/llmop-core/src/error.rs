@@ -105,10 +105,7 @@ pub enum GatewayError {
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
-    NotFound {
-        message: String,
-        code: &'static str,
-    },
+    NotFound { message: String, code: &'static str },
     #[error("{message}")]
     Unauthorized { message: String },
     #[error(transparent)]

@@ -1,0 +1,1089 @@
+//! Anthropic Messages (`POST /v1/messages`).
+//!
+//! Reference: Anthropic's Messages API and its streaming events (`message_start`,
+//! `content_block_start`, `content_block_delta`, `content_block_stop`, `message_delta`,
+//! `message_stop`, `ping`, `error`).
+
+use crate::{from_json, sse, WireError};
+use bytes::BytesMut;
+use llmop_core::{
+    ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role,
+    StreamEvent, Tool, ToolCall, ToolChoice, Usage, WireFormat,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// Sent when a request from another format names no `max_tokens`; the Messages API
+/// requires one, and every current Claude model accepts this many.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// The API version llmop speaks to Anthropic (the `anthropic-version` header).
+pub const API_VERSION: &str = "2023-06-01";
+
+// ---------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct InRequest {
+    model: String,
+    max_tokens: u32,
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    system: Option<InSystem>,
+    #[serde(default)]
+    stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    tools: Option<Vec<InTool>>,
+    #[serde(default)]
+    tool_choice: Option<InToolChoice>,
+    #[serde(default)]
+    metadata: Option<InMetadata>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum InSystem {
+    Text(String),
+    Blocks(Vec<InBlock>),
+}
+
+#[derive(Deserialize)]
+struct InMetadata {
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InMessage {
+    role: String,
+    content: InContent,
+}
+
+enum InContent {
+    Text(String),
+    Blocks(Vec<InBlock>),
+}
+
+impl<'de> Deserialize<'de> for InContent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match v {
+            Value::String(s) => Ok(InContent::Text(s)),
+            Value::Array(_) => serde_json::from_value(v)
+                .map(InContent::Blocks)
+                .map_err(serde::de::Error::custom),
+            _ => Err(serde::de::Error::custom(
+                "expected a string or an array of content blocks",
+            )),
+        }
+    }
+}
+
+/// A content block, flat so that each field's path survives into error messages; the
+/// `type`'s rules are checked when it is converted.
+#[derive(Deserialize)]
+struct InBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    source: Option<InImageSource>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    tool_use_id: Option<String>,
+    #[serde(default)]
+    content: Option<InContent>,
+    #[serde(default)]
+    is_error: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct InImageSource {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InTool {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    input_schema: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct InToolChoice {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    disable_parallel_tool_use: Option<bool>,
+}
+
+fn block_err(path: &str, msg: impl Into<String>) -> WireError {
+    WireError::new(msg, Some(path.to_string()))
+}
+
+/// Converts blocks into parts. Thinking blocks are dropped: they have no meaning in the
+/// other formats.
+fn blocks_to_parts(blocks: Vec<InBlock>, path: &str) -> Result<Vec<Part>, WireError> {
+    let mut parts = Vec::with_capacity(blocks.len());
+    for (i, b) in blocks.into_iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        match b.kind.as_str() {
+            "text" => parts
+                .push(Part::Text(b.text.ok_or_else(|| {
+                    block_err(&format!("{at}.text"), "is required")
+                })?)),
+            "image" => {
+                let s = b
+                    .source
+                    .ok_or_else(|| block_err(&format!("{at}.source"), "is required"))?;
+                let src = match s.kind.as_str() {
+                    "base64" => ImageSource::Base64 {
+                        media_type: s.media_type.unwrap_or_default(),
+                        data: s.data.unwrap_or_default(),
+                    },
+                    "url" => ImageSource::Url(s.url.unwrap_or_default()),
+                    other => {
+                        return Err(block_err(
+                            &format!("{at}.source.type"),
+                            format!("unsupported image source `{other}`"),
+                        ))
+                    }
+                };
+                parts.push(Part::Image(src));
+            }
+            "tool_use" => {
+                let input = b.input.unwrap_or_else(|| json!({}));
+                parts.push(Part::ToolCall(ToolCall {
+                    id: b
+                        .id
+                        .ok_or_else(|| block_err(&format!("{at}.id"), "is required"))?,
+                    name: b
+                        .name
+                        .ok_or_else(|| block_err(&format!("{at}.name"), "is required"))?,
+                    arguments: serde_json::to_string(&input).unwrap_or_default(),
+                }))
+            }
+            "tool_result" => {
+                let content = match b.content {
+                    None => String::new(),
+                    Some(InContent::Text(t)) => t,
+                    Some(InContent::Blocks(bs)) => bs.into_iter().filter_map(|b| b.text).collect(),
+                };
+                parts.push(Part::ToolResult {
+                    call_id: b
+                        .tool_use_id
+                        .ok_or_else(|| block_err(&format!("{at}.tool_use_id"), "is required"))?,
+                    content,
+                    is_error: b.is_error.unwrap_or(false),
+                });
+            }
+            "thinking" | "redacted_thinking" => {}
+            other => {
+                return Err(block_err(
+                    &format!("{at}.type"),
+                    format!("unsupported content block type `{other}`"),
+                ))
+            }
+        }
+    }
+    Ok(parts)
+}
+
+/// Parses an inbound Messages body.
+pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
+    let r: InRequest = from_json(body)?;
+    if r.model.is_empty() {
+        return Err(WireError::new("must not be empty", Some("model".into())));
+    }
+    if r.messages.is_empty() {
+        return Err(WireError::new(
+            "at least one message is required",
+            Some("messages".into()),
+        ));
+    }
+    let mut messages = Vec::with_capacity(r.messages.len() + 1);
+    match r.system {
+        None => {}
+        Some(InSystem::Text(t)) => messages.push(Message::text(Role::System, t)),
+        Some(InSystem::Blocks(bs)) => messages.push(Message {
+            role: Role::System,
+            parts: blocks_to_parts(bs, "system")?,
+            name: None,
+        }),
+    }
+    for (i, m) in r.messages.into_iter().enumerate() {
+        let role = match m.role.as_str() {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(WireError::new(
+                    format!("unknown role `{other}` (expected user or assistant)"),
+                    Some(format!("messages[{i}].role")),
+                ))
+            }
+        };
+        let parts = match m.content {
+            InContent::Text(t) => vec![Part::Text(t)],
+            InContent::Blocks(bs) => blocks_to_parts(bs, &format!("messages[{i}].content"))?,
+        };
+        messages.push(Message {
+            role,
+            parts,
+            name: None,
+        });
+    }
+    let mut req = ChatRequest::new(r.model, messages, WireFormat::Anthropic);
+    req.params.max_tokens = Some(r.max_tokens);
+    req.params.temperature = r.temperature;
+    req.params.top_p = r.top_p;
+    req.params.stop = r.stop_sequences.unwrap_or_default();
+    req.tools = r
+        .tools
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| Tool {
+            name: t.name,
+            description: t.description,
+            parameters: t
+                .input_schema
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            strict: None,
+        })
+        .collect();
+    if let Some(tc) = r.tool_choice {
+        req.tool_choice = Some(match tc.kind.as_str() {
+            "auto" => ToolChoice::Auto,
+            "any" => ToolChoice::Required,
+            "none" => ToolChoice::None,
+            "tool" => ToolChoice::Named(tc.name.ok_or_else(|| {
+                WireError::new(
+                    "is required when type is `tool`",
+                    Some("tool_choice.name".into()),
+                )
+            })?),
+            other => {
+                return Err(WireError::new(
+                    format!(
+                        "unknown tool_choice type `{other}` (expected auto, any, tool or none)"
+                    ),
+                    Some("tool_choice.type".into()),
+                ))
+            }
+        });
+        if let Some(d) = tc.disable_parallel_tool_use {
+            req.params.parallel_tool_calls = Some(!d);
+        }
+    }
+    req.stream = r.stream.unwrap_or(false);
+    // Anthropic streams always report usage.
+    req.include_usage = true;
+    req.user = r.metadata.and_then(|m| m.user_id);
+    req.extra = r.extra;
+    Ok(req)
+}
+
+fn out_block(p: &Part) -> Option<Value> {
+    Some(match p {
+        Part::Text(t) => json!({"type": "text", "text": t}),
+        Part::Image(ImageSource::Base64 { media_type, data }) => {
+            json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
+        }
+        Part::Image(ImageSource::Url(u)) => {
+            json!({"type": "image", "source": {"type": "url", "url": u}})
+        }
+        Part::ToolCall(c) => {
+            let input: Value = serde_json::from_str(&c.arguments)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
+            json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input})
+        }
+        Part::ToolResult {
+            call_id,
+            content,
+            is_error,
+        } => {
+            let mut b = json!({"type": "tool_result", "tool_use_id": call_id, "content": content});
+            if *is_error {
+                b["is_error"] = json!(true);
+            }
+            b
+        }
+    })
+}
+
+/// Builds the body sent to Anthropic for `model`.
+pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
+    let mut body = Map::new();
+    if req.origin == WireFormat::Anthropic {
+        for (k, v) in &req.extra {
+            body.insert(k.clone(), v.clone());
+        }
+    }
+    let mut system = String::new();
+    // Alternating user/assistant turns; tool results travel in user turns, and
+    // consecutive turns of one role are merged (the API refuses two in a row).
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for m in &req.messages {
+        let role = match m.role {
+            Role::System => {
+                let t = m.joined_text();
+                if !t.is_empty() {
+                    if !system.is_empty() {
+                        system.push_str("\n\n");
+                    }
+                    system.push_str(&t);
+                }
+                continue;
+            }
+            Role::User | Role::Tool => "user",
+            Role::Assistant => "assistant",
+        };
+        let blocks: Vec<Value> = m
+            .parts
+            .iter()
+            .filter(|p| !matches!(p, Part::Text(t) if t.is_empty()))
+            .filter_map(out_block)
+            .collect();
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((r, bs)) if *r == role => bs.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    if let Some(ResponseFormat::JsonSchema { schema, .. }) = &req.response_format {
+        // The Messages API has no response_format: the schema becomes an instruction.
+        if !system.is_empty() {
+            system.push_str("\n\n");
+        }
+        system.push_str(
+            "Respond with only a JSON value, no prose, that conforms to this JSON Schema:\n",
+        );
+        system.push_str(&schema.to_string());
+    } else if let Some(ResponseFormat::JsonObject) = &req.response_format {
+        if !system.is_empty() {
+            system.push_str("\n\n");
+        }
+        system.push_str("Respond with only a JSON object, no prose.");
+    }
+    body.insert("model".into(), json!(model));
+    body.insert(
+        "max_tokens".into(),
+        json!(req.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+    );
+    if !system.is_empty() {
+        body.insert("system".into(), json!(system));
+    }
+    let messages: Vec<Value> = turns
+        .into_iter()
+        .map(|(role, blocks)| match blocks.as_slice() {
+            [b] if b["type"] == "text" => json!({"role": role, "content": b["text"]}),
+            _ => json!({"role": role, "content": blocks}),
+        })
+        .collect();
+    body.insert("messages".into(), Value::Array(messages));
+    let p = &req.params;
+    if let Some(v) = p.temperature {
+        body.insert("temperature".into(), json!(v));
+    }
+    if let Some(v) = p.top_p {
+        body.insert("top_p".into(), json!(v));
+    }
+    if !p.stop.is_empty() {
+        body.insert("stop_sequences".into(), json!(p.stop));
+    }
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = json!({"name": t.name, "input_schema": t.parameters});
+                if let Some(d) = &t.description {
+                    v["description"] = json!(d);
+                }
+                v
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
+    }
+    let mut choice = req.tool_choice.as_ref().map(|tc| match tc {
+        ToolChoice::Auto => json!({"type": "auto"}),
+        ToolChoice::None => json!({"type": "none"}),
+        ToolChoice::Required => json!({"type": "any"}),
+        ToolChoice::Named(n) => json!({"type": "tool", "name": n}),
+    });
+    if p.parallel_tool_calls == Some(false) && !req.tools.is_empty() {
+        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        if c["type"] != "none" {
+            c["disable_parallel_tool_use"] = json!(true);
+        }
+    }
+    if let Some(c) = choice {
+        if !req.tools.is_empty() {
+            body.insert("tool_choice".into(), c);
+        }
+    }
+    if let Some(u) = &req.user {
+        body.insert("metadata".into(), json!({"user_id": u}));
+    }
+    if stream {
+        body.insert("stream".into(), json!(true));
+    } else {
+        body.remove("stream");
+    }
+    serde_json::to_vec(&Value::Object(body)).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct InResponse {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    content: Vec<InRespBlock>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<InUsage>,
+}
+
+#[derive(Deserialize)]
+struct InRespBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct InUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl InUsage {
+    /// Anthropic's `input_tokens` excludes cache reads and writes; llmop's includes them.
+    fn to_usage(self) -> Usage {
+        let read = self.cache_read_input_tokens.unwrap_or(0);
+        let write = self.cache_creation_input_tokens.unwrap_or(0);
+        Usage {
+            input_tokens: self.input_tokens.unwrap_or(0) + read + write,
+            output_tokens: self.output_tokens.unwrap_or(0),
+            cached_input_tokens: read,
+            cache_write_tokens: write,
+        }
+    }
+}
+
+fn finish_from(s: Option<&str>) -> FinishReason {
+    match s {
+        Some("max_tokens") => FinishReason::Length,
+        Some("tool_use") => FinishReason::ToolCalls,
+        Some("refusal") => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+pub fn stop_reason_str(f: &FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "end_turn",
+        FinishReason::Length => "max_tokens",
+        FinishReason::ToolCalls => "tool_use",
+        FinishReason::ContentFilter => "refusal",
+    }
+}
+
+/// Parses Anthropic's non-streaming answer.
+pub fn parse_response(body: &[u8]) -> Result<ChatResponse, WireError> {
+    let r: InResponse = from_json(body)?;
+    let mut parts = Vec::with_capacity(r.content.len());
+    for b in r.content {
+        match b.kind.as_str() {
+            "text" => parts.push(Part::Text(b.text.unwrap_or_default())),
+            "tool_use" => parts.push(Part::ToolCall(ToolCall {
+                id: b.id.unwrap_or_default(),
+                name: b.name.unwrap_or_default(),
+                arguments: serde_json::to_string(&b.input.unwrap_or_else(|| json!({})))
+                    .unwrap_or_default(),
+            })),
+            _ => {}
+        }
+    }
+    Ok(ChatResponse {
+        id: r.id,
+        model: r.model,
+        created: crate::unix_now(),
+        parts,
+        finish_reason: finish_from(r.stop_reason.as_deref()),
+        usage: r.usage.map(InUsage::to_usage),
+    })
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct OutUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+}
+
+fn out_usage(u: &Usage) -> OutUsage {
+    OutUsage {
+        input_tokens: u
+            .input_tokens
+            .saturating_sub(u.cached_input_tokens + u.cache_write_tokens),
+        output_tokens: u.output_tokens,
+        cache_creation_input_tokens: u.cache_write_tokens,
+        cache_read_input_tokens: u.cached_input_tokens,
+    }
+}
+
+/// Encodes a whole answer for an Anthropic-format client.
+pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
+    let content: Vec<Value> = resp.parts.iter().filter_map(out_block).collect();
+    let usage = out_usage(&resp.usage.unwrap_or_default());
+    serde_json::to_vec(&json!({
+        "id": resp.id,
+        "type": "message",
+        "role": "assistant",
+        "model": resp.model,
+        "content": content,
+        "stop_reason": stop_reason_str(&resp.finish_reason),
+        "stop_sequence": Value::Null,
+        "usage": usage,
+    }))
+    .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Streams
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct InEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    message: Option<InStartMessage>,
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    content_block: Option<InRespBlock>,
+    #[serde(default)]
+    delta: Option<InDelta>,
+    #[serde(default)]
+    usage: Option<InUsage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct InStartMessage {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    usage: Option<InUsage>,
+}
+
+#[derive(Deserialize)]
+struct InDelta {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    partial_json: Option<String>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+/// Turns the `data` payloads of an Anthropic stream into events.
+#[derive(Default)]
+pub struct StreamDecoder {
+    usage: InUsage,
+    /// Tool index of each content block index that is a tool_use block.
+    tool_of_block: Vec<Option<u32>>,
+    tools: u32,
+    done: bool,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `message_stop` was seen.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    pub fn decode(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
+        if data.trim().is_empty() {
+            return Ok(());
+        }
+        let ev: InEvent = from_json(data.as_bytes())?;
+        match ev.kind.as_str() {
+            "message_start" => {
+                let m = ev
+                    .message
+                    .ok_or_else(|| WireError::new("message_start without message", None))?;
+                if let Some(u) = m.usage {
+                    self.usage = u;
+                }
+                out.push(StreamEvent::Start {
+                    id: m.id,
+                    model: m.model,
+                });
+            }
+            "content_block_start" => {
+                let idx = ev.index.unwrap_or(0) as usize;
+                if idx > 4096 {
+                    return Err(WireError::new("content block index out of range", None));
+                }
+                let b = ev
+                    .content_block
+                    .ok_or_else(|| WireError::new("content_block_start without block", None))?;
+                if self.tool_of_block.len() <= idx {
+                    self.tool_of_block.resize(idx + 1, None);
+                }
+                match b.kind.as_str() {
+                    "tool_use" => {
+                        let t = self.tools;
+                        self.tools += 1;
+                        self.tool_of_block[idx] = Some(t);
+                        out.push(StreamEvent::ToolCallStart {
+                            index: t,
+                            id: b.id.unwrap_or_default(),
+                            name: b.name.unwrap_or_default(),
+                        });
+                    }
+                    "text" => {
+                        if let Some(t) = b.text.filter(|t| !t.is_empty()) {
+                            out.push(StreamEvent::Text(t));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let idx = ev.index.unwrap_or(0) as usize;
+                if let Some(d) = ev.delta {
+                    match d.kind.as_deref() {
+                        Some("text_delta") => {
+                            if let Some(t) = d.text {
+                                out.push(StreamEvent::Text(t));
+                            }
+                        }
+                        Some("input_json_delta") => {
+                            if let (Some(Some(t)), Some(j)) =
+                                (self.tool_of_block.get(idx), d.partial_json)
+                            {
+                                if !j.is_empty() {
+                                    out.push(StreamEvent::ToolCallDelta {
+                                        index: *t,
+                                        arguments: j,
+                                    });
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = ev.usage {
+                    // message_delta usage is cumulative; fields it omits keep their
+                    // message_start values.
+                    let cur = &mut self.usage;
+                    cur.output_tokens = u.output_tokens.or(cur.output_tokens);
+                    cur.input_tokens = u.input_tokens.or(cur.input_tokens);
+                    cur.cache_read_input_tokens =
+                        u.cache_read_input_tokens.or(cur.cache_read_input_tokens);
+                    cur.cache_creation_input_tokens = u
+                        .cache_creation_input_tokens
+                        .or(cur.cache_creation_input_tokens);
+                }
+                let stop = ev.delta.and_then(|d| d.stop_reason);
+                out.push(StreamEvent::Finish(finish_from(stop.as_deref())));
+                out.push(StreamEvent::Usage(self.usage.to_usage()));
+            }
+            "message_stop" => self.done = true,
+            "error" => {
+                let msg = ev
+                    .error
+                    .as_ref()
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("stream error");
+                return Err(WireError::new(msg, None));
+            }
+            // ping, content_block_stop, and event types added after this was written.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum OpenBlock {
+    None,
+    Text,
+    Tool(u32),
+}
+
+/// Writes events as an Anthropic SSE stream.
+pub struct StreamEncoder {
+    id: String,
+    model: String,
+    next_block: u32,
+    open: OpenBlock,
+    open_index: u32,
+    /// Content block index of each tool call index.
+    tool_blocks: Vec<u32>,
+    stop: Option<FinishReason>,
+    usage: Option<Usage>,
+    started: bool,
+}
+
+impl StreamEncoder {
+    pub fn new(id: String, model: String) -> Self {
+        StreamEncoder {
+            id,
+            model,
+            next_block: 0,
+            open: OpenBlock::None,
+            open_index: 0,
+            tool_blocks: Vec::new(),
+            stop: None,
+            usage: None,
+            started: false,
+        }
+    }
+
+    fn close_block(&mut self, out: &mut BytesMut) {
+        if self.open != OpenBlock::None {
+            sse::write_event(
+                out,
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": self.open_index}),
+            );
+            self.open = OpenBlock::None;
+        }
+    }
+
+    fn open_block(&mut self, out: &mut BytesMut, kind: OpenBlock, block: Value) {
+        self.close_block(out);
+        self.open = kind;
+        self.open_index = self.next_block;
+        self.next_block += 1;
+        sse::write_event(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": self.open_index, "content_block": block}),
+        );
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        sse::write_event(
+            out,
+            "message_start",
+            &json!({"type": "message_start", "message": {
+                "id": self.id, "type": "message", "role": "assistant", "content": [],
+                "model": self.model, "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0}
+            }}),
+        );
+    }
+
+    pub fn encode(&mut self, ev: &StreamEvent, out: &mut BytesMut) {
+        match ev {
+            StreamEvent::Start { model, .. } => {
+                if self.model.is_empty() {
+                    self.model.clone_from(model);
+                }
+                self.start(out);
+            }
+            StreamEvent::Text(t) => {
+                self.start(out);
+                if self.open != OpenBlock::Text {
+                    self.open_block(out, OpenBlock::Text, json!({"type": "text", "text": ""}));
+                }
+                sse::write_event(
+                    out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": self.open_index,
+                            "delta": {"type": "text_delta", "text": t}}),
+                );
+            }
+            StreamEvent::ToolCallStart { index, id, name } => {
+                self.start(out);
+                self.open_block(
+                    out,
+                    OpenBlock::Tool(*index),
+                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                );
+                let i = *index as usize;
+                if i < 4096 {
+                    if self.tool_blocks.len() <= i {
+                        self.tool_blocks.resize(i + 1, 0);
+                    }
+                    self.tool_blocks[i] = self.open_index;
+                }
+            }
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                let block = self
+                    .tool_blocks
+                    .get(*index as usize)
+                    .copied()
+                    .unwrap_or(self.open_index);
+                sse::write_event(
+                    out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": block,
+                            "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                );
+            }
+            StreamEvent::Finish(f) => self.stop = Some(f.clone()),
+            StreamEvent::Usage(u) => self.usage = Some(*u),
+        }
+    }
+
+    /// Ends a stream that completed: closes the open block, then `message_delta` with
+    /// the stop reason and usage, then `message_stop`.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        self.start(out);
+        self.close_block(out);
+        let stop = self.stop.clone().unwrap_or(FinishReason::Stop);
+        let usage = out_usage(&self.usage.unwrap_or_default());
+        sse::write_event(
+            out,
+            "message_delta",
+            &json!({"type": "message_delta",
+                    "delta": {"stop_reason": stop_reason_str(&stop), "stop_sequence": null},
+                    "usage": usage}),
+        );
+        sse::write_event(out, "message_stop", &json!({"type": "message_stop"}));
+    }
+
+    /// Ends a stream that failed after it started, with an `error` event.
+    pub fn error(&mut self, out: &mut BytesMut, _code: &str, message: &str) {
+        sse::write_event(
+            out,
+            "error",
+            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// Extracts the message of an Anthropic error body.
+pub fn parse_error_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("error")?.get("message")?.as_str().map(str::to_string)
+}
+
+/// Anthropic's error `type` for an HTTP status.
+pub fn error_type_for_status(status: u16) -> &'static str {
+    match status {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    }
+}
+
+/// An Anthropic-format error body. llmop's stable `code` travels beside the message.
+pub fn error_body(kind: &str, code: &str, message: &str, request_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "type": "error",
+        "error": {"type": kind, "message": message, "code": code},
+        "request_id": request_id,
+    }))
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_request_with_tools_and_results() {
+        let body = br#"{
+          "model":"claude","max_tokens":100,"system":"be brief",
+          "messages":[
+            {"role":"user","content":"weather?"},
+            {"role":"assistant","content":[{"type":"text","text":"checking"},{"type":"tool_use","id":"toolu_1","name":"get","input":{"city":"Paris"}}]},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"sunny"}]}
+          ],
+          "tools":[{"name":"get","input_schema":{"type":"object"}}],
+          "tool_choice":{"type":"any"},
+          "metadata":{"user_id":"u1"},
+          "top_k": 5
+        }"#;
+        let r = parse_request(body).unwrap();
+        assert_eq!(r.messages[0].role, Role::System);
+        assert_eq!(r.user.as_deref(), Some("u1"));
+        assert_eq!(r.tool_choice, Some(ToolChoice::Required));
+        assert!(r.extra.contains_key("top_k"));
+        // To OpenAI: the tool result becomes a `tool` message.
+        let o: Value =
+            serde_json::from_slice(&crate::openai::build_request(&r, "gpt", false)).unwrap();
+        assert_eq!(
+            o["messages"][2]["tool_calls"][0]["function"]["arguments"],
+            r#"{"city":"Paris"}"#
+        );
+        assert_eq!(o["messages"][3]["role"], "tool");
+        assert!(
+            o.get("top_k").is_none(),
+            "anthropic-only fields stay behind"
+        );
+        // Back to Anthropic: same shape, top_k passed through.
+        let a: Value = serde_json::from_slice(&build_request(&r, "claude-x", true)).unwrap();
+        assert_eq!(a["system"], "be brief");
+        assert_eq!(a["messages"][1]["content"][1]["input"]["city"], "Paris");
+        assert_eq!(a["top_k"], 5);
+        assert_eq!(a["stream"], true);
+    }
+
+    #[test]
+    fn merges_consecutive_tool_results_into_one_user_turn() {
+        let o = br#"{"model":"m","messages":[
+          {"role":"user","content":"hi"},
+          {"role":"assistant","content":null,"tool_calls":[
+             {"id":"a","type":"function","function":{"name":"f","arguments":"{}"}},
+             {"id":"b","type":"function","function":{"name":"f","arguments":"{}"}}]},
+          {"role":"tool","tool_call_id":"a","content":"1"},
+          {"role":"tool","tool_call_id":"b","content":"2"}]}"#;
+        let r = crate::openai::parse_request(o).unwrap();
+        let a: Value = serde_json::from_slice(&build_request(&r, "c", false)).unwrap();
+        let msgs = a["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(msgs[2]["role"], "user");
+        assert_eq!(msgs[2]["content"].as_array().unwrap().len(), 2);
+        assert_eq!(a["max_tokens"], DEFAULT_MAX_TOKENS);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse_request(br#"{"model":"c","messages":[{"role":"user","content":"x"}]}"#)
+            .unwrap_err();
+        assert!(e.message.contains("max_tokens"), "{e}");
+        let e = parse_request(br#"{"model":"c","max_tokens":1,"messages":[{"role":"user","content":[{"type":"video"}]}]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[0].type"));
+    }
+
+    #[test]
+    fn usage_counts_cache_into_input() {
+        let r = parse_response(br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":10,"output_tokens":3,"cache_read_input_tokens":90,"cache_creation_input_tokens":5}}"#).unwrap();
+        let u = r.usage.unwrap();
+        assert_eq!(
+            (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens),
+            (105, 90, 5)
+        );
+        let back: Value = serde_json::from_slice(&encode_response(&r)).unwrap();
+        assert_eq!(back["usage"]["input_tokens"], 10);
+        assert_eq!(back["usage"]["cache_read_input_tokens"], 90);
+    }
+
+    #[test]
+    fn encoder_output_decodes_to_the_same_events() {
+        let evs = vec![
+            StreamEvent::Start {
+                id: "msg".into(),
+                model: "m".into(),
+            },
+            StreamEvent::Text("Hi".into()),
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "t".into(),
+                name: "f".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{\"a\":1}".into(),
+            },
+            StreamEvent::Finish(FinishReason::ToolCalls),
+            StreamEvent::Usage(Usage {
+                input_tokens: 7,
+                output_tokens: 2,
+                ..Usage::default()
+            }),
+        ];
+        let mut enc = StreamEncoder::new("msg".into(), "m".into());
+        let mut buf = BytesMut::new();
+        for e in &evs {
+            enc.encode(e, &mut buf);
+        }
+        enc.finish(&mut buf);
+        let text = String::from_utf8(buf.to_vec()).unwrap();
+        let mut d = StreamDecoder::new();
+        let mut back = Vec::new();
+        for frame in text.split("\n\n").filter(|f| !f.is_empty()) {
+            let data = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            d.decode(data, &mut back).unwrap();
+        }
+        assert!(d.is_done());
+        assert_eq!(back, evs);
+    }
+}

@@ -1,1 +1,84 @@
-pub mod openai; pub mod anthropic; pub mod gemini; pub mod sse;
+//! llmop-wire: every wire format llmop speaks, translated to and from the chat model of
+//! `llmop-core`.
+//!
+//! # Layout
+//! - [`openai`]: OpenAI Chat Completions, spoken by clients (`/v1/chat/completions`) and
+//!   by `openai`-kind providers (OpenAI and every compatible server).
+//! - [`anthropic`]: Anthropic Messages, spoken by clients (`/v1/messages`) and by
+//!   `anthropic`-kind providers.
+//! - [`gemini`]: Gemini `generateContent`, spoken by `gemini`-kind providers.
+//! - [`sse`]: writing server-sent-event frames.
+//!
+//! Each format module has the same shape: `parse_request`/`build_request` for requests,
+//! `parse_response`/`encode_response` for whole answers, a `StreamDecoder` that turns one
+//! SSE `data` payload into [`llmop_core::StreamEvent`]s, a `StreamEncoder` that does the
+//! reverse, and error-body helpers.
+//!
+//! Invariants: this crate does no I/O and never panics on input (it is fuzzed); it is the
+//! only crate that knows the field names of any wire format.
+
+pub mod anthropic;
+pub mod gemini;
+pub mod openai;
+pub mod sse;
+
+use std::fmt;
+
+/// An inbound body does not follow its format. `param` names the offending field, as a
+/// path such as `messages[2].content`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireError {
+    pub message: String,
+    pub param: Option<String>,
+}
+
+impl WireError {
+    pub fn new(message: impl Into<String>, param: Option<String>) -> Self {
+        WireError {
+            message: message.into(),
+            param,
+        }
+    }
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.param {
+            Some(p) => write!(f, "{p}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Deserializes JSON with the path of the failing field in the error.
+pub(crate) fn from_json<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T, WireError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("body is not valid JSON: {inner}")
+        } else {
+            strip_position(&inner.to_string())
+        };
+        WireError::new(message, (path != "." && !path.is_empty()).then_some(path))
+    })
+}
+
+/// serde_json appends " at line 1 column 42" to data errors; the path says more.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,1219 @@
+//! OpenAI Chat Completions (`POST /v1/chat/completions`).
+//!
+//! Reference: the OpenAI API reference for Chat Completions and its streaming chunk
+//! object. Unknown top-level request fields are kept in `ChatRequest::extra` and sent on
+//! unchanged to OpenAI-format providers.
+
+use crate::{from_json, sse, unix_now, WireError};
+use bytes::BytesMut;
+use llmop_core::{
+    ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role,
+    StreamEvent, Tool, ToolCall, ToolChoice, Usage, WireFormat,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+// ---------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct InRequest {
+    model: String,
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<InStreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    stop: Option<InStop>,
+    #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    tools: Option<Vec<InTool>>,
+    #[serde(default)]
+    tool_choice: Option<InToolChoice>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(default)]
+    response_format: Option<InResponseFormat>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct InStreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum InStop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// One message. A flat struct rather than an enum tagged by `role`, so that a bad field
+/// is reported with its full path (`messages[2].content`); the role's rules are checked
+/// after parsing.
+#[derive(Deserialize)]
+struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<InContent>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<InToolCall>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+/// `content` is a string or an array of parts. Written by hand so that a wrong shape
+/// gets a message that says what is expected, not serde's "did not match any variant".
+enum InContent {
+    Text(String),
+    Parts(Vec<InPart>),
+}
+
+impl<'de> Deserialize<'de> for InContent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match v {
+            Value::String(s) => Ok(InContent::Text(s)),
+            Value::Array(_) => serde_json::from_value(v)
+                .map(InContent::Parts)
+                .map_err(serde::de::Error::custom),
+            Value::Null => Ok(InContent::Text(String::new())),
+            _ => Err(serde::de::Error::custom(
+                "expected a string or an array of content parts",
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum InPart {
+    Text { text: String },
+    ImageUrl { image_url: InImageUrl },
+    Refusal { refusal: String },
+}
+
+#[derive(Deserialize)]
+struct InImageUrl {
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct InToolCall {
+    id: String,
+    function: InFunctionCall,
+}
+
+#[derive(Deserialize)]
+struct InFunctionCall {
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+#[derive(Deserialize)]
+struct InTool {
+    #[serde(rename = "type", default)]
+    _kind: Option<String>,
+    function: InFunction,
+}
+
+#[derive(Deserialize)]
+struct InFunction {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+    #[serde(default)]
+    strict: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum InToolChoice {
+    Mode(String),
+    Named { function: InNamed },
+}
+
+#[derive(Deserialize)]
+struct InNamed {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum InResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: InJsonSchema },
+}
+
+#[derive(Deserialize)]
+struct InJsonSchema {
+    name: String,
+    #[serde(default)]
+    schema: Option<Value>,
+    #[serde(default)]
+    strict: Option<bool>,
+}
+
+fn content_parts(c: InContent) -> Vec<Part> {
+    match c {
+        InContent::Text(t) => vec![Part::Text(t)],
+        InContent::Parts(ps) => ps
+            .into_iter()
+            .map(|p| match p {
+                InPart::Text { text } | InPart::Refusal { refusal: text } => Part::Text(text),
+                InPart::ImageUrl { image_url } => Part::Image(parse_image_url(image_url.url)),
+            })
+            .collect(),
+    }
+}
+
+/// `data:<media>;base64,<data>` URLs become inline images so that providers which take
+/// only inline data (Anthropic, Gemini) can use them.
+fn parse_image_url(url: String) -> ImageSource {
+    if let Some(rest) = url.strip_prefix("data:") {
+        if let Some((media, data)) = rest.split_once(";base64,") {
+            return ImageSource::Base64 {
+                media_type: media.to_string(),
+                data: data.to_string(),
+            };
+        }
+    }
+    ImageSource::Url(url)
+}
+
+fn image_url(src: &ImageSource) -> String {
+    match src {
+        ImageSource::Url(u) => u.clone(),
+        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+    }
+}
+
+/// Parses an inbound Chat Completions body.
+pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
+    let r: InRequest = from_json(body)?;
+    if r.model.is_empty() {
+        return Err(WireError::new("must not be empty", Some("model".into())));
+    }
+    if r.messages.is_empty() {
+        return Err(WireError::new(
+            "at least one message is required",
+            Some("messages".into()),
+        ));
+    }
+    if let Some(n) = r.n {
+        if n != 1 {
+            return Err(WireError::new("only n = 1 is supported", Some("n".into())));
+        }
+    }
+    let mut messages = Vec::with_capacity(r.messages.len());
+    for (i, m) in r.messages.into_iter().enumerate() {
+        let required = |field: &str| {
+            WireError::new(
+                format!("is required for role `{}`", m.role),
+                Some(format!("messages[{i}].{field}")),
+            )
+        };
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            other => return Err(WireError::new(
+                format!(
+                    "unknown role `{other}` (expected system, developer, user, assistant or tool)"
+                ),
+                Some(format!("messages[{i}].role")),
+            )),
+        };
+        let message = match role {
+            Role::System | Role::User => Message {
+                role,
+                parts: content_parts(m.content.ok_or_else(|| required("content"))?),
+                name: m.name,
+            },
+            Role::Assistant => {
+                let mut parts = m.content.map(content_parts).unwrap_or_default();
+                parts.retain(|p| !matches!(p, Part::Text(t) if t.is_empty()));
+                if let Some(r) = m.refusal {
+                    parts.push(Part::Text(r));
+                }
+                for c in m.tool_calls.unwrap_or_default() {
+                    parts.push(Part::ToolCall(ToolCall {
+                        id: c.id,
+                        name: c.function.name,
+                        arguments: c.function.arguments,
+                    }));
+                }
+                Message {
+                    role,
+                    parts,
+                    name: m.name,
+                }
+            }
+            Role::Tool => {
+                let call_id = m.tool_call_id.ok_or_else(|| required("tool_call_id"))?;
+                let text: String = content_parts(m.content.ok_or_else(|| required("content"))?)
+                    .into_iter()
+                    .filter_map(|p| match p {
+                        Part::Text(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect();
+                Message {
+                    role,
+                    parts: vec![Part::ToolResult {
+                        call_id,
+                        content: text,
+                        is_error: false,
+                    }],
+                    name: None,
+                }
+            }
+        };
+        messages.push(message);
+    }
+    let mut extra = r.extra;
+    let max_tokens = match r.max_completion_tokens {
+        Some(v) => {
+            // Remembered so that an OpenAI upstream gets the field the client chose:
+            // newer OpenAI models refuse `max_tokens`, older compatible servers ignore
+            // `max_completion_tokens`.
+            extra.insert("max_completion_tokens".into(), json!(v));
+            Some(v)
+        }
+        None => r.max_tokens,
+    };
+    let mut req = ChatRequest::new(r.model, messages, WireFormat::OpenAi);
+    req.params.max_tokens = max_tokens;
+    req.params.temperature = r.temperature;
+    req.params.top_p = r.top_p;
+    req.params.stop = match r.stop {
+        None => Vec::new(),
+        Some(InStop::One(s)) => vec![s],
+        Some(InStop::Many(v)) => v,
+    };
+    req.params.seed = r.seed;
+    req.params.parallel_tool_calls = r.parallel_tool_calls;
+    req.tools = r
+        .tools
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| Tool {
+            name: t.function.name,
+            description: t.function.description,
+            parameters: t
+                .function
+                .parameters
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            strict: t.function.strict,
+        })
+        .collect();
+    req.tool_choice = match r.tool_choice {
+        None => None,
+        Some(InToolChoice::Mode(m)) => Some(match m.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => return Err(WireError::new(
+                format!(
+                    "unknown tool_choice `{other}` (expected auto, none, required or a function)"
+                ),
+                Some("tool_choice".into()),
+            )),
+        }),
+        Some(InToolChoice::Named { function }) => Some(ToolChoice::Named(function.name)),
+    };
+    req.response_format = r.response_format.map(|f| match f {
+        InResponseFormat::Text => ResponseFormat::Text,
+        InResponseFormat::JsonObject => ResponseFormat::JsonObject,
+        InResponseFormat::JsonSchema { json_schema } => ResponseFormat::JsonSchema {
+            name: json_schema.name,
+            schema: json_schema.schema.unwrap_or_else(|| json!({})),
+            strict: json_schema.strict,
+        },
+    });
+    req.stream = r.stream.unwrap_or(false);
+    req.include_usage = r
+        .stream_options
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    req.user = r.user;
+    req.extra = extra;
+    Ok(req)
+}
+
+fn out_content(parts: &[&Part]) -> Value {
+    if let [Part::Text(t)] = parts {
+        return Value::String(t.clone());
+    }
+    Value::Array(
+        parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(json!({"type": "text", "text": t})),
+                Part::Image(src) => {
+                    Some(json!({"type": "image_url", "image_url": {"url": image_url(src)}}))
+                }
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+fn out_messages(messages: &[Message]) -> Vec<Value> {
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        let content: Vec<&Part> = m
+            .parts
+            .iter()
+            .filter(|p| matches!(p, Part::Text(_) | Part::Image(_)))
+            .collect();
+        match m.role {
+            Role::System | Role::User => {
+                // Tool results may sit in a user message (Anthropic places them there);
+                // OpenAI wants each as its own `tool` message, before the text.
+                for p in &m.parts {
+                    if let Part::ToolResult {
+                        call_id, content, ..
+                    } = p
+                    {
+                        out.push(
+                            json!({"role": "tool", "tool_call_id": call_id, "content": content}),
+                        );
+                    }
+                }
+                if !content.is_empty() {
+                    let role = if m.role == Role::System {
+                        "system"
+                    } else {
+                        "user"
+                    };
+                    let mut msg = json!({"role": role, "content": out_content(&content)});
+                    if let Some(n) = &m.name {
+                        msg["name"] = json!(n);
+                    }
+                    out.push(msg);
+                }
+            }
+            Role::Tool => {
+                for p in &m.parts {
+                    if let Part::ToolResult {
+                        call_id, content, ..
+                    } = p
+                    {
+                        out.push(
+                            json!({"role": "tool", "tool_call_id": call_id, "content": content}),
+                        );
+                    }
+                }
+            }
+            Role::Assistant => {
+                let calls: Vec<Value> = m
+                    .parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::ToolCall(c) => Some(json!({
+                            "id": c.id, "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments}
+                        })),
+                        _ => None,
+                    })
+                    .collect();
+                let mut msg = Map::new();
+                msg.insert("role".into(), json!("assistant"));
+                let text: String = content
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Text(t) => Some(t.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                msg.insert(
+                    "content".into(),
+                    if text.is_empty() && !calls.is_empty() {
+                        Value::Null
+                    } else {
+                        Value::String(text)
+                    },
+                );
+                if !calls.is_empty() {
+                    msg.insert("tool_calls".into(), Value::Array(calls));
+                }
+                if let Some(n) = &m.name {
+                    msg.insert("name".into(), json!(n));
+                }
+                out.push(Value::Object(msg));
+            }
+        }
+    }
+    out
+}
+
+/// Builds the body sent to an OpenAI-format provider for `model`.
+pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
+    let mut body = Map::new();
+    // Unknown fields first, so that the fields we set win over a client's duplicate.
+    if req.origin == WireFormat::OpenAi {
+        for (k, v) in &req.extra {
+            body.insert(k.clone(), v.clone());
+        }
+    }
+    body.insert("model".into(), json!(model));
+    body.insert("messages".into(), Value::Array(out_messages(&req.messages)));
+    let p = &req.params;
+    if let Some(v) = p.max_tokens {
+        if !body.contains_key("max_completion_tokens") {
+            body.insert("max_tokens".into(), json!(v));
+        }
+    }
+    if let Some(v) = p.temperature {
+        body.insert("temperature".into(), json!(v));
+    }
+    if let Some(v) = p.top_p {
+        body.insert("top_p".into(), json!(v));
+    }
+    if !p.stop.is_empty() {
+        body.insert("stop".into(), json!(p.stop));
+    }
+    if let Some(v) = p.seed {
+        body.insert("seed".into(), json!(v));
+    }
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut f = json!({"name": t.name, "parameters": t.parameters});
+                if let Some(d) = &t.description {
+                    f["description"] = json!(d);
+                }
+                if let Some(s) = t.strict {
+                    f["strict"] = json!(s);
+                }
+                json!({"type": "function", "function": f})
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
+        if let Some(v) = p.parallel_tool_calls {
+            body.insert("parallel_tool_calls".into(), json!(v));
+        }
+    }
+    if let Some(tc) = &req.tool_choice {
+        body.insert(
+            "tool_choice".into(),
+            match tc {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Named(n) => json!({"type": "function", "function": {"name": n}}),
+            },
+        );
+    }
+    if let Some(rf) = &req.response_format {
+        body.insert(
+            "response_format".into(),
+            match rf {
+                ResponseFormat::Text => json!({"type": "text"}),
+                ResponseFormat::JsonObject => json!({"type": "json_object"}),
+                ResponseFormat::JsonSchema {
+                    name,
+                    schema,
+                    strict,
+                } => {
+                    let mut js = json!({"name": name, "schema": schema});
+                    if let Some(s) = strict {
+                        js["strict"] = json!(s);
+                    }
+                    json!({"type": "json_schema", "json_schema": js})
+                }
+            },
+        );
+    }
+    if let Some(u) = &req.user {
+        body.insert("user".into(), json!(u));
+    }
+    if stream {
+        body.insert("stream".into(), json!(true));
+        // Always ask for usage: the gateway needs it even when the client did not.
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    } else {
+        body.remove("stream");
+        body.remove("stream_options");
+    }
+    serde_json::to_vec(&Value::Object(body)).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct InResponse {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    created: Option<i64>,
+    choices: Vec<InChoice>,
+    #[serde(default)]
+    usage: Option<InUsage>,
+}
+
+#[derive(Deserialize)]
+struct InChoice {
+    message: InRespMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InRespMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<InToolCall>>,
+}
+
+#[derive(Deserialize, Serialize, Default, Clone, Copy)]
+struct InUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<InPromptDetails>,
+}
+
+#[derive(Deserialize, Serialize, Default, Clone, Copy)]
+struct InPromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl From<InUsage> for Usage {
+    fn from(u: InUsage) -> Usage {
+        Usage {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            cached_input_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            cache_write_tokens: 0,
+        }
+    }
+}
+
+fn finish_from(s: Option<&str>) -> FinishReason {
+    match s {
+        Some("length") => FinishReason::Length,
+        Some("tool_calls") | Some("function_call") => FinishReason::ToolCalls,
+        Some("content_filter") => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+pub fn finish_str(f: &FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+    }
+}
+
+/// Parses a provider's non-streaming answer.
+pub fn parse_response(body: &[u8]) -> Result<ChatResponse, WireError> {
+    let r: InResponse = from_json(body)?;
+    let choice = r
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| WireError::new("no choices in response", Some("choices".into())))?;
+    let mut parts = Vec::new();
+    match (choice.message.content, choice.message.refusal) {
+        (Some(t), _) if !t.is_empty() => parts.push(Part::Text(t)),
+        (_, Some(r)) => parts.push(Part::Text(r)),
+        _ => {}
+    }
+    for c in choice.message.tool_calls.unwrap_or_default() {
+        parts.push(Part::ToolCall(ToolCall {
+            id: c.id,
+            name: c.function.name,
+            arguments: c.function.arguments,
+        }));
+    }
+    Ok(ChatResponse {
+        id: r.id,
+        model: r.model,
+        created: r.created.unwrap_or_else(unix_now),
+        parts,
+        finish_reason: finish_from(choice.finish_reason.as_deref()),
+        usage: r.usage.map(Usage::from),
+    })
+}
+
+#[derive(Serialize)]
+struct OutUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: OutPromptDetails,
+}
+
+#[derive(Serialize)]
+struct OutPromptDetails {
+    cached_tokens: u64,
+}
+
+fn out_usage(u: &Usage) -> OutUsage {
+    OutUsage {
+        prompt_tokens: u.input_tokens,
+        completion_tokens: u.output_tokens,
+        total_tokens: u.total(),
+        prompt_tokens_details: OutPromptDetails {
+            cached_tokens: u.cached_input_tokens,
+        },
+    }
+}
+
+/// Encodes a whole answer for an OpenAI-format client. `id` is the id shown to the
+/// client (`chatcmpl-…`).
+pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
+    let text = resp.text();
+    let calls: Vec<Value> = resp
+        .tool_calls()
+        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+        .collect();
+    let mut message = json!({
+        "role": "assistant",
+        "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) },
+        "refusal": Value::Null,
+    });
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let mut body = json!({
+        "id": resp.id,
+        "object": "chat.completion",
+        "created": resp.created,
+        "model": resp.model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": Value::Null,
+            "finish_reason": finish_str(&resp.finish_reason),
+        }],
+    });
+    if let Some(u) = &resp.usage {
+        body["usage"] = serde_json::to_value(out_usage(u)).unwrap_or(Value::Null);
+    }
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Streams
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct InChunk {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    choices: Vec<InChunkChoice>,
+    #[serde(default)]
+    usage: Option<InUsage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct InChunkChoice {
+    #[serde(default)]
+    delta: Option<InDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<InDeltaToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct InDeltaToolCall {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<InDeltaFunction>,
+}
+
+#[derive(Deserialize)]
+struct InDeltaFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+/// Turns the `data` payloads of an OpenAI-format stream into events.
+#[derive(Default)]
+pub struct StreamDecoder {
+    started: bool,
+    done: bool,
+    tool_started: Vec<bool>,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether `[DONE]` was seen.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Decodes one `data` payload, appending events to `out`.
+    pub fn decode(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(());
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let c: InChunk = from_json(data.as_bytes())?;
+        if let Some(e) = c.error {
+            return Err(WireError::new(error_message_of(&e), None));
+        }
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: c.id,
+                model: c.model,
+            });
+        }
+        if let Some(choice) = c.choices.into_iter().next() {
+            if let Some(d) = choice.delta {
+                if let Some(t) = d.content.or(d.refusal) {
+                    if !t.is_empty() {
+                        out.push(StreamEvent::Text(t));
+                    }
+                }
+                for tc in d.tool_calls.unwrap_or_default() {
+                    let i = tc.index as usize;
+                    if i > 1024 {
+                        return Err(WireError::new("tool call index out of range", None));
+                    }
+                    if self.tool_started.len() <= i {
+                        self.tool_started.resize(i + 1, false);
+                    }
+                    let (name, args) = match tc.function {
+                        Some(f) => (f.name, f.arguments),
+                        None => (None, None),
+                    };
+                    if !self.tool_started[i] && (tc.id.is_some() || name.is_some()) {
+                        self.tool_started[i] = true;
+                        out.push(StreamEvent::ToolCallStart {
+                            index: tc.index,
+                            id: tc.id.unwrap_or_default(),
+                            name: name.unwrap_or_default(),
+                        });
+                    }
+                    if let Some(a) = args {
+                        if !a.is_empty() {
+                            out.push(StreamEvent::ToolCallDelta {
+                                index: tc.index,
+                                arguments: a,
+                            });
+                        }
+                    }
+                }
+            }
+            if let Some(f) = choice.finish_reason {
+                out.push(StreamEvent::Finish(finish_from(Some(&f))));
+            }
+        }
+        if let Some(u) = c.usage {
+            out.push(StreamEvent::Usage(u.into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct OutChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: &'a [OutChunkChoice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<OutUsage>>,
+}
+
+#[derive(Serialize)]
+struct OutChunkChoice<'a> {
+    index: u32,
+    delta: OutDelta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize, Default)]
+struct OutDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[OutDeltaToolCall<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct OutDeltaToolCall<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: OutDeltaFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutDeltaFunction<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+/// Writes events as an OpenAI-format SSE stream (`chat.completion.chunk`s, then
+/// `[DONE]`).
+pub struct StreamEncoder {
+    id: String,
+    model: String,
+    created: i64,
+    include_usage: bool,
+}
+
+impl StreamEncoder {
+    /// `id` and `model` are what the client sees; `include_usage` is the client's
+    /// `stream_options.include_usage`.
+    pub fn new(id: String, model: String, include_usage: bool) -> Self {
+        StreamEncoder {
+            id,
+            model,
+            created: unix_now(),
+            include_usage,
+        }
+    }
+
+    fn chunk(&self, out: &mut BytesMut, delta: OutDelta<'_>, finish: Option<&'static str>) {
+        let choices = [OutChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: finish,
+        }];
+        sse::write_data(
+            out,
+            &OutChunk {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                choices: &choices,
+                usage: self.include_usage.then_some(None),
+            },
+        );
+    }
+
+    pub fn encode(&mut self, ev: &StreamEvent, out: &mut BytesMut) {
+        match ev {
+            StreamEvent::Start { model, .. } => {
+                if self.model.is_empty() {
+                    self.model.clone_from(model);
+                }
+                self.chunk(
+                    out,
+                    OutDelta {
+                        role: Some("assistant"),
+                        content: Some(""),
+                        tool_calls: None,
+                    },
+                    None,
+                );
+            }
+            StreamEvent::Text(t) => self.chunk(
+                out,
+                OutDelta {
+                    content: Some(t),
+                    ..OutDelta::default()
+                },
+                None,
+            ),
+            StreamEvent::ToolCallStart { index, id, name } => self.chunk(
+                out,
+                OutDelta {
+                    tool_calls: Some([OutDeltaToolCall {
+                        index: *index,
+                        id: Some(id),
+                        kind: Some("function"),
+                        function: OutDeltaFunction {
+                            name: Some(name),
+                            arguments: "",
+                        },
+                    }]),
+                    ..OutDelta::default()
+                },
+                None,
+            ),
+            StreamEvent::ToolCallDelta { index, arguments } => self.chunk(
+                out,
+                OutDelta {
+                    tool_calls: Some([OutDeltaToolCall {
+                        index: *index,
+                        id: None,
+                        kind: None,
+                        function: OutDeltaFunction {
+                            name: None,
+                            arguments,
+                        },
+                    }]),
+                    ..OutDelta::default()
+                },
+                None,
+            ),
+            StreamEvent::Finish(f) => self.chunk(out, OutDelta::default(), Some(finish_str(f))),
+            StreamEvent::Usage(u) => {
+                if self.include_usage {
+                    sse::write_data(
+                        out,
+                        &OutChunk {
+                            id: &self.id,
+                            object: "chat.completion.chunk",
+                            created: self.created,
+                            model: &self.model,
+                            choices: &[],
+                            usage: Some(Some(out_usage(u))),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Ends a stream that completed.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    /// Ends a stream that failed after it started: an `error` payload, which the
+    /// official SDKs raise as an API error, and no `[DONE]`.
+    pub fn error(&mut self, out: &mut BytesMut, code: &str, message: &str) {
+        sse::write_data(
+            out,
+            &json!({"error": {"type": "api_error", "code": code, "message": message, "param": null}}),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+fn error_message_of(v: &Value) -> String {
+    v.get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown error".to_string())
+}
+
+/// Extracts the message of an OpenAI-format error body
+/// (`{"error":{"message":…}}`), or `None` when the body is not one.
+pub fn parse_error_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("error")?;
+    Some(error_message_of(e))
+}
+
+/// The OpenAI error envelope, as llmop's contract defines it.
+pub fn error_body(
+    kind: &str,
+    code: &str,
+    message: &str,
+    param: Option<&str>,
+    request_id: &str,
+) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "error": {"type": kind, "code": code, "message": message, "param": param, "request_id": request_id}
+    }))
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_request() {
+        let body = br#"{
+            "model": "sim/echo",
+            "messages": [
+              {"role":"system","content":"be brief"},
+              {"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]},
+              {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+              {"role":"tool","tool_call_id":"c1","content":"42"}
+            ],
+            "stream": true, "stream_options": {"include_usage": true},
+            "max_completion_tokens": 20, "stop": "END",
+            "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+            "tool_choice": {"type":"function","function":{"name":"f"}},
+            "response_format": {"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}},
+            "logit_bias": {"50256": -100}
+        }"#;
+        let r = parse_request(body).unwrap();
+        assert_eq!(r.messages.len(), 4);
+        assert_eq!(r.params.max_tokens, Some(20));
+        assert_eq!(r.params.stop, vec!["END"]);
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.tool_choice, Some(ToolChoice::Named("f".into())));
+        assert!(matches!(
+            r.messages[1].parts[1],
+            Part::Image(ImageSource::Base64 { .. })
+        ));
+        assert!(r.extra.contains_key("logit_bias"));
+        let out: Value = serde_json::from_slice(&build_request(&r, "gpt-x", true)).unwrap();
+        assert_eq!(out["model"], "gpt-x");
+        assert_eq!(out["logit_bias"]["50256"], -100);
+        assert_eq!(out["max_completion_tokens"], 20);
+        assert!(out.get("max_tokens").is_none());
+        assert_eq!(out["messages"][3]["role"], "tool");
+        assert_eq!(out["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse_request(br#"{"model":"m"}"#).unwrap_err();
+        assert!(e.message.contains("messages"), "{e}");
+        let e = parse_request(br#"{"model":"m","messages":[{"role":"user","content":5}]}"#)
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content"), "{e:?}");
+        let e = parse_request(br#"{"model":"m","messages":[],"temperature":"hot"}"#).unwrap_err();
+        assert!(
+            e.param.as_deref() == Some("temperature") || e.param.as_deref() == Some("messages"),
+            "{e:?}"
+        );
+        let e = parse_request(b"{not json").unwrap_err();
+        assert!(e.message.contains("not valid JSON"));
+        let e = parse_request(br#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#)
+            .unwrap_err();
+        assert!(e.message.contains("wizard"), "{e}");
+    }
+
+    #[test]
+    fn decodes_a_stream_with_tool_calls() {
+        let mut d = StreamDecoder::new();
+        let mut evs = Vec::new();
+        for data in [
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":4}}}"#,
+            "[DONE]",
+        ] {
+            d.decode(data, &mut evs).unwrap();
+        }
+        assert!(d.is_done());
+        let mut acc = llmop_core::StreamAccumulator::default();
+        evs.iter().for_each(|e| acc.push(e));
+        let r = acc.finish(0);
+        let c: Vec<_> = r.tool_calls().collect();
+        assert_eq!(c[0].name, "get_weather");
+        assert_eq!(c[0].arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(r.usage.unwrap().cached_input_tokens, 4);
+    }
+
+    #[test]
+    fn encoder_output_decodes_to_the_same_events() {
+        let evs = vec![
+            StreamEvent::Start {
+                id: "x".into(),
+                model: "m".into(),
+            },
+            StreamEvent::Text("Hi".into()),
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "c".into(),
+                name: "f".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{}".into(),
+            },
+            StreamEvent::Finish(FinishReason::ToolCalls),
+            StreamEvent::Usage(Usage {
+                input_tokens: 3,
+                output_tokens: 4,
+                ..Usage::default()
+            }),
+        ];
+        let mut enc = StreamEncoder::new("chatcmpl-x".into(), "m".into(), true);
+        let mut buf = BytesMut::new();
+        for e in &evs {
+            enc.encode(e, &mut buf);
+        }
+        enc.finish(&mut buf);
+        let text = String::from_utf8(buf.to_vec()).unwrap();
+        let mut d = StreamDecoder::new();
+        let mut back = Vec::new();
+        for frame in text.split("\n\n").filter(|f| !f.is_empty()) {
+            d.decode(frame.strip_prefix("data: ").unwrap(), &mut back)
+                .unwrap();
+        }
+        assert!(d.is_done());
+        assert_eq!(&back[1..], &evs[1..]);
+    }
+}
