@@ -1,1 +1,118 @@
+//! llmop-providers: calling upstream model APIs.
+//!
+//! # Layout
+//! - [`http`]: the one HTTP mechanism shared by the `openai`, `anthropic` and `gemini`
+//!   kinds: build the body with `llmop-wire`, send it over a pooled connection, map
+//!   error statuses, and decode SSE streams into events.
+//! - [`mock`]: the built-in simulated provider (deterministic answers, real token counts,
+//!   failure knobs).
+//! - [`tokenizer`]: the tokenizer the mock provider counts with.
+//!
+//! Invariants: a provider never sees a client's credentials; a provider error carries
+//! a message extracted from the upstream's error body, never the raw body; dropping a
+//! call's future (client gone) cancels the upstream request.
 
+pub mod http;
+pub mod mock;
+pub mod tokenizer;
+
+use futures::stream::BoxStream;
+use llmop_core::config::{Config, ProviderKind};
+use llmop_core::{ChatRequest, ChatResponse, ProviderError, StreamEvent};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// A stream of events from one upstream call. It ends after `Finish`/`Usage`, or with
+/// one `Err`.
+pub type EventStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
+
+/// One configured provider.
+pub enum Provider {
+    Http(http::HttpProvider),
+    Mock(mock::MockProvider),
+}
+
+impl Provider {
+    pub fn name(&self) -> &str {
+        match self {
+            Provider::Http(p) => p.name(),
+            Provider::Mock(p) => p.name(),
+        }
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            Provider::Http(p) => p.kind(),
+            Provider::Mock(_) => ProviderKind::Mock,
+        }
+    }
+
+    /// A whole answer from `model`, within `deadline`.
+    pub async fn complete(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        deadline: Instant,
+    ) -> Result<ChatResponse, ProviderError> {
+        match self {
+            Provider::Http(p) => p.complete(req, model, deadline).await,
+            Provider::Mock(p) => p.complete(req, model, deadline).await,
+        }
+    }
+
+    /// A streamed answer from `model`. Returns once the upstream has accepted the call
+    /// (status and headers received), so that an error before the first byte can still
+    /// be answered as a plain HTTP error or handed to the next target.
+    pub async fn stream(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        deadline: Instant,
+    ) -> Result<EventStream, ProviderError> {
+        match self {
+            Provider::Http(p) => p.stream(req, model, deadline).await,
+            Provider::Mock(p) => p.stream(req, model, deadline).await,
+        }
+    }
+
+    /// Models this provider lists in `GET /v1/models`.
+    pub fn models(&self) -> &[String] {
+        match self {
+            Provider::Http(p) => p.models(),
+            Provider::Mock(p) => p.models(),
+        }
+    }
+}
+
+/// All configured providers by name.
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_name: HashMap<String, Arc<Provider>>,
+}
+
+impl Providers {
+    /// Builds every provider of the config. Fails if a provider's key cannot be read.
+    pub fn from_config(config: &Config) -> Result<Providers, String> {
+        let mut by_name = HashMap::with_capacity(config.providers.len());
+        for (name, pc) in &config.providers {
+            let p = match pc.kind {
+                ProviderKind::Mock => Provider::Mock(mock::MockProvider::new(name, pc)),
+                _ => Provider::Http(
+                    http::HttpProvider::new(name, pc)
+                        .map_err(|e| format!("provider `{name}`: {e}"))?,
+                ),
+            };
+            by_name.insert(name.clone(), Arc::new(p));
+        }
+        Ok(Providers { by_name })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Provider>)> {
+        self.by_name.iter()
+    }
+}

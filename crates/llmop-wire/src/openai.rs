@@ -244,12 +244,14 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
             "user" => Role::User,
             "assistant" => Role::Assistant,
             "tool" => Role::Tool,
-            other => return Err(WireError::new(
-                format!(
+            other => {
+                return Err(WireError::new(
+                    format!(
                     "unknown role `{other}` (expected system, developer, user, assistant or tool)"
                 ),
-                Some(format!("messages[{i}].role")),
-            )),
+                    Some(format!("messages[{i}].role")),
+                ))
+            }
         };
         let message = match role {
             Role::System | Role::User => Message {
@@ -340,12 +342,14 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
-            other => return Err(WireError::new(
-                format!(
+            other => {
+                return Err(WireError::new(
+                    format!(
                     "unknown tool_choice `{other}` (expected auto, none, required or a function)"
                 ),
-                Some("tool_choice".into()),
-            )),
+                    Some("tool_choice".into()),
+                ))
+            }
         }),
         Some(InToolChoice::Named { function }) => Some(ToolChoice::Named(function.name)),
     };

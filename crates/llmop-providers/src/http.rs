@@ -1,0 +1,492 @@
+//! Calling an upstream over HTTP: the mechanics the `openai`, `anthropic` and `gemini`
+//! kinds share. What differs between them (URL, auth header, body, error body, stream
+//! events) comes from `llmop-wire`.
+//!
+//! Each provider has its own connection pool (`reqwest::Client`): keep-alive, TCP_NODELAY,
+//! and HTTP/2 when the upstream offers it over TLS (ALPN).
+
+use crate::EventStream;
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use llmop_core::config::{ProviderConfig, ProviderKind};
+use llmop_core::error::TimeoutStage;
+use llmop_core::secret::Secret;
+use llmop_core::{ChatRequest, ChatResponse, ProviderError, StreamAccumulator, StreamEvent};
+use llmop_wire::{anthropic, gemini, openai, WireError};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+use tokio::time::{timeout_at, Instant};
+
+/// Most of an upstream error body llmop reads to find its message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+pub struct HttpProvider {
+    name: String,
+    kind: ProviderKind,
+    base_url: String,
+    api_key: Option<Secret>,
+    client: reqwest::Client,
+    models: Vec<String>,
+}
+
+impl HttpProvider {
+    pub fn new(name: &str, pc: &ProviderConfig) -> Result<Self, String> {
+        let api_key = pc.api_key()?;
+        let base_url = pc
+            .base_url()
+            .ok_or("no base_url")?
+            .trim_end_matches('/')
+            .to_string();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(pc.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .user_agent(concat!("llmop/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(HttpProvider {
+            name: name.to_string(),
+            kind: pc.kind,
+            base_url,
+            api_key,
+            client,
+            models: pc.models.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    pub fn models(&self) -> &[String] {
+        &self.models
+    }
+
+    fn request(&self, req: &ChatRequest, model: &str, stream: bool) -> reqwest::RequestBuilder {
+        let (url, body) = match self.kind {
+            ProviderKind::Anthropic => (
+                format!("{}/v1/messages", self.base_url),
+                anthropic::build_request(req, model, stream),
+            ),
+            ProviderKind::Gemini => (
+                format!("{}{}", self.base_url, gemini::path(model, stream)),
+                gemini::build_request(req),
+            ),
+            _ => (
+                format!("{}/chat/completions", self.base_url),
+                openai::build_request(req, model, stream),
+            ),
+        };
+        let mut rb = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body);
+        if stream {
+            rb = rb.header(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        }
+        if self.kind == ProviderKind::Anthropic {
+            rb = rb.header("anthropic-version", anthropic::API_VERSION);
+        }
+        if let Some(key) = &self.api_key {
+            rb = match self.kind {
+                ProviderKind::Anthropic => rb.header("x-api-key", key.expose()),
+                ProviderKind::Gemini => rb.header("x-goog-api-key", key.expose()),
+                _ => rb.header(AUTHORIZATION, format!("Bearer {}", key.expose())),
+            };
+        }
+        rb
+    }
+
+    fn timeout(&self, stage: TimeoutStage) -> ProviderError {
+        ProviderError::Timeout {
+            provider: self.name.clone(),
+            stage,
+        }
+    }
+
+    fn protocol(&self, e: WireError) -> ProviderError {
+        ProviderError::Protocol {
+            provider: self.name.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Sends the request and waits for the status line and headers.
+    async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let resp = match timeout_at(deadline, rb.send()).await {
+            Err(_) => return Err(self.timeout(TimeoutStage::FirstByte)),
+            Ok(Err(e)) if e.is_timeout() => return Err(self.timeout(TimeoutStage::Connect)),
+            Ok(Err(e)) => {
+                return Err(ProviderError::Connect {
+                    provider: self.name.clone(),
+                    // Without the URL: it says nothing the operator does not know.
+                    message: error_chain(&e.without_url()),
+                });
+            }
+            Ok(Ok(r)) => r,
+        };
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.status_error(resp, deadline).await)
+    }
+
+    async fn status_error(&self, resp: reqwest::Response, deadline: Instant) -> ProviderError {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = read_limited(resp, MAX_ERROR_BODY, deadline).await;
+        let message = match self.kind {
+            ProviderKind::Anthropic => anthropic::parse_error_message(&body),
+            ProviderKind::Gemini => gemini::parse_error_message(&body),
+            _ => openai::parse_error_message(&body),
+        }
+        .unwrap_or_else(|| {
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error")
+                .to_string()
+        });
+        ProviderError::Status {
+            provider: self.name.clone(),
+            status,
+            message,
+            retry_after,
+        }
+    }
+
+    fn parse(&self, body: &[u8]) -> Result<ChatResponse, WireError> {
+        match self.kind {
+            ProviderKind::Anthropic => anthropic::parse_response(body),
+            ProviderKind::Gemini => gemini::parse_response(body),
+            _ => openai::parse_response(body),
+        }
+    }
+
+    pub async fn complete(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        deadline: Instant,
+    ) -> Result<ChatResponse, ProviderError> {
+        let resp = self.send(self.request(req, model, false), deadline).await?;
+        let body = match timeout_at(deadline, resp.bytes()).await {
+            Err(_) => return Err(self.timeout(TimeoutStage::Total)),
+            Ok(Err(e)) => {
+                return Err(ProviderError::Stream {
+                    provider: self.name.clone(),
+                    message: error_chain(&e.without_url()),
+                })
+            }
+            Ok(Ok(b)) => b,
+        };
+        self.parse(&body).map_err(|e| self.protocol(e))
+    }
+
+    pub async fn stream(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        deadline: Instant,
+    ) -> Result<EventStream, ProviderError> {
+        let resp = self.send(self.request(req, model, true), deadline).await?;
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            // Some compatible servers ignore `stream` and answer whole; serve that as a
+            // stream rather than fail.
+            let body = match timeout_at(deadline, resp.bytes()).await {
+                Err(_) => return Err(self.timeout(TimeoutStage::Total)),
+                Ok(Err(e)) => {
+                    return Err(ProviderError::Stream {
+                        provider: self.name.clone(),
+                        message: error_chain(&e.without_url()),
+                    })
+                }
+                Ok(Ok(b)) => b,
+            };
+            let whole = self.parse(&body).map_err(|e| self.protocol(e))?;
+            return Ok(futures::stream::iter(response_events(whole).into_iter().map(Ok)).boxed());
+        }
+        let decoder = match self.kind {
+            ProviderKind::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::new()),
+            ProviderKind::Gemini => Decoder::Gemini(gemini::StreamDecoder::new()),
+            _ => Decoder::OpenAi(openai::StreamDecoder::new()),
+        };
+        let state = StreamState {
+            sse: resp.bytes_stream().eventsource().boxed(),
+            decoder,
+            pending: VecDeque::new(),
+            ended: false,
+            saw_finish: false,
+            provider: self.name.clone(),
+            deadline,
+        };
+        Ok(futures::stream::unfold(state, StreamState::next).boxed())
+    }
+}
+
+/// A whole answer as the events a stream of it would have carried.
+pub fn response_events(r: ChatResponse) -> Vec<StreamEvent> {
+    let mut evs = vec![StreamEvent::Start {
+        id: r.id,
+        model: r.model,
+    }];
+    let mut index = 0;
+    for p in r.parts {
+        match p {
+            llmop_core::Part::Text(t) => evs.push(StreamEvent::Text(t)),
+            llmop_core::Part::ToolCall(c) => {
+                evs.push(StreamEvent::ToolCallStart {
+                    index,
+                    id: c.id,
+                    name: c.name,
+                });
+                evs.push(StreamEvent::ToolCallDelta {
+                    index,
+                    arguments: c.arguments,
+                });
+                index += 1;
+            }
+            _ => {}
+        }
+    }
+    evs.push(StreamEvent::Finish(r.finish_reason));
+    if let Some(u) = r.usage {
+        evs.push(StreamEvent::Usage(u));
+    }
+    evs
+}
+
+/// Collects a stream into a whole answer (used where a caller needs the whole).
+pub async fn collect(mut s: EventStream) -> Result<ChatResponse, ProviderError> {
+    let mut acc = StreamAccumulator::default();
+    while let Some(ev) = s.next().await {
+        acc.push(&ev?);
+    }
+    Ok(acc.finish(llmop_wire::unix_now()))
+}
+
+enum Decoder {
+    OpenAi(openai::StreamDecoder),
+    Anthropic(anthropic::StreamDecoder),
+    Gemini(gemini::StreamDecoder),
+}
+
+impl Decoder {
+    fn decode(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
+        match self {
+            Decoder::OpenAi(d) => d.decode(data, out),
+            Decoder::Anthropic(d) => d.decode(data, out),
+            Decoder::Gemini(d) => d.decode(data, out),
+        }
+    }
+
+    /// The format's own end marker was seen (`[DONE]`, `message_stop`).
+    fn is_done(&self) -> bool {
+        match self {
+            Decoder::OpenAi(d) => d.is_done(),
+            Decoder::Anthropic(d) => d.is_done(),
+            // Gemini has no end marker; its stream ends with the connection.
+            Decoder::Gemini(_) => false,
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        if let Decoder::Gemini(d) = self {
+            if d.is_done() {
+                d.finish(out);
+            }
+        }
+    }
+}
+
+type SseStream = futures::stream::BoxStream<
+    'static,
+    Result<eventsource_stream::Event, eventsource_stream::EventStreamError<reqwest::Error>>,
+>;
+
+struct StreamState {
+    sse: SseStream,
+    decoder: Decoder,
+    pending: VecDeque<StreamEvent>,
+    ended: bool,
+    saw_finish: bool,
+    provider: String,
+    deadline: Instant,
+}
+
+impl StreamState {
+    fn fail(mut self, e: ProviderError) -> Option<(Result<StreamEvent, ProviderError>, Self)> {
+        self.ended = true;
+        self.pending.clear();
+        Some((Err(e), self))
+    }
+
+    fn push(&mut self, evs: Vec<StreamEvent>) {
+        for e in evs {
+            if matches!(e, StreamEvent::Finish(_)) {
+                self.saw_finish = true;
+            }
+            self.pending.push_back(e);
+        }
+    }
+
+    async fn next(mut self) -> Option<(Result<StreamEvent, ProviderError>, Self)> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some((Ok(ev), self));
+            }
+            if self.ended {
+                return None;
+            }
+            let item = match timeout_at(self.deadline, self.sse.next()).await {
+                Err(_) => {
+                    let provider = self.provider.clone();
+                    return self.fail(ProviderError::Timeout {
+                        provider,
+                        stage: TimeoutStage::Total,
+                    });
+                }
+                Ok(i) => i,
+            };
+            let mut evs = Vec::new();
+            match item {
+                None => {
+                    self.ended = true;
+                    self.decoder.finish(&mut evs);
+                    self.push(evs);
+                    if !self.saw_finish {
+                        let provider = self.provider.clone();
+                        return self.fail(ProviderError::Stream {
+                            provider,
+                            message: "the stream ended before the answer was complete".into(),
+                        });
+                    }
+                }
+                Some(Err(e)) => {
+                    let provider = self.provider.clone();
+                    return self.fail(ProviderError::Stream {
+                        provider,
+                        message: match e {
+                            eventsource_stream::EventStreamError::Transport(t) => {
+                                error_chain(&t.without_url())
+                            }
+                            other => other.to_string(),
+                        },
+                    });
+                }
+                Some(Ok(event)) => {
+                    if let Err(e) = self.decoder.decode(&event.data, &mut evs) {
+                        let provider = self.provider.clone();
+                        // An `error` event is the upstream's word; a parse failure is ours.
+                        let err = if event.event == "error" || event.data.contains("\"error\"") {
+                            ProviderError::Stream {
+                                provider,
+                                message: e.message,
+                            }
+                        } else {
+                            ProviderError::Protocol {
+                                provider,
+                                message: e.to_string(),
+                            }
+                        };
+                        return self.fail(err);
+                    }
+                    self.push(evs);
+                    if self.decoder.is_done() {
+                        self.ended = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads at most `limit` bytes of a body, giving up at the deadline.
+async fn read_limited(resp: reqwest::Response, limit: usize, deadline: Instant) -> Bytes {
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Ok(Some(Ok(chunk))) = timeout_at(deadline, s.next()).await {
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Bytes::from(out)
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = v.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Some(Duration::from_secs_f64(secs.min(86_400.0)));
+        }
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// An error and its causes in one line ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        let future = SystemTime::now() + Duration::from_secs(30);
+        let d = parse_retry_after(&httpdate::fmt_http_date(future)).unwrap();
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}
