@@ -1,1 +1,32 @@
+//! llmop-gateway: the HTTP face of llmop.
+//!
+//! An HTTP request in an OpenAI or Anthropic shape comes in; a response in the same
+//! shape comes out, and a summary of the call is recorded.
+//!
+//! # Layout
+//! - [`server`]: builds the router and serves it until shutdown.
+//! - [`handlers`]: one function per endpoint; each parses its format and calls the
+//!   pipeline.
+//! - [`pipeline`]: the stages every call goes through: authenticate, resolve, check,
+//!   call (with fallback), respond, record.
+//! - [`routing`]: turns a `model` string into an ordered list of targets.
+//! - [`respond`]: encodes answers, streams and errors in the client's format.
+//! - [`http_error`]: the one place where errors become HTTP statuses.
+//! - [`context`]: request id and call metadata from headers.
+//! - [`record`]: the summary of each call (today a structured log line; the durable
+//!   record store joins here).
+//! - [`shutdown`]: SIGTERM/SIGINT, readiness, bounded draining.
 
+pub mod context;
+pub mod handlers;
+pub mod http_error;
+pub mod pipeline;
+pub mod record;
+pub mod respond;
+pub mod routing;
+pub mod server;
+pub mod shutdown;
+pub mod state;
+
+pub use server::serve;
+pub use state::AppState;

@@ -1,0 +1,198 @@
+//! One function per endpoint. A chat handler reads the body (bounded), parses it in its
+//! format, runs the pipeline and answers in the same format.
+
+use crate::context::{self, RequestId};
+use crate::http_error::{self, ClientFormat};
+use crate::pipeline::{self, Answer};
+use crate::record::CallRecord;
+use crate::respond;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use llmop_core::{ChatRequest, GatewayError};
+use llmop_wire::{anthropic, openai};
+use serde_json::json;
+use std::sync::Arc;
+
+pub async fn chat_completions(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    chat(app, rid, headers, body, ClientFormat::OpenAi).await
+}
+
+pub async fn messages(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    chat(app, rid, headers, body, ClientFormat::Anthropic).await
+}
+
+async fn chat(
+    app: Arc<AppState>,
+    rid: String,
+    headers: HeaderMap,
+    body: Body,
+    format: ClientFormat,
+) -> Response {
+    let endpoint = match format {
+        ClientFormat::OpenAi => "/v1/chat/completions",
+        ClientFormat::Anthropic => "/v1/messages",
+    };
+    // The record exists from the first moment, so that a request refused for bad
+    // input, or abandoned by its client, is recorded too.
+    let mut rec = CallRecord::new(&rid, endpoint);
+    let req = match prepare(&app, &rid, &headers, body, format, &mut rec).await {
+        Ok(r) => r,
+        Err(e) => return fail(format, e, rec),
+    };
+    match pipeline::call(&app, &req, &mut rec).await {
+        Ok(Answer::Whole(resp)) => respond::whole(format, resp, &mut rec),
+        Ok(Answer::Stream { first, rest }) => {
+            respond::stream(format, first, rest, req.include_usage, rec)
+        }
+        Err(e) => fail(format, e, rec),
+    }
+}
+
+/// Context, body and parse: everything before the pipeline.
+async fn prepare(
+    app: &AppState,
+    rid: &str,
+    headers: &HeaderMap,
+    body: Body,
+    format: ClientFormat,
+    rec: &mut CallRecord,
+) -> Result<ChatRequest, GatewayError> {
+    rec.context = context::from_headers(headers, rid)?;
+    let bytes = read_body(body, headers, app.max_body_bytes).await?;
+    let parsed = match format {
+        ClientFormat::OpenAi => openai::parse_request(&bytes),
+        ClientFormat::Anthropic => anthropic::parse_request(&bytes),
+    };
+    let req = parsed.map_err(|e| GatewayError::InvalidRequest {
+        message: e.to_string(),
+        param: e.param,
+        code: "invalid_request",
+    })?;
+    rec.model_requested.clone_from(&req.model);
+    rec.stream = req.stream;
+    if rec.context.user.is_none() {
+        rec.context.user.clone_from(&req.user);
+    }
+    Ok(req)
+}
+
+fn fail(format: ClientFormat, e: GatewayError, mut rec: CallRecord) -> Response {
+    let resp = http_error::response(format, &e, &rec.request_id);
+    rec.failed(&e, resp.status().as_u16());
+    rec.emit();
+    resp
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (413) without reading them.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(GatewayError::PayloadTooLarge { limit }),
+        Err(e) => Err(GatewayError::invalid(
+            format!("could not read the request body: {e}"),
+            None,
+        )),
+    }
+}
+
+/// `GET /v1/models`: routes and configured direct models. Answers in Anthropic's list
+/// shape when the client sends `anthropic-version` (the Anthropic SDK does).
+pub async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let mut ids: Vec<(String, &'static str)> = app
+        .router
+        .routes()
+        .map(|r| (r.name.to_string(), "llmop-route"))
+        .collect();
+    for (name, p) in app.providers.iter() {
+        for m in p.models() {
+            ids.push((format!("{name}/{m}"), "llmop-provider"));
+        }
+    }
+    ids.sort();
+    let body = if headers.contains_key("anthropic-version") {
+        let data: Vec<_> = ids
+            .iter()
+            .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
+            .collect();
+        json!({"data": data, "has_more": false, "first_id": ids.first().map(|i| &i.0), "last_id": ids.last().map(|i| &i.0)})
+    } else {
+        let data: Vec<_> = ids
+            .iter()
+            .map(
+                |(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}),
+            )
+            .collect();
+        json!({"object": "list", "data": data})
+    };
+    axum::Json(body).into_response()
+}
+
+pub async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+/// Ready while serving; 503 once draining, so load balancers stop sending traffic.
+pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.shutdown.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "draining"})),
+        )
+            .into_response()
+    } else {
+        axum::Json(json!({"status": "ready"})).into_response()
+    }
+}
+
+pub async fn not_found(Extension(RequestId(rid)): Extension<RequestId>) -> Response {
+    http_error::response(
+        ClientFormat::OpenAi,
+        &GatewayError::NotFound {
+            message: "no such endpoint".into(),
+            code: "not_found",
+        },
+        &rid,
+    )
+}
+
+pub async fn method_not_allowed(Extension(RequestId(rid)): Extension<RequestId>) -> Response {
+    let body = openai::error_body(
+        "invalid_request_error",
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+        None,
+        &rid,
+    );
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}

@@ -1,0 +1,128 @@
+//! The one place where errors become HTTP statuses and error bodies.
+//!
+//! Clients of `/v1/chat/completions` get the OpenAI envelope
+//! `{"error":{"type","code","message","param","request_id"}}`; clients of
+//! `/v1/messages` get Anthropic's `{"type":"error","error":{"type","message"}}`, with the
+//! same stable `code` inside.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use llmop_core::{GatewayError, ProviderError};
+use llmop_wire::{anthropic, openai};
+
+/// The wire format a client speaks, which decides the shape of every answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFormat {
+    OpenAi,
+    Anthropic,
+}
+
+pub fn status_of(e: &GatewayError) -> StatusCode {
+    match e {
+        GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+        GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
+        GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+        GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+        GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        GatewayError::Provider(p) => match p {
+            ProviderError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProviderError::Status { status, .. } => match status {
+                429 => StatusCode::TOO_MANY_REQUESTS,
+                // The upstream refused the request itself: the client can fix it.
+                400 | 404 | 413 | 422 => {
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+                }
+                // Our credentials towards the upstream, or anything else: not the
+                // client's doing.
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            _ => StatusCode::BAD_GATEWAY,
+        },
+    }
+}
+
+fn openai_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 404 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        _ => "api_error",
+    }
+}
+
+/// The error response for `e` in the client's format.
+pub fn response(format: ClientFormat, e: &GatewayError, request_id: &str) -> Response {
+    let status = status_of(e);
+    let message = e.to_string();
+    let body = match format {
+        ClientFormat::OpenAi => openai::error_body(
+            openai_type(status),
+            e.code(),
+            &message,
+            e.param(),
+            request_id,
+        ),
+        ClientFormat::Anthropic => anthropic::error_body(
+            anthropic::error_type_for_status(status.as_u16()),
+            e.code(),
+            &message,
+            request_id,
+        ),
+    };
+    let mut resp = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if let GatewayError::Provider(ProviderError::Status {
+        retry_after: Some(d),
+        ..
+    }) = e
+    {
+        let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(status: u16) -> GatewayError {
+        GatewayError::Provider(ProviderError::Status {
+            provider: "p".into(),
+            status,
+            message: "m".into(),
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        assert_eq!(status_of(&upstream(429)), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(status_of(&upstream(500)), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_of(&upstream(401)), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_of(&upstream(400)), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status_of(&GatewayError::PayloadTooLarge { limit: 1 }),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            status_of(&GatewayError::Provider(ProviderError::Timeout {
+                provider: "p".into(),
+                stage: llmop_core::error::TimeoutStage::Total
+            })),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Encoding answers in the client's format: whole JSON responses and SSE streams.
+
+use crate::http_error::ClientFormat;
+use crate::record::CallRecord;
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use llmop_core::{ChatResponse, GatewayError, StreamEvent};
+use llmop_providers::EventStream;
+use llmop_wire::{anthropic, openai};
+use std::convert::Infallible;
+
+/// The id a client sees for an answer whose upstream gave none.
+fn fallback_id(format: ClientFormat, request_id: &str) -> String {
+    match format {
+        ClientFormat::OpenAi => format!("chatcmpl-{request_id}"),
+        ClientFormat::Anthropic => format!("msg_{request_id}"),
+    }
+}
+
+fn call_headers(resp: &mut Response, rec: &CallRecord) {
+    let h = resp.headers_mut();
+    if let Some(p) = rec
+        .provider
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        h.insert("x-llmop-provider", p);
+    }
+    if let Some(m) = rec
+        .model
+        .as_deref()
+        .and_then(|m| HeaderValue::from_str(m).ok())
+    {
+        h.insert("x-llmop-model", m);
+    }
+    if let Ok(v) = HeaderValue::from_str(&rec.attempts.len().to_string()) {
+        h.insert("x-llmop-attempts", v);
+    }
+}
+
+/// A whole answer as JSON.
+pub fn whole(format: ClientFormat, mut resp: ChatResponse, rec: &mut CallRecord) -> Response {
+    if resp.id.is_empty() {
+        resp.id = fallback_id(format, &rec.request_id);
+    }
+    if resp.model.is_empty() {
+        resp.model = rec.model.clone().unwrap_or_default();
+    }
+    rec.succeeded(&resp);
+    let body = match format {
+        ClientFormat::OpenAi => openai::encode_response(&resp),
+        ClientFormat::Anthropic => anthropic::encode_response(&resp),
+    };
+    let mut r = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    call_headers(&mut r, rec);
+    r
+}
+
+enum Encoder {
+    OpenAi(openai::StreamEncoder),
+    Anthropic(anthropic::StreamEncoder),
+}
+
+impl Encoder {
+    fn encode(&mut self, ev: &StreamEvent, out: &mut BytesMut) {
+        match self {
+            Encoder::OpenAi(e) => e.encode(ev, out),
+            Encoder::Anthropic(e) => e.encode(ev, out),
+        }
+    }
+    fn finish(&mut self, out: &mut BytesMut) {
+        match self {
+            Encoder::OpenAi(e) => e.finish(out),
+            Encoder::Anthropic(e) => e.finish(out),
+        }
+    }
+    fn error(&mut self, out: &mut BytesMut, code: &str, message: &str) {
+        match self {
+            Encoder::OpenAi(e) => e.error(out, code, message),
+            Encoder::Anthropic(e) => e.error(out, code, message),
+        }
+    }
+}
+
+/// State of a stream being relayed to the client. Owns the call's record: when the
+/// relay ends, or the client disconnects and the body is dropped, the record is emitted.
+struct Relay {
+    encoder: Encoder,
+    first: Option<StreamEvent>,
+    upstream: EventStream,
+    acc: llmop_core::StreamAccumulator,
+    rec: CallRecord,
+    done: bool,
+}
+
+impl Relay {
+    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
+        if self.done {
+            return None;
+        }
+        let mut out = BytesMut::with_capacity(256);
+        let ev = match self.first.take() {
+            Some(ev) => Some(Ok(ev)),
+            None => self.upstream.next().await,
+        };
+        match ev {
+            Some(Ok(ev)) => {
+                self.acc.push(&ev);
+                self.encoder.encode(&ev, &mut out);
+            }
+            Some(Err(e)) => {
+                // Bytes were already sent: the stream is not restarted elsewhere; it
+                // ends with a well-formed error event.
+                let ge = GatewayError::Provider(e);
+                self.encoder.error(&mut out, ge.code(), &ge.to_string());
+                self.rec.usage = self.acc.usage();
+                self.rec.failed(&ge, 200);
+                self.done = true;
+                self.rec.emit();
+            }
+            None => {
+                self.encoder.finish(&mut out);
+                self.rec.usage = self.acc.usage();
+                self.rec.status = Some(200);
+                self.done = true;
+                self.rec.emit();
+            }
+        }
+        Some((Ok(out.freeze()), self))
+    }
+}
+
+/// A streamed answer as server-sent events.
+pub fn stream(
+    format: ClientFormat,
+    first: StreamEvent,
+    upstream: EventStream,
+    include_usage: bool,
+    rec: CallRecord,
+) -> Response {
+    let (id, model) = match &first {
+        StreamEvent::Start { id, model } => (id.clone(), model.clone()),
+        _ => (String::new(), String::new()),
+    };
+    let id = if id.is_empty() {
+        fallback_id(format, &rec.request_id)
+    } else {
+        id
+    };
+    let model = if model.is_empty() {
+        rec.model.clone().unwrap_or_default()
+    } else {
+        model
+    };
+    let encoder = match format {
+        ClientFormat::OpenAi => {
+            Encoder::OpenAi(openai::StreamEncoder::new(id, model, include_usage))
+        }
+        ClientFormat::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new(id, model)),
+    };
+    let mut head = Response::new(Body::empty());
+    call_headers(&mut head, &rec);
+    let relay = Relay {
+        encoder,
+        first: Some(first),
+        upstream,
+        acc: Default::default(),
+        rec,
+        done: false,
+    };
+    let body = Body::from_stream(futures::stream::unfold(relay, Relay::next));
+    let (mut parts, _) = head.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    parts
+        .headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies in front of llmop not to buffer the stream.
+    parts
+        .headers
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Response::from_parts(parts, body)
+}

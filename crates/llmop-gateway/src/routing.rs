@@ -1,0 +1,182 @@
+//! Model resolution: `model` names a route (`smart`) or a provider and model
+//! (`openai/gpt-4o`). The answer is an ordered list of targets to try.
+
+use llmop_core::config::{Config, Strategy};
+use llmop_core::GatewayError;
+use llmop_providers::{Provider, Providers};
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One provider + model to call.
+#[derive(Clone)]
+pub struct Target {
+    pub provider: Arc<Provider>,
+    pub model: Arc<str>,
+    pub weight: u32,
+}
+
+pub struct Route {
+    pub name: Arc<str>,
+    pub strategy: Strategy,
+    pub targets: Vec<Target>,
+    pub timeout: Option<Duration>,
+}
+
+/// What a request's `model` resolved to.
+pub struct Resolved<'a> {
+    /// The route's name, or `None` for `provider/model`.
+    pub route: Option<&'a str>,
+    /// Targets in the order to try them.
+    pub targets: Vec<Target>,
+    pub timeout: Option<Duration>,
+}
+
+pub struct Router {
+    routes: HashMap<String, Route>,
+    providers: Providers,
+}
+
+impl Router {
+    pub fn new(config: &Config, providers: &Providers) -> Result<Router, String> {
+        let mut routes = HashMap::with_capacity(config.routes.len());
+        for (name, rc) in &config.routes {
+            let mut targets = Vec::with_capacity(rc.targets.len());
+            for t in &rc.targets {
+                let provider = providers
+                    .get(&t.provider)
+                    .ok_or_else(|| format!("route `{name}`: unknown provider `{}`", t.provider))?;
+                targets.push(Target {
+                    provider: provider.clone(),
+                    model: Arc::from(t.model.as_str()),
+                    weight: t.weight,
+                });
+            }
+            routes.insert(
+                name.clone(),
+                Route {
+                    name: Arc::from(name.as_str()),
+                    strategy: rc.strategy,
+                    targets,
+                    timeout: rc.timeout_ms.map(Duration::from_millis),
+                },
+            );
+        }
+        Ok(Router {
+            routes,
+            providers: providers.clone(),
+        })
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.values()
+    }
+
+    pub fn resolve(&self, model: &str) -> Result<Resolved<'_>, GatewayError> {
+        if let Some(route) = self.routes.get(model) {
+            return Ok(Resolved {
+                route: Some(&route.name),
+                targets: order(route),
+                timeout: route.timeout,
+            });
+        }
+        if let Some((provider, m)) = model.split_once('/') {
+            if let Some(p) = self.providers.get(provider) {
+                if m.is_empty() {
+                    return Err(GatewayError::invalid(
+                        format!("`{model}` names no model after the provider"),
+                        Some("model".into()),
+                    ));
+                }
+                return Ok(Resolved {
+                    route: None,
+                    targets: vec![Target {
+                        provider: p.clone(),
+                        model: Arc::from(m),
+                        weight: 1,
+                    }],
+                    timeout: None,
+                });
+            }
+        }
+        Err(GatewayError::NotFound {
+            message: format!(
+                "unknown model `{model}`: name a route, or a configured provider as `<provider>/<model>`"
+            ),
+            code: "model_not_found",
+        })
+    }
+}
+
+/// Targets in the order the route's strategy tries them.
+fn order(route: &Route) -> Vec<Target> {
+    let mut targets = route.targets.clone();
+    if route.strategy == Strategy::Weighted && targets.len() > 1 {
+        let total: u64 = targets.iter().map(|t| t.weight as u64).sum();
+        if total > 0 {
+            let mut pick = rand::thread_rng().gen_range(0..total);
+            let mut first = 0;
+            for (i, t) in targets.iter().enumerate() {
+                if pick < t.weight as u64 {
+                    first = i;
+                    break;
+                }
+                pick -= t.weight as u64;
+            }
+            let chosen = targets.remove(first);
+            targets.insert(0, chosen);
+        }
+    }
+    targets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn router(text: &str) -> Router {
+        let c = Config::parse(text, Path::new("t.toml")).unwrap();
+        let p = Providers::from_config(&c).unwrap();
+        Router::new(&c, &p).unwrap()
+    }
+
+    const CONF: &str = "[providers.a]\nkind = \"mock\"\n[providers.b]\nkind = \"mock\"\n\
+        [routes.r]\nstrategy = \"weighted\"\ntargets = [{ provider = \"a\", model = \"x\", weight = 3 }, { provider = \"b\", model = \"y\", weight = 1 }]\n";
+
+    #[test]
+    fn resolves_routes_and_direct_models() {
+        let r = router(CONF);
+        let d = r.resolve("a/some-model").unwrap();
+        assert_eq!(&*d.targets[0].model, "some-model");
+        assert!(d.route.is_none());
+        assert!(matches!(
+            r.resolve("nope"),
+            Err(GatewayError::NotFound { .. })
+        ));
+        assert!(matches!(
+            r.resolve("zzz/m"),
+            Err(GatewayError::NotFound { .. })
+        ));
+        assert!(matches!(
+            r.resolve("a/"),
+            Err(GatewayError::InvalidRequest { .. })
+        ));
+    }
+
+    #[test]
+    fn weighted_order_follows_weights_and_keeps_fallbacks() {
+        let r = router(CONF);
+        let mut first_a = 0;
+        for _ in 0..4000 {
+            let res = r.resolve("r").unwrap();
+            assert_eq!(res.targets.len(), 2);
+            if res.targets[0].provider.name() == "a" {
+                first_a += 1;
+            }
+        }
+        // 3:1 weights: expect ~3000 of 4000.
+        assert!((2800..3200).contains(&first_a), "{first_a}");
+    }
+}
