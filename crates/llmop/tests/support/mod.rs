@@ -1,0 +1,339 @@
+//! Test support: the real `llmop` binary as a child process, and fake upstreams that
+//! speak a provider's wire format from fixture files and capture what they received.
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub fn fixture(path: &str) -> String {
+    let p = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("fixture {p}: {e}"))
+}
+
+/// A running `llmop serve`. Killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub url: String,
+    pub stderr_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub fn start(config: &str) -> Gateway {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("llmop.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmop"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("LLMOP_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn llmop");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
+        let url = match line.trim().strip_prefix("llmop listening on ") {
+            Some(u) => u.to_string(),
+            None => {
+                let _ = child.kill();
+                let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("llmop did not start: {line:?}\n{err}");
+            }
+        };
+        Gateway {
+            child,
+            url,
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
+        let start = std::time::Instant::now();
+        while start.elapsed() < within {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a fake upstream received.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+/// What a fake upstream answers.
+pub enum Reply {
+    /// A JSON body with a status and extra headers.
+    Json(u16, String, Vec<(&'static str, String)>),
+    /// An SSE body sent frame by frame with a pause between frames.
+    Sse(String, Duration),
+    /// The first `n` frames of an SSE body, then the connection breaks.
+    SseCut(String, usize),
+    /// Headers never come.
+    Hang,
+    /// Any body with any content type.
+    Raw(u16, &'static str, String),
+}
+
+impl Reply {
+    pub fn ok(body: String) -> Reply {
+        Reply::Json(200, body, vec![])
+    }
+    pub fn sse(body: String) -> Reply {
+        Reply::Sse(body, Duration::ZERO)
+    }
+}
+
+type Responder = dyn Fn(&Captured, usize) -> Reply + Send + Sync;
+
+/// A local server that answers every POST with what the responder says.
+pub struct Upstream {
+    pub url: String,
+    pub captured: Arc<Mutex<Vec<Captured>>>,
+    pub calls: Arc<AtomicUsize>,
+    /// Set when a client dropped a streamed response before its end.
+    pub stream_abandoned: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(
+        responder: impl Fn(&Captured, usize) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let responder: Arc<Responder> = Arc::new(responder);
+        let (cap, cnt, ab) = (captured.clone(), calls.clone(), abandoned.clone());
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let (cap, cnt, ab, responder) =
+                (cap.clone(), cnt.clone(), ab.clone(), responder.clone());
+            async move {
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                let headers = req.headers().clone();
+                let bytes = axum::body::to_bytes(req.into_body(), 64 << 20)
+                    .await
+                    .unwrap_or_default();
+                let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let c = Captured {
+                    path,
+                    headers,
+                    body,
+                };
+                let n = cnt.fetch_add(1, Ordering::SeqCst);
+                cap.lock().unwrap().push(c.clone());
+                respond(responder(&c, n), ab).await
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Upstream {
+            url,
+            captured,
+            calls,
+            stream_abandoned: abandoned,
+            task,
+        }
+    }
+
+    pub fn last(&self) -> Captured {
+        self.captured
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("no call captured")
+    }
+
+    pub fn count(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Splits an SSE text into frames, keeping each frame's terminator (LF or CRLF).
+fn frames(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    loop {
+        let lf = rest.find("\n\n").map(|i| (i, 2));
+        let crlf = rest.find("\r\n\r\n").map(|i| (i, 4));
+        let next = match (lf, crlf) {
+            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        match next {
+            Some((i, n)) => {
+                out.push(rest[..i + n].to_string());
+                rest = &rest[i + n..];
+            }
+            None => {
+                if !rest.is_empty() {
+                    out.push(rest.to_string());
+                }
+                break;
+            }
+        }
+    }
+    out
+}
+
+struct AbandonGuard(Arc<AtomicBool>, bool);
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn respond(reply: Reply, abandoned: Arc<AtomicBool>) -> Response {
+    match reply {
+        Reply::Json(status, body, headers) => {
+            let mut b = Response::builder()
+                .status(StatusCode::from_u16(status).unwrap())
+                .header("content-type", "application/json");
+            for (k, v) in headers {
+                b = b.header(k, v);
+            }
+            b.body(Body::from(body)).unwrap()
+        }
+        Reply::Raw(status, ct, body) => Response::builder()
+            .status(StatusCode::from_u16(status).unwrap())
+            .header("content-type", ct)
+            .body(Body::from(body))
+            .unwrap(),
+        Reply::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Response::new(Body::empty())
+        }
+        Reply::Sse(text, gap) => {
+            let fs = frames(&text);
+            let total = fs.len();
+            let guard = AbandonGuard(abandoned, false);
+            let s =
+                futures::stream::iter(fs.into_iter().enumerate()).then(move |(i, f)| async move {
+                    if i > 0 && !gap.is_zero() {
+                        tokio::time::sleep(gap).await;
+                    }
+                    (i, f)
+                });
+            let s = s.scan(guard, move |g, (i, f)| {
+                if i + 1 == total {
+                    g.1 = true;
+                }
+                futures::future::ready(Some(Ok::<_, std::io::Error>(Bytes::from(f))))
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(s))
+                .unwrap()
+        }
+        Reply::SseCut(text, n) => {
+            let fs: Vec<_> = frames(&text).into_iter().take(n).collect();
+            let s = futures::stream::iter(
+                fs.into_iter()
+                    .map(|f| Ok::<_, std::io::Error>(Bytes::from(f))),
+            )
+            .chain(futures::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(std::io::Error::other("connection reset (test)"))
+            }));
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(s))
+                .unwrap()
+        }
+    }
+}
+
+/// Parses an SSE response body into (event name, data) pairs.
+pub fn sse_events(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for frame in text.split("\n\n") {
+        let mut event = String::new();
+        let mut data = String::new();
+        for line in frame.lines() {
+            if let Some(v) = line.strip_prefix("event: ") {
+                event = v.to_string();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data.push_str(v);
+            }
+        }
+        if !data.is_empty() {
+            out.push((event, data));
+        }
+    }
+    out
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
