@@ -1,0 +1,192 @@
+//! The process as operators run it: `check`, start-up refusals, client disconnects and
+//! graceful shutdown.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::{client, fixture, Gateway, Reply, Upstream};
+
+fn llmop(args: &[&str], config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llmop.toml");
+    std::fs::write(&path, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_llmop"))
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env_remove("LLMOP_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_names_file_line_and_key() {
+    let bad = "[providers.sim]\nkind = \"mock\"\n\n[routes.r]\ntargets = [\n  { provider = \"sim\", model = \"a\" },\n  { provider = \"nope\", model = \"b\" },\n]\n";
+    let out = llmop(&["check"], bad);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("llmop.toml:7:"), "{err}");
+    assert!(err.contains("routes.r.targets[1].provider"), "{err}");
+    assert!(err.contains("unknown provider `nope`"), "{err}");
+
+    let out = llmop(&["check", "--json"], "[providers.sim]\nkind = \"mock\"\n");
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+
+    let out = llmop(&["check", "--json"], "[server]\nlisten = 5\n");
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"][0]["key"], "server.listen");
+    assert_eq!(v["errors"][0]["line"], 2);
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../llmop.toml")).unwrap();
+    let out = llmop(&["check"], &text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_what_it_cannot_honour() {
+    let out = llmop(
+        &["serve", "--listen", "127.0.0.1:0"],
+        "[providers.o]\nkind = \"openai\"\napi_key_env = \"LLMOP_TEST_UNSET_KEY\"\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LLMOP_TEST_UNSET_KEY"));
+    let out = llmop(
+        &["serve", "--listen", "0.0.0.0:0"],
+        "[providers.sim]\nkind = \"mock\"\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_upstream_stream() {
+    // A long stream: 300 frames, 20 ms apart.
+    let frame = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tick \"},\"finish_reason\":null}]}\n\n";
+    let long = frame.repeat(300);
+    let up = Upstream::start(move |_, _| Reply::Sse(long.clone(), Duration::from_millis(20))).await;
+    let gw = Gateway::start(&format!(
+        "[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n",
+        up.url
+    ));
+    let mut resp = client().post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "disconnect-test")
+        .json(&json!({"model": "up/m", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send().await.unwrap();
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
+    drop(resp);
+    let start = std::time::Instant::now();
+    while !up.stream_abandoned.load(Ordering::SeqCst) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the upstream stream was not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And the call is recorded as abandoned by its client.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("disconnect-test"))
+        .expect("a record of the call");
+    assert!(line.contains("client_disconnected=true"), "{line}");
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_a_whole_call() {
+    let up = Upstream::start(|_, _| Reply::Hang).await;
+    let gw = Gateway::start(&format!(
+        "[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n",
+        up.url
+    ));
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = quick
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "gone-client")
+        .json(&json!({"model": "up/m", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up");
+    let start = std::time::Instant::now();
+    loop {
+        let logs = gw.logs();
+        if let Some(line) = logs.lines().find(|l| l.contains("gone-client")) {
+            assert!(
+                line.contains("status=499") && line.contains("client_disconnected=true"),
+                "{line}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no record of the abandoned call:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let up = Upstream::start(|_, _| {
+        Reply::Sse(fixture("openai/stream.sse"), Duration::from_millis(150))
+    })
+    .await;
+    let mut gw = Gateway::start(&format!(
+        "[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n[providers.slow]\nkind = \"mock\"\nlatency_ms = 700\n",
+        up.url
+    ));
+    let url = gw.url.clone();
+    let whole = tokio::spawn({
+        let url = url.clone();
+        async move {
+            client().post(format!("{url}/v1/chat/completions"))
+                .json(&json!({"model": "slow/echo", "messages": [{"role": "user", "content": "still here"}]}))
+                .send().await.unwrap()
+        }
+    });
+    let streamed = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let r = client().post(format!("{url}/v1/chat/completions"))
+                .json(&json!({"model": "up/m", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+                .send().await.unwrap();
+            r.text().await.unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = gw.terminate(Duration::from_secs(10));
+        (s, gw)
+    });
+    // While draining, the in-flight calls complete normally.
+    let resp = whole.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "still here");
+    let text = streamed.await.unwrap();
+    assert!(text.contains("[DONE]"), "the stream finished: {text}");
+    let (exit, gw) = status.await.unwrap();
+    let exit = exit.expect("the gateway exited after draining");
+    assert!(exit.success(), "{exit:?}");
+    assert!(gw.logs().contains("all in-flight requests finished"));
+    // Nothing listens any more.
+    assert!(client().get(format!("{url}/healthz")).send().await.is_err());
+}
