@@ -1,0 +1,105 @@
+// The official `openai` npm client against a running llmop: only baseURL and key change.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import OpenAI from "openai";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const bin = process.env.LLMOP_BIN ?? path.join(root, "target/debug/llmop");
+let proc;
+let client;
+
+before(async () => {
+  proc = spawn(bin, ["serve", "--config", path.join(root, "tests/sdk/llmop-sdk.toml"), "--listen", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  const line = await new Promise((resolve, reject) => {
+    const rl = createInterface({ input: proc.stdout });
+    rl.once("line", resolve);
+    proc.once("exit", (code) => reject(new Error(`llmop exited with ${code}`)));
+  });
+  const url = line.replace("llmop listening on ", "").trim();
+  client = new OpenAI({ baseURL: `${url}/v1`, apiKey: "sk-anything", maxRetries: 0, timeout: 20000 });
+});
+
+after(() => proc?.kill("SIGTERM"));
+
+const weatherTool = {
+  type: "function",
+  function: {
+    name: "get_weather",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+};
+
+test("chat completion", async () => {
+  const { data, response } = await client.chat.completions
+    .create({ model: "sim/echo", messages: [{ role: "user", content: "hello from node" }] })
+    .withResponse();
+  assert.ok(response.headers.get("x-request-id"));
+  assert.equal(data.choices[0].message.content, "hello from node");
+  assert.equal(data.usage.completion_tokens, 3);
+});
+
+test("streaming with usage", async () => {
+  const stream = await client.chat.completions.create({
+    model: "chat",
+    messages: [{ role: "user", content: "node streams fine" }],
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  let text = "";
+  let usage;
+  for await (const chunk of stream) {
+    if (chunk.usage) usage = chunk.usage;
+    text += chunk.choices[0]?.delta?.content ?? "";
+  }
+  assert.equal(text, "node streams fine");
+  assert.ok(usage.prompt_tokens > 0);
+});
+
+test("tool call round trip", async () => {
+  const messages = [{ role: "user", content: "weather in Rome?" }];
+  const first = await client.chat.completions.create({ model: "sim/echo", messages, tools: [weatherTool] });
+  const call = first.choices[0].message.tool_calls[0];
+  assert.equal(call.function.name, "get_weather");
+  assert.equal(typeof JSON.parse(call.function.arguments).city, "string");
+  messages.push(first.choices[0].message, { role: "tool", tool_call_id: call.id, content: "25C" });
+  const second = await client.chat.completions.create({ model: "sim/echo", messages, tools: [weatherTool] });
+  assert.equal(second.choices[0].message.content, "The tool returned: 25C");
+});
+
+test("json schema output", async () => {
+  const resp = await client.chat.completions.create({
+    model: "sim/echo",
+    messages: [{ role: "user", content: "classify" }],
+    response_format: {
+      type: "json_schema",
+      json_schema: {
+        name: "label",
+        strict: true,
+        schema: { type: "object", properties: { label: { enum: ["bug", "feature"] } }, required: ["label"] },
+      },
+    },
+  });
+  const parsed = JSON.parse(resp.choices[0].message.content);
+  assert.ok(["bug", "feature"].includes(parsed.label));
+});
+
+test("errors are typed", async () => {
+  await assert.rejects(
+    client.chat.completions.create({ model: "nowhere/x", messages: [{ role: "user", content: "x" }] }),
+    (e) => e instanceof OpenAI.NotFoundError && e.status === 404 && e.code === "model_not_found",
+  );
+  await assert.rejects(
+    client.chat.completions.create({ model: "ratelimited/x", messages: [{ role: "user", content: "x" }] }),
+    (e) => e instanceof OpenAI.RateLimitError,
+  );
+  await assert.rejects(
+    client.chat.completions.create({ model: "sim/echo", messages: [] }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === "messages",
+  );
+});

@@ -1,0 +1,29 @@
+"""Starts the real llmop binary for the SDK tests; the SDKs talk to it over loopback."""
+
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def gateway_url():
+    binary = os.environ.get("LLMOP_BIN", str(ROOT / "target" / "debug" / "llmop"))
+    config = ROOT / "tests" / "sdk" / "llmop-sdk.toml"
+    proc = subprocess.Popen(
+        [binary, "serve", "--config", str(config), "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = proc.stdout.readline().strip()
+    prefix = "llmop listening on "
+    if not line.startswith(prefix):
+        proc.kill()
+        raise RuntimeError(f"llmop did not start: {line!r}")
+    yield line[len(prefix):]
+    proc.terminate()
+    proc.wait(timeout=15)
