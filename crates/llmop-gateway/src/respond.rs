@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use llmop_core::{ChatResponse, GatewayError, StreamEvent};
 use llmop_providers::EventStream;
 use llmop_wire::{anthropic, openai};
@@ -104,37 +104,65 @@ struct Relay {
     done: bool,
 }
 
+/// Most bytes gathered into one body chunk before it is written.
+const COALESCE_LIMIT: usize = 16 * 1024;
+
 impl Relay {
-    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
-        if self.done {
-            return None;
-        }
-        let mut out = BytesMut::with_capacity(256);
-        let ev = match self.first.take() {
-            Some(ev) => Some(Ok(ev)),
-            None => self.upstream.next().await,
-        };
-        match ev {
+    /// Handles one upstream item; returns false once the stream is over.
+    fn take(
+        &mut self,
+        item: Option<Result<StreamEvent, llmop_core::ProviderError>>,
+        out: &mut BytesMut,
+    ) -> bool {
+        match item {
             Some(Ok(ev)) => {
                 self.acc.push(&ev);
-                self.encoder.encode(&ev, &mut out);
+                self.encoder.encode(&ev, out);
+                true
             }
             Some(Err(e)) => {
                 // Bytes were already sent: the stream is not restarted elsewhere; it
                 // ends with a well-formed error event.
                 let ge = GatewayError::Provider(e);
-                self.encoder.error(&mut out, ge.code(), &ge.to_string());
+                self.encoder.error(out, ge.code(), &ge.to_string());
                 self.rec.usage = self.acc.usage();
                 self.rec.failed(&ge, 200);
                 self.done = true;
                 self.rec.emit();
+                false
             }
             None => {
-                self.encoder.finish(&mut out);
+                self.encoder.finish(out);
                 self.rec.usage = self.acc.usage();
                 self.rec.status = Some(200);
                 self.done = true;
                 self.rec.emit();
+                false
+            }
+        }
+    }
+
+    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
+        if self.done {
+            return None;
+        }
+        let mut out = BytesMut::with_capacity(512);
+        let item = match self.first.take() {
+            Some(ev) => Some(Ok(ev)),
+            None => self.upstream.next().await,
+        };
+        if self.take(item, &mut out) {
+            // Events the upstream has already delivered go out in the same write: fewer
+            // syscalls, and no event waits for one that has not arrived yet.
+            while out.len() < COALESCE_LIMIT {
+                match self.upstream.next().now_or_never() {
+                    Some(item) => {
+                        if !self.take(item, &mut out) {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
             }
         }
         Some((Ok(out.freeze()), self))

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use std::any::Any;
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -71,6 +72,13 @@ fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
 pub async fn serve(app: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
     let shutdown = app.shutdown.clone();
     let drain_limit = Duration::from_millis(app.config.server.shutdown_timeout_ms);
+    // Small writes (SSE events) go out at once: without TCP_NODELAY, Nagle's algorithm
+    // and the client's delayed ACK hold each stream's tail for ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(listener, router(app)).with_graceful_shutdown({
         let s = shutdown.clone();
         async move { s.triggered().await }

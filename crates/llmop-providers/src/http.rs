@@ -29,6 +29,9 @@ pub struct HttpProvider {
     api_key: Option<Secret>,
     client: reqwest::Client,
     models: Vec<String>,
+    /// The chat endpoint, parsed once (OpenAI and Anthropic kinds; Gemini's URL holds the
+    /// model, so it is built per call).
+    endpoint: Option<reqwest::Url>,
 }
 
 impl HttpProvider {
@@ -47,9 +50,17 @@ impl HttpProvider {
             .user_agent(concat!("llmop/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
+        let endpoint = match pc.kind {
+            ProviderKind::Anthropic => Some(format!("{base_url}/v1/messages")),
+            ProviderKind::Gemini | ProviderKind::Mock => None,
+            ProviderKind::Openai => Some(format!("{base_url}/chat/completions")),
+        }
+        .map(|u| reqwest::Url::parse(&u).map_err(|e| format!("base_url: {e}")))
+        .transpose()?;
         Ok(HttpProvider {
             name: name.to_string(),
             kind: pc.kind,
+            endpoint,
             base_url,
             api_key,
             client,
@@ -70,23 +81,18 @@ impl HttpProvider {
     }
 
     fn request(&self, req: &ChatRequest, model: &str, stream: bool) -> reqwest::RequestBuilder {
-        let (url, body) = match self.kind {
-            ProviderKind::Anthropic => (
-                format!("{}/v1/messages", self.base_url),
-                anthropic::build_request(req, model, stream),
-            ),
-            ProviderKind::Gemini => (
-                format!("{}{}", self.base_url, gemini::path(model, stream)),
-                gemini::build_request(req),
-            ),
-            _ => (
-                format!("{}/chat/completions", self.base_url),
-                openai::build_request(req, model, stream),
-            ),
+        let body = match self.kind {
+            ProviderKind::Anthropic => anthropic::build_request(req, model, stream),
+            ProviderKind::Gemini => gemini::build_request(req),
+            _ => openai::build_request(req, model, stream),
         };
-        let mut rb = self
-            .client
-            .post(url)
+        let rb = match &self.endpoint {
+            Some(url) => self.client.post(url.clone()),
+            None => self
+                .client
+                .post(format!("{}{}", self.base_url, gemini::path(model, stream))),
+        };
+        let mut rb = rb
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body);
         if stream {

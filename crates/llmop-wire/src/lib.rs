@@ -52,8 +52,14 @@ impl fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
-/// Deserializes JSON with the path of the failing field in the error.
+/// Deserializes JSON; on failure, the error names the path of the failing field.
+///
+/// The fast path is plain serde_json: path tracking costs on every field, so it runs
+/// only when the plain parse has already failed (bad input is the rare case).
 pub(crate) fn from_json<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T, WireError> {
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

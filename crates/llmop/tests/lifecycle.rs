@@ -98,12 +98,7 @@ async fn client_disconnect_cancels_the_upstream_stream() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // And the call is recorded as abandoned by its client.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let logs = gw.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("disconnect-test"))
-        .expect("a record of the call");
+    let line = gw.wait_for_log_line("disconnect-test");
     assert!(line.contains("client_disconnected=true"), "{line}");
 }
 

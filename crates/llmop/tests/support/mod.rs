@@ -81,6 +81,22 @@ impl Gateway {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Waits (bounded) until the logs hold a line containing `needle`, and returns it.
+    /// Log lines are written by a background thread, so they land shortly after the
+    /// response.
+    pub fn wait_for_log_line(&self, needle: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(line) = self.logs().lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                panic!("no log line with {needle:?}:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")

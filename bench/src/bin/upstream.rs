@@ -1,0 +1,70 @@
+//! A fast OpenAI-format upstream for benchmarks: answers every chat completion at once
+//! with a fixed body, or a fixed SSE stream of `--chunks` chunks. What is measured is the
+//! proxy in front of it, so it does as little as it can.
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Chunks of content in a streamed answer.
+    #[arg(long, default_value_t = 20)]
+    chunks: usize,
+}
+
+const WHOLE: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":20,"total_tokens":44,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+
+fn stream_body(chunks: usize) -> String {
+    let mut s = String::new();
+    let head = r#"{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model","choices":[{"index":0,"delta":"#;
+    s.push_str(&format!(
+        "data: {head}{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}]}}\n\n"
+    ));
+    for i in 0..chunks {
+        s.push_str(&format!(
+            "data: {head}{{\"content\":\" word{i}\"}},\"finish_reason\":null}}]}}\n\n"
+        ));
+    }
+    s.push_str(&format!(
+        "data: {head}{{}},\"finish_reason\":\"stop\"}}]}}\n\n"
+    ));
+    s.push_str(&format!(
+        "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench-model\",\"choices\":[],\"usage\":{{\"prompt_tokens\":24,\"completion_tokens\":{chunks},\"total_tokens\":{}}}}}\n\n",
+        24 + chunks
+    ));
+    s.push_str("data: [DONE]\n\n");
+    s
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() {
+    let args = Args::parse();
+    let streamed = Bytes::from(stream_body(args.chunks));
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let streamed = streamed.clone();
+        async move {
+            let is_stream = body.windows(13).any(|w| w == b"\"stream\":true");
+            let (ct, payload) = if is_stream {
+                ("text/event-stream", streamed)
+            } else {
+                ("application/json", Bytes::from_static(WHOLE.as_bytes()))
+            };
+            let mut r = Response::new(Body::from(payload));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            r
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .expect("bind");
+    println!(
+        "bench-upstream listening on http://{}",
+        listener.local_addr().expect("addr")
+    );
+    axum::serve(listener, app).await.expect("serve");
+}
