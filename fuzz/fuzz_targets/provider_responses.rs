@@ -1,0 +1,38 @@
+//! What upstreams send back: whole responses, error bodies, and SSE `data` payloads fed
+//! through each stream decoder (a payload per line, so one input exercises a sequence).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use llmop_wire::{anthropic, gemini, openai};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = openai::parse_response(data);
+    let _ = anthropic::parse_response(data);
+    let _ = gemini::parse_response(data);
+    let _ = openai::parse_error_message(data);
+    let _ = anthropic::parse_error_message(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let mut out = Vec::new();
+        let (mut o, mut a, mut g) = (
+            openai::StreamDecoder::new(),
+            anthropic::StreamDecoder::new(),
+            gemini::StreamDecoder::new(),
+        );
+        for line in text.lines() {
+            let _ = o.decode(line, &mut out);
+            let _ = a.decode(line, &mut out);
+            let _ = g.decode(line, &mut out);
+        }
+        g.finish(&mut out);
+        // Whatever was decoded re-encodes for both client formats.
+        let mut buf = bytes::BytesMut::new();
+        let mut oe = openai::StreamEncoder::new("id".into(), "m".into(), true);
+        let mut ae = anthropic::StreamEncoder::new("id".into(), "m".into());
+        for ev in &out {
+            oe.encode(ev, &mut buf);
+            ae.encode(ev, &mut buf);
+        }
+        oe.finish(&mut buf);
+        ae.finish(&mut buf);
+    }
+});
