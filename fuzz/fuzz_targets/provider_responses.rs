@@ -1,5 +1,7 @@
-//! What upstreams send back: whole responses, error bodies, and SSE `data` payloads fed
-//! through each stream decoder (a payload per line, so one input exercises a sequence).
+//! What upstreams send back: whole responses, error bodies, raw SSE bytes through the
+//! event-stream parser (split into reads at a point the input chooses), and SSE `data`
+//! payloads fed through each stream decoder (a payload per line, so one input exercises
+//! a sequence).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +13,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = gemini::parse_response(data);
     let _ = openai::parse_error_message(data);
     let _ = anthropic::parse_error_message(data);
+    let mut parser = llmop_wire::sse::SseParser::new();
+    let cut = data.first().map_or(0, |&b| b as usize).min(data.len());
+    for part in [&data[..cut], &data[cut..]] {
+        parser.push(part);
+        while let Ok(Some(_)) = parser.next_event() {}
+    }
+    let _ = parser.finish();
     if let Ok(text) = std::str::from_utf8(data) {
         let mut out = Vec::new();
         let (mut o, mut a, mut g) = (

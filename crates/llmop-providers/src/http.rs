@@ -7,12 +7,12 @@
 
 use crate::EventStream;
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use llmop_core::config::{ProviderConfig, ProviderKind};
 use llmop_core::error::TimeoutStage;
 use llmop_core::secret::Secret;
 use llmop_core::{ChatRequest, ChatResponse, ProviderError, StreamAccumulator, StreamEvent};
+use llmop_wire::sse::{SseEvent, SseParser};
 use llmop_wire::{anthropic, gemini, openai, WireError};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use std::collections::VecDeque;
@@ -239,11 +239,13 @@ impl HttpProvider {
             _ => Decoder::OpenAi(openai::StreamDecoder::new()),
         };
         let state = StreamState {
-            sse: resp.bytes_stream().eventsource().boxed(),
+            body: resp.bytes_stream().boxed(),
+            parser: SseParser::new(),
             decoder,
             pending: VecDeque::new(),
             ended: false,
             saw_finish: false,
+            deferred: None,
             provider: self.name.clone(),
             deadline,
         };
@@ -326,17 +328,17 @@ impl Decoder {
     }
 }
 
-type SseStream = futures::stream::BoxStream<
-    'static,
-    Result<eventsource_stream::Event, eventsource_stream::EventStreamError<reqwest::Error>>,
->;
+type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, reqwest::Error>>;
 
 struct StreamState {
-    sse: SseStream,
+    body: ByteStream,
+    parser: SseParser,
     decoder: Decoder,
     pending: VecDeque<StreamEvent>,
     ended: bool,
     saw_finish: bool,
+    /// An error to return once the events before it have been delivered.
+    deferred: Option<ProviderError>,
     provider: String,
     deadline: Instant,
 }
@@ -357,15 +359,79 @@ impl StreamState {
         }
     }
 
+    /// Decodes one SSE event; `Err` ends the stream.
+    fn decode(&mut self, event: SseEvent) -> Result<(), ProviderError> {
+        let mut evs = Vec::new();
+        if let Err(e) = self.decoder.decode(&event.data, &mut evs) {
+            let provider = self.provider.clone();
+            // An `error` event is the upstream's word; a parse failure is ours.
+            return Err(
+                if event.event == "error" || event.data.contains("\"error\"") {
+                    ProviderError::Stream {
+                        provider,
+                        message: e.message,
+                    }
+                } else {
+                    ProviderError::Protocol {
+                        provider,
+                        message: e.to_string(),
+                    }
+                },
+            );
+        }
+        self.push(evs);
+        if self.decoder.is_done() {
+            self.ended = true;
+        }
+        Ok(())
+    }
+
+    /// Ends a stream whose body is complete.
+    fn end_of_body(&mut self) -> Result<(), ProviderError> {
+        self.ended = true;
+        let mut evs = Vec::new();
+        self.decoder.finish(&mut evs);
+        self.push(evs);
+        if self.saw_finish {
+            Ok(())
+        } else {
+            Err(ProviderError::Stream {
+                provider: self.provider.clone(),
+                message: "the stream ended before the answer was complete".into(),
+            })
+        }
+    }
+
     async fn next(mut self) -> Option<(Result<StreamEvent, ProviderError>, Self)> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Some((Ok(ev), self));
             }
+            if let Some(e) = self.deferred.take() {
+                return self.fail(e);
+            }
             if self.ended {
                 return None;
             }
-            let item = match timeout_at(self.deadline, self.sse.next()).await {
+            // Events already buffered first; the network only when none is complete.
+            let parsed = self.parser.next_event();
+            match parsed {
+                Err(e) => {
+                    let provider = self.provider.clone();
+                    return self.fail(ProviderError::Protocol {
+                        provider,
+                        message: e.to_string(),
+                    });
+                }
+                Ok(Some(event)) => {
+                    if let Err(e) = self.decode(event) {
+                        return self.fail(e);
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+            }
+            let item = match timeout_at(self.deadline, self.body.next()).await {
                 Err(_) => {
                     let provider = self.provider.clone();
                     return self.fail(ProviderError::Timeout {
@@ -375,52 +441,34 @@ impl StreamState {
                 }
                 Ok(i) => i,
             };
-            let mut evs = Vec::new();
             match item {
-                None => {
-                    self.ended = true;
-                    self.decoder.finish(&mut evs);
-                    self.push(evs);
-                    if !self.saw_finish {
-                        let provider = self.provider.clone();
-                        return self.fail(ProviderError::Stream {
-                            provider,
-                            message: "the stream ended before the answer was complete".into(),
-                        });
-                    }
-                }
+                Some(Ok(chunk)) => self.parser.push(&chunk),
                 Some(Err(e)) => {
                     let provider = self.provider.clone();
                     return self.fail(ProviderError::Stream {
                         provider,
-                        message: match e {
-                            eventsource_stream::EventStreamError::Transport(t) => {
-                                error_chain(&t.without_url())
-                            }
-                            other => other.to_string(),
-                        },
+                        message: error_chain(&e.without_url()),
                     });
                 }
-                Some(Ok(event)) => {
-                    if let Err(e) = self.decoder.decode(&event.data, &mut evs) {
-                        let provider = self.provider.clone();
-                        // An `error` event is the upstream's word; a parse failure is ours.
-                        let err = if event.event == "error" || event.data.contains("\"error\"") {
-                            ProviderError::Stream {
-                                provider,
-                                message: e.message,
-                            }
-                        } else {
-                            ProviderError::Protocol {
+                None => {
+                    let last = match self.parser.finish() {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            let provider = self.provider.clone();
+                            return self.fail(ProviderError::Protocol {
                                 provider,
                                 message: e.to_string(),
-                            }
-                        };
-                        return self.fail(err);
+                            });
+                        }
+                    };
+                    if let Some(event) = last {
+                        if let Err(e) = self.decode(event) {
+                            return self.fail(e);
+                        }
                     }
-                    self.push(evs);
-                    if self.decoder.is_done() {
-                        self.ended = true;
+                    if let Err(e) = self.end_of_body() {
+                        // What arrived before the cut is delivered first, then the error.
+                        self.deferred = Some(e);
                     }
                 }
             }
