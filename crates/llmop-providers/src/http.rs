@@ -192,6 +192,15 @@ impl HttpProvider {
         deadline: Instant,
     ) -> Result<ChatResponse, ProviderError> {
         let resp = self.send(self.request(req, model, false), deadline).await?;
+        self.read_whole(resp, deadline).await
+    }
+
+    /// Reads and parses a whole (non-SSE) answer body within the deadline.
+    async fn read_whole(
+        &self,
+        resp: reqwest::Response,
+        deadline: Instant,
+    ) -> Result<ChatResponse, ProviderError> {
         let body = match timeout_at(deadline, resp.bytes()).await {
             Err(_) => return Err(self.timeout(TimeoutStage::Total)),
             Ok(Err(e)) => {
@@ -220,17 +229,7 @@ impl HttpProvider {
         if !is_sse {
             // Some compatible servers ignore `stream` and answer whole; serve that as a
             // stream rather than fail.
-            let body = match timeout_at(deadline, resp.bytes()).await {
-                Err(_) => return Err(self.timeout(TimeoutStage::Total)),
-                Ok(Err(e)) => {
-                    return Err(ProviderError::Stream {
-                        provider: self.name.clone(),
-                        message: error_chain(&e.without_url()),
-                    })
-                }
-                Ok(Ok(b)) => b,
-            };
-            let whole = self.parse(&body).map_err(|e| self.protocol(e))?;
+            let whole = self.read_whole(resp, deadline).await?;
             return Ok(futures::stream::iter(response_events(whole).into_iter().map(Ok)).boxed());
         }
         let decoder = match self.kind {

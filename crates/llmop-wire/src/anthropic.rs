@@ -4,7 +4,7 @@
 //! `content_block_start`, `content_block_delta`, `content_block_stop`, `message_delta`,
 //! `message_stop`, `ping`, `error`).
 
-use crate::{from_json, sse, WireError};
+use crate::{from_json, sse, TextOr, WireError};
 use bytes::BytesMut;
 use llmop_core::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role,
@@ -30,7 +30,7 @@ struct InRequest {
     max_tokens: u32,
     messages: Vec<InMessage>,
     #[serde(default)]
-    system: Option<InSystem>,
+    system: Option<InContent>,
     #[serde(default)]
     stop_sequences: Option<Vec<String>>,
     #[serde(default)]
@@ -50,13 +50,6 @@ struct InRequest {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum InSystem {
-    Text(String),
-    Blocks(Vec<InBlock>),
-}
-
-#[derive(Deserialize)]
 struct InMetadata {
     #[serde(default)]
     user_id: Option<String>,
@@ -68,25 +61,7 @@ struct InMessage {
     content: InContent,
 }
 
-enum InContent {
-    Text(String),
-    Blocks(Vec<InBlock>),
-}
-
-impl<'de> Deserialize<'de> for InContent {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        match v {
-            Value::String(s) => Ok(InContent::Text(s)),
-            Value::Array(_) => serde_json::from_value(v)
-                .map(InContent::Blocks)
-                .map_err(serde::de::Error::custom),
-            _ => Err(serde::de::Error::custom(
-                "expected a string or an array of content blocks",
-            )),
-        }
-    }
-}
+type InContent = TextOr<InBlock>;
 
 /// A content block, flat so that each field's path survives into error messages; the
 /// `type`'s rules are checked when it is converted.
@@ -192,8 +167,8 @@ fn blocks_to_parts(blocks: Vec<InBlock>, path: &str) -> Result<Vec<Part>, WireEr
             "tool_result" => {
                 let content = match b.content {
                     None => String::new(),
-                    Some(InContent::Text(t)) => t,
-                    Some(InContent::Blocks(bs)) => bs.into_iter().filter_map(|b| b.text).collect(),
+                    Some(TextOr::Text(t)) => t,
+                    Some(TextOr::List(bs)) => bs.into_iter().filter_map(|b| b.text).collect(),
                 };
                 parts.push(Part::ToolResult {
                     call_id: b
@@ -230,8 +205,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
     let mut messages = Vec::with_capacity(r.messages.len() + 1);
     match r.system {
         None => {}
-        Some(InSystem::Text(t)) => messages.push(Message::text(Role::System, t)),
-        Some(InSystem::Blocks(bs)) => messages.push(Message {
+        Some(TextOr::Text(t)) => messages.push(Message::text(Role::System, t)),
+        Some(TextOr::List(bs)) => messages.push(Message {
             role: Role::System,
             parts: blocks_to_parts(bs, "system")?,
             name: None,
@@ -249,8 +224,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
             }
         };
         let parts = match m.content {
-            InContent::Text(t) => vec![Part::Text(t)],
-            InContent::Blocks(bs) => blocks_to_parts(bs, &format!("messages[{i}].content"))?,
+            TextOr::Text(t) => vec![Part::Text(t)],
+            TextOr::List(bs) => blocks_to_parts(bs, &format!("messages[{i}].content"))?,
         };
         messages.push(Message {
             role,
@@ -472,25 +447,11 @@ struct InResponse {
     id: String,
     #[serde(default)]
     model: String,
-    content: Vec<InRespBlock>,
+    content: Vec<InBlock>,
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
     usage: Option<InUsage>,
-}
-
-#[derive(Deserialize)]
-struct InRespBlock {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    input: Option<Value>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -612,7 +573,7 @@ struct InEvent {
     #[serde(default)]
     index: Option<u32>,
     #[serde(default)]
-    content_block: Option<InRespBlock>,
+    content_block: Option<InBlock>,
     #[serde(default)]
     delta: Option<InDelta>,
     #[serde(default)]

@@ -4,7 +4,7 @@
 //! object. Unknown top-level request fields are kept in `ChatRequest::extra` and sent on
 //! unchanged to OpenAI-format providers.
 
-use crate::{from_json, sse, unix_now, WireError};
+use crate::{from_json, sse, unix_now, TextOr, WireError};
 use bytes::BytesMut;
 use llmop_core::{
     ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role,
@@ -84,28 +84,7 @@ struct InMessage {
     refusal: Option<String>,
 }
 
-/// `content` is a string or an array of parts. Written by hand so that a wrong shape
-/// gets a message that says what is expected, not serde's "did not match any variant".
-enum InContent {
-    Text(String),
-    Parts(Vec<InPart>),
-}
-
-impl<'de> Deserialize<'de> for InContent {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        match v {
-            Value::String(s) => Ok(InContent::Text(s)),
-            Value::Array(_) => serde_json::from_value(v)
-                .map(InContent::Parts)
-                .map_err(serde::de::Error::custom),
-            Value::Null => Ok(InContent::Text(String::new())),
-            _ => Err(serde::de::Error::custom(
-                "expected a string or an array of content parts",
-            )),
-        }
-    }
-}
+type InContent = TextOr<InPart>;
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -182,8 +161,8 @@ struct InJsonSchema {
 
 fn content_parts(c: InContent) -> Vec<Part> {
     match c {
-        InContent::Text(t) => vec![Part::Text(t)],
-        InContent::Parts(ps) => ps
+        TextOr::Text(t) => vec![Part::Text(t)],
+        TextOr::List(ps) => ps
             .into_iter()
             .map(|p| match p {
                 InPart::Text { text } | InPart::Refusal { refusal: text } => Part::Text(text),
@@ -399,7 +378,7 @@ fn out_messages(messages: &[Message]) -> Vec<Value> {
             .filter(|p| matches!(p, Part::Text(_) | Part::Image(_)))
             .collect();
         match m.role {
-            Role::System | Role::User => {
+            Role::System | Role::User | Role::Tool => {
                 // Tool results may sit in a user message (Anthropic places them there);
                 // OpenAI wants each as its own `tool` message, before the text.
                 for p in &m.parts {
@@ -412,7 +391,7 @@ fn out_messages(messages: &[Message]) -> Vec<Value> {
                         );
                     }
                 }
-                if !content.is_empty() {
+                if !content.is_empty() && m.role != Role::Tool {
                     let role = if m.role == Role::System {
                         "system"
                     } else {
@@ -423,18 +402,6 @@ fn out_messages(messages: &[Message]) -> Vec<Value> {
                         msg["name"] = json!(n);
                     }
                     out.push(msg);
-                }
-            }
-            Role::Tool => {
-                for p in &m.parts {
-                    if let Part::ToolResult {
-                        call_id, content, ..
-                    } = p
-                    {
-                        out.push(
-                            json!({"role": "tool", "tool_call_id": call_id, "content": content}),
-                        );
-                    }
                 }
             }
             Role::Assistant => {
