@@ -41,6 +41,10 @@ pub struct ServerConfig {
     /// Deadline of a whole request unless its route sets one.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_ms: u64,
+    /// How long a client may take to send its request body (408 after that), so a
+    /// client trickling bytes cannot hold a request open forever.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +54,7 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body(),
             shutdown_timeout_ms: default_shutdown_timeout(),
             request_timeout_ms: default_request_timeout(),
+            body_timeout_ms: default_body_timeout(),
         }
     }
 }
@@ -65,6 +70,9 @@ fn default_shutdown_timeout() -> u64 {
 }
 fn default_request_timeout() -> u64 {
     600_000
+}
+fn default_body_timeout() -> u64 {
+    30_000
 }
 fn default_connect_timeout() -> u64 {
     5_000
@@ -301,6 +309,12 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             out.push((
                 k(&["server", "max_body_bytes"]),
+                "must be greater than 0".into(),
+            ));
+        }
+        if self.server.body_timeout_ms == 0 {
+            out.push((
+                k(&["server", "body_timeout_ms"]),
                 "must be greater than 0".into(),
             ));
         }

@@ -104,6 +104,9 @@ pub enum GatewayError {
     },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The client did not send its whole body in time.
+    #[error("the request body did not arrive within {ms} ms")]
+    RequestTimeout { ms: u64 },
     #[error("{message}")]
     NotFound { message: String, code: &'static str },
     #[error("{message}")]
@@ -131,6 +134,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { code, .. } => code,
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::RequestTimeout { .. } => "request_timeout",
             GatewayError::NotFound { code, .. } => code,
             GatewayError::Unauthorized { .. } => "invalid_api_key",
             GatewayError::Provider(e) => e.code(),

@@ -74,7 +74,14 @@ async fn prepare(
     rec: &mut CallRecord,
 ) -> Result<ChatRequest, GatewayError> {
     rec.context = context::from_headers(headers, rid)?;
-    let bytes = read_body(body, headers, app.max_body_bytes).await?;
+    let bytes = tokio::time::timeout(
+        app.body_timeout,
+        read_body(body, headers, app.max_body_bytes),
+    )
+    .await
+    .map_err(|_| GatewayError::RequestTimeout {
+        ms: app.body_timeout.as_millis() as u64,
+    })??;
     let parsed = match format {
         ClientFormat::OpenAi => openai::parse_request(&bytes),
         ClientFormat::Anthropic => anthropic::parse_request(&bytes),

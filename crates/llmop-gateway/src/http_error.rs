@@ -21,6 +21,7 @@ pub fn status_of(e: &GatewayError) -> StatusCode {
     match e {
         GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
         GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        GatewayError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
         GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -44,7 +45,7 @@ pub fn status_of(e: &GatewayError) -> StatusCode {
 
 fn openai_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        400 | 404 | 413 | 422 => "invalid_request_error",
+        400 | 404 | 408 | 413 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         429 => "rate_limit_error",

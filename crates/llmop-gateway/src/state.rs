@@ -14,6 +14,7 @@ pub struct AppState {
     pub shutdown: Shutdown,
     pub max_body_bytes: usize,
     pub default_timeout: Duration,
+    pub body_timeout: Duration,
 }
 
 impl AppState {
@@ -23,6 +24,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             max_body_bytes: config.server.max_body_bytes,
             default_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            body_timeout: Duration::from_millis(config.server.body_timeout_ms),
             config,
             providers,
             router,

@@ -3,6 +3,7 @@
 
 mod support;
 
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::{client, fixture, Gateway, Reply, Upstream};
@@ -127,6 +128,28 @@ async fn oversized_bodies_get_413_declared_or_not() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_gets_408() {
+    let gw = Gateway::start("[providers.sim]\nkind = \"mock\"\n[server]\nbody_timeout_ms = 300\n");
+    // Half a body, then silence.
+    let stream =
+        futures::stream::once(async { Ok::<_, std::io::Error>(b"{\"model\":\"sim/x\",".to_vec()) })
+            .chain(futures::stream::once(async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<_, std::io::Error>(b"}".to_vec())
+            }));
+    let start = Instant::now();
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 408);
+    assert!(start.elapsed() < Duration::from_secs(4));
+    assert_envelope(&r.json().await.unwrap(), "request_timeout");
 }
 
 #[tokio::test]
