@@ -43,13 +43,17 @@ impl Shutdown {
         let _ = rx.wait_for(|v| *v).await;
     }
 
-    /// Triggers the shutdown on SIGTERM or SIGINT.
+    /// Triggers the shutdown on SIGTERM or SIGINT; a second signal during the drain
+    /// exits at once (an operator's "I mean it").
     pub fn listen_for_signals(&self) {
         let this = self.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown signal received: draining in-flight requests");
             this.trigger();
+            wait_for_signal().await;
+            tracing::warn!("second shutdown signal: exiting without waiting for the drain");
+            std::process::exit(130);
         });
     }
 }

@@ -189,6 +189,17 @@ async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
     app.shutdown.listen_for_signals();
     // On stdout, alone on its line, so scripts and tests can find the port.
     println!("llmop listening on http://{local}");
+    for (name, p) in &app.config.providers {
+        tracing::info!(provider = %name, kind = p.kind.as_str(), base_url = p.base_url().unwrap_or("-"), "provider");
+    }
+    for (name, r) in &app.config.routes {
+        let targets: Vec<String> = r
+            .targets
+            .iter()
+            .map(|t| format!("{}/{}", t.provider, t.model))
+            .collect();
+        tracing::info!(route = %name, strategy = ?r.strategy, targets = %targets.join(" -> "), "route");
+    }
     tracing::info!(%local, "serving");
     llmop_gateway::serve(app, listener).await?;
     Ok(())

@@ -185,3 +185,36 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     // Nothing listens any more.
     assert!(client().get(format!("{url}/healthz")).send().await.is_err());
 }
+
+#[tokio::test]
+async fn a_second_signal_ends_the_drain_at_once() {
+    let up = Upstream::start(|_, _| Reply::Hang).await;
+    let mut gw = Gateway::start(&format!(
+        "[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n[server]\nshutdown_timeout_ms = 60000\n",
+        up.url
+    ));
+    let url = gw.url.clone();
+    // A call that will never finish keeps the drain waiting.
+    let stuck = tokio::spawn(async move {
+        client()
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&json!({"model": "up/m", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let exit = tokio::task::spawn_blocking(move || {
+        assert!(
+            gw.terminate(Duration::from_millis(500)).is_none(),
+            "still draining after one signal"
+        );
+        let s = gw.terminate(Duration::from_secs(5));
+        (s, gw)
+    })
+    .await
+    .unwrap()
+    .0
+    .expect("exited after the second signal");
+    assert_eq!(exit.code(), Some(130));
+    stuck.abort();
+}
