@@ -351,193 +351,333 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
     Ok(req)
 }
 
-fn out_content(parts: &[&Part]) -> Value {
-    if let [Part::Text(t)] = parts {
-        return Value::String(t.clone());
+// Outbound requests are serialized from borrowed views of the chat model: no
+// intermediate JSON tree, no copy of any message text.
+
+/// Content parts of a message as the API takes them: a plain string when the message is
+/// one text part, else an array of text and image parts.
+struct OutContent<'a>(&'a [Part]);
+
+impl Serialize for OutContent<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let visible = || {
+            self.0
+                .iter()
+                .filter(|p| matches!(p, Part::Text(_) | Part::Image(_)))
+        };
+        let mut it = visible();
+        if let (Some(Part::Text(t)), None) = (it.next(), it.next()) {
+            return s.serialize_str(t);
+        }
+        let mut seq = s.serialize_seq(None)?;
+        for p in visible() {
+            match p {
+                Part::Text(t) => seq.serialize_element(&OutTextPart {
+                    kind: "text",
+                    text: t,
+                })?,
+                Part::Image(src) => seq.serialize_element(&OutImagePart {
+                    kind: "image_url",
+                    image_url: OutImageUrl {
+                        url: image_url(src),
+                    },
+                })?,
+                _ => {}
+            }
+        }
+        seq.end()
     }
-    Value::Array(
-        parts
-            .iter()
-            .filter_map(|p| match p {
-                Part::Text(t) => Some(json!({"type": "text", "text": t})),
-                Part::Image(src) => {
-                    Some(json!({"type": "image_url", "image_url": {"url": image_url(src)}}))
-                }
-                _ => None,
-            })
-            .collect(),
-    )
 }
 
-fn out_messages(messages: &[Message]) -> Vec<Value> {
-    let mut out = Vec::with_capacity(messages.len());
-    for m in messages {
-        let content: Vec<&Part> = m
+#[derive(Serialize)]
+struct OutTextPart<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct OutImagePart {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    image_url: OutImageUrl,
+}
+
+#[derive(Serialize)]
+struct OutImageUrl {
+    url: String,
+}
+
+#[derive(Serialize)]
+struct OutToolMessage<'a> {
+    role: &'static str,
+    tool_call_id: &'a str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct OutMessage<'a> {
+    role: &'static str,
+    content: OutContent<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct OutToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutFunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunctionCall<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// An assistant turn: its text (or `null` beside tool calls) and its tool calls.
+struct OutAssistant<'a>(&'a Message);
+
+impl Serialize for OutAssistant<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let m = self.0;
+        let calls: Vec<OutToolCall<'_>> = m
             .parts
             .iter()
-            .filter(|p| matches!(p, Part::Text(_) | Part::Image(_)))
+            .filter_map(|p| match p {
+                Part::ToolCall(c) => Some(OutToolCall {
+                    id: &c.id,
+                    kind: "function",
+                    function: OutFunctionCall {
+                        name: &c.name,
+                        arguments: &c.arguments,
+                    },
+                }),
+                _ => None,
+            })
             .collect();
-        match m.role {
-            Role::System | Role::User | Role::Tool => {
-                // Tool results may sit in a user message (Anthropic places them there);
-                // OpenAI wants each as its own `tool` message, before the text.
-                for p in &m.parts {
-                    if let Part::ToolResult {
-                        call_id, content, ..
-                    } = p
-                    {
-                        out.push(
-                            json!({"role": "tool", "tool_call_id": call_id, "content": content}),
-                        );
-                    }
+        let mut texts = m.parts.iter().filter_map(|p| match p {
+            Part::Text(t) => Some(t.as_str()),
+            _ => None,
+        });
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("role", "assistant")?;
+        match (texts.next(), texts.next()) {
+            (None, _) if !calls.is_empty() => map.serialize_entry("content", &Value::Null)?,
+            (None, _) => map.serialize_entry("content", "")?,
+            (Some(t), None) => map.serialize_entry("content", t)?,
+            (Some(_), Some(_)) => map.serialize_entry("content", &m.joined_text())?,
+        }
+        if !calls.is_empty() {
+            map.serialize_entry("tool_calls", &calls)?;
+        }
+        if let Some(n) = &m.name {
+            map.serialize_entry("name", n)?;
+        }
+        map.end()
+    }
+}
+
+/// The message list. One chat-model message may become several API messages: tool
+/// results travel as `tool` messages (Anthropic clients put them in user turns), placed
+/// before the turn's own text.
+struct OutMessages<'a>(&'a [Message]);
+
+impl Serialize for OutMessages<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(None)?;
+        for m in self.0 {
+            if m.role == Role::Assistant {
+                seq.serialize_element(&OutAssistant(m))?;
+                continue;
+            }
+            for p in &m.parts {
+                if let Part::ToolResult {
+                    call_id, content, ..
+                } = p
+                {
+                    seq.serialize_element(&OutToolMessage {
+                        role: "tool",
+                        tool_call_id: call_id,
+                        content,
+                    })?;
                 }
-                if !content.is_empty() && m.role != Role::Tool {
-                    let role = if m.role == Role::System {
+            }
+            let has_content = m
+                .parts
+                .iter()
+                .any(|p| matches!(p, Part::Text(_) | Part::Image(_)));
+            if has_content && m.role != Role::Tool {
+                seq.serialize_element(&OutMessage {
+                    role: if m.role == Role::System {
                         "system"
                     } else {
                         "user"
-                    };
-                    let mut msg = json!({"role": role, "content": out_content(&content)});
-                    if let Some(n) = &m.name {
-                        msg["name"] = json!(n);
-                    }
-                    out.push(msg);
-                }
-            }
-            Role::Assistant => {
-                let calls: Vec<Value> = m
-                    .parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::ToolCall(c) => Some(json!({
-                            "id": c.id, "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments}
-                        })),
-                        _ => None,
-                    })
-                    .collect();
-                let mut msg = Map::new();
-                msg.insert("role".into(), json!("assistant"));
-                let text: String = content
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::Text(t) => Some(t.as_str()),
-                        _ => None,
-                    })
-                    .collect();
-                msg.insert(
-                    "content".into(),
-                    if text.is_empty() && !calls.is_empty() {
-                        Value::Null
-                    } else {
-                        Value::String(text)
                     },
-                );
-                if !calls.is_empty() {
-                    msg.insert("tool_calls".into(), Value::Array(calls));
-                }
-                if let Some(n) = &m.name {
-                    msg.insert("name".into(), json!(n));
-                }
-                out.push(Value::Object(msg));
+                    content: OutContent(&m.parts),
+                    name: m.name.as_deref(),
+                })?;
             }
         }
+        seq.end()
     }
-    out
+}
+
+#[derive(Serialize)]
+struct OutTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    parameters: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutToolChoice<'a> {
+    Mode(&'static str),
+    Named {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        function: OutNamed<'a>,
+    },
+}
+
+#[derive(Serialize)]
+struct OutNamed<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutResponseFormat<'a> {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: OutJsonSchema<'a> },
+}
+
+#[derive(Serialize)]
+struct OutJsonSchema<'a> {
+    name: &'a str,
+    schema: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct OutStreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct OutRequest<'a> {
+    /// The client's fields this model does not know (same-format passthrough). They
+    /// come first and can never collide with the fields below: parsing consumed those.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a Map<String, Value>>,
+    model: &'a str,
+    messages: OutMessages<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<OutTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<OutToolChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<OutResponseFormat<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    /// Always asked for on streams: the gateway needs usage even when the client did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<OutStreamOptions>,
 }
 
 /// Builds the body sent to an OpenAI-format provider for `model`.
 pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
-    let mut body = Map::new();
-    // Unknown fields first, so that the fields we set win over a client's duplicate.
-    if req.origin == WireFormat::OpenAi {
-        for (k, v) in &req.extra {
-            body.insert(k.clone(), v.clone());
-        }
-    }
-    body.insert("model".into(), json!(model));
-    body.insert("messages".into(), Value::Array(out_messages(&req.messages)));
+    let extra = (req.origin == WireFormat::OpenAi && !req.extra.is_empty()).then_some(&req.extra);
     let p = &req.params;
-    if let Some(v) = p.max_tokens {
-        if !body.contains_key("max_completion_tokens") {
-            body.insert("max_tokens".into(), json!(v));
-        }
-    }
-    if let Some(v) = p.temperature {
-        body.insert("temperature".into(), json!(v));
-    }
-    if let Some(v) = p.top_p {
-        body.insert("top_p".into(), json!(v));
-    }
-    if !p.stop.is_empty() {
-        body.insert("stop".into(), json!(p.stop));
-    }
-    if let Some(v) = p.seed {
-        body.insert("seed".into(), json!(v));
-    }
-    if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
+    let body = OutRequest {
+        extra,
+        model,
+        messages: OutMessages(&req.messages),
+        // A client that sent `max_completion_tokens` has it passed through in `extra`.
+        max_tokens: p
+            .max_tokens
+            .filter(|_| !extra.is_some_and(|e| e.contains_key("max_completion_tokens"))),
+        temperature: p.temperature,
+        top_p: p.top_p,
+        stop: &p.stop,
+        seed: p.seed,
+        tools: req
             .tools
             .iter()
-            .map(|t| {
-                let mut f = json!({"name": t.name, "parameters": t.parameters});
-                if let Some(d) = &t.description {
-                    f["description"] = json!(d);
-                }
-                if let Some(s) = t.strict {
-                    f["strict"] = json!(s);
-                }
-                json!({"type": "function", "function": f})
+            .map(|t| OutTool {
+                kind: "function",
+                function: OutFunction {
+                    name: &t.name,
+                    description: t.description.as_deref(),
+                    parameters: &t.parameters,
+                    strict: t.strict,
+                },
             })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
-        if let Some(v) = p.parallel_tool_calls {
-            body.insert("parallel_tool_calls".into(), json!(v));
-        }
-    }
-    if let Some(tc) = &req.tool_choice {
-        body.insert(
-            "tool_choice".into(),
-            match tc {
-                ToolChoice::Auto => json!("auto"),
-                ToolChoice::None => json!("none"),
-                ToolChoice::Required => json!("required"),
-                ToolChoice::Named(n) => json!({"type": "function", "function": {"name": n}}),
+            .collect(),
+        parallel_tool_calls: p.parallel_tool_calls.filter(|_| !req.tools.is_empty()),
+        tool_choice: req.tool_choice.as_ref().map(|tc| match tc {
+            ToolChoice::Auto => OutToolChoice::Mode("auto"),
+            ToolChoice::None => OutToolChoice::Mode("none"),
+            ToolChoice::Required => OutToolChoice::Mode("required"),
+            ToolChoice::Named(n) => OutToolChoice::Named {
+                kind: "function",
+                function: OutNamed { name: n },
             },
-        );
-    }
-    if let Some(rf) = &req.response_format {
-        body.insert(
-            "response_format".into(),
-            match rf {
-                ResponseFormat::Text => json!({"type": "text"}),
-                ResponseFormat::JsonObject => json!({"type": "json_object"}),
-                ResponseFormat::JsonSchema {
+        }),
+        response_format: req.response_format.as_ref().map(|rf| match rf {
+            ResponseFormat::Text => OutResponseFormat::Text,
+            ResponseFormat::JsonObject => OutResponseFormat::JsonObject,
+            ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            } => OutResponseFormat::JsonSchema {
+                json_schema: OutJsonSchema {
                     name,
                     schema,
-                    strict,
-                } => {
-                    let mut js = json!({"name": name, "schema": schema});
-                    if let Some(s) = strict {
-                        js["strict"] = json!(s);
-                    }
-                    json!({"type": "json_schema", "json_schema": js})
-                }
+                    strict: *strict,
+                },
             },
-        );
-    }
-    if let Some(u) = &req.user {
-        body.insert("user".into(), json!(u));
-    }
-    if stream {
-        body.insert("stream".into(), json!(true));
-        // Always ask for usage: the gateway needs it even when the client did not.
-        body.insert("stream_options".into(), json!({"include_usage": true}));
-    } else {
-        body.remove("stream");
-        body.remove("stream_options");
-    }
-    serde_json::to_vec(&Value::Object(body)).unwrap_or_default()
+        }),
+        user: req.user.as_deref(),
+        stream: stream.then_some(true),
+        stream_options: stream.then_some(OutStreamOptions {
+            include_usage: true,
+        }),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
