@@ -37,6 +37,9 @@ pub struct CallRecord {
     pub attempts: Vec<Attempt>,
     pub provider: Option<String>,
     pub model: Option<String>,
+    /// The answer's id as the upstream gave it (`chatcmpl-…`, `msg_…`): what a
+    /// provider's support asks for.
+    pub upstream_id: Option<String>,
     pub usage: Option<Usage>,
     pub time_to_first_token: Option<Duration>,
     /// HTTP status sent to the client; `None` until there is one.
@@ -58,6 +61,7 @@ impl CallRecord {
             attempts: Vec::new(),
             provider: None,
             model: None,
+            upstream_id: None,
             usage: None,
             time_to_first_token: None,
             status: None,
@@ -128,6 +132,7 @@ impl CallRecord {
             route = self.route.as_deref().unwrap_or(""),
             provider = self.provider.as_deref().unwrap_or(""),
             upstream_model = self.model.as_deref().unwrap_or(""),
+            upstream_id = self.upstream_id.as_deref().unwrap_or(""),
             stream = self.stream,
             status,
             error = self.error_code.unwrap_or(""),

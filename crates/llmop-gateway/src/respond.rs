@@ -43,6 +43,9 @@ fn call_headers(resp: &mut Response, rec: &CallRecord) {
 
 /// A whole answer as JSON.
 pub fn whole(format: ClientFormat, mut resp: ChatResponse, rec: &mut CallRecord) -> Response {
+    if !resp.id.is_empty() {
+        rec.upstream_id = Some(resp.id.clone());
+    }
     if resp.id.is_empty() {
         resp.id = fallback_id(format, &rec.request_id);
     }
@@ -181,9 +184,11 @@ pub fn stream(
         StreamEvent::Start { id, model } => (id.clone(), model.clone()),
         _ => (String::new(), String::new()),
     };
+    let mut rec = rec;
     let id = if id.is_empty() {
         fallback_id(format, &rec.request_id)
     } else {
+        rec.upstream_id = Some(id.clone());
         id
     };
     let model = if model.is_empty() {

@@ -133,6 +133,10 @@ async fn openai_upstream_whole_answer_and_passthrough() {
     // Secrets never reach the logs; the call's metadata does.
     let line = gw.wait_for_log_line("req-test-123");
     assert!(line.contains("user-42"), "{line}");
+    assert!(
+        line.contains("upstream_id=chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"),
+        "{line}"
+    );
     let logs = gw.logs();
     assert!(!logs.contains("sk-client-secret-never-logged"));
     assert!(!logs.contains(OPENAI_KEY));
