@@ -134,7 +134,7 @@ async fn openai_upstream_whole_answer_and_passthrough() {
     let line = gw.wait_for_log_line("req-test-123");
     assert!(line.contains("user-42"), "{line}");
     assert!(
-        line.contains("upstream_id=chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"),
+        line.contains("upstream_id=\"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT\""),
         "{line}"
     );
     let logs = gw.logs();
