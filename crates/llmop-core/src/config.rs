@@ -116,6 +116,9 @@ pub struct ProviderConfig {
     pub api_key_env: Option<String>,
     /// Path of a file that holds the API key (e.g. a mounted secret).
     pub api_key_file: Option<PathBuf>,
+    /// A PEM file of extra root certificates to trust for this provider (a private CA
+    /// in front of an internal model server). The system's public roots stay trusted.
+    pub ca_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
     /// Models listed by `GET /v1/models` as `<provider>/<model>`.
@@ -357,6 +360,7 @@ impl Config {
             if p.kind == ProviderKind::Mock {
                 for (field, set) in [
                     ("base_url", p.base_url.is_some()),
+                    ("ca_file", p.ca_file.is_some()),
                     ("api_key_env", p.api_key_env.is_some()),
                     ("api_key_file", p.api_key_file.is_some()),
                 ] {

@@ -42,7 +42,21 @@ impl HttpProvider {
             .ok_or("no base_url")?
             .trim_end_matches('/')
             .to_string();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &pc.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read ca_file `{}`: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                format!("ca_file `{}` is not PEM certificates: {e}", path.display())
+            })?;
+            if certs.is_empty() {
+                return Err(format!("ca_file `{}` holds no certificate", path.display()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder
             .connect_timeout(Duration::from_millis(pc.connect_timeout_ms))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))

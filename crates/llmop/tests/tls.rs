@@ -1,0 +1,138 @@
+//! Upstreams over TLS: a provider behind a private CA is trusted through `ca_file`, and
+//! the connection uses HTTP/2 when the upstream offers it (ALPN).
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use support::{client, fixture, Gateway};
+
+/// An HTTPS upstream offering h2 and http/1.1; records the HTTP version of each request.
+async fn https_upstream() -> (String, String, Arc<Mutex<Vec<hyper::Version>>>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let ca_pem = cert.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let versions = Arc::new(Mutex::new(Vec::new()));
+    let seen = versions.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock().unwrap().push(req.version());
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(fixture(
+                                    "openai/chat_completion.json",
+                                ))))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (url, ca_pem, versions)
+}
+
+#[tokio::test]
+async fn private_ca_is_trusted_and_http2_is_used() {
+    let (url, ca_pem, versions) = https_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let gw = Gateway::start(&format!(
+        "[providers.internal]\nkind = \"openai\"\nbase_url = \"{url}/v1\"\nca_file = \"{}\"\n\
+         [providers.untrusting]\nkind = \"openai\"\nbase_url = \"{url}/v1\"\n",
+        ca.display()
+    ));
+    let body = json!({"model": "internal/m", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            "Hello! How can I assist you today?"
+        );
+    }
+    assert_eq!(*versions.lock().unwrap(), vec![hyper::Version::HTTP_2; 3]);
+
+    // Without the CA, the certificate is refused: verification is on.
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .json(&json!({"model": "untrusting/m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_unreachable");
+    assert_eq!(
+        versions.lock().unwrap().len(),
+        3,
+        "the refused call never reached the upstream"
+    );
+}
+
+#[test]
+fn a_bad_ca_file_stops_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let cfg = dir.path().join("llmop.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[providers.p]\nkind = \"openai\"\nca_file = \"{}\"\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_llmop"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ca_file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
