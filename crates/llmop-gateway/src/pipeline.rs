@@ -48,11 +48,11 @@ pub async fn call(
         }
         let started = Instant::now();
         let result = if req.stream {
-            start_stream(target, req, deadline).await
+            start_stream(target, req, deadline, &rec.request_id).await
         } else {
             target
                 .provider
-                .complete(req, &target.model, deadline)
+                .complete(req, &target.model, deadline, &rec.request_id)
                 .await
                 .map(Answer::Whole)
         };
@@ -88,8 +88,12 @@ async fn start_stream(
     target: &Target,
     req: &ChatRequest,
     deadline: Instant,
+    request_id: &str,
 ) -> Result<Answer, ProviderError> {
-    let mut rest = target.provider.stream(req, &target.model, deadline).await?;
+    let mut rest = target
+        .provider
+        .stream(req, &target.model, deadline, request_id)
+        .await?;
     match rest.next().await {
         Some(Ok(first)) => Ok(Answer::Stream { first, rest }),
         Some(Err(e)) => Err(e),

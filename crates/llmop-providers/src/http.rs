@@ -94,7 +94,13 @@ impl HttpProvider {
         &self.models
     }
 
-    fn request(&self, req: &ChatRequest, model: &str, stream: bool) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        stream: bool,
+        request_id: &str,
+    ) -> reqwest::RequestBuilder {
         let body = match self.kind {
             ProviderKind::Anthropic => anthropic::build_request(req, model, stream),
             ProviderKind::Gemini => gemini::build_request(req),
@@ -107,6 +113,7 @@ impl HttpProvider {
                 .post(format!("{}{}", self.base_url, gemini::path(model, stream))),
         };
         let mut rb = rb
+            .header("x-request-id", request_id)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body);
         if stream {
@@ -204,8 +211,11 @@ impl HttpProvider {
         req: &ChatRequest,
         model: &str,
         deadline: Instant,
+        request_id: &str,
     ) -> Result<ChatResponse, ProviderError> {
-        let resp = self.send(self.request(req, model, false), deadline).await?;
+        let resp = self
+            .send(self.request(req, model, false, request_id), deadline)
+            .await?;
         self.read_whole(resp, deadline).await
     }
 
@@ -233,8 +243,11 @@ impl HttpProvider {
         req: &ChatRequest,
         model: &str,
         deadline: Instant,
+        request_id: &str,
     ) -> Result<EventStream, ProviderError> {
-        let resp = self.send(self.request(req, model, true), deadline).await?;
+        let resp = self
+            .send(self.request(req, model, true, request_id), deadline)
+            .await?;
         let is_sse = resp
             .headers()
             .get(CONTENT_TYPE)

@@ -48,15 +48,17 @@ impl Provider {
         }
     }
 
-    /// A whole answer from `model`, within `deadline`.
+    /// A whole answer from `model`, within `deadline`. `request_id` is llmop's id of the
+    /// call, sent upstream as `x-request-id` so the upstream's logs correlate.
     pub async fn complete(
         &self,
         req: &ChatRequest,
         model: &str,
         deadline: Instant,
+        request_id: &str,
     ) -> Result<ChatResponse, ProviderError> {
         match self {
-            Provider::Http(p) => p.complete(req, model, deadline).await,
+            Provider::Http(p) => p.complete(req, model, deadline, request_id).await,
             Provider::Mock(p) => p.complete(req, model, deadline).await,
         }
     }
@@ -69,9 +71,10 @@ impl Provider {
         req: &ChatRequest,
         model: &str,
         deadline: Instant,
+        request_id: &str,
     ) -> Result<EventStream, ProviderError> {
         match self {
-            Provider::Http(p) => p.stream(req, model, deadline).await,
+            Provider::Http(p) => p.stream(req, model, deadline, request_id).await,
             Provider::Mock(p) => p.stream(req, model, deadline).await,
         }
     }

@@ -119,6 +119,8 @@ async fn openai_upstream_whole_answer_and_passthrough() {
     assert_eq!(got.path, "/v1/chat/completions");
     // The provider's key, never the client's.
     assert_eq!(got.headers["authorization"], format!("Bearer {OPENAI_KEY}"));
+    // llmop's request id travels upstream, for correlation with the upstream's logs.
+    assert_eq!(got.headers["x-request-id"], "req-test-123");
     assert!(got.headers.get("x-llmop-user").is_none());
     assert_eq!(got.body["model"], "gpt-4.1");
     assert_eq!(
