@@ -8,7 +8,7 @@ use crate::record::CallRecord;
 use crate::respond;
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -125,9 +125,8 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     }
 }
 
-/// `GET /v1/models`: routes and configured direct models. Answers in Anthropic's list
-/// shape when the client sends `anthropic-version` (the Anthropic SDK does).
-pub async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+/// Every model id visible to clients: route names and `<provider>/<model>`s, sorted.
+fn model_ids(app: &AppState) -> Vec<(String, &'static str)> {
     let mut ids: Vec<(String, &'static str)> = app
         .router
         .routes()
@@ -139,22 +138,68 @@ pub async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Res
         }
     }
     ids.sort();
+    ids
+}
+
+fn openai_model(id: &str, owner: &str) -> serde_json::Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+}
+
+fn anthropic_model(id: &str) -> serde_json::Value {
+    json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+}
+
+/// `GET /v1/models`: routes and configured direct models. Answers in Anthropic's list
+/// shape when the client sends `anthropic-version` (the Anthropic SDK does).
+pub async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let ids = model_ids(&app);
     let body = if headers.contains_key("anthropic-version") {
-        let data: Vec<_> = ids
-            .iter()
-            .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
-            .collect();
+        let data: Vec<_> = ids.iter().map(|(id, _)| anthropic_model(id)).collect();
         json!({"data": data, "has_more": false, "first_id": ids.first().map(|i| &i.0), "last_id": ids.last().map(|i| &i.0)})
     } else {
         let data: Vec<_> = ids
             .iter()
-            .map(
-                |(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}),
-            )
+            .map(|(id, owner)| openai_model(id, owner))
             .collect();
         json!({"object": "list", "data": data})
     };
     axum::Json(body).into_response()
+}
+
+/// `GET /v1/models/{id}` (ids may hold a `/`: `sim/echo`). A `<provider>/<model>` that
+/// the provider does not list is still callable, so any configured provider's model is
+/// answered; an unknown provider or route is 404.
+pub async fn model(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let anthropic = headers.contains_key("anthropic-version");
+    match app.router.resolve(&id) {
+        Ok(resolved) => {
+            let owner = if resolved.route.is_some() {
+                "llmop-route"
+            } else {
+                "llmop-provider"
+            };
+            let body = if anthropic {
+                anthropic_model(&id)
+            } else {
+                openai_model(&id, owner)
+            };
+            axum::Json(body).into_response()
+        }
+        Err(e) => http_error::response(
+            if anthropic {
+                ClientFormat::Anthropic
+            } else {
+                ClientFormat::OpenAi
+            },
+            &e,
+            &rid,
+        ),
+    }
 }
 
 pub async fn healthz() -> Response {

@@ -21,6 +21,7 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/messages", post(handlers::messages))
         .route("/v1/models", get(handlers::models))
+        .route("/v1/models/{*id}", get(handlers::model))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)

@@ -43,6 +43,10 @@ def test_route_and_models(client):
     assert resp.choices[0].message.content == "via route"
     ids = [m.id for m in client.models.list()]
     assert "chat" in ids and "sim/echo" in ids
+    assert client.models.retrieve("sim/echo").id == "sim/echo"
+    assert client.models.retrieve("chat").owned_by == "llmop-route"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nobody/x")
 
 
 def test_streaming_with_usage(client):
