@@ -1,0 +1,22 @@
+//! llmop-store: the durable record of every call.
+//!
+//! # Layout
+//! - [`record`]: the record model (what one call leaves behind) and the list filter.
+//! - [`store`]: [`Store`], one interface over SQLite (embedded, the zero-setup default)
+//!   and PostgreSQL (shared by several gateway replicas).
+//! - `migrate`: versioned schema migrations, applied at open.
+//!
+//! Both backends run the same queries through sqlx's `Any` driver; only the DDL differs
+//! (`migrations/sqlite`, `migrations/postgres`). Flags are stored as integers 0/1 and
+//! times as Unix milliseconds on both, so one SQL dialect serves both for the queries
+//! people write (`WHERE created_at_ms > …`).
+//!
+//! Invariants: no SQL outside this crate; inserts are idempotent (a record written twice,
+//! e.g. replayed from a spill file, stays one record); no secret is a field of a record.
+
+mod migrate;
+pub mod record;
+mod store;
+
+pub use record::{Attempt, Feedback, ListFilter, Page, Record, StatusFilter};
+pub use store::{Backend, Store, StoreError};

@@ -1,0 +1,87 @@
+//! Versioned schema migrations, applied in order at open, each once, each in its own
+//! transaction. Several replicas starting together on PostgreSQL serialize on an
+//! advisory lock; SQLite serializes on its write lock.
+
+use crate::store::{Backend, StoreError};
+use sqlx::AnyConnection;
+use sqlx::{Connection, Row};
+
+struct Migration {
+    version: i64,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: include_str!("../migrations/sqlite/0001_records.sql"),
+    postgres: include_str!("../migrations/postgres/0001_records.sql"),
+}];
+
+/// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).
+const LOCK_KEY: i64 = 0x6c6c6d6f70;
+
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+pub async fn run(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let result = apply(conn, backend).await;
+    if backend == Backend::Postgres {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *conn)
+            .await;
+    }
+    result
+}
+
+async fn apply(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS llmop_schema (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM llmop_schema")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("v")?;
+    if current > latest() {
+        return Err(StoreError::Migration {
+            version: current,
+            message: format!(
+                "the store's schema (version {current}) is newer than this llmop knows ({}); upgrade llmop",
+                latest()
+            ),
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let sql = match backend {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        let mut tx = conn.begin().await?;
+        for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(stmt)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::Migration {
+                    version: m.version,
+                    message: e.to_string(),
+                })?;
+        }
+        sqlx::query("INSERT INTO llmop_schema (version, applied_at_ms) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(crate::store::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The record of one call, and how records are listed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One try of one target, in the order they happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub provider: String,
+    pub model: String,
+    /// `None` on success, else the error's stable code.
+    pub error: Option<String>,
+    pub upstream_status: Option<u16>,
+    pub latency_ms: u64,
+    /// Why the next attempt happened (e.g. `upstream_error`, `timeout`), if one did.
+    pub retry_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub score: Option<f64>,
+    pub label: Option<String>,
+    pub comment: Option<String>,
+    pub at_ms: i64,
+}
+
+/// Everything about one call. Fields that later layers fill (feature version, cost,
+/// parse status…) are `None` until they exist; `None` means unknown, never zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub request_id: String,
+    pub created_at_ms: i64,
+    pub endpoint: String,
+    pub env: Option<String>,
+    pub key_id: Option<String>,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    pub feature: Option<String>,
+    pub feature_version: Option<i64>,
+    pub content_hash: Option<String>,
+    pub arm: Option<String>,
+    pub shadow: bool,
+    pub replay_of: Option<String>,
+    pub route: Option<String>,
+    pub stream: bool,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub upstream_id: Option<String>,
+    /// HTTP status the client saw; 499 when it went away first.
+    pub status: u16,
+    pub error_code: Option<String>,
+    pub client_disconnected: bool,
+    pub parse_status: Option<String>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cached_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub tags: BTreeMap<String, String>,
+    pub attempts: Vec<Attempt>,
+    /// Sampling and length parameters, tools, response format: what was asked.
+    pub request_params: Value,
+    pub input_messages: Value,
+    pub rendered_prompt: Option<String>,
+    pub output_text: Option<String>,
+    pub output_tool_calls: Value,
+    pub parsed_output: Option<Value>,
+    pub feedback: Option<Feedback>,
+}
+
+impl Record {
+    /// A record with the identifying fields set and everything else empty.
+    pub fn new(
+        request_id: impl Into<String>,
+        created_at_ms: i64,
+        endpoint: impl Into<String>,
+    ) -> Self {
+        Record {
+            request_id: request_id.into(),
+            created_at_ms,
+            endpoint: endpoint.into(),
+            env: None,
+            key_id: None,
+            user: None,
+            session: None,
+            feature: None,
+            feature_version: None,
+            content_hash: None,
+            arm: None,
+            shadow: false,
+            replay_of: None,
+            route: None,
+            stream: false,
+            provider: None,
+            model: None,
+            upstream_id: None,
+            status: 0,
+            error_code: None,
+            client_disconnected: false,
+            parse_status: None,
+            input_tokens: None,
+            output_tokens: None,
+            cached_tokens: None,
+            cost_usd: None,
+            latency_ms: 0,
+            ttft_ms: None,
+            tags: BTreeMap::new(),
+            attempts: Vec::new(),
+            request_params: Value::Object(Default::default()),
+            input_messages: Value::Array(Vec::new()),
+            rendered_prompt: None,
+            output_text: None,
+            output_tool_calls: Value::Array(Vec::new()),
+            parsed_output: None,
+            feedback: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Status below 400.
+    Ok,
+    /// Status 400 and above (client disconnects, 499, included).
+    Error,
+    Exactly(u16),
+}
+
+impl std::str::FromStr for StatusFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ok" => Ok(StatusFilter::Ok),
+            "error" => Ok(StatusFilter::Error),
+            n => n
+                .parse::<u16>()
+                .map(StatusFilter::Exactly)
+                .map_err(|_| format!("status must be ok, error or an HTTP status, not `{n}`")),
+        }
+    }
+}
+
+/// What `list` returns: newest first, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub feature: Option<String>,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    pub status: Option<StatusFilter>,
+    /// Inclusive lower bound, Unix ms.
+    pub since_ms: Option<i64>,
+    /// Exclusive upper bound, Unix ms.
+    pub until_ms: Option<i64>,
+    /// 1..=1000; 50 when unset.
+    pub limit: Option<u32>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 1000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    pub records: Vec<Record>,
+    /// Pass back as `cursor` for the next (older) page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A cursor is the sort key of the last record of a page: `<created_at_ms>:<request_id>`.
+pub(crate) fn encode_cursor(r: &Record) -> String {
+    format!("{}:{}", r.created_at_ms, r.request_id)
+}
+
+pub(crate) fn decode_cursor(c: &str) -> Option<(i64, String)> {
+    let (ms, id) = c.split_once(':')?;
+    Some((ms.parse().ok()?, id.to_string()))
+}

@@ -1,0 +1,435 @@
+//! [`Store`]: the record store over SQLite or PostgreSQL.
+
+use crate::migrate;
+use crate::record::{
+    decode_cursor, encode_cursor, Feedback, ListFilter, Page, Record, StatusFilter, DEFAULT_LIMIT,
+    MAX_LIMIT,
+};
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, Executor, Row};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid store url `{0}`: expected sqlite://<path> or postgres://…")]
+    BadUrl(String),
+    #[error("store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("store migration {version} failed: {message}")]
+    Migration { version: i64, message: String },
+    #[error("invalid cursor: pass back the `next_cursor` of a previous page")]
+    BadCursor,
+    #[error("stored record {0} is corrupt: {1}")]
+    Corrupt(String, String),
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Columns in insert order; `SELECT` reads them back by name.
+const COLUMNS: &[&str] = &[
+    "request_id",
+    "created_at_ms",
+    "endpoint",
+    "env",
+    "key_id",
+    "user_id",
+    "session_id",
+    "feature",
+    "feature_version",
+    "content_hash",
+    "arm",
+    "shadow",
+    "replay_of",
+    "route",
+    "stream",
+    "provider",
+    "model",
+    "upstream_id",
+    "status",
+    "error_code",
+    "client_disconnected",
+    "parse_status",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "latency_ms",
+    "ttft_ms",
+    "tags",
+    "attempts",
+    "request_params",
+    "input_messages",
+    "rendered_prompt",
+    "output_text",
+    "output_tool_calls",
+    "parsed_output",
+    "feedback_score",
+    "feedback_label",
+    "feedback_comment",
+    "feedback_at_ms",
+];
+
+fn insert_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let placeholders: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("${i}")).collect();
+        format!(
+            "INSERT INTO records ({}) VALUES ({}) ON CONFLICT (request_id) DO NOTHING",
+            COLUMNS.join(", "),
+            placeholders.join(", ")
+        )
+    })
+}
+
+fn select_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| format!("SELECT {} FROM records", COLUMNS.join(", ")))
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn bind_record<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    r: &Record,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    let fb = r.feedback.as_ref();
+    q.bind(r.request_id.clone())
+        .bind(r.created_at_ms)
+        .bind(r.endpoint.clone())
+        .bind(r.env.clone())
+        .bind(r.key_id.clone())
+        .bind(r.user.clone())
+        .bind(r.session.clone())
+        .bind(r.feature.clone())
+        .bind(r.feature_version)
+        .bind(r.content_hash.clone())
+        .bind(r.arm.clone())
+        .bind(r.shadow as i64)
+        .bind(r.replay_of.clone())
+        .bind(r.route.clone())
+        .bind(r.stream as i64)
+        .bind(r.provider.clone())
+        .bind(r.model.clone())
+        .bind(r.upstream_id.clone())
+        .bind(r.status as i64)
+        .bind(r.error_code.clone())
+        .bind(r.client_disconnected as i64)
+        .bind(r.parse_status.clone())
+        .bind(r.input_tokens)
+        .bind(r.output_tokens)
+        .bind(r.cached_tokens)
+        .bind(r.cost_usd)
+        .bind(r.latency_ms)
+        .bind(r.ttft_ms)
+        .bind(json_text(&r.tags))
+        .bind(json_text(&r.attempts))
+        .bind(json_text(&r.request_params))
+        .bind(json_text(&r.input_messages))
+        .bind(r.rendered_prompt.clone())
+        .bind(r.output_text.clone())
+        .bind(json_text(&r.output_tool_calls))
+        .bind(r.parsed_output.as_ref().map(json_text))
+        .bind(fb.and_then(|f| f.score))
+        .bind(fb.and_then(|f| f.label.clone()))
+        .bind(fb.and_then(|f| f.comment.clone()))
+        .bind(fb.map(|f| f.at_ms))
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    id: &str,
+    col: &str,
+) -> Result<T, StoreError> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text)
+        .map_err(|e| StoreError::Corrupt(id.to_string(), format!("{col}: {e}")))
+}
+
+fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
+    let id: String = row.try_get("request_id")?;
+    let parsed: Option<String> = row.try_get("parsed_output")?;
+    let feedback_at: Option<i64> = row.try_get("feedback_at_ms")?;
+    Ok(Record {
+        created_at_ms: row.try_get("created_at_ms")?,
+        endpoint: row.try_get("endpoint")?,
+        env: row.try_get("env")?,
+        key_id: row.try_get("key_id")?,
+        user: row.try_get("user_id")?,
+        session: row.try_get("session_id")?,
+        feature: row.try_get("feature")?,
+        feature_version: row.try_get("feature_version")?,
+        content_hash: row.try_get("content_hash")?,
+        arm: row.try_get("arm")?,
+        shadow: row.try_get::<i64, _>("shadow")? != 0,
+        replay_of: row.try_get("replay_of")?,
+        route: row.try_get("route")?,
+        stream: row.try_get::<i64, _>("stream")? != 0,
+        provider: row.try_get("provider")?,
+        model: row.try_get("model")?,
+        upstream_id: row.try_get("upstream_id")?,
+        status: row.try_get::<i64, _>("status")?.clamp(0, u16::MAX as i64) as u16,
+        error_code: row.try_get("error_code")?,
+        client_disconnected: row.try_get::<i64, _>("client_disconnected")? != 0,
+        parse_status: row.try_get("parse_status")?,
+        input_tokens: row.try_get("input_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        cached_tokens: row.try_get("cached_tokens")?,
+        cost_usd: row.try_get("cost_usd")?,
+        latency_ms: row.try_get("latency_ms")?,
+        ttft_ms: row.try_get("ttft_ms")?,
+        tags: json_col(row, &id, "tags")?,
+        attempts: json_col(row, &id, "attempts")?,
+        request_params: json_col(row, &id, "request_params")?,
+        input_messages: json_col(row, &id, "input_messages")?,
+        rendered_prompt: row.try_get("rendered_prompt")?,
+        output_text: row.try_get("output_text")?,
+        output_tool_calls: json_col(row, &id, "output_tool_calls")?,
+        parsed_output: match parsed {
+            Some(t) => Some(
+                serde_json::from_str(&t)
+                    .map_err(|e| StoreError::Corrupt(id.clone(), format!("parsed_output: {e}")))?,
+            ),
+            None => None,
+        },
+        feedback: feedback_at
+            .map(|at_ms| -> Result<Feedback, StoreError> {
+                Ok(Feedback {
+                    score: row.try_get("feedback_score")?,
+                    label: row.try_get("feedback_label")?,
+                    comment: row.try_get("feedback_comment")?,
+                    at_ms,
+                })
+            })
+            .transpose()?,
+        request_id: id,
+    })
+}
+
+/// A value bound to a dynamically built query.
+enum Arg {
+    I64(i64),
+    Str(String),
+}
+
+/// The record store. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `url` and brings its schema up to date.
+    /// `sqlite://<path>` (WAL journal) or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        static DRIVERS: std::sync::Once = std::sync::Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else if let Some(rest) = url.strip_prefix("sqlite://") {
+            if rest.is_empty() {
+                return Err(StoreError::BadUrl(url.to_string()));
+            }
+            // Create the file if it does not exist.
+            let url = if url.contains('?') {
+                url.to_string()
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else if url == "sqlite::memory:" {
+            (Backend::Sqlite, url.to_string())
+        } else {
+            return Err(StoreError::BadUrl(url.to_string()));
+        };
+        let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            // One writer at a time is SQLite's model; WAL lets readers run beside it, and
+            // synchronous=NORMAL keeps committed transactions across a process crash.
+            opts = opts
+                .max_connections(if url.contains(":memory:") { 1 } else { 8 })
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA synchronous=NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout=5000").await?;
+                        Ok(())
+                    })
+                });
+        } else {
+            opts = opts.max_connections(16);
+        }
+        let pool = opts.connect(&url).await?;
+        let mut conn = pool.acquire().await?;
+        migrate::run(&mut conn, backend).await?;
+        drop(conn);
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Schema version the store is at.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM llmop_schema")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("v")?,
+        )
+    }
+
+    /// Writes records in one transaction. A record whose id is already stored is left
+    /// as it was.
+    pub async fn insert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            bind_record(sqlx::query(insert_sql()), r)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, request_id: &str) -> Result<Option<Record>, StoreError> {
+        let sql = format!("{} WHERE request_id = $1", select_sql());
+        match sqlx::query(&sql)
+            .bind(request_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(row) => read_record(&row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records matching `filter`, newest first, one page at a time.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
+        let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let mut conds: Vec<String> = Vec::new();
+        let mut args: Vec<Arg> = Vec::new();
+        let next = |a: Arg, args: &mut Vec<Arg>| {
+            args.push(a);
+            format!("${}", args.len())
+        };
+        for (col, v) in [
+            ("feature", &filter.feature),
+            ("user_id", &filter.user),
+            ("session_id", &filter.session),
+        ] {
+            if let Some(v) = v {
+                let p = next(Arg::Str(v.clone()), &mut args);
+                conds.push(format!("{col} = {p}"));
+            }
+        }
+        match filter.status {
+            Some(StatusFilter::Ok) => conds.push("status < 400".into()),
+            Some(StatusFilter::Error) => conds.push("status >= 400".into()),
+            Some(StatusFilter::Exactly(s)) => {
+                let p = next(Arg::I64(s as i64), &mut args);
+                conds.push(format!("status = {p}"));
+            }
+            None => {}
+        }
+        if let Some(s) = filter.since_ms {
+            let p = next(Arg::I64(s), &mut args);
+            conds.push(format!("created_at_ms >= {p}"));
+        }
+        if let Some(u) = filter.until_ms {
+            let p = next(Arg::I64(u), &mut args);
+            conds.push(format!("created_at_ms < {p}"));
+        }
+        if let Some(c) = &filter.cursor {
+            let (ms, id) = decode_cursor(c).ok_or(StoreError::BadCursor)?;
+            let pm = next(Arg::I64(ms), &mut args);
+            let pi = next(Arg::Str(id), &mut args);
+            conds.push(format!(
+                "(created_at_ms < {pm} OR (created_at_ms = {pm} AND request_id < {pi}))"
+            ));
+        }
+        let mut sql = select_sql().to_string();
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        // One more than asked, to know whether another page exists.
+        sql.push_str(&format!(
+            " ORDER BY created_at_ms DESC, request_id DESC LIMIT {}",
+            limit + 1
+        ));
+        let mut q = sqlx::query(&sql);
+        for a in args {
+            q = match a {
+                Arg::I64(v) => q.bind(v),
+                Arg::Str(v) => q.bind(v),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut records = rows
+            .iter()
+            .map(read_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if records.len() > limit as usize {
+            records.truncate(limit as usize);
+            records.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(Page {
+            records,
+            next_cursor,
+        })
+    }
+
+    /// Sets (replaces) a record's feedback. `false` when no such record exists.
+    pub async fn set_feedback(&self, request_id: &str, fb: &Feedback) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE records SET feedback_score = $1, feedback_label = $2, feedback_comment = $3, feedback_at_ms = $4 WHERE request_id = $5",
+        )
+        .bind(fb.score)
+        .bind(fb.label.clone())
+        .bind(fb.comment.clone())
+        .bind(fb.at_ms)
+        .bind(request_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deletes records created before `cutoff_ms`; returns how many.
+    pub async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM records WHERE created_at_ms < $1")
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM records")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

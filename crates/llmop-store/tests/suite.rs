@@ -1,0 +1,312 @@
+//! One test suite, run against both backends: a SQLite file in a temporary directory,
+//! and a throwaway PostgreSQL database created for the run and dropped after it
+//! (admin URL from `LLMOP_TEST_PG_ADMIN_URL`, default the local server's `postgres`
+//! user).
+
+use llmop_store::{Attempt, Feedback, ListFilter, Record, StatusFilter, Store, StoreError};
+use serde_json::json;
+use sqlx::Connection;
+
+fn full_record(id: &str, at: i64) -> Record {
+    let mut r = Record::new(id, at, "/v1/chat/completions");
+    r.env = Some("prod".into());
+    r.key_id = Some("key_ab12".into());
+    r.user = Some("user-1".into());
+    r.session = Some("sess-1".into());
+    r.feature = Some("summarize".into());
+    r.feature_version = Some(3);
+    r.content_hash = Some("sha256:abc".into());
+    r.arm = Some("3".into());
+    r.shadow = true;
+    r.replay_of = Some("orig-1".into());
+    r.route = Some("smart".into());
+    r.stream = true;
+    r.provider = Some("openai".into());
+    r.model = Some("gpt-4o".into());
+    r.upstream_id = Some("chatcmpl-1".into());
+    r.status = 200;
+    r.error_code = None;
+    r.client_disconnected = true;
+    r.parse_status = Some("ok".into());
+    r.input_tokens = Some(120);
+    r.output_tokens = Some(30);
+    r.cached_tokens = Some(100);
+    r.cost_usd = Some(0.00123);
+    r.latency_ms = 812;
+    r.ttft_ms = Some(95);
+    r.tags.insert("team".into(), "support".into());
+    r.attempts = vec![
+        Attempt {
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            error: Some("upstream_error".into()),
+            upstream_status: Some(503),
+            latency_ms: 40,
+            retry_reason: Some("upstream_error".into()),
+        },
+        Attempt {
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            error: None,
+            upstream_status: None,
+            latency_ms: 760,
+            retry_reason: None,
+        },
+    ];
+    r.request_params = json!({"temperature": 0.2, "max_tokens": 64});
+    r.input_messages = json!([{"role": "user", "content": "héllo ✓ \"quoted\""}]);
+    r.rendered_prompt = Some("Summarize: …".into());
+    r.output_text = Some("A summary.".into());
+    r.output_tool_calls = json!([{"id": "c1", "name": "f", "arguments": "{}"}]);
+    r.parsed_output = Some(json!({"summary": "A summary."}));
+    r.feedback = Some(Feedback {
+        score: Some(1.0),
+        label: Some("good".into()),
+        comment: None,
+        at_ms: at + 5,
+    });
+    r
+}
+
+fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
+    let mut r = Record::new(id, at, "/v1/chat/completions");
+    r.feature = Some(feature.into());
+    r.user = Some(user.into());
+    r.session = Some(format!("s-{user}"));
+    r.status = status;
+    r.latency_ms = 10;
+    r
+}
+
+async fn run_suite(url: &str) {
+    let store = Store::open(url).await.expect("open");
+    assert_eq!(store.schema_version().await.unwrap(), 1);
+    // Opening again (another replica, a restart) finds the schema in place.
+    let again = Store::open(url).await.expect("reopen");
+    assert_eq!(again.schema_version().await.unwrap(), 1);
+    again.close().await;
+
+    // Every field survives the round trip.
+    let r = full_record("req-full", 1_700_000_000_000);
+    store.insert_batch(std::slice::from_ref(&r)).await.unwrap();
+    assert_eq!(store.get("req-full").await.unwrap(), Some(r.clone()));
+    assert_eq!(store.get("nope").await.unwrap(), None);
+
+    // Inserts are idempotent: the first write wins.
+    let mut dup = r.clone();
+    dup.status = 500;
+    store.insert_batch(&[dup]).await.unwrap();
+    assert_eq!(store.get("req-full").await.unwrap().unwrap().status, 200);
+    assert_eq!(store.count().await.unwrap(), 1);
+
+    // Listing: newest first, filters, cursor paging with ties on time.
+    let mut batch = Vec::new();
+    for i in 0..25 {
+        let at = 1_800_000_000_000 + (i / 2) as i64; // pairs share a millisecond
+        let feature = if i % 3 == 0 { "a" } else { "b" };
+        let user = if i % 2 == 0 { "u-even" } else { "u-odd" };
+        let status = if i % 5 == 0 { 502 } else { 200 };
+        batch.push(small(&format!("r{i:02}"), at, feature, user, status));
+    }
+    store.insert_batch(&batch).await.unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(&ListFilter {
+                since_ms: Some(1_800_000_000_000),
+                limit: Some(10),
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.records.len() <= 10);
+        seen.extend(page.records.iter().map(|r| r.request_id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = batch.iter().map(|r| r.request_id.clone()).collect();
+    expected.sort_by(|a, b| b.cmp(a)); // ids grow with time here, so newest first = id descending
+    assert_eq!(seen, expected, "every record exactly once, newest first");
+
+    let count = |f: ListFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list(&ListFilter {
+                    limit: Some(1000),
+                    ..f
+                })
+                .await
+                .unwrap()
+                .records
+                .len()
+        }
+    };
+    assert_eq!(
+        count(ListFilter {
+            feature: Some("a".into()),
+            ..Default::default()
+        })
+        .await,
+        9
+    );
+    assert_eq!(
+        count(ListFilter {
+            user: Some("u-odd".into()),
+            ..Default::default()
+        })
+        .await,
+        12
+    );
+    assert_eq!(
+        count(ListFilter {
+            session: Some("s-u-even".into()),
+            ..Default::default()
+        })
+        .await,
+        13
+    );
+    assert_eq!(
+        count(ListFilter {
+            status: Some(StatusFilter::Error),
+            since_ms: Some(1_800_000_000_000),
+            ..Default::default()
+        })
+        .await,
+        5
+    );
+    assert_eq!(
+        count(ListFilter {
+            status: Some(StatusFilter::Ok),
+            since_ms: Some(1_800_000_000_000),
+            ..Default::default()
+        })
+        .await,
+        20
+    );
+    assert_eq!(
+        count(ListFilter {
+            status: Some(StatusFilter::Exactly(502)),
+            ..Default::default()
+        })
+        .await,
+        5
+    );
+    assert_eq!(
+        count(ListFilter {
+            until_ms: Some(1_800_000_000_000),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert!(matches!(
+        store
+            .list(&ListFilter {
+                cursor: Some("garbage".into()),
+                ..Default::default()
+            })
+            .await,
+        Err(StoreError::BadCursor)
+    ));
+
+    // Feedback.
+    let fb = Feedback {
+        score: Some(-1.0),
+        label: Some("wrong".into()),
+        comment: Some("hallucinated a date".into()),
+        at_ms: 42,
+    };
+    assert!(store.set_feedback("r03", &fb).await.unwrap());
+    assert_eq!(
+        store.get("r03").await.unwrap().unwrap().feedback,
+        Some(fb.clone())
+    );
+    assert!(!store.set_feedback("nope", &fb).await.unwrap());
+
+    // Concurrent writers lose nothing.
+    let before = store.count().await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for chunk in 0..5 {
+                let recs: Vec<Record> = (0..10)
+                    .map(|i| {
+                        small(
+                            &format!("c{t}-{chunk}-{i}"),
+                            1_900_000_000_000 + i,
+                            "c",
+                            "u",
+                            200,
+                        )
+                    })
+                    .collect();
+                store.insert_batch(&recs).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.count().await.unwrap(), before + 400);
+
+    // Retention.
+    let purged = store.purge_before(1_800_000_000_000).await.unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(store.get("req-full").await.unwrap(), None);
+    assert!(store.get("r00").await.unwrap().is_some());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("records.db").display());
+    run_suite(&url).await;
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    let admin_url = std::env::var("LLMOP_TEST_PG_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("PostgreSQL must be reachable for the store suite (set LLMOP_TEST_PG_ADMIN_URL)");
+    let db = format!(
+        "llmop_test_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap();
+    let url = format!("{base}/{db}");
+    let result = tokio::spawn(async move { run_suite(&url).await }).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn bad_urls_are_refused() {
+    for url in ["mysql://x", "sqlite://", "llmop.db", ""] {
+        assert!(
+            matches!(Store::open(url).await, Err(StoreError::BadUrl(_))),
+            "{url}"
+        );
+    }
+}
