@@ -5,6 +5,7 @@
 //! - [`store`]: [`Store`], one interface over SQLite (embedded, the zero-setup default)
 //!   and PostgreSQL (shared by several gateway replicas).
 //! - `migrate`: versioned schema migrations, applied at open.
+//! - [`writer`]: the record writer: bounded queue, group commit, back-pressure, spill.
 //!
 //! Both backends run the same queries through sqlx's `Any` driver; only the DDL differs
 //! (`migrations/sqlite`, `migrations/postgres`). Flags are stored as integers 0/1 and
@@ -17,6 +18,8 @@
 mod migrate;
 pub mod record;
 mod store;
+pub mod writer;
 
 pub use record::{Attempt, Feedback, ListFilter, Page, Record, StatusFilter};
 pub use store::{Backend, Store, StoreError};
+pub use writer::{RecordWriter, StatsSnapshot, WriterConfig, WriterStopped};

@@ -29,6 +29,8 @@ pub enum StoreError {
     BadCursor,
     #[error("stored record {0} is corrupt: {1}")]
     Corrupt(String, String),
+    #[error("spill file: {0}")]
+    Spill(String),
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -1,0 +1,143 @@
+//! The record writer: group commit under load, strict acknowledgements, back-pressure,
+//! and no loss when the store fails (retry, spill at the shutdown deadline, replay).
+
+use llmop_store::{Record, RecordWriter, Store, WriterConfig};
+use sqlx::Connection;
+use std::time::Duration;
+
+fn rec(i: usize) -> Record {
+    let mut r = Record::new(
+        format!("w-{i:05}"),
+        1_700_000_000_000 + i as i64,
+        "/v1/chat/completions",
+    );
+    r.status = 200;
+    r.output_text = Some(format!("answer {i}"));
+    r
+}
+
+async fn sqlite(dir: &tempfile::TempDir) -> (Store, String) {
+    let url = format!("sqlite://{}", dir.path().join("records.db").display());
+    (Store::open(&url).await.unwrap(), url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_everything_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(&dir).await;
+    let w = std::sync::Arc::new(
+        RecordWriter::start(store.clone(), WriterConfig::default())
+            .await
+            .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                w.submit(rec(t * 1000 + i)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let w = std::sync::Arc::try_unwrap(w).ok().unwrap();
+    let stats = w.stats().clone();
+    w.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(store.count().await.unwrap(), 2000);
+    let s = stats.snapshot();
+    assert_eq!((s.queued, s.written, s.spilled), (2000, 2000, 0));
+}
+
+#[tokio::test]
+async fn strict_submit_returns_after_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(&dir).await;
+    let w = RecordWriter::start(store.clone(), WriterConfig::default())
+        .await
+        .unwrap();
+    for i in 0..20 {
+        w.submit_strict(rec(i)).await.unwrap();
+        // Visible the moment the submit returns.
+        assert!(store.get(&format!("w-{i:05}")).await.unwrap().is_some());
+    }
+    w.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_queue_delays_instead_of_dropping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(&dir).await;
+    let w = RecordWriter::start(
+        store.clone(),
+        WriterConfig {
+            capacity: 2,
+            max_batch: 4,
+            spill_path: None,
+        },
+    )
+    .await
+    .unwrap();
+    for i in 0..200 {
+        w.submit(rec(i)).await.unwrap();
+    }
+    let s = w.stats().snapshot();
+    assert!(s.delayed > 0, "{s:?}");
+    w.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(store.count().await.unwrap(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = sqlite(&dir).await;
+    let spill = dir.path().join("records.spill");
+    // The store breaks: its table disappears from under the writer.
+    let mut admin = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE records RENAME TO records_away")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let cfg = WriterConfig {
+        capacity: 100,
+        max_batch: 16,
+        spill_path: Some(spill.clone()),
+    };
+    let w = RecordWriter::start(store.clone(), cfg.clone())
+        .await
+        .unwrap();
+    for i in 0..50 {
+        w.submit(rec(i)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = w.stats().clone();
+    assert!(stats.snapshot().failed_commits >= 1);
+    // Shutdown cannot commit: past the deadline the records go to the spill file.
+    w.shutdown(Duration::from_millis(200)).await;
+    let s = stats.snapshot();
+    assert_eq!((s.written, s.spilled), (0, 50), "{s:?}");
+    assert_eq!(std::fs::read_to_string(&spill).unwrap().lines().count(), 50);
+
+    // The store recovers; the next start replays the spill file, then removes it.
+    sqlx::query("ALTER TABLE records_away RENAME TO records")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let w = RecordWriter::start(store.clone(), cfg).await.unwrap();
+    assert_eq!(w.stats().snapshot().replayed, 50);
+    assert!(!spill.exists());
+    assert_eq!(store.count().await.unwrap(), 50);
+    assert_eq!(
+        store
+            .get("w-00007")
+            .await
+            .unwrap()
+            .unwrap()
+            .output_text
+            .as_deref(),
+        Some("answer 7")
+    );
+    w.shutdown(Duration::from_secs(5)).await;
+}
