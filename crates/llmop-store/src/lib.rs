@@ -5,6 +5,7 @@
 //! - [`store`]: [`Store`], one interface over SQLite (embedded, the zero-setup default)
 //!   and PostgreSQL (shared by several gateway replicas).
 //! - `migrate`: versioned schema migrations, applied at open.
+//! - `query`: read-only SQL with row and time limits, enforced by the database.
 //! - [`writer`]: the record writer: bounded queue, group commit, back-pressure, spill.
 //!
 //! Both backends run the same queries through sqlx's `Any` driver; only the DDL differs
@@ -16,10 +17,12 @@
 //! e.g. replayed from a spill file, stays one record); no secret is a field of a record.
 
 mod migrate;
+mod query;
 pub mod record;
 mod store;
 pub mod writer;
 
+pub use query::{QueryError, QueryResult};
 pub use record::{Attempt, Feedback, ListFilter, Page, Record, StatusFilter};
 pub use store::{Backend, Store, StoreError};
 pub use writer::{RecordWriter, StatsSnapshot, WriterConfig, WriterStopped};

@@ -233,6 +233,8 @@ enum Arg {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The URL the pool connects with (for dedicated connections such as queries).
+    url: String,
 }
 
 impl Store {
@@ -280,11 +282,19 @@ impl Store {
         let mut conn = pool.acquire().await?;
         migrate::run(&mut conn, backend).await?;
         drop(conn);
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, url })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     /// Schema version the store is at.

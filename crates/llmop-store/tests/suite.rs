@@ -3,9 +3,12 @@
 //! (admin URL from `LLMOP_TEST_PG_ADMIN_URL`, default the local server's `postgres`
 //! user).
 
-use llmop_store::{Attempt, Feedback, ListFilter, Record, StatusFilter, Store, StoreError};
+use llmop_store::{
+    Attempt, Feedback, ListFilter, QueryError, Record, StatusFilter, Store, StoreError,
+};
 use serde_json::json;
 use sqlx::Connection;
+use std::time::Duration;
 
 fn full_record(id: &str, at: i64) -> Record {
     let mut r = Record::new(id, at, "/v1/chat/completions");
@@ -254,6 +257,64 @@ async fn run_suite(url: &str) {
         t.await.unwrap();
     }
     assert_eq!(store.count().await.unwrap(), before + 400);
+
+    // Read-only SQL: answers, refuses writes (and changes nothing), caps rows and time.
+    let q = store
+        .query_readonly(
+            "SELECT feature, COUNT(*) AS n, SUM(latency_ms) AS total FROM records WHERE feature IN ('a', 'b') GROUP BY feature ORDER BY feature",
+            100,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.columns, vec!["feature", "n", "total"]);
+    assert_eq!(
+        q.rows,
+        vec![
+            vec![json!("a"), json!(9), json!(90)],
+            vec![json!("b"), json!(16), json!(160)]
+        ]
+    );
+    assert!(!q.truncated);
+    let n = store.count().await.unwrap();
+    for write in [
+        "DELETE FROM records",
+        "UPDATE records SET status = 1",
+        "DROP TABLE records",
+        "INSERT INTO llmop_schema VALUES (99, 0)",
+    ] {
+        let r = store
+            .query_readonly(write, 10, Duration::from_secs(5))
+            .await;
+        assert!(matches!(r, Err(QueryError::Failed(_))), "{write}: {r:?}");
+    }
+    assert_eq!(store.count().await.unwrap(), n, "nothing changed");
+    assert!(matches!(
+        store
+            .query_readonly("SELECT 1; DELETE FROM records", 10, Duration::from_secs(5))
+            .await,
+        Err(QueryError::Refused(_))
+    ));
+    let q = store
+        .query_readonly("SELECT request_id FROM records", 5, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(q.rows.len(), 5);
+    assert!(q.truncated);
+    let slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) SELECT COUNT(*) FROM c";
+    match store
+        .query_readonly(slow, 10, Duration::from_millis(300))
+        .await
+    {
+        Err(QueryError::Timeout(_)) => {}
+        Err(QueryError::Failed(m)) if m.contains("timeout") || m.contains("cancel") => {}
+        other => panic!("slow query not stopped: {other:?}"),
+    }
+    // Writes still work afterwards.
+    store
+        .insert_batch(&[small("after-query", 1_950_000_000_000, "z", "u", 200)])
+        .await
+        .unwrap();
 
     // Retention.
     let purged = store.purge_before(1_800_000_000_000).await.unwrap();
