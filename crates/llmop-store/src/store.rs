@@ -84,16 +84,48 @@ const COLUMNS: &[&str] = &[
     "feedback_at_ms",
 ];
 
-fn insert_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        let placeholders: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("${i}")).collect();
-        format!(
-            "INSERT INTO records ({}) VALUES ({}) ON CONFLICT (request_id) DO NOTHING",
-            COLUMNS.join(", "),
-            placeholders.join(", ")
-        )
-    })
+/// Rows per INSERT statement: 100 rows x 40 columns = 4,000 parameters, under the
+/// limits of both SQLite (32,766) and PostgreSQL (65,535).
+const ROWS_PER_INSERT: usize = 100;
+
+/// `INSERT ... VALUES (...), (...), ...` for `rows` rows, idempotent on `request_id`.
+///
+/// SQLite gets positional `?` placeholders: `$N` is a *named* parameter there, and
+/// resolving thousands of names per statement made batch inserts slower than single ones.
+fn insert_sql(rows: usize, backend: Backend) -> String {
+    let cols = COLUMNS.len();
+    let mut sql = format!("INSERT INTO records ({}) VALUES ", COLUMNS.join(", "));
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(r * cols + c + 1).to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    sql
+}
+
+/// The statement text for full chunks, built once per backend.
+fn full_insert_sql(backend: Backend) -> &'static str {
+    static SQLITE: OnceLock<String> = OnceLock::new();
+    static POSTGRES: OnceLock<String> = OnceLock::new();
+    match backend {
+        Backend::Sqlite => SQLITE.get_or_init(|| insert_sql(ROWS_PER_INSERT, backend)),
+        Backend::Postgres => POSTGRES.get_or_init(|| insert_sql(ROWS_PER_INSERT, backend)),
+    }
 }
 
 fn select_sql() -> &'static str {
@@ -311,10 +343,19 @@ impl Store {
     /// as it was.
     pub async fn insert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            bind_record(sqlx::query(insert_sql()), r)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let partial;
+            let sql: &str = if chunk.len() == ROWS_PER_INSERT {
+                full_insert_sql(self.backend)
+            } else {
+                partial = insert_sql(chunk.len(), self.backend);
+                &partial
+            };
+            let mut q = sqlx::query(sql);
+            for r in chunk {
+                q = bind_record(q, r);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

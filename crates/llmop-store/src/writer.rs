@@ -181,11 +181,13 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
+        // Records and their acknowledgements part ways: the records are moved, not copied.
+        let (records, acks): (Vec<Record>, Vec<Option<oneshot::Sender<()>>>) =
+            batch.into_iter().map(|j| (j.record, j.ack)).unzip();
         let mut backoff = Duration::from_millis(50);
         loop {
             if *spill_rx.borrow() {
-                spill_all(&cfg, batch, &mut rx, &stats).await;
+                spill_all(&cfg, records, acks, &mut rx, &stats).await;
                 return;
             }
             match store.insert_batch(&records).await {
@@ -193,10 +195,8 @@ async fn run(
                     stats
                         .written
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
-                    for j in batch {
-                        if let Some(ack) = j.ack {
-                            let _ = ack.send(());
-                        }
+                    for ack in acks.into_iter().flatten() {
+                        let _ = ack.send(());
                     }
                     break;
                 }
@@ -217,31 +217,30 @@ async fn run(
 /// Writes the batch in hand and everything still queued to the spill file.
 async fn spill_all(
     cfg: &WriterConfig,
-    mut batch: Vec<Job>,
+    mut records: Vec<Record>,
+    mut acks: Vec<Option<oneshot::Sender<()>>>,
     rx: &mut mpsc::Receiver<Job>,
     stats: &WriterStats,
 ) {
     rx.close();
     while let Ok(j) = rx.try_recv() {
-        batch.push(j);
+        records.push(j.record);
+        acks.push(j.ack);
     }
     let Some(path) = cfg.spill_path.clone() else {
         tracing::error!(
-            records = batch.len(),
+            records = records.len(),
             "records could not be committed and no spill file is configured: they are lost"
         );
         return;
     };
-    let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
     let n = records.len() as u64;
     let written = tokio::task::spawn_blocking(move || append_lines(&path, &records)).await;
     match written {
         Ok(Ok(())) => {
             stats.spilled.fetch_add(n, Ordering::Relaxed);
-            for j in batch {
-                if let Some(ack) = j.ack {
-                    let _ = ack.send(());
-                }
+            for ack in acks.into_iter().flatten() {
+                let _ = ack.send(());
             }
         }
         Ok(Err(e)) => tracing::error!(error = %e, "cannot write the spill file"),
