@@ -29,9 +29,16 @@ fn record(i: usize) -> Record {
     r.user = Some(format!("user-{}", i % 5000));
     r.session = Some(format!("session-{}", i % 50_000));
     r.provider = Some("openai".into());
-    r.model = Some(if i % 3 == 0 { "gpt-4o-mini" } else { "gpt-4o" }.into());
+    r.model = Some(
+        if i.is_multiple_of(3) {
+            "gpt-4o-mini"
+        } else {
+            "gpt-4o"
+        }
+        .into(),
+    );
     r.route = Some("smart".into());
-    r.status = if i % 50 == 0 { 502 } else { 200 };
+    r.status = if i.is_multiple_of(50) { 502 } else { 200 };
     r.input_tokens = Some(120 + (i % 400) as i64);
     r.output_tokens = Some(30 + (i % 90) as i64);
     r.cost_usd = Some(0.0001 * (1 + i % 17) as f64);
