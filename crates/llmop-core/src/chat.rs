@@ -9,13 +9,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// A wire format spoken by clients or providers.
+/// A wire format clients speak (the origin of a request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WireFormat {
     OpenAi,
     Anthropic,
-    Gemini,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

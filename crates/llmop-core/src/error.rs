@@ -69,16 +69,6 @@ impl ProviderError {
         }
     }
 
-    pub fn provider(&self) -> &str {
-        match self {
-            ProviderError::Timeout { provider, .. }
-            | ProviderError::Connect { provider, .. }
-            | ProviderError::Status { provider, .. }
-            | ProviderError::Protocol { provider, .. }
-            | ProviderError::Stream { provider, .. } => provider,
-        }
-    }
-
     /// Whether another target could succeed where this one failed: the request itself
     /// was not at fault. A 4xx other than 408/409/429 says the request is wrong and
     /// would fail anywhere.
@@ -109,8 +99,6 @@ pub enum GatewayError {
     RequestTimeout { ms: u64 },
     #[error("{message}")]
     NotFound { message: String, code: &'static str },
-    #[error("{message}")]
-    Unauthorized { message: String },
     #[error(transparent)]
     Provider(#[from] ProviderError),
     /// The deadline of the whole request passed.
@@ -136,7 +124,6 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::RequestTimeout { .. } => "request_timeout",
             GatewayError::NotFound { code, .. } => code,
-            GatewayError::Unauthorized { .. } => "invalid_api_key",
             GatewayError::Provider(e) => e.code(),
             GatewayError::DeadlineExceeded { .. } => "upstream_timeout",
             GatewayError::Internal(_) => "internal_error",

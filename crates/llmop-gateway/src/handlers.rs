@@ -75,12 +75,12 @@ async fn prepare(
 ) -> Result<ChatRequest, GatewayError> {
     rec.context = context::from_headers(headers, rid)?;
     let bytes = tokio::time::timeout(
-        app.body_timeout,
-        read_body(body, headers, app.max_body_bytes),
+        app.body_timeout(),
+        read_body(body, headers, app.config.server.max_body_bytes),
     )
     .await
     .map_err(|_| GatewayError::RequestTimeout {
-        ms: app.body_timeout.as_millis() as u64,
+        ms: app.config.server.body_timeout_ms,
     })??;
     let parsed = match format {
         ClientFormat::OpenAi => openai::parse_request(&bytes),

@@ -23,7 +23,6 @@ pub fn status_of(e: &GatewayError) -> StatusCode {
         GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         GatewayError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
-        GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         GatewayError::Provider(p) => match p {

@@ -37,7 +37,7 @@ pub async fn call(
     // 2. resolve
     let resolved = app.router.resolve(&req.model)?;
     rec.route = resolved.route.map(str::to_string);
-    let budget = resolved.timeout.unwrap_or(app.default_timeout);
+    let budget = resolved.timeout.unwrap_or_else(|| app.default_timeout());
     let deadline = Instant::now() + budget;
 
     // 4. call, with fallback over the targets

@@ -178,13 +178,12 @@ pub fn stream(
     first: StreamEvent,
     upstream: EventStream,
     include_usage: bool,
-    rec: CallRecord,
+    mut rec: CallRecord,
 ) -> Response {
     let (id, model) = match &first {
         StreamEvent::Start { id, model } => (id.clone(), model.clone()),
         _ => (String::new(), String::new()),
     };
-    let mut rec = rec;
     let id = if id.is_empty() {
         fallback_id(format, &rec.request_id)
     } else {

@@ -12,9 +12,6 @@ pub struct AppState {
     pub providers: Providers,
     pub router: Router,
     pub shutdown: Shutdown,
-    pub max_body_bytes: usize,
-    pub default_timeout: Duration,
-    pub body_timeout: Duration,
 }
 
 impl AppState {
@@ -22,13 +19,20 @@ impl AppState {
         let providers = Providers::from_config(&config)?;
         let router = Router::new(&config, &providers)?;
         Ok(Arc::new(AppState {
-            max_body_bytes: config.server.max_body_bytes,
-            default_timeout: Duration::from_millis(config.server.request_timeout_ms),
-            body_timeout: Duration::from_millis(config.server.body_timeout_ms),
             config,
             providers,
             router,
             shutdown: Shutdown::new(),
         }))
+    }
+
+    /// Deadline of a call whose route sets none.
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.server.request_timeout_ms)
+    }
+
+    /// How long a client may take to send its body.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.server.body_timeout_ms)
     }
 }

@@ -877,11 +877,11 @@ impl StreamEncoder {
     }
 
     /// Ends a stream that failed after it started, with an `error` event.
-    pub fn error(&mut self, out: &mut BytesMut, _code: &str, message: &str) {
+    pub fn error(&mut self, out: &mut BytesMut, code: &str, message: &str) {
         sse::write_event(
             out,
             "error",
-            &json!({"type": "error", "error": {"type": "api_error", "message": message}}),
+            &json!({"type": "error", "error": {"type": "api_error", "message": message, "code": code}}),
         );
     }
 }

@@ -1059,13 +1059,9 @@ impl StreamEncoder {
         }
     }
 
-    fn chunk(&self, out: &mut BytesMut, delta: OutDelta<'_>, finish: Option<&'static str>) {
-        let choices = [OutChunkChoice {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason: finish,
-        }];
+    /// Writes one `chat.completion.chunk`. With `include_usage`, every chunk carries a
+    /// `usage` key (null until the final usage chunk), as OpenAI's stream does.
+    fn write(&self, out: &mut BytesMut, choices: &[OutChunkChoice<'_>], usage: Option<OutUsage>) {
         sse::write_data(
             out,
             &OutChunk {
@@ -1073,10 +1069,20 @@ impl StreamEncoder {
                 object: "chat.completion.chunk",
                 created: self.created,
                 model: &self.model,
-                choices: &choices,
-                usage: self.include_usage.then_some(None),
+                choices,
+                usage: self.include_usage.then_some(usage),
             },
         );
+    }
+
+    fn chunk(&self, out: &mut BytesMut, delta: OutDelta<'_>, finish: Option<&'static str>) {
+        let choices = [OutChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: finish,
+        }];
+        self.write(out, &choices, None);
     }
 
     pub fn encode(&mut self, ev: &StreamEvent, out: &mut BytesMut) {
@@ -1138,17 +1144,7 @@ impl StreamEncoder {
             StreamEvent::Finish(f) => self.chunk(out, OutDelta::default(), Some(finish_str(f))),
             StreamEvent::Usage(u) => {
                 if self.include_usage {
-                    sse::write_data(
-                        out,
-                        &OutChunk {
-                            id: &self.id,
-                            object: "chat.completion.chunk",
-                            created: self.created,
-                            model: &self.model,
-                            choices: &[],
-                            usage: Some(Some(out_usage(u))),
-                        },
-                    );
+                    self.write(out, &[], Some(out_usage(u)));
                 }
             }
         }

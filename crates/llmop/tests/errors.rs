@@ -6,7 +6,7 @@ mod support;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{client, fixture, Gateway, Reply, Upstream};
+use support::{client, fixture, post_json, Gateway, Reply, Upstream};
 
 fn one_provider(kind: &str, url: &str, extra: &str) -> String {
     let base = if kind == "openai" {
@@ -18,12 +18,7 @@ fn one_provider(kind: &str, url: &str, extra: &str) -> String {
 }
 
 async fn chat(gw: &Gateway, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    let r = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(gw, "/v1/chat/completions", &body).await;
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     let text = r.text().await.unwrap();
@@ -165,9 +160,12 @@ async fn unknown_model_is_404_in_each_format() {
     let (status, _, v) = chat(&gw, hi("nobody/gpt")).await;
     assert_eq!(status, 404);
     assert_envelope(&v, "model_not_found");
-    let r = client().post(format!("{}/v1/messages", gw.url))
-        .json(&json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
-        .send().await.unwrap();
+    let r = post_json(
+        &gw,
+        "/v1/messages",
+        &json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error");
@@ -334,9 +332,12 @@ async fn anthropic_overload_in_anthropic_shape() {
     let up =
         Upstream::start(|_, _| Reply::Json(529, fixture("anthropic/error_529.json"), vec![])).await;
     let gw = Gateway::start(&one_provider("anthropic", &up.url, ""));
-    let r = client().post(format!("{}/v1/messages", gw.url))
-        .json(&json!({"model": "main", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
-        .send().await.unwrap();
+    let r = post_json(
+        &gw,
+        "/v1/messages",
+        &json!({"model": "main", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 502);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error");
@@ -369,9 +370,12 @@ async fn hanging_upstream_times_out_at_the_route_deadline() {
 async fn stream_cut_midway_ends_with_an_error_event() {
     let up = Upstream::start(|_, _| Reply::SseCut(fixture("openai/stream.sse"), 3)).await;
     let gw = Gateway::start(&one_provider("openai", &up.url, ""));
-    let r = client().post(format!("{}/v1/chat/completions", gw.url))
-        .json(&json!({"model": "main", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
-        .send().await.unwrap();
+    let r = post_json(
+        &gw,
+        "/v1/chat/completions",
+        &json!({"model": "main", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(text.contains("Hello"), "{text}");
@@ -388,13 +392,15 @@ async fn stream_cut_midway_ends_with_an_error_event() {
 async fn anthropic_error_event_mid_stream_reaches_the_client() {
     let up = Upstream::start(|_, _| Reply::sse(fixture("anthropic/stream_overloaded.sse"))).await;
     let gw = Gateway::start(&one_provider("anthropic", &up.url, ""));
-    let r = client().post(format!("{}/v1/messages", gw.url))
-        .json(&json!({"model": "main", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
-        .send().await.unwrap();
+    let r = post_json(&gw, "/v1/messages", &json!({"model": "main", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]})).await;
     let events = support::sse_events(&r.text().await.unwrap());
     let (name, data) = events.last().unwrap();
     assert_eq!(name, "error");
     assert!(data.contains("Overloaded"));
+    assert!(
+        data.contains("\"code\":\"upstream_stream_error\""),
+        "{data}"
+    );
 }
 
 #[tokio::test]
@@ -442,9 +448,12 @@ async fn stream_falls_back_before_the_first_byte() {
         bad.url, good.url
     );
     let gw = Gateway::start(&config);
-    let r = client().post(format!("{}/v1/chat/completions", gw.url))
-        .json(&json!({"model": "main", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
-        .send().await.unwrap();
+    let r = post_json(
+        &gw,
+        "/v1/chat/completions",
+        &json!({"model": "main", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-llmop-provider"], "good");
     assert!(r.text().await.unwrap().contains("[DONE]"));

@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::{client, fixture, sse_events, Gateway, Reply, Upstream};
+use support::{client, fixture, post_json, sse_events, Gateway, Reply, Upstream};
 
 const OPENAI_KEY: &str = "sk-test-openai-key";
 const ANTHROPIC_KEY: &str = "sk-ant-test-key";
@@ -309,13 +309,13 @@ async fn anthropic_client_to_anthropic_upstream_keeps_its_fields() {
 async fn anthropic_client_streams_from_openai_upstream() {
     let up = Upstream::start(|_, _| Reply::sse(fixture("openai/stream.sse"))).await;
     let gw = gateway("openai", &up, "gpt-4o-mini");
-    let resp = client()
-        .post(format!("{}/v1/messages", gw.url))
-        .json(&json!({"model": "main", "max_tokens": 100, "stream": true,
-                      "messages": [{"role": "user", "content": "Hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &gw,
+        "/v1/messages",
+        &json!({"model": "main", "max_tokens": 100, "stream": true,
+                      "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let events = sse_events(&resp.text().await.unwrap());
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
@@ -346,9 +346,7 @@ async fn anthropic_client_streams_from_openai_upstream() {
 async fn anthropic_client_tool_round_trip_through_openai_upstream() {
     let up = Upstream::start(|_, _| Reply::ok(fixture("openai/tool_call.json"))).await;
     let gw = gateway("openai", &up, "gpt-4o-mini");
-    let resp = client()
-        .post(format!("{}/v1/messages", gw.url))
-        .json(&json!({
+    let resp = post_json(&gw, "/v1/messages", &json!({
             "model": "main", "max_tokens": 100,
             "tools": [{"name": "get_current_weather", "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}}}],
             "messages": [
@@ -356,8 +354,7 @@ async fn anthropic_client_tool_round_trip_through_openai_upstream() {
                 {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_current_weather", "input": {"location": "Boston"}}]},
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "72F"}, {"type": "text", "text": "And tomorrow?"}]}
             ]
-        }))
-        .send().await.unwrap();
+        })).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["stop_reason"], "tool_use");
@@ -432,13 +429,10 @@ async fn gemini_upstream_stream_with_crlf_framing() {
 async fn gemini_function_call_to_anthropic_client() {
     let up = Upstream::start(|_, _| Reply::ok(fixture("gemini/function_call.json"))).await;
     let gw = gateway("gemini", &up, "gemini-2.0-flash");
-    let resp = client()
-        .post(format!("{}/v1/messages", gw.url))
-        .json(&json!({"model": "main", "max_tokens": 100,
+    let resp = post_json(&gw, "/v1/messages", &json!({"model": "main", "max_tokens": 100,
             "tools": [{"name": "get_current_temperature", "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}}}],
             "tool_choice": {"type": "tool", "name": "get_current_temperature"},
-            "messages": [{"role": "user", "content": "Temperature in London?"}]}))
-        .send().await.unwrap();
+            "messages": [{"role": "user", "content": "Temperature in London?"}]})).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["stop_reason"], "tool_use");

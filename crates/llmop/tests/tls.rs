@@ -9,7 +9,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
-use support::{client, fixture, Gateway};
+use support::{fixture, post_json, Gateway};
 
 /// An HTTPS upstream offering h2 and http/1.1; records the HTTP version of each request.
 async fn https_upstream() -> (String, String, Arc<Mutex<Vec<hyper::Version>>>) {
@@ -78,12 +78,7 @@ async fn private_ca_is_trusted_and_http2_is_used() {
     ));
     let body = json!({"model": "internal/m", "messages": [{"role": "user", "content": "hi"}]});
     for _ in 0..3 {
-        let r = client()
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_json(&gw, "/v1/chat/completions", &body).await;
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
         assert_eq!(
@@ -94,12 +89,12 @@ async fn private_ca_is_trusted_and_http2_is_used() {
     assert_eq!(*versions.lock().unwrap(), vec![hyper::Version::HTTP_2; 3]);
 
     // Without the CA, the certificate is refused: verification is on.
-    let r = client()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&json!({"model": "untrusting/m", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &gw,
+        "/v1/chat/completions",
+        &json!({"model": "untrusting/m", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 502);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "upstream_unreachable");

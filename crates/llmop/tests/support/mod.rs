@@ -347,6 +347,16 @@ pub fn sse_events(text: &str) -> Vec<(String, String)> {
     out
 }
 
+/// POSTs a JSON body to the gateway.
+pub async fn post_json(gw: &Gateway, path: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("{}{path}", gw.url))
+        .json(body)
+        .send()
+        .await
+        .expect("request to the gateway")
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
