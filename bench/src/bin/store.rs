@@ -58,7 +58,7 @@ async fn main() {
     let args = Args::parse();
     let store = Store::open(&args.url).await.expect("open store");
     let writer = std::sync::Arc::new(
-        RecordWriter::start(store.clone(), WriterConfig::default())
+        RecordWriter::<Record>::start(store.clone(), WriterConfig::default())
             .await
             .expect("writer"),
     );

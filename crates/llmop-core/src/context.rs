@@ -15,6 +15,8 @@ pub struct RequestContext {
     pub session: Option<String>,
     pub feature: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// The request id of the call this one replays (`llmop replay`).
+    pub replay_of: Option<String>,
 }
 
 /// A client's request id is echoed only if it is short and made of visible ASCII

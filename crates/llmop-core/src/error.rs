@@ -104,6 +104,9 @@ pub enum GatewayError {
     /// The deadline of the whole request passed.
     #[error("request did not complete within {ms} ms")]
     DeadlineExceeded { ms: u64 },
+    /// A dependency of the gateway (the record store) cannot serve now.
+    #[error("{message}")]
+    Unavailable { message: String, code: &'static str },
     /// A bug or an impossible state; the message is safe to show.
     #[error("internal error: {0}")]
     Internal(String),
@@ -126,6 +129,7 @@ impl GatewayError {
             GatewayError::NotFound { code, .. } => code,
             GatewayError::Provider(e) => e.code(),
             GatewayError::DeadlineExceeded { .. } => "upstream_timeout",
+            GatewayError::Unavailable { code, .. } => code,
             GatewayError::Internal(_) => "internal_error",
         }
     }

@@ -56,6 +56,16 @@ pub fn from_headers(headers: &HeaderMap, request_id: &str) -> Result<RequestCont
         session: meta(headers, "x-llmop-session")?,
         feature: meta(headers, "x-llmop-feature")?,
         tags,
+        replay_of: match meta(headers, "x-llmop-replay-of")? {
+            Some(id) if valid_request_id(&id) => Some(id),
+            Some(_) => {
+                return Err(GatewayError::invalid(
+                    "header `x-llmop-replay-of` must be a request id",
+                    Some("x-llmop-replay-of".into()),
+                ))
+            }
+            None => None,
+        },
     })
 }
 

@@ -50,17 +50,26 @@ async fn chat(
     };
     // The record exists from the first moment, so that a request refused for bad
     // input, or abandoned by its client, is recorded too.
-    let mut rec = CallRecord::new(&rid, endpoint);
+    let mut rec = CallRecord::new(&rid, endpoint, app.recorder.clone());
     let req = match prepare(&app, &rid, &headers, body, format, &mut rec).await {
         Ok(r) => r,
-        Err(e) => return fail(format, e, rec),
+        Err(e) => return fail(format, e, rec).await,
     };
+    // Shared with the record from here, so that a call abandoned mid-way by its client
+    // is still recorded with its input.
+    let req = Arc::new(req);
+    rec.request = Some(req.clone());
+    let include_usage = req.include_usage;
     match pipeline::call(&app, &req, &mut rec).await {
-        Ok(Answer::Whole(resp)) => respond::whole(format, resp, &mut rec),
-        Ok(Answer::Stream { first, rest }) => {
-            respond::stream(format, first, rest, req.include_usage, rec)
+        Ok(Answer::Whole(resp)) => {
+            let r = respond::whole(format, resp, &mut rec);
+            rec.finish().await;
+            r
         }
-        Err(e) => fail(format, e, rec),
+        Ok(Answer::Stream { first, rest }) => {
+            respond::stream(format, first, rest, include_usage, rec)
+        }
+        Err(e) => fail(format, e, rec).await,
     }
 }
 
@@ -86,11 +95,17 @@ async fn prepare(
         ClientFormat::OpenAi => openai::parse_request(&bytes),
         ClientFormat::Anthropic => anthropic::parse_request(&bytes),
     };
-    let req = parsed.map_err(|e| GatewayError::InvalidRequest {
-        message: e.to_string(),
-        param: e.param,
-        code: "invalid_request",
-    })?;
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            rec.keep_invalid_body(&bytes);
+            return Err(GatewayError::InvalidRequest {
+                message: e.to_string(),
+                param: e.param,
+                code: "invalid_request",
+            });
+        }
+    };
     rec.model_requested.clone_from(&req.model);
     rec.stream = req.stream;
     if rec.context.user.is_none() {
@@ -99,10 +114,10 @@ async fn prepare(
     Ok(req)
 }
 
-fn fail(format: ClientFormat, e: GatewayError, mut rec: CallRecord) -> Response {
+async fn fail(format: ClientFormat, e: GatewayError, mut rec: CallRecord) -> Response {
     let resp = http_error::response(format, &e, &rec.request_id);
     rec.failed(&e, resp.status().as_u16());
-    rec.emit();
+    rec.finish().await;
     resp
 }
 

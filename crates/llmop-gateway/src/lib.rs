@@ -13,8 +13,10 @@
 //! - [`respond`]: encodes answers, streams and errors in the client's format.
 //! - [`http_error`]: the one place where errors become HTTP statuses.
 //! - [`context`]: request id and call metadata from headers.
-//! - [`record`]: the summary of each call (today a structured log line; the durable
-//!   record store joins here).
+//! - [`record`]: the record of each call, assembled on the request path from what the
+//!   call already owns and handed to the record writer (`llmop-store`) exactly once.
+//! - [`records_api`]: the read side: `GET /v1/requests/{id}`, `GET /v1/requests`,
+//!   `POST /v1/requests/{id}/feedback`.
 //! - [`shutdown`]: SIGTERM/SIGINT, readiness, bounded draining.
 
 pub mod context;
@@ -22,6 +24,7 @@ pub mod handlers;
 pub mod http_error;
 pub mod pipeline;
 pub mod record;
+pub mod records_api;
 pub mod respond;
 pub mod routing;
 pub mod server;

@@ -46,6 +46,9 @@ pub async fn call(
         if Instant::now() >= deadline {
             break;
         }
+        if last.is_some() {
+            rec.moving_on("fallback");
+        }
         let started = Instant::now();
         let result = if req.stream {
             start_stream(target, req, deadline, &rec.request_id).await

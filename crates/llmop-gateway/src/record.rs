@@ -1,12 +1,23 @@
-//! The summary of one call, filled in as the call moves through the pipeline and
-//! emitted exactly once when the call is over: when its response (or its stream) is
-//! done, or when the client went away and the call was dropped mid-way.
+//! The record of one call, filled in as the call moves through the pipeline and handed
+//! to the record writer exactly once when the call is over: when its response (or its
+//! stream) is done, or when the client went away and the call was dropped mid-way.
 //!
-//! Today the summary is a structured log line (target `llmop::call`); the durable record
-//! store takes it from here. It holds no secrets: no headers, no keys.
+//! The request path only *moves* what it already has (the parsed request, the answer,
+//! the stream accumulator) into a [`CallData`]; assembling and serializing the stored
+//! [`Record`] happens on the writer's task ([`IntoRecord`]), off the request path.
+//!
+//! Nothing secret is recorded: no headers (so no `Authorization`, no `x-api-key`), no
+//! provider keys; only the metadata headers llmop defines (`x-llmop-*`).
 
+use llmop_core::config::{Config, Durability};
 use llmop_core::context::RequestContext;
-use llmop_core::{ChatResponse, GatewayError, ProviderError, Usage};
+use llmop_core::{
+    ChatRequest, ChatResponse, GatewayError, Part, ProviderError, StreamAccumulator, Usage,
+    WireFormat,
+};
+use llmop_store::{IntoRecord, Record, RecordWriter, Store, WriterConfig};
+use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -19,17 +30,52 @@ pub struct Attempt {
     pub error: Option<&'static str>,
     pub upstream_status: Option<u16>,
     pub latency: Duration,
+    /// Why another attempt followed this one.
+    pub retry_reason: Option<&'static str>,
 }
 
 /// Status shown for a call whose client disconnected before the answer was complete
 /// (nginx's convention; no response was sent).
 pub const CLIENT_CLOSED: u16 = 499;
 
-#[derive(Debug)]
+/// Most bytes of an unparseable request body kept in its record.
+const INVALID_BODY_KEPT: usize = 16 * 1024;
+
+/// The record store as the gateway uses it: the writer that commits records, the store
+/// the read API answers from, and the durability mode.
+pub struct Recorder {
+    pub writer: Arc<RecordWriter<CallData>>,
+    pub store: Store,
+    pub strict: bool,
+}
+
+impl Recorder {
+    /// Opens the store named by `[store]`, replays any spill file and starts the writer.
+    pub async fn open(config: &Config) -> Result<Recorder, llmop_store::StoreError> {
+        let store = Store::open(&config.store.resolved_url(&config.dir)).await?;
+        let writer = RecordWriter::start(
+            store.clone(),
+            WriterConfig {
+                capacity: config.store.queue_capacity,
+                spill_path: Some(config.store.resolved_spill_path(&config.dir)),
+                ..WriterConfig::default()
+            },
+        )
+        .await?;
+        Ok(Recorder {
+            writer: Arc::new(writer),
+            store,
+            strict: config.store.durability == Durability::Strict,
+        })
+    }
+}
+
 pub struct CallRecord {
     pub request_id: String,
     pub endpoint: &'static str,
     pub started: Instant,
+    /// Wall-clock start, Unix ms.
+    pub started_at_ms: i64,
     pub context: RequestContext,
     pub model_requested: String,
     pub route: Option<String>,
@@ -45,15 +91,26 @@ pub struct CallRecord {
     /// HTTP status sent to the client; `None` until there is one.
     pub status: Option<u16>,
     pub error_code: Option<&'static str>,
+    /// The parsed request, moved here once the pipeline is done with it.
+    pub request: Option<Arc<ChatRequest>>,
+    /// The start of a body that could not be parsed.
+    pub invalid_body: Option<String>,
+    /// A whole answer, moved here once encoded.
+    pub response: Option<ChatResponse>,
+    /// A stream's events folded as they are relayed: a stream cut short still leaves
+    /// what the client saw.
+    pub stream_acc: Option<StreamAccumulator>,
+    recorder: Option<Arc<Recorder>>,
     emitted: bool,
 }
 
 impl CallRecord {
-    pub fn new(request_id: &str, endpoint: &'static str) -> Self {
+    pub fn new(request_id: &str, endpoint: &'static str, recorder: Option<Arc<Recorder>>) -> Self {
         CallRecord {
             request_id: request_id.to_string(),
             endpoint,
             started: Instant::now(),
+            started_at_ms: unix_ms(),
             context: RequestContext::default(),
             model_requested: String::new(),
             route: None,
@@ -66,6 +123,11 @@ impl CallRecord {
             time_to_first_token: None,
             status: None,
             error_code: None,
+            request: None,
+            invalid_body: None,
+            response: None,
+            stream_acc: None,
+            recorder,
             emitted: false,
         }
     }
@@ -86,6 +148,7 @@ impl CallRecord {
                 _ => None,
             },
             latency: started.elapsed(),
+            retry_reason: None,
         });
         if error.is_none() {
             self.provider = Some(provider.to_string());
@@ -93,9 +156,22 @@ impl CallRecord {
         }
     }
 
-    pub fn succeeded(&mut self, resp: &ChatResponse) {
+    /// Notes why the call moves on from its last attempt.
+    pub fn moving_on(&mut self, reason: &'static str) {
+        if let Some(a) = self.attempts.last_mut() {
+            a.retry_reason = Some(reason);
+        }
+    }
+
+    pub fn keep_invalid_body(&mut self, body: &[u8]) {
+        let end = body.len().min(INVALID_BODY_KEPT);
+        self.invalid_body = Some(String::from_utf8_lossy(&body[..end]).into_owned());
+    }
+
+    pub fn succeeded(&mut self, resp: ChatResponse) {
         self.usage = resp.usage;
         self.status = Some(200);
+        self.response = Some(resp);
     }
 
     pub fn failed(&mut self, e: &GatewayError, status: u16) {
@@ -103,58 +179,246 @@ impl CallRecord {
         self.error_code = Some(e.code());
     }
 
-    /// Emits the summary now (further calls and the drop do nothing).
-    pub fn emit(&mut self) {
-        if self.emitted {
+    /// Hands the record to the writer and waits as the durability mode says: in
+    /// `strict` mode until it is committed, else until it is queued (which waits only
+    /// when the queue is full: back-pressure).
+    pub async fn finish(&mut self) {
+        let Some(data) = self.take() else { return };
+        let Some(recorder) = self.recorder.clone() else {
             return;
+        };
+        let result = if recorder.strict {
+            recorder.writer.submit_strict(data).await
+        } else {
+            recorder.writer.submit(data).await
+        };
+        if result.is_err() {
+            tracing::error!(request_id = %self.request_id, "the record of this call could not be committed");
+        }
+    }
+
+    /// Emits the call summary and moves the call's parts out; `None` when already done.
+    fn take(&mut self) -> Option<CallData> {
+        if self.emitted {
+            return None;
         }
         self.emitted = true;
         let status = self.status.unwrap_or(CLIENT_CLOSED);
-        let usage = self.usage.unwrap_or_default();
-        let attempts: Vec<String> = self
-            .attempts
-            .iter()
-            .map(|a| {
-                format!(
-                    "{}/{}:{}:{}ms",
-                    a.provider,
-                    a.model,
-                    a.error.unwrap_or("ok"),
-                    a.latency.as_millis()
-                )
-            })
-            .collect();
-        tracing::info!(
-            target: "llmop::call",
-            request_id = %self.request_id,
-            endpoint = self.endpoint,
-            model = %self.model_requested,
-            route = self.route.as_deref().unwrap_or(""),
-            provider = self.provider.as_deref().unwrap_or(""),
-            upstream_model = self.model.as_deref().unwrap_or(""),
-            upstream_id = self.upstream_id.as_deref().unwrap_or(""),
-            stream = self.stream,
+        let latency = self.started.elapsed();
+        // With a store, the record is the record; the log line is for debugging.
+        if self.recorder.is_some() {
+            tracing::debug!(target: "llmop::call", request_id = %self.request_id, status, latency_ms = latency.as_millis() as u64, "call");
+        } else {
+            let usage = self.usage.unwrap_or_default();
+            tracing::info!(
+                target: "llmop::call",
+                request_id = %self.request_id,
+                endpoint = self.endpoint,
+                model = %self.model_requested,
+                route = self.route.as_deref().unwrap_or(""),
+                provider = self.provider.as_deref().unwrap_or(""),
+                upstream_model = self.model.as_deref().unwrap_or(""),
+                upstream_id = self.upstream_id.as_deref().unwrap_or(""),
+                stream = self.stream,
+                status,
+                error = self.error_code.unwrap_or(""),
+                client_disconnected = status == CLIENT_CLOSED,
+                latency_ms = latency.as_millis() as u64,
+                ttft_ms = self.time_to_first_token.map(|d| d.as_millis() as u64),
+                input_tokens = usage.input_tokens,
+                output_tokens = usage.output_tokens,
+                cached_tokens = usage.cached_input_tokens,
+                user = self.context.user.as_deref().unwrap_or(""),
+                session = self.context.session.as_deref().unwrap_or(""),
+                env = self.context.env.as_deref().unwrap_or(""),
+                feature = self.context.feature.as_deref().unwrap_or(""),
+                attempts = self.attempts.len(),
+                "call"
+            );
+        }
+        self.recorder.as_ref()?;
+        Some(CallData {
+            request_id: std::mem::take(&mut self.request_id),
+            endpoint: self.endpoint,
+            created_at_ms: self.started_at_ms,
+            context: std::mem::take(&mut self.context),
+            model_requested: std::mem::take(&mut self.model_requested),
+            route: self.route.take(),
+            stream: self.stream,
+            attempts: std::mem::take(&mut self.attempts),
+            provider: self.provider.take(),
+            model: self.model.take(),
+            upstream_id: self.upstream_id.take(),
+            usage: self.usage,
+            latency,
+            ttft: self.time_to_first_token,
             status,
-            error = self.error_code.unwrap_or(""),
-            client_disconnected = status == CLIENT_CLOSED,
-            latency_ms = self.started.elapsed().as_millis() as u64,
-            ttft_ms = self.time_to_first_token.map(|d| d.as_millis() as u64),
-            input_tokens = usage.input_tokens,
-            output_tokens = usage.output_tokens,
-            cached_tokens = usage.cached_input_tokens,
-            user = self.context.user.as_deref().unwrap_or(""),
-            session = self.context.session.as_deref().unwrap_or(""),
-            env = self.context.env.as_deref().unwrap_or(""),
-            feature = self.context.feature.as_deref().unwrap_or(""),
-            attempts = %attempts.join(","),
-            "call"
-        );
+            error_code: self.error_code,
+            request: self.request.take(),
+            invalid_body: self.invalid_body.take(),
+            response: self.response.take(),
+            stream_acc: self.stream_acc.take(),
+        })
     }
 }
 
 impl Drop for CallRecord {
     /// A call dropped before it finished (the client disconnected) is still recorded.
     fn drop(&mut self) {
-        self.emit();
+        if let Some(data) = self.take() {
+            if let Some(r) = &self.recorder {
+                r.writer.submit_detached(data);
+            }
+        }
+    }
+}
+
+/// Deletes records older than `days`, at start and then hourly, until shutdown.
+pub fn spawn_retention(recorder: Arc<Recorder>, days: u32, shutdown: crate::shutdown::Shutdown) {
+    tokio::spawn(async move {
+        let keep_ms = i64::from(days) * 86_400_000;
+        loop {
+            let cutoff = unix_ms() - keep_ms;
+            match recorder.store.purge_before(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(records = n, days, "retention: purged old records"),
+                Err(e) => {
+                    tracing::error!(error = %e, "retention purge failed; retrying in an hour")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = shutdown.triggered() => return,
+            }
+        }
+    });
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The parts of a finished call, moved off the request path. Becomes a [`Record`] on
+/// the writer's task.
+#[derive(Debug)]
+pub struct CallData {
+    request_id: String,
+    endpoint: &'static str,
+    created_at_ms: i64,
+    context: RequestContext,
+    model_requested: String,
+    route: Option<String>,
+    stream: bool,
+    attempts: Vec<Attempt>,
+    provider: Option<String>,
+    model: Option<String>,
+    upstream_id: Option<String>,
+    usage: Option<Usage>,
+    latency: Duration,
+    ttft: Option<Duration>,
+    status: u16,
+    error_code: Option<&'static str>,
+    request: Option<Arc<ChatRequest>>,
+    invalid_body: Option<String>,
+    response: Option<ChatResponse>,
+    stream_acc: Option<StreamAccumulator>,
+}
+
+/// The request as recorded: its messages and its other parameters in the OpenAI Chat
+/// Completions shape, whatever format the client spoke: one documented shape to query
+/// and to replay. Fields of an Anthropic request that have no OpenAI equivalent are kept
+/// under `anthropic_extra`.
+fn split_request(req: &ChatRequest) -> (Value, Value) {
+    let body = llmop_wire::openai::build_request(req, &req.model, req.stream);
+    let mut params = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let messages = params
+        .remove("messages")
+        .unwrap_or(Value::Array(Vec::new()));
+    if req.origin == WireFormat::Anthropic && !req.extra.is_empty() {
+        params.insert("anthropic_extra".into(), Value::Object(req.extra.clone()));
+    }
+    (Value::Object(params), messages)
+}
+
+impl IntoRecord for CallData {
+    fn into_record(self) -> Record {
+        let c = self;
+        let mut r = Record::new(c.request_id, c.created_at_ms, c.endpoint);
+        r.env = c.context.env;
+        r.user = c.context.user;
+        r.session = c.context.session;
+        r.feature = c.context.feature;
+        r.tags = c.context.tags;
+        r.replay_of = c.context.replay_of;
+        r.route = c.route;
+        r.stream = c.stream;
+        r.provider = c.provider;
+        r.model = c.model;
+        r.upstream_id = c.upstream_id;
+        r.status = c.status;
+        r.error_code = c.error_code.map(str::to_string);
+        r.client_disconnected = c.status == CLIENT_CLOSED;
+        r.latency_ms = c.latency.as_millis() as i64;
+        r.ttft_ms = c.ttft.map(|d| d.as_millis() as i64);
+        r.attempts = c
+            .attempts
+            .into_iter()
+            .map(|a| llmop_store::Attempt {
+                provider: a.provider,
+                model: a.model,
+                error: a.error.map(str::to_string),
+                upstream_status: a.upstream_status,
+                latency_ms: a.latency.as_millis() as u64,
+                retry_reason: a.retry_reason.map(str::to_string),
+            })
+            .collect();
+        match &c.request {
+            Some(req) => {
+                let (params, messages) = split_request(req);
+                r.request_params = params;
+                r.input_messages = messages;
+            }
+            None => {
+                let mut params = Map::new();
+                if !c.model_requested.is_empty() {
+                    params.insert("model".into(), Value::String(c.model_requested));
+                }
+                if let Some(b) = c.invalid_body {
+                    params.insert("invalid_body".into(), Value::String(b));
+                }
+                r.request_params = Value::Object(params);
+            }
+        }
+        let answer = c.response.or_else(|| c.stream_acc.map(|a| a.finish(0)));
+        if let Some(a) = &answer {
+            let text = a.text();
+            // A call that produced nothing (an error before any output) has no output
+            // text, which is not the same as an empty answer.
+            if !text.is_empty() || a.parts.is_empty() && c.status < 400 {
+                r.output_text = Some(text);
+            }
+            r.output_tool_calls = Value::Array(
+                a.parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::ToolCall(tc) => serde_json::to_value(tc).ok(),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+        }
+        let usage = c.usage.or(answer.as_ref().and_then(|a| a.usage));
+        if let Some(u) = usage {
+            r.input_tokens = Some(u.input_tokens as i64);
+            r.output_tokens = Some(u.output_tokens as i64);
+            r.cached_tokens = Some(u.cached_input_tokens as i64);
+        }
+        r
     }
 }

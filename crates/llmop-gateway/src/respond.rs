@@ -52,11 +52,11 @@ pub fn whole(format: ClientFormat, mut resp: ChatResponse, rec: &mut CallRecord)
     if resp.model.is_empty() {
         resp.model = rec.model.clone().unwrap_or_default();
     }
-    rec.succeeded(&resp);
     let body = match format {
         ClientFormat::OpenAi => openai::encode_response(&resp),
         ClientFormat::Anthropic => anthropic::encode_response(&resp),
     };
+    rec.succeeded(resp);
     let mut r = (
         StatusCode::OK,
         [(
@@ -102,7 +102,8 @@ struct Relay {
     encoder: Encoder,
     first: Option<StreamEvent>,
     upstream: EventStream,
-    acc: llmop_core::StreamAccumulator,
+    /// Owns the stream's accumulator (`rec.stream_acc`), so a stream cut short by its
+    /// client is recorded with what was relayed so far.
     rec: CallRecord,
     done: bool,
 }
@@ -119,7 +120,9 @@ impl Relay {
     ) -> bool {
         match item {
             Some(Ok(ev)) => {
-                self.acc.push(&ev);
+                if let Some(acc) = &mut self.rec.stream_acc {
+                    acc.push(&ev);
+                }
                 self.encoder.encode(&ev, out);
                 true
             }
@@ -128,18 +131,14 @@ impl Relay {
                 // ends with a well-formed error event.
                 let ge = GatewayError::Provider(e);
                 self.encoder.error(out, ge.code(), &ge.to_string());
-                self.rec.usage = self.acc.usage();
                 self.rec.failed(&ge, 200);
                 self.done = true;
-                self.rec.emit();
                 false
             }
             None => {
                 self.encoder.finish(out);
-                self.rec.usage = self.acc.usage();
                 self.rec.status = Some(200);
                 self.done = true;
-                self.rec.emit();
                 false
             }
         }
@@ -167,6 +166,12 @@ impl Relay {
                     None => break,
                 }
             }
+        }
+        if self.done {
+            // The last bytes wait for the record in strict mode (until it is committed)
+            // and under back-pressure (until it is queued).
+            self.rec.usage = self.rec.stream_acc.as_ref().and_then(|a| a.usage());
+            self.rec.finish().await;
         }
         Some((Ok(out.freeze()), self))
     }
@@ -201,13 +206,13 @@ pub fn stream(
         }
         ClientFormat::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new(id, model)),
     };
+    rec.stream_acc = Some(Default::default());
     let mut head = Response::new(Body::empty());
     call_headers(&mut head, &rec);
     let relay = Relay {
         encoder,
         first: Some(first),
         upstream,
-        acc: Default::default(),
         rec,
         done: false,
     };

@@ -1,5 +1,6 @@
 //! Shared state of the gateway, built once from the config and read by every request.
 
+use crate::record::Recorder;
 use crate::routing::Router;
 use crate::shutdown::Shutdown;
 use llmop_core::config::Config;
@@ -12,10 +13,12 @@ pub struct AppState {
     pub providers: Providers,
     pub router: Router,
     pub shutdown: Shutdown,
+    /// The record store; `None` when `[store] enabled = false`.
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 impl AppState {
-    pub fn new(config: Config) -> Result<Arc<AppState>, String> {
+    pub fn new(config: Config, recorder: Option<Recorder>) -> Result<Arc<AppState>, String> {
         let providers = Providers::from_config(&config)?;
         let router = Router::new(&config, &providers)?;
         Ok(Arc::new(AppState {
@@ -23,6 +26,7 @@ impl AppState {
             providers,
             router,
             shutdown: Shutdown::new(),
+            recorder: recorder.map(Arc::new),
         }))
     }
 

@@ -23,6 +23,6 @@ mod store;
 pub mod writer;
 
 pub use query::{QueryError, QueryResult};
-pub use record::{Attempt, Feedback, ListFilter, Page, Record, StatusFilter};
+pub use record::{parse_time, Attempt, Feedback, ListFilter, Page, Record, StatusFilter};
 pub use store::{Backend, Store, StoreError};
-pub use writer::{RecordWriter, StatsSnapshot, WriterConfig, WriterStopped};
+pub use writer::{IntoRecord, RecordWriter, StatsSnapshot, WriterConfig, WriterStopped};

@@ -178,3 +178,59 @@ pub(crate) fn decode_cursor(c: &str) -> Option<(i64, String)> {
     let (ms, id) = c.split_once(':')?;
     Some((ms.parse().ok()?, id.to_string()))
 }
+
+/// A point in time as people write it in a query: Unix milliseconds (`1763800000000`),
+/// an RFC 3339 time (`2026-11-22T10:00:00Z`), a date (`2026-11-22`, midnight UTC), or an
+/// age (`15m`, `24h`, `7d`: that long before `now_ms`). Returns Unix ms.
+pub fn parse_time(s: &str, now_ms: i64) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now_ms - d.as_millis().min(i64::MAX as u128) as i64);
+    }
+    let full;
+    let text = if s.len() == 10 && s.as_bytes().get(4) == Some(&b'-') {
+        full = format!("{s}T00:00:00Z");
+        full.as_str()
+    } else {
+        s
+    };
+    humantime::parse_rfc3339_weak(text)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+        .ok_or_else(|| {
+            format!(
+                "`{s}` is not a time: use Unix ms, RFC 3339 (2026-11-22T10:00:00Z), a date (2026-11-22) or an age (7d, 24h)"
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_people_write() {
+        let now = 1_763_800_000_000;
+        assert_eq!(parse_time("1700000000000", now), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("7d", now), Ok(now - 7 * 86_400_000));
+        assert_eq!(parse_time("15m", now), Ok(now - 900_000));
+        assert_eq!(
+            parse_time("2026-11-22T10:00:00Z", now),
+            Ok(1_795_341_600_000)
+        );
+        assert_eq!(parse_time("2026-11-22", now), Ok(1_795_305_600_000));
+        assert!(parse_time("yesterday-ish", now).is_err());
+    }
+
+    #[test]
+    fn cursor_round_trip() {
+        let mut r = Record::new("abc:def", 42, "/x");
+        r.status = 200;
+        let c = encode_cursor(&r);
+        assert_eq!(decode_cursor(&c), Some((42, "abc:def".to_string())));
+    }
+}

@@ -466,13 +466,26 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Deletes records created before `cutoff_ms`; returns how many.
+    /// Deletes records created before `cutoff_ms`; returns how many. Deletes in chunks,
+    /// each its own transaction, so the record writer is never locked out for long.
     pub async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM records WHERE created_at_ms < $1")
+        const CHUNK: i64 = 5_000;
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM records WHERE request_id IN \
+                 (SELECT request_id FROM records WHERE created_at_ms < $1 LIMIT $2)",
+            )
             .bind(cutoff_ms)
+            .bind(CHUNK)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected())
+            total += done.rows_affected();
+            if done.rows_affected() < CHUNK as u64 {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     pub async fn count(&self) -> Result<i64, StoreError> {

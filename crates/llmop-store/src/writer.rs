@@ -52,6 +52,9 @@ pub struct WriterStats {
     pub failed_commits: AtomicU64,
     pub spilled: AtomicU64,
     pub replayed: AtomicU64,
+    /// Records that could not be committed nor spilled (no spill file, or it failed),
+    /// or that arrived after the writer stopped. Always logged as errors.
+    pub lost: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,6 +65,7 @@ pub struct StatsSnapshot {
     pub failed_commits: u64,
     pub spilled: u64,
     pub replayed: u64,
+    pub lost: u64,
 }
 
 impl WriterStats {
@@ -73,6 +77,7 @@ impl WriterStats {
             failed_commits: self.failed_commits.load(Ordering::Relaxed),
             spilled: self.spilled.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
         }
     }
 }
@@ -82,33 +87,51 @@ impl WriterStats {
 #[error("the record writer stopped before the record was committed")]
 pub struct WriterStopped;
 
-struct Job {
-    record: Record,
+/// What the writer takes: a [`Record`], or anything that becomes one. Conversion runs on
+/// the writer's task, off the request path: a gateway hands over the parts of a call it
+/// already owns and the writer assembles and serializes the record.
+pub trait IntoRecord: Send + 'static {
+    fn into_record(self) -> Record;
+}
+
+impl IntoRecord for Record {
+    fn into_record(self) -> Record {
+        self
+    }
+}
+
+struct Job<T> {
+    item: T,
     ack: Option<oneshot::Sender<()>>,
 }
 
-pub struct RecordWriter {
-    tx: mpsc::Sender<Job>,
+pub struct RecordWriter<T: IntoRecord = Record> {
+    tx: mpsc::Sender<Job<T>>,
     stats: Arc<WriterStats>,
+    /// `true` once shutdown began: the task closes the queue and commits what is left.
+    closing: watch::Sender<bool>,
+    /// `true` once the shutdown deadline passed: the task spills what is uncommitted.
     spill_now: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl RecordWriter {
+impl<T: IntoRecord> RecordWriter<T> {
     /// Replays the spill file, if any, then starts the writer task.
-    pub async fn start(store: Store, cfg: WriterConfig) -> Result<RecordWriter, StoreError> {
+    pub async fn start(store: Store, cfg: WriterConfig) -> Result<RecordWriter<T>, StoreError> {
         let stats = Arc::new(WriterStats::default());
         if let Some(path) = &cfg.spill_path {
             replay(&store, path, &stats).await?;
         }
         let (tx, rx) = mpsc::channel(cfg.capacity.max(1));
         let (spill_now, spill_rx) = watch::channel(false);
-        let task = tokio::spawn(run(store, cfg, rx, spill_rx, stats.clone()));
+        let (closing, closing_rx) = watch::channel(false);
+        let task = tokio::spawn(run(store, cfg, rx, closing_rx, spill_rx, stats.clone()));
         Ok(RecordWriter {
             tx,
             stats,
+            closing,
             spill_now,
-            task,
+            task: std::sync::Mutex::new(Some(task)),
         })
     }
 
@@ -116,63 +139,105 @@ impl RecordWriter {
         &self.stats
     }
 
-    async fn enqueue(&self, job: Job) -> Result<(), WriterStopped> {
+    async fn enqueue(&self, job: Job<T>) -> Result<(), WriterStopped> {
         let job = match self.tx.try_send(job) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
             Err(mpsc::error::TrySendError::Full(job)) => job,
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(WriterStopped),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stopped()),
         };
         self.stats.delayed.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(job).await.map_err(|_| WriterStopped)?;
+        tracing::warn!("record queue full: the request waits for the writer (back-pressure)");
+        if self.tx.send(job).await.is_err() {
+            return Err(self.stopped());
+        }
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
+    fn stopped(&self) -> WriterStopped {
+        self.stats.lost.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("a record arrived after the record writer stopped: it is lost");
+        WriterStopped
+    }
+
     /// Queues a record; returns once it is queued (waiting for room if the queue is full).
-    pub async fn submit(&self, record: Record) -> Result<(), WriterStopped> {
-        self.enqueue(Job { record, ack: None }).await
+    pub async fn submit(&self, item: T) -> Result<(), WriterStopped> {
+        self.enqueue(Job { item, ack: None }).await
     }
 
     /// Queues a record and returns once it is committed (or spilled and fsynced).
-    pub async fn submit_strict(&self, record: Record) -> Result<(), WriterStopped> {
+    pub async fn submit_strict(&self, item: T) -> Result<(), WriterStopped> {
         let (ack, done) = oneshot::channel();
         self.enqueue(Job {
-            record,
+            item,
             ack: Some(ack),
         })
         .await?;
         done.await.map_err(|_| WriterStopped)
     }
 
+    /// Queues a record from code that cannot wait (a `Drop`). When the queue is full the
+    /// wait moves to a task of its own: the record is delayed, never dropped.
+    pub fn submit_detached(self: &Arc<Self>, item: T) {
+        match self.tx.try_send(Job { item, ack: None }) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        let w = self.clone();
+                        rt.spawn(async move {
+                            let _ = w.enqueue(job).await;
+                        });
+                    }
+                    Err(_) => {
+                        self.stopped();
+                    }
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stopped();
+            }
+        }
+    }
+
     /// Stops taking records, commits what is queued, and after `deadline` spills what is
-    /// still uncommitted to the spill file.
-    pub async fn shutdown(self, deadline: Duration) {
-        let RecordWriter {
-            tx,
-            spill_now,
-            mut task,
-            ..
-        } = self;
-        drop(tx);
+    /// still uncommitted to the spill file. Later submits fail with [`WriterStopped`].
+    pub async fn shutdown(&self, deadline: Duration) {
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        let Some(mut task) = task else { return };
+        self.closing.send_replace(true);
         if tokio::time::timeout(deadline, &mut task).await.is_err() {
-            spill_now.send_replace(true);
+            self.spill_now.send_replace(true);
             let _ = task.await;
         }
     }
 }
 
-async fn run(
+async fn run<T: IntoRecord>(
     store: Store,
     cfg: WriterConfig,
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Job<T>>,
+    mut closing: watch::Receiver<bool>,
     mut spill_rx: watch::Receiver<bool>,
     stats: Arc<WriterStats>,
 ) {
     let max_batch = cfg.max_batch.max(1);
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            j = rx.recv() => j,
+            // Shutdown: take no more; what is already queued is still received below.
+            // (Also when the writer was dropped without a shutdown: the queue is drained.)
+            _ = async { closing.wait_for(|c| *c).await.is_ok() } => {
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { break };
         let mut batch = Vec::with_capacity(max_batch.min(64));
         batch.push(first);
         while batch.len() < max_batch {
@@ -182,8 +247,10 @@ async fn run(
             }
         }
         // Records and their acknowledgements part ways: the records are moved, not copied.
-        let (records, acks): (Vec<Record>, Vec<Option<oneshot::Sender<()>>>) =
-            batch.into_iter().map(|j| (j.record, j.ack)).unzip();
+        let (records, acks): (Vec<Record>, Vec<Option<oneshot::Sender<()>>>) = batch
+            .into_iter()
+            .map(|j| (j.item.into_record(), j.ack))
+            .unzip();
         let mut backoff = Duration::from_millis(50);
         loop {
             if *spill_rx.borrow() {
@@ -215,19 +282,22 @@ async fn run(
 }
 
 /// Writes the batch in hand and everything still queued to the spill file.
-async fn spill_all(
+async fn spill_all<T: IntoRecord>(
     cfg: &WriterConfig,
     mut records: Vec<Record>,
     mut acks: Vec<Option<oneshot::Sender<()>>>,
-    rx: &mut mpsc::Receiver<Job>,
+    rx: &mut mpsc::Receiver<Job<T>>,
     stats: &WriterStats,
 ) {
     rx.close();
     while let Ok(j) = rx.try_recv() {
-        records.push(j.record);
+        records.push(j.item.into_record());
         acks.push(j.ack);
     }
     let Some(path) = cfg.spill_path.clone() else {
+        stats
+            .lost
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         tracing::error!(
             records = records.len(),
             "records could not be committed and no spill file is configured: they are lost"
@@ -243,8 +313,14 @@ async fn spill_all(
                 let _ = ack.send(());
             }
         }
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot write the spill file"),
-        Err(e) => tracing::error!(error = %e, "spill task failed"),
+        Ok(Err(e)) => {
+            stats.lost.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(error = %e, records = n, "cannot write the spill file: records lost");
+        }
+        Err(e) => {
+            stats.lost.fetch_add(n, Ordering::Relaxed);
+            tracing::error!(error = %e, records = n, "spill task failed: records lost");
+        }
     }
 }
 

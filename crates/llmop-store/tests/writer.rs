@@ -26,7 +26,7 @@ async fn commits_everything_in_batches() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = sqlite(&dir).await;
     let w = std::sync::Arc::new(
-        RecordWriter::start(store.clone(), WriterConfig::default())
+        RecordWriter::<Record>::start(store.clone(), WriterConfig::default())
             .await
             .unwrap(),
     );
@@ -54,7 +54,7 @@ async fn commits_everything_in_batches() {
 async fn strict_submit_returns_after_the_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = sqlite(&dir).await;
-    let w = RecordWriter::start(store.clone(), WriterConfig::default())
+    let w = RecordWriter::<Record>::start(store.clone(), WriterConfig::default())
         .await
         .unwrap();
     for i in 0..20 {
@@ -69,7 +69,7 @@ async fn strict_submit_returns_after_the_commit() {
 async fn a_full_queue_delays_instead_of_dropping() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = sqlite(&dir).await;
-    let w = RecordWriter::start(
+    let w = RecordWriter::<Record>::start(
         store.clone(),
         WriterConfig {
             capacity: 2,
@@ -105,7 +105,7 @@ async fn a_failing_store_loses_nothing() {
         max_batch: 16,
         spill_path: Some(spill.clone()),
     };
-    let w = RecordWriter::start(store.clone(), cfg.clone())
+    let w = RecordWriter::<Record>::start(store.clone(), cfg.clone())
         .await
         .unwrap();
     for i in 0..50 {
@@ -125,7 +125,9 @@ async fn a_failing_store_loses_nothing() {
         .execute(&mut admin)
         .await
         .unwrap();
-    let w = RecordWriter::start(store.clone(), cfg).await.unwrap();
+    let w = RecordWriter::<Record>::start(store.clone(), cfg)
+        .await
+        .unwrap();
     assert_eq!(w.stats().snapshot().replayed, 50);
     assert!(!spill.exists());
     assert_eq!(store.count().await.unwrap(), 50);

@@ -64,12 +64,15 @@ pub(crate) fn from_json<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Res
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let message = if inner.is_syntax() || inner.is_eof() {
-            format!("body is not valid JSON: {inner}")
-        } else {
-            strip_position(&inner.to_string())
-        };
-        WireError::new(message, (path != "." && !path.is_empty()).then_some(path))
+        if inner.is_syntax() || inner.is_eof() {
+            // The path of a syntax error is where parsing stopped, not a field.
+            return WireError::new(format!("body is not valid JSON: {inner}"), None);
+        }
+        let message = strip_position(&inner.to_string());
+        WireError::new(
+            message,
+            (path != "." && path != "?" && !path.is_empty()).then_some(path),
+        )
     })
 }
 

@@ -2,12 +2,16 @@
 //! work (`llmop-gateway` serves, `llmop-core` checks config).
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use llmop_core::config::{Config, ConfigErrors, ProviderKind};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+mod records_cli;
+use llmop_store::{ListFilter, StatusFilter};
 
 /// mimalloc: the request path allocates many small, short-lived buffers (JSON, headers,
 /// SSE frames) across threads, where it is measurably faster than the system allocator
@@ -46,11 +50,93 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LLMOP_LOG_FORMAT")]
         log_format: LogFormat,
     },
+    /// Look up recorded calls.
+    Requests {
+        #[command(subcommand)]
+        command: RequestsCommand,
+    },
+    /// Run one read-only SQL statement over the records (table `records`).
+    Query {
+        sql: String,
+        /// Most rows returned.
+        #[arg(long, default_value_t = 1000)]
+        max_rows: usize,
+        /// Time limit.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Send a recorded request through the gateway again and compare the two answers.
+    Replay {
+        request_id: String,
+        /// Replay on this route instead of the recorded model.
+        #[arg(long, conflicts_with = "model")]
+        route: Option<String>,
+        /// Replay on this `provider/model` instead of the recorded model.
+        #[arg(long)]
+        model: Option<String>,
+        /// The running gateway (default: the config's `[server] listen`).
+        #[arg(long, env = "LLMOP_GATEWAY_URL")]
+        gateway: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
     /// Validate the config without serving. Exit code 0 when valid, 1 when not.
     Check {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Args)]
+struct StoreArg {
+    /// The record store, overriding the config's `[store] url`.
+    #[arg(long, env = "LLMOP_STORE_URL")]
+    store: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum RequestsCommand {
+    /// Recorded calls, newest first.
+    List {
+        #[arg(long)]
+        feature: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        session: Option<String>,
+        /// `ok`, `error` or an HTTP status.
+        #[arg(long)]
+        status: Option<StatusFilter>,
+        /// From this time: Unix ms, RFC 3339, a date, or an age such as `7d` or `1h`.
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Continue from a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// One call: messages, attempts, tokens, cost, latency, output.
+    Show {
+        request_id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
     },
 }
 
@@ -64,6 +150,101 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { json } => check(&cli.config, json),
+        Command::Requests { command } => run_cli(async {
+            match command {
+                RequestsCommand::List {
+                    feature,
+                    user,
+                    session,
+                    status,
+                    since,
+                    until,
+                    limit,
+                    cursor,
+                    json,
+                    store,
+                } => {
+                    let store =
+                        records_cli::open(&records_cli::store_url(&cli.config, store.store)?)
+                            .await?;
+                    let filter = ListFilter {
+                        feature,
+                        user,
+                        session,
+                        status,
+                        limit: Some(limit),
+                        cursor,
+                        ..ListFilter::default()
+                    };
+                    records_cli::list(
+                        &store,
+                        records_cli::ListArgs {
+                            filter,
+                            since,
+                            until,
+                            json,
+                        },
+                    )
+                    .await
+                }
+                RequestsCommand::Show {
+                    request_id,
+                    json,
+                    store,
+                } => {
+                    let store =
+                        records_cli::open(&records_cli::store_url(&cli.config, store.store)?)
+                            .await?;
+                    records_cli::show(&store, &request_id, json).await
+                }
+            }
+        }),
+        Command::Query {
+            sql,
+            max_rows,
+            timeout_ms,
+            json,
+            store,
+        } => run_cli(async {
+            let store =
+                records_cli::open(&records_cli::store_url(&cli.config, store.store)?).await?;
+            records_cli::query(
+                &store,
+                &sql,
+                max_rows,
+                Duration::from_millis(timeout_ms),
+                json,
+            )
+            .await
+        }),
+        Command::Replay {
+            request_id,
+            route,
+            model,
+            gateway,
+            json,
+            store,
+        } => run_cli(async {
+            let store =
+                records_cli::open(&records_cli::store_url(&cli.config, store.store)?).await?;
+            let gateway = match gateway {
+                Some(g) => g,
+                None => {
+                    let config = Config::load(&cli.config).map_err(|e| {
+                        anyhow::anyhow!("cannot find the gateway's address (pass --gateway):\n{e}")
+                    })?;
+                    format!("http://{}", config.server.listen)
+                }
+            };
+            records_cli::replay(
+                &store,
+                &request_id,
+                route.or(model).as_deref(),
+                &gateway,
+                json,
+            )
+            .await
+        }),
         Command::Serve { listen, log_format } => {
             // Held until exit: dropping it flushes the log lines still queued.
             let _log_guard = init_logging(log_format);
@@ -84,6 +265,27 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+/// Runs a CLI command on a small runtime; errors print as `llmop: …` with exit code 1.
+fn run_cli(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("llmop: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llmop: {e:#}");
+            ExitCode::from(1)
         }
     }
 }
@@ -181,7 +383,24 @@ async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
         // off the runtime, rather than on the first request.
         tokio::task::spawn_blocking(llmop_providers::tokenizer::warm);
     }
-    let app = llmop_gateway::AppState::new(config).map_err(|e| anyhow::anyhow!(e))?;
+    let recorder = if config.store.enabled {
+        let r = llmop_gateway::record::Recorder::open(&config)
+            .await
+            .with_context(|| format!("cannot open the record store `{}`", config.store.url))?;
+        let replayed = r.writer.stats().snapshot().replayed;
+        if replayed > 0 {
+            tracing::warn!(
+                records = replayed,
+                "committed records spilled by an earlier shutdown"
+            );
+        }
+        tracing::info!(url = %redact_url(&config.store.url), durability = ?config.store.durability, "record store");
+        Some(r)
+    } else {
+        tracing::warn!("[store] enabled = false: calls are not recorded");
+        None
+    };
+    let app = llmop_gateway::AppState::new(config, recorder).map_err(|e| anyhow::anyhow!(e))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -201,6 +420,35 @@ async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
         tracing::info!(route = %name, strategy = ?r.strategy, targets = %targets.join(" -> "), "route");
     }
     tracing::info!(%local, "serving");
-    llmop_gateway::serve(app, listener).await?;
+    if let (Some(rec), Some(days)) = (&app.recorder, app.config.store.retention_days) {
+        llmop_gateway::record::spawn_retention(rec.clone(), days, app.shutdown.clone());
+    }
+    llmop_gateway::serve(app.clone(), listener).await?;
+    // In-flight calls are done (or the drain timed out): commit the records still queued.
+    if let Some(rec) = &app.recorder {
+        let deadline = std::time::Duration::from_millis(app.config.server.shutdown_timeout_ms);
+        rec.writer.shutdown(deadline).await;
+        let s = rec.writer.stats().snapshot();
+        tracing::info!(
+            written = s.written,
+            delayed = s.delayed,
+            spilled = s.spilled,
+            lost = s.lost,
+            "record writer stopped"
+        );
+        rec.store.close().await;
+    }
     Ok(())
+}
+
+/// A store URL fit for a log line: without its password.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
