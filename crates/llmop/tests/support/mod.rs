@@ -77,6 +77,23 @@ impl Gateway {
         self.child.id()
     }
 
+    /// Every file of the gateway's record store (database, WAL, spill), as lossy text.
+    pub fn store_bytes(&self) -> String {
+        let mut all = String::new();
+        for e in std::fs::read_dir(self._dir.path()).expect("read dir").flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("llmop.db") {
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                all.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+        all
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
@@ -94,6 +111,24 @@ impl Gateway {
                 panic!("no log line with {needle:?}:\n{}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The record of `request_id`, waiting (bounded) for it to be committed: in the
+    /// default durability mode a record lands moments after its response.
+    pub async fn record(&self, request_id: &str) -> Value {
+        let url = format!("{}/v1/requests/{request_id}", self.url);
+        let start = std::time::Instant::now();
+        loop {
+            let r = client().get(&url).send().await.expect("GET record");
+            if r.status() == 200 {
+                return r.json().await.expect("record JSON");
+            }
+            assert_eq!(r.status(), 404, "{}", r.text().await.unwrap_or_default());
+            if start.elapsed() > Duration::from_secs(5) {
+                panic!("no record of {request_id}:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
