@@ -105,11 +105,7 @@ async fn a_whole_call_is_recorded_field_by_field() {
     assert_eq!(r["status"], 200);
     assert_eq!(r["client_disconnected"], false);
     assert_eq!(
-        (
-            &r["input_tokens"],
-            &r["output_tokens"],
-            &r["cached_tokens"]
-        ),
+        (&r["input_tokens"], &r["output_tokens"], &r["cached_tokens"]),
         (&json!(19), &json!(10), &json!(4))
     );
     assert!(r["latency_ms"].as_i64().unwrap() >= 0);
@@ -224,7 +220,10 @@ async fn a_stream_after_a_fallback_is_recorded_with_both_attempts() {
     );
     assert_eq!(r["input_tokens"], 472);
     assert!(r["output_tokens"].as_i64().unwrap() > 2);
-    assert_eq!(r["request_params"]["tools"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        r["request_params"]["tools"][0]["function"]["name"],
+        "get_weather"
+    );
     assert_eq!(r["request_params"]["stream"], true);
 }
 
@@ -261,10 +260,8 @@ async fn a_whole_tool_call_is_recorded_without_output_text() {
 
 #[tokio::test]
 async fn an_upstream_error_is_recorded() {
-    let up = Upstream::start(|_, _| {
-        Reply::Json(400, fixture("openai/error_400.json"), vec![])
-    })
-    .await;
+    let up =
+        Upstream::start(|_, _| Reply::Json(400, fixture("openai/error_400.json"), vec![])).await;
     let gw = start(&up, "");
     let resp = client()
         .post(format!("{}/v1/chat/completions", gw.url))
@@ -365,7 +362,11 @@ async fn list_filters_pages_and_refuses_bad_parameters() {
     };
     let (s, v) = get("user=even").await;
     assert_eq!(s, 200);
-    assert_eq!(ids(&v), ["list-6", "list-4", "list-2", "list-0"], "newest first");
+    assert_eq!(
+        ids(&v),
+        ["list-6", "list-4", "list-2", "list-0"],
+        "newest first"
+    );
     let (_, v) = get("status=error").await;
     assert_eq!(ids(&v), ["list-6"]);
     let (_, v) = get("status=200&user=odd").await;
@@ -381,7 +382,14 @@ async fn list_filters_pages_and_refuses_bad_parameters() {
             Some(c) => format!("{}/v1/requests?limit=3&cursor={c}", gw.url),
             None => format!("{}/v1/requests?limit=3", gw.url),
         };
-        let v: Value = client().get(url).send().await.unwrap().json().await.unwrap();
+        let v: Value = client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         seen.extend(ids(&v));
         match v["next_cursor"].as_str() {
             Some(c) => {
@@ -393,10 +401,19 @@ async fn list_filters_pages_and_refuses_bad_parameters() {
     }
     assert_eq!(
         seen,
-        (0..7).rev().map(|i| format!("list-{i}")).collect::<Vec<_>>()
+        (0..7)
+            .rev()
+            .map(|i| format!("list-{i}"))
+            .collect::<Vec<_>>()
     );
 
-    for q in ["limit=0", "users=x", "status=great", "cursor=garbage", "since=soon"] {
+    for q in [
+        "limit=0",
+        "users=x",
+        "status=great",
+        "cursor=garbage",
+        "since=soon",
+    ] {
         let (s, v) = get(q).await;
         assert_eq!(s, 400, "{q}: {v}");
         assert_eq!(v["error"]["type"], "invalid_request_error");
@@ -474,7 +491,11 @@ async fn sigterm_commits_every_queued_record_before_exit() {
         "--json",
         "SELECT COUNT(*) AS n FROM records WHERE request_id LIKE 'drain-%'",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rows"][0][0], n);
 }
@@ -552,17 +573,30 @@ async fn cli_shows_lists_queries_and_replays() {
     let out = llmop(&["requests", "show", "missing", "--store", &store]);
     assert_eq!(out.status.code(), Some(1));
 
-    let out = llmop(&["requests", "list", "--user", "carol", "--json", "--store", &store]);
+    let out = llmop(&[
+        "requests", "list", "--user", "carol", "--json", "--store", &store,
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
 
     // Read-only SQL: answers reads, refuses writes and changes nothing.
-    let out = llmop(&["query", "--store", &store, "SELECT user_id, status FROM records"]);
+    let out = llmop(&[
+        "query",
+        "--store",
+        &store,
+        "SELECT user_id, status FROM records",
+    ]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("carol"));
     let out = llmop(&["query", "--store", &store, "DELETE FROM records"]);
     assert_eq!(out.status.code(), Some(1));
-    let out = llmop(&["query", "--store", &store, "--json", "SELECT COUNT(*) FROM records"]);
+    let out = llmop(&[
+        "query",
+        "--store",
+        &store,
+        "--json",
+        "SELECT COUNT(*) FROM records",
+    ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rows"][0][0], 1);
 
@@ -578,7 +612,11 @@ async fn cli_shows_lists_queries_and_replays() {
         &store,
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["original"]["request_id"], "cli-orig");
     assert_eq!(v["replay"]["replay_of"], "cli-orig");
@@ -590,10 +628,106 @@ async fn cli_shows_lists_queries_and_replays() {
     assert_eq!(sent.body["messages"][0]["content"], "Say hi");
     // The human view prints both answers side by side.
     let out = llmop(&[
-        "replay", "cli-orig", "--gateway", &gw.url, "--store", &store,
+        "replay",
+        "cli-orig",
+        "--gateway",
+        &gw.url,
+        "--store",
+        &store,
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("original") && text.contains("replay"), "{text}");
+    assert!(
+        text.contains("original") && text.contains("replay"),
+        "{text}"
+    );
     assert!(text.contains("outputs are identical"), "{text}");
+}
+
+/// A throwaway PostgreSQL database on the local server, dropped at the end.
+struct PgDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDb {
+    async fn create() -> PgDb {
+        use sqlx::Connection;
+        let admin_url = std::env::var("LLMOP_TEST_PG_ADMIN_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("PostgreSQL must be reachable (set LLMOP_TEST_PG_ADMIN_URL)");
+        let name = format!("llmop_gw_test_{}_{}", std::process::id(), now_ms());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = admin_url.rsplit_once('/').unwrap().0;
+        PgDb {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
+    }
+
+    async fn drop_db(self) {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_share_a_postgres_store() {
+    let db = PgDb::create().await;
+    let up = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
+    let extra = format!("[store]\nurl = \"{}\"\ndurability = \"strict\"\n", db.url);
+    let a = start(&up, &extra);
+    let b = start(&up, &extra);
+    for (gw, id) in [(&a, "pg-a"), (&b, "pg-b")] {
+        let resp = client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("x-request-id", id)
+            .json(&json!({"model": "main", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    // Each replica finds the other's record at once (strict: committed before answering).
+    for (gw, id) in [(&a, "pg-b"), (&b, "pg-a")] {
+        let r: Value = client()
+            .get(format!("{}/v1/requests/{id}", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["output_text"], "Hello! How can I assist you today?");
+        assert_eq!(r["input_tokens"], 19);
+    }
+    let v: Value = client()
+        .get(format!("{}/v1/requests", a.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    drop((a, b));
+    db.drop_db().await;
 }

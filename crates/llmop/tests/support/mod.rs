@@ -80,7 +80,10 @@ impl Gateway {
     /// Every file of the gateway's record store (database, WAL, spill), as lossy text.
     pub fn store_bytes(&self) -> String {
         let mut all = String::new();
-        for e in std::fs::read_dir(self._dir.path()).expect("read dir").flatten() {
+        for e in std::fs::read_dir(self._dir.path())
+            .expect("read dir")
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().to_string();
             if name.starts_with("llmop.db") {
                 let bytes = std::fs::read(e.path()).unwrap_or_default();
@@ -130,6 +133,12 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// `kill -9`: no shutdown, no drain, no flush.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
