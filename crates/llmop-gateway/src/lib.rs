@@ -17,11 +17,13 @@
 //!   call already owns and handed to the record writer (`llmop-store`) exactly once.
 //! - [`records_api`]: the read side: `GET /v1/requests/{id}`, `GET /v1/requests`,
 //!   `POST /v1/requests/{id}/feedback`.
+//! - [`metrics`]: `GET /metrics` (Prometheus text format).
 //! - [`shutdown`]: SIGTERM/SIGINT, readiness, bounded draining.
 
 pub mod context;
 pub mod handlers;
 pub mod http_error;
+pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod records_api;

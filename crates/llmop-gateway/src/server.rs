@@ -2,6 +2,7 @@
 
 use crate::context::{request_id_from, RequestId};
 use crate::handlers;
+use crate::metrics;
 use crate::records_api;
 use crate::state::AppState;
 use axum::extract::Request;
@@ -26,6 +27,7 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .route("/v1/requests", get(records_api::list))
         .route("/v1/requests/{id}", get(records_api::get))
         .route("/v1/requests/{id}/feedback", post(records_api::feedback))
+        .route("/metrics", get(metrics::handler))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)

@@ -15,6 +15,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// The record store; `None` when `[store] enabled = false`.
     pub recorder: Option<Arc<Recorder>>,
+    /// Renders `/metrics`; `None` when another gateway in this process owns the registry.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -27,6 +29,7 @@ impl AppState {
             router,
             shutdown: Shutdown::new(),
             recorder: recorder.map(Arc::new),
+            metrics: crate::metrics::install(),
         }))
     }
 

@@ -75,6 +75,7 @@ async fn a_full_queue_delays_instead_of_dropping() {
             capacity: 2,
             max_batch: 4,
             spill_path: None,
+            linger: Duration::from_millis(2),
         },
     )
     .await
@@ -104,6 +105,7 @@ async fn a_failing_store_loses_nothing() {
         capacity: 100,
         max_batch: 16,
         spill_path: Some(spill.clone()),
+        linger: Duration::ZERO,
     };
     let w = RecordWriter::<Record>::start(store.clone(), cfg.clone())
         .await

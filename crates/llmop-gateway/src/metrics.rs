@@ -1,0 +1,90 @@
+//! `GET /metrics` in the Prometheus text format.
+//!
+//! Metrics go through the `metrics` facade into `metrics-exporter-prometheus`, which
+//! renders them. Counters that already live as atomics elsewhere (the record writer's)
+//! are copied in at scrape time rather than counted twice on the request path.
+
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::Arc;
+
+/// Installs the process-wide recorder; `None` if one is already installed (tests that
+/// start several gateways in one process).
+pub fn install() -> Option<PrometheusHandle> {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok()?;
+    describe();
+    Some(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        "llmop_records_queued_total",
+        "Records handed to the record writer."
+    );
+    describe_counter!(
+        "llmop_records_written_total",
+        "Records committed to the store."
+    );
+    describe_counter!(
+        "llmop_records_delayed_total",
+        "Records that waited for room in a full writer queue (back-pressure)."
+    );
+    describe_counter!(
+        "llmop_records_failed_commits_total",
+        "Failed commits of a batch of records (each is retried)."
+    );
+    describe_counter!(
+        "llmop_records_spilled_total",
+        "Records written to the spill file at shutdown instead of the store."
+    );
+    describe_counter!(
+        "llmop_records_replayed_total",
+        "Records committed from a spill file at start."
+    );
+    describe_counter!(
+        "llmop_records_lost_total",
+        "Records neither committed nor spilled (always logged as errors)."
+    );
+    describe_gauge!(
+        "llmop_records_queue_depth",
+        "Records queued and not yet committed."
+    );
+}
+
+/// Copies the writer's counters into the registry.
+fn sync_writer(app: &AppState) {
+    let Some(rec) = &app.recorder else { return };
+    let s = rec.writer.stats().snapshot();
+    metrics::counter!("llmop_records_queued_total").absolute(s.queued);
+    metrics::counter!("llmop_records_written_total").absolute(s.written);
+    metrics::counter!("llmop_records_delayed_total").absolute(s.delayed);
+    metrics::counter!("llmop_records_failed_commits_total").absolute(s.failed_commits);
+    metrics::counter!("llmop_records_spilled_total").absolute(s.spilled);
+    metrics::counter!("llmop_records_replayed_total").absolute(s.replayed);
+    metrics::counter!("llmop_records_lost_total").absolute(s.lost);
+    let pending = s.queued.saturating_sub(s.written + s.spilled + s.lost);
+    metrics::gauge!("llmop_records_queue_depth").set(pending as f64);
+}
+
+pub async fn handler(State(app): State<Arc<AppState>>) -> Response {
+    sync_writer(&app);
+    let body = app
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        body,
+    )
+        .into_response()
+}
