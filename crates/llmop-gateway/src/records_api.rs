@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
 use llmop_core::GatewayError;
-use llmop_store::{parse_time, Feedback, ListFilter, Store, StoreError};
+use llmop_store::{Feedback, ListFilter, Store, StoreError};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -68,42 +68,8 @@ pub async fn get(
     reply(&rid, r)
 }
 
-/// The list filter from a query string. Unknown parameters are refused, so a typo
-/// (`?users=`) cannot silently return everything.
 fn filter_from_query(q: &str, now_ms: i64) -> Result<ListFilter, GatewayError> {
-    let mut f = ListFilter::default();
-    for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-        let bad = |m: String| GatewayError::invalid(m, Some(k.to_string()));
-        let v = v.into_owned();
-        match &*k {
-            "feature" => f.feature = Some(v),
-            "user" => f.user = Some(v),
-            "session" => f.session = Some(v),
-            "status" => f.status = Some(v.parse().map_err(bad)?),
-            "since" => f.since_ms = Some(parse_time(&v, now_ms).map_err(bad)?),
-            "until" => f.until_ms = Some(parse_time(&v, now_ms).map_err(bad)?),
-            "limit" => {
-                let n: u32 = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=llmop_store::record::MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "limit must be a number from 1 to {}",
-                            llmop_store::record::MAX_LIMIT
-                        ))
-                    })?;
-                f.limit = Some(n);
-            }
-            "cursor" => f.cursor = Some(v),
-            other => {
-                return Err(bad(format!(
-                    "unknown parameter `{other}`: use feature, user, session, status, since, until, limit or cursor"
-                )))
-            }
-        }
-    }
-    Ok(f)
+    ListFilter::from_query(q, now_ms).map_err(|(param, m)| GatewayError::invalid(m, Some(param)))
 }
 
 /// `GET /v1/requests?feature=&user=&session=&status=&since=&until=&limit=&cursor=`

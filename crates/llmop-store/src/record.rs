@@ -159,6 +159,49 @@ pub struct ListFilter {
     pub cursor: Option<String>,
 }
 
+impl ListFilter {
+    /// The filter of `GET /v1/requests?…` from its query string. Unknown parameters are
+    /// refused, so a typo (`?users=`) cannot silently return everything. Errors are
+    /// `(parameter, message)`.
+    pub fn from_query(q: &str, now_ms: i64) -> Result<ListFilter, (String, String)> {
+        let mut f = ListFilter::default();
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            let bad = |m: String| (k.to_string(), m);
+            let v = v.into_owned();
+            match &*k {
+                "feature" => f.feature = Some(v),
+                "user" => f.user = Some(v),
+                "session" => f.session = Some(v),
+                "status" => f.status = Some(v.parse().map_err(bad)?),
+                "since" => f.since_ms = Some(parse_time(&v, now_ms).map_err(bad)?),
+                "until" => f.until_ms = Some(parse_time(&v, now_ms).map_err(bad)?),
+                "limit" => {
+                    let n: u32 = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| bad(format!("limit must be a number from 1 to {MAX_LIMIT}")))?;
+                    f.limit = Some(n);
+                }
+                "cursor" => {
+                    if decode_cursor(&v).is_none() {
+                        return Err(bad(
+                            "invalid cursor: pass back the `next_cursor` of a previous page".into(),
+                        ));
+                    }
+                    f.cursor = Some(v)
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown parameter `{other}`: use feature, user, session, status, since, until, limit or cursor"
+                    )))
+                }
+            }
+        }
+        Ok(f)
+    }
+}
+
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 1000;
 
@@ -188,7 +231,7 @@ pub fn parse_time(s: &str, now_ms: i64) -> Result<i64, String> {
         return Ok(ms);
     }
     if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(now_ms - d.as_millis().min(i64::MAX as u128) as i64);
+        return Ok(now_ms.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64));
     }
     let full;
     let text = if s.len() == 10 && s.as_bytes().get(4) == Some(&b'-') {
@@ -224,6 +267,26 @@ mod tests {
         );
         assert_eq!(parse_time("2026-11-22", now), Ok(1_795_305_600_000));
         assert!(parse_time("yesterday-ish", now).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn query_strings_never_panic(q in ".{0,200}") {
+            if let Ok(f) = ListFilter::from_query(&q, 1_795_305_600_000) {
+                proptest::prop_assert!(f.limit.is_none_or(|l| (1..=MAX_LIMIT).contains(&l)));
+            }
+            let _ = parse_time(&q, 1_795_305_600_000);
+        }
+
+        #[test]
+        fn unix_ms_and_cursors_round_trip(ms in 0i64..4_000_000_000_000, id in "[A-Za-z0-9:._-]{1,64}") {
+            proptest::prop_assert_eq!(parse_time(&ms.to_string(), 0), Ok(ms));
+            let mut r = Record::new(id.clone(), ms, "/x");
+            r.status = 200;
+            let q = format!("cursor={}", encode_cursor(&r));
+            let f = ListFilter::from_query(&q, 0).map_err(|e| proptest::test_runner::TestCaseError::fail(e.1))?;
+            proptest::prop_assert_eq!(f.cursor.as_deref().and_then(decode_cursor), Some((ms, id)));
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import path from "node:path";
+import { copyFileSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 
@@ -13,7 +15,11 @@ let proc;
 let client;
 
 before(async () => {
-  proc = spawn(bin, ["serve", "--config", path.join(root, "tests/sdk/llmop-sdk.toml"), "--listen", "127.0.0.1:0"], {
+  // A copy in a temporary directory: the record store lands there, not in the repository.
+  const dir = mkdtempSync(path.join(tmpdir(), "llmop-sdk-"));
+  const config = path.join(dir, "llmop.toml");
+  copyFileSync(path.join(root, "tests/sdk/llmop-sdk.toml"), config);
+  proc = spawn(bin, ["serve", "--config", config, "--listen", "127.0.0.1:0"], {
     stdio: ["ignore", "pipe", "ignore"],
   });
   const line = await new Promise((resolve, reject) => {
@@ -34,6 +40,26 @@ const weatherTool = {
     parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
   },
 };
+
+test("the request id an SDK call returns leads to the call's record", async () => {
+  const { data, response } = await client.chat.completions
+    .create({ model: "chat", messages: [{ role: "user", content: "find me later" }] }, { headers: { "x-llmop-user": "node-user" } })
+    .withResponse();
+  const id = response.headers.get("x-request-id");
+  assert.ok(id);
+  let record;
+  for (let i = 0; i < 100 && !record; i++) {
+    const r = await fetch(`${client.baseURL}/requests/${id}`);
+    if (r.status === 200) record = await r.json();
+    else await new Promise((res) => setTimeout(res, 20));
+  }
+  assert.ok(record, "record committed");
+  assert.equal(record.user, "node-user");
+  assert.equal(record.route, "chat");
+  assert.equal(record.output_text, data.choices[0].message.content);
+  assert.equal(record.output_tokens, data.usage.completion_tokens);
+  assert.equal(record.input_messages[0].content, "find me later");
+});
 
 test("chat completion", async () => {
   const { data, response } = await client.chat.completions

@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -10,9 +11,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="session")
-def gateway_url():
+def gateway_url(tmp_path_factory):
     binary = os.environ.get("LLMOP_BIN", str(ROOT / "target" / "debug" / "llmop"))
-    config = ROOT / "tests" / "sdk" / "llmop-sdk.toml"
+    # A copy in a temporary directory: the record store (llmop.db, relative to the
+    # config) lands there, not in the repository.
+    config = tmp_path_factory.mktemp("llmop") / "llmop.toml"
+    shutil.copy(ROOT / "tests" / "sdk" / "llmop-sdk.toml", config)
     proc = subprocess.Popen(
         [binary, "serve", "--config", str(config), "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,

@@ -1,6 +1,9 @@
 """The official `openai` Python SDK against llmop: only base_url and key change."""
 
 import json
+import time
+import urllib.error
+import urllib.request
 
 import openai
 import pytest
@@ -148,3 +151,40 @@ def test_errors_are_typed(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="sim/echo", messages=[])
     assert e.value.body["param"] == "messages"
+
+
+def test_request_id_leads_to_the_record(client, gateway_url):
+    resp = client.chat.completions.create(
+        model="chat",
+        messages=[{"role": "user", "content": "find me later"}],
+        extra_headers={"x-llmop-user": "py-user", "x-llmop-tags": "sdk=python"},
+    )
+    # The SDK exposes the x-request-id of the call: what a customer would quote.
+    rid = resp._request_id
+    assert rid
+    record = None
+    for _ in range(100):
+        status, record = _http(f"{gateway_url}/v1/requests/{rid}")
+        if status == 200:
+            break
+        time.sleep(0.02)
+    assert status == 200, "record committed"
+    assert record["user"] == "py-user"
+    assert record["tags"] == {"sdk": "python"}
+    assert record["output_text"] == resp.choices[0].message.content
+    assert record["output_tokens"] == resp.usage.completion_tokens
+    assert record["input_messages"] == [{"role": "user", "content": "find me later"}]
+    status, _ = _http(f"{gateway_url}/v1/requests/{rid}/feedback", {"score": 1, "label": "good"})
+    assert status == 200
+    assert _http(f"{gateway_url}/v1/requests/{rid}")[1]["feedback"]["label"] == "good"
+
+
+def _http(url, body=None):
+    """GET (or POST `body` as JSON); returns (status, parsed JSON)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
