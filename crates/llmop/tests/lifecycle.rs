@@ -102,6 +102,18 @@ async fn client_disconnect_cancels_the_upstream_stream() {
     assert_eq!(rec["status"], 499);
     assert_eq!(rec["client_disconnected"], true);
     assert!(rec["output_text"].as_str().unwrap().starts_with("tick "));
+    assert_eq!(rec["stream"], true);
+    assert_eq!(rec["provider"], "up");
+    assert_eq!(rec["model"], "m");
+    assert_eq!(rec["error_code"], serde_json::Value::Null);
+    assert_eq!(rec["attempts"].as_array().unwrap().len(), 1);
+    assert!(rec["ttft_ms"].as_i64().is_some());
+    assert_eq!(rec["input_messages"][0]["content"], "x");
+    assert_eq!(
+        rec["input_tokens"],
+        serde_json::Value::Null,
+        "no usage arrived"
+    );
 }
 
 #[tokio::test]

@@ -743,3 +743,29 @@ async fn two_replicas_share_a_postgres_store() {
     drop((a, b));
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_stream_cut_mid_way_is_recorded_with_its_partial_output() {
+    // Three frames (role, "Hello", " from"), then the connection breaks.
+    let up = Upstream::start(|_, _| Reply::SseCut(fixture("openai/stream.sse"), 3)).await;
+    let gw = start(&up, "");
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "rec-cut")
+        .json(&json!({"model": "main", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the stream had started");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("error"), "{body}");
+    let r = gw.record("rec-cut").await;
+    assert_eq!(r["status"], 200);
+    assert!(
+        r["error_code"].as_str().unwrap().starts_with("upstream_"),
+        "{r}"
+    );
+    assert_eq!(r["client_disconnected"], false);
+    assert_eq!(r["output_text"], "Hello from");
+    assert_eq!(r["output_tokens"], Value::Null);
+}
