@@ -721,6 +721,37 @@ mod tests {
     }
 
     #[test]
+    fn store_paths_are_relative_to_the_config() {
+        let c = parse("[store]\nurl = \"sqlite://data/r.db\"\n").unwrap();
+        let dir = Path::new("/etc/llmop");
+        assert_eq!(c.store.resolved_url(dir), "sqlite:///etc/llmop/data/r.db");
+        assert_eq!(
+            c.store.resolved_spill_path(dir),
+            PathBuf::from("/etc/llmop/data/r.db.spill.jsonl")
+        );
+        let c = parse("[store]\nurl = \"postgres://u@h/db\"\n").unwrap();
+        assert_eq!(c.store.resolved_url(dir), "postgres://u@h/db");
+        assert_eq!(
+            c.store.resolved_spill_path(dir),
+            PathBuf::from("/etc/llmop/llmop-spill.jsonl")
+        );
+        let c = parse("").unwrap();
+        assert!(c.store.enabled);
+        assert_eq!(c.store.durability, Durability::Default);
+    }
+
+    #[test]
+    fn bad_store_settings_are_refused() {
+        let e =
+            parse("[store]\nurl = \"mysql://x\"\nretention_days = 0\ndurability = \"strict\"\n")
+                .unwrap_err();
+        let keys: Vec<_> = e.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["store.url", "store.retention_days"]);
+        let e = parse("[store]\ndurability = \"eventually\"\n").unwrap_err();
+        assert_eq!(e.0[0].key, "store.durability");
+    }
+
+    #[test]
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
