@@ -272,6 +272,41 @@ pub struct RouteConfig {
     pub targets: Vec<TargetConfig>,
     /// Deadline of the whole request on this route, all attempts included.
     pub timeout_ms: Option<u64>,
+    /// Retries of a target that failed with a retryable error, before the next target.
+    pub retry: Option<RetryConfig>,
+}
+
+/// `retry = { attempts, backoff_ms, max_backoff_ms }` on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries per target after its first try (0 = no retry).
+    pub attempts: u32,
+    /// Base of the exponential backoff: the n-th retry waits a random time in
+    /// `0..=min(max_backoff_ms, backoff_ms * 2^(n-1))` (full jitter).
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u64,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
+    /// Retries may add at most this share of extra calls to a target over a 10 s window…
+    #[serde(default = "default_budget_ratio")]
+    pub budget_ratio: f64,
+    /// …plus this many retries per window, so a quiet target can still be retried.
+    #[serde(default = "default_budget_min")]
+    pub budget_min: u32,
+}
+
+fn default_backoff() -> u64 {
+    200
+}
+fn default_max_backoff() -> u64 {
+    4_000
+}
+fn default_budget_ratio() -> f64 {
+    0.2
+}
+fn default_budget_min() -> u32 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -546,6 +581,26 @@ impl Config {
                     k(&["routes", name, "strategy"]),
                     "strategy `least_latency` is not available in this version; use `fallback` or `weighted`".into(),
                 ));
+            }
+            if let Some(rt) = &r.retry {
+                if rt.attempts > 10 {
+                    out.push((
+                        k(&["routes", name, "retry", "attempts"]),
+                        "at most 10 retries per target".into(),
+                    ));
+                }
+                if rt.backoff_ms == 0 || rt.max_backoff_ms < rt.backoff_ms {
+                    out.push((
+                        k(&["routes", name, "retry", "backoff_ms"]),
+                        "backoff_ms must be > 0 and at most max_backoff_ms".into(),
+                    ));
+                }
+                if !(0.0..=1.0).contains(&rt.budget_ratio) {
+                    out.push((
+                        k(&["routes", name, "retry", "budget_ratio"]),
+                        "must be between 0 and 1".into(),
+                    ));
+                }
             }
             if r.timeout_ms == Some(0) {
                 out.push((

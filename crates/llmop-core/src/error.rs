@@ -54,6 +54,14 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The provider's `Retry-After`, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ProviderError::Timeout { .. } => "upstream_timeout",

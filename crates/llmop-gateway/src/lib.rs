@@ -9,6 +9,7 @@
 //!   pipeline.
 //! - [`pipeline`]: the stages every call goes through: authenticate, resolve, check,
 //!   call (with fallback), respond, record.
+//! - [`resilience`]: retry backoff (full jitter, `Retry-After`) and retry budgets.
 //! - [`routing`]: turns a `model` string into an ordered list of targets.
 //! - [`respond`]: encodes answers, streams and errors in the client's format.
 //! - [`http_error`]: the one place where errors become HTTP statuses.
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod records_api;
+pub mod resilience;
 pub mod respond;
 pub mod routing;
 pub mod server;

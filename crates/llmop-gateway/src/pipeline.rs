@@ -6,13 +6,16 @@
 //! 3. **check** — limits that can refuse a call before it costs anything (budgets and
 //!    rate limits join here).
 //! 4. **call** — try the targets in order until one answers; an error that says the
-//!    request itself is wrong (4xx other than 408/409/429) is returned at once, any
-//!    other moves on to the next target. For streams, a target counts as answering
+//!    request itself is wrong (4xx other than 408/409/429) is returned at once; any
+//!    other is retried on the same target when the route allows it (`retry`: backoff
+//!    with full jitter, `Retry-After` as a floor, within the deadline and the target's
+//!    retry budget), then moves on to the next target. For streams, a target counts as answering
 //!    once its first event arrived, so a stream is never restarted on another target
 //!    after the client has seen bytes.
 //! 5. **respond** and 6. **record** — in `respond` and `record`.
 
 use crate::record::CallRecord;
+use crate::resilience;
 use crate::routing::Target;
 use crate::state::AppState;
 use futures::StreamExt;
@@ -40,40 +43,70 @@ pub async fn call(
     let budget = resolved.timeout.unwrap_or_else(|| app.default_timeout());
     let deadline = Instant::now() + budget;
 
-    // 4. call, with fallback over the targets
+    // 4. call: each target with its retries, then the next target
     let mut last: Option<ProviderError> = None;
     for target in &resolved.targets {
         if Instant::now() >= deadline {
             break;
         }
-        if last.is_some() {
+        if !rec.attempts.is_empty() {
             rec.moving_on("fallback");
         }
-        let started = Instant::now();
-        let result = if req.stream {
-            start_stream(target, req, deadline, &rec.request_id).await
-        } else {
-            target
-                .provider
-                .complete(req, &target.model, deadline, &rec.request_id)
-                .await
-                .map(Answer::Whole)
-        };
-        match result {
-            Ok(answer) => {
-                rec.attempt(target.provider.name(), &target.model, started, None);
-                if req.stream {
-                    rec.time_to_first_token = Some(rec.started.elapsed());
+        if let Some(p) = &target.retry {
+            p.budget.on_call();
+        }
+        let mut retries = 0u32;
+        loop {
+            let started = Instant::now();
+            let result = if req.stream {
+                start_stream(target, req, deadline, &rec.request_id).await
+            } else {
+                target
+                    .provider
+                    .complete(req, &target.model, deadline, &rec.request_id)
+                    .await
+                    .map(Answer::Whole)
+            };
+            let e = match result {
+                Ok(answer) => {
+                    rec.attempt(target.provider.name(), &target.model, started, None);
+                    if req.stream {
+                        rec.time_to_first_token = Some(rec.started.elapsed());
+                    }
+                    return Ok(answer);
                 }
-                return Ok(answer);
+                Err(e) => e,
+            };
+            rec.attempt(target.provider.name(), &target.model, started, Some(&e));
+            if !e.is_retryable() {
+                return Err(e.into());
             }
-            Err(e) => {
-                rec.attempt(target.provider.name(), &target.model, started, Some(&e));
-                if !e.is_retryable() {
-                    return Err(e.into());
+            let wait = match &target.retry {
+                Some(p) if retries < p.config.attempts => {
+                    let wait = resilience::delay(
+                        &p.config,
+                        retries + 1,
+                        e.retry_after(),
+                        &mut rand::thread_rng(),
+                    );
+                    // Only a retry that can finish before the deadline, and that the
+                    // target's budget allows.
+                    let fits = Instant::now()
+                        .checked_add(wait)
+                        .is_some_and(|at| at < deadline);
+                    (fits && p.budget.try_retry()).then_some(wait)
                 }
-                tracing::debug!(request_id = %rec.request_id, error = %e, "target failed, trying the next");
-                last = Some(e);
+                _ => None,
+            };
+            tracing::debug!(request_id = %rec.request_id, error = %e, retry_in_ms = wait.map(|w| w.as_millis() as u64), "target failed");
+            last = Some(e);
+            match wait {
+                Some(wait) => {
+                    rec.moving_on("retry");
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                None => break,
             }
         }
     }

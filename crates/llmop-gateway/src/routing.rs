@@ -1,6 +1,7 @@
 //! Model resolution: `model` names a route (`smart`) or a provider and model
 //! (`openai/gpt-4o`). The answer is an ordered list of targets to try.
 
+use crate::resilience::RetryPolicy;
 use llmop_core::config::{Config, Strategy};
 use llmop_core::GatewayError;
 use llmop_providers::{Provider, Providers};
@@ -15,6 +16,8 @@ pub struct Target {
     pub provider: Arc<Provider>,
     pub model: Arc<str>,
     pub weight: u32,
+    /// The route's retry settings and this target's retry budget; `None`: no retries.
+    pub retry: Option<Arc<RetryPolicy>>,
 }
 
 pub struct Route {
@@ -51,6 +54,10 @@ impl Router {
                     provider: provider.clone(),
                     model: Arc::from(t.model.as_str()),
                     weight: t.weight,
+                    retry: rc
+                        .retry
+                        .filter(|r| r.attempts > 0)
+                        .map(|r| Arc::new(RetryPolicy::new(r))),
                 });
             }
             routes.insert(
@@ -95,6 +102,7 @@ impl Router {
                         provider: p.clone(),
                         model: Arc::from(m),
                         weight: 1,
+                        retry: None,
                     }],
                     timeout: None,
                 });
