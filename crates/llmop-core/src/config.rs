@@ -274,6 +274,34 @@ pub struct RouteConfig {
     pub timeout_ms: Option<u64>,
     /// Retries of a target that failed with a retryable error, before the next target.
     pub retry: Option<RetryConfig>,
+    /// A breaker per target of this route: skip a target that keeps failing.
+    pub circuit_breaker: Option<BreakerConfig>,
+}
+
+/// `circuit_breaker = { failure_rate, min_calls, open_ms }` on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Share of failed calls over the last `window_ms` that opens the breaker.
+    pub failure_rate: f64,
+    /// Calls the window must hold before the rate counts.
+    #[serde(default = "default_min_calls")]
+    pub min_calls: u32,
+    /// How long an open breaker skips its target before letting one probe through.
+    #[serde(default = "default_open_ms")]
+    pub open_ms: u64,
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+}
+
+fn default_min_calls() -> u32 {
+    20
+}
+fn default_open_ms() -> u64 {
+    30_000
+}
+fn default_window_ms() -> u64 {
+    10_000
 }
 
 /// `retry = { attempts, backoff_ms, max_backoff_ms }` on a route.
@@ -599,6 +627,21 @@ impl Config {
                     out.push((
                         k(&["routes", name, "retry", "budget_ratio"]),
                         "must be between 0 and 1".into(),
+                    ));
+                }
+            }
+            if let Some(b) = &r.circuit_breaker {
+                if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
+                    out.push((
+                        k(&["routes", name, "circuit_breaker", "failure_rate"]),
+                        "must be greater than 0 and at most 1".into(),
+                    ));
+                }
+                if b.min_calls == 0 || b.open_ms == 0 || b.window_ms < 1_000 {
+                    out.push((
+                        k(&["routes", name, "circuit_breaker"]),
+                        "min_calls and open_ms must be greater than 0, window_ms at least 1000"
+                            .into(),
                     ));
                 }
             }

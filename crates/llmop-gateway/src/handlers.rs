@@ -263,3 +263,35 @@ pub async fn method_not_allowed(Extension(RequestId(rid)): Extension<RequestId>)
     )
         .into_response()
 }
+
+/// `GET /admin/circuits`: every route target's breaker. Each replica reports its own.
+pub async fn circuits(State(app): State<Arc<AppState>>) -> Response {
+    let now = tokio::time::Instant::now();
+    let mut list: Vec<serde_json::Value> = Vec::new();
+    for route in app.router.routes() {
+        for t in &route.targets {
+            if let Some(b) = &t.breaker {
+                let mut v = serde_json::to_value(b.snapshot(now)).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("route".into(), json!(&*route.name));
+                    o.insert("provider".into(), json!(t.provider.name()));
+                    o.insert("model".into(), json!(&*t.model));
+                }
+                list.push(v);
+            }
+        }
+    }
+    list.sort_by(|a, b| {
+        (
+            a["route"].as_str(),
+            a["provider"].as_str(),
+            a["model"].as_str(),
+        )
+            .cmp(&(
+                b["route"].as_str(),
+                b["provider"].as_str(),
+                b["model"].as_str(),
+            ))
+    });
+    axum::Json(json!({"circuits": list})).into_response()
+}

@@ -9,6 +9,7 @@
 //!   pipeline.
 //! - [`pipeline`]: the stages every call goes through: authenticate, resolve, check,
 //!   call (with fallback), respond, record.
+//! - [`breaker`]: circuit breakers per route target.
 //! - [`resilience`]: retry backoff (full jitter, `Retry-After`) and retry budgets.
 //! - [`routing`]: turns a `model` string into an ordered list of targets.
 //! - [`respond`]: encodes answers, streams and errors in the client's format.
@@ -21,6 +22,7 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus text format).
 //! - [`shutdown`]: SIGTERM/SIGINT, readiness, bounded draining.
 
+pub mod breaker;
 pub mod context;
 pub mod handlers;
 pub mod http_error;

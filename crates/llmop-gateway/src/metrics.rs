@@ -52,6 +52,14 @@ fn describe() {
         "Records neither committed nor spilled (always logged as errors)."
     );
     describe_gauge!(
+        "llmop_circuit_state",
+        "Circuit breaker state per route target: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        "llmop_circuit_opened_total",
+        "Times a route target's circuit breaker opened."
+    );
+    describe_gauge!(
         "llmop_records_queue_depth",
         "Records queued and not yet committed."
     );
@@ -72,8 +80,28 @@ fn sync_writer(app: &AppState) {
     metrics::gauge!("llmop_records_queue_depth").set(pending as f64);
 }
 
+/// Sets each breaker's state gauge (0 closed, 1 half-open, 2 open).
+fn sync_breakers(app: &AppState) {
+    let now = tokio::time::Instant::now();
+    for route in app.router.routes() {
+        for t in &route.targets {
+            if let Some(b) = &t.breaker {
+                let s = b.snapshot(now);
+                let labels = [
+                    ("route", route.name.to_string()),
+                    ("provider", t.provider.name().to_string()),
+                    ("model", t.model.to_string()),
+                ];
+                metrics::gauge!("llmop_circuit_state", &labels).set(s.state.as_number());
+                metrics::counter!("llmop_circuit_opened_total", &labels).absolute(s.opened);
+            }
+        }
+    }
+}
+
 pub async fn handler(State(app): State<Arc<AppState>>) -> Response {
     sync_writer(&app);
+    sync_breakers(&app);
     let body = app
         .metrics
         .as_ref()

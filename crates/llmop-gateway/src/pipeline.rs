@@ -52,6 +52,13 @@ pub async fn call(
         if !rec.attempts.is_empty() {
             rec.moving_on("fallback");
         }
+        if let Some(b) = &target.breaker {
+            if !b.allow(Instant::now()) {
+                // Skipped, and the record says why.
+                rec.attempt_skipped(target.provider.name(), &target.model, "circuit_open");
+                continue;
+            }
+        }
         if let Some(p) = &target.retry {
             p.budget.on_call();
         }
@@ -67,6 +74,10 @@ pub async fn call(
                     .await
                     .map(Answer::Whole)
             };
+            if let Some(b) = &target.breaker {
+                let failed = matches!(&result, Err(e) if e.is_retryable());
+                b.record(Instant::now(), failed);
+            }
             let e = match result {
                 Ok(answer) => {
                     rec.attempt(target.provider.name(), &target.model, started, None);
@@ -94,7 +105,11 @@ pub async fn call(
                     let fits = Instant::now()
                         .checked_add(wait)
                         .is_some_and(|at| at < deadline);
-                    (fits && p.budget.try_retry()).then_some(wait)
+                    let closed = target
+                        .breaker
+                        .as_ref()
+                        .is_none_or(|b| b.allow(Instant::now()));
+                    (fits && closed && p.budget.try_retry()).then_some(wait)
                 }
                 _ => None,
             };
@@ -112,6 +127,11 @@ pub async fn call(
     }
     Err(match last {
         Some(e) => e.into(),
+        None if !rec.attempts.is_empty() => GatewayError::Unavailable {
+            message: "every target of this route is failing and its circuit is open; retry later"
+                .into(),
+            code: "circuit_open",
+        },
         None => GatewayError::DeadlineExceeded {
             ms: budget.as_millis() as u64,
         },

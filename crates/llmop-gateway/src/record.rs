@@ -163,6 +163,18 @@ impl CallRecord {
         }
     }
 
+    /// A target not tried, and why (`circuit_open`).
+    pub fn attempt_skipped(&mut self, provider: &str, model: &str, reason: &'static str) {
+        self.attempts.push(Attempt {
+            provider: provider.to_string(),
+            model: model.to_string(),
+            error: Some(reason),
+            upstream_status: None,
+            latency: Duration::ZERO,
+            retry_reason: None,
+        });
+    }
+
     /// Notes why the call moves on from its last attempt.
     pub fn moving_on(&mut self, reason: &'static str) {
         if let Some(a) = self.attempts.last_mut() {

@@ -1,6 +1,7 @@
 //! Model resolution: `model` names a route (`smart`) or a provider and model
 //! (`openai/gpt-4o`). The answer is an ordered list of targets to try.
 
+use crate::breaker::Breaker;
 use crate::resilience::RetryPolicy;
 use llmop_core::config::{Config, Strategy};
 use llmop_core::GatewayError;
@@ -18,6 +19,8 @@ pub struct Target {
     pub weight: u32,
     /// The route's retry settings and this target's retry budget; `None`: no retries.
     pub retry: Option<Arc<RetryPolicy>>,
+    /// This target's circuit breaker on this route; `None`: no breaker.
+    pub breaker: Option<Arc<Breaker>>,
 }
 
 pub struct Route {
@@ -58,6 +61,12 @@ impl Router {
                         .retry
                         .filter(|r| r.attempts > 0)
                         .map(|r| Arc::new(RetryPolicy::new(r))),
+                    breaker: rc.circuit_breaker.map(|b| {
+                        Arc::new(Breaker::new(
+                            b,
+                            format!("{name}:{}/{}", t.provider, t.model),
+                        ))
+                    }),
                 });
             }
             routes.insert(
@@ -103,6 +112,7 @@ impl Router {
                         model: Arc::from(m),
                         weight: 1,
                         retry: None,
+                        breaker: None,
                     }],
                     timeout: None,
                 });

@@ -28,6 +28,7 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .route("/v1/requests/{id}", get(records_api::get))
         .route("/v1/requests/{id}/feedback", post(records_api::feedback))
         .route("/metrics", get(metrics::handler))
+        .route("/admin/circuits", get(handlers::circuits))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)
