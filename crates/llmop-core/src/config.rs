@@ -276,6 +276,19 @@ pub struct RouteConfig {
     pub retry: Option<RetryConfig>,
     /// A breaker per target of this route: skip a target that keeps failing.
     pub circuit_breaker: Option<BreakerConfig>,
+    /// How long one attempt may wait for its first token before the call moves on
+    /// (retry or next target): a stream's first event, or a whole answer. The route's
+    /// `timeout_ms` still bounds everything. Targets may override it.
+    pub first_token_timeout_ms: Option<u64>,
+    /// The answer when every target failed: returned as a normal answer, marked
+    /// `x-llmop-degraded: true` and `degraded` in the record.
+    pub fallback_response: Option<FallbackResponse>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackResponse {
+    pub text: String,
 }
 
 /// `circuit_breaker = { failure_rate, min_calls, open_ms }` on a route.
@@ -344,6 +357,8 @@ pub struct TargetConfig {
     pub model: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Overrides the route's `first_token_timeout_ms` for this target.
+    pub first_token_timeout_ms: Option<u64>,
 }
 
 fn default_weight() -> u32 {
@@ -644,6 +659,16 @@ impl Config {
                             .into(),
                     ));
                 }
+            }
+            if r.first_token_timeout_ms == Some(0)
+                || r.targets
+                    .iter()
+                    .any(|t| t.first_token_timeout_ms == Some(0))
+            {
+                out.push((
+                    k(&["routes", name, "first_token_timeout_ms"]),
+                    "must be greater than 0".into(),
+                ));
             }
             if r.timeout_ms == Some(0) {
                 out.push((

@@ -17,6 +17,9 @@ pub struct RequestContext {
     pub tags: BTreeMap<String, String>,
     /// The request id of the call this one replays (`llmop replay`).
     pub replay_of: Option<String>,
+    /// `x-llmop-timeout-ms`: the client's own deadline, which can only shorten the
+    /// route's.
+    pub timeout_ms: Option<u64>,
 }
 
 /// A client's request id is echoed only if it is short and made of visible ASCII

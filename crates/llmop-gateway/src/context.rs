@@ -66,6 +66,20 @@ pub fn from_headers(headers: &HeaderMap, request_id: &str) -> Result<RequestCont
             }
             None => None,
         },
+        timeout_ms: match meta(headers, "x-llmop-timeout-ms")? {
+            Some(v) => Some(
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|ms| (1..=86_400_000).contains(ms))
+                    .ok_or_else(|| {
+                        GatewayError::invalid(
+                            "header `x-llmop-timeout-ms` must be a number of milliseconds from 1 to 86400000",
+                            Some("x-llmop-timeout-ms".into()),
+                        )
+                    })?,
+            ),
+            None => None,
+        },
     })
 }
 

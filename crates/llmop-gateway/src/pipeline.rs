@@ -19,7 +19,10 @@ use crate::resilience;
 use crate::routing::Target;
 use crate::state::AppState;
 use futures::StreamExt;
-use llmop_core::{ChatRequest, ChatResponse, GatewayError, ProviderError, StreamEvent};
+use llmop_core::{
+    ChatRequest, ChatResponse, FinishReason, GatewayError, Part, ProviderError, StreamEvent,
+    TimeoutStage,
+};
 use llmop_providers::EventStream;
 use tokio::time::Instant;
 
@@ -40,7 +43,10 @@ pub async fn call(
     // 2. resolve
     let resolved = app.router.resolve(&req.model)?;
     rec.route = resolved.route.map(str::to_string);
-    let budget = resolved.timeout.unwrap_or_else(|| app.default_timeout());
+    let mut budget = resolved.timeout.unwrap_or_else(|| app.default_timeout());
+    if let Some(ms) = rec.context.timeout_ms {
+        budget = budget.min(std::time::Duration::from_millis(ms));
+    }
     let deadline = Instant::now() + budget;
 
     // 4. call: each target with its retries, then the next target
@@ -65,14 +71,30 @@ pub async fn call(
         let mut retries = 0u32;
         loop {
             let started = Instant::now();
-            let result = if req.stream {
-                start_stream(target, req, deadline, &rec.request_id).await
-            } else {
-                target
-                    .provider
-                    .complete(req, &target.model, deadline, &rec.request_id)
-                    .await
-                    .map(Answer::Whole)
+            // This attempt's own bound: the first token within the target's timeout.
+            let attempt_deadline = target
+                .first_token_timeout
+                .and_then(|t| started.checked_add(t))
+                .map_or(deadline, |t| t.min(deadline));
+            let first_token = async {
+                if req.stream {
+                    // The stream itself lives until the call's deadline; only waiting for
+                    // its first event is bounded by the attempt's.
+                    start_stream(target, req, deadline, &rec.request_id).await
+                } else {
+                    target
+                        .provider
+                        .complete(req, &target.model, attempt_deadline, &rec.request_id)
+                        .await
+                        .map(Answer::Whole)
+                }
+            };
+            let result = match tokio::time::timeout_at(attempt_deadline, first_token).await {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::Timeout {
+                    provider: target.provider.name().to_string(),
+                    stage: TimeoutStage::FirstByte,
+                }),
             };
             if let Some(b) = &target.breaker {
                 let failed = matches!(&result, Err(e) if e.is_retryable());
@@ -125,7 +147,7 @@ pub async fn call(
             }
         }
     }
-    Err(match last {
+    let err = match last {
         Some(e) => e.into(),
         None if !rec.attempts.is_empty() => GatewayError::Unavailable {
             message: "every target of this route is failing and its circuit is open; retry later"
@@ -135,7 +157,44 @@ pub async fn call(
         None => GatewayError::DeadlineExceeded {
             ms: budget.as_millis() as u64,
         },
-    })
+    };
+    // Every target failed in a way that is not the request's fault: the route's
+    // degraded answer, if it has one, instead of an error.
+    match resolved.fallback {
+        Some(text) => {
+            tracing::warn!(request_id = %rec.request_id, error = %err, "every target failed: answering with the route's fallback_response");
+            rec.degraded = true;
+            rec.error_code = Some(err.code());
+            Ok(degraded_answer(&text, req.stream))
+        }
+        None => Err(err),
+    }
+}
+
+/// The route's fallback text as an answer, whole or as a stream.
+fn degraded_answer(text: &str, stream: bool) -> Answer {
+    if stream {
+        let rest = futures::stream::iter([
+            Ok(StreamEvent::Text(text.to_string())),
+            Ok(StreamEvent::Finish(FinishReason::Stop)),
+        ]);
+        Answer::Stream {
+            first: StreamEvent::Start {
+                id: String::new(),
+                model: String::new(),
+            },
+            rest: Box::pin(rest),
+        }
+    } else {
+        Answer::Whole(ChatResponse {
+            id: String::new(),
+            model: String::new(),
+            created: llmop_wire::unix_now(),
+            parts: vec![Part::Text(text.to_string())],
+            finish_reason: FinishReason::Stop,
+            usage: None,
+        })
+    }
 }
 
 /// Opens a stream and waits for its first event, so that a failure before any byte

@@ -107,6 +107,8 @@ pub struct CallRecord {
     /// A stream's events folded as they are relayed: a stream cut short still leaves
     /// what the client saw.
     pub stream_acc: Option<StreamAccumulator>,
+    /// Answered by the route's fallback_response.
+    pub degraded: bool,
     recorder: Option<Arc<Recorder>>,
     emitted: bool,
 }
@@ -134,6 +136,7 @@ impl CallRecord {
             invalid_body: None,
             response: None,
             stream_acc: None,
+            degraded: false,
             recorder,
             emitted: false,
         }
@@ -277,6 +280,7 @@ impl CallRecord {
             invalid_body: self.invalid_body.take(),
             response: self.response.take(),
             stream_acc: self.stream_acc.take(),
+            degraded: self.degraded,
         })
     }
 }
@@ -344,6 +348,7 @@ pub struct CallData {
     invalid_body: Option<String>,
     response: Option<ChatResponse>,
     stream_acc: Option<StreamAccumulator>,
+    degraded: bool,
 }
 
 /// The request as recorded: its messages and its other parameters in the OpenAI Chat
@@ -383,6 +388,7 @@ impl IntoRecord for CallData {
         r.status = c.status;
         r.error_code = c.error_code.map(str::to_string);
         r.client_disconnected = c.status == CLIENT_CLOSED;
+        r.degraded = c.degraded;
         r.latency_ms = c.latency.as_millis() as i64;
         r.ttft_ms = c.ttft.map(|d| d.as_millis() as i64);
         r.attempts = c

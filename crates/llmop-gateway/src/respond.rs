@@ -39,6 +39,9 @@ fn call_headers(resp: &mut Response, rec: &CallRecord) {
     if let Ok(v) = HeaderValue::from_str(&rec.attempts.len().to_string()) {
         h.insert("x-llmop-attempts", v);
     }
+    if rec.degraded {
+        h.insert("x-llmop-degraded", HeaderValue::from_static("true"));
+    }
 }
 
 /// A whole answer as JSON.

@@ -19,6 +19,8 @@ pub struct Target {
     pub weight: u32,
     /// The route's retry settings and this target's retry budget; `None`: no retries.
     pub retry: Option<Arc<RetryPolicy>>,
+    /// Longest wait for this target's first token in one attempt.
+    pub first_token_timeout: Option<Duration>,
     /// This target's circuit breaker on this route; `None`: no breaker.
     pub breaker: Option<Arc<Breaker>>,
 }
@@ -28,6 +30,7 @@ pub struct Route {
     pub strategy: Strategy,
     pub targets: Vec<Target>,
     pub timeout: Option<Duration>,
+    pub fallback: Option<Arc<str>>,
 }
 
 /// What a request's `model` resolved to.
@@ -37,6 +40,8 @@ pub struct Resolved<'a> {
     /// Targets in the order to try them.
     pub targets: Vec<Target>,
     pub timeout: Option<Duration>,
+    /// The route's degraded answer, when every target failed.
+    pub fallback: Option<Arc<str>>,
 }
 
 pub struct Router {
@@ -61,6 +66,10 @@ impl Router {
                         .retry
                         .filter(|r| r.attempts > 0)
                         .map(|r| Arc::new(RetryPolicy::new(r))),
+                    first_token_timeout: t
+                        .first_token_timeout_ms
+                        .or(rc.first_token_timeout_ms)
+                        .map(Duration::from_millis),
                     breaker: rc.circuit_breaker.map(|b| {
                         Arc::new(Breaker::new(
                             b,
@@ -76,6 +85,10 @@ impl Router {
                     strategy: rc.strategy,
                     targets,
                     timeout: rc.timeout_ms.map(Duration::from_millis),
+                    fallback: rc
+                        .fallback_response
+                        .as_ref()
+                        .map(|f| Arc::from(f.text.as_str())),
                 },
             );
         }
@@ -95,6 +108,7 @@ impl Router {
                 route: Some(&route.name),
                 targets: order(route),
                 timeout: route.timeout,
+                fallback: route.fallback.clone(),
             });
         }
         if let Some((provider, m)) = model.split_once('/') {
@@ -112,9 +126,11 @@ impl Router {
                         model: Arc::from(m),
                         weight: 1,
                         retry: None,
+                        first_token_timeout: None,
                         breaker: None,
                     }],
                     timeout: None,
+                    fallback: None,
                 });
             }
         }

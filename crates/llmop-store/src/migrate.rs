@@ -12,11 +12,18 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: include_str!("../migrations/sqlite/0001_records.sql"),
-    postgres: include_str!("../migrations/postgres/0001_records.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: include_str!("../migrations/sqlite/0001_records.sql"),
+        postgres: include_str!("../migrations/postgres/0001_records.sql"),
+    },
+    Migration {
+        version: 2,
+        sqlite: include_str!("../migrations/sqlite/0002_degraded.sql"),
+        postgres: include_str!("../migrations/postgres/0002_degraded.sql"),
+    },
+];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).
 const LOCK_KEY: i64 = 0x6c6c6d6f70;

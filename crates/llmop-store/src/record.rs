@@ -68,6 +68,9 @@ pub struct Record {
     pub output_tool_calls: Value,
     pub parsed_output: Option<Value>,
     pub feedback: Option<Feedback>,
+    /// Answered by the route's `fallback_response` after every target failed.
+    #[serde(default)]
+    pub degraded: bool,
 }
 
 impl Record {
@@ -115,6 +118,7 @@ impl Record {
             output_tool_calls: Value::Array(Vec::new()),
             parsed_output: None,
             feedback: None,
+            degraded: false,
         }
     }
 }

@@ -82,9 +82,10 @@ const COLUMNS: &[&str] = &[
     "feedback_label",
     "feedback_comment",
     "feedback_at_ms",
+    "degraded",
 ];
 
-/// Rows per INSERT statement: 100 rows x 40 columns = 4,000 parameters, under the
+/// Rows per INSERT statement: 100 rows x 41 columns = 4,100 parameters, under the
 /// limits of both SQLite (32,766) and PostgreSQL (65,535).
 const ROWS_PER_INSERT: usize = 100;
 
@@ -182,6 +183,7 @@ fn bind_record<'q>(
         .bind(fb.and_then(|f| f.label.clone()))
         .bind(fb.and_then(|f| f.comment.clone()))
         .bind(fb.map(|f| f.at_ms))
+        .bind(r.degraded as i64)
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(
@@ -250,6 +252,7 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
                 })
             })
             .transpose()?,
+        degraded: row.try_get::<i64, _>("degraded")? != 0,
         request_id: id,
     })
 }

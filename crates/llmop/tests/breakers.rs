@@ -183,3 +183,150 @@ async fn a_recovered_primary_closes_its_circuit() {
     );
     assert_eq!(circuits(&gw).await["circuits"][0]["state"], "closed");
 }
+
+fn fallback_gateway(primary: &Upstream, secondary: &Upstream, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        "[providers.primary]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
+         [providers.secondary]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
+         [routes.r]\ntargets = [{{ provider = \"primary\", model = \"m\" }}, {{ provider = \"secondary\", model = \"m\" }}]\n{extra}\n",
+        primary.url, secondary.url
+    ))
+}
+
+#[tokio::test]
+async fn every_target_failing_ends_in_the_degraded_answer() {
+    let primary = Upstream::start(|_, _| overloaded()).await;
+    let secondary = Upstream::start(|_, _| Reply::Hang).await;
+    let gw = fallback_gateway(
+        &primary,
+        &secondary,
+        "timeout_ms = 500\nfallback_response = { text = \"Our assistant is busy; a human will answer shortly.\" }",
+    );
+    // Whole.
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "degraded-whole")
+        .json(&json!({"model": "r", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-llmop-degraded"], "true");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Our assistant is busy; a human will answer shortly."
+    );
+    let rec = gw.record("degraded-whole").await;
+    assert_eq!(rec["degraded"], true);
+    assert_eq!(rec["status"], 200);
+    assert_eq!(rec["error_code"], "upstream_timeout");
+    assert_eq!(rec["attempts"].as_array().unwrap().len(), 2);
+    // Streamed, in the Anthropic format.
+    let r = client()
+        .post(format!("{}/v1/messages", gw.url))
+        .json(&json!({"model": "r", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-llmop-degraded"], "true");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("a human will answer shortly"), "{text}");
+    assert!(text.contains("message_stop"), "{text}");
+}
+
+#[tokio::test]
+async fn a_request_error_is_not_hidden_by_the_degraded_answer() {
+    let primary =
+        Upstream::start(|_, _| Reply::Json(400, fixture("openai/error_400.json"), vec![])).await;
+    let secondary = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
+    let gw = fallback_gateway(
+        &primary,
+        &secondary,
+        "fallback_response = { text = \"sorry\" }",
+    );
+    assert_eq!(call(&gw).await.status(), 400);
+    assert_eq!(secondary.count(), 0);
+}
+
+#[tokio::test]
+async fn a_hanging_primary_is_answered_by_the_secondary_within_the_deadline() {
+    let primary = Upstream::start(|c, _| {
+        // Hangs for whole calls; for streams, sends headers and then only SSE comments
+        // (keep-alives), a second apart: no first token.
+        if c.body["stream"] == true {
+            Reply::Sse(": keep-alive\n\n".repeat(60), Duration::from_secs(1))
+        } else {
+            Reply::Hang
+        }
+    })
+    .await;
+    let secondary = Upstream::start(|c, _| {
+        if c.body["stream"] == true {
+            Reply::sse(fixture("openai/stream.sse"))
+        } else {
+            Reply::ok(fixture("openai/chat_completion.json"))
+        }
+    })
+    .await;
+    let gw = fallback_gateway(
+        &primary,
+        &secondary,
+        "timeout_ms = 5000\nfirst_token_timeout_ms = 300",
+    );
+    for stream in [false, true] {
+        let started = std::time::Instant::now();
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("x-request-id", format!("hang-{stream}"))
+            .json(&json!({"model": "r", "stream": stream, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-llmop-provider"], "secondary");
+        let _ = r.text().await.unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(2500),
+            "stream={stream}: {took:?}"
+        );
+        let rec = gw.record(&format!("hang-{stream}")).await;
+        assert_eq!(rec["attempts"][0]["error"], "upstream_timeout");
+        assert_eq!(rec["attempts"][0]["retry_reason"], "fallback");
+    }
+}
+
+#[tokio::test]
+async fn the_client_can_shorten_the_deadline() {
+    let primary = Upstream::start(|_, _| Reply::Hang).await;
+    let secondary = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
+    let gw = fallback_gateway(&primary, &secondary, "timeout_ms = 20000");
+    let started = std::time::Instant::now();
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-llmop-timeout-ms", "800")
+        .json(&json!({"model": "r", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    // The hanging primary used the client's whole 800 ms: 504, not 20 s.
+    assert_eq!(r.status(), 504);
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    // A bad header is refused, naming it.
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-llmop-timeout-ms", "soon")
+        .json(&json!({"model": "r", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "x-llmop-timeout-ms");
+}
