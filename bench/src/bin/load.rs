@@ -43,6 +43,10 @@ struct Args {
     warmup: f64,
     #[arg(long, default_value = "")]
     label: String,
+    /// Make each request's text unique (open loop only), so that a mock provider's
+    /// per-conversation draws (error_rate) vary from call to call.
+    #[arg(long)]
+    vary: bool,
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
@@ -126,8 +130,24 @@ async fn main() {
         }))
     };
 
+    let vary_body = {
+        let (model, stream) = (args.model.clone(), args.stream);
+        move |i: u32| {
+            Bytes::from(
+                serde_json::json!({
+                    "model": model,
+                    "stream": stream,
+                    "messages": [{"role": "user", "content": format!("Write one sentence about foxes and dogs, #{i}.")}],
+                    "max_tokens": 64
+                })
+                .to_string(),
+            )
+        }
+    };
+    let vary = args.vary;
     let run = |seconds: f64, stats: Arc<Mutex<Stats>>| {
         let (client, uri, body) = (client.clone(), uri.clone(), body.clone());
+        let vary_body = vary_body.clone();
         let max = args.max;
         let (rate, conc) = (args.rate, args.concurrency);
         async move {
@@ -157,8 +177,8 @@ async fn main() {
                         break;
                     }
                     tokio::time::sleep_until(at).await;
-                    let (client, uri, body, stats) =
-                        (client.clone(), uri.clone(), body.clone(), stats.clone());
+                    let body = if vary { vary_body(i) } else { body.clone() };
+                    let (client, uri, stats) = (client.clone(), uri.clone(), stats.clone());
                     tasks.spawn(async move {
                         let r = one(&client, &uri, &body, at).await;
                         record(&stats, r);

@@ -261,6 +261,8 @@ pub enum Strategy {
     Fallback,
     /// The first target drawn by weight, the others in order as fallbacks.
     Weighted,
+    /// The target with the lowest recent latency (decaying average, penalized by its
+    /// recent error rate) first, the others after it in the same order.
     LeastLatency,
 }
 
@@ -617,12 +619,6 @@ impl Config {
                 out.push((
                     k(&["routes", name, "targets"]),
                     "a route needs at least one target".into(),
-                ));
-            }
-            if r.strategy == Strategy::LeastLatency {
-                out.push((
-                    k(&["routes", name, "strategy"]),
-                    "strategy `least_latency` is not available in this version; use `fallback` or `weighted`".into(),
                 ));
             }
             if let Some(rt) = &r.retry {

@@ -96,9 +96,12 @@ pub async fn call(
                     stage: TimeoutStage::FirstByte,
                 }),
             };
+            let failed = matches!(&result, Err(e) if e.is_retryable());
             if let Some(b) = &target.breaker {
-                let failed = matches!(&result, Err(e) if e.is_retryable());
                 b.record(Instant::now(), failed);
+            }
+            if let Some(s) = &target.stats {
+                s.observe(started.elapsed(), failed);
             }
             let e = match result {
                 Ok(answer) => {

@@ -128,6 +128,61 @@ impl RetryBudget {
     }
 }
 
+/// A decaying estimate of one target's latency and error rate, for `least_latency`.
+/// Each observation moves the averages by `ALPHA` of the difference, so old behaviour
+/// fades after a few dozen calls.
+#[derive(Debug, Default)]
+pub struct LatencyStats {
+    inner: Mutex<(f64, f64, u64)>,
+}
+
+const ALPHA: f64 = 0.2;
+/// How much a 100% error rate multiplies a target's score.
+const ERROR_PENALTY: f64 = 4.0;
+
+impl LatencyStats {
+    /// One attempt's outcome: its latency (successes only) and whether it failed.
+    pub fn observe(&self, latency: Duration, failed: bool) {
+        let mut g = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (ref mut ms, ref mut err, ref mut n) = *g;
+        let e = if failed { 1.0 } else { 0.0 };
+        if *n == 0 {
+            *err = e;
+            if !failed {
+                *ms = latency.as_secs_f64() * 1000.0;
+            }
+        } else {
+            *err += ALPHA * (e - *err);
+            if !failed {
+                let l = latency.as_secs_f64() * 1000.0;
+                *ms = if *ms == 0.0 {
+                    l
+                } else {
+                    *ms + ALPHA * (l - *ms)
+                };
+            }
+        }
+        *n += 1;
+    }
+
+    /// Lower is better; a target never tried scores 0 so that it gets tried.
+    pub fn score(&self) -> f64 {
+        let g = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (ms, err, n) = *g;
+        if n == 0 {
+            return 0.0;
+        }
+        // A target that only failed has no latency yet: rank it by its errors alone.
+        ms.max(1.0) * (1.0 + ERROR_PENALTY * err)
+    }
+}
+
 /// A route's retry settings with the budget of one of its targets.
 #[derive(Debug)]
 pub struct RetryPolicy {
@@ -158,6 +213,33 @@ mod tests {
             budget_ratio: 0.2,
             budget_min: 10,
         }
+    }
+
+    #[test]
+    fn latency_estimate_decays_and_penalizes_errors() {
+        let fast = LatencyStats::default();
+        let slow = LatencyStats::default();
+        assert_eq!(fast.score(), 0.0, "untried first");
+        for _ in 0..20 {
+            fast.observe(Duration::from_millis(10), false);
+            slow.observe(Duration::from_millis(100), false);
+        }
+        assert!(fast.score() < slow.score());
+        // The fast one starts failing half its calls: 10 ms x (1 + 4 x ~0.5) = ~30 ms,
+        // still ahead of 100 ms; failing every call puts it behind.
+        for i in 0..20 {
+            fast.observe(Duration::from_millis(10), i % 2 == 0);
+        }
+        assert!(fast.score() < slow.score());
+        for _ in 0..40 {
+            fast.observe(Duration::from_millis(10), true);
+        }
+        assert!(fast.score() > 45.0);
+        // And the slow one recovers: its estimate follows.
+        for _ in 0..40 {
+            slow.observe(Duration::from_millis(5), false);
+        }
+        assert!(slow.score() < 10.0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (`openai/gpt-4o`). The answer is an ordered list of targets to try.
 
 use crate::breaker::Breaker;
-use crate::resilience::RetryPolicy;
+use crate::resilience::{LatencyStats, RetryPolicy};
 use llmop_core::config::{Config, Strategy};
 use llmop_core::GatewayError;
 use llmop_providers::{Provider, Providers};
@@ -21,6 +21,8 @@ pub struct Target {
     pub retry: Option<Arc<RetryPolicy>>,
     /// Longest wait for this target's first token in one attempt.
     pub first_token_timeout: Option<Duration>,
+    /// Recent latency and errors, kept for `least_latency` routes.
+    pub stats: Option<Arc<LatencyStats>>,
     /// This target's circuit breaker on this route; `None`: no breaker.
     pub breaker: Option<Arc<Breaker>>,
 }
@@ -70,6 +72,8 @@ impl Router {
                         .first_token_timeout_ms
                         .or(rc.first_token_timeout_ms)
                         .map(Duration::from_millis),
+                    stats: (rc.strategy == Strategy::LeastLatency)
+                        .then(|| Arc::new(LatencyStats::default())),
                     breaker: rc.circuit_breaker.map(|b| {
                         Arc::new(Breaker::new(
                             b,
@@ -127,6 +131,7 @@ impl Router {
                         weight: 1,
                         retry: None,
                         first_token_timeout: None,
+                        stats: None,
                         breaker: None,
                     }],
                     timeout: None,
@@ -162,8 +167,24 @@ fn order(route: &Route) -> Vec<Target> {
             targets.insert(0, chosen);
         }
     }
+    if route.strategy == Strategy::LeastLatency && targets.len() > 1 {
+        let mut rng = rand::thread_rng();
+        if rng.gen_bool(EXPLORE) {
+            // Now and then another target goes first, so that an estimate that is only
+            // old (a target that was slow and recovered) gets refreshed.
+            let i = rng.gen_range(0..targets.len());
+            let chosen = targets.remove(i);
+            targets.insert(0, chosen);
+        } else {
+            let score = |t: &Target| t.stats.as_ref().map_or(0.0, |s| s.score());
+            targets.sort_by(|a, b| score(a).total_cmp(&score(b)));
+        }
+    }
     targets
 }
+
+/// Share of `least_latency` calls that try a random target first.
+const EXPLORE: f64 = 0.05;
 
 #[cfg(test)]
 mod tests {

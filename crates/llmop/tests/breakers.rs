@@ -330,3 +330,23 @@ async fn the_client_can_shorten_the_deadline() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["param"], "x-llmop-timeout-ms");
 }
+
+#[tokio::test]
+async fn least_latency_prefers_the_faster_target() {
+    let gw = Gateway::start(
+        "[providers.slow]\nkind = \"mock\"\nlatency_ms = 120\n\
+         [providers.fast]\nkind = \"mock\"\nlatency_ms = 5\n\
+         [routes.r]\nstrategy = \"least_latency\"\n\
+         targets = [{ provider = \"slow\", model = \"echo\" }, { provider = \"fast\", model = \"echo\" }]\n",
+    );
+    let mut fast = 0;
+    for _ in 0..60 {
+        let r = call(&gw).await;
+        assert_eq!(r.status(), 200);
+        if r.headers()["x-llmop-provider"] == "fast" {
+            fast += 1;
+        }
+    }
+    // The slow one is tried first while untried, then only when explored (5%).
+    assert!(fast >= 50, "fast answered {fast} of 60");
+}

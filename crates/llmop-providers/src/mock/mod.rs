@@ -48,6 +48,9 @@ pub struct MockProvider {
     reply: Reply,
     seed: u64,
     models: Vec<String>,
+    /// Calls so far: failures are drawn per call, so a retry of the same conversation
+    /// can succeed, as against a real provider.
+    calls: std::sync::atomic::AtomicU64,
 }
 
 const LOREM: &[&str] = &[
@@ -98,6 +101,7 @@ impl MockProvider {
             timeout_rate: pc.timeout_rate.unwrap_or(0.0),
             reply,
             seed: pc.seed.unwrap_or(0),
+            calls: std::sync::atomic::AtomicU64::new(0),
             models: if pc.models.is_empty() {
                 vec!["echo".to_string()]
             } else {
@@ -114,8 +118,8 @@ impl MockProvider {
         &self.models
     }
 
-    /// The RNG of one call: a function of the seed, the model and the conversation, so
-    /// the same input gets the same answer (and the same simulated failure).
+    /// The RNG of one call's answer: a function of the seed, the model and the
+    /// conversation, so the same input gets the same answer.
     fn rng(&self, req: &ChatRequest, model: &str) -> ChaCha8Rng {
         let mut h = fnv::FnvHasher::default();
         h.write_u64(self.seed);
@@ -138,9 +142,20 @@ impl MockProvider {
     }
 
     /// Waits out the latency and rolls the failure knobs.
+    /// Failures are drawn per call (seed and call number), not per conversation: the
+    /// n-th call of a process fails or not the same way for a given seed, and retrying a
+    /// conversation can succeed.
     async fn begin(&self, rng: &mut ChaCha8Rng, deadline: Instant) -> Result<(), ProviderError> {
-        let hang = self.timeout_rate > 0.0 && rng.gen_bool(self.timeout_rate);
-        let fail = self.error_rate > 0.0 && rng.gen_bool(self.error_rate);
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut draws =
+            ChaCha8Rng::seed_from_u64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // The answer's RNG advances as it always did, so answers stay what they were.
+        let _ = self.timeout_rate > 0.0 && rng.gen_bool(self.timeout_rate);
+        let _ = self.error_rate > 0.0 && rng.gen_bool(self.error_rate);
+        let hang = self.timeout_rate > 0.0 && draws.gen_bool(self.timeout_rate);
+        let fail = self.error_rate > 0.0 && draws.gen_bool(self.error_rate);
         if hang {
             tokio::time::sleep_until(deadline).await;
             return Err(ProviderError::Timeout {
