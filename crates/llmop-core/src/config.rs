@@ -282,6 +282,11 @@ pub struct RouteConfig {
     /// (retry or next target): a stream's first event, or a whole answer. The route's
     /// `timeout_ms` still bounds everything. Targets may override it.
     pub first_token_timeout_ms: Option<u64>,
+    /// Move on to the next target when a provider refuses the request under its content
+    /// policy (off by default: another model answering what one refused is a product
+    /// decision). Context-window refusals always move on.
+    #[serde(default)]
+    pub fallback_on_content_policy: bool,
     /// The answer when every target failed: returned as a normal answer, marked
     /// `x-llmop-degraded: true` and `degraded` in the record.
     pub fallback_response: Option<FallbackResponse>,

@@ -26,6 +26,16 @@ impl TimeoutStage {
     }
 }
 
+/// A refusal that says *this target* cannot take the request, though another might:
+/// the basis of fallbacks on 4xx answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The prompt does not fit the model's context window.
+    ContextWindow,
+    /// The provider's content policy refused the request.
+    ContentPolicy,
+}
+
 /// An upstream call failed.
 #[derive(Debug, Clone, Error)]
 pub enum ProviderError {
@@ -44,6 +54,8 @@ pub enum ProviderError {
         status: u16,
         message: String,
         retry_after: Option<Duration>,
+        /// What a 4xx said about this target, when the body said it.
+        refusal: Option<Refusal>,
     },
     /// The provider answered something that is not its documented format.
     #[error("provider `{provider}` sent a malformed response: {message}")]
@@ -66,6 +78,14 @@ impl ProviderError {
         match self {
             ProviderError::Timeout { .. } => "upstream_timeout",
             ProviderError::Connect { .. } => "upstream_unreachable",
+            ProviderError::Status {
+                refusal: Some(Refusal::ContextWindow),
+                ..
+            } => "context_window_exceeded",
+            ProviderError::Status {
+                refusal: Some(Refusal::ContentPolicy),
+                ..
+            } => "content_policy_violation",
             ProviderError::Status { status, .. } => match status {
                 429 => "upstream_rate_limited",
                 401 | 403 => "upstream_auth_failed",
@@ -74,6 +94,13 @@ impl ProviderError {
             },
             ProviderError::Protocol { .. } => "upstream_protocol_error",
             ProviderError::Stream { .. } => "upstream_stream_error",
+        }
+    }
+
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            ProviderError::Status { refusal, .. } => *refusal,
+            _ => None,
         }
     }
 
@@ -160,6 +187,7 @@ mod tests {
             status: s,
             message: "m".into(),
             retry_after: None,
+            refusal: None,
         }
     }
 

@@ -18,4 +18,4 @@ pub mod error;
 pub mod secret;
 
 pub use chat::*;
-pub use error::{GatewayError, ProviderError, TimeoutStage};
+pub use error::{GatewayError, ProviderError, Refusal, TimeoutStage};

@@ -105,6 +105,7 @@ mod tests {
             status,
             message: "m".into(),
             retry_after: None,
+            refusal: None,
         })
     }
 

@@ -20,8 +20,8 @@ use crate::routing::Target;
 use crate::state::AppState;
 use futures::StreamExt;
 use llmop_core::{
-    ChatRequest, ChatResponse, FinishReason, GatewayError, Part, ProviderError, StreamEvent,
-    TimeoutStage,
+    ChatRequest, ChatResponse, FinishReason, GatewayError, Part, ProviderError, Refusal,
+    StreamEvent, TimeoutStage,
 };
 use llmop_providers::EventStream;
 use tokio::time::Instant;
@@ -55,7 +55,11 @@ pub async fn call(
         if Instant::now() >= deadline {
             break;
         }
-        if !rec.attempts.is_empty() {
+        if rec
+            .attempts
+            .last()
+            .is_some_and(|a| a.retry_reason.is_none())
+        {
             rec.moving_on("fallback");
         }
         if let Some(b) = &target.breaker {
@@ -114,6 +118,21 @@ pub async fn call(
                 Err(e) => e,
             };
             rec.attempt(target.provider.name(), &target.model, started, Some(&e));
+            // A refusal that is about this model, not the request: another target may
+            // take it (a larger context window; a different policy, if allowed). Not
+            // retried here: the same model would refuse again.
+            let moves_on = match e.refusal() {
+                Some(Refusal::ContextWindow) => Some("context_window"),
+                Some(Refusal::ContentPolicy) if resolved.fallback_on_content_policy => {
+                    Some("content_policy")
+                }
+                _ => None,
+            };
+            if let Some(reason) = moves_on {
+                rec.moving_on(reason);
+                last = Some(e);
+                break;
+            }
             if !e.is_retryable() {
                 return Err(e.into());
             }
@@ -163,14 +182,16 @@ pub async fn call(
     };
     // Every target failed in a way that is not the request's fault: the route's
     // degraded answer, if it has one, instead of an error.
+    // A refusal of the request itself (every target's window too small) is not hidden.
+    let refused = matches!(&err, GatewayError::Provider(e) if e.refusal().is_some());
     match resolved.fallback {
-        Some(text) => {
+        Some(text) if !refused => {
             tracing::warn!(request_id = %rec.request_id, error = %err, "every target failed: answering with the route's fallback_response");
             rec.degraded = true;
             rec.error_code = Some(err.code());
             Ok(degraded_answer(&text, req.stream))
         }
-        None => Err(err),
+        _ => Err(err),
     }
 }
 

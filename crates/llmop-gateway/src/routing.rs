@@ -33,6 +33,7 @@ pub struct Route {
     pub targets: Vec<Target>,
     pub timeout: Option<Duration>,
     pub fallback: Option<Arc<str>>,
+    pub fallback_on_content_policy: bool,
 }
 
 /// What a request's `model` resolved to.
@@ -44,6 +45,7 @@ pub struct Resolved<'a> {
     pub timeout: Option<Duration>,
     /// The route's degraded answer, when every target failed.
     pub fallback: Option<Arc<str>>,
+    pub fallback_on_content_policy: bool,
 }
 
 pub struct Router {
@@ -93,6 +95,7 @@ impl Router {
                         .fallback_response
                         .as_ref()
                         .map(|f| Arc::from(f.text.as_str())),
+                    fallback_on_content_policy: rc.fallback_on_content_policy,
                 },
             );
         }
@@ -113,6 +116,7 @@ impl Router {
                 targets: order(route),
                 timeout: route.timeout,
                 fallback: route.fallback.clone(),
+                fallback_on_content_policy: route.fallback_on_content_policy,
             });
         }
         if let Some((provider, m)) = model.split_once('/') {
@@ -136,6 +140,7 @@ impl Router {
                     }],
                     timeout: None,
                     fallback: None,
+                    fallback_on_content_policy: false,
                 });
             }
         }

@@ -190,11 +190,13 @@ impl HttpProvider {
                 .unwrap_or("error")
                 .to_string()
         });
+        let refusal = llmop_wire::classify_refusal(status, &body, &message);
         ProviderError::Status {
             provider: self.name.clone(),
             status,
             message,
             retry_after,
+            refusal,
         }
     }
 

@@ -132,3 +132,80 @@ pub fn unix_now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// Whether an upstream's 4xx says that *this* model cannot take the request (its context
+/// window, its content policy) rather than that the request is malformed. Reads the
+/// error `code`/`type` fields of OpenAI-style and Anthropic-style bodies and, failing
+/// those, the message wording each provider documents.
+pub fn classify_refusal(status: u16, body: &[u8], message: &str) -> Option<llmop_core::Refusal> {
+    use llmop_core::Refusal;
+    if !matches!(status, 400 | 413 | 422) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let err = v.get("error");
+    let field = |k: &str| {
+        err.and_then(|e| e.get(k))
+            .and_then(|c| c.as_str())
+            .unwrap_or("")
+    };
+    let (code, kind) = (field("code"), field("type"));
+    let m = message.to_ascii_lowercase();
+    if code == "context_length_exceeded"
+        || kind == "context_length_exceeded"
+        || m.contains("maximum context length")
+        || m.contains("context window")
+        || m.contains("prompt is too long")
+        || m.contains("exceeds the maximum number of tokens")
+    {
+        return Some(Refusal::ContextWindow);
+    }
+    if matches!(code, "content_policy_violation" | "content_filter")
+        || m.contains("content management policy")
+        || m.contains("content policy")
+    {
+        return Some(Refusal::ContentPolicy);
+    }
+    None
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+    use llmop_core::Refusal;
+
+    #[test]
+    fn context_window_errors_of_each_provider() {
+        // OpenAI
+        let b = br#"{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+        assert_eq!(
+            classify_refusal(
+                400,
+                b,
+                "This model's maximum context length is 128000 tokens."
+            ),
+            Some(Refusal::ContextWindow)
+        );
+        // Anthropic
+        let b = br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#;
+        assert_eq!(
+            classify_refusal(400, b, "prompt is too long: 210000 tokens > 200000 maximum"),
+            Some(Refusal::ContextWindow)
+        );
+        // Gemini
+        let m = "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).";
+        assert_eq!(
+            classify_refusal(400, b"{}", m),
+            Some(Refusal::ContextWindow)
+        );
+        // Content policy
+        let b = br#"{"error":{"message":"Your request was rejected as a result of our safety system.","type":"invalid_request_error","code":"content_policy_violation"}}"#;
+        assert_eq!(
+            classify_refusal(400, b, "rejected"),
+            Some(Refusal::ContentPolicy)
+        );
+        // Ordinary bad requests and other statuses are not refusals.
+        assert_eq!(classify_refusal(400, b"{}", "messages: required"), None);
+        assert_eq!(classify_refusal(500, b"{}", "prompt is too long"), None);
+    }
+}

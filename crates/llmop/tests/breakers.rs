@@ -238,8 +238,10 @@ async fn every_target_failing_ends_in_the_degraded_answer() {
 
 #[tokio::test]
 async fn a_request_error_is_not_hidden_by_the_degraded_answer() {
-    let primary =
-        Upstream::start(|_, _| Reply::Json(400, fixture("openai/error_400.json"), vec![])).await;
+    let primary = Upstream::start(|_, _| {
+        Reply::Json(400, fixture("openai/error_400_invalid_value.json"), vec![])
+    })
+    .await;
     let secondary = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
     let gw = fallback_gateway(
         &primary,
@@ -349,4 +351,56 @@ async fn least_latency_prefers_the_faster_target() {
     }
     // The slow one is tried first while untried, then only when explored (5%).
     assert!(fast >= 50, "fast answered {fast} of 60");
+}
+
+const POLICY: &str = r#"{"error":{"message":"Your request was rejected as a result of our safety system.","type":"invalid_request_error","param":null,"code":"content_policy_violation"}}"#;
+
+#[tokio::test]
+async fn a_context_window_refusal_moves_on_to_the_next_target() {
+    // OpenAI's context-length error, as its API reference shows it.
+    let primary =
+        Upstream::start(|_, _| Reply::Json(400, fixture("openai/error_400.json"), vec![])).await;
+    let secondary = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
+    let gw = fallback_gateway(
+        &primary,
+        &secondary,
+        "retry = { attempts = 2, backoff_ms = 10 }",
+    );
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "ctx-window")
+        .json(&json!({"model": "r", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-llmop-provider"], "secondary");
+    assert_eq!(
+        primary.count(),
+        1,
+        "not retried: the same window would refuse again"
+    );
+    let rec = gw.record("ctx-window").await;
+    assert_eq!(rec["attempts"][0]["error"], "context_window_exceeded");
+    assert_eq!(rec["attempts"][0]["retry_reason"], "context_window");
+}
+
+#[tokio::test]
+async fn content_policy_refusals_move_on_only_when_configured() {
+    let primary = Upstream::start(|_, _| Reply::Json(400, POLICY.into(), vec![])).await;
+    let secondary = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
+    let gw = fallback_gateway(&primary, &secondary, "fallback_response = { text = \"x\" }");
+    let r = call(&gw).await;
+    assert_eq!(
+        r.status(),
+        400,
+        "off by default, and never hidden by the degraded answer"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "content_policy_violation");
+    assert_eq!(secondary.count(), 0);
+    let gw = fallback_gateway(&primary, &secondary, "fallback_on_content_policy = true");
+    let r = call(&gw).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-llmop-provider"], "secondary");
 }

@@ -299,7 +299,7 @@ async fn upstream_errors_are_mapped_not_leaked() {
             "text/html",
             "<html>Internal Server Error stack trace at foo.py:12</html>".into(),
         ),
-        1 => Reply::Json(400, fixture("openai/error_400.json"), vec![]),
+        1 => Reply::Json(400, fixture("openai/error_400_invalid_value.json"), vec![]),
         _ => Reply::Raw(
             200,
             "application/json",
@@ -321,7 +321,7 @@ async fn upstream_errors_are_mapped_not_leaked() {
     assert!(v["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("maximum context length"));
+        .contains("Invalid value for 'temperature'"));
     let (status, _, v) = chat(&gw, hi("main")).await;
     assert_eq!(status, 502);
     assert_envelope(&v, "upstream_protocol_error");
@@ -409,7 +409,7 @@ async fn fallback_moves_on_for_server_errors_only() {
         if n == 0 {
             Reply::Raw(503, "text/plain", "busy".into())
         } else {
-            Reply::Json(400, fixture("openai/error_400.json"), vec![])
+            Reply::Json(400, fixture("openai/error_400_invalid_value.json"), vec![])
         }
     })
     .await;

@@ -260,8 +260,10 @@ async fn a_whole_tool_call_is_recorded_without_output_text() {
 
 #[tokio::test]
 async fn an_upstream_error_is_recorded() {
-    let up =
-        Upstream::start(|_, _| Reply::Json(400, fixture("openai/error_400.json"), vec![])).await;
+    let up = Upstream::start(|_, _| {
+        Reply::Json(400, fixture("openai/error_400_invalid_value.json"), vec![])
+    })
+    .await;
     let gw = start(&up, "");
     let resp = client()
         .post(format!("{}/v1/chat/completions", gw.url))

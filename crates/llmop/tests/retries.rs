@@ -80,8 +80,10 @@ async fn exhausted_retries_return_the_last_error() {
 
 #[tokio::test]
 async fn client_errors_are_never_retried() {
-    let up =
-        Upstream::start(|_, _| Reply::Json(400, fixture("openai/error_400.json"), vec![])).await;
+    let up = Upstream::start(|_, _| {
+        Reply::Json(400, fixture("openai/error_400_invalid_value.json"), vec![])
+    })
+    .await;
     let gw = gateway(&up, "retry = { attempts = 3, backoff_ms = 10 }");
     let (status, _) = call(&gw, "retry-400").await;
     assert_eq!(status, 400);

@@ -182,6 +182,7 @@ impl MockProvider {
                     self.error_rate
                 ),
                 retry_after: (self.error_status == 429).then(|| Duration::from_secs(1)),
+                refusal: None,
             });
         }
         Ok(())
