@@ -366,6 +366,40 @@ pub struct TargetConfig {
     pub weight: u32,
     /// Overrides the route's `first_token_timeout_ms` for this target.
     pub first_token_timeout_ms: Option<u64>,
+    /// Request parameters set for this target whatever the client asked (a smaller
+    /// `max_tokens` for a fallback model, a model-specific `temperature`).
+    pub params: Option<ParamOverrides>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamOverrides {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub seed: Option<i64>,
+    pub stop: Option<Vec<String>>,
+}
+
+impl ParamOverrides {
+    /// Applies the overrides to a request's parameters.
+    pub fn apply(&self, p: &mut crate::Params) {
+        if let Some(t) = self.temperature {
+            p.temperature = Some(t);
+        }
+        if let Some(t) = self.top_p {
+            p.top_p = Some(t);
+        }
+        if let Some(m) = self.max_tokens {
+            p.max_tokens = Some(m);
+        }
+        if let Some(s) = self.seed {
+            p.seed = Some(s);
+        }
+        if let Some(s) = &self.stop {
+            p.stop.clone_from(s);
+        }
+    }
 }
 
 fn default_weight() -> u32 {

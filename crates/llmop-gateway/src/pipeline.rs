@@ -72,6 +72,18 @@ pub async fn call(
         if let Some(p) = &target.retry {
             p.budget.on_call();
         }
+        // Overrides make this target's own copy of the request; without them the
+        // client's request is used as is (no copy on the common path).
+        let overridden;
+        let req: &ChatRequest = match &target.params {
+            Some(o) => {
+                let mut r = req.clone();
+                o.apply(&mut r.params);
+                overridden = r;
+                &overridden
+            }
+            None => req,
+        };
         let mut retries = 0u32;
         loop {
             let started = Instant::now();

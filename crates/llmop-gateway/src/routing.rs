@@ -3,7 +3,7 @@
 
 use crate::breaker::Breaker;
 use crate::resilience::{LatencyStats, RetryPolicy};
-use llmop_core::config::{Config, Strategy};
+use llmop_core::config::{Config, ParamOverrides, Strategy};
 use llmop_core::GatewayError;
 use llmop_providers::{Provider, Providers};
 use rand::Rng;
@@ -19,6 +19,8 @@ pub struct Target {
     pub weight: u32,
     /// The route's retry settings and this target's retry budget; `None`: no retries.
     pub retry: Option<Arc<RetryPolicy>>,
+    /// Parameters this target sets whatever the client asked.
+    pub params: Option<Arc<ParamOverrides>>,
     /// Longest wait for this target's first token in one attempt.
     pub first_token_timeout: Option<Duration>,
     /// Recent latency and errors, kept for `least_latency` routes.
@@ -70,6 +72,7 @@ impl Router {
                         .retry
                         .filter(|r| r.attempts > 0)
                         .map(|r| Arc::new(RetryPolicy::new(r))),
+                    params: t.params.clone().map(Arc::new),
                     first_token_timeout: t
                         .first_token_timeout_ms
                         .or(rc.first_token_timeout_ms)
@@ -134,6 +137,7 @@ impl Router {
                         model: Arc::from(m),
                         weight: 1,
                         retry: None,
+                        params: None,
                         first_token_timeout: None,
                         stats: None,
                         breaker: None,

@@ -404,3 +404,41 @@ async fn content_policy_refusals_move_on_only_when_configured() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-llmop-provider"], "secondary");
 }
+
+#[tokio::test]
+async fn refused_connections_and_broken_bodies_fall_back() {
+    // A port with nothing listening (connection refused) and an upstream whose answer is
+    // not its format: both hand over to the healthy secondary, on every call.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let broken =
+        Upstream::start(|_, _| Reply::Raw(200, "application/json", "{\"choices\": 7".into())).await;
+    let secondary = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
+    let gw = Gateway::start(&format!(
+        "[providers.refused]\nkind = \"openai\"\nbase_url = \"http://{closed}/v1\"\n\
+         [providers.broken]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
+         [providers.secondary]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
+         [routes.r]\ntargets = [{{ provider = \"refused\", model = \"m\" }}, {{ provider = \"broken\", model = \"m\" }}, {{ provider = \"secondary\", model = \"m\" }}]\n",
+        broken.url, secondary.url
+    ));
+    for i in 0..10 {
+        let id = format!("broken-{i}");
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("x-request-id", &id)
+            .json(&json!({"model": "r", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-llmop-attempts"], "3");
+        if i == 0 {
+            let rec = gw.record(&id).await;
+            assert_eq!(rec["attempts"][0]["error"], "upstream_unreachable");
+            assert_eq!(rec["attempts"][1]["error"], "upstream_protocol_error");
+            assert_eq!(rec["attempts"][2]["error"], Value::Null);
+        }
+    }
+}

@@ -150,3 +150,23 @@ async fn the_retry_budget_caps_retries_when_a_target_always_fails() {
     // Without a budget: 40 upstream calls. With it: 10 first tries + 2 retries.
     assert_eq!(up.count(), 12);
 }
+
+#[tokio::test]
+async fn a_target_sets_its_own_parameters() {
+    let primary = Upstream::start(|_, _| overloaded()).await;
+    let secondary = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
+    let gw = Gateway::start(&format!(
+        "[providers.p]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n[providers.s]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
+         [routes.r]\ntargets = [{{ provider = \"p\", model = \"big\" }}, \
+         {{ provider = \"s\", model = \"small\", params = {{ max_tokens = 16, temperature = 0.0 }} }}]\n",
+        primary.url, secondary.url
+    ));
+    let (status, _) = call(&gw, "params").await;
+    assert_eq!(status, 200);
+    // The first target got what the client asked; the second its own settings.
+    assert_eq!(primary.last().body["messages"][0]["content"], "x");
+    assert!(primary.last().body.get("max_tokens").is_none());
+    let sent = secondary.last().body;
+    assert_eq!(sent["max_tokens"], 16);
+    assert_eq!(sent["temperature"], 0.0);
+}
