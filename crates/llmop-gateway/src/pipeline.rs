@@ -198,7 +198,7 @@ pub async fn call(
     let refused = matches!(&err, GatewayError::Provider(e) if e.refusal().is_some());
     match resolved.fallback {
         Some(text) if !refused => {
-            tracing::warn!(request_id = %rec.request_id, error = %err, "every target failed: answering with the route's fallback_response");
+            tracing::debug!(request_id = %rec.request_id, error = %err, "every target failed: answering with the route's fallback_response");
             rec.degraded = true;
             rec.error_code = Some(err.code());
             Ok(degraded_answer(&text, req.stream))

@@ -153,8 +153,15 @@ impl<T: IntoRecord> RecordWriter<T> {
             Err(mpsc::error::TrySendError::Full(job)) => job,
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.stopped()),
         };
-        self.stats.delayed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("record queue full: the request waits for the writer (back-pressure)");
+        let n = self.stats.delayed.fetch_add(1, Ordering::Relaxed) + 1;
+        // Logged at the first delay and every 1,000th after, not once per request: a
+        // saturated store must not also flood the logs.
+        if n == 1 || n % 1_000 == 0 {
+            tracing::warn!(
+                delayed_total = n,
+                "record queue full: requests wait for the record writer (back-pressure)"
+            );
+        }
         if self.tx.send(job).await.is_err() {
             return Err(self.stopped());
         }
