@@ -156,7 +156,7 @@ impl<T: IntoRecord> RecordWriter<T> {
         let n = self.stats.delayed.fetch_add(1, Ordering::Relaxed) + 1;
         // Logged at the first delay and every 1,000th after, not once per request: a
         // saturated store must not also flood the logs.
-        if n == 1 || n % 1_000 == 0 {
+        if n == 1 || n.is_multiple_of(1_000) {
             tracing::warn!(
                 delayed_total = n,
                 "record queue full: requests wait for the record writer (back-pressure)"
