@@ -6,6 +6,7 @@
 //!   and PostgreSQL (shared by several gateway replicas).
 //! - `migrate`: versioned schema migrations, applied at open.
 //! - `query`: read-only SQL with row and time limits, enforced by the database.
+//! - [`features`]: registered feature versions (immutable, numbered, one per content hash).
 //! - [`writer`]: the record writer: bounded queue, group commit, back-pressure, spill.
 //!
 //! Both backends run the same queries through sqlx's `Any` driver; only the DDL differs
@@ -16,12 +17,14 @@
 //! Invariants: no SQL outside this crate; inserts are idempotent (a record written twice,
 //! e.g. replayed from a spill file, stays one record); no secret is a field of a record.
 
+pub mod features;
 mod migrate;
 mod query;
 pub mod record;
 mod store;
 pub mod writer;
 
+pub use features::{FeatureVersion, Pushed};
 pub use query::{QueryError, QueryResult};
 pub use record::{parse_time, Attempt, Feedback, ListFilter, Page, Record, StatusFilter};
 pub use store::{Backend, Store, StoreError};

@@ -23,6 +23,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_degraded.sql"),
         postgres: include_str!("../migrations/postgres/0002_degraded.sql"),
     },
+    Migration {
+        version: 3,
+        sqlite: include_str!("../migrations/sqlite/0003_feature_versions.sql"),
+        postgres: include_str!("../migrations/postgres/0003_feature_versions.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

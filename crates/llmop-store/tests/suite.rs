@@ -83,10 +83,10 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 2);
+    assert_eq!(again.schema_version().await.unwrap(), 3);
     again.close().await;
 
     // Every field survives the round trip.
@@ -321,6 +321,48 @@ async fn run_suite(url: &str) {
     assert_eq!(purged, 1);
     assert_eq!(store.get("req-full").await.unwrap(), None);
     assert!(store.get("r00").await.unwrap().is_some());
+
+    // Feature versions: numbered per feature, one per content hash.
+    let spec = |t: f64| serde_json::json!({"name": "summ", "params": {"temperature": t}});
+    let p1 = store
+        .push_feature_version("summ", "sha256:a", &spec(0.1), Some("ci"))
+        .await
+        .unwrap();
+    assert_eq!((p1.version.version, p1.created), (1, true));
+    let again = store
+        .push_feature_version("summ", "sha256:a", &spec(0.1), None)
+        .await
+        .unwrap();
+    assert_eq!((again.version.version, again.created), (1, false));
+    assert_eq!(again.version.created_by.as_deref(), Some("ci"));
+    // Concurrent pushes of different content each get their own number.
+    let pushes = (0..6).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .push_feature_version("summ", &format!("sha256:c{i}"), &spec(i as f64), None)
+                .await
+                .unwrap()
+                .version
+                .version
+        }
+    });
+    let mut numbers = futures_util::future::join_all(pushes).await;
+    numbers.sort();
+    assert_eq!(numbers, [2, 3, 4, 5, 6, 7]);
+    let all = store.feature_versions("summ").await.unwrap();
+    assert_eq!(all.len(), 7);
+    assert_eq!(all[0].spec, spec(0.1));
+    assert_eq!(
+        store
+            .feature_version("summ", 3)
+            .await
+            .unwrap()
+            .map(|v| v.version),
+        Some(3)
+    );
+    assert!(store.feature_version("summ", 99).await.unwrap().is_none());
+    assert!(store.feature_versions("other").await.unwrap().is_empty());
     store.close().await;
 }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod features_cli;
 mod records_cli;
 use llmop_store::{ListFilter, StatusFilter};
 
@@ -49,6 +50,11 @@ enum Command {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LLMOP_LOG_FORMAT")]
         log_format: LogFormat,
+    },
+    /// Versioned features: register, list and compare versions.
+    Feature {
+        #[command(subcommand)]
+        command: FeatureCommand,
     },
     /// Look up recorded calls.
     Requests {
@@ -140,6 +146,35 @@ enum RequestsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum FeatureCommand {
+    /// Register a feature file as a new immutable version (identical content returns
+    /// the existing version).
+    Push {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Every registered version of a feature.
+    Versions {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// What changed between two versions (templates and settings).
+    Diff {
+        name: String,
+        a: i64,
+        b: i64,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -150,6 +185,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { json } => check(&cli.config, json),
+        Command::Feature { command } => run_cli(async {
+            match command {
+                FeatureCommand::Push { file, json, store } => {
+                    features_cli::push(&cli.config, store.store, &file, json).await
+                }
+                FeatureCommand::Versions { name, json, store } => {
+                    features_cli::versions(&cli.config, store.store, &name, json).await
+                }
+                FeatureCommand::Diff { name, a, b, store } => {
+                    features_cli::diff(&cli.config, store.store, &name, a, b).await
+                }
+            }
+        }),
         Command::Requests { command } => run_cli(async {
             match command {
                 RequestsCommand::List {

@@ -1,0 +1,142 @@
+//! Registered feature versions: immutable, numbered per feature, one per content hash.
+
+use crate::store::{now_ms, Store, StoreError};
+use serde::Serialize;
+use sqlx::Row;
+
+/// One registered version of a feature. `spec` is the feature's canonical JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureVersion {
+    pub feature: String,
+    pub version: i64,
+    pub content_hash: String,
+    pub spec: serde_json::Value,
+    pub created_at_ms: i64,
+    pub created_by: Option<String>,
+}
+
+/// What `push_feature_version` did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pushed {
+    pub version: FeatureVersion,
+    /// `false`: identical content was already registered as this version.
+    pub created: bool,
+}
+
+fn read(row: &sqlx::any::AnyRow) -> Result<FeatureVersion, StoreError> {
+    let feature: String = row.try_get("feature")?;
+    let spec: String = row.try_get("spec")?;
+    Ok(FeatureVersion {
+        spec: serde_json::from_str(&spec)
+            .map_err(|e| StoreError::Corrupt(feature.clone(), format!("spec: {e}")))?,
+        feature,
+        version: row.try_get("version")?,
+        content_hash: row.try_get("content_hash")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+const COLS: &str = "feature, version, content_hash, spec, created_at_ms, created_by";
+
+impl Store {
+    /// Registers `spec` (canonical JSON) as the next version of `feature`, or returns the
+    /// version that already has this content hash. Two replicas pushing at once cannot
+    /// both take a number: the primary key refuses the second, which then retries.
+    pub async fn push_feature_version(
+        &self,
+        feature: &str,
+        content_hash: &str,
+        spec: &serde_json::Value,
+        created_by: Option<&str>,
+    ) -> Result<Pushed, StoreError> {
+        let spec_text = spec.to_string();
+        let mut last_err = None;
+        for _ in 0..5 {
+            if let Some(v) = self.feature_version_by_hash(feature, content_hash).await? {
+                return Ok(Pushed {
+                    version: v,
+                    created: false,
+                });
+            }
+            let next: i64 = sqlx::query(
+                "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM feature_versions WHERE feature = $1",
+            )
+            .bind(feature.to_string())
+            .fetch_one(self.pool())
+            .await?
+            .try_get("v")?;
+            let at = now_ms();
+            let done = sqlx::query(&format!(
+                "INSERT INTO feature_versions ({COLS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            ))
+            .bind(feature.to_string())
+            .bind(next)
+            .bind(content_hash.to_string())
+            .bind(spec_text.clone())
+            .bind(at)
+            .bind(created_by.map(str::to_string))
+            .execute(self.pool())
+            .await;
+            match done {
+                Ok(_) => {
+                    return Ok(Pushed {
+                        version: FeatureVersion {
+                            feature: feature.to_string(),
+                            version: next,
+                            content_hash: content_hash.to_string(),
+                            spec: spec.clone(),
+                            created_at_ms: at,
+                            created_by: created_by.map(str::to_string),
+                        },
+                        created: true,
+                    })
+                }
+                // Someone else took this number (or this content) first: look again.
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(StoreError::Db(last_err.unwrap_or(sqlx::Error::RowNotFound)))
+    }
+
+    async fn feature_version_by_hash(
+        &self,
+        feature: &str,
+        hash: &str,
+    ) -> Result<Option<FeatureVersion>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLS} FROM feature_versions WHERE feature = $1 AND content_hash = $2"
+        ))
+        .bind(feature.to_string())
+        .bind(hash.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(read).transpose()
+    }
+
+    pub async fn feature_version(
+        &self,
+        feature: &str,
+        version: i64,
+    ) -> Result<Option<FeatureVersion>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLS} FROM feature_versions WHERE feature = $1 AND version = $2"
+        ))
+        .bind(feature.to_string())
+        .bind(version)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(read).transpose()
+    }
+
+    /// Every version of a feature, oldest first.
+    pub async fn feature_versions(&self, feature: &str) -> Result<Vec<FeatureVersion>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLS} FROM feature_versions WHERE feature = $1 ORDER BY version"
+        ))
+        .bind(feature.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(read).collect()
+    }
+}
