@@ -7,6 +7,8 @@
 //! - `migrate`: versioned schema migrations, applied at open.
 //! - `query`: read-only SQL with row and time limits, enforced by the database.
 //! - [`features`]: registered feature versions (immutable, numbered, one per content hash).
+//! - [`deployments`]: what each environment of each feature serves, and the audited
+//!   history of every change (deploy, split, shadow, rollback).
 //! - [`writer`]: the record writer: bounded queue, group commit, back-pressure, spill.
 //!
 //! Both backends run the same queries through sqlx's `Any` driver; only the DDL differs
@@ -17,6 +19,7 @@
 //! Invariants: no SQL outside this crate; inserts are idempotent (a record written twice,
 //! e.g. replayed from a spill file, stays one record); no secret is a field of a record.
 
+pub mod deployments;
 pub mod features;
 mod migrate;
 mod query;
@@ -24,6 +27,9 @@ pub mod record;
 mod store;
 pub mod writer;
 
+pub use deployments::{
+    Arm, ChangeBy, DeployError, Deployment, DeploymentEvent, DeploymentState, EventKind,
+};
 pub use features::{FeatureVersion, Pushed};
 pub use query::{QueryError, QueryResult};
 pub use record::{parse_time, Attempt, Feedback, ListFilter, Page, Record, StatusFilter};

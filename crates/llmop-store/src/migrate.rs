@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_feature_versions.sql"),
         postgres: include_str!("../migrations/postgres/0003_feature_versions.sql"),
     },
+    Migration {
+        version: 4,
+        sqlite: include_str!("../migrations/sqlite/0004_deployments.sql"),
+        postgres: include_str!("../migrations/postgres/0004_deployments.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

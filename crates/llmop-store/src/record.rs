@@ -71,6 +71,12 @@ pub struct Record {
     /// Answered by the route's `fallback_response` after every target failed.
     #[serde(default)]
     pub degraded: bool,
+    /// The variables a feature call's templates were rendered from.
+    #[serde(default)]
+    pub variables: Option<Value>,
+    /// For a shadow call: the request id of the primary call it copied.
+    #[serde(default)]
+    pub shadow_of: Option<String>,
 }
 
 impl Record {
@@ -119,6 +125,8 @@ impl Record {
             parsed_output: None,
             feedback: None,
             degraded: false,
+            variables: None,
+            shadow_of: None,
         }
     }
 }

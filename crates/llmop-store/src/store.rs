@@ -83,9 +83,11 @@ const COLUMNS: &[&str] = &[
     "feedback_comment",
     "feedback_at_ms",
     "degraded",
+    "variables",
+    "shadow_of",
 ];
 
-/// Rows per INSERT statement: 100 rows x 41 columns = 4,100 parameters, under the
+/// Rows per INSERT statement: 100 rows x 43 columns = 4,300 parameters, under the
 /// limits of both SQLite (32,766) and PostgreSQL (65,535).
 const ROWS_PER_INSERT: usize = 100;
 
@@ -184,6 +186,8 @@ fn bind_record<'q>(
         .bind(fb.and_then(|f| f.comment.clone()))
         .bind(fb.map(|f| f.at_ms))
         .bind(r.degraded as i64)
+        .bind(r.variables.as_ref().map(json_text))
+        .bind(r.shadow_of.clone())
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(
@@ -199,6 +203,7 @@ fn json_col<T: serde::de::DeserializeOwned>(
 fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
     let id: String = row.try_get("request_id")?;
     let parsed: Option<String> = row.try_get("parsed_output")?;
+    let variables: Option<String> = row.try_get("variables")?;
     let feedback_at: Option<i64> = row.try_get("feedback_at_ms")?;
     Ok(Record {
         created_at_ms: row.try_get("created_at_ms")?,
@@ -253,6 +258,14 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
             })
             .transpose()?,
         degraded: row.try_get::<i64, _>("degraded")? != 0,
+        variables: match variables {
+            Some(t) => Some(
+                serde_json::from_str(&t)
+                    .map_err(|e| StoreError::Corrupt(id.clone(), format!("variables: {e}")))?,
+            ),
+            None => None,
+        },
+        shadow_of: row.try_get("shadow_of")?,
         request_id: id,
     })
 }

@@ -22,6 +22,8 @@ fn full_record(id: &str, at: i64) -> Record {
     r.arm = Some("3".into());
     r.shadow = true;
     r.replay_of = Some("orig-1".into());
+    r.shadow_of = Some("primary-1".into());
+    r.variables = Some(serde_json::json!({"ticket": "printer on fire", "max_words": 40}));
     r.route = Some("smart".into());
     r.stream = true;
     r.provider = Some("openai".into());
@@ -83,10 +85,10 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 3);
+    assert_eq!(again.schema_version().await.unwrap(), 4);
     again.close().await;
 
     // Every field survives the round trip.
@@ -363,7 +365,169 @@ async fn run_suite(url: &str) {
     );
     assert!(store.feature_version("summ", 99).await.unwrap().is_none());
     assert!(store.feature_versions("other").await.unwrap().is_empty());
+
+    deployments(&store).await;
     store.close().await;
+}
+
+/// Deploy, split, shadow, rollback (twice), history and races.
+async fn deployments(store: &Store) {
+    use llmop_store::{Arm, ChangeBy, DeployError, DeploymentState, EventKind};
+    let by = |reason: &'static str| ChangeBy {
+        actor: Some("alice"),
+        reason: Some(reason),
+    };
+    // Nothing deployed: nothing to roll back; unknown versions refused.
+    assert!(matches!(
+        store.rollback("summ", "prod", by("x")).await,
+        Err(DeployError::NothingToRollBack(_))
+    ));
+    assert!(matches!(
+        store
+            .deploy("summ", "prod", &DeploymentState::single(99), by("x"))
+            .await,
+        Err(DeployError::UnknownVersion { version: 99, .. })
+    ));
+    let bad_split = DeploymentState {
+        arms: vec![
+            Arm {
+                version: 1,
+                weight: 50,
+            },
+            Arm {
+                version: 2,
+                weight: 40,
+            },
+        ],
+        shadow: None,
+    };
+    assert!(matches!(
+        store.deploy("summ", "prod", &bad_split, by("x")).await,
+        Err(DeployError::Invalid(m)) if m.contains("sum to 100")
+    ));
+    assert!(matches!(
+        store
+            .deploy("summ", "bad env!", &DeploymentState::single(1), by("x"))
+            .await,
+        Err(DeployError::Invalid(_))
+    ));
+
+    let e1 = store
+        .deploy("summ", "prod", &DeploymentState::single(1), by("first"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (e1.seq, e1.kind, e1.from.clone()),
+        (1, EventKind::Deploy, None)
+    );
+    store
+        .deploy("summ", "prod", &DeploymentState::single(2), by("second"))
+        .await
+        .unwrap();
+    let split = DeploymentState {
+        arms: vec![
+            Arm {
+                version: 2,
+                weight: 90,
+            },
+            Arm {
+                version: 3,
+                weight: 10,
+            },
+        ],
+        shadow: Some(4),
+    };
+    store
+        .deploy("summ", "prod", &split, by("experiment"))
+        .await
+        .unwrap();
+    store
+        .deploy("summ", "staging", &DeploymentState::single(3), by("try"))
+        .await
+        .unwrap();
+    let now = store.deployments().await.unwrap();
+    assert_eq!(now.len(), 2);
+    assert_eq!((now[0].env.as_str(), &now[0].state), ("prod", &split));
+    assert_eq!(now[1].state, DeploymentState::single(3));
+
+    // Rollback walks back one change at a time: split -> v2 -> v1 -> refused.
+    let r1 = store
+        .rollback("summ", "prod", by("bad split"))
+        .await
+        .unwrap();
+    assert_eq!(r1.kind, EventKind::Rollback);
+    assert_eq!(r1.from.as_ref(), Some(&split));
+    assert_eq!(r1.to, DeploymentState::single(2));
+    let r2 = store.rollback("summ", "prod", by("v2 too")).await.unwrap();
+    assert_eq!(r2.to, DeploymentState::single(1));
+    assert!(matches!(
+        store.rollback("summ", "prod", by("again")).await,
+        Err(DeployError::NothingToRollBack(_))
+    ));
+    // A deploy after rollbacks, then a rollback: back to what the deploy replaced.
+    store
+        .deploy("summ", "prod", &DeploymentState::single(3), by("fix"))
+        .await
+        .unwrap();
+    let r3 = store
+        .rollback("summ", "prod", by("fix broke"))
+        .await
+        .unwrap();
+    assert_eq!(r3.to, DeploymentState::single(1));
+
+    let history = store
+        .deployment_history("summ", Some("prod"), 100)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 7);
+    assert_eq!(history[0].seq, 7);
+    assert_eq!(history[0].reason.as_deref(), Some("fix broke"));
+    assert_eq!(history[0].actor.as_deref(), Some("alice"));
+    assert_eq!(
+        store
+            .deployment_history("summ", None, 100)
+            .await
+            .unwrap()
+            .len(),
+        8
+    );
+
+    // Concurrent deploys of one environment: every one applied in some order, no
+    // sequence number taken twice, the row matching the last event.
+    let racing = (0..6).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .deploy(
+                    "summ",
+                    "race",
+                    &DeploymentState::single(1 + i % 3),
+                    ChangeBy::default(),
+                )
+                .await
+                .unwrap()
+                .seq
+        }
+    });
+    let mut seqs = futures_util::future::join_all(racing).await;
+    seqs.sort();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    let latest = &store
+        .deployment_history("summ", Some("race"), 1)
+        .await
+        .unwrap()[0];
+    let row = store
+        .deployments()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.env == "race")
+        .unwrap();
+    assert_eq!((row.seq, &row.state), (latest.seq, &latest.to));
+    assert_eq!(
+        store.feature_names().await.unwrap(),
+        vec!["summ".to_string()]
+    );
 }
 
 #[tokio::test]
