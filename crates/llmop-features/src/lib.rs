@@ -12,6 +12,9 @@
 //! [`FeatureSpec::parse`] renders every template without a syntax error, and refers only
 //! to declared variables.
 
+mod compiled;
+
+pub use compiled::{pick_arm, CompiledFeature, ParseError, Rendered};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
