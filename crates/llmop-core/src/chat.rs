@@ -138,6 +138,11 @@ pub struct ChatRequest {
     /// through to a provider that speaks the same format as the client (`origin`), and
     /// dropped for any other, since they mean nothing there.
     pub extra: Map<String, Value>,
+    /// The request's metadata as llmop reads it (feature variables): OpenAI's
+    /// `metadata` object (also still in `extra`, passed through), Anthropic's
+    /// `metadata` keys other than `user_id` (not sent upstream: Anthropic allows no
+    /// others).
+    pub metadata: Map<String, Value>,
     pub origin: WireFormat,
 }
 
@@ -154,6 +159,7 @@ impl ChatRequest {
             include_usage: false,
             user: None,
             extra: Map::new(),
+            metadata: Map::new(),
             origin,
         }
     }

@@ -27,9 +27,48 @@ pub struct Config {
     pub routes: BTreeMap<String, RouteConfig>,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub features: FeaturesConfig,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub dir: PathBuf,
+}
+
+/// `[features]`: how the gateway serves versioned features.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// The environment of a feature call that names none (`x-llmop-env`, `env`).
+    #[serde(default = "default_env")]
+    pub default_env: String,
+    /// How often deployments are re-read from the store, so that a change made on
+    /// another replica (or by the CLI) is served within this time.
+    #[serde(default = "default_refresh_ms")]
+    pub refresh_ms: u64,
+    /// Most shadow calls in flight at once; beyond it shadows are skipped (counted),
+    /// never queued behind primaries.
+    #[serde(default = "default_shadow_concurrency")]
+    pub shadow_concurrency: usize,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig {
+            default_env: default_env(),
+            refresh_ms: default_refresh_ms(),
+            shadow_concurrency: default_shadow_concurrency(),
+        }
+    }
+}
+
+fn default_env() -> String {
+    "prod".into()
+}
+fn default_refresh_ms() -> u64 {
+    250
+}
+fn default_shadow_concurrency() -> usize {
+    16
 }
 
 pub const DEFAULT_STORE_URL: &str = "sqlite://llmop.db";
@@ -561,6 +600,15 @@ impl Config {
                 k(&["store", "queue_capacity"]),
                 "must be greater than 0".into(),
             ));
+        }
+        if !(10..=60_000).contains(&self.features.refresh_ms) {
+            out.push((
+                k(&["features", "refresh_ms"]),
+                "must be between 10 and 60000".into(),
+            ));
+        }
+        if self.features.default_env.is_empty() {
+            out.push((k(&["features", "default_env"]), "must not be empty".into()));
         }
         if self.server.request_timeout_ms == 0 {
             out.push((

@@ -139,6 +139,10 @@ pub enum GatewayError {
     /// The deadline of the whole request passed.
     #[error("request did not complete within {ms} ms")]
     DeadlineExceeded { ms: u64 },
+    /// The model answered, but its output did not pass the feature's parser and the
+    /// parse-failure policy says to surface it (422).
+    #[error("{message}")]
+    Unprocessable { message: String, code: &'static str },
     /// A dependency of the gateway (the record store) cannot serve now.
     #[error("{message}")]
     Unavailable { message: String, code: &'static str },
@@ -165,6 +169,7 @@ impl GatewayError {
             GatewayError::Provider(e) => e.code(),
             GatewayError::DeadlineExceeded { .. } => "upstream_timeout",
             GatewayError::Unavailable { code, .. } => code,
+            GatewayError::Unprocessable { code, .. } => code,
             GatewayError::Internal(_) => "internal_error",
         }
     }

@@ -80,12 +80,14 @@ impl CompiledFeature {
                 })?;
         }
         let validator = match (&spec.output.parser, &spec.output.schema) {
-            (Parser::Json, Some(schema)) => Some(jsonschema::validator_for(schema).map_err(|e| {
-                vec![SpecError {
-                    key: "output.schema".into(),
-                    message: e.to_string(),
-                }]
-            })?),
+            (Parser::Json, Some(schema)) => {
+                Some(jsonschema::validator_for(schema).map_err(|e| {
+                    vec![SpecError {
+                        key: "output.schema".into(),
+                        message: e.to_string(),
+                    }]
+                })?)
+            }
             _ => None,
         };
         let pattern = match (&spec.output.parser, &spec.output.pattern) {
@@ -117,13 +119,13 @@ impl CompiledFeature {
         let variables = self.spec.bind(given)?;
         let mut messages = Vec::with_capacity(self.spec.messages.len());
         for (i, m) in self.spec.messages.iter().enumerate() {
-            let template = self
-                .env
-                .get_template(&i.to_string())
-                .map_err(|e| RenderError::Template {
-                    index: i,
-                    message: e.to_string(),
-                })?;
+            let template =
+                self.env
+                    .get_template(&i.to_string())
+                    .map_err(|e| RenderError::Template {
+                        index: i,
+                        message: e.to_string(),
+                    })?;
             let text = template
                 .render(&variables)
                 .map_err(|e| RenderError::Template {
@@ -222,7 +224,10 @@ impl CompiledFeature {
                     return Err(ParseError("no pattern".into()));
                 };
                 let caps = re.captures(text).ok_or_else(|| {
-                    ParseError(format!("the output does not match the pattern `{}`", re.as_str()))
+                    ParseError(format!(
+                        "the output does not match the pattern `{}`",
+                        re.as_str()
+                    ))
                 })?;
                 let mut out = Map::new();
                 for name in re.capture_names().flatten() {
@@ -243,15 +248,19 @@ impl CompiledFeature {
         let mut m = format!(
             "Your previous answer could not be used: {problem}. Answer again with only the corrected output"
         );
-        match (self.spec.output.parser, &self.spec.output.schema, &self.spec.output.pattern) {
+        match (
+            self.spec.output.parser,
+            &self.spec.output.schema,
+            &self.spec.output.pattern,
+        ) {
             (Parser::Json, Some(schema), _) => {
                 m.push_str(", as JSON that matches this JSON Schema:\n");
                 m.push_str(&serde_json::to_string_pretty(schema).unwrap_or_default());
             }
             (Parser::Json, None, _) => m.push_str(", as valid JSON."),
-            (Parser::Regex, _, Some(p)) => {
-                m.push_str(&format!(", in a form that matches the regular expression `{p}`."))
-            }
+            (Parser::Regex, _, Some(p)) => m.push_str(&format!(
+                ", in a form that matches the regular expression `{p}`."
+            )),
             _ => m.push('.'),
         }
         m
@@ -358,7 +367,9 @@ template = "{{{{ ticket }}}} in {{{{ n }}}}"
     #[test]
     fn renders_from_compiled_templates() {
         let f = compiled("");
-        let r = f.render(json!({"ticket": "t"}).as_object().unwrap()).unwrap();
+        let r = f
+            .render(json!({"ticket": "t"}).as_object().unwrap())
+            .unwrap();
         assert_eq!(r.messages, vec![(Role::User, "t in 3".to_string())]);
         assert_eq!(r.variables["n"], json!(3));
         assert_eq!(r.prompt_text(), "[user]\nt in 3");
@@ -398,7 +409,8 @@ schema = { type = "object", properties = { summary = { type = "string" } }, requ
             json!({"summary": "ok"})
         );
         assert_eq!(
-            f.parse_output("```json\n{\"summary\": \"fenced\"}\n```").unwrap(),
+            f.parse_output("```json\n{\"summary\": \"fenced\"}\n```")
+                .unwrap(),
             json!({"summary": "fenced"})
         );
         let e = f.parse_output("Sure! Here it is").unwrap_err();

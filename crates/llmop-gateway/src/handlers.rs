@@ -2,6 +2,7 @@
 //! format, runs the pipeline and answers in the same format.
 
 use crate::context::{self, RequestId};
+use crate::features;
 use crate::http_error::{self, ClientFormat};
 use crate::pipeline::{self, Answer};
 use crate::record::CallRecord;
@@ -55,11 +56,22 @@ async fn chat(
         Ok(r) => r,
         Err(e) => return fail(format, e, rec).await,
     };
+    // `feature/<name>`: the deployed version's messages, route and parameters.
+    let (req, feature) = match req.model.strip_prefix("feature/").map(str::to_string) {
+        Some(name) => match features::prepare_chat(&app, &name, req, &mut rec) {
+            Ok((req, fc)) => (req, Some(fc)),
+            Err(e) => return fail(format, e, rec).await,
+        },
+        None => (req, None),
+    };
     // Shared with the record from here, so that a call abandoned mid-way by its client
     // is still recorded with its input.
     let req = Arc::new(req);
     rec.request = Some(req.clone());
     let include_usage = req.include_usage;
+    if let Some(fc) = feature {
+        return feature_chat(app, format, fc, req, rec).await;
+    }
     match pipeline::call(&app, &req, &mut rec).await {
         Ok(Answer::Whole(resp)) => {
             let r = respond::whole(format, resp, &mut rec);
@@ -68,6 +80,129 @@ async fn chat(
         }
         Ok(Answer::Stream { first, rest }) => {
             respond::stream(format, first, rest, include_usage, rec)
+        }
+        Err(e) => fail(format, e, rec).await,
+    }
+}
+
+/// A feature call on a chat endpoint. Whole answers go through the output parser and
+/// its failure policy; streams are relayed as they come and parsed when recorded (the
+/// client has seen the text: no policy can apply). The shadow starts once the primary
+/// has answered.
+async fn feature_chat(
+    app: Arc<AppState>,
+    format: ClientFormat,
+    fc: features::FeatureCall,
+    req: Arc<ChatRequest>,
+    mut rec: CallRecord,
+) -> Response {
+    if req.stream {
+        if fc.version.parses() {
+            if let Some(f) = rec.feature.as_mut() {
+                f.parse_later = Some(fc.version.clone());
+            }
+        }
+        let include_usage = req.include_usage;
+        return match pipeline::call(&app, &req, &mut rec).await {
+            Ok(Answer::Stream { first, rest }) => {
+                features::spawn_shadow(&app, &fc, &rec);
+                respond::stream(format, first, rest, include_usage, rec)
+            }
+            Ok(Answer::Whole(resp)) => {
+                let r = respond::whole(format, resp, &mut rec);
+                rec.finish().await;
+                r
+            }
+            Err(e) => fail(format, e, rec).await,
+        };
+    }
+    match features::run_whole(&app, &fc, &req, &mut rec).await {
+        Ok(resp) => {
+            features::spawn_shadow(&app, &fc, &rec);
+            let r = respond::whole(format, resp, &mut rec);
+            rec.finish().await;
+            r
+        }
+        Err(e) => fail(format, e, rec).await,
+    }
+}
+
+/// `POST /v1/features/{name}/invoke`: the native call. Answers
+/// `{request_id, feature, version, env, arm, output: {text, parsed}, parse_status,
+/// usage, cost_usd, latency_ms, degraded}`.
+pub async fn invoke(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let format = ClientFormat::OpenAi;
+    let mut rec = CallRecord::new(&rid, "/v1/features/invoke", app.recorder.clone());
+    rec.model_requested = format!("feature/{name}");
+    let prepared = async {
+        rec.context = context::from_headers(&headers, &rid)?;
+        let bytes = tokio::time::timeout(
+            app.body_timeout(),
+            read_body(body, &headers, app.config.server.max_body_bytes),
+        )
+        .await
+        .map_err(|_| GatewayError::RequestTimeout {
+            ms: app.config.server.body_timeout_ms,
+        })??;
+        let parsed: features::InvokeBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+            serde_json::from_str("{}").map_err(|e| GatewayError::invalid(e.to_string(), None))?
+        } else {
+            let de = &mut serde_json::Deserializer::from_slice(&bytes);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                rec.keep_invalid_body(&bytes);
+                let path = e.path().to_string();
+                GatewayError::invalid(
+                    format!("invalid invoke body: {}", e.inner()),
+                    (path != ".").then_some(path),
+                )
+            })?
+        };
+        features::prepare_invoke(&app, &name, parsed, &mut rec).await
+    }
+    .await;
+    let (req, fc) = match prepared {
+        Ok(p) => p,
+        Err(e) => return fail(format, e, rec).await,
+    };
+    let req = Arc::new(req);
+    rec.request = Some(req.clone());
+    match features::run_whole(&app, &fc, &req, &mut rec).await {
+        Ok(resp) => {
+            features::spawn_shadow(&app, &fc, &rec);
+            if !resp.id.is_empty() {
+                rec.upstream_id = Some(resp.id.clone());
+            }
+            let text = resp.text();
+            let usage = resp.usage.map(|u| {
+                json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cached_tokens": u.cached_input_tokens})
+            });
+            rec.succeeded(resp);
+            let f = rec.feature.as_deref();
+            let body = json!({
+                "request_id": rec.request_id,
+                "feature": name,
+                "version": fc.version.version,
+                "env": fc.env,
+                "arm": f.and_then(|f| f.arm.as_deref()),
+                "output": {"text": text, "parsed": f.and_then(|f| f.parsed.as_ref())},
+                "parse_status": f.and_then(|f| f.parse_status),
+                "usage": usage,
+                "cost_usd": null,
+                "latency_ms": rec.started.elapsed().as_millis() as u64,
+                "degraded": rec.degraded,
+                "provider": rec.provider,
+                "model": rec.model,
+            });
+            let mut r = axum::Json(body).into_response();
+            respond::call_headers(&mut r, &rec);
+            rec.finish().await;
+            r
         }
         Err(e) => fail(format, e, rec).await,
     }

@@ -25,6 +25,7 @@ pub fn status_of(e: &GatewayError) -> StatusCode {
         GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
         GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        GatewayError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         GatewayError::Provider(p) => match p {
             ProviderError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,

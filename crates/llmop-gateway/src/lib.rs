@@ -9,6 +9,10 @@
 //!   pipeline.
 //! - [`pipeline`]: the stages every call goes through: authenticate, resolve, check,
 //!   call (with fallback), respond, record.
+//! - [`features`]: versioned features on the request path: deployments (refreshed
+//!   from the store), version and split arm selection, rendering, output parsing and its
+//!   failure policies, shadow calls.
+//! - [`admin`]: the admin API for features (versions, deployments, rollback, history).
 //! - [`breaker`]: circuit breakers per route target.
 //! - [`resilience`]: retry backoff (full jitter, `Retry-After`) and retry budgets.
 //! - [`routing`]: turns a `model` string into an ordered list of targets.
@@ -22,8 +26,10 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus text format).
 //! - [`shutdown`]: SIGTERM/SIGINT, readiness, bounded draining.
 
+pub mod admin;
 pub mod breaker;
 pub mod context;
+pub mod features;
 pub mod handlers;
 pub mod http_error;
 pub mod metrics;

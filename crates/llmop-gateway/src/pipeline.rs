@@ -40,6 +40,18 @@ pub async fn call(
     req: &ChatRequest,
     rec: &mut CallRecord,
 ) -> Result<Answer, GatewayError> {
+    call_skipping(app, req, rec, &[]).await
+}
+
+/// [`call`], leaving out the targets in `skip` (`(provider, model)`): a feature whose
+/// output did not parse moves on to a target that has not answered yet. A second call
+/// for the same record keeps the deadline the first one set.
+pub async fn call_skipping(
+    app: &AppState,
+    req: &ChatRequest,
+    rec: &mut CallRecord,
+    skip: &[(String, String)],
+) -> Result<Answer, GatewayError> {
     // 2. resolve
     let resolved = app.router.resolve(&req.model)?;
     rec.route = resolved.route.map(str::to_string);
@@ -47,11 +59,20 @@ pub async fn call(
     if let Some(ms) = rec.context.timeout_ms {
         budget = budget.min(std::time::Duration::from_millis(ms));
     }
-    let deadline = Instant::now() + budget;
+    let deadline = *rec.deadline.get_or_insert_with(|| Instant::now() + budget);
+    let attempts_before = rec.attempts.len();
 
     // 4. call: each target with its retries, then the next target
     let mut last: Option<ProviderError> = None;
+    let mut candidates = 0usize;
     for target in &resolved.targets {
+        if skip
+            .iter()
+            .any(|(p, m)| p == target.provider.name() && **m == *target.model)
+        {
+            continue;
+        }
+        candidates += 1;
         if Instant::now() >= deadline {
             break;
         }
@@ -183,7 +204,11 @@ pub async fn call(
     }
     let err = match last {
         Some(e) => e.into(),
-        None if !rec.attempts.is_empty() => GatewayError::Unavailable {
+        None if candidates == 0 => GatewayError::Unavailable {
+            message: "no target of this route is left to try".into(),
+            code: "no_target_left",
+        },
+        None if rec.attempts.len() > attempts_before => GatewayError::Unavailable {
             message: "every target of this route is failing and its circuit is open; retry later"
                 .into(),
             code: "circuit_open",

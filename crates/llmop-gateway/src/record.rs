@@ -34,6 +34,25 @@ pub struct Attempt {
     pub retry_reason: Option<&'static str>,
 }
 
+/// What a feature call adds to its record.
+#[derive(Debug, Default)]
+pub struct FeatureRecord {
+    pub version: i64,
+    pub content_hash: String,
+    /// The split arm (`v4`) when the deployment is a split.
+    pub arm: Option<String>,
+    pub variables: Map<String, Value>,
+    pub rendered_prompt: String,
+    /// `ok | repaired | next_target | static | failed`; `None`: not parsed (text parser,
+    /// degraded answer, or no answer).
+    pub parse_status: Option<&'static str>,
+    pub parsed: Option<Value>,
+    /// A streamed answer is parsed when its record is built, off the request path.
+    pub parse_later: Option<Arc<llmop_features::CompiledFeature>>,
+    /// For a shadow call: the primary's request id.
+    pub shadow_of: Option<String>,
+}
+
 /// Status shown for a call whose client disconnected before the answer was complete
 /// (nginx's convention; no response was sent).
 pub const CLIENT_CLOSED: u16 = 499;
@@ -109,6 +128,11 @@ pub struct CallRecord {
     pub stream_acc: Option<StreamAccumulator>,
     /// Answered by the route's fallback_response.
     pub degraded: bool,
+    /// Set for feature calls.
+    pub feature: Option<Box<FeatureRecord>>,
+    /// The call's deadline, fixed by its first pass through the pipeline, so that a
+    /// second pass (a feature's repair or next target) stays within it.
+    pub deadline: Option<Instant>,
     recorder: Option<Arc<Recorder>>,
     emitted: bool,
 }
@@ -137,6 +161,8 @@ impl CallRecord {
             response: None,
             stream_acc: None,
             degraded: false,
+            feature: None,
+            deadline: None,
             recorder,
             emitted: false,
         }
@@ -281,6 +307,7 @@ impl CallRecord {
             response: self.response.take(),
             stream_acc: self.stream_acc.take(),
             degraded: self.degraded,
+            feature: self.feature.take(),
         })
     }
 }
@@ -349,6 +376,7 @@ pub struct CallData {
     response: Option<ChatResponse>,
     stream_acc: Option<StreamAccumulator>,
     degraded: bool,
+    feature: Option<Box<FeatureRecord>>,
 }
 
 /// The request as recorded: its messages and its other parameters in the OpenAI Chat
@@ -437,6 +465,31 @@ impl IntoRecord for CallData {
                     })
                     .collect(),
             );
+        }
+        if let Some(f) = c.feature {
+            let f = *f;
+            r.feature_version = Some(f.version);
+            r.content_hash = Some(f.content_hash);
+            r.arm = f.arm;
+            r.variables = Some(Value::Object(f.variables));
+            r.rendered_prompt = Some(f.rendered_prompt);
+            r.shadow = f.shadow_of.is_some();
+            r.shadow_of = f.shadow_of;
+            r.parse_status = f.parse_status.map(str::to_string);
+            r.parsed_output = f.parsed;
+            // A stream's output is parsed here, on the writer's task: its client saw
+            // the text as it came; the record says whether it parsed.
+            if let (Some(v), Some(text)) = (f.parse_later, &r.output_text) {
+                if c.status < 400 && !c.degraded {
+                    match v.parse_output(text) {
+                        Ok(p) => {
+                            r.parse_status = Some("ok".into());
+                            r.parsed_output = Some(p);
+                        }
+                        Err(_) => r.parse_status = Some("failed".into()),
+                    }
+                }
+            }
         }
         let usage = c.usage.or(answer.as_ref().and_then(|a| a.usage));
         if let Some(u) = usage {

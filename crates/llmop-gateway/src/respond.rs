@@ -20,7 +20,7 @@ fn fallback_id(format: ClientFormat, request_id: &str) -> String {
     }
 }
 
-fn call_headers(resp: &mut Response, rec: &CallRecord) {
+pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
     let h = resp.headers_mut();
     if let Some(p) = rec
         .provider
@@ -41,6 +41,14 @@ fn call_headers(resp: &mut Response, rec: &CallRecord) {
     }
     if rec.degraded {
         h.insert("x-llmop-degraded", HeaderValue::from_static("true"));
+    }
+    if let Some(f) = &rec.feature {
+        if let Ok(v) = HeaderValue::from_str(&f.version.to_string()) {
+            h.insert("x-llmop-feature-version", v);
+        }
+        if let Some(arm) = f.arm.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+            h.insert("x-llmop-feature-arm", arm);
+        }
     }
 }
 

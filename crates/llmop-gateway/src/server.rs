@@ -1,5 +1,6 @@
 //! Building the router and serving it until shutdown.
 
+use crate::admin;
 use crate::context::{request_id_from, RequestId};
 use crate::handlers;
 use crate::metrics;
@@ -28,7 +29,17 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .route("/v1/requests/{id}", get(records_api::get))
         .route("/v1/requests/{id}/feedback", post(records_api::feedback))
         .route("/metrics", get(metrics::handler))
+        .route("/v1/features/{name}/invoke", post(handlers::invoke))
         .route("/admin/circuits", get(handlers::circuits))
+        .route("/admin/features", get(admin::list).post(admin::push))
+        .route("/admin/features/{name}", get(admin::show))
+        .route(
+            "/admin/features/{name}/versions/{version}",
+            get(admin::version),
+        )
+        .route("/admin/features/{name}/deploy", post(admin::deploy))
+        .route("/admin/features/{name}/rollback", post(admin::rollback))
+        .route("/admin/features/{name}/history", get(admin::history))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::not_found)

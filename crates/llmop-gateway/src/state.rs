@@ -15,6 +15,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// The record store; `None` when `[store] enabled = false`.
     pub recorder: Option<Arc<Recorder>>,
+    /// Deployed features; `None` without a store.
+    pub features: Option<Arc<crate::features::FeatureRegistry>>,
     /// Renders `/metrics`; `None` when another gateway in this process owns the registry.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -23,7 +25,14 @@ impl AppState {
     pub fn new(config: Config, recorder: Option<Recorder>) -> Result<Arc<AppState>, String> {
         let providers = Providers::from_config(&config)?;
         let router = Router::new(&config, &providers)?;
+        let features = recorder.as_ref().map(|r| {
+            Arc::new(crate::features::FeatureRegistry::new(
+                r.store.clone(),
+                &config.features,
+            ))
+        });
         Ok(Arc::new(AppState {
+            features,
             config,
             providers,
             router,

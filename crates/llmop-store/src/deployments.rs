@@ -77,6 +77,49 @@ impl DeploymentState {
         Ok(())
     }
 
+    /// The state a deploy command asks for: `version` alone, or a split `3=90,4=10`
+    /// (weights in percent), plus an optional shadow version.
+    pub fn from_parts(
+        version: Option<i64>,
+        split: Option<&str>,
+        shadow: Option<i64>,
+    ) -> Result<DeploymentState, String> {
+        let arms = match (version, split) {
+            (Some(_), Some(_)) => {
+                return Err("give a version or a split, not both".into());
+            }
+            (None, None) => return Err("give a version to deploy, or a split".into()),
+            (Some(v), None) => vec![Arm {
+                version: v,
+                weight: 100,
+            }],
+            (None, Some(s)) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|part| {
+                    let (v, w) = part.split_once('=').ok_or_else(|| {
+                        format!("`{part}` is not version=weight (e.g. 3=90,4=10)")
+                    })?;
+                    let version = v
+                        .trim()
+                        .trim_start_matches('v')
+                        .parse()
+                        .map_err(|_| format!("`{v}` is not a version number"))?;
+                    let weight = w
+                        .trim()
+                        .trim_end_matches('%')
+                        .parse()
+                        .map_err(|_| format!("`{w}` is not a weight in percent"))?;
+                    Ok(Arm { version, weight })
+                })
+                .collect::<Result<Vec<_>, String>>()?,
+        };
+        let state = DeploymentState { arms, shadow };
+        state.check()?;
+        Ok(state)
+    }
+
     /// Every version this state refers to (arms, then shadow).
     pub fn versions(&self) -> impl Iterator<Item = i64> + '_ {
         self.arms.iter().map(|a| a.version).chain(self.shadow)
@@ -480,4 +523,35 @@ fn check_env(env: &str) -> Result<(), DeployError> {
 
 fn json(s: &DeploymentState) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "null".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn deploy_commands_become_states() {
+        assert_eq!(
+            DeploymentState::from_parts(Some(3), None, None).unwrap(),
+            DeploymentState::single(3)
+        );
+        let s = DeploymentState::from_parts(None, Some("3=90, v4=10%"), Some(5)).unwrap();
+        assert_eq!(s.describe(), "v3=90% v4=10% (shadow v5)");
+        for bad in ["3=90,4=20", "3", "3=x", "3=100,3=0", "x=100"] {
+            assert!(
+                DeploymentState::from_parts(None, Some(bad), None).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(DeploymentState::from_parts(Some(3), None, Some(3)).is_err());
+        assert!(DeploymentState::from_parts(None, None, None).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn split_parsing_never_panics(s in "[ -~]{0,40}") {
+            let _ = DeploymentState::from_parts(None, Some(&s), None);
+        }
+    }
 }

@@ -140,3 +140,88 @@ impl Store {
         rows.iter().map(read).collect()
     }
 }
+
+/// One side (primary or shadow) of a shadow comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShadowSide {
+    pub version: Option<i64>,
+    /// Calls that answered (status below 400).
+    pub succeeded: i64,
+    /// Calls whose output went through a parser, and how many of those parsed.
+    pub parsed_attempts: i64,
+    pub parsed: i64,
+    pub mean_latency_ms: Option<f64>,
+    /// `None` when no call of this side has a known cost.
+    pub mean_cost_usd: Option<f64>,
+}
+
+/// Primary vs shadow for one pair of versions over a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShadowReport {
+    pub pairs: i64,
+    pub primary: ShadowSide,
+    pub shadow: ShadowSide,
+    /// Pairs whose output texts are identical.
+    pub identical: i64,
+}
+
+fn side(row: &sqlx::any::AnyRow, p: &str) -> Result<ShadowSide, StoreError> {
+    Ok(ShadowSide {
+        version: row.try_get(format!("{p}_version").as_str())?,
+        succeeded: row.try_get(format!("{p}_ok").as_str())?,
+        parsed_attempts: row.try_get(format!("{p}_parse_n").as_str())?,
+        parsed: row.try_get(format!("{p}_parsed").as_str())?,
+        mean_latency_ms: row.try_get(format!("{p}_latency").as_str())?,
+        mean_cost_usd: row.try_get(format!("{p}_cost").as_str())?,
+    })
+}
+
+impl Store {
+    /// Shadow calls of `feature` since `since_ms` (optionally in one environment), each
+    /// joined with the primary call it copied, grouped by (primary, shadow) version.
+    pub async fn shadow_report(
+        &self,
+        feature: &str,
+        since_ms: i64,
+        env: Option<&str>,
+    ) -> Result<Vec<ShadowReport>, StoreError> {
+        // Casts keep every aggregate a type both backends decode through `Any`
+        // (PostgreSQL would otherwise answer NUMERIC for some).
+        let per_side = |p: &str| {
+            format!(
+                "CAST(SUM(CASE WHEN {p}.status < 400 THEN 1 ELSE 0 END) AS BIGINT) AS {p}_ok, \
+                 CAST(SUM(CASE WHEN {p}.parse_status IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS {p}_parse_n, \
+                 CAST(SUM(CASE WHEN {p}.parse_status IN ('ok', 'repaired', 'next_target') THEN 1 ELSE 0 END) AS BIGINT) AS {p}_parsed, \
+                 CAST(AVG({p}.latency_ms) AS DOUBLE PRECISION) AS {p}_latency, \
+                 CAST(AVG({p}.cost_usd) AS DOUBLE PRECISION) AS {p}_cost"
+            )
+        };
+        let sql = format!(
+            "SELECT p.feature_version AS p_version, s.feature_version AS s_version, \
+             CAST(COUNT(*) AS BIGINT) AS pairs, {}, {}, \
+             CAST(SUM(CASE WHEN p.output_text = s.output_text THEN 1 ELSE 0 END) AS BIGINT) AS identical \
+             FROM records s JOIN records p ON p.request_id = s.shadow_of \
+             WHERE s.shadow = 1 AND s.feature = $1 AND s.created_at_ms >= $2 {} \
+             GROUP BY p.feature_version, s.feature_version \
+             ORDER BY p.feature_version, s.feature_version",
+            per_side("p"),
+            per_side("s"),
+            if env.is_some() { "AND s.env = $3" } else { "" }
+        );
+        let mut q = sqlx::query(&sql).bind(feature.to_string()).bind(since_ms);
+        if let Some(env) = env {
+            q = q.bind(env.to_string());
+        }
+        let rows = q.fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ShadowReport {
+                    pairs: row.try_get("pairs")?,
+                    primary: side(row, "p")?,
+                    shadow: side(row, "s")?,
+                    identical: row.try_get("identical")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -30,7 +30,7 @@ pub mod writer;
 pub use deployments::{
     Arm, ChangeBy, DeployError, Deployment, DeploymentEvent, DeploymentState, EventKind,
 };
-pub use features::{FeatureVersion, Pushed};
+pub use features::{FeatureVersion, Pushed, ShadowReport, ShadowSide};
 pub use query::{QueryError, QueryResult};
 pub use record::{parse_time, Attempt, Feedback, ListFilter, Page, Record, StatusFilter};
 pub use store::{Backend, Store, StoreError};

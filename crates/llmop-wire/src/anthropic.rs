@@ -53,6 +53,8 @@ struct InRequest {
 struct InMetadata {
     #[serde(default)]
     user_id: Option<String>,
+    #[serde(flatten)]
+    other: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -196,7 +198,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
     if r.model.is_empty() {
         return Err(WireError::new("must not be empty", Some("model".into())));
     }
-    if r.messages.is_empty() {
+    // A feature renders its own messages: the caller may send none.
+    if r.messages.is_empty() && !r.model.starts_with("feature/") {
         return Err(WireError::new(
             "at least one message is required",
             Some("messages".into()),
@@ -278,7 +281,10 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
     req.stream = r.stream.unwrap_or(false);
     // Anthropic streams always report usage.
     req.include_usage = true;
-    req.user = r.metadata.and_then(|m| m.user_id);
+    if let Some(m) = r.metadata {
+        req.user = m.user_id;
+        req.metadata = m.other;
+    }
     req.extra = r.extra;
     Ok(req)
 }

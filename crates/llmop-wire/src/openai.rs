@@ -199,7 +199,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
     if r.model.is_empty() {
         return Err(WireError::new("must not be empty", Some("model".into())));
     }
-    if r.messages.is_empty() {
+    // A feature renders its own messages: the caller may send none.
+    if r.messages.is_empty() && !r.model.starts_with("feature/") {
         return Err(WireError::new(
             "at least one message is required",
             Some("messages".into()),
@@ -347,6 +348,9 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
     req.user = r.user;
+    if let Some(Value::Object(m)) = extra.get("metadata") {
+        req.metadata = m.clone();
+    }
     req.extra = extra;
     Ok(req)
 }

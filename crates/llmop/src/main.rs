@@ -56,6 +56,50 @@ enum Command {
         #[command(subcommand)]
         command: FeatureCommand,
     },
+    /// Point an environment of a feature at a version, a split, and/or a shadow;
+    /// `llmop deploy history <feature>` lists every change.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Deploy {
+        #[command(subcommand)]
+        command: Option<DeployCommand>,
+        /// The feature.
+        feature: Option<String>,
+        /// The version to serve (or use --split).
+        version: Option<i64>,
+        #[arg(long)]
+        env: Option<String>,
+        /// Serve several versions: `3=90,4=10` (percent; sticky per user, else per
+        /// session, else random).
+        #[arg(long)]
+        split: Option<String>,
+        /// Also run this version on a copy of each call, never returned.
+        #[arg(long)]
+        shadow: Option<i64>,
+        /// Why (kept in the history).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Restore the deployment before the latest change of an environment.
+    Rollback {
+        feature: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Shadow versions: how they compare with what was served.
+    Shadow {
+        #[command(subcommand)]
+        command: ShadowCommand,
+    },
     /// Look up recorded calls.
     Requests {
         #[command(subcommand)]
@@ -84,6 +128,10 @@ enum Command {
         /// Replay on this `provider/model` instead of the recorded model.
         #[arg(long)]
         model: Option<String>,
+        /// Re-run a recorded feature call on this version, with the recorded variables
+        /// (default for feature calls: the recorded version).
+        #[arg(long)]
+        version: Option<i64>,
         /// The running gateway (default: the config's `[server] listen`).
         #[arg(long, env = "LLMOP_GATEWAY_URL")]
         gateway: Option<String>,
@@ -175,6 +223,40 @@ enum FeatureCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum DeployCommand {
+    /// Every deployment change of a feature, newest first: who, when, from, to, why.
+    History {
+        feature: String,
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShadowCommand {
+    /// Primary vs shadow over a window: calls, parse success, latency, cost, identical
+    /// outputs.
+    Report {
+        feature: String,
+        /// From this time: an age such as `7d`, a date, RFC 3339 or Unix ms.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -197,6 +279,96 @@ fn main() -> ExitCode {
                     features_cli::diff(&cli.config, store.store, &name, a, b).await
                 }
             }
+        }),
+        Command::Deploy {
+            command,
+            feature,
+            version,
+            env,
+            split,
+            shadow,
+            reason,
+            json,
+            store,
+        } => run_cli(async {
+            match command {
+                Some(DeployCommand::History {
+                    feature,
+                    env,
+                    limit,
+                    json,
+                    store,
+                }) => {
+                    features_cli::history(
+                        &cli.config,
+                        store.store,
+                        &feature,
+                        env.as_deref(),
+                        limit,
+                        json,
+                    )
+                    .await
+                }
+                None => {
+                    let feature = feature.ok_or_else(|| {
+                        anyhow::anyhow!("usage: llmop deploy <feature> <version> --env <env> [--split 3=90,4=10] [--shadow N]")
+                    })?;
+                    let env = env.ok_or_else(|| {
+                        anyhow::anyhow!("--env is required: which environment to deploy to")
+                    })?;
+                    features_cli::deploy(
+                        &cli.config,
+                        store.store,
+                        features_cli::DeployRequest {
+                            feature: &feature,
+                            env: &env,
+                            version,
+                            split: split.as_deref(),
+                            shadow,
+                            reason: reason.as_deref(),
+                        },
+                        json,
+                    )
+                    .await
+                }
+            }
+        }),
+        Command::Rollback {
+            feature,
+            env,
+            reason,
+            json,
+            store,
+        } => run_cli(async {
+            features_cli::rollback(
+                &cli.config,
+                store.store,
+                &feature,
+                &env,
+                reason.as_deref(),
+                json,
+            )
+            .await
+        }),
+        Command::Shadow {
+            command:
+                ShadowCommand::Report {
+                    feature,
+                    since,
+                    env,
+                    json,
+                    store,
+                },
+        } => run_cli(async {
+            features_cli::shadow_report(
+                &cli.config,
+                store.store,
+                &feature,
+                &since,
+                env.as_deref(),
+                json,
+            )
+            .await
         }),
         Command::Requests { command } => run_cli(async {
             match command {
@@ -269,6 +441,7 @@ fn main() -> ExitCode {
             request_id,
             route,
             model,
+            version,
             gateway,
             json,
             store,
@@ -288,6 +461,7 @@ fn main() -> ExitCode {
                 &store,
                 &request_id,
                 route.or(model).as_deref(),
+                version,
                 &gateway,
                 json,
             )
@@ -449,6 +623,16 @@ async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
         None
     };
     let app = llmop_gateway::AppState::new(config, recorder).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(features) = &app.features {
+        features
+            .refresh()
+            .await
+            .context("cannot read feature deployments from the store")?;
+        features.clone().spawn_refresh(
+            std::time::Duration::from_millis(app.config.features.refresh_ms),
+            app.shutdown.clone(),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

@@ -55,7 +55,7 @@ pub async fn open(url: &str) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the record store {url}"))
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -418,10 +418,41 @@ pub fn replay_body(r: &Record, model: Option<&str>) -> anyhow::Result<Value> {
     Ok(Value::Object(body))
 }
 
+/// Which version a feature call is replayed on: `--version N`, else the recorded one.
+/// `None`: replay the recorded messages through the chat endpoint.
+fn replay_feature_version(
+    original: &Record,
+    version: Option<i64>,
+    model: Option<&str>,
+) -> anyhow::Result<Option<(String, i64, Value)>> {
+    let feature_call = match (
+        &original.feature,
+        original.feature_version,
+        &original.variables,
+    ) {
+        (Some(f), Some(v), Some(vars)) => Some((f.clone(), v, vars.clone())),
+        _ => None,
+    };
+    match (feature_call, version) {
+        (None, Some(_)) => bail!(
+            "request `{}` was not a feature call: --version applies to feature calls only",
+            original.request_id
+        ),
+        (Some(_), Some(_)) if model.is_some() => {
+            bail!("--version re-runs the feature: it cannot be combined with --route or --model")
+        }
+        (Some((f, recorded, vars)), v) if model.is_none() => {
+            Ok(Some((f, v.unwrap_or(recorded), vars)))
+        }
+        _ => Ok(None),
+    }
+}
+
 pub async fn replay(
     store: &Store,
     id: &str,
     model: Option<&str>,
+    version: Option<i64>,
     gateway: &str,
     as_json: bool,
 ) -> anyhow::Result<()> {
@@ -429,17 +460,21 @@ pub async fn replay(
         .get(id)
         .await?
         .ok_or_else(|| anyhow!("no record of request `{id}`"))?;
-    let body = replay_body(&original, model)?;
     let new_id = format!("replay-{}", uuid::Uuid::now_v7());
-    let mut req = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/chat/completions",
-            gateway.trim_end_matches('/')
-        ))
-        .timeout(Duration::from_secs(600))
-        .header("x-request-id", &new_id)
-        .header("x-llmop-replay-of", &original.request_id)
-        .json(&body);
+    let base = gateway.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let mut req = match replay_feature_version(&original, version, model)? {
+        // A feature call: the recorded variables, on the chosen version.
+        Some((feature, v, variables)) => client
+            .post(format!("{base}/v1/features/{feature}/invoke"))
+            .json(&json!({"variables": variables, "version": v})),
+        None => client
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&replay_body(&original, model)?),
+    }
+    .timeout(Duration::from_secs(600))
+    .header("x-request-id", &new_id)
+    .header("x-llmop-replay-of", &original.request_id);
     for (h, v) in [
         ("x-llmop-env", &original.env),
         ("x-llmop-user", &original.user),
@@ -485,6 +520,16 @@ pub async fn replay(
         vec![name.to_string(), f(&original), f(&replayed)]
     };
     t.add_row(row("request id", &|r| r.request_id.clone()));
+    if original.feature_version.is_some() {
+        t.add_row(row("feature version", &|r| {
+            r.feature_version
+                .map(|v| format!("v{v}"))
+                .unwrap_or_else(|| "-".into())
+        }));
+        t.add_row(row("parse", &|r| {
+            r.parse_status.clone().unwrap_or_else(|| "-".into())
+        }));
+    }
     t.add_row(row("served by", &served_by));
     t.add_row(row("status", &status));
     t.add_row(row("latency ms", &|r| r.latency_ms.to_string()));

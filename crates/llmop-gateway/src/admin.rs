@@ -1,0 +1,357 @@
+//! The admin API for features: register versions, deploy, split, shadow, roll back,
+//! and read the audited history. The same operations as the CLI (`llmop feature …`,
+//! `llmop deploy …`, `llmop rollback …`), for tools that talk HTTP.
+//!
+//! A change made here is served by this replica from the very next request (its
+//! deployments are re-read before the answer) and by every replica sharing the store
+//! within `[features] refresh_ms`.
+//!
+//! Until admin keys exist (the cost-control issue) these endpoints are as open as the
+//! rest of the gateway, which then listens on loopback only; the actor recorded is
+//! `x-llmop-actor` if sent, else `admin-api`.
+
+use crate::context::RequestId;
+use crate::features::FeatureRegistry;
+use crate::http_error::{self, ClientFormat};
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use llmop_core::GatewayError;
+use llmop_features::FeatureSpec;
+use llmop_store::{ChangeBy, DeployError, DeploymentState, StoreError};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+fn registry(app: &AppState) -> Result<&Arc<FeatureRegistry>, GatewayError> {
+    app.features.as_ref().ok_or_else(|| GatewayError::NotFound {
+        message: "features need the record store: this gateway runs with [store] enabled = false"
+            .into(),
+        code: "feature_not_found",
+    })
+}
+
+fn store_error(e: StoreError) -> GatewayError {
+    tracing::error!(error = %e, "admin: store error");
+    GatewayError::Unavailable {
+        message: format!("the store cannot serve this now: {e}"),
+        code: "store_unavailable",
+    }
+}
+
+fn deploy_error(e: DeployError) -> GatewayError {
+    match e {
+        DeployError::Invalid(m) => GatewayError::InvalidRequest {
+            message: m,
+            param: None,
+            code: "invalid_deployment",
+        },
+        e @ DeployError::UnknownVersion { .. } => GatewayError::NotFound {
+            message: e.to_string(),
+            code: "feature_version_not_found",
+        },
+        DeployError::NothingToRollBack(m) => GatewayError::InvalidRequest {
+            message: m,
+            param: None,
+            code: "nothing_to_roll_back",
+        },
+        DeployError::Store(e) => store_error(e),
+    }
+}
+
+fn answer(rid: &str, r: Result<serde_json::Value, GatewayError>) -> Response {
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => http_error::response(ClientFormat::OpenAi, &e, rid),
+    }
+}
+
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("x-llmop-actor")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(|| "admin-api".to_string(), |v| format!("admin-api:{v}"))
+}
+
+/// `GET /admin/features`: every registered feature with its latest version and what
+/// each environment serves.
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+) -> Response {
+    let r = async {
+        let reg = registry(&app)?;
+        let store = reg.store();
+        let deployments = store.deployments().await.map_err(store_error)?;
+        let mut out = Vec::new();
+        for name in store.feature_names().await.map_err(store_error)? {
+            let versions = store.feature_versions(&name).await.map_err(store_error)?;
+            let envs: serde_json::Map<String, serde_json::Value> = deployments
+                .iter()
+                .filter(|d| d.feature == name)
+                .map(|d| (d.env.clone(), json!(d.state.describe())))
+                .collect();
+            out.push(json!({
+                "feature": name,
+                "latest_version": versions.last().map(|v| v.version),
+                "versions": versions.len(),
+                "deployments": envs,
+            }));
+        }
+        Ok(json!({"features": out}))
+    }
+    .await;
+    answer(&rid, r)
+}
+
+/// `POST /admin/features`: registers the feature file in the body (TOML) as a new
+/// version, or returns the version that already has this content.
+pub async fn push(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let reg = registry(&app)?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| GatewayError::invalid("the feature file is not UTF-8", None))?;
+        let spec = FeatureSpec::parse(text).map_err(|errs| GatewayError::InvalidRequest {
+            message: errs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+            param: errs
+                .first()
+                .map(|e| e.key.clone())
+                .filter(|k| !k.is_empty()),
+            code: "invalid_feature",
+        })?;
+        let canonical =
+            serde_json::to_value(&spec).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let pushed = reg
+            .store()
+            .push_feature_version(
+                &spec.name,
+                &spec.content_hash(),
+                &canonical,
+                Some(&actor(&headers)),
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(json!({
+            "feature": spec.name,
+            "version": pushed.version.version,
+            "content_hash": pushed.version.content_hash,
+            "created": pushed.created,
+        }))
+    }
+    .await;
+    answer(&rid, r)
+}
+
+/// `GET /admin/features/{name}`: versions and deployments.
+pub async fn show(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(name): Path<String>,
+) -> Response {
+    let r = async {
+        let reg = registry(&app)?;
+        let store = reg.store();
+        let versions = store.feature_versions(&name).await.map_err(store_error)?;
+        if versions.is_empty() {
+            return Err(GatewayError::NotFound {
+                message: format!("feature `{name}` has no registered version"),
+                code: "feature_not_found",
+            });
+        }
+        let deployments: Vec<_> = store
+            .deployments()
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .filter(|d| d.feature == name)
+            .map(|d| json!({"env": d.env, "serves": d.state.describe(), "state": d.state, "seq": d.seq, "updated_at_ms": d.updated_at_ms}))
+            .collect();
+        let versions: Vec<_> = versions
+            .iter()
+            .map(|v| json!({"version": v.version, "content_hash": v.content_hash, "created_at_ms": v.created_at_ms, "created_by": v.created_by}))
+            .collect();
+        Ok(json!({"feature": name, "versions": versions, "deployments": deployments}))
+    }
+    .await;
+    answer(&rid, r)
+}
+
+/// `GET /admin/features/{name}/versions/{version}`: one version's canonical spec.
+pub async fn version(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path((name, version)): Path<(String, i64)>,
+) -> Response {
+    let r = async {
+        let v = registry(&app)?
+            .store()
+            .feature_version(&name, version)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| GatewayError::NotFound {
+                message: format!("feature `{name}` has no version {version}"),
+                code: "feature_version_not_found",
+            })?;
+        serde_json::to_value(v).map_err(|e| GatewayError::Internal(e.to_string()))
+    }
+    .await;
+    answer(&rid, r)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployBody {
+    pub env: String,
+    pub version: Option<i64>,
+    /// `"3=90,4=10"`.
+    pub split: Option<String>,
+    pub shadow: Option<i64>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    pub env: String,
+    pub reason: Option<String>,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        GatewayError::invalid(e.inner().to_string(), (path != ".").then_some(path))
+    })
+}
+
+/// After a change: this replica serves it from the next request on.
+async fn applied(
+    reg: &FeatureRegistry,
+    event: llmop_store::DeploymentEvent,
+) -> Result<serde_json::Value, GatewayError> {
+    if let Err(e) = reg.refresh().await {
+        tracing::warn!(error = %e, "deployment changed but could not be re-read at once; the next refresh will");
+    }
+    tracing::info!(feature = %event.feature, env = %event.env, kind = ?event.kind, to = %event.to.describe(), actor = ?event.actor, "deployment changed");
+    serde_json::to_value(&event).map_err(|e| GatewayError::Internal(e.to_string()))
+}
+
+/// `POST /admin/features/{name}/deploy` `{"env","version"|"split","shadow","reason"}`.
+pub async fn deploy(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r =
+        async {
+            let reg = registry(&app)?;
+            let b: DeployBody = parse_body(&body)?;
+            let state = DeploymentState::from_parts(b.version, b.split.as_deref(), b.shadow)
+                .map_err(|m| GatewayError::InvalidRequest {
+                    message: m,
+                    param: None,
+                    code: "invalid_deployment",
+                })?;
+            let who = actor(&headers);
+            let event = reg
+                .store()
+                .deploy(
+                    &name,
+                    &b.env,
+                    &state,
+                    ChangeBy {
+                        actor: Some(&who),
+                        reason: b.reason.as_deref(),
+                    },
+                )
+                .await
+                .map_err(deploy_error)?;
+            applied(reg, event).await
+        }
+        .await;
+    answer(&rid, r)
+}
+
+/// `POST /admin/features/{name}/rollback` `{"env","reason"}`.
+pub async fn rollback(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let reg = registry(&app)?;
+        let b: RollbackBody = parse_body(&body)?;
+        let who = actor(&headers);
+        let event = reg
+            .store()
+            .rollback(
+                &name,
+                &b.env,
+                ChangeBy {
+                    actor: Some(&who),
+                    reason: b.reason.as_deref(),
+                },
+            )
+            .await
+            .map_err(deploy_error)?;
+        applied(reg, event).await
+    }
+    .await;
+    answer(&rid, r)
+}
+
+/// `GET /admin/features/{name}/history?env=&limit=`: deployment changes, newest first.
+pub async fn history(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let r = async {
+        let (mut env, mut limit) = (None, 100u32);
+        for (k, v) in url::form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes()) {
+            match &*k {
+                "env" => env = Some(v.into_owned()),
+                "limit" => {
+                    limit = v.parse().map_err(|_| {
+                        GatewayError::invalid(
+                            format!("`{v}` is not a number"),
+                            Some("limit".into()),
+                        )
+                    })?
+                }
+                other => {
+                    return Err(GatewayError::invalid(
+                        format!("unknown parameter `{other}`: use env, limit"),
+                        Some(other.to_string()),
+                    ))
+                }
+            }
+        }
+        let events = registry(&app)?
+            .store()
+            .deployment_history(&name, env.as_deref(), limit.clamp(1, 1000))
+            .await
+            .map_err(store_error)?;
+        Ok(json!({"feature": name, "events": events}))
+    }
+    .await;
+    answer(&rid, r)
+}

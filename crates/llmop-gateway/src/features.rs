@@ -1,0 +1,678 @@
+//! Versioned features on the request path.
+//!
+//! - [`FeatureRegistry`]: what each environment of each feature serves, read from the
+//!   store at start, re-read every `[features] refresh_ms` (so a change made by the CLI
+//!   or on another replica is served within that time) and at once after a change made
+//!   through this replica's admin API. Versions are compiled once and cached: they are
+//!   immutable.
+//! - [`prepare_chat`] / [`prepare_invoke`]: pick the version (deployment, split arm, or
+//!   a pinned version), bind and render the variables, and build the request the
+//!   pipeline sends.
+//! - [`run_whole`]: one whole (non-streamed) feature call: the pipeline, then the
+//!   output parser and its failure policy (`repair`, `next_target`, `static`, `error`).
+//! - [`spawn_shadow`]: the deployment's shadow version on a copy of the call, after the
+//!   primary answered, on its own task and record; never returned, bounded in number.
+//!
+//! Invariants: a call sees one consistent deployment (a snapshot `Arc`); no lock is held
+//! across an await; a shadow never delays or changes its primary.
+
+use crate::http_error;
+use crate::pipeline::{self, Answer};
+use crate::record::{CallRecord, FeatureRecord};
+use crate::state::AppState;
+use llmop_core::config::FeaturesConfig;
+use llmop_core::{ChatRequest, ChatResponse, GatewayError, Message, Part, ResponseFormat, Role};
+use llmop_features::{CompiledFeature, FeatureSpec, OnParseFailure, RenderError, Rendered};
+use llmop_store::{Deployment, DeploymentState, Store, StoreError};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// One environment's deployment, compiled.
+pub struct Served {
+    seq: i64,
+    pub state: DeploymentState,
+    arms: Vec<Arc<CompiledFeature>>,
+    weights: Vec<u32>,
+    shadow: Option<Arc<CompiledFeature>>,
+}
+
+type Live = HashMap<String, HashMap<String, Arc<Served>>>;
+
+pub struct FeatureRegistry {
+    store: Store,
+    live: RwLock<Arc<Live>>,
+    versions: Mutex<HashMap<(String, i64), Arc<CompiledFeature>>>,
+    /// One refresh at a time (the poller and admin changes).
+    refreshing: tokio::sync::Mutex<()>,
+    shadow_slots: Arc<Semaphore>,
+    pub default_env: String,
+}
+
+/// The version chosen for one call.
+pub struct Selected {
+    pub version: Arc<CompiledFeature>,
+    pub arm: Option<String>,
+    pub shadow: Option<Arc<CompiledFeature>>,
+}
+
+impl FeatureRegistry {
+    pub fn new(store: Store, config: &FeaturesConfig) -> FeatureRegistry {
+        FeatureRegistry {
+            store,
+            live: RwLock::new(Arc::new(HashMap::new())),
+            versions: Mutex::new(HashMap::new()),
+            refreshing: tokio::sync::Mutex::new(()),
+            shadow_slots: Arc::new(Semaphore::new(config.shadow_concurrency.max(1))),
+            default_env: config.default_env.clone(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn snapshot(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads every deployment; compiles what changed. A deployment that cannot be
+    /// compiled (a version missing or corrupt) keeps serving what it served before, and
+    /// says so in the log.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let _one = self.refreshing.lock().await;
+        let rows = self.store.deployments().await?;
+        let current = self.snapshot();
+        let mut next: Live = HashMap::new();
+        let mut changed = rows.len() != current.values().map(HashMap::len).sum::<usize>();
+        for d in rows {
+            let prev = current.get(&d.feature).and_then(|e| e.get(&d.env)).cloned();
+            let served = match prev {
+                Some(p) if p.seq == d.seq => p,
+                prev => {
+                    changed = true;
+                    match self.compile(&d).await {
+                        Ok(s) => {
+                            tracing::info!(feature = %d.feature, env = %d.env, serves = %d.state.describe(), "deployment loaded");
+                            Arc::new(s)
+                        }
+                        Err(e) => {
+                            tracing::error!(feature = %d.feature, env = %d.env, error = %e, "cannot load this deployment; still serving the previous one");
+                            metrics::counter!("llmop_deployment_load_errors_total").increment(1);
+                            match prev {
+                                Some(p) => p,
+                                None => continue,
+                            }
+                        }
+                    }
+                }
+            };
+            next.entry(d.feature).or_default().insert(d.env, served);
+        }
+        if changed {
+            let next = Arc::new(next);
+            match self.live.write() {
+                Ok(mut g) => *g = next,
+                Err(p) => *p.into_inner() = next,
+            }
+        }
+        Ok(())
+    }
+
+    async fn compile(&self, d: &Deployment) -> Result<Served, String> {
+        let mut arms = Vec::with_capacity(d.state.arms.len());
+        for a in &d.state.arms {
+            arms.push(self.version(&d.feature, a.version).await?);
+        }
+        let shadow = match d.state.shadow {
+            Some(v) => Some(self.version(&d.feature, v).await?),
+            None => None,
+        };
+        Ok(Served {
+            seq: d.seq,
+            weights: d.state.arms.iter().map(|a| a.weight).collect(),
+            state: d.state.clone(),
+            arms,
+            shadow,
+        })
+    }
+
+    /// A registered version, compiled (cached: versions never change).
+    pub async fn version(
+        &self,
+        feature: &str,
+        version: i64,
+    ) -> Result<Arc<CompiledFeature>, String> {
+        let key = (feature.to_string(), version);
+        if let Some(v) = self.versions.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(v);
+        }
+        let stored = self
+            .store
+            .feature_version(feature, version)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("feature `{feature}` has no version {version}"))?;
+        let spec: FeatureSpec = serde_json::from_value(stored.spec)
+            .map_err(|e| format!("{feature} v{version}: stored spec does not load: {e}"))?;
+        let compiled =
+            CompiledFeature::new(spec, version, stored.content_hash).map_err(|errs| {
+                let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                format!("{feature} v{version}: {}", list.join("; "))
+            })?;
+        let compiled = Arc::new(compiled);
+        if let Ok(mut m) = self.versions.lock() {
+            m.insert(key, compiled.clone());
+        }
+        Ok(compiled)
+    }
+
+    /// The version serving `feature` in `env` for this caller: a split picks an arm,
+    /// sticky per `stick` (the user, else the session), else at random.
+    pub fn select(
+        &self,
+        feature: &str,
+        env: &str,
+        stick: Option<&str>,
+    ) -> Result<Selected, GatewayError> {
+        let live = self.snapshot();
+        let Some(envs) = live.get(feature) else {
+            return Err(GatewayError::NotFound {
+                message: format!(
+                    "feature `{feature}` is not deployed in any environment (push it, then `llmop deploy {feature} <version> --env {env}`)"
+                ),
+                code: "feature_not_found",
+            });
+        };
+        let Some(served) = envs.get(env) else {
+            let mut known: Vec<&str> = envs.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            return Err(GatewayError::NotFound {
+                message: format!(
+                    "feature `{feature}` is not deployed in environment `{env}` (deployed in: {})",
+                    known.join(", ")
+                ),
+                code: "feature_not_deployed",
+            });
+        };
+        let i = llmop_features::pick_arm(
+            &served.weights,
+            &format!("{feature}\0{env}"),
+            stick,
+            rand::random(),
+        );
+        Ok(Selected {
+            version: served.arms[i].clone(),
+            arm: (served.arms.len() > 1).then(|| format!("v{}", served.arms[i].version)),
+            shadow: served.shadow.clone(),
+        })
+    }
+
+    /// Re-reads deployments every `every` until shutdown. Errors are logged; the last
+    /// good deployments keep serving.
+    pub fn spawn_refresh(self: Arc<Self>, every: Duration, shutdown: crate::shutdown::Shutdown) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.triggered() => return,
+                }
+                match self.refresh().await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("deployments readable again");
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        if !failing {
+                            tracing::error!(error = %e, "cannot read deployments; serving the last ones read");
+                        }
+                        failing = true;
+                        metrics::counter!("llmop_deployment_load_errors_total").increment(1);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// What a feature call carries from preparation to the end (and to its shadow).
+pub struct FeatureCall {
+    pub version: Arc<CompiledFeature>,
+    pub shadow: Option<Arc<CompiledFeature>>,
+    pub env: String,
+    /// The variables as the caller gave them (before defaults): a shadow version binds
+    /// them with its own declarations.
+    pub given: Map<String, Value>,
+}
+
+fn registry(app: &AppState) -> Result<&Arc<FeatureRegistry>, GatewayError> {
+    app.features.as_ref().ok_or_else(|| GatewayError::NotFound {
+        message: "features need the record store: this gateway runs with [store] enabled = false"
+            .into(),
+        code: "feature_not_found",
+    })
+}
+
+/// A rendering error as the client's 400, naming the variable and where it comes from
+/// (`metadata.ticket` on the chat endpoints, `variables.ticket` on invoke).
+fn render_error(feature: &CompiledFeature, e: &RenderError, from: &str) -> GatewayError {
+    let code = match e {
+        RenderError::Missing(_) => "missing_variable",
+        RenderError::WrongType { .. } => "invalid_variable",
+        RenderError::Unknown(_) => "unknown_variable",
+        RenderError::Template { .. } => "template_error",
+    };
+    GatewayError::InvalidRequest {
+        message: format!("feature `{}` v{}: {e}", feature.name(), feature.version),
+        param: e.variable().map(|v| format!("{from}.{v}")),
+        code,
+    }
+}
+
+/// The request a version sends: its rendered messages, its route and parameters, the
+/// caller's other fields (tools, stream) kept. JSON parsers ask for JSON
+/// (`response_format`) unless the caller asked for something.
+fn build_request(v: &CompiledFeature, rendered: &Rendered, base: ChatRequest) -> ChatRequest {
+    let mut req = base;
+    let spec = &v.spec;
+    req.model = spec
+        .route
+        .clone()
+        .or_else(|| spec.model.clone())
+        .unwrap_or_default();
+    req.messages = rendered
+        .messages
+        .iter()
+        .map(|(role, text)| {
+            Message::text(
+                match role {
+                    llmop_features::Role::System => Role::System,
+                    llmop_features::Role::User => Role::User,
+                    llmop_features::Role::Assistant => Role::Assistant,
+                },
+                text.clone(),
+            )
+        })
+        .collect();
+    let p = &spec.params;
+    if p.temperature.is_some() {
+        req.params.temperature = p.temperature;
+    }
+    if p.top_p.is_some() {
+        req.params.top_p = p.top_p;
+    }
+    if p.max_tokens.is_some() {
+        req.params.max_tokens = p.max_tokens;
+    }
+    if p.seed.is_some() {
+        req.params.seed = p.seed;
+    }
+    if !p.stop.is_empty() {
+        req.params.stop.clone_from(&p.stop);
+    }
+    if req.response_format.is_none() && spec.output.parser == llmop_features::Parser::Json {
+        req.response_format = Some(match &spec.output.schema {
+            Some(schema) => ResponseFormat::JsonSchema {
+                name: spec.name.replace('-', "_"),
+                schema: schema.clone(),
+                strict: None,
+            },
+            None => ResponseFormat::JsonObject,
+        });
+    }
+    // The variables came in metadata; they are not the provider's business.
+    req.extra.remove("metadata");
+    req.metadata = Map::new();
+    req
+}
+
+fn feature_record(
+    sel: &Selected,
+    env_version: &CompiledFeature,
+    rendered: &Rendered,
+) -> Box<FeatureRecord> {
+    Box::new(FeatureRecord {
+        version: env_version.version,
+        content_hash: env_version.content_hash.clone(),
+        arm: sel.arm.clone(),
+        variables: rendered.variables.clone(),
+        rendered_prompt: rendered.prompt_text(),
+        ..FeatureRecord::default()
+    })
+}
+
+/// `model = "feature/<name>"` on the chat endpoints: variables from `metadata` and the
+/// last user message; the environment from `x-llmop-env`, else `[features] default_env`.
+pub fn prepare_chat(
+    app: &AppState,
+    name: &str,
+    req: ChatRequest,
+    rec: &mut CallRecord,
+) -> Result<(ChatRequest, FeatureCall), GatewayError> {
+    let reg = registry(app)?;
+    let env = rec
+        .context
+        .env
+        .get_or_insert_with(|| reg.default_env.clone())
+        .clone();
+    rec.context.feature = Some(name.to_string());
+    let stick = rec
+        .context
+        .user
+        .as_deref()
+        .or(rec.context.session.as_deref());
+    let sel = reg.select(name, &env, stick)?;
+    let given = sel
+        .version
+        .variables_from_call(&req.metadata, req.last_user_text().as_deref());
+    let rendered = sel
+        .version
+        .render(&given)
+        .map_err(|e| render_error(&sel.version, &e, "metadata"))?;
+    rec.feature = Some(feature_record(&sel, &sel.version, &rendered));
+    let req = build_request(&sel.version, &rendered, req);
+    Ok((
+        req,
+        FeatureCall {
+            version: sel.version,
+            shadow: sel.shadow,
+            env,
+            given,
+        },
+    ))
+}
+
+/// The body of `POST /v1/features/{name}/invoke`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeBody {
+    #[serde(default)]
+    pub variables: Map<String, Value>,
+    pub env: Option<String>,
+    pub user: Option<String>,
+    pub session: Option<String>,
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
+    /// Runs this registered version instead of the deployment (debugging, replay).
+    pub version: Option<i64>,
+}
+
+/// `POST /v1/features/{name}/invoke`: variables are strict (an undeclared one is an
+/// error); a pinned `version` bypasses the deployment (no arm, no shadow).
+pub async fn prepare_invoke(
+    app: &AppState,
+    name: &str,
+    body: InvokeBody,
+    rec: &mut CallRecord,
+) -> Result<(ChatRequest, FeatureCall), GatewayError> {
+    let reg = registry(app)?;
+    if let Some(env) = body.env {
+        rec.context.env = Some(env);
+    }
+    if body.user.is_some() {
+        rec.context.user = body.user;
+    }
+    if body.session.is_some() {
+        rec.context.session = body.session;
+    }
+    if let Some(tags) = body.tags {
+        rec.context.tags.extend(tags);
+    }
+    let env = rec
+        .context
+        .env
+        .get_or_insert_with(|| reg.default_env.clone())
+        .clone();
+    rec.context.feature = Some(name.to_string());
+    let sel = match body.version {
+        Some(v) => Selected {
+            version: reg
+                .version(name, v)
+                .await
+                .map_err(|message| GatewayError::NotFound {
+                    message,
+                    code: "feature_version_not_found",
+                })?,
+            arm: None,
+            shadow: None,
+        },
+        None => {
+            let stick = rec
+                .context
+                .user
+                .as_deref()
+                .or(rec.context.session.as_deref());
+            reg.select(name, &env, stick)?
+        }
+    };
+    let rendered = sel
+        .version
+        .render(&body.variables)
+        .map_err(|e| render_error(&sel.version, &e, "variables"))?;
+    rec.feature = Some(feature_record(&sel, &sel.version, &rendered));
+    let base = ChatRequest::new(String::new(), Vec::new(), llmop_core::WireFormat::OpenAi);
+    let req = build_request(&sel.version, &rendered, base);
+    Ok((
+        req,
+        FeatureCall {
+            version: sel.version,
+            shadow: sel.shadow,
+            env,
+            given: body.variables,
+        },
+    ))
+}
+
+fn set_parse(rec: &mut CallRecord, status: &'static str, parsed: Option<Value>) {
+    if let Some(f) = rec.feature.as_mut() {
+        f.parse_status = Some(status);
+        f.parsed = parsed;
+    }
+}
+
+fn parse_failed(v: &CompiledFeature, problem: &str) -> GatewayError {
+    GatewayError::Unprocessable {
+        message: format!(
+            "feature `{}` v{}: the model's output could not be parsed: {problem}",
+            v.name(),
+            v.version
+        ),
+        code: "output_parse_failed",
+    }
+}
+
+/// One whole feature call: the pipeline, then the parser and its failure policy. The
+/// answer's text is what the client gets (the static response under `static`); the
+/// parsed value goes to the record (and to invoke's `output.parsed`).
+pub async fn run_whole(
+    app: &AppState,
+    fc: &FeatureCall,
+    req: &ChatRequest,
+    rec: &mut CallRecord,
+) -> Result<ChatResponse, GatewayError> {
+    let v = &fc.version;
+    let mut answered: Vec<(String, String)> = Vec::new();
+    let mut repair: Option<ChatRequest> = None;
+    loop {
+        let sent = repair.as_ref().unwrap_or(req);
+        let resp = match pipeline::call_skipping(app, sent, rec, &answered).await {
+            Ok(Answer::Whole(resp)) => resp,
+            Ok(Answer::Stream { .. }) => {
+                return Err(GatewayError::Internal(
+                    "a whole feature call got a stream".into(),
+                ))
+            }
+            Err(e) if !answered.is_empty() && e.code() == "no_target_left" => {
+                return Err(parse_failed(v, "and no target of the route is left to try"));
+            }
+            Err(e) => return feature_fallback(v, e, rec),
+        };
+        if rec.degraded || !v.parses() {
+            return Ok(resp);
+        }
+        let text = resp.text();
+        let problem = match v.parse_output(&text) {
+            Ok(parsed) => {
+                let status = if repair.is_some() {
+                    "repaired"
+                } else if !answered.is_empty() {
+                    "next_target"
+                } else {
+                    "ok"
+                };
+                set_parse(rec, status, Some(parsed));
+                return Ok(resp);
+            }
+            Err(p) => p,
+        };
+        metrics::counter!("llmop_feature_parse_failures_total", "feature" => v.name().to_string())
+            .increment(1);
+        tracing::debug!(request_id = %rec.request_id, feature = v.name(), problem = %problem, "output did not parse");
+        match v.on_parse_failure() {
+            OnParseFailure::Repair if repair.is_none() => {
+                rec.moving_on("parse_repair");
+                let mut again = req.clone();
+                again.messages.push(Message::text(Role::Assistant, text));
+                again
+                    .messages
+                    .push(Message::text(Role::User, v.repair_message(&problem)));
+                repair = Some(again);
+            }
+            OnParseFailure::NextTarget => {
+                rec.moving_on("parse_failure");
+                if let (Some(p), Some(m)) = (rec.provider.clone(), rec.model.clone()) {
+                    answered.push((p, m));
+                }
+            }
+            OnParseFailure::Static => {
+                let (text, parsed) = v.static_response().unwrap_or_default();
+                set_parse(rec, "static", Some(parsed));
+                return Ok(ChatResponse {
+                    parts: vec![Part::Text(text)],
+                    ..resp
+                });
+            }
+            _ => {
+                set_parse(rec, "failed", None);
+                // The record keeps what the model said.
+                rec.usage = resp.usage;
+                rec.response = Some(resp);
+                return Err(parse_failed(v, &problem.0));
+            }
+        }
+    }
+}
+
+/// Every target failed: the feature's own `fallback_response`, if it has one and the
+/// failure is not the request's fault, as a degraded answer.
+fn feature_fallback(
+    v: &CompiledFeature,
+    e: GatewayError,
+    rec: &mut CallRecord,
+) -> Result<ChatResponse, GatewayError> {
+    let client_fault = http_error::status_of(&e).is_client_error()
+        && !matches!(e.code(), "rate_limited" | "upstream_rate_limited");
+    match &v.spec.fallback_response {
+        Some(text) if !client_fault => {
+            rec.degraded = true;
+            rec.error_code = Some(e.code());
+            Ok(ChatResponse {
+                id: String::new(),
+                model: String::new(),
+                created: llmop_wire::unix_now(),
+                parts: vec![Part::Text(text.clone())],
+                finish_reason: llmop_core::FinishReason::Stop,
+                usage: None,
+            })
+        }
+        _ => Err(e),
+    }
+}
+
+/// Runs the deployment's shadow version on a copy of this call, after the primary
+/// answered: its own task, its own record (`shadow = true`, `shadow_of` = the primary's
+/// request id), never returned. At most `[features] shadow_concurrency` run at once;
+/// beyond that the shadow is skipped and counted, so shadows cannot pile up behind a
+/// slow shadow target.
+pub fn spawn_shadow(app: &Arc<AppState>, fc: &FeatureCall, primary: &CallRecord) {
+    let Some(version) = fc.shadow.clone() else {
+        return;
+    };
+    let Some(reg) = app.features.as_ref() else {
+        return;
+    };
+    let Ok(permit) = reg.shadow_slots.clone().try_acquire_owned() else {
+        metrics::counter!("llmop_shadow_skipped_total").increment(1);
+        return;
+    };
+    let app = app.clone();
+    let given = fc.given.clone();
+    let env = fc.env.clone();
+    let mut context = primary.context.clone();
+    let primary_id = primary.request_id.clone();
+    let endpoint = primary.endpoint;
+    tokio::spawn(async move {
+        let _permit = permit;
+        let rid = llmop_core::context::new_request_id();
+        let mut rec = CallRecord::new(&rid, endpoint, app.recorder.clone());
+        context.request_id.clone_from(&rid);
+        // The shadow has its own deadline (the route's), not the client's.
+        context.timeout_ms = None;
+        rec.context = context;
+        rec.model_requested = format!("feature/{}", version.name());
+        let rendered = match version.render(&given) {
+            Ok(r) => r,
+            Err(e) => {
+                rec.feature = Some(Box::new(FeatureRecord {
+                    version: version.version,
+                    content_hash: version.content_hash.clone(),
+                    variables: given,
+                    shadow_of: Some(primary_id),
+                    ..FeatureRecord::default()
+                }));
+                let e = render_error(&version, &e, "variables");
+                rec.failed(&e, 400);
+                rec.finish().await;
+                return;
+            }
+        };
+        let sel = Selected {
+            version: version.clone(),
+            arm: None,
+            shadow: None,
+        };
+        let mut f = feature_record(&sel, &version, &rendered);
+        f.shadow_of = Some(primary_id);
+        rec.feature = Some(f);
+        let base = ChatRequest::new(String::new(), Vec::new(), llmop_core::WireFormat::OpenAi);
+        let req = Arc::new(build_request(&version, &rendered, base));
+        rec.request = Some(req.clone());
+        let fc = FeatureCall {
+            version,
+            shadow: None,
+            env,
+            given: Map::new(),
+        };
+        match run_whole(&app, &fc, &req, &mut rec).await {
+            Ok(resp) => {
+                if !resp.id.is_empty() {
+                    rec.upstream_id = Some(resp.id.clone());
+                }
+                rec.succeeded(resp);
+            }
+            Err(e) => {
+                let status = http_error::status_of(&e).as_u16();
+                rec.failed(&e, status);
+            }
+        }
+        rec.finish().await;
+    });
+}
