@@ -81,6 +81,11 @@ impl FeatureRegistry {
         }
     }
 
+    /// Features deployed in at least one environment.
+    pub fn deployed(&self) -> Vec<String> {
+        self.snapshot().keys().cloned().collect()
+    }
+
     /// Re-reads every deployment; compiles what changed. A deployment that cannot be
     /// compiled (a version missing or corrupt) keeps serving what it served before, and
     /// says so in the log.

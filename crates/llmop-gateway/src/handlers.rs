@@ -275,13 +275,21 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     }
 }
 
-/// Every model id visible to clients: route names and `<provider>/<model>`s, sorted.
+/// Every model id visible to clients: deployed features (`feature/<name>`), route
+/// names and `<provider>/<model>`s, sorted.
 fn model_ids(app: &AppState) -> Vec<(String, &'static str)> {
     let mut ids: Vec<(String, &'static str)> = app
         .router
         .routes()
         .map(|r| (r.name.to_string(), "llmop-route"))
         .collect();
+    if let Some(f) = &app.features {
+        ids.extend(
+            f.deployed()
+                .into_iter()
+                .map(|n| (format!("feature/{n}"), "llmop-feature")),
+        );
+    }
     for (name, p) in app.providers.iter() {
         for m in p.models() {
             ids.push((format!("{name}/{m}"), "llmop-provider"));
@@ -326,6 +334,19 @@ pub async fn model(
     headers: HeaderMap,
 ) -> Response {
     let anthropic = headers.contains_key("anthropic-version");
+    let deployed_feature = id.strip_prefix("feature/").is_some_and(|name| {
+        app.features
+            .as_ref()
+            .is_some_and(|f| f.deployed().iter().any(|d| d == name))
+    });
+    if deployed_feature {
+        let body = if anthropic {
+            anthropic_model(&id)
+        } else {
+            openai_model(&id, "llmop-feature")
+        };
+        return axum::Json(body).into_response();
+    }
     match app.router.resolve(&id) {
         Ok(resolved) => {
             let owner = if resolved.route.is_some() {

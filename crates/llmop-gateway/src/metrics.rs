@@ -24,6 +24,18 @@ pub fn install() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge};
     describe_counter!(
+        "llmop_feature_parse_failures_total",
+        "Feature outputs that did not pass their parser (before the parse-failure policy), by feature"
+    );
+    describe_counter!(
+        "llmop_shadow_skipped_total",
+        "Shadow calls skipped because [features] shadow_concurrency were already in flight"
+    );
+    describe_counter!(
+        "llmop_deployment_load_errors_total",
+        "Failed reads or compilations of feature deployments (the previous ones keep serving)"
+    );
+    describe_counter!(
         "llmop_records_queued_total",
         "Records handed to the record writer."
     );

@@ -210,6 +210,43 @@ async fn deploy_then_rollback_changes_the_very_next_request() {
         }
     }
     assert_eq!(out, "V1 hello Di!");
+
+    // Deployed features are listed as models.
+    let models: Value = client()
+        .get(format!("{}/v1/models", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "feature/greet" && m["owned_by"] == "llmop-feature"));
+}
+
+#[tokio::test]
+async fn a_streamed_feature_answer_is_parsed_into_its_record() {
+    let gw = Gateway::start(MOCK);
+    // The mock answers JSON generated from the requested schema, which the feature's
+    // JSON parser asks for.
+    push(&gw, &json_feature("facts", "model = \"sim/echo\"", "")).await;
+    admin(&gw, "/facts/deploy", json!({"env": "prod", "version": 1})).await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "stream-parse")
+        .json(&json!({"model": "feature/facts", "stream": true, "metadata": {"text": "t"}, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await.unwrap();
+    let rec = gw.record("stream-parse").await;
+    assert_eq!(rec["parse_status"], "ok", "{rec}");
+    assert!(rec["parsed_output"]["summary"].is_string(), "{rec}");
+    assert_eq!(rec["stream"], true);
 }
 
 #[tokio::test]

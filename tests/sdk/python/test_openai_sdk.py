@@ -188,3 +188,42 @@ def _http(url, body=None):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
+
+
+GREET = """name = "sdk-greet"
+model = "sim/echo"
+[variables]
+who = { type = "string" }
+[[messages]]
+role = "user"
+template = "VERSION {{ version }} hello {{ who }}"
+""".replace("{{ version }}", "{v}")
+
+
+def _push(gateway_url, text):
+    req = urllib.request.Request(f"{gateway_url}/admin/features", data=text.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())["version"]
+
+
+def test_feature_versions_deploy_and_rollback(client, gateway_url):
+    assert _push(gateway_url, GREET.replace("{v}", "1")) == 1
+    assert _push(gateway_url, GREET.replace("{v}", "2")) == 2
+    for v in (1, 2):
+        assert _http(f"{gateway_url}/admin/features/sdk-greet/deploy", {"env": "prod", "version": v})[0] == 200
+
+    def call():
+        raw = client.chat.completions.with_raw_response.create(
+            model="feature/sdk-greet", messages=[], metadata={"who": "Ann"}
+        )
+        return raw.headers["x-llmop-feature-version"], raw.parse().choices[0].message.content
+
+    assert call() == ("2", "VERSION 2 hello Ann")
+    assert _http(f"{gateway_url}/admin/features/sdk-greet/rollback", {"env": "prod", "reason": "sdk test"})[0] == 200
+    # The very next request gets the previous version.
+    assert call() == ("1", "VERSION 1 hello Ann")
+    # A missing variable is a typed 400 naming it.
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="feature/sdk-greet", messages=[], metadata={"other": "x"})
+    assert e.value.body["code"] == "missing_variable"
+    assert e.value.body["param"] == "metadata.who"
