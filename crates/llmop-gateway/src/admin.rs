@@ -249,6 +249,37 @@ async fn applied(
     serde_json::to_value(&event).map_err(|e| GatewayError::Internal(e.to_string()))
 }
 
+/// Only versions this gateway can serve: their route or provider must exist here.
+/// (Unknown versions pass: the store's refusal names them.)
+async fn servable(
+    app: &AppState,
+    reg: &FeatureRegistry,
+    name: &str,
+    state: &DeploymentState,
+) -> Result<(), GatewayError> {
+    for v in state.versions() {
+        let Ok(compiled) = reg.version(name, v).await else {
+            continue;
+        };
+        let spec = &compiled.spec;
+        let target = spec
+            .route
+            .as_deref()
+            .or(spec.model.as_deref())
+            .unwrap_or("");
+        if let Err(e) = app.router.resolve(target) {
+            return Err(GatewayError::InvalidRequest {
+                message: format!(
+                    "`{name}` v{v} targets `{target}`, which this gateway cannot serve: {e}"
+                ),
+                param: None,
+                code: "invalid_deployment",
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `POST /admin/features/{name}/deploy` `{"env","version"|"split","shadow","reason"}`.
 pub async fn deploy(
     State(app): State<Arc<AppState>>,
@@ -267,6 +298,7 @@ pub async fn deploy(
                     param: None,
                     code: "invalid_deployment",
                 })?;
+            servable(&app, reg, &name, &state).await?;
             let who = actor(&headers);
             let event = reg
                 .store()

@@ -45,8 +45,6 @@ pub struct FeatureRegistry {
     store: Store,
     live: RwLock<Arc<Live>>,
     versions: Mutex<HashMap<(String, i64), Arc<CompiledFeature>>>,
-    /// One refresh at a time (the poller and admin changes).
-    refreshing: tokio::sync::Mutex<()>,
     shadow_slots: Arc<Semaphore>,
     pub default_env: String,
 }
@@ -64,7 +62,6 @@ impl FeatureRegistry {
             store,
             live: RwLock::new(Arc::new(HashMap::new())),
             versions: Mutex::new(HashMap::new()),
-            refreshing: tokio::sync::Mutex::new(()),
             shadow_slots: Arc::new(Semaphore::new(config.shadow_concurrency.max(1))),
             default_env: config.default_env.clone(),
         }
@@ -89,43 +86,45 @@ impl FeatureRegistry {
     /// Re-reads every deployment; compiles what changed. A deployment that cannot be
     /// compiled (a version missing or corrupt) keeps serving what it served before, and
     /// says so in the log.
+    ///
+    /// Refreshes may overlap (the poller and an admin change): no lock is held while
+    /// reading the store; when the new snapshot is swapped in, an entry never replaces
+    /// one with a later change number, so an older read cannot undo a newer one.
     pub async fn refresh(&self) -> Result<(), StoreError> {
-        let _one = self.refreshing.lock().await;
         let rows = self.store.deployments().await?;
         let current = self.snapshot();
-        let mut next: Live = HashMap::new();
-        let mut changed = rows.len() != current.values().map(HashMap::len).sum::<usize>();
+        let mut built: Vec<(String, String, Arc<Served>)> = Vec::new();
         for d in rows {
             let prev = current.get(&d.feature).and_then(|e| e.get(&d.env)).cloned();
-            let served = match prev {
-                Some(p) if p.seq == d.seq => p,
-                prev => {
-                    changed = true;
-                    match self.compile(&d).await {
-                        Ok(s) => {
-                            tracing::info!(feature = %d.feature, env = %d.env, serves = %d.state.describe(), "deployment loaded");
-                            Arc::new(s)
-                        }
-                        Err(e) => {
-                            tracing::error!(feature = %d.feature, env = %d.env, error = %e, "cannot load this deployment; still serving the previous one");
-                            metrics::counter!("llmop_deployment_load_errors_total").increment(1);
-                            match prev {
-                                Some(p) => p,
-                                None => continue,
-                            }
-                        }
-                    }
+            if prev.as_ref().is_some_and(|p| p.seq >= d.seq) {
+                continue;
+            }
+            match self.compile(&d).await {
+                Ok(s) => {
+                    tracing::info!(feature = %d.feature, env = %d.env, serves = %d.state.describe(), "deployment loaded");
+                    built.push((d.feature, d.env, Arc::new(s)));
                 }
-            };
-            next.entry(d.feature).or_default().insert(d.env, served);
-        }
-        if changed {
-            let next = Arc::new(next);
-            match self.live.write() {
-                Ok(mut g) => *g = next,
-                Err(p) => *p.into_inner() = next,
+                Err(e) => {
+                    tracing::error!(feature = %d.feature, env = %d.env, error = %e, "cannot load this deployment; still serving the previous one");
+                    metrics::counter!("llmop_deployment_load_errors_total").increment(1);
+                }
             }
         }
+        if built.is_empty() {
+            return Ok(());
+        }
+        let mut guard = match self.live.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut next: Live = (**guard).clone();
+        for (feature, env, served) in built {
+            let envs = next.entry(feature).or_default();
+            if envs.get(&env).is_none_or(|p| p.seq < served.seq) {
+                envs.insert(env, served);
+            }
+        }
+        *guard = Arc::new(next);
         Ok(())
     }
 
@@ -205,12 +204,16 @@ impl FeatureRegistry {
                 code: "feature_not_deployed",
             });
         };
-        let i = llmop_features::pick_arm(
-            &served.weights,
-            &format!("{feature}\0{env}"),
-            stick,
-            rand::random(),
-        );
+        let i = if served.arms.len() > 1 {
+            llmop_features::pick_arm(
+                &served.weights,
+                &format!("{feature}\0{env}"),
+                stick,
+                rand::random(),
+            )
+        } else {
+            0
+        };
         Ok(Selected {
             version: served.arms[i].clone(),
             arm: (served.arms.len() > 1).then(|| format!("v{}", served.arms[i].version)),

@@ -181,7 +181,9 @@ fn when(ms: i64) -> String {
 fn actor() -> String {
     format!(
         "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into())
     )
 }
 

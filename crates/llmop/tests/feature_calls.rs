@@ -91,6 +91,24 @@ async fn deploy_then_rollback_changes_the_very_next_request() {
     // Pushing identical content again returns the existing version.
     assert_eq!(push(&gw, &greet("V1", "sim/echo")).await, 1);
 
+    // A version whose target this gateway does not have cannot be deployed here.
+    push(&gw, &greet("V9", "nowhere/echo")).await;
+    let r = client()
+        .post(format!("{}/admin/features/greet/deploy", gw.url))
+        .json(&json!({"env": "prod", "version": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nowhere/echo"),
+        "{v}"
+    );
+
     // Not deployed yet.
     let (status, _, body) = greet_call(&gw, &[], "Ann").await;
     assert_eq!(status, 404);
