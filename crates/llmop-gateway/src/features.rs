@@ -46,6 +46,7 @@ pub struct FeatureRegistry {
     live: RwLock<Arc<Live>>,
     versions: Mutex<HashMap<(String, i64), Arc<CompiledFeature>>>,
     shadow_slots: Arc<Semaphore>,
+    shadow_capacity: u32,
     pub default_env: String,
 }
 
@@ -63,6 +64,7 @@ impl FeatureRegistry {
             live: RwLock::new(Arc::new(HashMap::new())),
             versions: Mutex::new(HashMap::new()),
             shadow_slots: Arc::new(Semaphore::new(config.shadow_concurrency.max(1))),
+            shadow_capacity: config.shadow_concurrency.clamp(1, u32::MAX as usize) as u32,
             default_env: config.default_env.clone(),
         }
     }
@@ -76,6 +78,15 @@ impl FeatureRegistry {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// Waits (at most `limit`) for the shadow calls in flight to finish; `false` if some
+    /// were still running. New shadows cannot start meanwhile.
+    pub async fn drain_shadows(&self, limit: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, self.shadow_slots.acquire_many(self.shadow_capacity)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Features deployed in at least one environment.

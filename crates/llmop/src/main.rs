@@ -656,6 +656,13 @@ async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
         llmop_gateway::record::spawn_retention(rec.clone(), days, app.shutdown.clone());
     }
     llmop_gateway::serve(app.clone(), listener).await?;
+    // Shadow calls started by the last primaries finish (bounded) and queue their records.
+    if let Some(f) = &app.features {
+        let limit = std::time::Duration::from_millis(app.config.server.shutdown_timeout_ms);
+        if !f.drain_shadows(limit).await {
+            tracing::warn!("shadow calls still running at the shutdown deadline were abandoned");
+        }
+    }
     // In-flight calls are done (or the drain timed out): commit the records still queued.
     if let Some(rec) = &app.recorder {
         let deadline = std::time::Duration::from_millis(app.config.server.shutdown_timeout_ms);
