@@ -240,8 +240,9 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayE
 /// After a change: this replica serves it from the next request on.
 async fn applied(
     reg: &FeatureRegistry,
-    event: llmop_store::DeploymentEvent,
+    change: Result<llmop_store::DeploymentEvent, DeployError>,
 ) -> Result<serde_json::Value, GatewayError> {
+    let event = change.map_err(deploy_error)?;
     if let Err(e) = reg.refresh().await {
         tracing::warn!(error = %e, "deployment changed but could not be re-read at once; the next refresh will");
     }
@@ -300,20 +301,11 @@ pub async fn deploy(
                 })?;
             servable(&app, reg, &name, &state).await?;
             let who = actor(&headers);
-            let event = reg
-                .store()
-                .deploy(
-                    &name,
-                    &b.env,
-                    &state,
-                    ChangeBy {
-                        actor: Some(&who),
-                        reason: b.reason.as_deref(),
-                    },
-                )
-                .await
-                .map_err(deploy_error)?;
-            applied(reg, event).await
+            let by = ChangeBy {
+                actor: Some(&who),
+                reason: b.reason.as_deref(),
+            };
+            applied(reg, reg.store().deploy(&name, &b.env, &state, by).await).await
         }
         .await;
     answer(&rid, r)
@@ -331,19 +323,11 @@ pub async fn rollback(
         let reg = registry(&app)?;
         let b: RollbackBody = parse_body(&body)?;
         let who = actor(&headers);
-        let event = reg
-            .store()
-            .rollback(
-                &name,
-                &b.env,
-                ChangeBy {
-                    actor: Some(&who),
-                    reason: b.reason.as_deref(),
-                },
-            )
-            .await
-            .map_err(deploy_error)?;
-        applied(reg, event).await
+        let by = ChangeBy {
+            actor: Some(&who),
+            reason: b.reason.as_deref(),
+        };
+        applied(reg, reg.store().rollback(&name, &b.env, by).await).await
     }
     .await;
     answer(&rid, r)

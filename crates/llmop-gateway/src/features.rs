@@ -393,12 +393,25 @@ pub fn prepare_chat(
     let given = sel
         .version
         .variables_from_call(&req.metadata, req.last_user_text().as_deref());
+    render_into(sel, given, "metadata", req, env, rec)
+}
+
+/// Renders the chosen version from `given`, records what the call adds, and builds the
+/// request on `base`. `from` names where variables came from, for error params.
+fn render_into(
+    sel: Selected,
+    given: Map<String, Value>,
+    from: &str,
+    base: ChatRequest,
+    env: String,
+    rec: &mut CallRecord,
+) -> Result<(ChatRequest, FeatureCall), GatewayError> {
     let rendered = sel
         .version
         .render(&given)
-        .map_err(|e| render_error(&sel.version, &e, "metadata"))?;
+        .map_err(|e| render_error(&sel.version, &e, from))?;
     rec.feature = Some(feature_record(&sel, &sel.version, &rendered));
-    let req = build_request(&sel.version, &rendered, req);
+    let req = build_request(&sel.version, &rendered, base);
     Ok((
         req,
         FeatureCall {
@@ -472,22 +485,8 @@ pub async fn prepare_invoke(
             reg.select(name, &env, stick)?
         }
     };
-    let rendered = sel
-        .version
-        .render(&body.variables)
-        .map_err(|e| render_error(&sel.version, &e, "variables"))?;
-    rec.feature = Some(feature_record(&sel, &sel.version, &rendered));
     let base = ChatRequest::new(String::new(), Vec::new(), llmop_core::WireFormat::OpenAi);
-    let req = build_request(&sel.version, &rendered, base);
-    Ok((
-        req,
-        FeatureCall {
-            version: sel.version,
-            shadow: sel.shadow,
-            env,
-            given: body.variables,
-        },
-    ))
+    render_into(sel, body.variables, "variables", base, env, rec)
 }
 
 fn set_parse(rec: &mut CallRecord, status: &'static str, parsed: Option<Value>) {

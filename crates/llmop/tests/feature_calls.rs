@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{client, Gateway, Reply, Upstream};
+use support::{client, Gateway, PgDb, Reply, Upstream};
 
 /// A feature whose answer (with the echoing mock) names the version that served it.
 fn greet(tag: &str, model: &str) -> String {
@@ -801,54 +801,6 @@ async fn the_cli_deploys_rolls_back_and_replays_without_restart() {
     assert!(out(&o).contains("sum to 100"), "{}", out(&o));
     let o = llmop(&["deploy", "greet", "1", "--store", &store]);
     assert!(out(&o).contains("--env"), "{}", out(&o));
-}
-
-/// A throwaway PostgreSQL database on the local server, dropped at the end.
-struct PgDb {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl PgDb {
-    async fn create() -> PgDb {
-        use sqlx::Connection;
-        let admin_url = std::env::var("LLMOP_TEST_PG_ADMIN_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("PostgreSQL must be reachable (set LLMOP_TEST_PG_ADMIN_URL)");
-        let name = format!(
-            "llmop_feat_test_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-        );
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = admin_url.rsplit_once('/').unwrap().0;
-        PgDb {
-            url: format!("{base}/{name}"),
-            admin_url,
-            name,
-        }
-    }
-
-    async fn drop_db(self) {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    }
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{client, fixture, Gateway, Reply, Upstream};
+use support::{client, fixture, Gateway, PgDb, Reply, Upstream};
 
 const KEY: &str = "sk-upstream-secret-for-records";
 
@@ -660,47 +660,6 @@ async fn cli_shows_lists_queries_and_replays() {
         "{text}"
     );
     assert!(text.contains("outputs are identical"), "{text}");
-}
-
-/// A throwaway PostgreSQL database on the local server, dropped at the end.
-struct PgDb {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl PgDb {
-    async fn create() -> PgDb {
-        use sqlx::Connection;
-        let admin_url = std::env::var("LLMOP_TEST_PG_ADMIN_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("PostgreSQL must be reachable (set LLMOP_TEST_PG_ADMIN_URL)");
-        let name = format!("llmop_gw_test_{}_{}", std::process::id(), now_ms());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = admin_url.rsplit_once('/').unwrap().0;
-        PgDb {
-            url: format!("{base}/{name}"),
-            admin_url,
-            name,
-        }
-    }
-
-    async fn drop_db(self) {
-        use sqlx::Connection;
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    }
 }
 
 #[tokio::test]
