@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{client, Gateway, PgDb, Reply, Upstream};
+use support::{client, get_json, Gateway, PgDb, Reply, Upstream};
 
 /// A feature whose answer (with the echoing mock) names the version that served it.
 fn greet(tag: &str, model: &str) -> String {
@@ -166,14 +166,7 @@ async fn deploy_then_rollback_changes_the_very_next_request() {
     assert_eq!(r["input_messages"][1]["content"], "V1 hello Ann!");
 
     // The audit trail: who, when, from, to, why; newest first.
-    let h: Value = client()
-        .get(format!("{}/admin/features/greet/history?env=prod", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = get_json(&gw, "/admin/features/greet/history?env=prod").await;
     let events = h["events"].as_array().unwrap();
     assert_eq!(events.len(), 3);
     assert_eq!(events[0]["kind"], "rollback");
@@ -230,14 +223,7 @@ async fn deploy_then_rollback_changes_the_very_next_request() {
     assert_eq!(out, "V1 hello Di!");
 
     // Deployed features are listed as models.
-    let models: Value = client()
-        .get(format!("{}/v1/models", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&gw, "/v1/models").await;
     assert!(models["data"]
         .as_array()
         .unwrap()
@@ -448,14 +434,7 @@ async fn shadow_never_alters_the_primary() {
     // Each shadow leaves its own record, linked to its primary, never returned.
     let deadline = Instant::now() + Duration::from_secs(10);
     let shadows = loop {
-        let v: Value = client()
-            .get(format!("{}/v1/requests?feature=greet&limit=100", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&gw, "/v1/requests?feature=greet&limit=100").await;
         let shadows: Vec<Value> = v["data"]
             .as_array()
             .unwrap()

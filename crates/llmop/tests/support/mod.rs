@@ -401,6 +401,18 @@ pub async fn post_json(gw: &Gateway, path: &str, body: &Value) -> reqwest::Respo
         .expect("request to the gateway")
 }
 
+/// `GET {gateway}{path}` as JSON.
+pub async fn get_json(gw: &Gateway, path: &str) -> Value {
+    client()
+        .get(format!("{}{path}", gw.url))
+        .send()
+        .await
+        .expect("request to the gateway")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
