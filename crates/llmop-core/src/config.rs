@@ -29,9 +29,25 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub features: FeaturesConfig,
+    /// Price overrides, USD per million tokens, by `"<provider>/<model>"` or
+    /// `"<provider>/*"`; models not listed get the built-in catalog's price.
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceConfig>,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub dir: PathBuf,
+}
+
+/// One `[prices."<provider>/<model>"]` entry: USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub input: f64,
+    pub output: f64,
+    /// Cache reads; the input price when unset.
+    pub cached_input: Option<f64>,
+    /// Cache writes; the input price when unset.
+    pub cache_write: Option<f64>,
 }
 
 /// `[features]`: how the gateway serves versioned features.
@@ -617,6 +633,36 @@ impl Config {
             ));
         }
 
+        for (key, price) in &self.prices {
+            let at = |field: &str| k(&["prices", key, field]);
+            match key.split_once('/') {
+                Some((provider, model)) if !model.is_empty() => {
+                    if !self.providers.contains_key(provider) {
+                        out.push((
+                            k(&["prices", key]),
+                            format!("`{provider}` is not a configured provider"),
+                        ));
+                    }
+                }
+                _ => out.push((
+                    k(&["prices", key]),
+                    "the key must be \"<provider>/<model>\" or \"<provider>/*\"".into(),
+                )),
+            }
+            for (field, v) in [
+                ("input", Some(price.input)),
+                ("output", Some(price.output)),
+                ("cached_input", price.cached_input),
+                ("cache_write", price.cache_write),
+            ] {
+                if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                    out.push((
+                        at(field),
+                        "must be a price of 0 or more (USD per million tokens)".into(),
+                    ));
+                }
+            }
+        }
         for (name, p) in &self.providers {
             let at = |field: &str| k(&["providers", name, field]);
             if name.is_empty() || name.contains('/') {

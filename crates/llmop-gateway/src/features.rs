@@ -556,6 +556,7 @@ pub async fn run_whole(
         tracing::debug!(request_id = %rec.request_id, feature = v.name(), problem = %problem, "output did not parse");
         match v.on_parse_failure() {
             OnParseFailure::Repair if repair.is_none() => {
+                rec.discard(resp.usage);
                 rec.moving_on("parse_repair");
                 let mut again = req.clone();
                 again.messages.push(Message::text(Role::Assistant, text));
@@ -565,6 +566,7 @@ pub async fn run_whole(
                 repair = Some(again);
             }
             OnParseFailure::NextTarget => {
+                rec.discard(resp.usage);
                 rec.moving_on("parse_failure");
                 if let (Some(p), Some(m)) = (rec.provider.clone(), rec.model.clone()) {
                     answered.push((p, m));

@@ -183,6 +183,7 @@ pub async fn invoke(
                 json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cached_tokens": u.cached_input_tokens})
             });
             rec.succeeded(resp);
+            let cost = rec.cost_usd();
             let f = rec.feature.as_deref();
             let body = json!({
                 "request_id": rec.request_id,
@@ -193,7 +194,7 @@ pub async fn invoke(
                 "output": {"text": text, "parsed": f.and_then(|f| f.parsed.as_ref())},
                 "parse_status": f.and_then(|f| f.parse_status),
                 "usage": usage,
-                "cost_usd": null,
+                "cost_usd": cost,
                 "latency_ms": rec.started.elapsed().as_millis() as u64,
                 "degraded": rec.degraded,
                 "provider": rec.provider,

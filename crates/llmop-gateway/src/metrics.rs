@@ -28,6 +28,10 @@ fn describe() {
         "Feature outputs that did not pass their parser (before the parse-failure policy), by feature"
     );
     describe_counter!(
+        "llmop_cost_unknown_total",
+        "Calls with usage but no price (cost recorded as unknown, not 0), by provider and model: add a [prices] entry"
+    );
+    describe_counter!(
         "llmop_shadow_skipped_total",
         "Shadow calls skipped because [features] shadow_concurrency were already in flight"
     );

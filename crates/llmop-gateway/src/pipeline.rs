@@ -143,6 +143,7 @@ pub async fn call_skipping(
             let e = match result {
                 Ok(answer) => {
                     rec.attempt(target.provider.name(), &target.model, started, None);
+                    rec.price = target.price;
                     if req.stream {
                         rec.time_to_first_token = Some(rec.started.elapsed());
                     }

@@ -34,6 +34,14 @@ pub struct Attempt {
     pub retry_reason: Option<&'static str>,
 }
 
+/// Tokens and cost of answers that were paid for and discarded.
+#[derive(Debug, Clone, Copy)]
+pub struct Spent {
+    pub usage: Usage,
+    /// `None`: unknown (an unpriced target, or an answer without usage).
+    pub cost: Option<f64>,
+}
+
 /// What a feature call adds to its record.
 #[derive(Debug, Default)]
 pub struct FeatureRecord {
@@ -130,6 +138,11 @@ pub struct CallRecord {
     pub degraded: bool,
     /// Set for feature calls.
     pub feature: Option<Box<FeatureRecord>>,
+    /// The price of the target that answered; `None`: unknown (or nothing answered).
+    pub price: Option<llmop_cost::Price>,
+    /// Answers paid for and then discarded (a feature's output that did not parse,
+    /// before a repair or the next target): their usage and cost count too.
+    pub discarded: Option<Spent>,
     /// The call's deadline, fixed by its first pass through the pipeline, so that a
     /// second pass (a feature's repair or next target) stays within it.
     pub deadline: Option<Instant>,
@@ -162,6 +175,8 @@ impl CallRecord {
             stream_acc: None,
             degraded: false,
             feature: None,
+            price: None,
+            discarded: None,
             deadline: None,
             recorder,
             emitted: false,
@@ -214,6 +229,38 @@ impl CallRecord {
     pub fn keep_invalid_body(&mut self, body: &[u8]) {
         let end = body.len().min(INVALID_BODY_KEPT);
         self.invalid_body = Some(String::from_utf8_lossy(&body[..end]).into_owned());
+    }
+
+    /// The call's cost in USD, once its usage is known; `None` when the usage or the
+    /// price is unknown.
+    pub fn cost_usd(&self) -> Option<f64> {
+        let last = self.price?.cost(self.usage.as_ref()?);
+        match &self.discarded {
+            Some(d) => Some(last + d.cost?),
+            None => Some(last),
+        }
+    }
+
+    /// An answer that will not be returned (its output did not parse): its tokens and
+    /// cost are added to the call's.
+    pub fn discard(&mut self, usage: Option<Usage>) {
+        let d = self.discarded.get_or_insert(Spent {
+            usage: Usage::default(),
+            cost: Some(0.0),
+        });
+        match usage {
+            Some(u) => {
+                d.usage.input_tokens += u.input_tokens;
+                d.usage.output_tokens += u.output_tokens;
+                d.usage.cached_input_tokens += u.cached_input_tokens;
+                d.usage.cache_write_tokens += u.cache_write_tokens;
+                d.cost = match (d.cost, self.price) {
+                    (Some(c), Some(p)) => Some(c + p.cost(&u)),
+                    _ => None,
+                };
+            }
+            None => d.cost = None,
+        }
     }
 
     pub fn succeeded(&mut self, resp: ChatResponse) {
@@ -308,6 +355,8 @@ impl CallRecord {
             stream_acc: self.stream_acc.take(),
             degraded: self.degraded,
             feature: self.feature.take(),
+            price: self.price,
+            discarded: self.discarded,
         })
     }
 }
@@ -377,6 +426,8 @@ pub struct CallData {
     stream_acc: Option<StreamAccumulator>,
     degraded: bool,
     feature: Option<Box<FeatureRecord>>,
+    price: Option<llmop_cost::Price>,
+    discarded: Option<Spent>,
 }
 
 /// The request as recorded: its messages and its other parameters in the OpenAI Chat
@@ -493,9 +544,21 @@ impl IntoRecord for CallData {
         }
         let usage = c.usage.or(answer.as_ref().and_then(|a| a.usage));
         if let Some(u) = usage {
-            r.input_tokens = Some(u.input_tokens as i64);
-            r.output_tokens = Some(u.output_tokens as i64);
-            r.cached_tokens = Some(u.cached_input_tokens as i64);
+            let d = c.discarded.map_or(Usage::default(), |d| d.usage);
+            r.input_tokens = Some((u.input_tokens + d.input_tokens) as i64);
+            r.output_tokens = Some((u.output_tokens + d.output_tokens) as i64);
+            r.cached_tokens = Some((u.cached_input_tokens + d.cached_input_tokens) as i64);
+            let earlier = c.discarded.map_or(Some(0.0), |d| d.cost);
+            match (c.price, earlier) {
+                (Some(p), Some(e)) => r.cost_usd = Some(p.cost(&u) + e),
+                // Unknown, not zero: the record says NULL and the metric counts it.
+                _ => metrics::counter!(
+                    "llmop_cost_unknown_total",
+                    "provider" => r.provider.clone().unwrap_or_default(),
+                    "model" => r.model.clone().unwrap_or_default()
+                )
+                .increment(1),
+            }
         }
         r
     }

@@ -42,6 +42,12 @@ pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
     if rec.degraded {
         h.insert("x-llmop-degraded", HeaderValue::from_static("true"));
     }
+    if let Some(v) = rec
+        .cost_usd()
+        .and_then(|c| HeaderValue::from_str(&c.to_string()).ok())
+    {
+        h.insert("x-llmop-cost-usd", v);
+    }
     if let Some(f) = &rec.feature {
         if let Ok(v) = HeaderValue::from_str(&f.version.to_string()) {
             h.insert("x-llmop-feature-version", v);

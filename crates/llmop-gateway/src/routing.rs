@@ -27,6 +27,8 @@ pub struct Target {
     pub stats: Option<Arc<LatencyStats>>,
     /// This target's circuit breaker on this route; `None`: no breaker.
     pub breaker: Option<Arc<Breaker>>,
+    /// USD per million tokens; `None`: unknown (the call's cost is then unknown).
+    pub price: Option<llmop_cost::Price>,
 }
 
 pub struct Route {
@@ -53,10 +55,12 @@ pub struct Resolved<'a> {
 pub struct Router {
     routes: HashMap<String, Route>,
     providers: Providers,
+    pricing: llmop_cost::Pricing,
 }
 
 impl Router {
     pub fn new(config: &Config, providers: &Providers) -> Result<Router, String> {
+        let pricing = llmop_cost::Pricing::new(&config.prices);
         let mut routes = HashMap::with_capacity(config.routes.len());
         for (name, rc) in &config.routes {
             let mut targets = Vec::with_capacity(rc.targets.len());
@@ -85,6 +89,7 @@ impl Router {
                             format!("{name}:{}/{}", t.provider, t.model),
                         ))
                     }),
+                    price: pricing.price(&t.provider, provider.kind(), &t.model),
                 });
             }
             routes.insert(
@@ -105,6 +110,7 @@ impl Router {
         Ok(Router {
             routes,
             providers: providers.clone(),
+            pricing,
         })
     }
 
@@ -141,6 +147,7 @@ impl Router {
                         first_token_timeout: None,
                         stats: None,
                         breaker: None,
+                        price: self.pricing.price(provider, p.kind(), m),
                     }],
                     timeout: None,
                     fallback: None,

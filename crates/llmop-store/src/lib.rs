@@ -9,6 +9,7 @@
 //! - [`features`]: registered feature versions (immutable, numbered, one per content hash).
 //! - [`deployments`]: what each environment of each feature serves, and the audited
 //!   history of every change (deploy, split, shadow, rollback).
+//! - [`cost`]: spend over the records, grouped (`llmop cost`).
 //! - [`writer`]: the record writer: bounded queue, group commit, back-pressure, spill.
 //!
 //! Both backends run the same queries through sqlx's `Any` driver; only the DDL differs
@@ -19,6 +20,7 @@
 //! Invariants: no SQL outside this crate; inserts are idempotent (a record written twice,
 //! e.g. replayed from a spill file, stays one record); no secret is a field of a record.
 
+pub mod cost;
 pub mod deployments;
 pub mod features;
 mod migrate;
@@ -27,6 +29,7 @@ pub mod record;
 mod store;
 pub mod writer;
 
+pub use cost::{CostBy, CostRow};
 pub use deployments::{
     Arm, ChangeBy, DeployError, Deployment, DeploymentEvent, DeploymentState, EventKind,
 };

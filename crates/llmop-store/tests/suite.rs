@@ -367,7 +367,50 @@ async fn run_suite(url: &str) {
     assert!(store.feature_versions("other").await.unwrap().is_empty());
 
     deployments(&store).await;
+    cost_report(&store).await;
     store.close().await;
+}
+
+/// `llmop cost`: spend grouped by feature, model and tag; unknown costs counted apart.
+async fn cost_report(store: &Store) {
+    use llmop_store::CostBy;
+    let at = 2_100_000_000_000;
+    let rec = |id: &str, feature: &str, team: &str, cost: Option<f64>| {
+        let mut r = small(id, at, feature, "u", 200);
+        r.provider = Some("openai".into());
+        r.model = Some("gpt-4o".into());
+        r.tags.insert("team".into(), team.into());
+        r.cost_usd = cost;
+        r.input_tokens = Some(100);
+        r.output_tokens = Some(10);
+        r
+    };
+    store
+        .insert_batch(&[
+            rec("cost-1", "f1", "a", Some(0.5)),
+            rec("cost-2", "f1", "b", Some(0.25)),
+            rec("cost-3", "f2", "a", None),
+        ])
+        .await
+        .unwrap();
+    let by_feature = store.cost_by(&CostBy::Feature, at).await.unwrap();
+    assert_eq!(by_feature.len(), 2);
+    assert_eq!(by_feature[0].group.as_deref(), Some("f1"));
+    assert_eq!((by_feature[0].calls, by_feature[0].cost_usd), (2, 0.75));
+    assert_eq!(
+        (by_feature[1].unpriced_calls, by_feature[1].cost_usd),
+        (1, 0.0)
+    );
+    assert_eq!(by_feature[0].input_tokens, 200);
+    let by_tag = store
+        .cost_by(&CostBy::Tag("team".into()), at)
+        .await
+        .unwrap();
+    assert_eq!(by_tag[0].group.as_deref(), Some("a"));
+    assert_eq!((by_tag[0].calls, by_tag[0].cost_usd), (2, 0.5));
+    let by_model = store.cost_by(&CostBy::Model, at).await.unwrap();
+    assert_eq!(by_model[0].group.as_deref(), Some("openai/gpt-4o"));
+    assert_eq!(by_model[0].calls, 3);
 }
 
 /// Deploy, split, shadow, rollback (twice), history and races.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod cost_cli;
 mod features_cli;
 mod records_cli;
 use llmop_store::{ListFilter, StatusFilter};
@@ -94,6 +95,25 @@ enum Command {
         json: bool,
         #[command(flatten)]
         store: StoreArg,
+    },
+    /// Spend over the recorded calls, grouped.
+    Cost {
+        /// feature, user, model, key, env, or tag:<name>.
+        #[arg(long, default_value = "feature")]
+        by: String,
+        /// From this time: an age such as `7d`, a date, RFC 3339 or Unix ms.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// The price each configured model gets: config override, built-in catalog, or
+    /// unknown.
+    Prices {
+        #[arg(long)]
+        json: bool,
     },
     /// Shadow versions: how they compare with what was served.
     Shadow {
@@ -333,6 +353,19 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Cost {
+            by,
+            since,
+            json,
+            store,
+        } => run_cli(async { cost_cli::cost(&cli.config, store.store, &by, &since, json).await }),
+        Command::Prices { json } => match cost_cli::prices(&cli.config, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("llmop: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Rollback {
             feature,
             env,

@@ -609,6 +609,11 @@ async fn parse_failures_follow_each_policy() {
     assert_eq!(r["parse_status"], "repaired");
     assert_eq!(r["parsed_output"], json!({"summary": "fine"}));
     assert_eq!(r["attempts"][0]["retry_reason"], "parse_repair");
+    // Both answers were paid for: the record counts the discarded one's tokens too.
+    assert_eq!(
+        (r["input_tokens"].as_i64(), r["output_tokens"].as_i64()),
+        (Some(10), Some(6))
+    );
     // …and only one: a repair that fails again is a 422.
     let (s, v) = invoke("fix", "hopeless").await;
     assert_eq!(
