@@ -194,6 +194,10 @@ pub struct ServerConfig {
     /// client trickling bytes cannot hold a request open forever.
     #[serde(default = "default_body_timeout")]
     pub body_timeout_ms: u64,
+    /// The environment variable holding the admin token (`/admin/*`, `/v1/requests`).
+    /// Unset: the admin API is open while the gateway is (no keys, loopback), and closed
+    /// once client keys exist.
+    pub admin_token_env: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -204,6 +208,7 @@ impl Default for ServerConfig {
             shutdown_timeout_ms: default_shutdown_timeout(),
             request_timeout_ms: default_request_timeout(),
             body_timeout_ms: default_body_timeout(),
+            admin_token_env: None,
         }
     }
 }

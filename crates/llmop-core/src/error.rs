@@ -134,6 +134,12 @@ pub enum GatewayError {
     RequestTimeout { ms: u64 },
     #[error("{message}")]
     NotFound { message: String, code: &'static str },
+    /// No key, or not a valid one (401).
+    #[error("{message}")]
+    Unauthorized { message: String, code: &'static str },
+    /// A valid key that may not do this (403).
+    #[error("{message}")]
+    Forbidden { message: String, code: &'static str },
     #[error(transparent)]
     Provider(#[from] ProviderError),
     /// The deadline of the whole request passed.
@@ -166,6 +172,8 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::RequestTimeout { .. } => "request_timeout",
             GatewayError::NotFound { code, .. } => code,
+            GatewayError::Unauthorized { code, .. } => code,
+            GatewayError::Forbidden { code, .. } => code,
             GatewayError::Provider(e) => e.code(),
             GatewayError::DeadlineExceeded { .. } => "upstream_timeout",
             GatewayError::Unavailable { code, .. } => code,

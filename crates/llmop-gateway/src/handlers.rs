@@ -1,6 +1,7 @@
 //! One function per endpoint. A chat handler reads the body (bounded), parses it in its
 //! format, runs the pipeline and answers in the same format.
 
+use crate::auth;
 use crate::context::{self, RequestId};
 use crate::features;
 use crate::http_error::{self, ClientFormat};
@@ -52,10 +53,27 @@ async fn chat(
     // The record exists from the first moment, so that a request refused for bad
     // input, or abandoned by its client, is recorded too.
     let mut rec = CallRecord::new(&rid, endpoint, app.recorder.clone());
+    // 1. authenticate
+    let key = match app.auth.client(&headers) {
+        Ok(k) => k,
+        Err(e) => return fail(format, e, rec).await,
+    };
+    rec.key_id = key.as_ref().map(|k| k.id.clone());
     let req = match prepare(&app, &rid, &headers, body, format, &mut rec).await {
         Ok(r) => r,
         Err(e) => return fail(format, e, rec).await,
     };
+    if let Some(k) = &key {
+        if rec.context.env.is_none() {
+            rec.context.env.clone_from(&k.scopes.default_env);
+        }
+        if req.model.starts_with("feature/") && rec.context.env.is_none() {
+            rec.context.env = Some(app.config.features.default_env.clone());
+        }
+        if let Err(e) = auth::check_scope(k, &req.model, rec.context.env.as_deref()) {
+            return fail(format, e, rec).await;
+        }
+    }
     // `feature/<name>`: the deployed version's messages, route and parameters.
     let (req, feature) = match req.model.strip_prefix("feature/").map(str::to_string) {
         Some(name) => match features::prepare_chat(&app, &name, req, &mut rec) {
@@ -141,7 +159,14 @@ pub async fn invoke(
     let mut rec = CallRecord::new(&rid, "/v1/features/invoke", app.recorder.clone());
     rec.model_requested = format!("feature/{name}");
     let prepared = async {
+        let key = app.auth.client(&headers)?;
+        rec.key_id = key.as_ref().map(|k| k.id.clone());
         rec.context = context::from_headers(&headers, &rid)?;
+        if let Some(k) = &key {
+            if rec.context.env.is_none() {
+                rec.context.env.clone_from(&k.scopes.default_env);
+            }
+        }
         let bytes = tokio::time::timeout(
             app.body_timeout(),
             read_body(body, &headers, app.config.server.max_body_bytes),
@@ -163,7 +188,11 @@ pub async fn invoke(
                 )
             })?
         };
-        features::prepare_invoke(&app, &name, parsed, &mut rec).await
+        let prepared = features::prepare_invoke(&app, &name, parsed, &mut rec).await?;
+        if let Some(k) = &key {
+            auth::check_scope(k, &format!("feature/{name}"), rec.context.env.as_deref())?;
+        }
+        Ok(prepared)
     }
     .await;
     let (req, fc) = match prepared {
@@ -310,8 +339,18 @@ fn anthropic_model(id: &str) -> serde_json::Value {
 
 /// `GET /v1/models`: routes and configured direct models. Answers in Anthropic's list
 /// shape when the client sends `anthropic-version` (the Anthropic SDK does).
-pub async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let ids = model_ids(&app);
+pub async fn models(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    let mut ids = model_ids(&app);
+    // Only what the calling key may call.
+    match app.auth.client(&headers) {
+        Ok(Some(k)) => ids.retain(|(id, _)| auth::check_scope(&k, id, None).is_ok()),
+        Ok(None) => {}
+        Err(e) => return http_error::response(ClientFormat::OpenAi, &e, &rid),
+    }
     let body = if headers.contains_key("anthropic-version") {
         let data: Vec<_> = ids.iter().map(|(id, _)| anthropic_model(id)).collect();
         json!({"data": data, "has_more": false, "first_id": ids.first().map(|i| &i.0), "last_id": ids.last().map(|i| &i.0)})

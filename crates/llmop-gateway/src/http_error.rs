@@ -23,6 +23,8 @@ pub fn status_of(e: &GatewayError) -> StatusCode {
         GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         GatewayError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
+        GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+        GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
         GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,

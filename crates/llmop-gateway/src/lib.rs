@@ -13,6 +13,8 @@
 //!   from the store), version and split arm selection, rendering, output parsing and its
 //!   failure policies, shadow calls.
 //! - [`admin`]: the admin API for features (versions, deployments, rollback, history).
+//! - [`auth`]: client API keys (hashed, scoped, refreshed from the store) and the admin
+//!   token.
 //! - [`breaker`]: circuit breakers per route target.
 //! - [`resilience`]: retry backoff (full jitter, `Retry-After`) and retry budgets.
 //! - [`routing`]: turns a `model` string into an ordered list of targets.
@@ -27,6 +29,7 @@
 //! - [`shutdown`]: SIGTERM/SIGINT, readiness, bounded draining.
 
 pub mod admin;
+pub mod auth;
 pub mod breaker;
 pub mod context;
 pub mod features;

@@ -136,6 +136,8 @@ pub struct CallRecord {
     pub stream_acc: Option<StreamAccumulator>,
     /// Answered by the route's fallback_response.
     pub degraded: bool,
+    /// The client key that made the call (its id); `None` while the gateway is open.
+    pub key_id: Option<String>,
     /// Set for feature calls.
     pub feature: Option<Box<FeatureRecord>>,
     /// The price of the target that answered; `None`: unknown (or nothing answered).
@@ -174,6 +176,7 @@ impl CallRecord {
             response: None,
             stream_acc: None,
             degraded: false,
+            key_id: None,
             feature: None,
             price: None,
             discarded: None,
@@ -355,6 +358,7 @@ impl CallRecord {
             stream_acc: self.stream_acc.take(),
             degraded: self.degraded,
             feature: self.feature.take(),
+            key_id: self.key_id.take(),
             price: self.price,
             discarded: self.discarded,
         })
@@ -426,6 +430,7 @@ pub struct CallData {
     stream_acc: Option<StreamAccumulator>,
     degraded: bool,
     feature: Option<Box<FeatureRecord>>,
+    key_id: Option<String>,
     price: Option<llmop_cost::Price>,
     discarded: Option<Spent>,
 }
@@ -454,6 +459,7 @@ impl IntoRecord for CallData {
         let c = self;
         let mut r = Record::new(c.request_id, c.created_at_ms, c.endpoint);
         r.env = c.context.env;
+        r.key_id = c.key_id;
         r.user = c.context.user;
         r.session = c.context.session;
         r.feature = c.context.feature;

@@ -1,6 +1,7 @@
 //! Building the router and serving it until shutdown.
 
 use crate::admin;
+use crate::auth;
 use crate::context::{request_id_from, RequestId};
 use crate::handlers;
 use crate::metrics;
@@ -20,16 +21,11 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub fn router(app: Arc<AppState>) -> axum::Router {
-    axum::Router::new()
-        .route("/v1/chat/completions", post(handlers::chat_completions))
-        .route("/v1/messages", post(handlers::messages))
-        .route("/v1/models", get(handlers::models))
-        .route("/v1/models/{*id}", get(handlers::model))
+    // The admin API and the records API: the admin token once keys are in force.
+    let admin = axum::Router::new()
         .route("/v1/requests", get(records_api::list))
         .route("/v1/requests/{id}", get(records_api::get))
         .route("/v1/requests/{id}/feedback", post(records_api::feedback))
-        .route("/metrics", get(metrics::handler))
-        .route("/v1/features/{name}/invoke", post(handlers::invoke))
         .route("/admin/circuits", get(handlers::circuits))
         .route("/admin/features", get(admin::list).post(admin::push))
         .route("/admin/features/{name}", get(admin::show))
@@ -40,8 +36,20 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .route("/admin/features/{name}/deploy", post(admin::deploy))
         .route("/admin/features/{name}/rollback", post(admin::rollback))
         .route("/admin/features/{name}/history", get(admin::history))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_admin,
+        ));
+    axum::Router::new()
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/messages", post(handlers::messages))
+        .route("/v1/models", get(handlers::models))
+        .route("/v1/models/{*id}", get(handlers::model))
+        .route("/v1/features/{name}/invoke", post(handlers::invoke))
+        .route("/metrics", get(metrics::handler))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
+        .merge(admin)
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(app)

@@ -15,6 +15,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// The record store; `None` when `[store] enabled = false`.
     pub recorder: Option<Arc<Recorder>>,
+    /// Client keys and the admin token.
+    pub auth: Arc<crate::auth::Auth>,
     /// Deployed features; `None` without a store.
     pub features: Option<Arc<crate::features::FeatureRegistry>>,
     /// Renders `/metrics`; `None` when another gateway in this process owns the registry.
@@ -31,7 +33,23 @@ impl AppState {
                 &config.features,
             ))
         });
+        let admin_token = match &config.server.admin_token_env {
+            Some(var) => match std::env::var(var) {
+                Ok(t) if !t.is_empty() => Some(t),
+                _ => {
+                    return Err(format!(
+                        "[server] admin_token_env names `{var}`, which is not set (or empty)"
+                    ))
+                }
+            },
+            None => None,
+        };
+        let auth = Arc::new(crate::auth::Auth::new(
+            recorder.as_ref().map(|r| r.store.clone()),
+            admin_token.as_deref(),
+        ));
         Ok(Arc::new(AppState {
+            auth,
             features,
             config,
             providers,

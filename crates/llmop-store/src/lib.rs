@@ -10,6 +10,7 @@
 //! - [`deployments`]: what each environment of each feature serves, and the audited
 //!   history of every change (deploy, split, shadow, rollback).
 //! - [`cost`]: spend over the records, grouped (`llmop cost`).
+//! - [`keys`]: client API keys (hashed, scoped, revocable).
 //! - [`writer`]: the record writer: bounded queue, group commit, back-pressure, spill.
 //!
 //! Both backends run the same queries through sqlx's `Any` driver; only the DDL differs
@@ -23,6 +24,7 @@
 pub mod cost;
 pub mod deployments;
 pub mod features;
+pub mod keys;
 mod migrate;
 mod query;
 pub mod record;
@@ -34,6 +36,7 @@ pub use deployments::{
     Arm, ChangeBy, DeployError, Deployment, DeploymentEvent, DeploymentState, EventKind,
 };
 pub use features::{FeatureVersion, Pushed, ShadowReport, ShadowSide};
+pub use keys::{hash_key, key_id_of, ApiKey, KeyScopes};
 pub use query::{QueryError, QueryResult};
 pub use record::{parse_time, Attempt, Feedback, ListFilter, Page, Record, StatusFilter};
 pub use store::{Backend, Store, StoreError};

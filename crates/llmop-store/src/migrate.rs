@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_deployments.sql"),
         postgres: include_str!("../migrations/postgres/0004_deployments.sql"),
     },
+    Migration {
+        version: 5,
+        sqlite: include_str!("../migrations/sqlite/0005_api_keys.sql"),
+        postgres: include_str!("../migrations/postgres/0005_api_keys.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

@@ -85,10 +85,10 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 4);
+    assert_eq!(again.schema_version().await.unwrap(), 5);
     again.close().await;
 
     // Every field survives the round trip.
@@ -368,7 +368,52 @@ async fn run_suite(url: &str) {
 
     deployments(&store).await;
     cost_report(&store).await;
+    keys(&store).await;
     store.close().await;
+}
+
+/// API keys: shown once, stored hashed, revocable.
+async fn keys(store: &Store) {
+    use llmop_store::{hash_key, key_id_of, KeyScopes};
+    let scopes = KeyScopes {
+        features: vec!["summ".into()],
+        rpm: Some(60),
+        ..KeyScopes::default()
+    };
+    let (k, secret) = store
+        .create_key("ci", &scopes, Some("alice"))
+        .await
+        .unwrap();
+    assert_eq!(key_id_of(&secret), Some(k.id.as_str()));
+    assert_eq!(k.hash, hash_key(&secret));
+    let (k2, secret2) = store
+        .create_key("other", &KeyScopes::default(), None)
+        .await
+        .unwrap();
+    assert_ne!(secret, secret2);
+    let all = store.keys().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all.iter().find(|x| x.id == k.id).unwrap().scopes, scopes);
+    // The secret itself is nowhere in the store.
+    let q = store
+        .query_readonly(
+            "SELECT * FROM api_keys",
+            10,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(!format!("{:?}", q.rows).contains(&secret));
+    assert!(store.revoke_key(&k2.id).await.unwrap());
+    assert!(!store.revoke_key(&k2.id).await.unwrap());
+    assert!(!store
+        .keys()
+        .await
+        .unwrap()
+        .iter()
+        .find(|x| x.id == k2.id)
+        .unwrap()
+        .active());
 }
 
 /// `llmop cost`: spend grouped by feature, model and tag; unknown costs counted apart.

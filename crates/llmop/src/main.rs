@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod cost_cli;
 mod features_cli;
+mod keys_cli;
 mod records_cli;
 use llmop_store::{ListFilter, StatusFilter};
 
@@ -95,6 +96,11 @@ enum Command {
         json: bool,
         #[command(flatten)]
         store: StoreArg,
+    },
+    /// Client API keys: create (shown once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Spend over the recorded calls, grouped.
     Cost {
@@ -244,6 +250,52 @@ enum FeatureCommand {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// A new key, printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Features it may call (comma-separated; default any).
+        #[arg(long, num_args = 1..)]
+        features: Vec<String>,
+        /// Routes and provider/models it may call (`openai/*` for a provider).
+        #[arg(long, num_args = 1..)]
+        routes: Vec<String>,
+        /// Environments it may call.
+        #[arg(long = "env", num_args = 1..)]
+        envs: Vec<String>,
+        /// The environment of its calls that name none.
+        #[arg(long)]
+        default_env: Option<String>,
+        #[arg(long)]
+        rpm: Option<u32>,
+        #[arg(long)]
+        tpm: Option<u32>,
+        #[arg(long)]
+        budget_usd_day: Option<f64>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Active keys (`--all`: revoked ones too). Never the keys themselves.
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Subcommand)]
 enum DeployCommand {
     /// Every deployment change of a feature, newest first: who, when, from, to, why.
     History {
@@ -350,6 +402,45 @@ fn main() -> ExitCode {
                         json,
                     )
                     .await
+                }
+            }
+        }),
+        Command::Keys { command } => run_cli(async {
+            match command {
+                KeysCommand::Create {
+                    name,
+                    features,
+                    routes,
+                    envs,
+                    default_env,
+                    rpm,
+                    tpm,
+                    budget_usd_day,
+                    json,
+                    store,
+                } => {
+                    keys_cli::create(
+                        &cli.config,
+                        store.store,
+                        keys_cli::NewKey {
+                            name,
+                            features,
+                            routes,
+                            envs,
+                            default_env,
+                            rpm,
+                            tpm,
+                            budget_usd_day,
+                        },
+                        json,
+                    )
+                    .await
+                }
+                KeysCommand::List { all, json, store } => {
+                    keys_cli::list(&cli.config, store.store, all, json).await
+                }
+                KeysCommand::Revoke { id, store } => {
+                    keys_cli::revoke(&cli.config, store.store, &id).await
                 }
             }
         }),
@@ -622,13 +713,6 @@ async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
         .listen
         .parse()
         .with_context(|| format!("`{}` is not an address:port", config.server.listen))?;
-    // No API keys exist yet, so the gateway is open: it serves on loopback only.
-    if !addr.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to listen on {addr}: no API keys are configured, and an open gateway serves on loopback only"
-        );
-    }
-    tracing::warn!("no API keys configured: the gateway is open, serving on loopback only");
     if config
         .providers
         .values()
@@ -656,6 +740,25 @@ async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
         None
     };
     let app = llmop_gateway::AppState::new(config, recorder).map_err(|e| anyhow::anyhow!(e))?;
+    app.auth
+        .refresh()
+        .await
+        .context("cannot read API keys from the store")?;
+    // Beyond loopback the gateway is never open: without keys, every call gets 401.
+    if !addr.ip().is_loopback() {
+        app.auth.require_keys();
+        if !app.auth.enforcing() || app.recorder.is_none() {
+            tracing::warn!(
+                "listening beyond loopback: client calls need an API key (`llmop keys create`)"
+            );
+        }
+    } else if !app.auth.enforcing() {
+        tracing::warn!("no API keys exist: the gateway is open, on loopback only; `llmop keys create` closes it");
+    }
+    app.auth.clone().spawn_refresh(
+        std::time::Duration::from_millis(app.config.features.refresh_ms),
+        app.shutdown.clone(),
+    );
     if let Some(features) = &app.features {
         features
             .refresh()

@@ -64,12 +64,7 @@ fn serve_refuses_what_it_cannot_honour() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("LLMOP_TEST_UNSET_KEY"));
-    let out = llmop(
-        &["serve", "--listen", "0.0.0.0:0"],
-        "[providers.sim]\nkind = \"mock\"\n",
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    // (A listener beyond loopback is served but never open: see keys.rs.)
 }
 
 #[tokio::test]

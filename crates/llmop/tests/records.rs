@@ -87,7 +87,6 @@ async fn a_whole_call_is_recorded_field_by_field() {
         "arm",
         "replay_of",
         "parse_status",
-        "cost_usd",
         "ttft_ms",
         "rendered_prompt",
         "parsed_output",
@@ -97,6 +96,12 @@ async fn a_whole_call_is_recorded_field_by_field() {
         assert_eq!(r[empty], Value::Null, "{empty}");
     }
     assert_eq!(r["shadow"], false);
+    // gpt-4.1 from the built-in catalog: 15 plain + 4 cached prompt tokens, 10 output.
+    let cost = r["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - (15.0 * 2.0 + 4.0 * 0.5 + 10.0 * 8.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
     assert_eq!(r["route"], "main");
     assert_eq!(r["stream"], false);
     assert_eq!(r["provider"], "up");

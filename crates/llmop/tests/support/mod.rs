@@ -34,6 +34,11 @@ impl Gateway {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_on(config, env, "127.0.0.1:0")
+    }
+
+    /// Listening on `listen` (e.g. `0.0.0.0:0`).
+    pub fn start_on(config: &str, env: &[(&str, &str)], listen: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("llmop.toml");
         std::fs::write(&cfg, config).expect("write config");
@@ -44,7 +49,7 @@ impl Gateway {
             .arg("--config")
             .arg(&cfg)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .env("LLMOP_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(stderr);

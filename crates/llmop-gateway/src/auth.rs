@@ -1,0 +1,277 @@
+//! Who is calling: client API keys (`Authorization: Bearer <key>` or `x-api-key`) and
+//! the admin token.
+//!
+//! Keys live in the store (created by `llmop keys create`, shown once, stored hashed);
+//! each replica holds the active ones in memory, re-read every `[features] refresh_ms`,
+//! so a revocation takes effect everywhere within that time. A presented key is hashed
+//! (SHA-256) and looked up: no key material is kept in memory or logged.
+//!
+//! Modes:
+//! - no active key, loopback listener: the gateway is **open** (the first-run
+//!   experience), and so is the admin API unless an admin token is configured;
+//! - any active key, or a listener beyond loopback: every client call needs a valid
+//!   key (401 otherwise), scoped calls outside their scope get 403, and the admin API
+//!   and the records API need the admin token (`[server] admin_token_env`).
+
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use llmop_core::GatewayError;
+use llmop_store::{hash_key, ApiKey, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub struct Auth {
+    store: Option<Store>,
+    /// Active keys by hash.
+    keys: RwLock<Arc<HashMap<String, Arc<ApiKey>>>>,
+    /// Keys are required even when none exist (the listener is beyond loopback).
+    required: AtomicBool,
+    /// SHA-256 of the admin token, if one is configured.
+    admin: Option<String>,
+}
+
+/// The credential a request presents.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        let v = v.trim();
+        if let Some(t) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
+            return Some(t.trim());
+        }
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+impl Auth {
+    pub fn new(store: Option<Store>, admin_token: Option<&str>) -> Auth {
+        Auth {
+            store,
+            keys: RwLock::new(Arc::new(HashMap::new())),
+            required: AtomicBool::new(false),
+            admin: admin_token.filter(|t| !t.is_empty()).map(hash_key),
+        }
+    }
+
+    /// From now on every client call needs a key, even if none exists.
+    pub fn require_keys(&self) {
+        self.required.store(true, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Arc<HashMap<String, Arc<ApiKey>>> {
+        match self.keys.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Whether client calls need a key.
+    pub fn enforcing(&self) -> bool {
+        self.required.load(Ordering::Relaxed) || !self.snapshot().is_empty()
+    }
+
+    /// Re-reads the active keys.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let active: HashMap<String, Arc<ApiKey>> = store
+            .keys()
+            .await?
+            .into_iter()
+            .filter(ApiKey::active)
+            .map(|k| (k.hash.clone(), Arc::new(k)))
+            .collect();
+        let next = Arc::new(active);
+        match self.keys.write() {
+            Ok(mut g) => *g = next,
+            Err(p) => *p.into_inner() = next,
+        }
+        Ok(())
+    }
+
+    pub fn spawn_refresh(self: Arc<Self>, every: Duration, shutdown: crate::shutdown::Shutdown) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.triggered() => return,
+                }
+                if let Err(e) = self.refresh().await {
+                    // The keys read last stay in force.
+                    tracing::warn!(error = %e, "cannot re-read API keys");
+                }
+            }
+        });
+    }
+
+    /// The calling key: `None` while the gateway is open; 401 without a valid key once
+    /// keys are enforced.
+    pub fn client(&self, headers: &HeaderMap) -> Result<Option<Arc<ApiKey>>, GatewayError> {
+        let keys = self.snapshot();
+        if keys.is_empty() && !self.required.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let Some(token) = presented(headers).filter(|t| !t.is_empty()) else {
+            return Err(GatewayError::Unauthorized {
+                message: "an API key is required: send `Authorization: Bearer <key>` (or `x-api-key`); create one with `llmop keys create`".into(),
+                code: "missing_api_key",
+            });
+        };
+        match keys.get(&hash_key(token)) {
+            Some(k) => Ok(Some(k.clone())),
+            None => Err(GatewayError::Unauthorized {
+                message: match llmop_store::key_id_of(token) {
+                    Some(id) => format!("API key `{id}` is not valid (revoked or unknown)"),
+                    None => "the API key is not valid".into(),
+                },
+                code: "invalid_api_key",
+            }),
+        }
+    }
+
+    /// The admin token check (admin API, records API).
+    pub fn admin(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        match &self.admin {
+            Some(want) => match presented(headers) {
+                // Comparing hashes: equal-length strings that leak nothing about the
+                // token through timing.
+                Some(t) if hash_key(t) == *want => Ok(()),
+                Some(_) => Err(GatewayError::Unauthorized {
+                    message: "the admin token is not valid".into(),
+                    code: "invalid_admin_token",
+                }),
+                None => Err(GatewayError::Unauthorized {
+                    message: "this endpoint needs the admin token: `Authorization: Bearer <token>`".into(),
+                    code: "missing_admin_token",
+                }),
+            },
+            None if self.enforcing() => Err(GatewayError::Unauthorized {
+                message: "client keys are in force and no admin token is configured: set [server] admin_token_env to use this endpoint".into(),
+                code: "missing_admin_token",
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a key may call: the model (`feature/<name>`, a route, or `provider/model`) and
+/// the environment. 403 outside the key's scope.
+pub fn check_scope(key: &ApiKey, model: &str, env: Option<&str>) -> Result<(), GatewayError> {
+    let s = &key.scopes;
+    let allowed = match model.strip_prefix("feature/") {
+        Some(feature) => s.allows_feature(feature),
+        None => s.allows_route(model),
+    };
+    if !allowed {
+        return Err(GatewayError::Forbidden {
+            message: format!("API key `{}` may not call `{model}`", key.id),
+            code: "key_not_allowed",
+        });
+    }
+    if let Some(env) = env {
+        if !s.allows_env(env) {
+            return Err(GatewayError::Forbidden {
+                message: format!("API key `{}` may not call environment `{env}`", key.id),
+                code: "key_not_allowed",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Middleware of the admin and records routes.
+pub async fn require_admin(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match app.auth.admin(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            let rid = req
+                .extensions()
+                .get::<crate::context::RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
+            crate::http_error::response(crate::http_error::ClientFormat::OpenAi, &e, &rid)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmop_store::KeyScopes;
+
+    fn key(scopes: KeyScopes) -> ApiKey {
+        ApiKey {
+            id: "k1".into(),
+            name: "n".into(),
+            hash: String::new(),
+            scopes,
+            created_at_ms: 0,
+            created_by: None,
+            revoked_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_either_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented(&h), None);
+        h.insert("x-api-key", "abc".parse().unwrap());
+        assert_eq!(presented(&h), Some("abc"));
+        h.insert("authorization", "Bearer xyz".parse().unwrap());
+        assert_eq!(presented(&h), Some("xyz"));
+    }
+
+    #[test]
+    fn open_until_keys_exist_or_are_required() {
+        let a = Auth::new(None, None);
+        assert!(a.client(&HeaderMap::new()).unwrap().is_none());
+        assert!(a.admin(&HeaderMap::new()).is_ok());
+        a.require_keys();
+        assert_eq!(
+            a.client(&HeaderMap::new()).unwrap_err().code(),
+            "missing_api_key"
+        );
+        assert!(a.admin(&HeaderMap::new()).is_err());
+        let with_token = Auth::new(None, Some("s3cret"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer s3cret".parse().unwrap());
+        assert!(with_token.admin(&h).is_ok());
+        h.insert("authorization", "Bearer nope".parse().unwrap());
+        assert_eq!(
+            with_token.admin(&h).unwrap_err().code(),
+            "invalid_admin_token"
+        );
+    }
+
+    #[test]
+    fn scopes_give_403_outside() {
+        let k = key(KeyScopes {
+            features: vec!["summ".into()],
+            routes: vec!["smart".into()],
+            envs: vec!["prod".into()],
+            ..KeyScopes::default()
+        });
+        assert!(check_scope(&k, "feature/summ", Some("prod")).is_ok());
+        assert!(check_scope(&k, "smart", None).is_ok());
+        assert_eq!(
+            check_scope(&k, "feature/other", Some("prod"))
+                .unwrap_err()
+                .code(),
+            "key_not_allowed"
+        );
+        assert!(check_scope(&k, "openai/gpt-4o", None).is_err());
+        assert!(check_scope(&k, "feature/summ", Some("dev")).is_err());
+    }
+}

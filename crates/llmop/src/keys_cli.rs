@@ -1,0 +1,144 @@
+//! `llmop keys create|list|revoke`: client API keys, written to the store directly
+//! (gateways pick changes up within `[features] refresh_ms`).
+
+use crate::records_cli::{open, store_url, write_out};
+use anyhow::{bail, Context};
+use llmop_store::KeyScopes;
+use std::path::Path;
+
+pub struct NewKey {
+    pub name: String,
+    pub features: Vec<String>,
+    pub routes: Vec<String>,
+    pub envs: Vec<String>,
+    pub default_env: Option<String>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u32>,
+    pub budget_usd_day: Option<f64>,
+}
+
+fn list_arg(v: &[String]) -> Vec<String> {
+    v.iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+pub async fn create(
+    config: &Path,
+    store: Option<String>,
+    k: NewKey,
+    json: bool,
+) -> anyhow::Result<()> {
+    if k.name.trim().is_empty() {
+        bail!("--name must not be empty");
+    }
+    if k.budget_usd_day
+        .is_some_and(|b| !(b.is_finite() && b >= 0.0))
+    {
+        bail!("--budget-usd-day must be 0 or more");
+    }
+    let scopes = KeyScopes {
+        features: list_arg(&k.features),
+        routes: list_arg(&k.routes),
+        envs: list_arg(&k.envs),
+        default_env: k.default_env,
+        rpm: k.rpm,
+        tpm: k.tpm,
+        budget_usd_day: k.budget_usd_day,
+    };
+    let url = store_url(config, store)?;
+    // Creating the first key may be the first use of the store: create it if need be.
+    let store = llmop_store::Store::open(&url)
+        .await
+        .with_context(|| format!("cannot open the store {url}"))?;
+    let who = std::env::var("USER").ok();
+    let (key, secret) = store
+        .create_key(k.name.trim(), &scopes, who.as_deref())
+        .await?;
+    if json {
+        write_out(format_args!(
+            "{}",
+            serde_json::json!({"id": key.id, "name": key.name, "key": secret, "scopes": key.scopes})
+        ));
+    } else {
+        write_out(format_args!(
+            "created key {} ({})\n\n  {secret}\n\nThis is the only time the key is shown: store it now. Clients send it as `Authorization: Bearer <key>` (or `x-api-key`).",
+            key.id, key.name
+        ));
+    }
+    Ok(())
+}
+
+pub async fn list(
+    config: &Path,
+    store: Option<String>,
+    all: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = open(&store_url(config, store)?).await?;
+    let keys: Vec<_> = store
+        .keys()
+        .await?
+        .into_iter()
+        .filter(|k| all || k.active())
+        .collect();
+    if json {
+        write_out(format_args!("{}", serde_json::to_string(&keys)?));
+        return Ok(());
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
+    t.set_header([
+        "id",
+        "name",
+        "features",
+        "routes",
+        "envs",
+        "rpm",
+        "tpm",
+        "budget/day",
+        "state",
+    ]);
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "any".to_string()
+        } else {
+            v.join(",")
+        }
+    };
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for k in &keys {
+        let s = &k.scopes;
+        t.add_row([
+            k.id.clone(),
+            k.name.clone(),
+            list(&s.features),
+            list(&s.routes),
+            list(&s.envs),
+            opt(s.rpm.map(|v| v.to_string())),
+            opt(s.tpm.map(|v| v.to_string())),
+            opt(s.budget_usd_day.map(|v| format!("${v}"))),
+            if k.active() {
+                "active".into()
+            } else {
+                "revoked".into()
+            },
+        ]);
+    }
+    write_out(format_args!("{t}"));
+    Ok(())
+}
+
+pub async fn revoke(config: &Path, store: Option<String>, id: &str) -> anyhow::Result<()> {
+    let store = open(&store_url(config, store)?).await?;
+    if !store.revoke_key(id).await? {
+        bail!("no active key `{id}` (see `llmop keys list --all`)");
+    }
+    write_out(format_args!(
+        "revoked {id}: gateways refuse it within their refresh interval"
+    ));
+    Ok(())
+}
