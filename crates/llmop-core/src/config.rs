@@ -33,9 +33,63 @@ pub struct Config {
     /// `"<provider>/*"`; models not listed get the built-in catalog's price.
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
+    #[serde(default)]
+    pub budgets: Vec<BudgetConfig>,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub counters: CountersConfig,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub dir: PathBuf,
+}
+
+/// One `[[budgets]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// `global`, `key:<id|*>`, `user:<id|*>`, `feature:<name|*>`, `tag:<k>=<v>`,
+    /// `session:*`, `request`.
+    pub scope: String,
+    /// `request`, `minute`, `hour`, `day`, `month` (calendar, UTC). Default `day`
+    /// (`request` for the `request` scope).
+    pub window: Option<String>,
+    /// Alert once per window per scope when spend reaches this.
+    pub soft_usd: Option<f64>,
+    /// Refuse (429 `budget_exceeded`) what would take spend past this.
+    pub hard_usd: Option<f64>,
+    /// `session:*` only: calls per session.
+    pub max_calls: Option<u64>,
+    /// `session:*` only: seconds from a session's first call.
+    pub max_duration_s: Option<u64>,
+}
+
+/// `[alerts]`: where soft-budget alerts go besides the log and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Each alert is POSTed here as JSON (retried; never blocks a request).
+    pub webhook_url: Option<String>,
+}
+
+/// `[counters]`: where budgets and rate limits are counted.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountersConfig {
+    /// `redis://…`: shared by every replica (atomic Lua scripts). Unset: in process.
+    pub url: Option<String>,
+    /// When Redis cannot be reached: `fail_open` (serve, uncounted) or `fail_closed`
+    /// (refuse with 503).
+    #[serde(default)]
+    pub on_error: OnCounterError,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCounterError {
+    #[default]
+    FailOpen,
+    FailClosed,
 }
 
 /// One `[prices."<provider>/<model>"]` entry: USD per million tokens.
@@ -429,6 +483,11 @@ pub struct TargetConfig {
     /// Request parameters set for this target whatever the client asked (a smaller
     /// `max_tokens` for a fallback model, a model-specific `temperature`).
     pub params: Option<ParamOverrides>,
+    /// The provider's quota for this target: requests per minute. A call beyond it goes
+    /// to the next target (recorded as `rate_limited`), or gets 429 when none is left.
+    pub rpm: Option<u32>,
+    /// The provider's quota: tokens per minute (estimated before the call).
+    pub tpm: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -638,6 +697,57 @@ impl Config {
             ));
         }
 
+        for (i, b) in self.budgets.iter().enumerate() {
+            let at = |field: &str| vec![Key("budgets".into()), Idx(i), Key(field.into())];
+            if let Err(m) = crate::budget::Scope::parse(&b.scope) {
+                out.push((at("scope"), m));
+            }
+            let window = b.window.as_deref().unwrap_or("day");
+            if crate::budget::Window::parse(window).is_none() {
+                out.push((
+                    at("window"),
+                    format!("`{window}`: request, minute, hour, day or month"),
+                ));
+            }
+            for (field, v) in [("soft_usd", b.soft_usd), ("hard_usd", b.hard_usd)] {
+                if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                    out.push((at(field), "must be 0 or more (USD)".into()));
+                }
+            }
+            let session = b.scope == "session:*";
+            if !session && (b.max_calls.is_some() || b.max_duration_s.is_some()) {
+                out.push((
+                    at("max_calls"),
+                    "max_calls and max_duration_s apply to `session:*` budgets".into(),
+                ));
+            }
+            if b.soft_usd.is_none()
+                && b.hard_usd.is_none()
+                && b.max_calls.is_none()
+                && b.max_duration_s.is_none()
+            {
+                out.push((
+                    at("scope"),
+                    "a budget needs soft_usd, hard_usd, max_calls or max_duration_s".into(),
+                ));
+            }
+        }
+        if let Some(u) = &self.counters.url {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                out.push((
+                    k(&["counters", "url"]),
+                    format!("`{u}` is not a redis:// URL"),
+                ));
+            }
+        }
+        if let Some(u) = &self.alerts.webhook_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                out.push((
+                    k(&["alerts", "webhook_url"]),
+                    format!("`{u}` is not an http(s) URL"),
+                ));
+            }
+        }
         for (key, price) in &self.prices {
             let at = |field: &str| k(&["prices", key, field]);
             match key.split_once('/') {

@@ -137,6 +137,16 @@ pub enum GatewayError {
     /// No key, or not a valid one (401).
     #[error("{message}")]
     Unauthorized { message: String, code: &'static str },
+    /// A budget, session budget or rate limit refused the call (429). `retry_after_s`:
+    /// when the window ends or the limit admits again. `handoff`: the call is a step of
+    /// an agent loop that should be handed to a human.
+    #[error("{message}")]
+    Limited {
+        message: String,
+        code: &'static str,
+        retry_after_s: Option<u64>,
+        handoff: bool,
+    },
     /// A valid key that may not do this (403).
     #[error("{message}")]
     Forbidden { message: String, code: &'static str },
@@ -174,6 +184,7 @@ impl GatewayError {
             GatewayError::NotFound { code, .. } => code,
             GatewayError::Unauthorized { code, .. } => code,
             GatewayError::Forbidden { code, .. } => code,
+            GatewayError::Limited { code, .. } => code,
             GatewayError::Provider(e) => e.code(),
             GatewayError::DeadlineExceeded { .. } => "upstream_timeout",
             GatewayError::Unavailable { code, .. } => code,

@@ -11,6 +11,7 @@
 //!
 //! Invariant: this crate does no network I/O and knows no HTTP status codes.
 
+pub mod budget;
 pub mod chat;
 pub mod config;
 pub mod context;

@@ -5,6 +5,7 @@ use crate::auth;
 use crate::context::{self, RequestId};
 use crate::features;
 use crate::http_error::{self, ClientFormat};
+use crate::limits;
 use crate::pipeline::{self, Answer};
 use crate::record::CallRecord;
 use crate::respond;
@@ -82,6 +83,12 @@ async fn chat(
         },
         None => (req, None),
     };
+    // 3. check: budgets, session budgets, rate limits.
+    let mut req = req;
+    if let Err(e) = limits::admit(&app, &mut req, &mut rec, key.as_deref()).await {
+        rec.request = Some(Arc::new(req));
+        return fail(format, e, rec).await;
+    }
     // Shared with the record from here, so that a call abandoned mid-way by its client
     // is still recorded with its input.
     let req = Arc::new(req);
@@ -188,11 +195,12 @@ pub async fn invoke(
                 )
             })?
         };
-        let prepared = features::prepare_invoke(&app, &name, parsed, &mut rec).await?;
+        let (mut req, fc) = features::prepare_invoke(&app, &name, parsed, &mut rec).await?;
         if let Some(k) = &key {
             auth::check_scope(k, &format!("feature/{name}"), rec.context.env.as_deref())?;
         }
-        Ok(prepared)
+        limits::admit(&app, &mut req, &mut rec, key.as_deref()).await?;
+        Ok((req, fc))
     }
     .await;
     let (req, fc) = match prepared {

@@ -25,6 +25,7 @@ pub fn status_of(e: &GatewayError) -> StatusCode {
         GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
         GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        GatewayError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
         GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -61,7 +62,7 @@ fn openai_type(status: StatusCode) -> &'static str {
 pub fn response(format: ClientFormat, e: &GatewayError, request_id: &str) -> Response {
     let status = status_of(e);
     let message = e.to_string();
-    let body = match format {
+    let mut body = match format {
         ClientFormat::OpenAi => openai::error_body(
             openai_type(status),
             e.code(),
@@ -76,6 +77,18 @@ pub fn response(format: ClientFormat, e: &GatewayError, request_id: &str) -> Res
             request_id,
         ),
     };
+    if let GatewayError::Limited { handoff: true, .. } = e {
+        // The hint an agent loop acts on: stop, and hand the conversation to a person.
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            if let Some(err) = v.get_mut("error").and_then(|e| e.as_object_mut()) {
+                err.insert(
+                    "handoff".into(),
+                    serde_json::json!({"to": "human", "reason": message}),
+                );
+                body = serde_json::to_vec(&v).unwrap_or(body);
+            }
+        }
+    }
     let mut resp = (
         status,
         [(
@@ -85,15 +98,20 @@ pub fn response(format: ClientFormat, e: &GatewayError, request_id: &str) -> Res
         body,
     )
         .into_response();
-    if let GatewayError::Provider(ProviderError::Status {
-        retry_after: Some(d),
-        ..
-    }) = e
-    {
-        let secs = d.as_secs_f64().ceil().max(1.0) as u64;
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    let retry_after = match e {
+        GatewayError::Provider(ProviderError::Status {
+            retry_after: Some(d),
+            ..
+        }) => Some(d.as_secs_f64().ceil().max(1.0) as u64),
+        GatewayError::Limited { retry_after_s, .. } => *retry_after_s,
+        _ => None,
+    };
+    if let Some(v) = retry_after.and_then(|s| HeaderValue::from_str(&s.max(1).to_string()).ok()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    if let GatewayError::Limited { handoff: true, .. } = e {
+        resp.headers_mut()
+            .insert("x-llmop-handoff", HeaderValue::from_static("human"));
     }
     resp
 }

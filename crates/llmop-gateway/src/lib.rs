@@ -15,6 +15,8 @@
 //! - [`admin`]: the admin API for features (versions, deployments, rollback, history).
 //! - [`auth`]: client API keys (hashed, scoped, refreshed from the store) and the admin
 //!   token.
+//! - [`limits`]: the check stage: budgets (reserve, then settle), session budgets, rate
+//!   limits, counted in process or in Redis.
 //! - [`breaker`]: circuit breakers per route target.
 //! - [`resilience`]: retry backoff (full jitter, `Retry-After`) and retry budgets.
 //! - [`routing`]: turns a `model` string into an ordered list of targets.
@@ -35,6 +37,7 @@ pub mod context;
 pub mod features;
 pub mod handlers;
 pub mod http_error;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;

@@ -32,6 +32,30 @@ fn describe() {
         "Calls with usage but no price (cost recorded as unknown, not 0), by provider and model: add a [prices] entry"
     );
     describe_counter!(
+        "llmop_budget_exceeded_total",
+        "Calls refused by a hard budget (429 budget_exceeded)"
+    );
+    describe_counter!(
+        "llmop_budget_alerts_total",
+        "Soft budget limits reached (one alert per window per scope)"
+    );
+    describe_counter!(
+        "llmop_session_budget_exceeded_total",
+        "Agent-loop calls refused by a session budget (429 session_budget_exceeded)"
+    );
+    describe_counter!(
+        "llmop_rate_limited_total",
+        "Calls refused by a key's rpm/tpm limit, by limit"
+    );
+    describe_counter!(
+        "llmop_counter_errors_total",
+        "Failures of the counter store (Redis); the [counters] on_error policy decided"
+    );
+    describe_counter!(
+        "llmop_alert_webhook_failures_total",
+        "Budget alerts the webhook did not accept after 3 attempts"
+    );
+    describe_counter!(
         "llmop_shadow_skipped_total",
         "Shadow calls skipped because [features] shadow_concurrency were already in flight"
     );

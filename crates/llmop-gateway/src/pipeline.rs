@@ -65,6 +65,7 @@ pub async fn call_skipping(
     // 4. call: each target with its retries, then the next target
     let mut last: Option<ProviderError> = None;
     let mut candidates = 0usize;
+    let mut quota_skipped = false;
     for target in &resolved.targets {
         if skip
             .iter()
@@ -87,6 +88,16 @@ pub async fn call_skipping(
             if !b.allow(Instant::now()) {
                 // Skipped, and the record says why.
                 rec.attempt_skipped(target.provider.name(), &target.model, "circuit_open");
+                continue;
+            }
+        }
+        if target.quota.is_some() {
+            let tokens = estimate_tokens(req);
+            let route = resolved.route.unwrap_or("");
+            if !crate::limits::target_admits(app, route, target, tokens).await {
+                // Over the provider's quota for this target: the next one, if any.
+                rec.attempt_skipped(target.provider.name(), &target.model, "rate_limited");
+                quota_skipped = true;
                 continue;
             }
         }
@@ -205,6 +216,12 @@ pub async fn call_skipping(
     }
     let err = match last {
         Some(e) => e.into(),
+        None if quota_skipped => GatewayError::Limited {
+            message: "rate limited: every target of this route is at its provider quota (rpm/tpm); retry shortly".into(),
+            code: "rate_limited",
+            retry_after_s: Some(1),
+            handoff: false,
+        },
         None if candidates == 0 => GatewayError::Unavailable {
             message: "no target of this route is left to try".into(),
             code: "no_target_left",
@@ -231,6 +248,26 @@ pub async fn call_skipping(
         }
         _ => Err(err),
     }
+}
+
+/// A cheap token estimate for per-target quotas: characters / 4 of the messages, plus
+/// the output allowance.
+fn estimate_tokens(req: &ChatRequest) -> u64 {
+    let chars: usize = req
+        .messages
+        .iter()
+        .flat_map(|m| &m.parts)
+        .map(|p| match p {
+            Part::Text(t) => t.len(),
+            _ => 0,
+        })
+        .sum();
+    (chars as u64).div_ceil(4)
+        + u64::from(
+            req.params
+                .max_tokens
+                .unwrap_or(crate::limits::DEFAULT_OUTPUT_ESTIMATE as u32),
+        )
 }
 
 /// The route's fallback text as an answer, whole or as a stream.

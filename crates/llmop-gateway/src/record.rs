@@ -136,6 +136,8 @@ pub struct CallRecord {
     pub stream_acc: Option<StreamAccumulator>,
     /// Answered by the route's fallback_response.
     pub degraded: bool,
+    /// What the check stage reserved on budgets; settled when the record is handed over.
+    pub admission: Option<crate::limits::Admission>,
     /// The client key that made the call (its id); `None` while the gateway is open.
     pub key_id: Option<String>,
     /// Set for feature calls.
@@ -176,6 +178,7 @@ impl CallRecord {
             response: None,
             stream_acc: None,
             degraded: false,
+            admission: None,
             key_id: None,
             feature: None,
             price: None,
@@ -301,6 +304,12 @@ impl CallRecord {
             return None;
         }
         self.emitted = true;
+        if let Some(adm) = self.admission.take() {
+            if self.usage.is_none() {
+                self.usage = self.stream_acc.as_ref().and_then(StreamAccumulator::usage);
+            }
+            adm.settle(self.cost_usd());
+        }
         let status = self.status.unwrap_or(CLIENT_CLOSED);
         let latency = self.started.elapsed();
         // With a store, the record is the record; the log line is for debugging.

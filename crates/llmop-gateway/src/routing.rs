@@ -29,6 +29,8 @@ pub struct Target {
     pub breaker: Option<Arc<Breaker>>,
     /// USD per million tokens; `None`: unknown (the call's cost is then unknown).
     pub price: Option<llmop_cost::Price>,
+    /// The provider's quota for this target: (requests, tokens) per minute.
+    pub quota: Option<(Option<u32>, Option<u32>)>,
 }
 
 pub struct Route {
@@ -90,6 +92,7 @@ impl Router {
                         ))
                     }),
                     price: pricing.price(&t.provider, provider.kind(), &t.model),
+                    quota: (t.rpm.is_some() || t.tpm.is_some()).then_some((t.rpm, t.tpm)),
                 });
             }
             routes.insert(
@@ -148,6 +151,7 @@ impl Router {
                         stats: None,
                         breaker: None,
                         price: self.pricing.price(provider, p.kind(), m),
+                        quota: None,
                     }],
                     timeout: None,
                     fallback: None,

@@ -15,6 +15,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// The record store; `None` when `[store] enabled = false`.
     pub recorder: Option<Arc<Recorder>>,
+    /// Budgets and rate limits; `None` only in tests that build a state by hand.
+    pub limits: Option<Arc<crate::limits::Limits>>,
     /// Client keys and the admin token.
     pub auth: Arc<crate::auth::Auth>,
     /// Deployed features; `None` without a store.
@@ -24,7 +26,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, recorder: Option<Recorder>) -> Result<Arc<AppState>, String> {
+    pub fn new(
+        config: Config,
+        recorder: Option<Recorder>,
+        limits: Option<crate::limits::Limits>,
+    ) -> Result<Arc<AppState>, String> {
         let providers = Providers::from_config(&config)?;
         let router = Router::new(&config, &providers)?;
         let features = recorder.as_ref().map(|r| {
@@ -49,6 +55,7 @@ impl AppState {
             admin_token.as_deref(),
         ));
         Ok(Arc::new(AppState {
+            limits: limits.map(Arc::new),
             auth,
             features,
             config,

@@ -739,7 +739,11 @@ async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
         tracing::warn!("[store] enabled = false: calls are not recorded");
         None
     };
-    let app = llmop_gateway::AppState::new(config, recorder).map_err(|e| anyhow::anyhow!(e))?;
+    let limits = llmop_gateway::limits::Limits::new(&config)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let app = llmop_gateway::AppState::new(config, recorder, Some(limits))
+        .map_err(|e| anyhow::anyhow!(e))?;
     app.auth
         .refresh()
         .await
