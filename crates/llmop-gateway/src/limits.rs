@@ -197,9 +197,19 @@ impl Limits {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|e| format!("[counters] url: {e}"))?;
-                let conn = ConnectionManager::new(client)
-                    .await
-                    .map_err(|e| format!("cannot reach [counters] url: {e}"))?;
+                // Short timeouts: a counter that cannot answer quickly is a failure the
+                // on_error policy decides about, not a request left hanging.
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
+                    .set_response_timeout(Some(std::time::Duration::from_millis(500)))
+                    .set_number_of_retries(1);
+                let conn = ConnectionManager::new_lazy_with_config(client, cfg)
+                    .map_err(|e| format!("[counters] url: {e}"))?;
+                let mut probe = conn.clone();
+                let ping: Result<String, _> = redis::cmd("PING").query_async(&mut probe).await;
+                if let Err(e) = ping {
+                    tracing::error!(error = %e, policy = ?config.counters.on_error, "cannot reach [counters] url; serving by its on_error policy until it answers");
+                }
                 Store::Redis(conn)
             }
             None => Store::Local(Mutex::new(Local::default())),

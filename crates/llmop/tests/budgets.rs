@@ -296,3 +296,34 @@ async fn two_replicas_sharing_redis_never_overspend_under_64_concurrent_calls() 
     redis_cleanup(&prefix).await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_redis_follows_the_configured_policy() {
+    let up = Upstream::start(|_, _| small_answer()).await;
+    let budget = "[[budgets]]\nscope = \"global\"\nhard_usd = 1.0\n";
+    let closed = Gateway::start(&config(
+        &up,
+        &format!("{budget}[counters]\nurl = \"redis://127.0.0.1:1\"\non_error = \"fail_closed\"\n"),
+    ));
+    let (s, _, v) = call(&closed, &[], hi(5)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("counters_unavailable")),
+        "{v}"
+    );
+    assert_eq!(up.count(), 0);
+    let open = Gateway::start(&config(
+        &up,
+        &format!("{budget}[counters]\nurl = \"redis://127.0.0.1:1\"\non_error = \"fail_open\"\n"),
+    ));
+    assert_eq!(call(&open, &[], hi(5)).await.0, 200);
+    let metrics = client()
+        .get(format!("{}/metrics", open.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("llmop_counter_errors_total"), "{metrics}");
+}
