@@ -12,6 +12,7 @@ pub enum CostBy {
     Model,
     Key,
     Env,
+    Session,
     /// A tag's value (`tag:team`).
     Tag(String),
 }
@@ -24,6 +25,7 @@ impl CostBy {
             "model" => CostBy::Model,
             "key" => CostBy::Key,
             "env" => CostBy::Env,
+            "session" => CostBy::Session,
             other => match other.strip_prefix("tag:") {
                 Some(k)
                     if !k.is_empty()
@@ -35,7 +37,7 @@ impl CostBy {
                 }
                 _ => {
                     return Err(format!(
-                        "`{other}`: group by feature, user, model, key, env or tag:<name>"
+                        "`{other}`: group by feature, user, model, key, env, session or tag:<name>"
                     ))
                 }
             },
@@ -51,6 +53,7 @@ impl CostBy {
             CostBy::Model => "provider || '/' || model".into(),
             CostBy::Key => "key_id".into(),
             CostBy::Env => "env".into(),
+            CostBy::Session => "session_id".into(),
             CostBy::Tag(k) => match backend {
                 Backend::Sqlite => format!("json_extract(tags, '$.\"{k}\"')"),
                 Backend::Postgres => format!("(tags::json ->> '{k}')"),

@@ -115,6 +115,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArg,
     },
+    /// Each budget's spend in its current window, its limits and burn rate.
+    Budgets {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
     /// The price each configured model gets: config override, built-in catalog, or
     /// unknown.
     Prices {
@@ -450,6 +457,9 @@ fn main() -> ExitCode {
             json,
             store,
         } => run_cli(async { cost_cli::cost(&cli.config, store.store, &by, &since, json).await }),
+        Command::Budgets { json, store } => {
+            run_cli(async { cost_cli::budgets(&cli.config, store.store, json).await })
+        }
         Command::Prices { json } => match cost_cli::prices(&cli.config, json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -87,6 +87,32 @@ async fn a_hard_budget_refuses_with_the_scope_window_spend_and_limit() {
     assert_eq!(up.count(), ok);
     // Another user has their own budget.
     assert_eq!(call(&gw, &[("x-llmop-user", "bob")], hi(10)).await.0, 200);
+
+    // `llmop budgets`: spend per subject in the current window, from the records.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_llmop"))
+        .args([
+            "budgets",
+            "--json",
+            "--config",
+            gw.dir().join("llmop.toml").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ann = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["subject"] == "ann")
+        .unwrap();
+    assert!(
+        (ann["spent_usd"].as_f64().unwrap() - ok as f64 * 0.01).abs() < 1e-9,
+        "{ann}"
+    );
+    assert_eq!(ann["hard_usd"], 0.05);
+    assert!(ann["projected_usd"].as_f64().unwrap() >= ann["spent_usd"].as_f64().unwrap());
 }
 
 #[tokio::test]
