@@ -371,3 +371,24 @@ pub async fn history(
     .await;
     answer(&rid, r)
 }
+
+/// `GET /admin/budgets`: each configured budget's spend in its current window, limits,
+/// burn rate and projection (from the records).
+pub async fn budgets(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+) -> Response {
+    let r = async {
+        let reg = registry(&app)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let rows = crate::limits::report(&app.config.budgets, reg.store(), now)
+            .await
+            .map_err(store_error)?;
+        Ok(json!({"budgets": rows}))
+    }
+    .await;
+    answer(&rid, r)
+}

@@ -113,6 +113,16 @@ async fn a_hard_budget_refuses_with_the_scope_window_spend_and_limit() {
     );
     assert_eq!(ann["hard_usd"], 0.05);
     assert!(ann["projected_usd"].as_f64().unwrap() >= ann["spent_usd"].as_f64().unwrap());
+    // The same through the admin API.
+    let v = support::get_json(&gw, "/admin/budgets").await;
+    assert!(
+        v["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["subject"] == "bob"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
