@@ -1,7 +1,45 @@
 //! Budgets as data: what a `[[budgets]]` scope and window mean, which counter a call
 //! falls in, and when a window ends. Pure; the counting lives in the gateway.
 
+use crate::config::BudgetConfig;
 use crate::context::RequestContext;
+
+/// Problems with one budget, by field (config validation and the admin API).
+pub fn check(b: &BudgetConfig) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Err(m) = Scope::parse(&b.scope) {
+        out.push(("scope", m));
+    }
+    let window = b.window.as_deref().unwrap_or("day");
+    if Window::parse(window).is_none() {
+        out.push((
+            "window",
+            format!("`{window}`: request, minute, hour, day or month"),
+        ));
+    }
+    for (field, v) in [("soft_usd", b.soft_usd), ("hard_usd", b.hard_usd)] {
+        if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            out.push((field, "must be 0 or more (USD)".into()));
+        }
+    }
+    if b.scope != "session:*" && (b.max_calls.is_some() || b.max_duration_s.is_some()) {
+        out.push((
+            "max_calls",
+            "max_calls and max_duration_s apply to `session:*` budgets".into(),
+        ));
+    }
+    if b.soft_usd.is_none()
+        && b.hard_usd.is_none()
+        && b.max_calls.is_none()
+        && b.max_duration_s.is_none()
+    {
+        out.push((
+            "scope",
+            "a budget needs soft_usd, hard_usd, max_calls or max_duration_s".into(),
+        ));
+    }
+    out
+}
 
 /// What a budget counts over.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -698,38 +698,8 @@ impl Config {
         }
 
         for (i, b) in self.budgets.iter().enumerate() {
-            let at = |field: &str| vec![Key("budgets".into()), Idx(i), Key(field.into())];
-            if let Err(m) = crate::budget::Scope::parse(&b.scope) {
-                out.push((at("scope"), m));
-            }
-            let window = b.window.as_deref().unwrap_or("day");
-            if crate::budget::Window::parse(window).is_none() {
-                out.push((
-                    at("window"),
-                    format!("`{window}`: request, minute, hour, day or month"),
-                ));
-            }
-            for (field, v) in [("soft_usd", b.soft_usd), ("hard_usd", b.hard_usd)] {
-                if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
-                    out.push((at(field), "must be 0 or more (USD)".into()));
-                }
-            }
-            let session = b.scope == "session:*";
-            if !session && (b.max_calls.is_some() || b.max_duration_s.is_some()) {
-                out.push((
-                    at("max_calls"),
-                    "max_calls and max_duration_s apply to `session:*` budgets".into(),
-                ));
-            }
-            if b.soft_usd.is_none()
-                && b.hard_usd.is_none()
-                && b.max_calls.is_none()
-                && b.max_duration_s.is_none()
-            {
-                out.push((
-                    at("scope"),
-                    "a budget needs soft_usd, hard_usd, max_calls or max_duration_s".into(),
-                ));
+            for (field, m) in crate::budget::check(b) {
+                out.push((vec![Key("budgets".into()), Idx(i), Key(field.into())], m));
             }
         }
         if let Some(u) = &self.counters.url {

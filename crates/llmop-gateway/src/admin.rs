@@ -384,10 +384,72 @@ pub async fn budgets(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let rows = crate::limits::report(&app.config.budgets, reg.store(), now)
+        let specs = app
+            .limits
+            .as_ref()
+            .map_or_else(|| app.config.budgets.clone(), |l| (*l.specs()).clone());
+        let rows = crate::limits::report(&specs, reg.store(), now)
             .await
             .map_err(store_error)?;
-        Ok(json!({"budgets": rows}))
+        let stored = reg.store().stored_budgets().await.map_err(store_error)?;
+        Ok(json!({"budgets": rows, "added": stored}))
+    }
+    .await;
+    answer(&rid, r)
+}
+
+/// `POST /admin/budgets`: adds a budget (the shape of a `[[budgets]]` entry), in force on
+/// every replica within `[features] refresh_ms` and on this one at once.
+pub async fn add_budget(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let reg = registry(&app)?;
+        let spec: llmop_core::config::BudgetConfig = parse_body(&body)?;
+        if let Some((field, m)) = llmop_core::budget::check(&spec).into_iter().next() {
+            return Err(GatewayError::InvalidRequest {
+                message: m,
+                param: Some(field.to_string()),
+                code: "invalid_budget",
+            });
+        }
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::invalid(e.to_string(), None))?;
+        let added = reg
+            .store()
+            .add_budget(&value, Some(&actor(&headers)))
+            .await
+            .map_err(store_error)?;
+        if let Some(l) = &app.limits {
+            l.refresh(reg.store()).await.map_err(store_error)?;
+        }
+        serde_json::to_value(added).map_err(|e| GatewayError::Internal(e.to_string()))
+    }
+    .await;
+    answer(&rid, r)
+}
+
+/// `DELETE /admin/budgets/{id}`: removes a budget added through the admin API.
+pub async fn delete_budget(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Response {
+    let r = async {
+        let reg = registry(&app)?;
+        if !reg.store().delete_budget(&id).await.map_err(store_error)? {
+            return Err(GatewayError::NotFound {
+                message: format!("no budget `{id}` was added through the admin API (config budgets live in the config file)"),
+                code: "budget_not_found",
+            });
+        }
+        if let Some(l) = &app.limits {
+            l.refresh(reg.store()).await.map_err(store_error)?;
+        }
+        Ok(json!({"deleted": id}))
     }
     .await;
     answer(&rid, r)

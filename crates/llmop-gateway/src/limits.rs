@@ -27,7 +27,9 @@ pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 1024;
 
 /// One configured budget, parsed.
 struct Budget {
-    index: usize,
+    /// Names its counters: scope and window, so the same budget keeps its counters
+    /// across restarts and config reorderings, on every replica.
+    id: String,
     scope: Scope,
     window: Window,
     soft: Option<f64>,
@@ -87,7 +89,10 @@ enum Store {
 }
 
 pub struct Limits {
-    budgets: Vec<Budget>,
+    /// The config's budgets and those added through the admin API (refreshed).
+    budgets: std::sync::RwLock<Arc<Vec<Budget>>>,
+    specs: std::sync::RwLock<Arc<Vec<BudgetConfig>>>,
+    config_budgets: Vec<BudgetConfig>,
     store: Store,
     on_error: OnCounterError,
     prefix: String,
@@ -171,28 +176,7 @@ fn usd(v: f64) -> String {
 impl Limits {
     /// From the config; connects to Redis when `[counters] url` is set.
     pub async fn new(config: &Config) -> Result<Limits, String> {
-        let budgets = config
-            .budgets
-            .iter()
-            .enumerate()
-            .map(|(index, b): (usize, &BudgetConfig)| {
-                let scope = Scope::parse(&b.scope)?;
-                let window = match b.window.as_deref() {
-                    Some(w) => Window::parse(w).ok_or_else(|| format!("window `{w}`"))?,
-                    None if scope == Scope::Request => Window::Request,
-                    None => Window::Day,
-                };
-                Ok(Budget {
-                    index,
-                    scope,
-                    window,
-                    soft: b.soft_usd,
-                    hard: b.hard_usd,
-                    max_calls: b.max_calls,
-                    max_duration_ms: b.max_duration_s.map(|s| s as i64 * 1000),
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let budgets = parse_budgets(&config.budgets)?;
         let store = match &config.counters.url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())
@@ -215,7 +199,9 @@ impl Limits {
             None => Store::Local(Mutex::new(Local::default())),
         };
         Ok(Limits {
-            budgets,
+            budgets: std::sync::RwLock::new(Arc::new(budgets)),
+            specs: std::sync::RwLock::new(Arc::new(config.budgets.clone())),
+            config_budgets: config.budgets.clone(),
             store,
             on_error: config.counters.on_error,
             prefix: std::env::var("LLMOP_COUNTERS_PREFIX").unwrap_or_else(|_| "llmop:".into()),
@@ -229,7 +215,72 @@ impl Limits {
 
     /// Whether any limit can apply (else the check stage costs nothing).
     pub fn active(&self, any_key_limits: bool) -> bool {
-        !self.budgets.is_empty() || any_key_limits
+        !self.budgets().is_empty() || any_key_limits
+    }
+
+    fn budgets(&self) -> Arc<Vec<Budget>> {
+        match self.budgets.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Every budget in force: the config's, then those added through the admin API.
+    pub fn specs(&self) -> Arc<Vec<BudgetConfig>> {
+        match self.specs.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the budgets added through the admin API. An unreadable one is skipped
+    /// (and logged); the others stay in force.
+    pub async fn refresh(&self, store: &llmop_store::Store) -> Result<(), llmop_store::StoreError> {
+        let mut specs = self.config_budgets.clone();
+        for b in store.stored_budgets().await? {
+            match serde_json::from_value::<BudgetConfig>(b.spec) {
+                Ok(spec) if llmop_core::budget::check(&spec).is_empty() => specs.push(spec),
+                _ => tracing::warn!(budget = %b.id, "stored budget is invalid; ignored"),
+            }
+        }
+        let parsed = match parse_budgets(&specs) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "budgets could not be parsed; keeping the previous ones");
+                return Ok(());
+            }
+        };
+        let (parsed, specs) = (Arc::new(parsed), Arc::new(specs));
+        match self.budgets.write() {
+            Ok(mut g) => *g = parsed,
+            Err(p) => *p.into_inner() = parsed,
+        }
+        match self.specs.write() {
+            Ok(mut g) => *g = specs,
+            Err(p) => *p.into_inner() = specs,
+        }
+        Ok(())
+    }
+
+    pub fn spawn_refresh(
+        self: Arc<Self>,
+        store: llmop_store::Store,
+        every: std::time::Duration,
+        shutdown: crate::shutdown::Shutdown,
+    ) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.triggered() => return,
+                }
+                if let Err(e) = self.refresh(&store).await {
+                    tracing::warn!(error = %e, "cannot re-read budgets");
+                }
+            }
+        });
     }
 
     fn lock(m: &Mutex<Local>) -> std::sync::MutexGuard<'_, Local> {
@@ -484,6 +535,29 @@ impl Limits {
     }
 }
 
+fn parse_budgets(specs: &[BudgetConfig]) -> Result<Vec<Budget>, String> {
+    specs
+        .iter()
+        .map(|b| {
+            let scope = Scope::parse(&b.scope)?;
+            let window = match b.window.as_deref() {
+                Some(w) => Window::parse(w).ok_or_else(|| format!("window `{w}`"))?,
+                None if scope == Scope::Request => Window::Request,
+                None => Window::Day,
+            };
+            Ok(Budget {
+                id: format!("{}|{}", b.scope, window.as_str()),
+                scope,
+                window,
+                soft: b.soft_usd,
+                hard: b.hard_usd,
+                max_calls: b.max_calls,
+                max_duration_ms: b.max_duration_s.map(|s| s as i64 * 1000),
+            })
+        })
+        .collect()
+}
+
 /// One GCRA decision (the same arithmetic as the Redis script): `Ok(new_tat)` admits
 /// `cost` units at `per_minute` with a burst of one minute's allowance; `Err(ms)` is
 /// the wait until it would.
@@ -560,7 +634,8 @@ pub async fn admit(
     let now = now_ms();
 
     // Per-request caps: clamp max_tokens when that keeps the call under, else refuse.
-    for b in limits.budgets.iter().filter(|b| b.scope == Scope::Request) {
+    let budgets = limits.budgets();
+    for b in budgets.iter().filter(|b| b.scope == Scope::Request) {
         let Some(cap) = b.hard else { continue };
         let cost_in = tokens_in as f64 * p_in / 1e6;
         let out = u64::from(
@@ -600,14 +675,14 @@ pub async fn admit(
     let key_id = key.map(|k| k.id.as_str());
 
     // Session budgets: calls and wall time per x-llmop-session.
-    for b in limits.budgets.iter().filter(|b| {
+    for b in budgets.iter().filter(|b| {
         b.scope == Scope::Session && (b.max_calls.is_some() || b.max_duration_ms.is_some())
     }) {
         let Some(subject) = b.scope.subject(&rec.context, key_id) else {
             continue;
         };
         let ttl = b.max_duration_ms.unwrap_or(86_400_000).max(3_600_000);
-        let counter = format!("{}s:{}:{subject}", limits.prefix, b.index);
+        let counter = format!("{}s:{}:{subject}", limits.prefix, b.id);
         match limits.session(&counter, ttl).await {
             Ok((calls, first)) => {
                 let over_calls = b.max_calls.is_some_and(|m| calls > m);
@@ -671,7 +746,7 @@ pub async fn admit(
 
     // Money: every budget (and the key's daily budget) the call falls in.
     let mut lines = Vec::new();
-    for b in limits.budgets.iter().filter(|b| b.scope != Scope::Request) {
+    for b in budgets.iter().filter(|b| b.scope != Scope::Request) {
         if b.hard.is_none() && b.soft.is_none() {
             continue;
         }
@@ -680,7 +755,7 @@ pub async fn admit(
         };
         let (start, end) = b.window.bounds(now);
         lines.push(Line {
-            key: format!("{}b:{}:{subject}:{start}", limits.prefix, b.index),
+            key: format!("{}b:{}:{subject}:{start}", limits.prefix, b.id),
             hard: b.hard,
             soft: b.soft,
             subject,
@@ -716,6 +791,8 @@ pub async fn admit(
         Ok(Some((i, used))) => {
             let line = &lines[i];
             metrics::counter!("llmop_budget_exceeded_total").increment(1);
+            // A session's dollars run out like its calls: hand the loop to a person.
+            let session = line.subject.starts_with("session:");
             Err(GatewayError::Limited {
                 message: format!(
                     "budget exceeded: {} has used {} of its {} hard limit for this {} (this call would need ~{}); the window ends at {}",
@@ -728,9 +805,13 @@ pub async fn admit(
                         std::time::UNIX_EPOCH + std::time::Duration::from_millis(line.window_end_ms.max(0) as u64)
                     )
                 ),
-                code: "budget_exceeded",
+                code: if session {
+                    "session_budget_exceeded"
+                } else {
+                    "budget_exceeded"
+                },
                 retry_after_s: Some(((line.window_end_ms - now).max(0) as u64).div_ceil(1000)),
-                handoff: false,
+                handoff: session,
             })
         }
         Err(e) => limits.on_counter_error(&e),

@@ -27,7 +27,14 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .route("/v1/requests/{id}", get(records_api::get))
         .route("/v1/requests/{id}/feedback", post(records_api::feedback))
         .route("/admin/circuits", get(handlers::circuits))
-        .route("/admin/budgets", get(admin::budgets))
+        .route(
+            "/admin/budgets",
+            get(admin::budgets).post(admin::add_budget),
+        )
+        .route(
+            "/admin/budgets/{id}",
+            axum::routing::delete(admin::delete_budget),
+        )
         .route("/admin/features", get(admin::list).post(admin::push))
         .route("/admin/features/{name}", get(admin::show))
         .route(

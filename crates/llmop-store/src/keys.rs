@@ -174,6 +174,71 @@ impl Store {
     }
 }
 
+/// A budget added through the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredBudget {
+    pub id: String,
+    /// The budget as JSON (the shape of a `[[budgets]]` entry).
+    pub spec: serde_json::Value,
+    pub created_at_ms: i64,
+    pub created_by: Option<String>,
+}
+
+impl Store {
+    pub async fn add_budget(
+        &self,
+        spec: &serde_json::Value,
+        created_by: Option<&str>,
+    ) -> Result<StoredBudget, StoreError> {
+        let b = StoredBudget {
+            id: format!("b{}", random(9, &ALPHABET[..36])),
+            spec: spec.clone(),
+            created_at_ms: now_ms(),
+            created_by: created_by.map(str::to_string),
+        };
+        sqlx::query(
+            "INSERT INTO budgets (id, spec, created_at_ms, created_by) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(b.id.clone())
+        .bind(spec.to_string())
+        .bind(b.created_at_ms)
+        .bind(b.created_by.clone())
+        .execute(self.pool())
+        .await?;
+        Ok(b)
+    }
+
+    pub async fn stored_budgets(&self) -> Result<Vec<StoredBudget>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, spec, created_at_ms, created_by FROM budgets ORDER BY created_at_ms, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let spec: String = r.try_get("spec")?;
+                Ok(StoredBudget {
+                    spec: serde_json::from_str(&spec)
+                        .map_err(|e| StoreError::Corrupt(format!("budget {id}"), e.to_string()))?,
+                    created_at_ms: r.try_get("created_at_ms")?,
+                    created_by: r.try_get("created_by")?,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    /// `false` when there is no such budget.
+    pub async fn delete_budget(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM budgets WHERE id = $1")
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

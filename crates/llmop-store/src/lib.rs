@@ -36,7 +36,7 @@ pub use deployments::{
     Arm, ChangeBy, DeployError, Deployment, DeploymentEvent, DeploymentState, EventKind,
 };
 pub use features::{FeatureVersion, Pushed, ShadowReport, ShadowSide};
-pub use keys::{hash_key, key_id_of, ApiKey, KeyScopes};
+pub use keys::{hash_key, key_id_of, ApiKey, KeyScopes, StoredBudget};
 pub use query::{QueryError, QueryResult};
 pub use record::{parse_time, Attempt, Feedback, ListFilter, Page, Record, StatusFilter};
 pub use store::{Backend, Store, StoreError};

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_api_keys.sql"),
         postgres: include_str!("../migrations/postgres/0005_api_keys.sql"),
     },
+    Migration {
+        version: 6,
+        sqlite: include_str!("../migrations/sqlite/0006_budgets.sql"),
+        postgres: include_str!("../migrations/postgres/0006_budgets.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

@@ -151,7 +151,14 @@ pub fn prices(config: &Path, json: bool) -> anyhow::Result<()> {
 pub async fn budgets(config_path: &Path, store: Option<String>, json: bool) -> anyhow::Result<()> {
     let config = Config::load(config_path).map_err(|e| anyhow!("{e}"))?;
     let store = open(&store_url(config_path, store)?).await?;
-    let out = llmop_gateway::limits::report(&config.budgets, &store, now_ms()).await?;
+    // The config's budgets and those added through the admin API.
+    let mut specs = config.budgets.clone();
+    for b in store.stored_budgets().await? {
+        if let Ok(spec) = serde_json::from_value(b.spec) {
+            specs.push(spec);
+        }
+    }
+    let out = llmop_gateway::limits::report(&specs, &store, now_ms()).await?;
     if json {
         write_out(format_args!("{}", serde_json::Value::Array(out)));
         return Ok(());

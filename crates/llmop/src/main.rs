@@ -769,6 +769,17 @@ async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
     } else if !app.auth.enforcing() {
         tracing::warn!("no API keys exist: the gateway is open, on loopback only; `llmop keys create` closes it");
     }
+    if let (Some(limits), Some(rec)) = (&app.limits, &app.recorder) {
+        limits
+            .refresh(&rec.store)
+            .await
+            .context("cannot read budgets from the store")?;
+        limits.clone().spawn_refresh(
+            rec.store.clone(),
+            std::time::Duration::from_millis(app.config.features.refresh_ms),
+            app.shutdown.clone(),
+        );
+    }
     app.auth.clone().spawn_refresh(
         std::time::Duration::from_millis(app.config.features.refresh_ms),
         app.shutdown.clone(),

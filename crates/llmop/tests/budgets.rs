@@ -363,3 +363,43 @@ async fn an_unreachable_redis_follows_the_configured_policy() {
         .unwrap();
     assert!(metrics.contains("llmop_counter_errors_total"), "{metrics}");
 }
+
+#[tokio::test]
+async fn budgets_added_through_the_admin_api_apply_at_once_and_can_be_removed() {
+    let up = Upstream::start(|_, _| small_answer()).await;
+    let gw = Gateway::start(&config(&up, ""));
+    assert_eq!(call(&gw, &[("x-llmop-user", "cy")], hi(10)).await.0, 200);
+    let r = client()
+        .post(format!("{}/admin/budgets", gw.url))
+        .json(&json!({"scope": "user:cy", "window": "hour", "hard_usd": 0.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _, v) = call(&gw, &[("x-llmop-user", "cy")], hi(10)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("budget_exceeded"))
+    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("hour"));
+    // Invalid budgets are refused, naming the field.
+    let r = client()
+        .post(format!("{}/admin/budgets", gw.url))
+        .json(&json!({"scope": "users:*", "hard_usd": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "scope");
+    let r = client()
+        .delete(format!("{}/admin/budgets/{id}", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(call(&gw, &[("x-llmop-user", "cy")], hi(10)).await.0, 200);
+}
