@@ -638,6 +638,7 @@ pub fn spawn_shadow(app: &Arc<AppState>, fc: &FeatureCall, primary: &CallRecord)
     let env = fc.env.clone();
     let mut context = primary.context.clone();
     let primary_id = primary.request_id.clone();
+    let key_id = primary.key_id.clone();
     let endpoint = primary.endpoint;
     tokio::spawn(async move {
         let _permit = permit;
@@ -647,6 +648,7 @@ pub fn spawn_shadow(app: &Arc<AppState>, fc: &FeatureCall, primary: &CallRecord)
         // The shadow has its own deadline (the route's), not the client's.
         context.timeout_ms = None;
         rec.context = context;
+        rec.key_id = key_id;
         rec.model_requested = format!("feature/{}", version.name());
         let rendered = match version.render(&given) {
             Ok(r) => r,
@@ -673,7 +675,17 @@ pub fn spawn_shadow(app: &Arc<AppState>, fc: &FeatureCall, primary: &CallRecord)
         f.shadow_of = Some(primary_id);
         rec.feature = Some(f);
         let base = ChatRequest::new(String::new(), Vec::new(), llmop_core::WireFormat::OpenAi);
-        let req = Arc::new(build_request(&version, &rendered, base));
+        let mut req = build_request(&version, &rendered, base);
+        // A shadow spends real money: the same budgets apply (the primary's key's rate
+        // limits do not: the client made one call).
+        if let Err(e) = crate::limits::admit(&app, &mut req, &mut rec, None).await {
+            rec.request = Some(Arc::new(req));
+            let status = http_error::status_of(&e).as_u16();
+            rec.failed(&e, status);
+            rec.finish().await;
+            return;
+        }
+        let req = Arc::new(req);
         rec.request = Some(req.clone());
         let fc = FeatureCall {
             version,

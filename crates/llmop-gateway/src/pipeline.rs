@@ -1,10 +1,13 @@
 //! The stages every call goes through, in order:
 //!
-//! 1. **authenticate** — who is calling (API keys join here; until then the gateway is
-//!    open and binds to loopback only, see `server`).
-//! 2. **resolve** — `model` to an ordered list of targets (`routing`).
-//! 3. **check** — limits that can refuse a call before it costs anything (budgets and
-//!    rate limits join here).
+//! 1. **authenticate** — who is calling: the client key (`auth`), checked against the
+//!    key's scope once the body says what is called (in the handlers).
+//! 2. **resolve** — `model` to an ordered list of targets (`routing`), each with its
+//!    price.
+//! 3. **check** — limits that refuse a call before it costs anything (`limits`): caps,
+//!    session budgets, key rate limits, and the reservation of the estimated cost on
+//!    every budget the call falls in; run by the handlers before [`call`]. Targets at
+//!    their provider quota are skipped here, in [`call`].
 //! 4. **call** — try the targets in order until one answers; an error that says the
 //!    request itself is wrong (4xx other than 408/409/429) is returned at once; any
 //!    other is retried on the same target when the route allows it (`retry`: backoff
