@@ -77,6 +77,15 @@ async fn keys_close_the_gateway_and_scope_what_it_serves() {
         ],
     );
     until_keyless(&gw, 401).await;
+    // Both keys loaded (a refresh may fall between the two creations).
+    let start = Instant::now();
+    while chat(&gw, Some(&scoped), "sim/echo", Some("prod")).await.0 == 401 {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "scoped key never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (s, v) = chat(&gw, None, "sim/echo", None).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
