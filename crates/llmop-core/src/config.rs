@@ -165,6 +165,14 @@ pub struct StoreConfig {
     /// Records waiting for the writer before new calls wait for room (back-pressure).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Most bytes a record keeps of its input messages and of its output text each;
+    /// a larger one is cut and the record flagged `truncated`.
+    #[serde(default = "default_max_field_bytes")]
+    pub max_field_bytes: usize,
+}
+
+fn default_max_field_bytes() -> usize {
+    1 << 20
 }
 
 impl Default for StoreConfig {
@@ -176,6 +184,7 @@ impl Default for StoreConfig {
             retention_days: None,
             spill_path: None,
             queue_capacity: default_queue_capacity(),
+            max_field_bytes: default_max_field_bytes(),
         }
     }
 }
@@ -252,6 +261,20 @@ pub struct ServerConfig {
     /// Unset: the admin API is open while the gateway is (no keys, loopback), and closed
     /// once client keys exist.
     pub admin_token_env: Option<String>,
+    /// How long a connection may wait for a request's headers to be complete: from the
+    /// moment it is open, and between requests on a kept-alive connection. Bounds
+    /// clients that trickle headers (slowloris) and idle keep-alive sockets alike.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Most client connections open at once; past it, new connections wait in the
+    /// kernel's backlog. 0: derived from the open-file limit (raised to its hard limit at
+    /// start), keeping room for upstream connections and the store.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// After SIGTERM, how long `/readyz` answers 503 while the gateway still serves,
+    /// before it stops accepting connections: time for a load balancer to notice.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -263,8 +286,24 @@ impl Default for ServerConfig {
             request_timeout_ms: default_request_timeout(),
             body_timeout_ms: default_body_timeout(),
             admin_token_env: None,
+            idle_timeout_ms: default_idle_timeout(),
+            max_connections: 0,
+            shutdown_grace_ms: default_shutdown_grace(),
         }
     }
+}
+
+fn default_idle_timeout() -> u64 {
+    30_000
+}
+fn default_shutdown_grace() -> u64 {
+    1_000
+}
+fn default_max_response_bytes() -> usize {
+    32 << 20
+}
+fn default_max_event_bytes() -> usize {
+    1 << 20
 }
 
 fn default_listen() -> String {
@@ -329,6 +368,15 @@ pub struct ProviderConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
+    /// Largest upstream answer body read (whole answers, error bodies); past it the
+    /// call fails with `upstream_protocol_error` (502) instead of filling memory.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Largest single server-sent event from the upstream (bytes buffered without an
+    /// event's end); past it the stream fails with `upstream_protocol_error`. A stream
+    /// may be long; one event may not.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
     /// Models listed by `GET /v1/models` as `<provider>/<model>`.
     #[serde(default)]
     pub models: Vec<String>,
@@ -656,6 +704,18 @@ impl Config {
             out.push((
                 k(&["server", "body_timeout_ms"]),
                 "must be greater than 0".into(),
+            ));
+        }
+        if !(100..=300_000).contains(&self.server.idle_timeout_ms) {
+            out.push((
+                k(&["server", "idle_timeout_ms"]),
+                "must be from 100 to 300000 (ms)".into(),
+            ));
+        }
+        if self.server.shutdown_grace_ms > self.server.shutdown_timeout_ms {
+            out.push((
+                k(&["server", "shutdown_grace_ms"]),
+                "must not be longer than shutdown_timeout_ms".into(),
             ));
         }
         let url = &self.store.url;

@@ -37,6 +37,46 @@ pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Longest metadata value (env, user, session, feature, the whole tag list), however it
+/// arrives: an `x-llmop-*` header, the OpenAI `user` field, Anthropic's
+/// `metadata.user_id`, or an invoke body.
+pub const MAX_META_LEN: usize = 256;
+
+/// A metadata value from a request body, held to the rules of the headers: at most
+/// [`MAX_META_LEN`] bytes and no control characters. Trimmed; empty is `None`.
+pub fn check_meta(value: &str) -> Result<Option<String>, String> {
+    let v = value.trim();
+    if v.len() > MAX_META_LEN {
+        return Err(format!("is longer than {MAX_META_LEN} bytes"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok((!v.is_empty()).then(|| v.to_string()))
+}
+
+/// Tags from a request body, held to the rules of `x-llmop-tags`: together (as
+/// `k=v,k2=v2`) at most [`MAX_META_LEN`] bytes, keys not empty, no `,` or `=` in keys,
+/// no `,` in values, no control characters.
+pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
+    let total: usize = tags.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    if total > MAX_META_LEN + 1 {
+        return Err(format!("are longer than {MAX_META_LEN} bytes together"));
+    }
+    for (k, v) in tags {
+        if k.trim().is_empty() {
+            return Err("have an empty key".into());
+        }
+        if k.contains([',', '=']) || v.contains(',') {
+            return Err(format!("tag `{k}`: keys hold no `,` or `=`, values no `,`"));
+        }
+        if k.chars().chain(v.chars()).any(char::is_control) {
+            return Err(format!("tag `{k}` holds a control character"));
+        }
+    }
+    Ok(())
+}
+
 /// Parses `x-llmop-tags: k=v,k2=v2`. Blank items are skipped; an item without `=` or
 /// with an empty key is an error naming it.
 pub fn parse_tags(raw: &str) -> Result<BTreeMap<String, String>, String> {

@@ -66,6 +66,23 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The same error with every registered secret ([`crate::secret::scrub`]) removed
+    /// from its message: upstream text may echo the credential it was sent.
+    pub fn scrubbed(mut self) -> Self {
+        match &mut self {
+            ProviderError::Connect { message, .. }
+            | ProviderError::Status { message, .. }
+            | ProviderError::Protocol { message, .. }
+            | ProviderError::Stream { message, .. } => {
+                if let std::borrow::Cow::Owned(clean) = crate::secret::scrub(message) {
+                    *message = clean;
+                }
+            }
+            ProviderError::Timeout { .. } => {}
+        }
+        self
+    }
+
     /// The provider's `Retry-After`, if it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -45,6 +45,27 @@ impl From<&PriceConfig> for Price {
     }
 }
 
+/// `usd` rounded to a millionth of a micro-dollar: the sums of per-token prices carry
+/// float noise (`0.0000032999999999999997`) that no price has. Far below any price's
+/// precision, so rounding changes no cost that matters.
+pub fn round_usd(usd: f64) -> f64 {
+    if !usd.is_finite() {
+        return usd;
+    }
+    let r = (usd * 1e12).round() / 1e12;
+    if r == 0.0 {
+        0.0
+    } else {
+        r
+    }
+}
+
+/// An amount of USD as the shortest decimal that reads back as the rounded amount
+/// (`0.0000033`), never in exponent form: for headers, tables and messages.
+pub fn format_usd(usd: f64) -> String {
+    round_usd(usd).to_string()
+}
+
 impl Price {
     /// The cost in USD of a call that used `u`.
     pub fn cost(&self, u: &Usage) -> f64 {
@@ -56,6 +77,11 @@ impl Price {
             + per(cached, self.cached_input.unwrap_or(self.input))
             + per(written, self.cache_write.unwrap_or(self.input))
             + per(u.output_tokens, self.output)
+    }
+
+    /// [`Price::cost`], rounded with [`round_usd`]: what is shown and stored.
+    pub fn cost_rounded(&self, u: &Usage) -> f64 {
+        round_usd(self.cost(u))
     }
 }
 
@@ -195,6 +221,41 @@ impl Pricing {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn money_prints_without_float_noise() {
+        let noisy = 0.0000032999999999999997_f64;
+        assert_eq!(format_usd(noisy), "0.0000033");
+        assert_eq!(format_usd(0.1 + 0.2), "0.3");
+        assert_eq!(format_usd(0.0), "0");
+        assert_eq!(format_usd(12.5), "12.5");
+        assert_eq!(format_usd(-0.0), "0");
+        // A real call: 1,234 input and 567 output tokens at $2.50 / $10 per million.
+        let p = Price {
+            input: 2.5,
+            output: 10.0,
+            cached_input: None,
+            cache_write: None,
+        };
+        let u = Usage {
+            input_tokens: 1234,
+            output_tokens: 567,
+            ..Usage::default()
+        };
+        assert_eq!(format_usd(p.cost(&u)), "0.008755");
+        assert_eq!(p.cost_rounded(&u), 0.008755);
+    }
+
+    proptest::proptest! {
+        /// Whatever the amount, the printed form parses back to the rounded amount and
+        /// has no exponent.
+        #[test]
+        fn printed_money_round_trips(v in 0.0f64..1e6) {
+            let s = format_usd(v);
+            proptest::prop_assert!(!s.contains('e'));
+            proptest::prop_assert_eq!(s.parse::<f64>().unwrap(), round_usd(v));
+        }
+    }
     use super::*;
     use proptest::prelude::*;
 

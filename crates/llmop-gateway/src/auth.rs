@@ -54,6 +54,10 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 
 impl Auth {
     pub fn new(store: Option<Store>, admin_token: Option<&str>) -> Auth {
+        if let Some(t) = admin_token {
+            // Scrubbed from any upstream text, like provider keys.
+            llmop_core::secret::register(t);
+        }
         Auth {
             store,
             keys: RwLock::new(Arc::new(HashMap::new())),
@@ -191,6 +195,36 @@ pub fn check_scope(key: &ApiKey, model: &str, env: Option<&str>) -> Result<(), G
     Ok(())
 }
 
+/// A feature call's version runs on `model` (its route or `provider/model`): a key that
+/// names routes may only run features on those.
+pub fn check_feature_route(key: &ApiKey, feature: &str, model: &str) -> Result<(), GatewayError> {
+    if key.scopes.allows_feature_route(model) {
+        return Ok(());
+    }
+    Err(GatewayError::Forbidden {
+        message: format!(
+            "API key `{}` may not call `{model}`, which feature `{feature}` runs on",
+            key.id
+        ),
+        code: "key_not_allowed",
+    })
+}
+
+/// `x-llmop-feature` attributes a passthrough call (its cost, its budget) to a feature:
+/// a key may only do that for features it may call.
+pub fn check_feature_tag(key: &ApiKey, feature: Option<&str>) -> Result<(), GatewayError> {
+    match feature {
+        Some(f) if !key.scopes.allows_feature(f) => Err(GatewayError::Forbidden {
+            message: format!(
+                "API key `{}` may not attribute calls to feature `{f}` (x-llmop-feature)",
+                key.id
+            ),
+            code: "key_not_allowed",
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Middleware of the admin and records routes.
 pub async fn require_admin(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match app.auth.admin(req.headers()) {
@@ -265,6 +299,27 @@ mod tests {
         });
         assert!(check_scope(&k, "feature/summ", Some("prod")).is_ok());
         assert!(check_scope(&k, "smart", None).is_ok());
+        // Scopes compose: a feature-only key calls no route, a route-only key no
+        // feature; a feature runs only on the key's routes when it names some.
+        let features_only = key(KeyScopes {
+            features: vec!["summ".into()],
+            ..KeyScopes::default()
+        });
+        assert!(check_scope(&features_only, "sim/echo", None).is_err());
+        assert!(check_scope(&features_only, "feature/summ", None).is_ok());
+        assert!(check_feature_route(&features_only, "summ", "sim/echo").is_ok());
+        let routes_only = key(KeyScopes {
+            routes: vec!["sim/*".into()],
+            ..KeyScopes::default()
+        });
+        assert!(check_scope(&routes_only, "feature/summ", None).is_err());
+        assert!(check_scope(&routes_only, "sim/echo", None).is_ok());
+        assert!(check_feature_route(&k, "summ", "other/model").is_err());
+        assert!(check_feature_route(&k, "summ", "smart").is_ok());
+        assert!(check_feature_tag(&features_only, Some("summ")).is_ok());
+        assert!(check_feature_tag(&features_only, Some("billing")).is_err());
+        assert!(check_feature_tag(&routes_only, Some("summ")).is_err());
+        assert!(check_feature_tag(&routes_only, None).is_ok());
         assert_eq!(
             check_scope(&k, "feature/other", Some("prod"))
                 .unwrap_err()

@@ -1,16 +1,15 @@
 //! Request id and call metadata, read from headers before the body.
 
 use axum::http::HeaderMap;
-use llmop_core::context::{new_request_id, parse_tags, valid_request_id, RequestContext};
+use llmop_core::context::{
+    new_request_id, parse_tags, valid_request_id, RequestContext, MAX_META_LEN,
+};
 use llmop_core::GatewayError;
 
 /// The id of the current request, put in the request's extensions by the request-id
 /// middleware so that every response (errors and unknown paths too) carries it.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
-
-/// Longest value accepted in a metadata header.
-const MAX_META_LEN: usize = 256;
 
 pub fn request_id_from(headers: &HeaderMap) -> String {
     headers
@@ -39,6 +38,13 @@ fn meta(headers: &HeaderMap, name: &str) -> Result<Option<String>, GatewayError>
         ));
     }
     Ok((!s.is_empty()).then(|| s.to_string()))
+}
+
+/// A metadata value from a request body (`param` names its field), held to the header
+/// rules: 400 naming the field otherwise.
+pub fn body_meta(value: &str, param: &str) -> Result<Option<String>, GatewayError> {
+    llmop_core::context::check_meta(value)
+        .map_err(|m| GatewayError::invalid(format!("`{param}` {m}"), Some(param.to_string())))
 }
 
 /// Builds the call's context from `x-llmop-*` headers.

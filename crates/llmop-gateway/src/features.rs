@@ -48,7 +48,16 @@ pub struct FeatureRegistry {
     shadow_slots: Arc<Semaphore>,
     shadow_capacity: u32,
     pub default_env: String,
+    /// The refresh a deployment miss started (when, and the refresh itself, shared by
+    /// every miss that comes while it runs or shortly after).
+    miss_refresh: std::sync::Mutex<Option<(std::time::Instant, MissRefresh)>>,
 }
+
+type MissRefresh = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// Misses within this long of a miss-triggered refresh reuse it: however many calls
+/// name an undeployed feature, the store is read at most once per this interval.
+const MISS_REFRESH_GAP: Duration = Duration::from_millis(50);
 
 /// The version chosen for one call.
 pub struct Selected {
@@ -66,6 +75,7 @@ impl FeatureRegistry {
             shadow_slots: Arc::new(Semaphore::new(config.shadow_concurrency.max(1))),
             shadow_capacity: config.shadow_concurrency.clamp(1, u32::MAX as usize) as u32,
             default_env: config.default_env.clone(),
+            miss_refresh: std::sync::Mutex::new(None),
         }
     }
 
@@ -189,6 +199,52 @@ impl FeatureRegistry {
 
     /// The version serving `feature` in `env` for this caller: a split picks an arm,
     /// sticky per `stick` (the user, else the session), else at random.
+    /// [`Self::select`], re-reading the deployments once when the feature or its
+    /// environment is not in the snapshot: a deployment made a moment ago (`llmop
+    /// deploy` and then a call) is served at once rather than after `refresh_ms`. The
+    /// re-reads of concurrent misses are one (see [`MISS_REFRESH_GAP`]).
+    pub async fn select_fresh(
+        self: &Arc<Self>,
+        feature: &str,
+        env: &str,
+        stick: Option<&str>,
+    ) -> Result<Selected, GatewayError> {
+        match self.select(feature, env, stick) {
+            Err(GatewayError::NotFound { .. }) => {
+                self.refresh_on_miss().await;
+                self.select(feature, env, stick)
+            }
+            found => found,
+        }
+    }
+
+    async fn refresh_on_miss(self: &Arc<Self>) {
+        use futures::FutureExt;
+        let refresh = {
+            let mut slot = self.miss_refresh.lock().unwrap_or_else(|p| p.into_inner());
+            match &*slot {
+                Some((started, running))
+                    if running.peek().is_none() || started.elapsed() < MISS_REFRESH_GAP =>
+                {
+                    running.clone()
+                }
+                _ => {
+                    let this = self.clone();
+                    let running: MissRefresh = async move {
+                        if let Err(e) = this.refresh().await {
+                            tracing::warn!(error = %e, "re-reading deployments after a miss failed");
+                        }
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some((std::time::Instant::now(), running.clone()));
+                    running
+                }
+            }
+        };
+        refresh.await;
+    }
+
     pub fn select(
         &self,
         feature: &str,
@@ -371,7 +427,7 @@ fn feature_record(
 
 /// `model = "feature/<name>"` on the chat endpoints: variables from `metadata` and the
 /// last user message; the environment from `x-llmop-env`, else `[features] default_env`.
-pub fn prepare_chat(
+pub async fn prepare_chat(
     app: &AppState,
     name: &str,
     req: ChatRequest,
@@ -389,7 +445,7 @@ pub fn prepare_chat(
         .user
         .as_deref()
         .or(rec.context.session.as_deref());
-    let sel = reg.select(name, &env, stick)?;
+    let sel = reg.select_fresh(name, &env, stick).await?;
     let given = sel
         .version
         .variables_from_call(&req.metadata, req.last_user_text().as_deref());
@@ -446,16 +502,23 @@ pub async fn prepare_invoke(
     rec: &mut CallRecord,
 ) -> Result<(ChatRequest, FeatureCall), GatewayError> {
     let reg = registry(app)?;
-    if let Some(env) = body.env {
+    // Body metadata is held to the rules of the headers it stands for.
+    let meta = |v: &Option<String>, field: &str| match v {
+        Some(v) => crate::context::body_meta(v, field),
+        None => Ok(None),
+    };
+    if let Some(env) = meta(&body.env, "env")? {
         rec.context.env = Some(env);
     }
-    if body.user.is_some() {
-        rec.context.user = body.user;
+    if let Some(user) = meta(&body.user, "user")? {
+        rec.context.user = Some(user);
     }
-    if body.session.is_some() {
-        rec.context.session = body.session;
+    if let Some(session) = meta(&body.session, "session")? {
+        rec.context.session = Some(session);
     }
     if let Some(tags) = body.tags {
+        llmop_core::context::check_tags(&tags)
+            .map_err(|m| GatewayError::invalid(format!("`tags` {m}"), Some("tags".into())))?;
         rec.context.tags.extend(tags);
     }
     let env = rec
@@ -482,7 +545,7 @@ pub async fn prepare_invoke(
                 .user
                 .as_deref()
                 .or(rec.context.session.as_deref());
-            reg.select(name, &env, stick)?
+            reg.select_fresh(name, &env, stick).await?
         }
     };
     let base = ChatRequest::new(String::new(), Vec::new(), llmop_core::WireFormat::OpenAi);

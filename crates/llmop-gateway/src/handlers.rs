@@ -12,7 +12,7 @@ use crate::respond;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
@@ -71,14 +71,23 @@ async fn chat(
         if req.model.starts_with("feature/") && rec.context.env.is_none() {
             rec.context.env = Some(app.config.features.default_env.clone());
         }
-        if let Err(e) = auth::check_scope(k, &req.model, rec.context.env.as_deref()) {
+        if let Err(e) = auth::check_scope(k, &req.model, rec.context.env.as_deref())
+            .and_then(|()| auth::check_feature_tag(k, rec.context.feature.as_deref()))
+        {
             return fail(format, e, rec).await;
         }
     }
     // `feature/<name>`: the deployed version's messages, route and parameters.
     let (req, feature) = match req.model.strip_prefix("feature/").map(str::to_string) {
-        Some(name) => match features::prepare_chat(&app, &name, req, &mut rec) {
-            Ok((req, fc)) => (req, Some(fc)),
+        Some(name) => match features::prepare_chat(&app, &name, req, &mut rec).await {
+            Ok((req, fc)) => {
+                if let Some(k) = &key {
+                    if let Err(e) = auth::check_feature_route(k, &name, &req.model) {
+                        return fail(format, e, rec).await;
+                    }
+                }
+                (req, Some(fc))
+            }
             Err(e) => return fail(format, e, rec).await,
         },
         None => (req, None),
@@ -104,7 +113,7 @@ async fn chat(
             r
         }
         Ok(Answer::Stream { first, rest }) => {
-            respond::stream(format, first, rest, include_usage, rec)
+            respond::stream(format, first, rest, include_usage, rec, &app.shutdown)
         }
         Err(e) => fail(format, e, rec).await,
     }
@@ -131,7 +140,7 @@ async fn feature_chat(
         return match pipeline::call(&app, &req, &mut rec).await {
             Ok(Answer::Stream { first, rest }) => {
                 features::spawn_shadow(&app, &fc, &rec);
-                respond::stream(format, first, rest, include_usage, rec)
+                respond::stream(format, first, rest, include_usage, rec, &app.shutdown)
             }
             Ok(Answer::Whole(resp)) => {
                 let r = respond::whole(format, resp, &mut rec);
@@ -195,9 +204,19 @@ pub async fn invoke(
                 )
             })?
         };
+        // The key's scope is checked before anything is looked up, so that a key learns
+        // nothing about features it may not call (not even where they are deployed).
+        if let Some(k) = &key {
+            let env = parsed
+                .env
+                .as_deref()
+                .or(rec.context.env.as_deref())
+                .unwrap_or(&app.config.features.default_env);
+            auth::check_scope(k, &format!("feature/{name}"), Some(env))?;
+        }
         let (mut req, fc) = features::prepare_invoke(&app, &name, parsed, &mut rec).await?;
         if let Some(k) = &key {
-            auth::check_scope(k, &format!("feature/{name}"), rec.context.env.as_deref())?;
+            auth::check_feature_route(k, &name, &req.model)?;
         }
         limits::admit(&app, &mut req, &mut rec, key.as_deref()).await?;
         Ok((req, fc))
@@ -281,8 +300,16 @@ async fn prepare(
     };
     rec.model_requested.clone_from(&req.model);
     rec.stream = req.stream;
-    if rec.context.user.is_none() {
-        rec.context.user.clone_from(&req.user);
+    if let Some(u) = &req.user {
+        // Held to the header's rules: a 100 KB user id is refused, not stored.
+        let field = match format {
+            ClientFormat::OpenAi => "user",
+            ClientFormat::Anthropic => "metadata.user_id",
+        };
+        let u = context::body_meta(u, field)?;
+        if rec.context.user.is_none() {
+            rec.context.user = u;
+        }
     }
     Ok(req)
 }
@@ -295,7 +322,11 @@ async fn fail(format: ClientFormat, e: GatewayError, mut rec: CallRecord) -> Res
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (413) without reading them.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -438,34 +469,74 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     }
 }
 
-pub async fn not_found(Extension(RequestId(rid)): Extension<RequestId>) -> Response {
-    http_error::response(
-        ClientFormat::OpenAi,
-        &GatewayError::NotFound {
-            message: "no such endpoint".into(),
-            code: "not_found",
-        },
-        &rid,
-    )
+/// The format a request without a known endpoint expects its error in: Anthropic's for
+/// the Anthropic SDK (it sends `anthropic-version`) and paths under `/v1/messages`.
+fn format_of(uri: &axum::http::Uri, headers: &HeaderMap) -> ClientFormat {
+    if headers.contains_key("anthropic-version") || uri.path().starts_with("/v1/messages") {
+        ClientFormat::Anthropic
+    } else {
+        ClientFormat::OpenAi
+    }
 }
 
-pub async fn method_not_allowed(Extension(RequestId(rid)): Extension<RequestId>) -> Response {
-    let body = openai::error_body(
-        "invalid_request_error",
-        "method_not_allowed",
-        "method not allowed on this endpoint",
-        None,
+/// A request no route answers: logged (path cut to 200 bytes) and counted, and
+/// answered in the caller's format, so that an SDK shows what went wrong.
+fn unrouted(
+    rid: &str,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    e: GatewayError,
+    status: StatusCode,
+) -> Response {
+    let path = uri.path();
+    let mut cut = path.len().min(200);
+    while !path.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    tracing::info!(request_id = %rid, method = %method, path = %&path[..cut], status = status.as_u16(), "no such endpoint");
+    metrics::counter!("llmop_unknown_endpoint_total", "status" => status.as_str().to_string())
+        .increment(1);
+    let mut r = http_error::response(format_of(uri, headers), &e, rid);
+    *r.status_mut() = status;
+    r
+}
+
+pub async fn not_found(
+    Extension(RequestId(rid)): Extension<RequestId>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let e = GatewayError::NotFound {
+        message: format!(
+            "no such endpoint: {method} {}",
+            uri.path().chars().take(200).collect::<String>()
+        ),
+        code: "not_found",
+    };
+    unrouted(&rid, &method, &uri, &headers, e, StatusCode::NOT_FOUND)
+}
+
+pub async fn method_not_allowed(
+    Extension(RequestId(rid)): Extension<RequestId>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let e = GatewayError::InvalidRequest {
+        message: format!("method {method} is not allowed on this endpoint"),
+        param: None,
+        code: "method_not_allowed",
+    };
+    unrouted(
         &rid,
-    );
-    (
+        &method,
+        &uri,
+        &headers,
+        e,
         StatusCode::METHOD_NOT_ALLOWED,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
     )
-        .into_response()
 }
 
 /// `GET /admin/circuits`: every route target's breaker. Each replica reports its own.

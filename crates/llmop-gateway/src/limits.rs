@@ -170,7 +170,7 @@ fn now_ms() -> i64 {
 }
 
 fn usd(v: f64) -> String {
-    format!("${v:.4}")
+    format!("${}", llmop_cost::format_usd(v))
 }
 
 impl Limits {
@@ -573,8 +573,9 @@ fn gcra_step(tat: Option<i64>, now: i64, per_minute: u32, cost: u64) -> Result<i
 }
 
 /// Input tokens of a request: the o200k tokenizer for OpenAI-family models (exact for
-/// them, close for others), else characters / 3.5, rounded up.
-fn input_tokens(req: &ChatRequest, openai_family: bool) -> u64 {
+/// them, close for others), else characters / 3.5, rounded up. Linear in the prompt's
+/// size; a large prompt is tokenized on a blocking thread, never on an async worker.
+async fn input_tokens(req: &ChatRequest, openai_family: bool) -> u64 {
     let mut text = String::new();
     for m in &req.messages {
         for p in &m.parts {
@@ -590,7 +591,7 @@ fn input_tokens(req: &ChatRequest, openai_family: bool) -> u64 {
     // Message framing, roughly as providers count it.
     let framing = 4 * req.messages.len() as u64;
     let body = if openai_family {
-        llmop_providers::tokenizer::count(&text)
+        llmop_providers::tokenizer::count_off_runtime(text).await
     } else {
         (text.chars().count() as f64 / 3.5).ceil() as u64
     };
@@ -630,7 +631,7 @@ pub async fn admit(
             p_out = p_out.max(p.output);
         }
     }
-    let tokens_in = input_tokens(req, openai_family);
+    let tokens_in = input_tokens(req, openai_family).await;
     let now = now_ms();
 
     // Per-request caps: clamp max_tokens when that keeps the call under, else refuse.

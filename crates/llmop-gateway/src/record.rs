@@ -68,6 +68,24 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// Most bytes of an unparseable request body kept in its record.
 const INVALID_BODY_KEPT: usize = 16 * 1024;
 
+/// `[store] max_field_bytes`, set once when the recorder opens (read on the writer's
+/// task, where records are built).
+static MAX_FIELD_BYTES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(1 << 20);
+
+/// `text` cut to at most `max` bytes at a character boundary; `true` if it was cut.
+fn cut_text(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
+}
+
 /// The record store as the gateway uses it: the writer that commits records, the store
 /// the read API answers from, and the durability mode.
 pub struct Recorder {
@@ -79,6 +97,10 @@ pub struct Recorder {
 impl Recorder {
     /// Opens the store named by `[store]`, replays any spill file and starts the writer.
     pub async fn open(config: &Config) -> Result<Recorder, llmop_store::StoreError> {
+        MAX_FIELD_BYTES.store(
+            config.store.max_field_bytes.max(1024),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let store = Store::open(&config.store.resolved_url(&config.dir)).await?;
         let writer = RecordWriter::start(
             store.clone(),
@@ -106,6 +128,9 @@ impl Recorder {
 
 pub struct CallRecord {
     pub request_id: String,
+    /// This call's own identity (UUIDv7): unique even when a client reuses its
+    /// `x-request-id` for several calls.
+    pub call_uid: String,
     pub endpoint: &'static str,
     pub started: Instant,
     /// Wall-clock start, Unix ms.
@@ -158,6 +183,7 @@ impl CallRecord {
     pub fn new(request_id: &str, endpoint: &'static str, recorder: Option<Arc<Recorder>>) -> Self {
         CallRecord {
             request_id: request_id.to_string(),
+            call_uid: llmop_core::context::new_request_id(),
             endpoint,
             started: Instant::now(),
             started_at_ms: unix_ms(),
@@ -213,6 +239,17 @@ impl CallRecord {
         }
     }
 
+    /// A stream that had answered failed mid-way: the attempt that was answering carries
+    /// the error (it was recorded as a success at its first event).
+    pub fn stream_failed(&mut self, e: &ProviderError) {
+        if let Some(a) = self.attempts.iter_mut().rev().find(|a| a.error.is_none()) {
+            a.error = Some(e.code());
+            if let ProviderError::Status { status, .. } = e {
+                a.upstream_status = Some(*status);
+            }
+        }
+    }
+
     /// A target not tried, and why (`circuit_open`).
     pub fn attempt_skipped(&mut self, provider: &str, model: &str, reason: &'static str) {
         self.attempts.push(Attempt {
@@ -241,10 +278,11 @@ impl CallRecord {
     /// price is unknown.
     pub fn cost_usd(&self) -> Option<f64> {
         let last = self.price?.cost(self.usage.as_ref()?);
-        match &self.discarded {
-            Some(d) => Some(last + d.cost?),
-            None => Some(last),
-        }
+        let total = match &self.discarded {
+            Some(d) => last + d.cost?,
+            None => last,
+        };
+        Some(llmop_cost::round_usd(total))
     }
 
     /// An answer that will not be returned (its output did not parse): its tokens and
@@ -346,6 +384,7 @@ impl CallRecord {
         self.recorder.as_ref()?;
         Some(CallData {
             request_id: std::mem::take(&mut self.request_id),
+            call_uid: std::mem::take(&mut self.call_uid),
             endpoint: self.endpoint,
             created_at_ms: self.started_at_ms,
             context: std::mem::take(&mut self.context),
@@ -418,6 +457,7 @@ fn unix_ms() -> i64 {
 #[derive(Debug)]
 pub struct CallData {
     request_id: String,
+    call_uid: String,
     endpoint: &'static str,
     created_at_ms: i64,
     context: RequestContext,
@@ -467,6 +507,7 @@ impl IntoRecord for CallData {
     fn into_record(self) -> Record {
         let c = self;
         let mut r = Record::new(c.request_id, c.created_at_ms, c.endpoint);
+        r.call_uid = c.call_uid;
         r.env = c.context.env;
         r.key_id = c.key_id;
         r.user = c.context.user;
@@ -532,6 +573,19 @@ impl IntoRecord for CallData {
                     .collect(),
             );
         }
+        // A record keeps at most max_field_bytes of its input and of its output: a 200 MB
+        // answer must not become a 200 MB row. What is cut is flagged.
+        let cap = MAX_FIELD_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = r.output_text.as_mut() {
+            r.truncated |= cut_text(t, cap);
+        }
+        let messages_len = serde_json::to_vec(&r.input_messages).map_or(0, |v| v.len());
+        if messages_len > cap {
+            let mut head = r.input_messages.to_string();
+            cut_text(&mut head, cap);
+            r.input_messages = serde_json::json!([{"role": "llmop", "truncated_from_bytes": messages_len, "content": head}]);
+            r.truncated = true;
+        }
         if let Some(f) = c.feature {
             let f = *f;
             r.feature_version = Some(f.version);
@@ -565,7 +619,7 @@ impl IntoRecord for CallData {
             r.cached_tokens = Some((u.cached_input_tokens + d.cached_input_tokens) as i64);
             let earlier = c.discarded.map_or(Some(0.0), |d| d.cost);
             match (c.price, earlier) {
-                (Some(p), Some(e)) => r.cost_usd = Some(p.cost(&u) + e),
+                (Some(p), Some(e)) => r.cost_usd = Some(llmop_cost::round_usd(p.cost(&u) + e)),
                 // Unknown, not zero: the record says NULL and the metric counts it.
                 _ => metrics::counter!(
                     "llmop_cost_unknown_total",

@@ -44,7 +44,7 @@ pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
     }
     if let Some(v) = rec
         .cost_usd()
-        .and_then(|c| HeaderValue::from_str(&c.to_string()).ok())
+        .and_then(|c| HeaderValue::from_str(&llmop_cost::format_usd(c)).ok())
     {
         h.insert("x-llmop-cost-usd", v);
     }
@@ -123,6 +123,9 @@ struct Relay {
     /// client is recorded with what was relayed so far.
     rec: CallRecord,
     done: bool,
+    /// The gateway's drain deadline: when it passes, the stream ends with a terminal
+    /// `shutting_down` event instead of being cut mid-chunk.
+    deadline: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Most bytes gathered into one body chunk before it is written.
@@ -145,9 +148,12 @@ impl Relay {
             }
             Some(Err(e)) => {
                 // Bytes were already sent: the stream is not restarted elsewhere; it
-                // ends with a well-formed error event.
+                // ends with a well-formed error event, and the attempt that produced it
+                // carries the error.
+                self.rec.stream_failed(&e);
                 let ge = GatewayError::Provider(e);
                 self.encoder.error(out, ge.code(), &ge.to_string());
+                tracing::warn!(request_id = %self.rec.request_id, error = ge.code(), "stream failed after its first event: ended with an error event");
                 self.rec.failed(&ge, 200);
                 self.done = true;
                 false
@@ -168,7 +174,28 @@ impl Relay {
         let mut out = BytesMut::with_capacity(512);
         let item = match self.first.take() {
             Some(ev) => Some(Ok(ev)),
-            None => self.upstream.next().await,
+            None => {
+                let deadline_passed = tokio::select! {
+                    biased;
+                    item = self.upstream.next() => Err(item),
+                    _ = self.deadline.wait_for(|passed| *passed) => Ok(()),
+                };
+                match deadline_passed {
+                    Err(item) => item,
+                    Ok(()) => {
+                        let ge = GatewayError::Unavailable {
+                            message: "the gateway is shutting down: this stream was ended at its drain deadline".into(),
+                            code: "shutting_down",
+                        };
+                        self.encoder.error(&mut out, ge.code(), &ge.to_string());
+                        self.rec.failed(&ge, 200);
+                        self.done = true;
+                        self.rec.usage = self.rec.stream_acc.as_ref().and_then(|a| a.usage());
+                        self.rec.finish().await;
+                        return Some((Ok(out.freeze()), self));
+                    }
+                }
+            }
         };
         if self.take(item, &mut out) {
             // Events the upstream has already delivered go out in the same write: fewer
@@ -201,6 +228,7 @@ pub fn stream(
     upstream: EventStream,
     include_usage: bool,
     mut rec: CallRecord,
+    shutdown: &crate::shutdown::Shutdown,
 ) -> Response {
     let (id, model) = match &first {
         StreamEvent::Start { id, model } => (id.clone(), model.clone()),
@@ -232,6 +260,7 @@ pub fn stream(
         upstream,
         rec,
         done: false,
+        deadline: shutdown.deadline(),
     };
     let body = Body::from_stream(futures::stream::unfold(relay, Relay::next));
     let (mut parts, _) = head.into_parts();

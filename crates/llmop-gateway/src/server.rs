@@ -12,9 +12,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use std::any::Any;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -44,6 +42,10 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .route("/admin/features/{name}/deploy", post(admin::deploy))
         .route("/admin/features/{name}/rollback", post(admin::rollback))
         .route("/admin/features/{name}/history", get(admin::history))
+        // Bodies of the admin and records APIs are read like the chat endpoints':
+        // bounded in size (413) and in time (408), after the token is checked and
+        // before any handler sees them.
+        .route_layer(middleware::from_fn_with_state(app.clone(), bounded_body))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_admin,
@@ -65,6 +67,37 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .layer(CatchPanicLayer::custom(panic_response))
         // Outer: every response, the panic one included, carries x-request-id.
         .layer(middleware::from_fn(request_id))
+}
+
+/// Reads a request's whole body within `max_body_bytes` and `body_timeout_ms`, then
+/// hands the request on with that body. A body that is too large or too slow is
+/// answered here (413 / 408); nothing after this waits on a client's bytes.
+async fn bounded_body(
+    axum::extract::State(app): axum::extract::State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let rid = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(
+        app.body_timeout(),
+        handlers::read_body(body, &parts.headers, app.config.server.max_body_bytes),
+    )
+    .await
+    .unwrap_or(Err(llmop_core::GatewayError::RequestTimeout {
+        ms: app.config.server.body_timeout_ms,
+    }));
+    match read {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(e) => crate::http_error::response(crate::http_error::ClientFormat::OpenAi, &e, &rid),
+    }
 }
 
 async fn request_id(mut req: Request, next: Next) -> Response {
@@ -102,34 +135,171 @@ fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
         .into_response()
 }
 
-/// Serves until shutdown is triggered, then drains in-flight requests for at most
-/// `shutdown_timeout_ms`.
+/// File descriptors kept free of client connections: upstream connections, the store,
+/// the spill and log files.
+const RESERVED_FDS: u64 = 512;
+
+/// Raises the soft open-file limit to the hard one (a default soft limit of 1,024 lets
+/// a thousand idle sockets starve everyone) and returns the connection cap: the
+/// configured one, or what the limit leaves after [`RESERVED_FDS`].
+pub fn connection_cap(configured: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let derived = limit.saturating_sub(RESERVED_FDS).clamp(64, 1_000_000) as usize;
+    if configured == 0 {
+        derived
+    } else {
+        configured
+    }
+}
+
+/// Serves until shutdown, then drains.
+///
+/// The accept loop is ours rather than `axum::serve`'s because the request path needs
+/// what that does not offer: a bound on how long a connection may take to send its
+/// headers or sit idle between requests (`idle_timeout_ms`), a cap on open connections,
+/// and a drain that ends open streams properly at its deadline.
+///
+/// Shutdown: `/readyz` answers 503 for `shutdown_grace_ms` while requests are still
+/// served; then the listener closes and every connection finishes its in-flight
+/// requests (kept-alive ones close after them). When `shutdown_timeout_ms` passes,
+/// streams still open end with a `shutting_down` event, and after a moment for those
+/// last bytes, whatever is still running is dropped, which records it (status 499).
+/// This returns only once every connection task has ended, so every record has been
+/// handed to the writer.
 pub async fn serve(app: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let cfg = &app.config.server;
     let shutdown = app.shutdown.clone();
-    let drain_limit = Duration::from_millis(app.config.server.shutdown_timeout_ms);
-    // Small writes (SSE events) go out at once: without TCP_NODELAY, Nagle's algorithm
-    // and the client's delayed ACK hold each stream's tail for ~40 ms.
-    let listener = listener.tap_io(|tcp| {
+    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
+    let drain_limit = Duration::from_millis(
+        cfg.shutdown_timeout_ms
+            .saturating_sub(cfg.shutdown_grace_ms),
+    );
+    let cap = connection_cap(cfg.max_connections);
+    let idle = Duration::from_millis(cfg.idle_timeout_ms);
+    tracing::debug!(
+        max_connections = cap,
+        idle_timeout_ms = cfg.idle_timeout_ms,
+        "accepting connections"
+    );
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Runs whenever the connection waits for a request's head: a new connection, a
+        // slow one, and a kept-alive one between requests.
+        .header_read_timeout(idle)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(idle))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(256);
+
+    let router = router(app.clone());
+    let permits = Arc::new(tokio::sync::Semaphore::new(cap));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let stop_accepting = async {
+        shutdown.triggered().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::pin!(stop_accepting);
+    let mut at_cap_logged = false;
+    loop {
+        // Finished connection tasks are reaped as we go.
+        while tasks.try_join_next().is_some() {}
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !at_cap_logged {
+                    tracing::warn!(
+                        max_connections = cap,
+                        "connection cap reached: new connections wait"
+                    );
+                    at_cap_logged = true;
+                }
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = &mut stop_accepting => break,
+                }
+            }
+        };
+        let (tcp, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before accept: wait
+                    // a moment instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop_accepting => break,
+        };
+        at_cap_logged = false;
+        // Small writes (SSE events) go out at once: without TCP_NODELAY, Nagle's
+        // algorithm and the client's delayed ACK hold each stream's tail for ~40 ms.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-    });
-    let server = axum::serve(listener, router(app)).with_graceful_shutdown({
-        let s = shutdown.clone();
-        async move { s.triggered().await }
-    });
-    let drain_timeout = async {
-        shutdown.triggered().await;
-        tokio::time::sleep(drain_limit).await;
-    };
+        let router = router.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tasks.spawn(async move {
+            // Before the protocol is known (HTTP/1 or HTTP/2), nothing in hyper times a
+            // silent connection: one that sends no byte within the idle timeout is
+            // dropped here. After its first byte, the header timeout takes over.
+            let mut probe = [0u8; 1];
+            if !matches!(tokio::time::timeout(idle, tcp.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
+            {
+                drop(permit);
+                return;
+            }
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    router.clone().oneshot(req.map(axum::body::Body::new))
+                });
+            let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        connections = tasks.len(),
+        "listener closed; draining in-flight requests"
+    );
     tokio::select! {
-        r = server.into_future() => {
-            tracing::info!("all in-flight requests finished; exiting");
-            r
+        _ = graceful.shutdown() => {
+            tracing::info!("all in-flight requests finished");
         }
-        _ = drain_timeout => {
-            tracing::warn!(timeout_ms = drain_limit.as_millis() as u64, "drain timed out; exiting with requests still in flight");
-            Ok(())
+        _ = tokio::time::sleep(drain_limit) => {
+            tracing::warn!(timeout_ms = cfg.shutdown_timeout_ms, "drain deadline: ending open streams and recording calls still in flight");
+            shutdown.pass_deadline();
+            // A moment for the streams' last event to be written.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tasks.abort_all();
         }
     }
+    // Every task has ended (or was aborted and dropped): every call's record has been
+    // handed to the record writer.
+    while tasks.join_next().await.is_some() {}
+    Ok(())
 }

@@ -1,6 +1,10 @@
-//! Graceful shutdown: on SIGTERM or SIGINT the gateway reports not-ready, stops
-//! accepting connections, lets in-flight requests (streams included) finish, and exits
-//! once they have or once `shutdown_timeout_ms` has passed, whichever comes first.
+//! Graceful shutdown: on SIGTERM or SIGINT the gateway reports not-ready (`/readyz`
+//! 503) and keeps serving for `shutdown_grace_ms`, so that load balancers notice before
+//! connections are refused; then it stops accepting connections and lets in-flight
+//! requests (streams included) finish. At the drain deadline (`shutdown_timeout_ms`)
+//! every stream still open ends with a terminal `shutting_down` error event in its
+//! format, and calls still in flight are recorded (status 499) before the record writer
+//! commits, or spills, what it holds. The summary is logged after the last record.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,6 +14,8 @@ use tokio::sync::watch;
 pub struct Shutdown {
     draining: Arc<AtomicBool>,
     tx: Arc<watch::Sender<bool>>,
+    /// `true` once the drain deadline passed: open streams end now.
+    deadline: Arc<watch::Sender<bool>>,
 }
 
 impl Default for Shutdown {
@@ -21,10 +27,22 @@ impl Default for Shutdown {
 impl Shutdown {
     pub fn new() -> Self {
         let (tx, _) = watch::channel(false);
+        let (deadline, _) = watch::channel(false);
         Shutdown {
             draining: Arc::new(AtomicBool::new(false)),
             tx: Arc::new(tx),
+            deadline: Arc::new(deadline),
         }
+    }
+
+    /// The drain deadline passed: streams still open must end.
+    pub fn pass_deadline(&self) {
+        self.deadline.send_replace(true);
+    }
+
+    /// Watches the drain deadline (`true` once passed).
+    pub fn deadline(&self) -> watch::Receiver<bool> {
+        self.deadline.subscribe()
     }
 
     /// Starts the shutdown (idempotent).

@@ -22,6 +22,12 @@ use tokio::time::{timeout_at, Instant};
 /// Most of an upstream error body llmop reads to find its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
+/// After the finish event (and its usage), how long a stream may stay open without its
+/// end marker (`[DONE]`, `message_stop`) or the end of the body before it is ended
+/// cleanly: an upstream that never closes must not turn a complete answer into a
+/// timeout.
+const AFTER_FINISH_IDLE: Duration = Duration::from_secs(2);
+
 pub struct HttpProvider {
     name: String,
     kind: ProviderKind,
@@ -29,6 +35,10 @@ pub struct HttpProvider {
     api_key: Option<Secret>,
     client: reqwest::Client,
     models: Vec<String>,
+    /// Largest whole answer read; past it, `upstream_protocol_error`.
+    max_response_bytes: usize,
+    /// Largest single stream event.
+    max_event_bytes: usize,
     /// The chat endpoint, parsed once (OpenAI and Anthropic kinds; Gemini's URL holds the
     /// model, so it is built per call).
     endpoint: Option<reqwest::Url>,
@@ -79,6 +89,8 @@ impl HttpProvider {
             api_key,
             client,
             models: pc.models.clone(),
+            max_response_bytes: pc.max_response_bytes.max(1024),
+            max_event_bytes: pc.max_event_bytes.max(1024),
         })
     }
 
@@ -191,6 +203,34 @@ impl HttpProvider {
                 .to_string()
         });
         let refusal = llmop_wire::classify_refusal(status, &body, &message);
+        // An upstream's words about its credentials or its own failure say nothing the
+        // client can act on, and are where echoed keys and internal URLs turn up: the
+        // client gets a fixed message; the (scrubbed) original goes to the debug log.
+        let message = if matches!(status, 401 | 403) || status >= 500 {
+            tracing::debug!(
+                provider = %self.name,
+                status,
+                upstream_message = %llmop_core::secret::scrub(&message),
+                "upstream error"
+            );
+            // The status's standard reason (and Anthropic's 529), never the body's words.
+            let reason = match status {
+                529 => "Overloaded",
+                s => http::StatusCode::from_u16(s)
+                    .ok()
+                    .and_then(|c| c.canonical_reason())
+                    .unwrap_or("Error"),
+            };
+            match status {
+                401 | 403 => format!(
+                    "the upstream refused llmop's credentials ({status} {reason}); the operator must check provider `{}`",
+                    self.name
+                ),
+                _ => format!("the upstream answered {status} {reason}"),
+            }
+        } else {
+            message
+        };
         ProviderError::Status {
             provider: self.name.clone(),
             status,
@@ -217,8 +257,11 @@ impl HttpProvider {
     ) -> Result<ChatResponse, ProviderError> {
         let resp = self
             .send(self.request(req, model, false, request_id), deadline)
-            .await?;
-        self.read_whole(resp, deadline).await
+            .await
+            .map_err(ProviderError::scrubbed)?;
+        self.read_whole(resp, deadline)
+            .await
+            .map_err(ProviderError::scrubbed)
     }
 
     /// Reads and parses a whole (non-SSE) answer body within the deadline.
@@ -227,16 +270,36 @@ impl HttpProvider {
         resp: reqwest::Response,
         deadline: Instant,
     ) -> Result<ChatResponse, ProviderError> {
-        let body = match timeout_at(deadline, resp.bytes()).await {
-            Err(_) => return Err(self.timeout(TimeoutStage::Total)),
-            Ok(Err(e)) => {
-                return Err(ProviderError::Stream {
-                    provider: self.name.clone(),
-                    message: error_chain(&e.without_url()),
-                })
-            }
-            Ok(Ok(b)) => b,
+        let limit = self.max_response_bytes;
+        let too_large = || ProviderError::Protocol {
+            provider: self.name.clone(),
+            message: format!("the answer is larger than max_response_bytes ({limit} bytes)"),
         };
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        // Read chunk by chunk against the cap: an upstream cannot make the gateway hold
+        // more than `max_response_bytes` of one answer.
+        let mut body = Vec::new();
+        let mut chunks = resp.bytes_stream();
+        loop {
+            match timeout_at(deadline, chunks.next()).await {
+                Err(_) => return Err(self.timeout(TimeoutStage::Total)),
+                Ok(Some(Err(e))) => {
+                    return Err(ProviderError::Stream {
+                        provider: self.name.clone(),
+                        message: error_chain(&e.without_url()),
+                    })
+                }
+                Ok(Some(Ok(chunk))) => {
+                    if body.len() + chunk.len() > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+            }
+        }
         self.parse(&body).map_err(|e| self.protocol(e))
     }
 
@@ -249,7 +312,8 @@ impl HttpProvider {
     ) -> Result<EventStream, ProviderError> {
         let resp = self
             .send(self.request(req, model, true, request_id), deadline)
-            .await?;
+            .await
+            .map_err(ProviderError::scrubbed)?;
         let is_sse = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -258,7 +322,10 @@ impl HttpProvider {
         if !is_sse {
             // Some compatible servers ignore `stream` and answer whole; serve that as a
             // stream rather than fail.
-            let whole = self.read_whole(resp, deadline).await?;
+            let whole = self
+                .read_whole(resp, deadline)
+                .await
+                .map_err(ProviderError::scrubbed)?;
             return Ok(futures::stream::iter(response_events(whole).into_iter().map(Ok)).boxed());
         }
         let decoder = match self.kind {
@@ -268,7 +335,7 @@ impl HttpProvider {
         };
         let state = StreamState {
             body: resp.bytes_stream().boxed(),
-            parser: SseParser::new(),
+            parser: SseParser::with_max_event(self.max_event_bytes),
             decoder,
             pending: VecDeque::new(),
             ended: false,
@@ -375,7 +442,7 @@ impl StreamState {
     fn fail(mut self, e: ProviderError) -> Option<(Result<StreamEvent, ProviderError>, Self)> {
         self.ended = true;
         self.pending.clear();
-        Some((Err(e), self))
+        Some((Err(e.scrubbed()), self))
     }
 
     fn push(&mut self, evs: Vec<StreamEvent>) {
@@ -459,7 +526,20 @@ impl StreamState {
                 }
                 Ok(None) => {}
             }
-            let item = match timeout_at(self.deadline, self.body.next()).await {
+            // Once the answer is complete (its finish event came), a silent upstream
+            // gets a short bound, then the stream ends cleanly.
+            let wait_until = if self.saw_finish {
+                self.deadline.min(Instant::now() + AFTER_FINISH_IDLE)
+            } else {
+                self.deadline
+            };
+            let item = match timeout_at(wait_until, self.body.next()).await {
+                Err(_) if self.saw_finish => {
+                    tracing::debug!(provider = %self.provider, "upstream stream idle after its finish event: ended");
+                    // Complete: the finish came, so this ends cleanly.
+                    let _ = self.end_of_body();
+                    continue;
+                }
                 Err(_) => {
                     let provider = self.provider.clone();
                     return self.fail(ProviderError::Timeout {

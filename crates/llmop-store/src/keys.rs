@@ -36,18 +36,36 @@ pub struct KeyScopes {
 }
 
 impl KeyScopes {
-    pub fn allows_feature(&self, feature: &str) -> bool {
-        self.features.is_empty() || self.features.iter().any(|f| f == feature || f == "*")
+    /// Whether the key is limited in what it may call. A key with features or routes
+    /// set is deny-by-default on both: `--features summarize` alone calls no route or
+    /// model directly, and `--routes smart` alone calls no feature (`*` opens a
+    /// dimension explicitly).
+    pub fn scoped(&self) -> bool {
+        !self.features.is_empty() || !self.routes.is_empty()
     }
 
+    pub fn allows_feature(&self, feature: &str) -> bool {
+        !self.scoped() || self.features.iter().any(|f| f == feature || f == "*")
+    }
+
+    /// Whether the key may call `model` (a route name or `provider/model`) directly.
     pub fn allows_route(&self, model: &str) -> bool {
-        self.routes.is_empty()
-            || self.routes.iter().any(|r| {
-                r == model
-                    || r == "*"
-                    || r.strip_suffix("/*")
-                        .is_some_and(|p| model.split_once('/').is_some_and(|(mp, _)| mp == p))
-            })
+        !self.scoped() || self.routes_allow(model)
+    }
+
+    /// Whether a feature whose version runs on `model` may run for this key: only
+    /// limited when the key names routes.
+    pub fn allows_feature_route(&self, model: &str) -> bool {
+        self.routes.is_empty() || self.routes_allow(model)
+    }
+
+    fn routes_allow(&self, model: &str) -> bool {
+        self.routes.iter().any(|r| {
+            r == model
+                || r == "*"
+                || r.strip_suffix("/*")
+                    .is_some_and(|p| model.split_once('/').is_some_and(|(mp, _)| mp == p))
+        })
     }
 
     pub fn allows_env(&self, env: &str) -> bool {

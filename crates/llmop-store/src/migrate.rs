@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_budgets.sql"),
         postgres: include_str!("../migrations/postgres/0006_budgets.sql"),
     },
+    Migration {
+        version: 7,
+        sqlite: include_str!("../migrations/sqlite/0007_record_identity.sql"),
+        postgres: include_str!("../migrations/postgres/0007_record_identity.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

@@ -53,6 +53,45 @@ fn cell(row: &AnyRow, i: usize) -> Value {
     Value::Null
 }
 
+/// Statements refused before they reach the database. The database enforces read-only
+/// (a write fails with its own error and changes nothing), but these act outside it:
+/// `VACUUM INTO '<path>'` creates its file before failing, `ATTACH` opens or creates
+/// one, and a `PRAGMA` could switch the read-only guard itself off.
+const REFUSED_STATEMENTS: &[&str] = &["vacuum", "attach", "detach", "pragma"];
+
+/// Refuses a statement whose first keyword (after comments) acts outside the database.
+fn check_statement(sql: &str) -> Result<(), QueryError> {
+    let mut rest = sql.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r
+                .split_once('\n')
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r
+                .split_once("*/")
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else {
+            break;
+        }
+    }
+    let first: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if REFUSED_STATEMENTS.contains(&first.as_str()) {
+        Err(QueryError::Refused(format!(
+            "`{}` acts outside the records: only reads run here",
+            first.to_ascii_uppercase()
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 impl Store {
     /// Runs one read-only statement; returns at most `max_rows` rows.
     pub async fn query_readonly(
@@ -68,6 +107,7 @@ impl Store {
         if sql.contains(';') {
             return Err(QueryError::Refused("one statement at a time".into()));
         }
+        check_statement(sql)?;
         let ms = timeout.as_millis() as u64;
         let work = async {
             let table = match self.backend() {

@@ -77,6 +77,19 @@ pub struct Record {
     /// For a shadow call: the request id of the primary call it copied.
     #[serde(default)]
     pub shadow_of: Option<String>,
+    /// This call's own identity, unique per call even when clients reuse request ids.
+    /// Empty in records made before it existed (the request id stands for it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub call_uid: String,
+    /// Set when the client reused an `x-request-id` that an earlier call already holds:
+    /// the id this call was answered with. The record itself is then stored under
+    /// `<id>~<call_uid>`, so no call is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
+    /// A large field (the input messages, the output text) was cut to the store's
+    /// `max_field_bytes`; what is kept is its beginning.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 impl Record {
@@ -127,15 +140,19 @@ impl Record {
             degraded: false,
             variables: None,
             shadow_of: None,
+            call_uid: String::new(),
+            client_request_id: None,
+            truncated: false,
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
-    /// Status below 400.
+    /// Status below 400 and no error.
     Ok,
-    /// Status 400 and above (client disconnects, 499, included).
+    /// Status 400 and above (client disconnects, 499, included), or an error after the
+    /// status was sent (a stream that failed mid-way).
     Error,
     Exactly(u16),
 }
@@ -157,6 +174,9 @@ impl std::str::FromStr for StatusFilter {
 /// What `list` returns: newest first, at most `limit`.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
+    /// A request id as the client knows it: the record stored under it and the calls
+    /// that reused it.
+    pub request_id: Option<String>,
     pub feature: Option<String>,
     pub user: Option<String>,
     pub session: Option<String>,
@@ -181,6 +201,7 @@ impl ListFilter {
             let bad = |m: String| (k.to_string(), m);
             let v = v.into_owned();
             match &*k {
+                "request_id" => f.request_id = Some(v),
                 "feature" => f.feature = Some(v),
                 "user" => f.user = Some(v),
                 "session" => f.session = Some(v),

@@ -85,9 +85,12 @@ const COLUMNS: &[&str] = &[
     "degraded",
     "variables",
     "shadow_of",
+    "call_uid",
+    "client_request_id",
+    "truncated",
 ];
 
-/// Rows per INSERT statement: 100 rows x 43 columns = 4,300 parameters, under the
+/// Rows per INSERT statement: 100 rows x 46 columns = 4,600 parameters, under the
 /// limits of both SQLite (32,766) and PostgreSQL (65,535).
 const ROWS_PER_INSERT: usize = 100;
 
@@ -188,6 +191,9 @@ fn bind_record<'q>(
         .bind(r.degraded as i64)
         .bind(r.variables.as_ref().map(json_text))
         .bind(r.shadow_of.clone())
+        .bind((!r.call_uid.is_empty()).then(|| r.call_uid.clone()))
+        .bind(r.client_request_id.clone())
+        .bind(r.truncated as i64)
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(
@@ -266,6 +272,11 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
             None => None,
         },
         shadow_of: row.try_get("shadow_of")?,
+        call_uid: row
+            .try_get::<Option<String>, _>("call_uid")?
+            .unwrap_or_default(),
+        client_request_id: row.try_get("client_request_id")?,
+        truncated: row.try_get::<i64, _>("truncated")? != 0,
         request_id: id,
     })
 }
@@ -357,23 +368,89 @@ impl Store {
 
     /// Writes records in one transaction. A record whose id is already stored is left
     /// as it was.
+    ///
+    /// A connection that saw any error during the batch is closed, never returned to the
+    /// pool: after a failed statement (a full disk, a killed server) SQLite may already
+    /// have rolled the transaction back while the driver still believes one is open, and
+    /// a connection reused in that state turns the next `BEGIN` into a savepoint whose
+    /// "commit" commits nothing while holding the write lock.
     pub async fn insert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let result = Self::insert_on(&mut conn, records, self.backend).await;
+        if result.is_err() {
+            conn.close_on_drop();
+        }
+        result
+    }
+
+    async fn insert_on(
+        conn: &mut sqlx::pool::PoolConnection<Any>,
+        records: &[Record],
+        backend: Backend,
+    ) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        let mut tx = conn.begin().await?;
         for chunk in records.chunks(ROWS_PER_INSERT) {
             let partial;
             let sql: &str = if chunk.len() == ROWS_PER_INSERT {
-                full_insert_sql(self.backend)
+                full_insert_sql(backend)
             } else {
-                partial = insert_sql(chunk.len(), self.backend);
+                partial = insert_sql(chunk.len(), backend);
                 &partial
             };
             let mut q = sqlx::query(sql);
             for r in chunk {
                 q = bind_record(q, r);
             }
-            q.execute(&mut *tx).await?;
+            let inserted = q.execute(&mut *tx).await?.rows_affected();
+            if inserted < chunk.len() as u64 {
+                Self::rekey_reused(&mut tx, chunk, backend).await?;
+            }
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Some rows of a chunk were not inserted because their request id is taken. A row
+    /// taken by the same call (`call_uid`: a batch retried after a commit whose outcome
+    /// was unknown, a spill file replayed) is already stored. A row taken by another
+    /// call means a client reused its `x-request-id`: this call is stored under
+    /// `<id>~<call_uid>` instead, never dropped.
+    async fn rekey_reused(
+        tx: &mut sqlx::Transaction<'_, Any>,
+        chunk: &[Record],
+        backend: Backend,
+    ) -> Result<(), StoreError> {
+        for r in chunk {
+            let held: Option<AnyRow> = sqlx::query(
+                "SELECT COALESCE(call_uid, request_id) AS uid FROM records WHERE request_id = $1",
+            )
+            .bind(r.request_id.clone())
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(row) = held else { continue };
+            let uid: String = row.try_get("uid")?;
+            let mine = if r.call_uid.is_empty() {
+                &r.request_id
+            } else {
+                &r.call_uid
+            };
+            if uid == *mine {
+                continue;
+            }
+            let mut moved = r.clone();
+            moved.request_id = format!("{}~{}", r.request_id, mine);
+            moved.client_request_id = Some(r.request_id.clone());
+            tracing::warn!(
+                request_id = %r.request_id,
+                stored_as = %moved.request_id,
+                "a client reused a request id: this call is recorded under its own key"
+            );
+            metrics::counter!("llmop_records_reused_id_total").increment(1);
+            bind_record(sqlx::query(&insert_sql(1, backend)), &moved)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
@@ -398,6 +475,10 @@ impl Store {
             args.push(a);
             format!("${}", args.len())
         };
+        if let Some(id) = &filter.request_id {
+            let p = next(Arg::Str(id.clone()), &mut args);
+            conds.push(format!("(request_id = {p} OR client_request_id = {p})"));
+        }
         for (col, v) in [
             ("feature", &filter.feature),
             ("user_id", &filter.user),
@@ -409,8 +490,12 @@ impl Store {
             }
         }
         match filter.status {
-            Some(StatusFilter::Ok) => conds.push("status < 400".into()),
-            Some(StatusFilter::Error) => conds.push("status >= 400".into()),
+            // A stream that failed after its first event was sent with status 200 and
+            // ended with an error event: an error all the same.
+            Some(StatusFilter::Ok) => conds.push("(status < 400 AND error_code IS NULL)".into()),
+            Some(StatusFilter::Error) => {
+                conds.push("(status >= 400 OR error_code IS NOT NULL)".into())
+            }
             Some(StatusFilter::Exactly(s)) => {
                 let p = next(Arg::I64(s as i64), &mut args);
                 conds.push(format!("status = {p}"));

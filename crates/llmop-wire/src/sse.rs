@@ -36,11 +36,30 @@ pub struct SseParser {
     has_data: bool,
     /// The previous line ended with CR: a LF right after it belongs to that line end.
     after_cr: bool,
+    /// Most bytes one event (its lines, its data) may hold; 0: [`MAX_LINE`].
+    max_event: usize,
 }
 
 impl SseParser {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A parser that refuses any event (or line) larger than `max` bytes: `data:` lines
+    /// that never end in a blank line cannot accumulate without bound.
+    pub fn with_max_event(max: usize) -> Self {
+        SseParser {
+            max_event: max.max(1),
+            ..Self::default()
+        }
+    }
+
+    fn max_event(&self) -> usize {
+        if self.max_event == 0 {
+            MAX_LINE
+        } else {
+            self.max_event.min(MAX_LINE)
+        }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
@@ -65,8 +84,11 @@ impl SseParser {
             }
             let rest = &self.buf[self.start..];
             let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                if rest.len() > MAX_LINE {
-                    return Err(WireError::new("event-stream line too long", None));
+                if rest.len() > self.max_event() {
+                    return Err(WireError::new(
+                        format!("event-stream line longer than {} bytes", self.max_event()),
+                        None,
+                    ));
                 }
                 return Ok(None);
             };
@@ -128,6 +150,12 @@ impl SseParser {
                 }
                 self.data.push_str(value);
                 self.has_data = true;
+                if self.data.len() > self.max_event() {
+                    return Err(WireError::new(
+                        format!("event larger than {} bytes", self.max_event()),
+                        None,
+                    ));
+                }
             }
             b"event" => {
                 self.event.clear();

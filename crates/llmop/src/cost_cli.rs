@@ -40,7 +40,7 @@ pub async fn cost(
         t.add_row([
             r.group.clone().unwrap_or_else(|| "(none)".into()),
             r.calls.to_string(),
-            format!("{:.6}", r.cost_usd),
+            llmop_cost::format_usd(r.cost_usd),
             r.unpriced_calls.to_string(),
             r.input_tokens.to_string(),
             r.output_tokens.to_string(),
@@ -49,7 +49,7 @@ pub async fn cost(
     t.add_row([
         "total".to_string(),
         calls.to_string(),
-        format!("{cost:.6}"),
+        llmop_cost::format_usd(cost),
         unpriced.to_string(),
         String::new(),
         String::new(),
@@ -183,7 +183,12 @@ pub async fn budgets(config_path: &Path, store: Option<String>, json: bool) -> a
         "burn /h",
         "projected",
     ]);
-    let usd = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("${v:.4}"));
+    let usd = |v: Option<f64>| {
+        v.map_or_else(
+            || "-".to_string(),
+            |v| format!("${}", llmop_cost::format_usd(v)),
+        )
+    };
     for r in &out {
         let spent = r["spent_usd"].as_f64();
         let hard = r["hard_usd"].as_f64();

@@ -343,7 +343,12 @@ pub async fn shadow_report(
         }
     };
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
-    let usd = |v: Option<f64>| v.map_or_else(|| "unknown".to_string(), |v| format!("${v:.6}"));
+    let usd = |v: Option<f64>| {
+        v.map_or_else(
+            || "unknown".to_string(),
+            |v| format!("${}", llmop_cost::format_usd(v)),
+        )
+    };
     for r in &report {
         let label = |v: Option<i64>| v.map_or_else(|| "?".to_string(), |v| format!("v{v}"));
         let mut t = comfy_table::Table::new();

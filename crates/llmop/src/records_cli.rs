@@ -229,7 +229,7 @@ pub fn render(r: &Record) -> String {
         o,
         "cost      {}",
         r.cost_usd
-            .map(|c| format!("${c:.6}"))
+            .map(|c| format!("${}", llmop_cost::format_usd(c)))
             .unwrap_or_else(|| "unknown".into())
     );
     let _ = writeln!(
@@ -538,7 +538,7 @@ pub async fn replay(
     }));
     t.add_row(row("cost", &|r| {
         r.cost_usd
-            .map(|c| format!("${c:.6}"))
+            .map(|c| format!("${}", llmop_cost::format_usd(c)))
             .unwrap_or_else(|| "unknown".into())
     }));
     t.add_row(row("output", &|r| {

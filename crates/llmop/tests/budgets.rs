@@ -78,7 +78,7 @@ async fn a_hard_budget_refuses_with_the_scope_window_spend_and_limit() {
     assert_eq!(v["error"]["code"], "budget_exceeded");
     let m = v["error"]["message"].as_str().unwrap();
     assert!(
-        m.contains("user:ann") && m.contains("day") && m.contains("$0.0500"),
+        m.contains("user:ann") && m.contains("day") && m.contains("$0.05 hard limit"),
         "{m}"
     );
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();

@@ -27,9 +27,6 @@ use std::hash::Hasher;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Above this much prompt text, token counting moves to a blocking thread.
-const INLINE_COUNT_LIMIT: usize = 16 * 1024;
-
 #[derive(Debug, Clone, PartialEq)]
 enum Reply {
     Echo,
@@ -266,9 +263,15 @@ impl MockProvider {
     ) -> Result<(ChatResponse, Vec<String>), ProviderError> {
         let mut rng = self.rng(req, model);
         self.begin(&mut rng, deadline).await?;
-        let (mut text, calls) = self.answer(req, &mut rng);
         let input_tokens = count_prompt(req).await;
-        let mut pieces = tokenizer::pieces(&text);
+        // Building the answer is CPU work (a schema to fill, a long prompt to echo and
+        // tokenize): when it may be large it leaves the async worker's other tasks to
+        // the rest of the runtime.
+        let (mut text, calls, mut pieces) = cpu_work(heavy(req), || {
+            let (text, calls) = self.answer(req, &mut rng);
+            let pieces = tokenizer::pieces(&text);
+            (text, calls, pieces)
+        });
         let mut finish = if calls.is_empty() {
             FinishReason::Stop
         } else {
@@ -382,6 +385,27 @@ impl MockProvider {
     }
 }
 
+/// Whether building an answer to `req` may take long enough to matter to other tasks.
+fn heavy(req: &ChatRequest) -> bool {
+    !req.tools.is_empty()
+        || matches!(req.response_format, Some(ResponseFormat::JsonSchema { .. }))
+        || req
+            .last_user_text()
+            .is_some_and(|t| t.len() > tokenizer::INLINE_LIMIT)
+}
+
+/// Runs `f`, telling a multi-threaded runtime first when it is heavy, so that the
+/// worker's queued tasks move to other threads instead of waiting behind it.
+fn cpu_work<R>(heavy: bool, f: impl FnOnce() -> R) -> R {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if heavy && multi {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 /// Prompt tokens as OpenAI counts chat input: each message's text plus 3 tokens of
 /// framing, plus 3 for the reply's priming, plus tool definitions.
 async fn count_prompt(req: &ChatRequest) -> u64 {
@@ -415,14 +439,7 @@ async fn count_prompt(req: &ChatRequest) -> u64 {
         .filter(|p| matches!(p, Part::Image(_)))
         .count() as u64
         * 85;
-    let counted = if text.len() <= INLINE_COUNT_LIMIT {
-        tokenizer::count(&text)
-    } else {
-        // Tokenizing a large prompt is CPU work that must not stall the runtime.
-        tokio::task::spawn_blocking(move || tokenizer::count(&text))
-            .await
-            .unwrap_or(0)
-    };
+    let counted = tokenizer::count_off_runtime(text).await;
     counted + framing + images
 }
 

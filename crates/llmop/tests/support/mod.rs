@@ -146,6 +146,18 @@ impl Gateway {
         let _ = self.child.wait();
     }
 
+    /// Waits (bounded) for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < within {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
@@ -190,6 +202,8 @@ pub enum Reply {
     Hang,
     /// Any body with any content type.
     Raw(u16, &'static str, String),
+    /// An SSE body sent whole, then the connection stays open and silent.
+    SseHang(String),
 }
 
 impl Reply {
@@ -353,6 +367,18 @@ async fn respond(reply: Reply, abandoned: Arc<AtomicBool>) -> Response {
                 }
                 futures::future::ready(Some(Ok::<_, std::io::Error>(Bytes::from(f))))
             });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(s))
+                .unwrap()
+        }
+        Reply::SseHang(text) => {
+            let s =
+                futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) })
+                    .chain(futures::stream::once(async {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok(Bytes::new())
+                    }));
             Response::builder()
                 .header("content-type", "text/event-stream")
                 .body(Body::from_stream(s))
