@@ -64,6 +64,17 @@ async fn until_key_works(gw: &Gateway, key: &str, model: &str) {
     }
 }
 
+async fn metrics_text(gw: &Gateway) -> String {
+    client()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -121,14 +132,7 @@ async fn records_survive_a_full_disk() {
     // The disk is full: commits fail (and are retried).
     let start = Instant::now();
     loop {
-        let m = client()
-            .get(format!("{}/metrics", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = metrics_text(&gw).await;
         if metric(&m, "llmop_records_failed_commits_total") > 0.0 {
             break;
         }
@@ -149,14 +153,7 @@ async fn records_survive_a_full_disk() {
     loop {
         let page = get_json(&gw, "/v1/requests?limit=100").await;
         let n = page["data"].as_array().map_or(0, Vec::len);
-        let m = client()
-            .get(format!("{}/metrics", gw.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = metrics_text(&gw).await;
         if n == calls && metric(&m, "llmop_records_written_total") as usize == calls {
             break;
         }
@@ -758,14 +755,7 @@ async fn unknown_endpoints_answer_in_the_callers_format() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "not_found");
     gw.wait_for_log_line("no such endpoint");
-    let m = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&gw).await;
     assert!(m.contains("llmop_unknown_endpoint_total"), "{m}");
 }
 

@@ -164,14 +164,7 @@ impl Gateway {
             .arg("-TERM")
             .arg(self.pid().to_string())
             .status();
-        let start = std::time::Instant::now();
-        while start.elapsed() < within {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.wait_exit(within)
     }
 }
 
