@@ -36,7 +36,8 @@ class Upstream(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             chunk = b"y" * (1 << 20)
             try:
-                self.wfile.write(b'%x\r\n{"choices":[{"message":{"content":"\r\n' % 38)
+                head = b'{"choices":[{"message":{"content":"'
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(head), head))
                 for _ in range(200):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 self.wfile.write(b"0\r\n\r\n")

@@ -32,6 +32,15 @@ pub fn valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// The key of a stored record: a request id, or `<request id>~<call uid>` for a call
+/// whose client reused an id (the store re-keys it so that no call is lost).
+pub fn valid_record_id(id: &str) -> bool {
+    match id.split_once('~') {
+        Some((base, uid)) => valid_request_id(base) && uuid::Uuid::parse_str(uid).is_ok(),
+        None => valid_request_id(id),
+    }
+}
+
 /// A new time-ordered request id (UUIDv7), so ids sort by arrival.
 pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -111,6 +120,10 @@ mod tests {
         assert!(!valid_request_id(&"a".repeat(129)));
         let id = new_request_id();
         assert!(valid_request_id(&id));
+        let rekeyed = format!("{}~{id}", "a".repeat(128));
+        assert!(valid_record_id(&rekeyed) && !valid_request_id(&rekeyed));
+        assert!(!valid_record_id("a~not-a-uuid"));
+        assert!(valid_record_id("plain-id"));
         assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
     }
 

@@ -2,7 +2,7 @@
 
 use axum::http::HeaderMap;
 use llmop_core::context::{
-    new_request_id, parse_tags, valid_request_id, RequestContext, MAX_META_LEN,
+    new_request_id, parse_tags, valid_record_id, valid_request_id, RequestContext, MAX_META_LEN,
 };
 use llmop_core::GatewayError;
 
@@ -63,7 +63,8 @@ pub fn from_headers(headers: &HeaderMap, request_id: &str) -> Result<RequestCont
         feature: meta(headers, "x-llmop-feature")?,
         tags,
         replay_of: match meta(headers, "x-llmop-replay-of")? {
-            Some(id) if valid_request_id(&id) => Some(id),
+            // A recorded call's key: possibly re-keyed (`<id>~<uid>`) by the store.
+            Some(id) if valid_record_id(&id) => Some(id),
             Some(_) => {
                 return Err(GatewayError::invalid(
                     "header `x-llmop-replay-of` must be a request id",

@@ -197,8 +197,6 @@ impl FeatureRegistry {
         Ok(compiled)
     }
 
-    /// The version serving `feature` in `env` for this caller: a split picks an arm,
-    /// sticky per `stick` (the user, else the session), else at random.
     /// [`Self::select`], re-reading the deployments once when the feature or its
     /// environment is not in the snapshot: a deployment made a moment ago (`llmop
     /// deploy` and then a call) is served at once rather than after `refresh_ms`. The
@@ -245,6 +243,8 @@ impl FeatureRegistry {
         refresh.await;
     }
 
+    /// The version serving `feature` in `env` for this caller: a split picks an arm,
+    /// sticky per `stick` (the user, else the session), else at random.
     pub fn select(
         &self,
         feature: &str,

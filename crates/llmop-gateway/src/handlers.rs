@@ -210,6 +210,8 @@ pub async fn invoke(
             let env = parsed
                 .env
                 .as_deref()
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
                 .or(rec.context.env.as_deref())
                 .unwrap_or(&app.config.features.default_env);
             auth::check_scope(k, &format!("feature/{name}"), Some(env))?;
@@ -479,6 +481,16 @@ fn format_of(uri: &axum::http::Uri, headers: &HeaderMap) -> ClientFormat {
     }
 }
 
+/// A request's path, cut to 200 bytes (at a character boundary) for logs and messages.
+fn short_path(uri: &axum::http::Uri) -> &str {
+    let path = uri.path();
+    let mut cut = path.len().min(200);
+    while !path.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &path[..cut]
+}
+
 /// A request no route answers: logged (path cut to 200 bytes) and counted, and
 /// answered in the caller's format, so that an SDK shows what went wrong.
 fn unrouted(
@@ -489,12 +501,7 @@ fn unrouted(
     e: GatewayError,
     status: StatusCode,
 ) -> Response {
-    let path = uri.path();
-    let mut cut = path.len().min(200);
-    while !path.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    tracing::info!(request_id = %rid, method = %method, path = %&path[..cut], status = status.as_u16(), "no such endpoint");
+    tracing::info!(request_id = %rid, method = %method, path = short_path(uri), status = status.as_u16(), "no such endpoint");
     metrics::counter!("llmop_unknown_endpoint_total", "status" => status.as_str().to_string())
         .increment(1);
     let mut r = http_error::response(format_of(uri, headers), &e, rid);
@@ -509,10 +516,7 @@ pub async fn not_found(
     headers: HeaderMap,
 ) -> Response {
     let e = GatewayError::NotFound {
-        message: format!(
-            "no such endpoint: {method} {}",
-            uri.path().chars().take(200).collect::<String>()
-        ),
+        message: format!("no such endpoint: {method} {}", short_path(&uri)),
         code: "not_found",
     };
     unrouted(&rid, &method, &uri, &headers, e, StatusCode::NOT_FOUND)

@@ -68,11 +68,6 @@ pub const CLIENT_CLOSED: u16 = 499;
 /// Most bytes of an unparseable request body kept in its record.
 const INVALID_BODY_KEPT: usize = 16 * 1024;
 
-/// `[store] max_field_bytes`, set once when the recorder opens (read on the writer's
-/// task, where records are built).
-static MAX_FIELD_BYTES: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(1 << 20);
-
 /// `text` cut to at most `max` bytes at a character boundary; `true` if it was cut.
 fn cut_text(text: &mut String, max: usize) -> bool {
     if text.len() <= max {
@@ -86,21 +81,55 @@ fn cut_text(text: &mut String, max: usize) -> bool {
     true
 }
 
+/// Bytes of text in a JSON value (its strings and keys): about its serialized size,
+/// escapes aside, found without serializing it.
+fn text_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => a.iter().map(text_bytes).sum::<usize>() + 2,
+        Value::Object(o) => {
+            o.iter()
+                .map(|(k, v)| k.len() + 3 + text_bytes(v))
+                .sum::<usize>()
+                + 2
+        }
+        _ => 8,
+    }
+}
+
+/// Replaces a JSON field whose text passes `max` bytes by
+/// `{"truncated_from_bytes": n, "head": "<the beginning of its JSON text>"}` (inside an
+/// array when the field is one, so that its type stays what readers expect). `true` if
+/// it was cut.
+fn cap_json(v: &mut Value, max: usize) -> bool {
+    let size = text_bytes(v);
+    if size <= max {
+        return false;
+    }
+    let mut head = v.to_string();
+    cut_text(&mut head, max);
+    let marker = serde_json::json!({"truncated_from_bytes": size, "head": head});
+    *v = if v.is_array() {
+        Value::Array(vec![marker])
+    } else {
+        marker
+    };
+    true
+}
+
 /// The record store as the gateway uses it: the writer that commits records, the store
 /// the read API answers from, and the durability mode.
 pub struct Recorder {
     pub writer: Arc<RecordWriter<CallData>>,
     pub store: Store,
     pub strict: bool,
+    /// `[store] max_field_bytes`: the most a record keeps of one large field.
+    pub max_field_bytes: usize,
 }
 
 impl Recorder {
     /// Opens the store named by `[store]`, replays any spill file and starts the writer.
     pub async fn open(config: &Config) -> Result<Recorder, llmop_store::StoreError> {
-        MAX_FIELD_BYTES.store(
-            config.store.max_field_bytes.max(1024),
-            std::sync::atomic::Ordering::Relaxed,
-        );
         let store = Store::open(&config.store.resolved_url(&config.dir)).await?;
         let writer = RecordWriter::start(
             store.clone(),
@@ -122,6 +151,7 @@ impl Recorder {
             writer: Arc::new(writer),
             store,
             strict: config.store.durability == Durability::Strict,
+            max_field_bytes: config.store.max_field_bytes.max(1024),
         })
     }
 }
@@ -381,8 +411,9 @@ impl CallRecord {
                 "call"
             );
         }
-        self.recorder.as_ref()?;
+        let max_field_bytes = self.recorder.as_ref()?.max_field_bytes;
         Some(CallData {
+            max_field_bytes,
             request_id: std::mem::take(&mut self.request_id),
             call_uid: std::mem::take(&mut self.call_uid),
             endpoint: self.endpoint,
@@ -456,6 +487,7 @@ fn unix_ms() -> i64 {
 /// the writer's task.
 #[derive(Debug)]
 pub struct CallData {
+    max_field_bytes: usize,
     request_id: String,
     call_uid: String,
     endpoint: &'static str,
@@ -573,19 +605,15 @@ impl IntoRecord for CallData {
                     .collect(),
             );
         }
-        // A record keeps at most max_field_bytes of its input and of its output: a 200 MB
-        // answer must not become a 200 MB row. What is cut is flagged.
-        let cap = MAX_FIELD_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+        // A record keeps at most max_field_bytes of each large field: a 200 MB answer or
+        // a 10 MB tool list must not become a row that size. What is cut is flagged.
+        let cap = c.max_field_bytes;
         if let Some(t) = r.output_text.as_mut() {
             r.truncated |= cut_text(t, cap);
         }
-        let messages_len = serde_json::to_vec(&r.input_messages).map_or(0, |v| v.len());
-        if messages_len > cap {
-            let mut head = r.input_messages.to_string();
-            cut_text(&mut head, cap);
-            r.input_messages = serde_json::json!([{"role": "llmop", "truncated_from_bytes": messages_len, "content": head}]);
-            r.truncated = true;
-        }
+        r.truncated |= cap_json(&mut r.input_messages, cap);
+        r.truncated |= cap_json(&mut r.request_params, cap);
+        r.truncated |= cap_json(&mut r.output_tool_calls, cap);
         if let Some(f) = c.feature {
             let f = *f;
             r.feature_version = Some(f.version);
@@ -630,5 +658,28 @@ impl IntoRecord for CallData {
             }
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_fields_are_cut_keeping_their_type() {
+        let mut small = serde_json::json!([{"role": "user", "content": "hi"}]);
+        assert!(!cap_json(&mut small, 1024));
+        let mut big = serde_json::json!([{"role": "user", "content": "é".repeat(4000)}]);
+        assert!(cap_json(&mut big, 1024));
+        assert!(big.is_array());
+        let head = big[0]["head"].as_str().unwrap();
+        assert!(head.len() <= 1024 && head.starts_with("[{"));
+        assert!(big[0]["truncated_from_bytes"].as_u64().unwrap() > 8000);
+        let mut params = serde_json::json!({"tools": ["x".repeat(5000)]});
+        assert!(cap_json(&mut params, 1024));
+        assert!(params.is_object());
+        let mut text = "ab€".repeat(1000);
+        assert!(cut_text(&mut text, 1000));
+        assert!(text.len() <= 1000);
     }
 }

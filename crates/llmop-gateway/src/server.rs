@@ -210,6 +210,9 @@ pub async fn serve(app: Arc<AppState>, listener: TcpListener) -> std::io::Result
     let permits = Arc::new(tokio::sync::Semaphore::new(cap));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
+    // Set when the listener closes: a connection that has not sent its first byte yet
+    // is dropped then, rather than holding the drain open until its idle timeout.
+    let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
     let stop_accepting = async {
         shutdown.triggered().await;
         tokio::time::sleep(grace).await;
@@ -260,13 +263,18 @@ pub async fn serve(app: Arc<AppState>, listener: TcpListener) -> std::io::Result
         let router = router.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let mut closed = closed_rx.clone();
         tasks.spawn(async move {
             // Before the protocol is known (HTTP/1 or HTTP/2), nothing in hyper times a
-            // silent connection: one that sends no byte within the idle timeout is
-            // dropped here. After its first byte, the header timeout takes over.
+            // silent connection: one that sends no byte within the idle timeout (or before
+            // the listener closes) is dropped here. After its first byte, the header
+            // timeout takes over.
             let mut probe = [0u8; 1];
-            if !matches!(tokio::time::timeout(idle, tcp.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
-            {
+            let spoke = tokio::select! {
+                r = tokio::time::timeout(idle, tcp.peek(&mut probe)) => matches!(r, Ok(Ok(n)) if n > 0),
+                _ = closed.wait_for(|c| *c) => false,
+            };
+            if !spoke {
                 drop(permit);
                 return;
             }
@@ -282,6 +290,7 @@ pub async fn serve(app: Arc<AppState>, listener: TcpListener) -> std::io::Result
         });
     }
     drop(listener);
+    closed_tx.send_replace(true);
     tracing::info!(
         connections = tasks.len(),
         "listener closed; draining in-flight requests"

@@ -389,6 +389,12 @@ pub fn replay_body(r: &Record, model: Option<&str>) -> anyhow::Result<Value> {
     let Value::Object(params) = &r.request_params else {
         bail!("record {} has no request parameters", r.request_id);
     };
+    if r.truncated {
+        bail!(
+            "record {} was cut to the store's max_field_bytes: its request cannot be replayed exactly",
+            r.request_id
+        );
+    }
     if params.contains_key("invalid_body") {
         bail!(
             "request {} was refused as invalid ({}): there is nothing to replay",

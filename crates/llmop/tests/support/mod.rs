@@ -417,12 +417,21 @@ pub fn sse_events(text: &str) -> Vec<(String, String)> {
 
 /// POSTs a JSON body to the gateway.
 pub async fn post_json(gw: &Gateway, path: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(format!("{}{path}", gw.url))
-        .json(body)
-        .send()
-        .await
-        .expect("request to the gateway")
+    post_with(gw, path, body, &[]).await
+}
+
+/// POSTs a JSON body to the gateway with extra headers (`x-request-id`, a key…).
+pub async fn post_with(
+    gw: &Gateway,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut r = client().post(format!("{}{path}", gw.url)).json(body);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().await.expect("request to the gateway")
 }
 
 /// `GET {gateway}{path}` as JSON.
