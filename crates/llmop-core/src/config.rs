@@ -165,7 +165,8 @@ pub struct StoreConfig {
     /// Records waiting for the writer before new calls wait for room (back-pressure).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
-    /// Most bytes a record keeps of its input messages and of its output text each;
+    /// Most bytes a record keeps of each large field (input messages, request
+    /// parameters, output text, tool calls, a feature's variables and rendered prompt);
     /// a larger one is cut and the record flagged `truncated`.
     #[serde(default = "default_max_field_bytes")]
     pub max_field_bytes: usize,

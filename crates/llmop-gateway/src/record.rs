@@ -619,8 +619,12 @@ impl IntoRecord for CallData {
             r.feature_version = Some(f.version);
             r.content_hash = Some(f.content_hash);
             r.arm = f.arm;
-            r.variables = Some(Value::Object(f.variables));
-            r.rendered_prompt = Some(f.rendered_prompt);
+            let mut variables = Value::Object(f.variables);
+            r.truncated |= cap_json(&mut variables, cap);
+            r.variables = Some(variables);
+            let mut prompt = f.rendered_prompt;
+            r.truncated |= cut_text(&mut prompt, cap);
+            r.rendered_prompt = Some(prompt);
             r.shadow = f.shadow_of.is_some();
             r.shadow_of = f.shadow_of;
             r.parse_status = f.parse_status.map(str::to_string);
