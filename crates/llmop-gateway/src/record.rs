@@ -158,9 +158,6 @@ impl Recorder {
 
 pub struct CallRecord {
     pub request_id: String,
-    /// This call's own identity (UUIDv7): unique even when a client reuses its
-    /// `x-request-id` for several calls.
-    pub call_uid: String,
     pub endpoint: &'static str,
     pub started: Instant,
     /// Wall-clock start, Unix ms.
@@ -213,7 +210,6 @@ impl CallRecord {
     pub fn new(request_id: &str, endpoint: &'static str, recorder: Option<Arc<Recorder>>) -> Self {
         CallRecord {
             request_id: request_id.to_string(),
-            call_uid: llmop_core::context::new_request_id(),
             endpoint,
             started: Instant::now(),
             started_at_ms: unix_ms(),
@@ -415,7 +411,6 @@ impl CallRecord {
         Some(CallData {
             max_field_bytes,
             request_id: std::mem::take(&mut self.request_id),
-            call_uid: std::mem::take(&mut self.call_uid),
             endpoint: self.endpoint,
             created_at_ms: self.started_at_ms,
             context: std::mem::take(&mut self.context),
@@ -489,7 +484,6 @@ fn unix_ms() -> i64 {
 pub struct CallData {
     max_field_bytes: usize,
     request_id: String,
-    call_uid: String,
     endpoint: &'static str,
     created_at_ms: i64,
     context: RequestContext,
@@ -539,7 +533,9 @@ impl IntoRecord for CallData {
     fn into_record(self) -> Record {
         let c = self;
         let mut r = Record::new(c.request_id, c.created_at_ms, c.endpoint);
-        r.call_uid = c.call_uid;
+        // The call's own identity, made here on the writer's task (off the request
+        // path) once per record: retried commits and spill files carry the same one.
+        r.call_uid = llmop_core::context::new_request_id();
         r.env = c.context.env;
         r.key_id = c.key_id;
         r.user = c.context.user;

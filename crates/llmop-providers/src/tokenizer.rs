@@ -19,7 +19,8 @@ pub fn warm() {
 /// piece. BPE merging is quadratic in the length of a pre-tokenized piece, and one piece
 /// is a whole run of letters, digits, punctuation or spaces: 64 KB of one character took
 /// 1.5 s and 256 KB 24 s. Cutting runs at this length keeps tokenizing linear in bytes
-/// (1 MiB of one character: ~30 ms). Ordinary text has no run this long, so it is
+/// (release build: 1 MiB of one character in 74 ms, about what 1 MiB of prose takes,
+/// 107 ms; `tokenize_timing`). Ordinary text has no run this long, so it is
 /// counted exactly; a cut inside a longer run (a URL, a base64 blob) changes the count
 /// by about a token per cut.
 const MAX_RUN: usize = 64;
@@ -168,6 +169,27 @@ mod tests {
             }
             assert!(count(&t) > 0);
             assert_eq!(pieces(&t).concat(), t);
+        }
+    }
+
+    /// Prints how long pathological inputs take (a measurement, not an assertion):
+    /// `cargo test --release -p llmop-providers -- --ignored --nocapture tokenize_timing`.
+    #[test]
+    #[ignore]
+    fn tokenize_timing() {
+        warm();
+        for (name, t) in [
+            ("1 MiB of one character", "a".repeat(1 << 20)),
+            ("1 MiB of ACGT", "ACGT".repeat(1 << 18)),
+            ("1 MiB of spaces", " ".repeat(1 << 20)),
+            (
+                "1 MiB of prose",
+                "The quick brown fox jumps over the lazy dog. ".repeat(23_302),
+            ),
+        ] {
+            let start = std::time::Instant::now();
+            let n = count(&t);
+            println!("{name}: {n} tokens in {:?}", start.elapsed());
         }
     }
 
