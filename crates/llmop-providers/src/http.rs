@@ -279,8 +279,12 @@ impl HttpProvider {
             return Err(too_large());
         }
         // Read chunk by chunk against the cap: an upstream cannot make the gateway hold
-        // more than `max_response_bytes` of one answer.
-        let mut body = Vec::new();
+        // more than `max_response_bytes` of one answer. A body that arrives as one chunk
+        // (the usual small answer) is parsed where it is, without a copy.
+        let hint = resp.content_length().unwrap_or(0) as usize;
+        let mut first: Option<Bytes> = None;
+        let mut joined: Vec<u8> = Vec::new();
+        let mut total = 0usize;
         let mut chunks = resp.bytes_stream();
         loop {
             match timeout_at(deadline, chunks.next()).await {
@@ -292,15 +296,28 @@ impl HttpProvider {
                     })
                 }
                 Ok(Some(Ok(chunk))) => {
-                    if body.len() + chunk.len() > limit {
+                    total += chunk.len();
+                    if total > limit {
                         return Err(too_large());
                     }
-                    body.extend_from_slice(&chunk);
+                    if first.is_none() && joined.is_empty() {
+                        first = Some(chunk);
+                    } else {
+                        if let Some(f) = first.take() {
+                            joined.reserve(hint.max(total).min(limit));
+                            joined.extend_from_slice(&f);
+                        }
+                        joined.extend_from_slice(&chunk);
+                    }
                 }
                 Ok(None) => break,
             }
         }
-        self.parse(&body).map_err(|e| self.protocol(e))
+        let body: &[u8] = match &first {
+            Some(f) => f,
+            None => &joined,
+        };
+        self.parse(body).map_err(|e| self.protocol(e))
     }
 
     pub async fn stream(
