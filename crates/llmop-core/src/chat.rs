@@ -41,6 +41,58 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
+/// A provider's reasoning state: opaque to llmop, and required back by the provider,
+/// exactly as given, on the next step of a tool loop. Each variant belongs to one
+/// provider family; a builder for another family drops it (as that provider documents
+/// unknown reasoning may be), and a client format with no place for it has it kept by
+/// the gateway (see `llmop-gateway`'s `reasoning` module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Reasoning {
+    /// Anthropic `thinking` block: the (summarized) thinking and its `signature`.
+    Thinking { text: String, signature: String },
+    /// Anthropic `redacted_thinking` block: encrypted thinking.
+    Redacted { data: String },
+    /// Gemini thought part (`thought: true`): a thought summary, maybe signed.
+    Thought {
+        text: String,
+        signature: Option<String>,
+    },
+    /// Gemini `thoughtSignature` of the part that follows it in the message (a
+    /// function call, or text); alone at the end of a message, of an empty text part.
+    Signature { signature: String },
+}
+
+impl Reasoning {
+    /// Anthropic-family state (`thinking`, `redacted_thinking`).
+    pub fn is_anthropic(&self) -> bool {
+        matches!(
+            self,
+            Reasoning::Thinking { .. } | Reasoning::Redacted { .. }
+        )
+    }
+
+    /// Gemini-family state (thought parts, thought signatures).
+    pub fn is_gemini(&self) -> bool {
+        !self.is_anthropic()
+    }
+}
+
+/// Prefix of the tool-call ids llmop issues itself: for calls a provider gave no id,
+/// and for calls whose reasoning state the gateway keeps because the client's format
+/// has no place for it. Never sent upstream as a provider's id.
+pub const ISSUED_CALL_PREFIX: &str = "llmop_call_";
+
+/// A new tool-call id, unique across conversations.
+pub fn issue_call_id() -> String {
+    format!("{ISSUED_CALL_PREFIX}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether `id` is one llmop issued ([`issue_call_id`]).
+pub fn is_issued_call_id(id: &str) -> bool {
+    id.starts_with(ISSUED_CALL_PREFIX)
+}
+
 /// One piece of a message's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Part {
@@ -52,6 +104,7 @@ pub enum Part {
         content: String,
         is_error: bool,
     },
+    Reasoning(Reasoning),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +163,64 @@ pub enum ResponseFormat {
     },
 }
 
+/// How much a reasoning model may think. Each format states it its own way: OpenAI
+/// `reasoning_effort`, Anthropic `thinking.budget_tokens`, Gemini
+/// `thinkingConfig.thinkingBudget`/`thinkingLevel`; a builder uses what the client
+/// gave when its format says it the same way, else the equivalent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReasoningParams {
+    /// `none`, `minimal`, `low`, `medium`, `high` (OpenAI's words).
+    pub effort: Option<String>,
+    /// Thinking tokens allowed (Anthropic `budget_tokens`, Gemini `thinkingBudget`).
+    pub budget_tokens: Option<u32>,
+    /// Thinking switched off explicitly (Anthropic `type: disabled`, budget 0).
+    pub disabled: bool,
+    /// Ask for thought summaries (Gemini `includeThoughts`).
+    pub include_thoughts: Option<bool>,
+}
+
+impl ReasoningParams {
+    /// The budget in tokens, from the budget or the effort.
+    pub fn budget(&self) -> Option<u32> {
+        if self.disabled {
+            return Some(0);
+        }
+        self.budget_tokens
+            .or_else(|| self.effort.as_deref().and_then(budget_of_effort))
+    }
+
+    /// The effort, from the effort or the budget.
+    pub fn effort(&self) -> Option<&'static str> {
+        if self.disabled {
+            return Some("none");
+        }
+        if let Some(e) = self.effort.as_deref() {
+            return ["none", "minimal", "low", "medium", "high"]
+                .into_iter()
+                .find(|x| *x == e);
+        }
+        self.budget_tokens.map(|b| match b {
+            0 => "none",
+            1..=1024 => "minimal",
+            1025..=4096 => "low",
+            4097..=16384 => "medium",
+            _ => "high",
+        })
+    }
+}
+
+/// Thinking tokens for an OpenAI effort: the budgets are the ones LiteLLM and
+/// Anthropic's own guidance use for low/medium/high (1,024 is Anthropic's minimum).
+pub fn budget_of_effort(effort: &str) -> Option<u32> {
+    match effort {
+        "none" => Some(0),
+        "minimal" | "low" => Some(1024),
+        "medium" => Some(4096),
+        "high" => Some(16384),
+        _ => None,
+    }
+}
+
 /// Sampling and length parameters common to all providers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Params {
@@ -119,6 +230,19 @@ pub struct Params {
     pub stop: Vec<String>,
     pub seed: Option<i64>,
     pub parallel_tool_calls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    /// Log probabilities of the output tokens, and how many alternatives per token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<ReasoningParams>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,12 +309,16 @@ pub enum FinishReason {
 /// Token usage as the provider reported it. `input_tokens` counts the whole prompt,
 /// including tokens read from or written to a prompt cache (OpenAI semantics); the cache
 /// counts say how many of them were.
+/// `reasoning_tokens` are the part of `output_tokens` spent thinking (all providers
+/// bill them as output).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
     pub cache_write_tokens: u64,
+    #[serde(default)]
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
@@ -210,6 +338,23 @@ pub struct ChatResponse {
     pub finish_reason: FinishReason,
     /// `None` when the provider sent no usage (never invented).
     pub usage: Option<Usage>,
+    pub details: AnswerDetails,
+}
+
+/// What a provider says about the system that answered, beside the answer: how a
+/// silent provider-side change shows up in the records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnswerDetails {
+    /// OpenAI `system_fingerprint`: the backend configuration that answered.
+    pub system_fingerprint: Option<String>,
+    /// OpenAI and Anthropic `service_tier`: the tier the call was served on.
+    pub service_tier: Option<String>,
+}
+
+impl AnswerDetails {
+    pub fn is_empty(&self) -> bool {
+        self.system_fingerprint.is_none() && self.service_tier.is_none()
+    }
 }
 
 impl ChatResponse {
@@ -250,20 +395,37 @@ pub enum StreamEvent {
         index: u32,
         arguments: String,
     },
+    /// A new Anthropic thinking block begins.
+    ThinkingStart,
+    /// More text of the open thinking block.
+    ThinkingDelta(String),
+    /// The signature of the open thinking block.
+    SignatureDelta(String),
+    /// A whole piece of reasoning state (redacted thinking, a Gemini thought or
+    /// signature).
+    Reasoning(Reasoning),
+    /// Details of the answering system; may come more than once (the last wins).
+    Details(AnswerDetails),
     Finish(FinishReason),
+    /// Usage so far. Providers that report it as they go (Gemini) send it more than
+    /// once; the last one is the answer's, and a stream cut short keeps the last seen.
     Usage(Usage),
 }
 
 /// Folds stream events into a whole response: what the gateway records for a stream
-/// and how non-streaming clients can be served from a streaming upstream.
+/// and how non-streaming clients can be served from a streaming upstream. Parts keep
+/// the order they arrived in (reasoning, text, tool calls interleaved as the model
+/// produced them).
 #[derive(Debug, Default)]
 pub struct StreamAccumulator {
     id: String,
     model: String,
-    text: String,
-    calls: Vec<ToolCall>,
+    parts: Vec<Part>,
+    /// Position in `parts` of each tool call index.
+    call_at: Vec<usize>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
+    details: AnswerDetails,
 }
 
 impl StreamAccumulator {
@@ -273,22 +435,64 @@ impl StreamAccumulator {
                 self.id.clone_from(id);
                 self.model.clone_from(model);
             }
-            StreamEvent::Text(t) => self.text.push_str(t),
+            StreamEvent::Text(t) => match self.parts.last_mut() {
+                Some(Part::Text(s)) => s.push_str(t),
+                _ => self.parts.push(Part::Text(t.clone())),
+            },
             StreamEvent::ToolCallStart { index, id, name } => {
                 let i = *index as usize;
-                if self.calls.len() <= i {
-                    self.calls.resize_with(i + 1, || ToolCall {
-                        id: String::new(),
-                        name: String::new(),
-                        arguments: String::new(),
-                    });
+                if i > 4096 {
+                    return;
                 }
-                self.calls[i].id.clone_from(id);
-                self.calls[i].name.clone_from(name);
+                if self.call_at.len() <= i {
+                    self.call_at.resize(i + 1, usize::MAX);
+                }
+                let call = ToolCall {
+                    id: id.clone(),
+                    name: name.clone(),
+                    arguments: String::new(),
+                };
+                match self.parts.get_mut(self.call_at[i]) {
+                    Some(Part::ToolCall(c)) => *c = call,
+                    _ => {
+                        self.call_at[i] = self.parts.len();
+                        self.parts.push(Part::ToolCall(call));
+                    }
+                }
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
-                if let Some(c) = self.calls.get_mut(*index as usize) {
+                let at = self.call_at.get(*index as usize).copied();
+                if let Some(Part::ToolCall(c)) = at.and_then(|a| self.parts.get_mut(a)) {
                     c.arguments.push_str(arguments);
+                }
+            }
+            StreamEvent::ThinkingStart => self.parts.push(Part::Reasoning(Reasoning::Thinking {
+                text: String::new(),
+                signature: String::new(),
+            })),
+            StreamEvent::ThinkingDelta(t) => {
+                if let Some(Part::Reasoning(Reasoning::Thinking { text, .. })) =
+                    self.parts.last_mut()
+                {
+                    text.push_str(t);
+                }
+            }
+            StreamEvent::SignatureDelta(s) => {
+                if let Some(Part::Reasoning(Reasoning::Thinking { signature, .. })) =
+                    self.parts.last_mut()
+                {
+                    signature.push_str(s);
+                }
+            }
+            StreamEvent::Reasoning(r) => self.parts.push(Part::Reasoning(r.clone())),
+            StreamEvent::Details(d) => {
+                if d.system_fingerprint.is_some() {
+                    self.details
+                        .system_fingerprint
+                        .clone_from(&d.system_fingerprint);
+                }
+                if d.service_tier.is_some() {
+                    self.details.service_tier.clone_from(&d.service_tier);
                 }
             }
             StreamEvent::Finish(f) => self.finish = Some(f.clone()),
@@ -300,24 +504,24 @@ impl StreamAccumulator {
         self.usage
     }
 
+    pub fn details(&self) -> &AnswerDetails {
+        &self.details
+    }
+
     pub fn finish(self, created: i64) -> ChatResponse {
-        let mut parts = Vec::with_capacity(1 + self.calls.len());
-        if !self.text.is_empty() {
-            parts.push(Part::Text(self.text));
-        }
-        let has_calls = !self.calls.is_empty();
-        parts.extend(self.calls.into_iter().map(Part::ToolCall));
+        let has_calls = !self.call_at.is_empty();
         ChatResponse {
             id: self.id,
             model: self.model,
             created,
-            parts,
+            parts: self.parts,
             finish_reason: self.finish.unwrap_or(if has_calls {
                 FinishReason::ToolCalls
             } else {
                 FinishReason::Stop
             }),
             usage: self.usage,
+            details: self.details,
         }
     }
 }

@@ -34,6 +34,9 @@ pub enum Refusal {
     ContextWindow,
     /// The provider's content policy refused the request.
     ContentPolicy,
+    /// The operator's account at the provider has no quota or credit left (OpenAI
+    /// `insufficient_quota`): no retry helps, another provider may.
+    QuotaExhausted,
 }
 
 /// An upstream call failed.
@@ -63,6 +66,18 @@ pub enum ProviderError {
     /// The provider reported an error inside a stream, or the stream broke.
     #[error("provider `{provider}` stream failed: {message}")]
     Stream { provider: String, message: String },
+    /// The provider ended its answer with a finish reason that means it failed (Gemini
+    /// `MALFORMED_FUNCTION_CALL`, `OTHER`…): not a clean stop. Retryable.
+    #[error("provider `{provider}` ended the answer with {reason}: the model's output failed")]
+    Incomplete { provider: String, reason: String },
+    /// The request asks for something this target's format cannot express (a JSON mode
+    /// with no equivalent…). Another target may; the request is never sent here.
+    #[error("provider `{provider}` cannot honour `{param}`: {message}")]
+    Unsupported {
+        provider: String,
+        param: String,
+        message: String,
+    },
 }
 
 impl ProviderError {
@@ -78,7 +93,9 @@ impl ProviderError {
                     *message = clean;
                 }
             }
-            ProviderError::Timeout { .. } => {}
+            ProviderError::Timeout { .. }
+            | ProviderError::Incomplete { .. }
+            | ProviderError::Unsupported { .. } => {}
         }
         self
     }
@@ -103,6 +120,10 @@ impl ProviderError {
                 refusal: Some(Refusal::ContentPolicy),
                 ..
             } => "content_policy_violation",
+            ProviderError::Status {
+                refusal: Some(Refusal::QuotaExhausted),
+                ..
+            } => "upstream_quota_exhausted",
             ProviderError::Status { status, .. } => match status {
                 429 => "upstream_rate_limited",
                 401 | 403 => "upstream_auth_failed",
@@ -111,6 +132,8 @@ impl ProviderError {
             },
             ProviderError::Protocol { .. } => "upstream_protocol_error",
             ProviderError::Stream { .. } => "upstream_stream_error",
+            ProviderError::Incomplete { .. } => "upstream_incomplete_answer",
+            ProviderError::Unsupported { .. } => "unsupported_by_target",
         }
     }
 
@@ -126,9 +149,14 @@ impl ProviderError {
     /// would fail anywhere.
     pub fn is_retryable(&self) -> bool {
         match self {
+            ProviderError::Status {
+                refusal: Some(Refusal::QuotaExhausted),
+                ..
+            } => false,
             ProviderError::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429) || *status >= 500
             }
+            ProviderError::Unsupported { .. } => false,
             _ => true,
         }
     }
@@ -213,6 +241,7 @@ impl GatewayError {
     pub fn param(&self) -> Option<&str> {
         match self {
             GatewayError::InvalidRequest { param, .. } => param.as_deref(),
+            GatewayError::Provider(ProviderError::Unsupported { param, .. }) => Some(param),
             _ => None,
         }
     }

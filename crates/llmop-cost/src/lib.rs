@@ -265,6 +265,7 @@ mod tests {
             output_tokens: output,
             cached_input_tokens: cached,
             cache_write_tokens: write,
+            reasoning_tokens: 0,
         }
     }
 

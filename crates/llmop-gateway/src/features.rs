@@ -674,6 +674,7 @@ fn feature_fallback(
                 parts: vec![Part::Text(text.clone())],
                 finish_reason: llmop_core::FinishReason::Stop,
                 usage: None,
+                details: Default::default(),
             })
         }
         _ => Err(e),

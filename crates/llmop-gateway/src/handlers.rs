@@ -60,10 +60,14 @@ async fn chat(
         Err(e) => return fail(format, e, rec).await,
     };
     rec.key_id = key.as_ref().map(|k| k.id.clone());
-    let req = match prepare(&app, &rid, &headers, body, format, &mut rec).await {
+    let mut req = match prepare(&app, &rid, &headers, body, format, &mut rec).await {
         Ok(r) => r,
         Err(e) => return fail(format, e, rec).await,
     };
+    // Reasoning state llmop kept for this conversation's tool calls goes back in.
+    if let Err(e) = app.reasoning.restore(&app, &mut req).await {
+        return fail(format, e, rec).await;
+    }
     if let Some(k) = &key {
         if rec.context.env.is_none() {
             rec.context.env.clone_from(&k.scopes.default_env);
@@ -108,12 +112,12 @@ async fn chat(
     }
     match pipeline::call(&app, &req, &mut rec).await {
         Ok(Answer::Whole(resp)) => {
-            let r = respond::whole(format, resp, &mut rec);
+            let r = respond::whole(&app, format, resp, &mut rec);
             rec.finish().await;
             r
         }
         Ok(Answer::Stream { first, rest }) => {
-            respond::stream(format, first, rest, include_usage, rec, &app.shutdown)
+            respond::stream(format, first, rest, include_usage, rec, &app)
         }
         Err(e) => fail(format, e, rec).await,
     }
@@ -140,10 +144,10 @@ async fn feature_chat(
         return match pipeline::call(&app, &req, &mut rec).await {
             Ok(Answer::Stream { first, rest }) => {
                 features::spawn_shadow(&app, &fc, &rec);
-                respond::stream(format, first, rest, include_usage, rec, &app.shutdown)
+                respond::stream(format, first, rest, include_usage, rec, &app)
             }
             Ok(Answer::Whole(resp)) => {
-                let r = respond::whole(format, resp, &mut rec);
+                let r = respond::whole(&app, format, resp, &mut rec);
                 rec.finish().await;
                 r
             }
@@ -153,7 +157,7 @@ async fn feature_chat(
     match features::run_whole(&app, &fc, &req, &mut rec).await {
         Ok(resp) => {
             features::spawn_shadow(&app, &fc, &rec);
-            let r = respond::whole(format, resp, &mut rec);
+            let r = respond::whole(&app, format, resp, &mut rec);
             rec.finish().await;
             r
         }

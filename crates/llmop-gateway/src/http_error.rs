@@ -32,6 +32,14 @@ pub fn status_of(e: &GatewayError) -> StatusCode {
         GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         GatewayError::Provider(p) => match p {
             ProviderError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            // What the request asks cannot be expressed to this target: the client
+            // can change the request (or the route).
+            ProviderError::Unsupported { .. } => StatusCode::BAD_REQUEST,
+            // The operator's account is out of quota: not the client's doing.
+            ProviderError::Status {
+                refusal: Some(llmop_core::Refusal::QuotaExhausted),
+                ..
+            } => StatusCode::BAD_GATEWAY,
             ProviderError::Status { status, .. } => match status {
                 429 => StatusCode::TOO_MANY_REQUESTS,
                 // The upstream refused the request itself: the client can fix it.
@@ -101,6 +109,7 @@ pub fn response(format: ClientFormat, e: &GatewayError, request_id: &str) -> Res
     let retry_after = match e {
         GatewayError::Provider(ProviderError::Status {
             retry_after: Some(d),
+            refusal: None,
             ..
         }) => Some(d.as_secs_f64().ceil().max(1.0) as u64),
         GatewayError::Limited { retry_after_s, .. } => *retry_after_s,

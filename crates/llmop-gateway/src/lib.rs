@@ -20,6 +20,8 @@
 //! - [`breaker`]: circuit breakers per route target.
 //! - [`resilience`]: retry backoff (full jitter, `Retry-After`) and retry budgets.
 //! - [`routing`]: turns a `model` string into an ordered list of targets.
+//! - [`reasoning`]: reasoning state (Anthropic thinking, Gemini thought signatures)
+//!   kept for clients whose format has no place for it, and put back on the next step.
 //! - [`respond`]: encodes answers, streams and errors in the client's format.
 //! - [`http_error`]: the one place where errors become HTTP statuses.
 //! - [`context`]: request id and call metadata from headers.
@@ -40,6 +42,7 @@ pub mod http_error;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
+pub mod reasoning;
 pub mod record;
 pub mod records_api;
 pub mod resilience;

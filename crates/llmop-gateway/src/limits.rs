@@ -583,7 +583,12 @@ async fn input_tokens(req: &ChatRequest, openai_family: bool) -> u64 {
                 Part::Text(t) => text.push_str(t),
                 Part::ToolCall(c) => text.push_str(&c.arguments),
                 Part::ToolResult { content, .. } => text.push_str(content),
-                Part::Image(_) => {}
+                // Thinking sent back is billed as input: its text counts.
+                Part::Reasoning(llmop_core::Reasoning::Thinking { text: t, .. })
+                | Part::Reasoning(llmop_core::Reasoning::Thought { text: t, .. }) => {
+                    text.push_str(t)
+                }
+                Part::Image(_) | Part::Reasoning(_) => {}
             }
         }
         text.push('\n');

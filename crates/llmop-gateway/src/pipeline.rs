@@ -174,6 +174,8 @@ pub async fn call_skipping(
                 Some(Refusal::ContentPolicy) if resolved.fallback_on_content_policy => {
                     Some("content_policy")
                 }
+                Some(Refusal::QuotaExhausted) => Some("quota_exhausted"),
+                _ if matches!(e, ProviderError::Unsupported { .. }) => Some("unsupported"),
                 _ => None,
             };
             if let Some(reason) = moves_on {
@@ -217,6 +219,10 @@ pub async fn call_skipping(
             }
         }
     }
+    // No attempt followed the last one: it has no retry reason.
+    if rec.attempts.len() > attempts_before {
+        rec.no_next_attempt();
+    }
     let err = match last {
         Some(e) => e.into(),
         None if quota_skipped => GatewayError::Limited {
@@ -241,7 +247,9 @@ pub async fn call_skipping(
     // Every target failed in a way that is not the request's fault: the route's
     // degraded answer, if it has one, instead of an error.
     // A refusal of the request itself (every target's window too small) is not hidden.
-    let refused = matches!(&err, GatewayError::Provider(e) if e.refusal().is_some());
+    let refused = matches!(&err, GatewayError::Provider(e)
+        if matches!(e.refusal(), Some(Refusal::ContextWindow | Refusal::ContentPolicy))
+            || matches!(e, ProviderError::Unsupported { .. }));
     match resolved.fallback {
         Some(text) if !refused => {
             tracing::debug!(request_id = %rec.request_id, error = %err, "every target failed: answering with the route's fallback_response");
@@ -295,6 +303,7 @@ fn degraded_answer(text: &str, stream: bool) -> Answer {
             parts: vec![Part::Text(text.to_string())],
             finish_reason: FinishReason::Stop,
             usage: None,
+            details: Default::default(),
         })
     }
 }

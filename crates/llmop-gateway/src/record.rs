@@ -202,6 +202,8 @@ pub struct CallRecord {
     /// The call's deadline, fixed by its first pass through the pipeline, so that a
     /// second pass (a feature's repair or next target) stays within it.
     pub deadline: Option<Instant>,
+    /// Reasoning state kept for this answer's tool calls (stored with the record).
+    pub kept: Vec<llmop_store::KeptState>,
     recorder: Option<Arc<Recorder>>,
     emitted: bool,
 }
@@ -236,6 +238,7 @@ impl CallRecord {
             price: None,
             discarded: None,
             deadline: None,
+            kept: Vec::new(),
             recorder,
             emitted: false,
         }
@@ -286,6 +289,14 @@ impl CallRecord {
             latency: Duration::ZERO,
             retry_reason: None,
         });
+    }
+
+    /// The last attempt turned out to be the last: whatever reason it was given for a
+    /// next one (none came) is taken back.
+    pub fn no_next_attempt(&mut self) {
+        if let Some(a) = self.attempts.last_mut() {
+            a.retry_reason = None;
+        }
     }
 
     /// Notes why the call moves on from its last attempt.
@@ -435,6 +446,7 @@ impl CallRecord {
             key_id: self.key_id.take(),
             price: self.price,
             discarded: self.discarded,
+            kept: std::mem::take(&mut self.kept),
         })
     }
 }
@@ -508,6 +520,7 @@ pub struct CallData {
     key_id: Option<String>,
     price: Option<llmop_cost::Price>,
     discarded: Option<Spent>,
+    kept: Vec<llmop_store::KeptState>,
 }
 
 /// The request as recorded: its messages and its other parameters in the OpenAI Chat
@@ -523,6 +536,10 @@ fn split_request(req: &ChatRequest) -> (Value, Value) {
     let messages = params
         .remove("messages")
         .unwrap_or(Value::Array(Vec::new()));
+    // What the client sent, not what llmop asks of an upstream on its own account.
+    if !(req.origin == WireFormat::OpenAi && req.include_usage) {
+        params.remove("stream_options");
+    }
     if req.origin == WireFormat::Anthropic && !req.extra.is_empty() {
         params.insert("anthropic_extra".into(), Value::Object(req.extra.clone()));
     }
@@ -583,8 +600,15 @@ impl IntoRecord for CallData {
                 r.request_params = Value::Object(params);
             }
         }
+        r.reasoning_state = c.kept;
         let answer = c.response.or_else(|| c.stream_acc.map(|a| a.finish(0)));
         if let Some(a) = &answer {
+            if !a.model.is_empty() {
+                r.upstream_model = Some(a.model.clone());
+            }
+            r.system_fingerprint
+                .clone_from(&a.details.system_fingerprint);
+            r.service_tier.clone_from(&a.details.service_tier);
             let text = a.text();
             // A call that produced nothing (an error before any output) has no output
             // text, which is not the same as an empty answer.
@@ -645,6 +669,7 @@ impl IntoRecord for CallData {
             r.input_tokens = Some((u.input_tokens + d.input_tokens) as i64);
             r.output_tokens = Some((u.output_tokens + d.output_tokens) as i64);
             r.cached_tokens = Some((u.cached_input_tokens + d.cached_input_tokens) as i64);
+            r.reasoning_tokens = Some((u.reasoning_tokens + d.reasoning_tokens) as i64);
             let earlier = c.discarded.map_or(Some(0.0), |d| d.cost);
             match (c.price, earlier) {
                 (Some(p), Some(e)) => r.cost_usd = Some(llmop_cost::round_usd(p.cost(&u) + e)),

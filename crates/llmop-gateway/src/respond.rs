@@ -2,6 +2,7 @@
 
 use crate::http_error::ClientFormat;
 use crate::record::CallRecord;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -59,7 +60,13 @@ pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
 }
 
 /// A whole answer as JSON.
-pub fn whole(format: ClientFormat, mut resp: ChatResponse, rec: &mut CallRecord) -> Response {
+pub fn whole(
+    app: &AppState,
+    format: ClientFormat,
+    mut resp: ChatResponse,
+    rec: &mut CallRecord,
+) -> Response {
+    rec.kept = app.reasoning.keep_whole(format, &mut resp);
     if !resp.id.is_empty() {
         rec.upstream_id = Some(resp.id.clone());
     }
@@ -126,6 +133,8 @@ struct Relay {
     /// The gateway's drain deadline: when it passes, the stream ends with a terminal
     /// `shutting_down` event instead of being cut mid-chunk.
     deadline: tokio::sync::watch::Receiver<bool>,
+    /// Keeps reasoning state the client cannot carry (and renames its calls).
+    keeper: crate::reasoning::StreamKeeper,
 }
 
 /// Most bytes gathered into one body chunk before it is written.
@@ -139,7 +148,8 @@ impl Relay {
         out: &mut BytesMut,
     ) -> bool {
         match item {
-            Some(Ok(ev)) => {
+            Some(Ok(mut ev)) => {
+                self.keeper.observe(&mut ev);
                 if let Some(acc) = &mut self.rec.stream_acc {
                     acc.push(&ev);
                 }
@@ -191,6 +201,7 @@ impl Relay {
                         self.rec.failed(&ge, 200);
                         self.done = true;
                         self.rec.usage = self.rec.stream_acc.as_ref().and_then(|a| a.usage());
+                        self.rec.kept = self.keeper.take();
                         self.rec.finish().await;
                         return Some((Ok(out.freeze()), self));
                     }
@@ -215,6 +226,7 @@ impl Relay {
             // The last bytes wait for the record in strict mode (until it is committed)
             // and under back-pressure (until it is queued).
             self.rec.usage = self.rec.stream_acc.as_ref().and_then(|a| a.usage());
+            self.rec.kept = self.keeper.take();
             self.rec.finish().await;
         }
         Some((Ok(out.freeze()), self))
@@ -228,7 +240,7 @@ pub fn stream(
     upstream: EventStream,
     include_usage: bool,
     mut rec: CallRecord,
-    shutdown: &crate::shutdown::Shutdown,
+    app: &AppState,
 ) -> Response {
     let (id, model) = match &first {
         StreamEvent::Start { id, model } => (id.clone(), model.clone()),
@@ -260,7 +272,8 @@ pub fn stream(
         upstream,
         rec,
         done: false,
-        deadline: shutdown.deadline(),
+        deadline: app.shutdown.deadline(),
+        keeper: app.reasoning.stream(format),
     };
     let body = Body::from_stream(futures::stream::unfold(relay, Relay::next));
     let (mut parts, _) = head.into_parts();

@@ -23,6 +23,8 @@ pub struct AppState {
     pub features: Option<Arc<crate::features::FeatureRegistry>>,
     /// Renders `/metrics`; `None` when another gateway in this process owns the registry.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Reasoning state kept for clients whose format cannot carry it.
+    pub reasoning: Arc<crate::reasoning::Keeper>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             shutdown: Shutdown::new(),
             recorder: recorder.map(Arc::new),
             metrics: crate::metrics::install(),
+            reasoning: Arc::default(),
         }))
     }
 

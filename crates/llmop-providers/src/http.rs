@@ -112,12 +112,17 @@ impl HttpProvider {
         model: &str,
         stream: bool,
         request_id: &str,
-    ) -> reqwest::RequestBuilder {
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
         let body = match self.kind {
             ProviderKind::Anthropic => anthropic::build_request(req, model, stream),
-            ProviderKind::Gemini => gemini::build_request(req),
-            _ => openai::build_request(req, model, stream),
-        };
+            ProviderKind::Gemini => Ok(gemini::build_request(req, model)),
+            _ => Ok(openai::build_request(req, model, stream)),
+        }
+        .map_err(|u| ProviderError::Unsupported {
+            provider: self.name.clone(),
+            param: u.param,
+            message: u.message,
+        })?;
         let rb = match &self.endpoint {
             Some(url) => self.client.post(url.clone()),
             None => self
@@ -141,7 +146,7 @@ impl HttpProvider {
                 _ => rb.header(AUTHORIZATION, format!("Bearer {}", key.expose())),
             };
         }
-        rb
+        Ok(rb)
     }
 
     fn timeout(&self, stage: TimeoutStage) -> ProviderError {
@@ -152,10 +157,7 @@ impl HttpProvider {
     }
 
     fn protocol(&self, e: WireError) -> ProviderError {
-        ProviderError::Protocol {
-            provider: self.name.clone(),
-            message: e.to_string(),
-        }
+        wire_error(&self.name, e)
     }
 
     /// Sends the request and waits for the status line and headers.
@@ -183,13 +185,34 @@ impl HttpProvider {
     }
 
     async fn status_error(&self, resp: reqwest::Response, deadline: Instant) -> ProviderError {
-        let status = resp.status().as_u16();
-        let retry_after = resp
+        let mut status = resp.status().as_u16();
+        let mut retry_after = resp
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let body = read_limited(resp, MAX_ERROR_BODY, deadline).await;
+        let mut quota_exhausted = false;
+        match self.kind {
+            ProviderKind::Gemini => {
+                let info = gemini::error_info(&body);
+                // Gemini says when to retry in the body (RetryInfo), not in a header.
+                retry_after = retry_after.or(info.retry_delay);
+                // Gemini answers an invalid key with 400 API_KEY_INVALID: the
+                // operator's credentials, not the client's request.
+                if status == 400 && info.reason.as_deref() == Some("API_KEY_INVALID") {
+                    tracing::debug!(provider = %self.name, "upstream 400 API_KEY_INVALID: treated as 401");
+                    status = 401;
+                }
+            }
+            ProviderKind::Openai => {
+                // 429 insufficient_quota: the account is out of credit; waiting does
+                // not help, another provider may.
+                quota_exhausted = status == 429
+                    && openai::error_code(&body).as_deref() == Some("insufficient_quota");
+            }
+            _ => {}
+        }
         let message = match self.kind {
             ProviderKind::Anthropic => anthropic::parse_error_message(&body),
             ProviderKind::Gemini => gemini::parse_error_message(&body),
@@ -202,11 +225,20 @@ impl HttpProvider {
                 .unwrap_or("error")
                 .to_string()
         });
-        let refusal = llmop_wire::classify_refusal(status, &body, &message);
+        let refusal = if quota_exhausted {
+            Some(llmop_core::Refusal::QuotaExhausted)
+        } else {
+            llmop_wire::classify_refusal(status, &body, &message)
+        };
         // An upstream's words about its credentials or its own failure say nothing the
         // client can act on, and are where echoed keys and internal URLs turn up: the
         // client gets a fixed message; the (scrubbed) original goes to the debug log.
-        let message = if matches!(status, 401 | 403) || status >= 500 {
+        let message = if quota_exhausted {
+            format!(
+                "provider `{}` reports its account has no quota left (insufficient_quota); the operator must check its plan and billing",
+                self.name
+            )
+        } else if matches!(status, 401 | 403) || status >= 500 {
             tracing::debug!(
                 provider = %self.name,
                 status,
@@ -256,7 +288,7 @@ impl HttpProvider {
         request_id: &str,
     ) -> Result<ChatResponse, ProviderError> {
         let resp = self
-            .send(self.request(req, model, false, request_id), deadline)
+            .send(self.request(req, model, false, request_id)?, deadline)
             .await
             .map_err(ProviderError::scrubbed)?;
         self.read_whole(resp, deadline)
@@ -328,7 +360,7 @@ impl HttpProvider {
         request_id: &str,
     ) -> Result<EventStream, ProviderError> {
         let resp = self
-            .send(self.request(req, model, true, request_id), deadline)
+            .send(self.request(req, model, true, request_id)?, deadline)
             .await
             .map_err(ProviderError::scrubbed)?;
         let is_sse = resp
@@ -431,12 +463,13 @@ impl Decoder {
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+    fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
         if let Decoder::Gemini(d) = self {
             if d.is_done() {
-                d.finish(out);
+                return d.finish(out);
             }
         }
+        Ok(())
     }
 }
 
@@ -475,6 +508,8 @@ impl StreamState {
     fn decode(&mut self, event: SseEvent) -> Result<(), ProviderError> {
         let mut evs = Vec::new();
         if let Err(e) = self.decoder.decode(&event.data, &mut evs) {
+            // What the decoder emitted before it failed (usage so far) still counts.
+            self.push(evs);
             let provider = self.provider.clone();
             // An `error` event is the upstream's word; a parse failure is ours.
             return Err(
@@ -502,8 +537,11 @@ impl StreamState {
     fn end_of_body(&mut self) -> Result<(), ProviderError> {
         self.ended = true;
         let mut evs = Vec::new();
-        self.decoder.finish(&mut evs);
+        let finished = self.decoder.finish(&mut evs);
         self.push(evs);
+        if let Err(e) = finished {
+            return Err(wire_error(&self.provider, e));
+        }
         if self.saw_finish {
             Ok(())
         } else {
@@ -537,7 +575,10 @@ impl StreamState {
                 }
                 Ok(Some(event)) => {
                     if let Err(e) = self.decode(event) {
-                        return self.fail(e);
+                        // What came before the error (usage so far) is delivered
+                        // first, then the error.
+                        self.ended = true;
+                        self.deferred = Some(e);
                     }
                     continue;
                 }
@@ -588,7 +629,9 @@ impl StreamState {
                     };
                     if let Some(event) = last {
                         if let Err(e) = self.decode(event) {
-                            return self.fail(e);
+                            self.ended = true;
+                            self.deferred = Some(e);
+                            continue;
                         }
                     }
                     if let Err(e) = self.end_of_body() {
@@ -598,6 +641,21 @@ impl StreamState {
                 }
             }
         }
+    }
+}
+
+/// A wire error as the provider error it means: a failed finish is the provider's
+/// word that its answer failed; anything else is a malformed answer.
+fn wire_error(provider: &str, e: WireError) -> ProviderError {
+    match e.failed_finish {
+        Some(reason) => ProviderError::Incomplete {
+            provider: provider.to_string(),
+            reason,
+        },
+        None => ProviderError::Protocol {
+            provider: provider.to_string(),
+            message: e.to_string(),
+        },
     }
 }
 

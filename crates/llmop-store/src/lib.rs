@@ -38,6 +38,8 @@ pub use deployments::{
 pub use features::{FeatureVersion, Pushed, ShadowReport, ShadowSide};
 pub use keys::{hash_key, key_id_of, ApiKey, KeyScopes, StoredBudget};
 pub use query::{QueryError, QueryResult};
-pub use record::{parse_time, Attempt, Feedback, ListFilter, Page, Record, StatusFilter};
+pub use record::{
+    parse_time, Attempt, Feedback, KeptState, ListFilter, Page, Record, StatusFilter,
+};
 pub use store::{Backend, Store, StoreError};
 pub use writer::{IntoRecord, RecordWriter, StatsSnapshot, WriterConfig, WriterStopped};

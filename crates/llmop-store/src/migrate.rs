@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_record_identity.sql"),
         postgres: include_str!("../migrations/postgres/0007_record_identity.sql"),
     },
+    Migration {
+        version: 8,
+        sqlite: include_str!("../migrations/sqlite/0008_fidelity.sql"),
+        postgres: include_str!("../migrations/postgres/0008_fidelity.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

@@ -90,6 +90,30 @@ pub struct Record {
     /// `max_field_bytes`; what is kept is its beginning.
     #[serde(default)]
     pub truncated: bool,
+    /// The part of `output_tokens` the model spent reasoning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<i64>,
+    /// OpenAI's `system_fingerprint`: a change means the provider changed the system
+    /// behind the same model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<String>,
+    /// The model as the provider named it in its answer (a dated version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_model: Option<String>,
+    /// Reasoning state kept for the follow-up of this call's tool calls (stored in
+    /// `reasoning_state`, not in the record's row).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasoning_state: Vec<KeptState>,
+}
+
+/// Reasoning state llmop keeps on a client's behalf, keyed by the tool-call id it
+/// issued. `state` is the gateway's JSON; the store does not read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptState {
+    pub call_id: String,
+    pub state: Value,
 }
 
 impl Record {
@@ -141,6 +165,11 @@ impl Record {
             variables: None,
             shadow_of: None,
             call_uid: String::new(),
+            reasoning_tokens: None,
+            system_fingerprint: None,
+            service_tier: None,
+            upstream_model: None,
+            reasoning_state: Vec::new(),
             client_request_id: None,
             truncated: false,
         }

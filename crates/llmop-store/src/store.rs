@@ -2,8 +2,8 @@
 
 use crate::migrate;
 use crate::record::{
-    decode_cursor, encode_cursor, Feedback, ListFilter, Page, Record, StatusFilter, DEFAULT_LIMIT,
-    MAX_LIMIT,
+    decode_cursor, encode_cursor, Feedback, KeptState, ListFilter, Page, Record, StatusFilter,
+    DEFAULT_LIMIT, MAX_LIMIT,
 };
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
@@ -88,6 +88,10 @@ const COLUMNS: &[&str] = &[
     "call_uid",
     "client_request_id",
     "truncated",
+    "reasoning_tokens",
+    "system_fingerprint",
+    "service_tier",
+    "upstream_model",
 ];
 
 /// Rows per INSERT statement: 100 rows x 46 columns = 4,600 parameters, under the
@@ -194,6 +198,10 @@ fn bind_record<'q>(
         .bind((!r.call_uid.is_empty()).then(|| r.call_uid.clone()))
         .bind(r.client_request_id.clone())
         .bind(r.truncated as i64)
+        .bind(r.reasoning_tokens)
+        .bind(r.system_fingerprint.clone())
+        .bind(r.service_tier.clone())
+        .bind(r.upstream_model.clone())
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(
@@ -277,6 +285,11 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
             .unwrap_or_default(),
         client_request_id: row.try_get("client_request_id")?,
         truncated: row.try_get::<i64, _>("truncated")? != 0,
+        reasoning_tokens: row.try_get("reasoning_tokens")?,
+        system_fingerprint: row.try_get("system_fingerprint")?,
+        service_tier: row.try_get("service_tier")?,
+        upstream_model: row.try_get("upstream_model")?,
+        reasoning_state: Vec::new(),
         request_id: id,
     })
 }
@@ -407,8 +420,47 @@ impl Store {
                 Self::rekey_reused(&mut tx, chunk, backend).await?;
             }
         }
+        // Kept reasoning state commits with its record: restorable exactly when the
+        // record is durable.
+        for r in records {
+            for k in &r.reasoning_state {
+                sqlx::query(
+                    "INSERT INTO reasoning_state (call_id, request_id, created_at_ms, state) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (call_id) DO NOTHING",
+                )
+                .bind(k.call_id.clone())
+                .bind(r.request_id.clone())
+                .bind(r.created_at_ms)
+                .bind(json_text(&k.state))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Kept reasoning state of the tool calls `ids` (those found).
+    pub async fn reasoning_state(&self, ids: &[String]) -> Result<Vec<KeptState>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            let row: Option<AnyRow> =
+                sqlx::query("SELECT state FROM reasoning_state WHERE call_id = $1")
+                    .bind(id.clone())
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if let Some(row) = row {
+                let text: String = row.try_get("state")?;
+                let state = serde_json::from_str(&text).map_err(|e| {
+                    StoreError::Corrupt(id.clone(), format!("reasoning_state: {e}"))
+                })?;
+                out.push(KeptState {
+                    call_id: id.clone(),
+                    state,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Some rows of a chunk were not inserted because their request id is taken. A row
@@ -571,6 +623,10 @@ impl Store {
     /// each its own transaction, so the record writer is never locked out for long.
     pub async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         const CHUNK: i64 = 5_000;
+        sqlx::query("DELETE FROM reasoning_state WHERE created_at_ms < $1")
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?;
         let mut total = 0;
         loop {
             let done = sqlx::query(

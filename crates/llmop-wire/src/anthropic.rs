@@ -4,11 +4,13 @@
 //! `content_block_start`, `content_block_delta`, `content_block_stop`, `message_delta`,
 //! `message_stop`, `ping`, `error`).
 
+use crate::Unsupported;
 use crate::{from_json, sse, TextOr, WireError};
 use bytes::BytesMut;
 use llmop_core::{
-    ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role,
-    StreamEvent, Tool, ToolCall, ToolChoice, Usage, WireFormat,
+    AnswerDetails, ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, Reasoning,
+    ReasoningParams, ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice, Usage,
+    WireFormat,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -45,6 +47,10 @@ struct InRequest {
     tool_choice: Option<InToolChoice>,
     #[serde(default)]
     metadata: Option<InMetadata>,
+    #[serde(default)]
+    top_k: Option<u32>,
+    #[serde(default)]
+    thinking: Option<Value>,
     #[serde(flatten)]
     extra: Map<String, Value>,
 }
@@ -87,6 +93,12 @@ struct InBlock {
     content: Option<InContent>,
     #[serde(default)]
     is_error: Option<bool>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +120,8 @@ struct InTool {
     description: Option<String>,
     #[serde(default)]
     input_schema: Option<Value>,
+    #[serde(default)]
+    strict: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -124,8 +138,8 @@ fn block_err(path: &str, msg: impl Into<String>) -> WireError {
     WireError::new(msg, Some(path.to_string()))
 }
 
-/// Converts blocks into parts. Thinking blocks are dropped: they have no meaning in the
-/// other formats.
+/// Converts blocks into parts. Thinking blocks become reasoning parts, kept whole: the
+/// API wants them back exactly as it gave them.
 fn blocks_to_parts(blocks: Vec<InBlock>, path: &str) -> Result<Vec<Part>, WireError> {
     let mut parts = Vec::with_capacity(blocks.len());
     for (i, b) in blocks.into_iter().enumerate() {
@@ -180,7 +194,15 @@ fn blocks_to_parts(blocks: Vec<InBlock>, path: &str) -> Result<Vec<Part>, WireEr
                     is_error: b.is_error.unwrap_or(false),
                 });
             }
-            "thinking" | "redacted_thinking" => {}
+            "thinking" => parts.push(Part::Reasoning(Reasoning::Thinking {
+                text: b.thinking.unwrap_or_default(),
+                signature: b.signature.unwrap_or_default(),
+            })),
+            "redacted_thinking" => parts.push(Part::Reasoning(Reasoning::Redacted {
+                data: b
+                    .data
+                    .ok_or_else(|| block_err(&format!("{at}.data"), "is required"))?,
+            })),
             other => {
                 return Err(block_err(
                     &format!("{at}.type"),
@@ -206,6 +228,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
         ));
     }
     let mut messages = Vec::with_capacity(r.messages.len() + 1);
+    let has_system = r.system.is_some();
     match r.system {
         None => {}
         Some(TextOr::Text(t)) => messages.push(Message::text(Role::System, t)),
@@ -241,6 +264,35 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
     req.params.temperature = r.temperature;
     req.params.top_p = r.top_p;
     req.params.stop = r.stop_sequences.unwrap_or_default();
+    req.params.top_k = r.top_k;
+    let mut extra = r.extra;
+    if let Some(t) = r.thinking {
+        match parse_thinking(&t)? {
+            Some(rp) => req.params.reasoning = Some(rp),
+            // A thinking mode this model does not know: passed through as sent.
+            None => {
+                extra.insert("thinking".into(), t);
+            }
+        }
+    }
+    // Structured output: `output_config.format` (and the older beta `output_format`).
+    // Both stay in `extra` too, so an Anthropic target gets them exactly as sent.
+    let format = extra
+        .get("output_config")
+        .and_then(|c| c.get("format"))
+        .map(|f| ("output_config.format", f))
+        .or_else(|| extra.get("output_format").map(|f| ("output_format", f)));
+    if let Some((at, f)) = format {
+        req.response_format = Some(parse_output_format(f, at)?);
+    }
+    if let Some(effort) = extra
+        .get("output_config")
+        .and_then(|c| c.get("effort"))
+        .and_then(Value::as_str)
+    {
+        let rp = req.params.reasoning.get_or_insert_with(Default::default);
+        rp.effort = Some(effort.to_string());
+    }
     req.tools = r
         .tools
         .unwrap_or_default()
@@ -251,7 +303,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
             parameters: t
                 .input_schema
                 .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            strict: None,
+            strict: t.strict,
         })
         .collect();
     if let Some(tc) = r.tool_choice {
@@ -285,13 +337,86 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
         req.user = m.user_id;
         req.metadata = m.other;
     }
-    req.extra = r.extra;
+    req.extra = extra;
+    crate::check_tool_results(&req.messages, |m, p| {
+        format!(
+            "messages[{}].content[{p}].tool_use_id",
+            m - usize::from(has_system)
+        )
+    })?;
     Ok(req)
+}
+
+/// `thinking`: `{"type":"enabled","budget_tokens":N}` or `{"type":"disabled"}`. `None`
+/// for a type this code does not know (passed through to Anthropic as sent).
+fn parse_thinking(t: &Value) -> Result<Option<ReasoningParams>, WireError> {
+    let kind = t
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| WireError::new("is required", Some("thinking.type".into())))?;
+    Ok(match kind {
+        "enabled" => {
+            let budget = t
+                .get("budget_tokens")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| {
+                    WireError::new(
+                        "is required when type is `enabled`",
+                        Some("thinking.budget_tokens".into()),
+                    )
+                })?;
+            Some(ReasoningParams {
+                budget_tokens: Some(budget.min(u64::from(u32::MAX)) as u32),
+                ..ReasoningParams::default()
+            })
+        }
+        "disabled" => Some(ReasoningParams {
+            disabled: true,
+            ..ReasoningParams::default()
+        }),
+        _ => None,
+    })
+}
+
+/// `{"type":"json_schema","schema":{…}}`.
+fn parse_output_format(f: &Value, at: &str) -> Result<ResponseFormat, WireError> {
+    match f.get("type").and_then(Value::as_str) {
+        Some("json_schema") => {
+            let schema = f
+                .get("schema")
+                .cloned()
+                .ok_or_else(|| WireError::new("is required", Some(format!("{at}.schema"))))?;
+            Ok(ResponseFormat::JsonSchema {
+                name: f
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("output")
+                    .to_string(),
+                schema,
+                strict: Some(true),
+            })
+        }
+        other => Err(WireError::new(
+            format!(
+                "unsupported format type `{}` (expected json_schema)",
+                other.unwrap_or("")
+            ),
+            Some(format!("{at}.type")),
+        )),
+    }
 }
 
 fn out_block(p: &Part) -> Option<Value> {
     Some(match p {
         Part::Text(t) => json!({"type": "text", "text": t}),
+        Part::Reasoning(Reasoning::Thinking { text, signature }) => {
+            json!({"type": "thinking", "thinking": text, "signature": signature})
+        }
+        Part::Reasoning(Reasoning::Redacted { data }) => {
+            json!({"type": "redacted_thinking", "data": data})
+        }
+        // Gemini's state means nothing to Anthropic.
+        Part::Reasoning(_) => return None,
         Part::Image(ImageSource::Base64 { media_type, data }) => {
             json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
         }
@@ -319,27 +444,31 @@ fn out_block(p: &Part) -> Option<Value> {
     })
 }
 
-/// Builds the body sent to Anthropic for `model`.
-pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
+/// Builds the body sent to Anthropic for `model`. Fails when the request asks for
+/// something the Messages API cannot express.
+pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec<u8>, Unsupported> {
     let mut body = Map::new();
-    if req.origin == WireFormat::Anthropic {
+    let same_family = req.origin == WireFormat::Anthropic;
+    if same_family {
         for (k, v) in &req.extra {
             body.insert(k.clone(), v.clone());
         }
     }
-    let mut system = String::new();
+    // System text blocks, each kept apart (their boundaries are the client's: cache
+    // breakpoints and instructions of different origins).
+    let mut system: Vec<Value> = Vec::new();
     // Alternating user/assistant turns; tool results travel in user turns, and
     // consecutive turns of one role are merged (the API refuses two in a row).
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for m in &req.messages {
         let role = match m.role {
             Role::System => {
-                let t = m.joined_text();
-                if !t.is_empty() {
-                    if !system.is_empty() {
-                        system.push_str("\n\n");
+                for p in &m.parts {
+                    if let Part::Text(t) = p {
+                        if !t.is_empty() {
+                            system.push(json!({"type": "text", "text": t}));
+                        }
                     }
-                    system.push_str(&t);
                 }
                 continue;
             }
@@ -360,28 +489,68 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
             _ => turns.push((role, blocks)),
         }
     }
-    if let Some(ResponseFormat::JsonSchema { schema, .. }) = &req.response_format {
-        // The Messages API has no response_format: the schema becomes an instruction.
-        if !system.is_empty() {
-            system.push_str("\n\n");
+    // Structured output: Anthropic's own `output_config.format`. A client of this
+    // format already sent it (passed through above).
+    let has_format = body
+        .get("output_config")
+        .is_some_and(|c| c.get("format").is_some())
+        || body.contains_key("output_format");
+    match &req.response_format {
+        Some(ResponseFormat::JsonSchema { schema, .. }) if !has_format => {
+            let cfg = body
+                .entry("output_config")
+                .or_insert_with(|| json!({}));
+            if let Some(c) = cfg.as_object_mut() {
+                c.insert("format".into(), json!({"type": "json_schema", "schema": schema}));
+            }
         }
-        system.push_str(
-            "Respond with only a JSON value, no prose, that conforms to this JSON Schema:\n",
-        );
-        system.push_str(&schema.to_string());
-    } else if let Some(ResponseFormat::JsonObject) = &req.response_format {
-        if !system.is_empty() {
-            system.push_str("\n\n");
+        Some(ResponseFormat::JsonObject) => {
+            return Err(Unsupported {
+                param: "response_format".into(),
+                message: "Anthropic has no JSON mode without a schema; send response_format of type json_schema".into(),
+            })
         }
-        system.push_str("Respond with only a JSON object, no prose.");
+        _ => {}
     }
+    let max_tokens = req.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     body.insert("model".into(), json!(model));
-    body.insert(
-        "max_tokens".into(),
-        json!(req.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
-    );
-    if !system.is_empty() {
-        body.insert("system".into(), json!(system));
+    body.insert("max_tokens".into(), json!(max_tokens));
+    match system.as_slice() {
+        [] => {}
+        [one] => {
+            body.insert("system".into(), one["text"].clone());
+        }
+        _ => {
+            body.insert("system".into(), Value::Array(system));
+        }
+    }
+    if let Some(rp) = &req.params.reasoning {
+        if !body.contains_key("thinking") {
+            match rp.budget() {
+                Some(0) => {
+                    body.insert("thinking".into(), json!({"type": "disabled"}));
+                }
+                // Thinking counts within max_tokens and must leave room for the answer;
+                // Anthropic's smallest budget is 1,024.
+                Some(b) => {
+                    let b = b.max(1024);
+                    if b < max_tokens {
+                        body.insert(
+                            "thinking".into(),
+                            json!({"type": "enabled", "budget_tokens": b}),
+                        );
+                    } else {
+                        return Err(Unsupported {
+                            param: "max_tokens".into(),
+                            message: format!(
+                                "a thinking budget of {b} tokens needs max_tokens above it (it is {max_tokens})"
+                            ),
+                        });
+                    }
+                }
+                None => {}
+            }
+        }
     }
     let messages: Vec<Value> = turns
         .into_iter()
@@ -401,6 +570,9 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
     if !p.stop.is_empty() {
         body.insert("stop_sequences".into(), json!(p.stop));
     }
+    if let Some(k) = p.top_k {
+        body.insert("top_k".into(), json!(k));
+    }
     if !req.tools.is_empty() {
         let tools: Vec<Value> = req
             .tools
@@ -409,6 +581,9 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
                 let mut v = json!({"name": t.name, "input_schema": t.parameters});
                 if let Some(d) = &t.description {
                     v["description"] = json!(d);
+                }
+                if let Some(s) = t.strict {
+                    v["strict"] = json!(s);
                 }
                 v
             })
@@ -440,7 +615,7 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
     } else {
         body.remove("stream");
     }
-    serde_json::to_vec(&Value::Object(body)).unwrap_or_default()
+    Ok(serde_json::to_vec(&Value::Object(body)).unwrap_or_default())
 }
 
 // ---------------------------------------------------------------------------
@@ -460,7 +635,7 @@ struct InResponse {
     usage: Option<InUsage>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone)]
 struct InUsage {
     #[serde(default)]
     input_tokens: Option<u64>,
@@ -470,11 +645,13 @@ struct InUsage {
     cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    service_tier: Option<String>,
 }
 
 impl InUsage {
     /// Anthropic's `input_tokens` excludes cache reads and writes; llmop's includes them.
-    fn to_usage(self) -> Usage {
+    fn to_usage(&self) -> Usage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
         let write = self.cache_creation_input_tokens.unwrap_or(0);
         Usage {
@@ -482,6 +659,15 @@ impl InUsage {
             output_tokens: self.output_tokens.unwrap_or(0),
             cached_input_tokens: read,
             cache_write_tokens: write,
+            // Anthropic bills thinking as output and does not count it apart.
+            reasoning_tokens: 0,
+        }
+    }
+
+    fn details(&self) -> AnswerDetails {
+        AnswerDetails {
+            system_fingerprint: None,
+            service_tier: self.service_tier.clone(),
         }
     }
 }
@@ -511,6 +697,13 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, WireError> {
     for b in r.content {
         match b.kind.as_str() {
             "text" => parts.push(Part::Text(b.text.unwrap_or_default())),
+            "thinking" => parts.push(Part::Reasoning(Reasoning::Thinking {
+                text: b.thinking.unwrap_or_default(),
+                signature: b.signature.unwrap_or_default(),
+            })),
+            "redacted_thinking" => parts.push(Part::Reasoning(Reasoning::Redacted {
+                data: b.data.unwrap_or_default(),
+            })),
             "tool_use" => parts.push(Part::ToolCall(ToolCall {
                 id: b.id.unwrap_or_default(),
                 name: b.name.unwrap_or_default(),
@@ -526,7 +719,8 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, WireError> {
         created: crate::unix_now(),
         parts,
         finish_reason: finish_from(r.stop_reason.as_deref()),
-        usage: r.usage.map(InUsage::to_usage),
+        details: r.usage.as_ref().map(InUsage::details).unwrap_or_default(),
+        usage: r.usage.as_ref().map(InUsage::to_usage),
     })
 }
 
@@ -552,7 +746,11 @@ fn out_usage(u: &Usage) -> OutUsage {
 /// Encodes a whole answer for an Anthropic-format client.
 pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
     let content: Vec<Value> = resp.parts.iter().filter_map(out_block).collect();
-    let usage = out_usage(&resp.usage.unwrap_or_default());
+    let mut usage =
+        serde_json::to_value(out_usage(&resp.usage.unwrap_or_default())).unwrap_or_default();
+    if let Some(t) = &resp.details.service_tier {
+        usage["service_tier"] = json!(t);
+    }
     serde_json::to_vec(&json!({
         "id": resp.id,
         "type": "message",
@@ -608,6 +806,10 @@ struct InDelta {
     partial_json: Option<String>,
     #[serde(default)]
     stop_reason: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 /// Turns the `data` payloads of an Anthropic stream into events.
@@ -640,13 +842,18 @@ impl StreamDecoder {
                 let m = ev
                     .message
                     .ok_or_else(|| WireError::new("message_start without message", None))?;
-                if let Some(u) = m.usage {
-                    self.usage = u;
-                }
                 out.push(StreamEvent::Start {
                     id: m.id,
                     model: m.model,
                 });
+                if let Some(u) = m.usage {
+                    if u.service_tier.is_some() {
+                        out.push(StreamEvent::Details(u.details()));
+                    }
+                    self.usage = u;
+                    // Known from the start: a stream cut short keeps its input tokens.
+                    out.push(StreamEvent::Usage(self.usage.to_usage()));
+                }
             }
             "content_block_start" => {
                 let idx = ev.index.unwrap_or(0) as usize;
@@ -675,6 +882,20 @@ impl StreamDecoder {
                             out.push(StreamEvent::Text(t));
                         }
                     }
+                    "thinking" => {
+                        out.push(StreamEvent::ThinkingStart);
+                        if let Some(t) = b.thinking.filter(|t| !t.is_empty()) {
+                            out.push(StreamEvent::ThinkingDelta(t));
+                        }
+                        if let Some(sig) = b.signature.filter(|t| !t.is_empty()) {
+                            out.push(StreamEvent::SignatureDelta(sig));
+                        }
+                    }
+                    "redacted_thinking" => {
+                        out.push(StreamEvent::Reasoning(Reasoning::Redacted {
+                            data: b.data.unwrap_or_default(),
+                        }));
+                    }
                     _ => {}
                 }
             }
@@ -685,6 +906,16 @@ impl StreamDecoder {
                         Some("text_delta") => {
                             if let Some(t) = d.text {
                                 out.push(StreamEvent::Text(t));
+                            }
+                        }
+                        Some("thinking_delta") => {
+                            if let Some(t) = d.thinking {
+                                out.push(StreamEvent::ThinkingDelta(t));
+                            }
+                        }
+                        Some("signature_delta") => {
+                            if let Some(sig) = d.signature {
+                                out.push(StreamEvent::SignatureDelta(sig));
                             }
                         }
                         Some("input_json_delta") => {
@@ -722,12 +953,17 @@ impl StreamDecoder {
             }
             "message_stop" => self.done = true,
             "error" => {
-                let msg = ev
-                    .error
-                    .as_ref()
+                // The error's type says what happened (`overloaded_error`…): kept with
+                // its message.
+                let e = ev.error.as_ref();
+                let msg = e
                     .and_then(|e| e.get("message"))
                     .and_then(Value::as_str)
                     .unwrap_or("stream error");
+                let msg = match e.and_then(|e| e.get("type")).and_then(Value::as_str) {
+                    Some(kind) => format!("{kind}: {msg}"),
+                    None => msg.to_string(),
+                };
                 return Err(WireError::new(msg, None));
             }
             // ping, content_block_stop, and event types added after this was written.
@@ -742,6 +978,7 @@ enum OpenBlock {
     None,
     Text,
     Tool(u32),
+    Thinking,
 }
 
 /// Writes events as an Anthropic SSE stream.
@@ -755,6 +992,7 @@ pub struct StreamEncoder {
     tool_blocks: Vec<u32>,
     stop: Option<FinishReason>,
     usage: Option<Usage>,
+    service_tier: Option<String>,
     started: bool,
 }
 
@@ -769,6 +1007,7 @@ impl StreamEncoder {
             tool_blocks: Vec::new(),
             stop: None,
             usage: None,
+            service_tier: None,
             started: false,
         }
     }
@@ -860,6 +1099,50 @@ impl StreamEncoder {
                             "delta": {"type": "input_json_delta", "partial_json": arguments}}),
                 );
             }
+            StreamEvent::ThinkingStart => {
+                self.start(out);
+                self.open_block(
+                    out,
+                    OpenBlock::Thinking,
+                    json!({"type": "thinking", "thinking": "", "signature": ""}),
+                );
+            }
+            StreamEvent::ThinkingDelta(t) => {
+                if self.open == OpenBlock::Thinking {
+                    sse::write_event(
+                        out,
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": self.open_index,
+                                "delta": {"type": "thinking_delta", "thinking": t}}),
+                    );
+                }
+            }
+            StreamEvent::SignatureDelta(sig) => {
+                if self.open == OpenBlock::Thinking {
+                    sse::write_event(
+                        out,
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": self.open_index,
+                                "delta": {"type": "signature_delta", "signature": sig}}),
+                    );
+                }
+            }
+            StreamEvent::Reasoning(Reasoning::Redacted { data }) => {
+                self.start(out);
+                self.open_block(
+                    out,
+                    OpenBlock::Thinking,
+                    json!({"type": "redacted_thinking", "data": data}),
+                );
+                self.close_block(out);
+            }
+            // Gemini's state has no place here; the gateway keeps it.
+            StreamEvent::Reasoning(_) => {}
+            StreamEvent::Details(d) => {
+                if d.service_tier.is_some() {
+                    self.service_tier.clone_from(&d.service_tier);
+                }
+            }
             StreamEvent::Finish(f) => self.stop = Some(f.clone()),
             StreamEvent::Usage(u) => self.usage = Some(*u),
         }
@@ -871,7 +1154,11 @@ impl StreamEncoder {
         self.start(out);
         self.close_block(out);
         let stop = self.stop.clone().unwrap_or(FinishReason::Stop);
-        let usage = out_usage(&self.usage.unwrap_or_default());
+        let mut usage =
+            serde_json::to_value(out_usage(&self.usage.unwrap_or_default())).unwrap_or_default();
+        if let Some(t) = &self.service_tier {
+            usage["service_tier"] = json!(t);
+        }
         sse::write_event(
             out,
             "message_delta",
@@ -949,7 +1236,7 @@ mod tests {
         assert_eq!(r.messages[0].role, Role::System);
         assert_eq!(r.user.as_deref(), Some("u1"));
         assert_eq!(r.tool_choice, Some(ToolChoice::Required));
-        assert!(r.extra.contains_key("top_k"));
+        assert_eq!(r.params.top_k, Some(5));
         // To OpenAI: the tool result becomes a `tool` message.
         let o: Value =
             serde_json::from_slice(&crate::openai::build_request(&r, "gpt", false)).unwrap();
@@ -963,7 +1250,8 @@ mod tests {
             "anthropic-only fields stay behind"
         );
         // Back to Anthropic: same shape, top_k passed through.
-        let a: Value = serde_json::from_slice(&build_request(&r, "claude-x", true)).unwrap();
+        let a: Value =
+            serde_json::from_slice(&build_request(&r, "claude-x", true).unwrap()).unwrap();
         assert_eq!(a["system"], "be brief");
         assert_eq!(a["messages"][1]["content"][1]["input"]["city"], "Paris");
         assert_eq!(a["top_k"], 5);
@@ -980,7 +1268,7 @@ mod tests {
           {"role":"tool","tool_call_id":"a","content":"1"},
           {"role":"tool","tool_call_id":"b","content":"2"}]}"#;
         let r = crate::openai::parse_request(o).unwrap();
-        let a: Value = serde_json::from_slice(&build_request(&r, "c", false)).unwrap();
+        let a: Value = serde_json::from_slice(&build_request(&r, "c", false).unwrap()).unwrap();
         let msgs = a["messages"].as_array().unwrap();
         assert_eq!(msgs.len(), 3);
         assert_eq!(msgs[2]["role"], "user");
@@ -1051,6 +1339,8 @@ mod tests {
             d.decode(data, &mut back).unwrap();
         }
         assert!(d.is_done());
+        // message_start's usage (what is known at the start) comes right after Start.
+        assert_eq!(back.remove(1), StreamEvent::Usage(Usage::default()));
         assert_eq!(back, evs);
     }
 }

@@ -2,14 +2,21 @@
 //! v1beta). Gemini is spoken only towards providers: llmop builds its requests and
 //! reads its answers.
 //!
-//! Gemini's function calls may carry no id; llmop gives them `call_<n>` ids and, when a
-//! tool result comes back, finds the function's name through the id of the call it
-//! answers (Gemini's `functionResponse` is keyed by name).
+//! Gemini's function calls may carry no id; llmop issues them ids of its own
+//! ([`llmop_core::issue_call_id`], unique across conversations, never sent back to
+//! Gemini) and, when a tool result comes back, finds the function's name through the id
+//! of the call it answers (`functionResponse` is keyed by name, and by id when Gemini
+//! gave one).
+//!
+//! Thought signatures (`thoughtSignature` on a part) are kept as
+//! [`Reasoning::Signature`] parts just before the part that carried them, and put back
+//! on that part when the conversation is sent again: Gemini 3 refuses a tool loop whose
+//! function calls lost them.
 
 use crate::{from_json, WireError};
 use llmop_core::{
-    ChatRequest, ChatResponse, FinishReason, ImageSource, Part, ResponseFormat, Role, StreamEvent,
-    ToolCall, ToolChoice, Usage,
+    is_issued_call_id, issue_call_id, AnswerDetails, ChatRequest, ChatResponse, FinishReason,
+    ImageSource, Part, Reasoning, ResponseFormat, Role, StreamEvent, ToolCall, ToolChoice, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -24,8 +31,9 @@ pub fn path(model: &str, stream: bool) -> String {
     }
 }
 
-/// Builds a `GenerateContentRequest`.
-pub fn build_request(req: &ChatRequest) -> Vec<u8> {
+/// Builds a `GenerateContentRequest` for `model` (its family decides how a thinking
+/// effort is said).
+pub fn build_request(req: &ChatRequest, model: &str) -> Vec<u8> {
     let mut system_parts: Vec<Value> = Vec::new();
     let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
     let mut names_by_call: HashMap<&str, &str> = HashMap::new();
@@ -42,9 +50,28 @@ pub fn build_request(req: &ChatRequest) -> Vec<u8> {
         } else {
             "user"
         };
-        let mut parts = Vec::with_capacity(m.parts.len());
+        let mut parts: Vec<Value> = Vec::with_capacity(m.parts.len());
+        // A signature waiting for the part it belongs to.
+        let mut signature: Option<&str> = None;
         for p in &m.parts {
+            let before = parts.len();
             match p {
+                Part::Reasoning(Reasoning::Signature { signature: s }) => {
+                    if let Some(prev) = signature.replace(s) {
+                        parts.push(json!({"text": "", "thoughtSignature": prev}));
+                    }
+                    continue;
+                }
+                Part::Reasoning(Reasoning::Thought { text, signature: s }) => {
+                    let mut v = json!({"text": text, "thought": true});
+                    if let Some(s) = s {
+                        v["thoughtSignature"] = json!(s);
+                    }
+                    parts.push(v);
+                    continue;
+                }
+                // Anthropic's thinking means nothing to Gemini.
+                Part::Reasoning(_) => continue,
                 Part::Text(t) if t.is_empty() => {}
                 Part::Text(t) => parts.push(json!({"text": t})),
                 Part::Image(ImageSource::Base64 { media_type, data }) => {
@@ -57,7 +84,12 @@ pub fn build_request(req: &ChatRequest) -> Vec<u8> {
                         .ok()
                         .filter(Value::is_object)
                         .unwrap_or_else(|| json!({}));
-                    parts.push(json!({"functionCall": {"name": c.name, "args": args}}));
+                    let mut call = json!({"name": c.name, "args": args});
+                    // Gemini's own ids go back; the ones llmop issued never do.
+                    if !is_issued_call_id(&c.id) {
+                        call["id"] = json!(c.id);
+                    }
+                    parts.push(json!({"functionCall": call}));
                 }
                 Part::ToolResult {
                     call_id, content, ..
@@ -71,9 +103,21 @@ pub fn build_request(req: &ChatRequest) -> Vec<u8> {
                         .ok()
                         .filter(Value::is_object)
                         .unwrap_or_else(|| json!({"result": content}));
-                    parts.push(json!({"functionResponse": {"name": name, "response": response}}));
+                    let mut fr = json!({"name": name, "response": response});
+                    if !is_issued_call_id(call_id) {
+                        fr["id"] = json!(call_id);
+                    }
+                    parts.push(json!({"functionResponse": fr}));
                 }
             }
+            if parts.len() > before {
+                if let Some(s) = signature.take() {
+                    parts[before]["thoughtSignature"] = json!(s);
+                }
+            }
+        }
+        if let Some(s) = signature {
+            parts.push(json!({"text": "", "thoughtSignature": s}));
         }
         if parts.is_empty() {
             continue;
@@ -113,6 +157,52 @@ pub fn build_request(req: &ChatRequest) -> Vec<u8> {
     if let Some(v) = p.seed {
         gen.insert("seed".into(), json!(v));
     }
+    if let Some(v) = p.top_k {
+        gen.insert("topK".into(), json!(v));
+    }
+    if let Some(v) = p.frequency_penalty {
+        gen.insert("frequencyPenalty".into(), json!(v));
+    }
+    if let Some(v) = p.presence_penalty {
+        gen.insert("presencePenalty".into(), json!(v));
+    }
+    if p.logprobs == Some(true) {
+        gen.insert("responseLogprobs".into(), json!(true));
+        if let Some(n) = p.top_logprobs {
+            gen.insert("logprobs".into(), json!(n));
+        }
+    }
+    if let Some(rp) = &p.reasoning {
+        let mut tc = Map::new();
+        // Gemini 3 takes a level; earlier thinking models a budget. A budget the client
+        // gave (Anthropic's budget_tokens) goes as a budget either way.
+        let gemini3 = model.starts_with("gemini-3");
+        match (rp.budget_tokens, rp.effort()) {
+            (Some(b), _) if !rp.disabled => {
+                tc.insert("thinkingBudget".into(), json!(b));
+            }
+            (_, Some(e)) if gemini3 => {
+                let level = match e {
+                    "none" | "minimal" => "minimal",
+                    "low" => "low",
+                    "medium" => "medium",
+                    _ => "high",
+                };
+                tc.insert("thinkingLevel".into(), json!(level));
+            }
+            _ => {
+                if let Some(b) = rp.budget() {
+                    tc.insert("thinkingBudget".into(), json!(b));
+                }
+            }
+        }
+        if let Some(i) = rp.include_thoughts {
+            tc.insert("includeThoughts".into(), json!(i));
+        }
+        if !tc.is_empty() {
+            gen.insert("thinkingConfig".into(), Value::Object(tc));
+        }
+    }
     match &req.response_format {
         Some(ResponseFormat::JsonObject) => {
             gen.insert("responseMimeType".into(), json!("application/json"));
@@ -132,6 +222,8 @@ pub fn build_request(req: &ChatRequest) -> Vec<u8> {
             .iter()
             .map(|t| {
                 let mut d = json!({"name": t.name, "parametersJsonSchema": t.parameters});
+                // (Gemini has no per-tool strict mode: declarations are always
+                // schema-constrained.)
                 if let Some(desc) = &t.description {
                     d["description"] = json!(desc);
                 }
@@ -198,6 +290,8 @@ struct InPart {
     thought: Option<bool>,
     #[serde(default)]
     function_call: Option<InFunctionCall>,
+    #[serde(default)]
+    thought_signature: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +316,25 @@ struct InUsage {
     cached_content_token_count: u64,
 }
 
+/// A Gemini error body (`{"error":{"code","message","status","details"}}`): also what an
+/// error inside a stream looks like.
+#[derive(Deserialize)]
+struct InErrorBody {
+    error: InError,
+}
+
+#[derive(Deserialize, Default)]
+struct InError {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    details: Vec<Value>,
+}
+
 impl From<InUsage> for Usage {
     /// `promptTokenCount` already includes cached content. Thinking tokens are billed as
     /// output, so they count as output here.
@@ -231,22 +344,66 @@ impl From<InUsage> for Usage {
             output_tokens: u.candidates_token_count + u.thoughts_token_count,
             cached_input_tokens: u.cached_content_token_count,
             cache_write_tokens: 0,
+            reasoning_tokens: u.thoughts_token_count,
         }
     }
 }
 
-fn finish_from(s: Option<&str>, has_calls: bool) -> FinishReason {
-    match s {
+/// The finish of an answer. `Err` for a reason that means the answer failed
+/// (`MALFORMED_FUNCTION_CALL`, `OTHER`, `UNEXPECTED_TOOL_CALL`, `TOO_MANY_TOOL_CALLS`,
+/// `MISSING_THOUGHT_SIGNATURE`, `LANGUAGE`, `FINISH_REASON_UNSPECIFIED`, and any reason
+/// added after this was written): never a clean stop.
+fn finish_from(s: Option<&str>, has_calls: bool) -> Result<FinishReason, WireError> {
+    Ok(match s {
+        None | Some("STOP") if has_calls => FinishReason::ToolCalls,
+        None | Some("STOP") => FinishReason::Stop,
         Some("MAX_TOKENS") => FinishReason::Length,
-        Some("SAFETY")
-        | Some("RECITATION")
-        | Some("BLOCKLIST")
-        | Some("PROHIBITED_CONTENT")
-        | Some("SPII")
-        | Some("IMAGE_SAFETY") => FinishReason::ContentFilter,
-        _ if has_calls => FinishReason::ToolCalls,
-        _ => FinishReason::Stop,
+        Some(
+            "SAFETY"
+            | "RECITATION"
+            | "BLOCKLIST"
+            | "PROHIBITED_CONTENT"
+            | "SPII"
+            | "IMAGE_SAFETY"
+            | "IMAGE_PROHIBITED_CONTENT"
+            | "IMAGE_RECITATION",
+        ) => FinishReason::ContentFilter,
+        Some(other) => return Err(WireError::failed_finish(other)),
+    })
+}
+
+/// The parts of one candidate as chat-model parts. Calls without an id get one llmop
+/// issues (`issue`).
+fn candidate_parts(parts: Vec<InPart>, out: &mut Vec<Part>) -> usize {
+    let mut calls = 0;
+    for p in parts {
+        if p.thought == Some(true) {
+            out.push(Part::Reasoning(Reasoning::Thought {
+                text: p.text.unwrap_or_default(),
+                signature: p.thought_signature,
+            }));
+            continue;
+        }
+        if let Some(sig) = p.thought_signature {
+            out.push(Part::Reasoning(Reasoning::Signature { signature: sig }));
+        }
+        if let Some(t) = p.text.filter(|t| !t.is_empty()) {
+            out.push(Part::Text(t));
+        }
+        if let Some(fc) = p.function_call {
+            let args = call_args(&fc);
+            out.push(Part::ToolCall(ToolCall {
+                id: fc
+                    .id
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(issue_call_id),
+                name: fc.name,
+                arguments: args,
+            }));
+            calls += 1;
+        }
     }
+    calls
 }
 
 fn call_args(c: &InFunctionCall) -> String {
@@ -264,23 +421,7 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, WireError> {
     let mut n_calls = 0;
     if let Some(c) = r.candidates.into_iter().next() {
         finish = c.finish_reason;
-        for p in c.content.map(|c| c.parts).unwrap_or_default() {
-            if p.thought == Some(true) {
-                continue;
-            }
-            if let Some(t) = p.text {
-                parts.push(Part::Text(t));
-            }
-            if let Some(fc) = p.function_call {
-                let args = call_args(&fc);
-                parts.push(Part::ToolCall(ToolCall {
-                    id: fc.id.unwrap_or_else(|| format!("call_{n_calls}")),
-                    name: fc.name,
-                    arguments: args,
-                }));
-                n_calls += 1;
-            }
-        }
+        n_calls = candidate_parts(c.content.map(|c| c.parts).unwrap_or_default(), &mut parts);
     } else if r
         .prompt_feedback
         .as_ref()
@@ -294,8 +435,9 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, WireError> {
         model: r.model_version.unwrap_or_default(),
         created: crate::unix_now(),
         parts,
-        finish_reason: finish_from(finish.as_deref(), n_calls > 0),
+        finish_reason: finish_from(finish.as_deref(), n_calls > 0)?,
         usage: r.usage_metadata.map(Usage::from),
+        details: AnswerDetails::default(),
     })
 }
 
@@ -319,6 +461,9 @@ impl StreamDecoder {
         if data.trim().is_empty() {
             return Ok(());
         }
+        if let Some(e) = stream_error(data) {
+            return Err(e);
+        }
         let r: InResponse = from_json(data.as_bytes())?;
         if !self.started {
             self.started = true;
@@ -327,32 +472,36 @@ impl StreamDecoder {
                 model: r.model_version.clone().unwrap_or_default(),
             });
         }
+        // Usage is cumulative and comes with every chunk: passed on as it comes, so a
+        // stream cut short keeps what was already counted.
         if let Some(u) = r.usage_metadata {
-            self.usage = Some(u.into());
+            let u: Usage = u.into();
+            if self.usage != Some(u) {
+                self.usage = Some(u);
+                out.push(StreamEvent::Usage(u));
+            }
         }
         if let Some(c) = r.candidates.into_iter().next() {
-            for p in c.content.map(|c| c.parts).unwrap_or_default() {
-                if p.thought == Some(true) {
-                    continue;
-                }
-                if let Some(t) = p.text {
-                    if !t.is_empty() {
-                        out.push(StreamEvent::Text(t));
+            let mut parts = Vec::new();
+            candidate_parts(c.content.map(|c| c.parts).unwrap_or_default(), &mut parts);
+            for p in parts {
+                match p {
+                    Part::Text(t) => out.push(StreamEvent::Text(t)),
+                    Part::Reasoning(r) => out.push(StreamEvent::Reasoning(r)),
+                    Part::ToolCall(c) => {
+                        let index = self.calls;
+                        self.calls += 1;
+                        out.push(StreamEvent::ToolCallStart {
+                            index,
+                            id: c.id,
+                            name: c.name,
+                        });
+                        out.push(StreamEvent::ToolCallDelta {
+                            index,
+                            arguments: c.arguments,
+                        });
                     }
-                }
-                if let Some(fc) = p.function_call {
-                    let index = self.calls;
-                    self.calls += 1;
-                    let args = call_args(&fc);
-                    out.push(StreamEvent::ToolCallStart {
-                        index,
-                        id: fc.id.unwrap_or_else(|| format!("call_{index}")),
-                        name: fc.name,
-                    });
-                    out.push(StreamEvent::ToolCallDelta {
-                        index,
-                        arguments: args,
-                    });
+                    _ => {}
                 }
             }
             if c.finish_reason.is_some() {
@@ -373,21 +522,83 @@ impl StreamDecoder {
         self.finish.is_some()
     }
 
-    /// Emits the final `Finish` and `Usage` once the stream has ended.
-    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+    /// Emits the final `Finish` once the stream has ended; `Err` when the finish
+    /// reason means the answer failed.
+    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
         out.push(StreamEvent::Finish(finish_from(
             self.finish.as_deref(),
             self.calls > 0,
-        )));
-        if let Some(u) = self.usage.take() {
-            out.push(StreamEvent::Usage(u));
-        }
+        )?));
+        Ok(())
     }
 }
 
-/// Extracts the message of a Gemini error body (`{"error":{"code","message","status"}}`).
+/// An error event inside a stream (`{"error":{…}}`), with its status and message kept.
+fn stream_error(data: &str) -> Option<WireError> {
+    if !data.contains("\"error\"") {
+        return None;
+    }
+    let e = serde_json::from_str::<InErrorBody>(data).ok()?.error;
+    let status = e.status.unwrap_or_else(|| "ERROR".into());
+    let msg = e.message.unwrap_or_default();
+    Some(WireError::new(
+        match e.code {
+            Some(code) => format!("{status} ({code}): {msg}"),
+            None => format!("{status}: {msg}"),
+        },
+        None,
+    ))
+}
+
+/// What a Gemini error body says beyond its message.
+#[derive(Debug, Default, PartialEq)]
+pub struct ErrorInfo {
+    pub message: Option<String>,
+    /// `RetryInfo.retryDelay` (Gemini sends no `Retry-After` header).
+    pub retry_delay: Option<std::time::Duration>,
+    /// `ErrorInfo.reason` (`API_KEY_INVALID`, …).
+    pub reason: Option<String>,
+    /// The RPC status (`RESOURCE_EXHAUSTED`, …).
+    pub status: Option<String>,
+}
+
+/// Reads a Gemini error body (`{"error":{"code","message","status","details"}}`).
+pub fn error_info(body: &[u8]) -> ErrorInfo {
+    let Ok(b) = serde_json::from_slice::<InErrorBody>(body) else {
+        return ErrorInfo::default();
+    };
+    let e = b.error;
+    let mut info = ErrorInfo {
+        message: e.message,
+        status: e.status,
+        ..ErrorInfo::default()
+    };
+    for d in &e.details {
+        let kind = d.get("@type").and_then(Value::as_str).unwrap_or("");
+        if kind.ends_with("google.rpc.RetryInfo") {
+            info.retry_delay = d
+                .get("retryDelay")
+                .and_then(Value::as_str)
+                .and_then(parse_duration);
+        } else if kind.ends_with("google.rpc.ErrorInfo") {
+            info.reason = d.get("reason").and_then(Value::as_str).map(str::to_string);
+        }
+    }
+    info
+}
+
+/// A protobuf `Duration` in its JSON form (`"37s"`, `"1.5s"`), at most a day.
+fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let secs: f64 = s.strip_suffix('s')?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| std::time::Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
+/// Extracts the message of a Gemini error body.
 pub fn parse_error_message(body: &[u8]) -> Option<String> {
-    crate::openai::parse_error_message(body)
+    error_info(body)
+        .message
+        .or_else(|| crate::openai::parse_error_message(body))
 }
 
 #[cfg(test)]
@@ -406,7 +617,7 @@ mod tests {
           "tool_choice":"required","max_tokens":50,
           "response_format":{"type":"json_schema","json_schema":{"name":"w","schema":{"type":"object"}}}}"#).unwrap();
         assert_eq!(r.origin, WireFormat::OpenAi);
-        let b: Value = serde_json::from_slice(&build_request(&r)).unwrap();
+        let b: Value = serde_json::from_slice(&build_request(&r, "gemini-2.0-flash")).unwrap();
         assert_eq!(b["systemInstruction"]["parts"][0]["text"], "sys");
         assert_eq!(b["contents"][1]["role"], "model");
         assert_eq!(

@@ -30,6 +30,9 @@ use std::fmt;
 pub struct WireError {
     pub message: String,
     pub param: Option<String>,
+    /// Set when the answer is well-formed but the provider said it failed (a Gemini
+    /// finish reason such as `MALFORMED_FUNCTION_CALL`): the reason.
+    pub failed_finish: Option<String>,
 }
 
 impl WireError {
@@ -37,6 +40,16 @@ impl WireError {
         WireError {
             message: message.into(),
             param,
+            failed_finish: None,
+        }
+    }
+
+    /// The provider ended its answer with `reason`, which means failure.
+    pub fn failed_finish(reason: &str) -> Self {
+        WireError {
+            message: format!("the answer ended with {reason}"),
+            param: None,
+            failed_finish: Some(reason.to_string()),
         }
     }
 }
@@ -51,6 +64,43 @@ impl fmt::Display for WireError {
 }
 
 impl std::error::Error for WireError {}
+
+/// A request asks for something a target's format cannot express. `param` names the
+/// request field (in the client's terms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unsupported {
+    pub param: String,
+    pub message: String,
+}
+
+/// Every tool result answers a tool call made earlier in the conversation: a result
+/// whose id matches no call is refused, naming the field (`path(message, part)`), as
+/// the providers do (later, and less clearly).
+pub(crate) fn check_tool_results(
+    messages: &[llmop_core::Message],
+    path: impl Fn(usize, usize) -> String,
+) -> Result<(), WireError> {
+    use llmop_core::{Part, Role};
+    use std::collections::HashSet;
+    let mut calls: HashSet<&str> = HashSet::new();
+    for (i, m) in messages.iter().enumerate() {
+        for (j, p) in m.parts.iter().enumerate() {
+            match p {
+                Part::ToolCall(c) if m.role == Role::Assistant => {
+                    calls.insert(&c.id);
+                }
+                Part::ToolResult { call_id, .. } if !calls.contains(call_id.as_str()) => {
+                    return Err(WireError::new(
+                        format!("`{call_id}` answers no tool call of an earlier assistant message"),
+                        Some(path(i, j)),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Deserializes JSON; on failure, the error names the path of the failing field.
 ///

@@ -7,8 +7,9 @@
 use crate::{from_json, sse, unix_now, TextOr, WireError};
 use bytes::BytesMut;
 use llmop_core::{
-    ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ResponseFormat, Role,
-    StreamEvent, Tool, ToolCall, ToolChoice, Usage, WireFormat,
+    AnswerDetails, ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part,
+    ReasoningParams, ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice, Usage,
+    WireFormat,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -49,6 +50,16 @@ struct InRequest {
     response_format: Option<InResponseFormat>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    frequency_penalty: Option<f64>,
+    #[serde(default)]
+    presence_penalty: Option<f64>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<u32>,
+    #[serde(default)]
+    reasoning_effort: Option<String>,
     #[serde(flatten)]
     extra: Map<String, Value>,
 }
@@ -302,6 +313,24 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
     };
     req.params.seed = r.seed;
     req.params.parallel_tool_calls = r.parallel_tool_calls;
+    req.params.frequency_penalty = r.frequency_penalty;
+    req.params.presence_penalty = r.presence_penalty;
+    req.params.logprobs = r.logprobs;
+    req.params.top_logprobs = r.top_logprobs;
+    if let Some(e) = r.reasoning_effort {
+        if llmop_core::budget_of_effort(&e).is_none() {
+            return Err(WireError::new(
+                format!(
+                    "unknown reasoning_effort `{e}` (expected none, minimal, low, medium or high)"
+                ),
+                Some("reasoning_effort".into()),
+            ));
+        }
+        req.params.reasoning = Some(ReasoningParams {
+            effort: Some(e),
+            ..ReasoningParams::default()
+        });
+    }
     req.tools = r
         .tools
         .unwrap_or_default()
@@ -352,6 +381,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
         req.metadata = m.clone();
     }
     req.extra = extra;
+    crate::check_tool_results(&req.messages, |m, _| format!("messages[{m}].tool_call_id"))?;
     Ok(req)
 }
 
@@ -615,6 +645,16 @@ struct OutRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
     /// Always asked for on streams: the gateway needs usage even when the client did not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -676,6 +716,13 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
             },
         }),
         user: req.user.as_deref(),
+        frequency_penalty: p.frequency_penalty,
+        presence_penalty: p.presence_penalty,
+        logprobs: p.logprobs,
+        top_logprobs: p.top_logprobs,
+        // OpenAI's own word when the client said it; else the equivalent of the
+        // client's thinking budget.
+        reasoning_effort: p.reasoning.as_ref().and_then(ReasoningParams::effort),
         stream: stream.then_some(true),
         stream_options: stream.then_some(OutStreamOptions {
             include_usage: true,
@@ -699,6 +746,10 @@ struct InResponse {
     choices: Vec<InChoice>,
     #[serde(default)]
     usage: Option<InUsage>,
+    #[serde(default)]
+    system_fingerprint: Option<String>,
+    #[serde(default)]
+    service_tier: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -726,12 +777,20 @@ struct InUsage {
     completion_tokens: u64,
     #[serde(default)]
     prompt_tokens_details: Option<InPromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<InCompletionDetails>,
 }
 
 #[derive(Deserialize, Serialize, Default, Clone, Copy)]
 struct InPromptDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Serialize, Default, Clone, Copy)]
+struct InCompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
 }
 
 impl From<InUsage> for Usage {
@@ -744,6 +803,10 @@ impl From<InUsage> for Usage {
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
             cache_write_tokens: 0,
+            reasoning_tokens: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
         }
     }
 }
@@ -794,6 +857,10 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, WireError> {
         parts,
         finish_reason: finish_from(choice.finish_reason.as_deref()),
         usage: r.usage.map(Usage::from),
+        details: AnswerDetails {
+            system_fingerprint: r.system_fingerprint,
+            service_tier: r.service_tier,
+        },
     })
 }
 
@@ -803,11 +870,17 @@ struct OutUsage {
     completion_tokens: u64,
     total_tokens: u64,
     prompt_tokens_details: OutPromptDetails,
+    completion_tokens_details: OutCompletionDetails,
 }
 
 #[derive(Serialize)]
 struct OutPromptDetails {
     cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct OutCompletionDetails {
+    reasoning_tokens: u64,
 }
 
 fn out_usage(u: &Usage) -> OutUsage {
@@ -817,6 +890,9 @@ fn out_usage(u: &Usage) -> OutUsage {
         total_tokens: u.total(),
         prompt_tokens_details: OutPromptDetails {
             cached_tokens: u.cached_input_tokens,
+        },
+        completion_tokens_details: OutCompletionDetails {
+            reasoning_tokens: u.reasoning_tokens,
         },
     }
 }
@@ -852,6 +928,12 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
     if let Some(u) = &resp.usage {
         body["usage"] = serde_json::to_value(out_usage(u)).unwrap_or(Value::Null);
     }
+    if let Some(f) = &resp.details.system_fingerprint {
+        body["system_fingerprint"] = json!(f);
+    }
+    if let Some(t) = &resp.details.service_tier {
+        body["service_tier"] = json!(t);
+    }
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
@@ -871,6 +953,10 @@ struct InChunk {
     usage: Option<InUsage>,
     #[serde(default)]
     error: Option<Value>,
+    #[serde(default)]
+    system_fingerprint: Option<String>,
+    #[serde(default)]
+    service_tier: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -915,6 +1001,7 @@ pub struct StreamDecoder {
     started: bool,
     done: bool,
     tool_started: Vec<bool>,
+    details: AnswerDetails,
 }
 
 impl StreamDecoder {
@@ -947,6 +1034,18 @@ impl StreamDecoder {
                 id: c.id,
                 model: c.model,
             });
+        }
+        if (c.system_fingerprint.is_some()
+            && c.system_fingerprint != self.details.system_fingerprint)
+            || (c.service_tier.is_some() && c.service_tier != self.details.service_tier)
+        {
+            if c.system_fingerprint.is_some() {
+                self.details.system_fingerprint = c.system_fingerprint;
+            }
+            if c.service_tier.is_some() {
+                self.details.service_tier = c.service_tier;
+            }
+            out.push(StreamEvent::Details(self.details.clone()));
         }
         if let Some(choice) = c.choices.into_iter().next() {
             if let Some(d) = choice.delta {
@@ -1004,6 +1103,10 @@ struct OutChunk<'a> {
     model: &'a str,
     choices: &'a [OutChunkChoice<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_tier: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<Option<OutUsage>>,
 }
 
@@ -1049,6 +1152,9 @@ pub struct StreamEncoder {
     model: String,
     created: i64,
     include_usage: bool,
+    details: AnswerDetails,
+    /// The last usage seen; written once, just before `[DONE]`, as OpenAI does.
+    usage: Option<Usage>,
 }
 
 impl StreamEncoder {
@@ -1060,6 +1166,8 @@ impl StreamEncoder {
             model,
             created: unix_now(),
             include_usage,
+            details: AnswerDetails::default(),
+            usage: None,
         }
     }
 
@@ -1074,6 +1182,8 @@ impl StreamEncoder {
                 created: self.created,
                 model: &self.model,
                 choices,
+                system_fingerprint: self.details.system_fingerprint.as_deref(),
+                service_tier: self.details.service_tier.as_deref(),
                 usage: self.include_usage.then_some(usage),
             },
         );
@@ -1146,16 +1256,32 @@ impl StreamEncoder {
                 None,
             ),
             StreamEvent::Finish(f) => self.chunk(out, OutDelta::default(), Some(finish_str(f))),
-            StreamEvent::Usage(u) => {
-                if self.include_usage {
-                    self.write(out, &[], Some(out_usage(u)));
+            StreamEvent::Usage(u) => self.usage = Some(*u),
+            StreamEvent::Details(d) => {
+                if d.system_fingerprint.is_some() {
+                    self.details
+                        .system_fingerprint
+                        .clone_from(&d.system_fingerprint);
+                }
+                if d.service_tier.is_some() {
+                    self.details.service_tier.clone_from(&d.service_tier);
                 }
             }
+            // Chat Completions has no place for reasoning state: the gateway keeps it.
+            StreamEvent::ThinkingStart
+            | StreamEvent::ThinkingDelta(_)
+            | StreamEvent::SignatureDelta(_)
+            | StreamEvent::Reasoning(_) => {}
         }
     }
 
-    /// Ends a stream that completed.
+    /// Ends a stream that completed: the usage chunk (when asked for), then `[DONE]`.
     pub fn finish(&mut self, out: &mut BytesMut) {
+        if self.include_usage {
+            if let Some(u) = self.usage.take() {
+                self.write(out, &[], Some(out_usage(&u)));
+            }
+        }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
 
@@ -1187,6 +1313,12 @@ pub fn parse_error_message(body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let e = v.get("error")?;
     Some(error_message_of(e))
+}
+
+/// The `error.code` of an OpenAI-format error body (`insufficient_quota`, …).
+pub fn error_code(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("error")?.get("code")?.as_str().map(str::to_string)
 }
 
 /// The OpenAI error envelope, as llmop's contract defines it.

@@ -91,6 +91,42 @@ fn normalized(messages: &Value) -> Vec<(String, Vec<Value>)> {
     out
 }
 
+/// A whole answer as the events a stream of it carries.
+fn stream_events(r: &llmop_core::ChatResponse) -> Vec<llmop_core::StreamEvent> {
+    use llmop_core::{Part, Reasoning, StreamEvent};
+    let mut evs = vec![StreamEvent::Start {
+        id: r.id.clone(),
+        model: r.model.clone(),
+    }];
+    let mut n = 0;
+    for p in &r.parts {
+        match p {
+            Part::Text(t) => evs.push(StreamEvent::Text(t.clone())),
+            Part::Reasoning(Reasoning::Thinking { text, signature }) => {
+                evs.push(StreamEvent::ThinkingStart);
+                evs.push(StreamEvent::ThinkingDelta(text.clone()));
+                evs.push(StreamEvent::SignatureDelta(signature.clone()));
+            }
+            Part::Reasoning(r) => evs.push(StreamEvent::Reasoning(r.clone())),
+            Part::ToolCall(c) => {
+                evs.push(StreamEvent::ToolCallStart {
+                    index: n,
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                });
+                evs.push(StreamEvent::ToolCallDelta {
+                    index: n,
+                    arguments: c.arguments.clone(),
+                });
+                n += 1;
+            }
+            _ => {}
+        }
+    }
+    evs.push(StreamEvent::Finish(r.finish_reason.clone()));
+    evs
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -101,7 +137,7 @@ proptest! {
         let first: Value = serde_json::from_slice(&openai::build_request(&req, "m", false)).unwrap();
 
         // Through Anthropic's format and back.
-        let a = anthropic::build_request(&req, "m", false);
+        let a = anthropic::build_request(&req, "m", false).unwrap();
         let via = anthropic::parse_request(&a).unwrap();
         let second: Value = serde_json::from_slice(&openai::build_request(&via, "m", false)).unwrap();
 
@@ -121,7 +157,8 @@ proptest! {
         let resp = llmop_core::ChatResponse {
             id: "x".into(), model: "m".into(), created: 1, parts,
             finish_reason: if calls.is_empty() { llmop_core::FinishReason::Stop } else { llmop_core::FinishReason::ToolCalls },
-            usage: Some(llmop_core::Usage { input_tokens: input + cached, output_tokens: output, cached_input_tokens: cached, cache_write_tokens: 0 }),
+            usage: Some(llmop_core::Usage { input_tokens: input + cached, output_tokens: output, cached_input_tokens: cached, cache_write_tokens: 0, reasoning_tokens: 0 }),
+            details: Default::default(),
         };
         let via_openai = openai::parse_response(&openai::encode_response(&resp)).unwrap();
         let via_anthropic = anthropic::parse_response(&anthropic::encode_response(&resp)).unwrap();
@@ -130,6 +167,88 @@ proptest! {
             prop_assert_eq!(back.tool_calls().collect::<Vec<_>>(), resp.tool_calls().collect::<Vec<_>>());
             prop_assert_eq!(back.usage, resp.usage);
             prop_assert_eq!(&back.finish_reason, &resp.finish_reason);
+        }
+    }
+
+    /// Anthropic to Anthropic: thinking and redacted thinking blocks come back out
+    /// exactly as they came in, in their place at the start of the assistant turn.
+    #[test]
+    fn anthropic_reasoning_survives_same_family(
+        thoughts in prop::collection::vec((text(), "[A-Za-z0-9+/=]{8,64}", any::<bool>()), 1..3),
+        answer in proptest::option::of(text()),
+        name in "[a-z_]{1,10}",
+        a in args(),
+    ) {
+        let mut blocks: Vec<Value> = thoughts.iter().map(|(t, sig, redacted)| if *redacted {
+            json!({"type": "redacted_thinking", "data": sig})
+        } else {
+            json!({"type": "thinking", "thinking": t, "signature": sig})
+        }).collect();
+        if let Some(t) = &answer {
+            blocks.push(json!({"type": "text", "text": t}));
+        }
+        blocks.push(json!({"type": "tool_use", "id": "toolu_01", "name": name, "input": a}));
+        let body = json!({"model": "claude", "max_tokens": 2048,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": blocks.clone()},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "r"}]},
+            ]});
+        let req = anthropic::parse_request(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let out: Value = serde_json::from_slice(&anthropic::build_request(&req, "claude", false).unwrap()).unwrap();
+        prop_assert_eq!(&out["messages"][1]["content"], &Value::Array(blocks));
+        prop_assert_eq!(&out["thinking"], &json!({"type": "enabled", "budget_tokens": 1024}));
+        // Streamed: the encoder's events decode to the same parts.
+        let resp = anthropic::parse_response(&serde_json::to_vec(&json!({
+            "id": "m", "model": "claude", "stop_reason": "tool_use",
+            "content": out["messages"][1]["content"].clone(),
+            "usage": {"input_tokens": 1, "output_tokens": 2}})).unwrap()).unwrap();
+        let mut enc = anthropic::StreamEncoder::new("m".into(), "claude".into());
+        let mut bytes = bytes::BytesMut::new();
+        for ev in stream_events(&resp) {
+            enc.encode(&ev, &mut bytes);
+        }
+        enc.finish(&mut bytes);
+        let mut parser = llmop_wire::sse::SseParser::new();
+        parser.push(&bytes);
+        let mut dec = anthropic::StreamDecoder::new();
+        let mut acc = llmop_core::StreamAccumulator::default();
+        while let Ok(Some(e)) = parser.next_event() {
+            let mut evs = Vec::new();
+            dec.decode(&e.data, &mut evs).unwrap();
+            for ev in &evs { acc.push(ev); }
+        }
+        prop_assert_eq!(acc.finish(0).parts, resp.parts);
+    }
+
+    /// Gemini: every thoughtSignature goes back on the part that carried it.
+    #[test]
+    fn gemini_signatures_return_to_their_parts(
+        sigs in prop::collection::vec(proptest::option::of("[A-Za-z0-9+/=]{8,64}"), 1..4),
+        t in text(),
+    ) {
+        let mut parts: Vec<Value> = vec![json!({"text": t})];
+        for (i, s) in sigs.iter().enumerate() {
+            let mut p = json!({"functionCall": {"id": format!("fc{i}"), "name": format!("f{i}"), "args": {"i": i}}});
+            if let Some(s) = s {
+                p["thoughtSignature"] = json!(s);
+            }
+            parts.push(p);
+        }
+        let body = json!({"candidates": [{"content": {"role": "model", "parts": parts.clone()}, "finishReason": "STOP"}]});
+        let resp = llmop_wire::gemini::parse_response(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let mut msgs = vec![llmop_core::Message::text(llmop_core::Role::User, "q"),
+            llmop_core::Message { role: llmop_core::Role::Assistant, parts: resp.parts.clone(), name: None }];
+        for c in resp.tool_calls() {
+            msgs.push(llmop_core::Message { role: llmop_core::Role::Tool, parts: vec![llmop_core::Part::ToolResult { call_id: c.id.clone(), content: "{}".into(), is_error: false }], name: None });
+        }
+        let req = llmop_core::ChatRequest::new("g", msgs, llmop_core::WireFormat::OpenAi);
+        let out: Value = serde_json::from_slice(&llmop_wire::gemini::build_request(&req, "gemini-3-pro-preview")).unwrap();
+        prop_assert_eq!(&out["contents"][1]["parts"], &Value::Array(parts));
+        let responses = out["contents"][2]["parts"].as_array().unwrap();
+        for (i, r) in responses.iter().enumerate() {
+            prop_assert_eq!(&r["functionResponse"]["id"], &json!(format!("fc{i}")));
         }
     }
 

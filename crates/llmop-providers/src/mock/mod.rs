@@ -132,6 +132,9 @@ impl MockProvider {
                     }
                     Part::ToolResult { content, .. } => h.write(content.as_bytes()),
                     Part::Image(_) => h.write_u8(0xff),
+                    // Reasoning state is opaque: the same conversation with or without
+                    // it gets the same answer.
+                    Part::Reasoning(_) => {}
                 }
             }
         }
@@ -308,7 +311,9 @@ impl MockProvider {
                 output_tokens,
                 cached_input_tokens: 0,
                 cache_write_tokens: 0,
+                reasoning_tokens: 0,
             }),
+            details: Default::default(),
         };
         Ok((resp, pieces))
     }
@@ -419,7 +424,7 @@ async fn count_prompt(req: &ChatRequest) -> u64 {
                     text.push_str(&c.arguments);
                 }
                 Part::ToolResult { content, .. } => text.push_str(content),
-                Part::Image(_) => {}
+                Part::Image(_) | Part::Reasoning(_) => {}
             }
             text.push('\n');
         }

@@ -1,0 +1,482 @@
+//! Reasoning state the client's format has no place for, kept by the gateway.
+//!
+//! A reasoning model's tool loop works only if the provider's opaque state comes back
+//! with the next request exactly where it was given: Anthropic's `thinking` blocks at
+//! the start of the assistant turn, Gemini's `thoughtSignature` on the function call
+//! that carried it. A client whose format can carry the state gets it in its answer
+//! (an Anthropic client on an Anthropic target) and sends it back itself. Where the
+//! format cannot (an OpenAI Chat Completions client; Gemini's signatures in any client
+//! format), the gateway keeps it:
+//!
+//! 1. **keep** (after the answer, whole or streamed): each tool call that follows state
+//!    the client cannot carry gets an id llmop issues (`llmop_call_…`); the state, and
+//!    the provider's own id of the call, are kept under it: in this process's cache at
+//!    once, and in the store with the call's record (table `reasoning_state`), so any
+//!    replica sharing the store can restore it.
+//! 2. **restore** (before the next request goes out): each assistant tool call with an
+//!    issued id gets its state back where it was (Anthropic's at the start of its turn,
+//!    Gemini's just before the call) and its provider id back, on the call and on the
+//!    results that answer it.
+//!
+//! Calls a provider gave no id (Gemini's may have none) also get issued ids, and a kept
+//! entry (possibly empty), so that every issued id can be looked up.
+
+use crate::http_error::ClientFormat;
+use crate::state::AppState;
+use llmop_core::{
+    is_issued_call_id, issue_call_id, ChatRequest, ChatResponse, GatewayError, Part, Reasoning,
+    Role, StreamEvent,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Entries kept in this process (the store keeps them all).
+const CACHE_ENTRIES: usize = 100_000;
+
+/// How long a restore waits for another replica's record to be committed before it
+/// gives up on an id (the writer commits within ~50 ms of an answer in default
+/// durability; strict durability has committed before the answer was sent).
+const STORE_WAIT: Duration = Duration::from_millis(1_500);
+const STORE_POLL: Duration = Duration::from_millis(50);
+
+/// What is kept for one tool call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kept {
+    /// The provider's id of the call; `None` when it gave none.
+    pub upstream_id: Option<String>,
+    /// The state to put back, in order.
+    pub parts: Vec<Reasoning>,
+}
+
+/// This process's cache of kept state, in front of the store.
+pub struct Keeper {
+    cache: quick_cache::sync::Cache<String, Arc<Kept>>,
+}
+
+impl Default for Keeper {
+    fn default() -> Self {
+        Keeper {
+            cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
+        }
+    }
+}
+
+/// Whether a client of `format` receives `r` in its answer (and can send it back).
+fn carries(format: ClientFormat, r: &Reasoning) -> bool {
+    match format {
+        ClientFormat::Anthropic => r.is_anthropic(),
+        ClientFormat::OpenAi => false,
+    }
+}
+
+/// Collects, over an answer's parts or events, the state before each tool call that the
+/// client cannot carry, and decides each call's id.
+struct Collector {
+    format: ClientFormat,
+    pending: Vec<Reasoning>,
+    kept: Vec<(String, Kept)>,
+}
+
+impl Collector {
+    fn new(format: ClientFormat) -> Self {
+        Collector {
+            format,
+            pending: Vec::new(),
+            kept: Vec::new(),
+        }
+    }
+
+    fn reasoning(&mut self, r: &Reasoning) {
+        if !carries(self.format, r) {
+            self.pending.push(r.clone());
+        }
+    }
+
+    /// Text came: a Gemini signature just before it was the text's (optional to send
+    /// back), not the next call's.
+    fn text(&mut self) {
+        while matches!(self.pending.last(), Some(Reasoning::Signature { .. })) {
+            self.pending.pop();
+        }
+    }
+
+    /// A tool call with `id`: returns the id the client is to see.
+    fn call(&mut self, id: &str) -> Option<String> {
+        if self.pending.is_empty() && !is_issued_call_id(id) {
+            return None;
+        }
+        let (client_id, upstream_id) = if is_issued_call_id(id) {
+            (id.to_string(), None)
+        } else {
+            (issue_call_id(), Some(id.to_string()))
+        };
+        self.kept.push((
+            client_id.clone(),
+            Kept {
+                upstream_id,
+                parts: std::mem::take(&mut self.pending),
+            },
+        ));
+        Some(client_id)
+    }
+}
+
+impl Keeper {
+    fn remember(&self, kept: &[(String, Kept)]) {
+        for (id, k) in kept {
+            self.cache.insert(id.clone(), Arc::new(k.clone()));
+        }
+    }
+
+    /// Keeps the state of a whole answer for a client of `format`, rewriting the ids of
+    /// the calls it is kept under. Returns what the record is to store.
+    pub fn keep_whole(
+        &self,
+        format: ClientFormat,
+        resp: &mut ChatResponse,
+    ) -> Vec<llmop_store::KeptState> {
+        let mut c = Collector::new(format);
+        for p in resp.parts.iter_mut() {
+            match p {
+                Part::Reasoning(r) => c.reasoning(r),
+                Part::Text(_) => c.text(),
+                Part::ToolCall(call) => {
+                    if let Some(id) = c.call(&call.id) {
+                        call.id = id;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.remember(&c.kept);
+        to_store(c.kept)
+    }
+
+    /// A stream's keeper: see [`StreamKeeper::observe`].
+    pub fn stream(self: &Arc<Self>, format: ClientFormat) -> StreamKeeper {
+        StreamKeeper {
+            keeper: self.clone(),
+            c: Collector::new(format),
+            thinking_kept: false,
+        }
+    }
+
+    /// Puts kept state back into `req` (see the module's doc). An issued id found
+    /// nowhere (state expired, or a store that never had it) is left as is: the
+    /// provider then answers as it would have without llmop.
+    pub async fn restore(&self, app: &AppState, req: &mut ChatRequest) -> Result<(), GatewayError> {
+        let mut wanted: Vec<String> = Vec::new();
+        for m in &req.messages {
+            if m.role != Role::Assistant {
+                continue;
+            }
+            for p in &m.parts {
+                if let Part::ToolCall(c) = p {
+                    if is_issued_call_id(&c.id) {
+                        wanted.push(c.id.clone());
+                    }
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut found: HashMap<String, Arc<Kept>> = HashMap::with_capacity(wanted.len());
+        let mut missing: Vec<String> = Vec::new();
+        for id in wanted {
+            match self.cache.get(&id) {
+                Some(k) => {
+                    found.insert(id, k);
+                }
+                None => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            if let Some(rec) = &app.recorder {
+                let until = tokio::time::Instant::now() + STORE_WAIT;
+                loop {
+                    let rows = rec.store.reasoning_state(&missing).await.map_err(|e| {
+                        GatewayError::Unavailable {
+                            message: format!(
+                                "the record store cannot serve kept reasoning state: {e}"
+                            ),
+                            code: "store_unavailable",
+                        }
+                    })?;
+                    for row in rows {
+                        if let Ok(k) = serde_json::from_value::<Kept>(row.state) {
+                            let k = Arc::new(k);
+                            self.cache.insert(row.call_id.clone(), k.clone());
+                            missing.retain(|m| *m != row.call_id);
+                            found.insert(row.call_id, k);
+                        }
+                    }
+                    if missing.is_empty() || tokio::time::Instant::now() >= until {
+                        break;
+                    }
+                    tokio::time::sleep(STORE_POLL).await;
+                }
+            }
+            if !missing.is_empty() {
+                metrics::counter!("llmop_reasoning_state_missing_total")
+                    .increment(missing.len() as u64);
+                tracing::warn!(ids = ?missing, "no kept reasoning state for these tool calls: sent without it");
+            }
+        }
+        if !found.is_empty() {
+            apply(req, &found);
+        }
+        Ok(())
+    }
+}
+
+/// Puts `found` back into the messages.
+fn apply(req: &mut ChatRequest, found: &HashMap<String, Arc<Kept>>) {
+    let mut renamed: HashMap<&str, &str> = HashMap::new();
+    for m in req.messages.iter_mut() {
+        if m.role != Role::Assistant {
+            continue;
+        }
+        let has_own_thinking = m
+            .parts
+            .iter()
+            .any(|p| matches!(p, Part::Reasoning(r) if r.is_anthropic()));
+        let mut head: Vec<Part> = Vec::new();
+        let mut body: Vec<Part> = Vec::with_capacity(m.parts.len());
+        for p in m.parts.drain(..) {
+            if let Part::ToolCall(mut c) = p {
+                if let Some(k) = found.get(&c.id) {
+                    for r in &k.parts {
+                        if r.is_anthropic() {
+                            if !has_own_thinking {
+                                head.push(Part::Reasoning(r.clone()));
+                            }
+                        } else {
+                            body.push(Part::Reasoning(r.clone()));
+                        }
+                    }
+                    if let Some(up) = &k.upstream_id {
+                        c.id.clone_from(up);
+                    }
+                }
+                body.push(Part::ToolCall(c));
+            } else {
+                body.push(p);
+            }
+        }
+        head.append(&mut body);
+        m.parts = head;
+    }
+    for (id, k) in found {
+        if let Some(up) = &k.upstream_id {
+            renamed.insert(id.as_str(), up.as_str());
+        }
+    }
+    if renamed.is_empty() {
+        return;
+    }
+    for m in req.messages.iter_mut() {
+        for p in m.parts.iter_mut() {
+            if let Part::ToolResult { call_id, .. } = p {
+                if let Some(up) = renamed.get(call_id.as_str()) {
+                    *call_id = (*up).to_string();
+                }
+            }
+        }
+    }
+}
+
+fn to_store(kept: Vec<(String, Kept)>) -> Vec<llmop_store::KeptState> {
+    kept.into_iter()
+        .filter_map(|(call_id, k)| {
+            Some(llmop_store::KeptState {
+                call_id,
+                state: serde_json::to_value(k).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Keeps the state of a stream as its events pass, rewriting tool-call ids on the way.
+pub struct StreamKeeper {
+    keeper: Arc<Keeper>,
+    c: Collector,
+    /// The open thinking block is being kept (the client cannot carry it).
+    thinking_kept: bool,
+}
+
+impl StreamKeeper {
+    /// Looks at one event before it is relayed (and may change a tool call's id).
+    pub fn observe(&mut self, ev: &mut StreamEvent) {
+        match ev {
+            StreamEvent::ThinkingStart => {
+                let r = Reasoning::Thinking {
+                    text: String::new(),
+                    signature: String::new(),
+                };
+                self.thinking_kept = !carries(self.c.format, &r);
+                self.c.reasoning(&r);
+            }
+            StreamEvent::ThinkingDelta(t) if self.thinking_kept => {
+                if let Some(Reasoning::Thinking { text, .. }) = self.c.pending.last_mut() {
+                    text.push_str(t);
+                }
+            }
+            StreamEvent::SignatureDelta(s) if self.thinking_kept => {
+                if let Some(Reasoning::Thinking { signature, .. }) = self.c.pending.last_mut() {
+                    signature.push_str(s);
+                }
+            }
+            StreamEvent::Reasoning(r) => {
+                self.thinking_kept = false;
+                self.c.reasoning(r);
+            }
+            StreamEvent::Text(_) => {
+                self.thinking_kept = false;
+                self.c.text();
+            }
+            StreamEvent::ToolCallStart { id, .. } => {
+                self.thinking_kept = false;
+                if let Some(new) = self.c.call(id) {
+                    *id = new;
+                    if let Some(last) = self.c.kept.last() {
+                        self.keeper.remember(std::slice::from_ref(last));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What the record is to store.
+    pub fn take(&mut self) -> Vec<llmop_store::KeptState> {
+        to_store(std::mem::take(&mut self.c.kept))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmop_core::{FinishReason, ToolCall, WireFormat};
+
+    fn call(id: &str) -> Part {
+        Part::ToolCall(ToolCall {
+            id: id.into(),
+            name: "f".into(),
+            arguments: "{}".into(),
+        })
+    }
+
+    fn answer(parts: Vec<Part>) -> ChatResponse {
+        ChatResponse {
+            id: "r".into(),
+            model: "m".into(),
+            created: 0,
+            parts,
+            finish_reason: FinishReason::ToolCalls,
+            usage: None,
+            details: Default::default(),
+        }
+    }
+
+    #[test]
+    fn anthropic_thinking_is_kept_for_openai_clients_and_restored_first() {
+        let k = Keeper::default();
+        let thinking = Reasoning::Thinking {
+            text: "plan".into(),
+            signature: "sig".into(),
+        };
+        let mut resp = answer(vec![
+            Part::Reasoning(thinking.clone()),
+            Part::Text("let me look".into()),
+            call("toolu_1"),
+        ]);
+        let stored = k.keep_whole(ClientFormat::OpenAi, &mut resp);
+        assert_eq!(stored.len(), 1);
+        let issued = match &resp.parts[2] {
+            Part::ToolCall(c) => c.id.clone(),
+            p => panic!("{p:?}"),
+        };
+        assert!(is_issued_call_id(&issued));
+        // The client sends back what it saw: text and the call under the issued id.
+        let mut req = ChatRequest::new(
+            "m",
+            vec![
+                llmop_core::Message::text(Role::User, "q"),
+                llmop_core::Message {
+                    role: Role::Assistant,
+                    parts: vec![Part::Text("let me look".into()), call(&issued)],
+                    name: None,
+                },
+                llmop_core::Message {
+                    role: Role::Tool,
+                    parts: vec![Part::ToolResult {
+                        call_id: issued.clone(),
+                        content: "42".into(),
+                        is_error: false,
+                    }],
+                    name: None,
+                },
+            ],
+            WireFormat::OpenAi,
+        );
+        let found: HashMap<String, Arc<Kept>> = k
+            .cache
+            .get(&issued)
+            .map(|v| (issued.clone(), v))
+            .into_iter()
+            .collect();
+        apply(&mut req, &found);
+        assert_eq!(req.messages[1].parts[0], Part::Reasoning(thinking));
+        assert!(matches!(&req.messages[1].parts[2], Part::ToolCall(c) if c.id == "toolu_1"));
+        assert!(
+            matches!(&req.messages[2].parts[0], Part::ToolResult { call_id, .. } if call_id == "toolu_1")
+        );
+    }
+
+    #[test]
+    fn anthropic_clients_carry_thinking_themselves() {
+        let k = Keeper::default();
+        let mut resp = answer(vec![
+            Part::Reasoning(Reasoning::Thinking {
+                text: "t".into(),
+                signature: "s".into(),
+            }),
+            call("toolu_1"),
+        ]);
+        assert!(k.keep_whole(ClientFormat::Anthropic, &mut resp).is_empty());
+        assert!(matches!(&resp.parts[1], Part::ToolCall(c) if c.id == "toolu_1"));
+    }
+
+    #[test]
+    fn gemini_signatures_go_back_before_their_call_and_text_signatures_are_not_moved() {
+        let k = Keeper::default();
+        let sig = |s: &str| {
+            Part::Reasoning(Reasoning::Signature {
+                signature: s.into(),
+            })
+        };
+        let issued = issue_call_id();
+        let mut resp = answer(vec![
+            sig("text-sig"),
+            Part::Text("hm".into()),
+            sig("call-sig"),
+            call(&issued),
+            call("gemini-id-2"),
+        ]);
+        let stored = k.keep_whole(ClientFormat::Anthropic, &mut resp);
+        // The issued call is kept (its signature, its lack of a provider id); the
+        // second, with Gemini's own id and no signature, needs nothing.
+        assert_eq!(stored.len(), 1);
+        let kept = k.cache.get(&issued).unwrap();
+        assert_eq!(kept.upstream_id, None);
+        assert_eq!(
+            kept.parts,
+            vec![Reasoning::Signature {
+                signature: "call-sig".into()
+            }]
+        );
+    }
+}
