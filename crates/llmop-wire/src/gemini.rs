@@ -39,9 +39,13 @@ pub fn build_request(req: &ChatRequest, model: &str) -> Vec<u8> {
     let mut names_by_call: HashMap<&str, &str> = HashMap::new();
     for m in &req.messages {
         if m.role == Role::System {
-            let t = m.joined_text();
-            if !t.is_empty() {
-                system_parts.push(json!({"text": t}));
+            // Each system text its own part: the client's boundaries are kept.
+            for p in &m.parts {
+                if let Part::Text(t) = p {
+                    if !t.is_empty() {
+                        system_parts.push(json!({"text": t}));
+                    }
+                }
             }
             continue;
         }

@@ -6,7 +6,7 @@ ALTER TABLE records ADD COLUMN service_tier TEXT;
 -- The model version the provider named in its answer (gemini-2.0-flash-001, …).
 ALTER TABLE records ADD COLUMN upstream_model TEXT;
 -- Reasoning state llmop keeps for clients whose format has no place for it, keyed by
--- the tool-call id llmop issued; any replica sharing the store can restore it.
+-- the tool-call id llmop issued, so any replica sharing the store can restore it.
 CREATE TABLE reasoning_state (
     call_id TEXT PRIMARY KEY,
     request_id TEXT NOT NULL,
