@@ -165,10 +165,12 @@ impl Catalog {
     }
 }
 
-/// `name-2024-08-06`, `name-20250929`, `name-latest` → `name`.
+/// `name-2024-08-06`, `name-20250929`, `name-latest`, `name-001` (Gemini's stable
+/// version ids) → `name`.
 fn strip_version_suffix(model: &str) -> Option<&str> {
     let (base, suffix) = model.rsplit_once('-')?;
-    if suffix == "latest" || (suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_digit())) {
+    let all_digits = suffix.bytes().all(|b| b.is_ascii_digit());
+    if suffix == "latest" || (all_digits && (suffix.len() == 8 || suffix.len() == 3)) {
         return Some(base);
     }
     // -YYYY-MM-DD: three numeric parts.
@@ -285,6 +287,67 @@ mod tests {
                 "{kind}/{model}"
             );
         }
+    }
+
+    #[test]
+    fn gemini_version_ids_find_their_model() {
+        let c = Catalog::builtin();
+        let p = c
+            .price(ProviderKind::Gemini, "gemini-2.0-flash-001")
+            .unwrap();
+        assert_eq!(Some(p), c.price(ProviderKind::Gemini, "gemini-2.0-flash"));
+        assert!(c
+            .price(ProviderKind::Gemini, "models/gemini-2.5-flash-lite-001")
+            .is_some());
+    }
+
+    /// Every model the docs and the README name has a catalog price (so a tour that
+    /// uses one never shows cost unknown).
+    #[test]
+    fn every_model_the_docs_name_is_priced() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("README.md")];
+        for e in std::fs::read_dir(root.join("docs")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "md") {
+                files.push(p);
+            }
+        }
+        let c = Catalog::builtin();
+        let mut checked = 0;
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for word in
+                text.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '-' || ch == '.'))
+            {
+                let word = word.trim_end_matches('.');
+                let kind = if word.starts_with("gpt-")
+                    || (word.starts_with('o')
+                        && word.len() > 1
+                        && word[1..2].chars().all(|x| x.is_ascii_digit())
+                        && word.contains('-'))
+                {
+                    ProviderKind::Openai
+                } else if word.starts_with("claude-") {
+                    ProviderKind::Anthropic
+                } else if word.starts_with("gemini-") {
+                    ProviderKind::Gemini
+                } else {
+                    continue;
+                };
+                // Placeholders (`claude-x`) and families (`gemini-3`) are not models.
+                if word.matches('-').count() < 1 || word.ends_with('-') || word == "gemini-3" {
+                    continue;
+                }
+                assert!(
+                    c.price(kind, word).is_some(),
+                    "{} names `{word}`, which the catalog does not price",
+                    f.display()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 0);
     }
 
     #[test]

@@ -85,10 +85,10 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 7);
+    assert_eq!(store.schema_version().await.unwrap(), 8);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 7);
+    assert_eq!(again.schema_version().await.unwrap(), 8);
     again.close().await;
 
     // Every field survives the round trip.
@@ -369,6 +369,28 @@ async fn run_suite(url: &str) {
     deployments(&store).await;
     cost_report(&store).await;
     keys(&store).await;
+    // Kept reasoning state commits with its record and is found by tool-call id.
+    let mut kept = small("req-kept", 1_000, "f", "u", 200);
+    kept.reasoning_tokens = Some(192);
+    kept.system_fingerprint = Some("fp_1".into());
+    kept.upstream_model = Some("gemini-2.0-flash-001".into());
+    kept.reasoning_state = vec![llmop_store::KeptState {
+        call_id: "llmop_call_1".into(),
+        state: serde_json::json!({"upstream_id": null, "parts": [{"kind": "signature", "signature": "s"}]}),
+    }];
+    store
+        .insert_batch(std::slice::from_ref(&kept))
+        .await
+        .unwrap();
+    let back = store.get("req-kept").await.unwrap().unwrap();
+    assert_eq!(back.reasoning_tokens, Some(192));
+    assert_eq!(back.system_fingerprint.as_deref(), Some("fp_1"));
+    assert_eq!(back.upstream_model.as_deref(), Some("gemini-2.0-flash-001"));
+    let found = store
+        .reasoning_state(&["llmop_call_1".into(), "llmop_call_none".into()])
+        .await
+        .unwrap();
+    assert_eq!(found, kept.reasoning_state);
     store.close().await;
 }
 

@@ -95,6 +95,16 @@ pub fn prices(config: &Path, json: bool) -> anyhow::Result<()> {
             }
         }
     }
+    // Every model a provider lists (`models = […]`): one without a price shows as
+    // unknown, never as free.
+    for (name, p) in &config.providers {
+        if p.kind == llmop_core::config::ProviderKind::Mock {
+            continue;
+        }
+        for model in &p.models {
+            add(name, p.kind, model);
+        }
+    }
     for (name, p) in &config.providers {
         for (kind, model, _) in catalog.entries() {
             if kind == p.kind.as_str() {

@@ -212,3 +212,36 @@ async fn bad_price_config_names_the_key() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn prices_lists_every_configured_model_and_says_unknown_for_the_unpriced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("llmop.toml");
+    std::fs::write(
+        &cfg,
+        "[providers.g]\nkind = \"gemini\"\nbase_url = \"http://127.0.0.1:9\"\nmodels = [\"gemini-2.0-flash-001\", \"gemini-9-imaginary\"]\n\
+         [routes.r]\ntargets = [{ provider = \"g\", model = \"gemini-2.0-flash-001\" }]\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_llmop"))
+        .args(["prices", "--json", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = |m: &str| {
+        v["prices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == m)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for {m}: {v}"))
+    };
+    // A version id resolves to its model's price.
+    assert_eq!(row("gemini-2.0-flash-001")["source"], "catalog");
+    assert_eq!(row("gemini-2.0-flash-001")["input"], 0.1);
+    // A listed model with no price is shown, as unknown.
+    assert_eq!(row("gemini-9-imaginary")["source"], "unknown");
+    assert!(row("gemini-9-imaginary")["input"].is_null());
+}
