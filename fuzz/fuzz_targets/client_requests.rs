@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(req) = parsed {
             let _ = openai::build_request(&req, "m", req.stream);
             let _ = anthropic::build_request(&req, "m", req.stream);
-            let _ = gemini::build_request(&req);
+            let _ = gemini::build_request(&req, "gemini-3-pro-preview");
         }
     }
 });

@@ -13,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = gemini::parse_response(data);
     let _ = openai::parse_error_message(data);
     let _ = anthropic::parse_error_message(data);
+    let _ = gemini::parse_error_message(data);
+    let _ = gemini::error_info(data);
+    let _ = openai::error_code(data);
     let mut parser = llmop_wire::sse::SseParser::new();
     let cut = data.first().map_or(0, |&b| b as usize).min(data.len());
     for part in [&data[..cut], &data[cut..]] {
@@ -32,8 +35,29 @@ fuzz_target!(|data: &[u8]| {
             let _ = a.decode(line, &mut out);
             let _ = g.decode(line, &mut out);
         }
-        g.finish(&mut out);
-        // Whatever was decoded re-encodes for both client formats.
+        let _ = g.finish(&mut out);
+        // Whatever was decoded (reasoning parts included) folds into an answer that
+        // re-encodes for both client formats and builds a request for every provider.
+        let mut acc = llmop_core::StreamAccumulator::default();
+        for ev in &out {
+            acc.push(ev);
+        }
+        let answer = acc.finish(0);
+        let _ = openai::encode_response(&answer);
+        let _ = anthropic::encode_response(&answer);
+        let mut req = llmop_core::ChatRequest::new(
+            "m",
+            vec![llmop_core::Message {
+                role: llmop_core::Role::Assistant,
+                parts: answer.parts,
+                name: None,
+            }],
+            llmop_core::WireFormat::Anthropic,
+        );
+        let _ = anthropic::build_request(&req, "m", false);
+        let _ = gemini::build_request(&req, "gemini-3-pro-preview");
+        req.origin = llmop_core::WireFormat::OpenAi;
+        let _ = openai::build_request(&req, "m", false);
         let mut buf = bytes::BytesMut::new();
         let mut oe = openai::StreamEncoder::new("id".into(), "m".into(), true);
         let mut ae = anthropic::StreamEncoder::new("id".into(), "m".into());
