@@ -352,6 +352,17 @@ pub struct AnswerDetails {
 }
 
 impl AnswerDetails {
+    /// Takes what `newer` says; what it leaves out stays as it was.
+    pub fn merge(&mut self, newer: &AnswerDetails) {
+        if newer.system_fingerprint.is_some() {
+            self.system_fingerprint
+                .clone_from(&newer.system_fingerprint);
+        }
+        if newer.service_tier.is_some() {
+            self.service_tier.clone_from(&newer.service_tier);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.system_fingerprint.is_none() && self.service_tier.is_none()
     }
@@ -485,16 +496,7 @@ impl StreamAccumulator {
                 }
             }
             StreamEvent::Reasoning(r) => self.parts.push(Part::Reasoning(r.clone())),
-            StreamEvent::Details(d) => {
-                if d.system_fingerprint.is_some() {
-                    self.details
-                        .system_fingerprint
-                        .clone_from(&d.system_fingerprint);
-                }
-                if d.service_tier.is_some() {
-                    self.details.service_tier.clone_from(&d.service_tier);
-                }
-            }
+            StreamEvent::Details(d) => self.details.merge(d),
             StreamEvent::Finish(f) => self.finish = Some(f.clone()),
             StreamEvent::Usage(u) => self.usage = Some(*u),
         }

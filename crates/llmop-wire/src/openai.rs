@@ -1257,16 +1257,7 @@ impl StreamEncoder {
             ),
             StreamEvent::Finish(f) => self.chunk(out, OutDelta::default(), Some(finish_str(f))),
             StreamEvent::Usage(u) => self.usage = Some(*u),
-            StreamEvent::Details(d) => {
-                if d.system_fingerprint.is_some() {
-                    self.details
-                        .system_fingerprint
-                        .clone_from(&d.system_fingerprint);
-                }
-                if d.service_tier.is_some() {
-                    self.details.service_tier.clone_from(&d.service_tier);
-                }
-            }
+            StreamEvent::Details(d) => self.details.merge(d),
             // Chat Completions has no place for reasoning state: the gateway keeps it.
             StreamEvent::ThinkingStart
             | StreamEvent::ThinkingDelta(_)
