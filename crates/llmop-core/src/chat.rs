@@ -533,6 +533,84 @@ mod tests {
     use super::*;
 
     #[test]
+    fn accumulator_keeps_reasoning_text_and_calls_in_their_order() {
+        let mut acc = StreamAccumulator::default();
+        for ev in [
+            StreamEvent::ThinkingStart,
+            StreamEvent::ThinkingDelta("pl".into()),
+            StreamEvent::ThinkingDelta("an".into()),
+            StreamEvent::SignatureDelta("sig".into()),
+            StreamEvent::Text("Let me ".into()),
+            StreamEvent::Text("check.".into()),
+            StreamEvent::Reasoning(Reasoning::Signature {
+                signature: "g".into(),
+            }),
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "c".into(),
+                name: "f".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{}".into(),
+            },
+            StreamEvent::Details(AnswerDetails {
+                system_fingerprint: Some("fp".into()),
+                service_tier: None,
+            }),
+            StreamEvent::Details(AnswerDetails {
+                system_fingerprint: None,
+                service_tier: Some("default".into()),
+            }),
+        ] {
+            acc.push(&ev);
+        }
+        let r = acc.finish(0);
+        assert_eq!(
+            r.parts,
+            vec![
+                Part::Reasoning(Reasoning::Thinking {
+                    text: "plan".into(),
+                    signature: "sig".into()
+                }),
+                Part::Text("Let me check.".into()),
+                Part::Reasoning(Reasoning::Signature {
+                    signature: "g".into()
+                }),
+                Part::ToolCall(ToolCall {
+                    id: "c".into(),
+                    name: "f".into(),
+                    arguments: "{}".into()
+                }),
+            ]
+        );
+        assert_eq!(r.details.system_fingerprint.as_deref(), Some("fp"));
+        assert_eq!(r.details.service_tier.as_deref(), Some("default"));
+        assert_eq!(r.finish_reason, FinishReason::ToolCalls);
+    }
+
+    #[test]
+    fn efforts_and_budgets_map_both_ways() {
+        let effort = |e: &str| ReasoningParams {
+            effort: Some(e.into()),
+            ..ReasoningParams::default()
+        };
+        assert_eq!(effort("medium").budget(), Some(4096));
+        assert_eq!(effort("none").budget(), Some(0));
+        let budget = |b: u32| ReasoningParams {
+            budget_tokens: Some(b),
+            ..ReasoningParams::default()
+        };
+        assert_eq!(budget(3000).effort(), Some("low"));
+        assert_eq!(budget(32000).effort(), Some("high"));
+        let off = ReasoningParams {
+            disabled: true,
+            ..ReasoningParams::default()
+        };
+        assert_eq!((off.budget(), off.effort()), (Some(0), Some("none")));
+    }
+
+    #[test]
     fn accumulator_rebuilds_text_and_calls() {
         let mut acc = StreamAccumulator::default();
         for ev in [
