@@ -71,11 +71,6 @@ impl Reasoning {
             Reasoning::Thinking { .. } | Reasoning::Redacted { .. }
         )
     }
-
-    /// Gemini-family state (thought parts, thought signatures).
-    pub fn is_gemini(&self) -> bool {
-        !self.is_anthropic()
-    }
 }
 
 /// Prefix of the tool-call ids llmop issues itself: for calls a provider gave no id,
@@ -361,10 +356,6 @@ impl AnswerDetails {
         if newer.service_tier.is_some() {
             self.service_tier.clone_from(&newer.service_tier);
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.system_fingerprint.is_none() && self.service_tier.is_none()
     }
 }
 

@@ -185,91 +185,14 @@ impl HttpProvider {
     }
 
     async fn status_error(&self, resp: reqwest::Response, deadline: Instant) -> ProviderError {
-        let mut status = resp.status().as_u16();
-        let mut retry_after = resp
+        let status = resp.status().as_u16();
+        let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let body = read_limited(resp, MAX_ERROR_BODY, deadline).await;
-        let mut quota_exhausted = false;
-        match self.kind {
-            ProviderKind::Gemini => {
-                let info = gemini::error_info(&body);
-                // Gemini says when to retry in the body (RetryInfo), not in a header.
-                retry_after = retry_after.or(info.retry_delay);
-                // Gemini answers an invalid key with 400 API_KEY_INVALID: the
-                // operator's credentials, not the client's request.
-                if status == 400 && info.reason.as_deref() == Some("API_KEY_INVALID") {
-                    tracing::debug!(provider = %self.name, "upstream 400 API_KEY_INVALID: treated as 401");
-                    status = 401;
-                }
-            }
-            ProviderKind::Openai => {
-                // 429 insufficient_quota: the account is out of credit; waiting does
-                // not help, another provider may.
-                quota_exhausted = status == 429
-                    && openai::error_code(&body).as_deref() == Some("insufficient_quota");
-            }
-            _ => {}
-        }
-        let message = match self.kind {
-            ProviderKind::Anthropic => anthropic::parse_error_message(&body),
-            ProviderKind::Gemini => gemini::parse_error_message(&body),
-            _ => openai::parse_error_message(&body),
-        }
-        .unwrap_or_else(|| {
-            http::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("error")
-                .to_string()
-        });
-        let refusal = if quota_exhausted {
-            Some(llmop_core::Refusal::QuotaExhausted)
-        } else {
-            llmop_wire::classify_refusal(status, &body, &message)
-        };
-        // An upstream's words about its credentials or its own failure say nothing the
-        // client can act on, and are where echoed keys and internal URLs turn up: the
-        // client gets a fixed message; the (scrubbed) original goes to the debug log.
-        let message = if quota_exhausted {
-            format!(
-                "provider `{}` reports its account has no quota left (insufficient_quota); the operator must check its plan and billing",
-                self.name
-            )
-        } else if matches!(status, 401 | 403) || status >= 500 {
-            tracing::debug!(
-                provider = %self.name,
-                status,
-                upstream_message = %llmop_core::secret::scrub(&message),
-                "upstream error"
-            );
-            // The status's standard reason (and Anthropic's 529), never the body's words.
-            let reason = match status {
-                529 => "Overloaded",
-                s => http::StatusCode::from_u16(s)
-                    .ok()
-                    .and_then(|c| c.canonical_reason())
-                    .unwrap_or("Error"),
-            };
-            match status {
-                401 | 403 => format!(
-                    "the upstream refused llmop's credentials ({status} {reason}); the operator must check provider `{}`",
-                    self.name
-                ),
-                _ => format!("the upstream answered {status} {reason}"),
-            }
-        } else {
-            message
-        };
-        ProviderError::Status {
-            provider: self.name.clone(),
-            status,
-            message,
-            retry_after,
-            refusal,
-        }
+        status_error(self.kind, &self.name, status, retry_after, &body)
     }
 
     fn parse(&self, body: &[u8]) -> Result<ChatResponse, WireError> {
@@ -641,6 +564,100 @@ impl StreamState {
                 }
             }
         }
+    }
+}
+
+/// The error an upstream's error status means, by its provider's contract: the
+/// message from its error body (fixed text for credential and server failures, which
+/// the client cannot act on and where echoed secrets turn up), its retry delay (the
+/// `Retry-After` header, or Gemini's `RetryInfo` in the body), and what a 4xx says about
+/// this target (a context window, a content policy, an account out of quota). Gemini's
+/// 400 `API_KEY_INVALID` is treated as the 401 it means. Pure, so that the fidelity
+/// matrix of the docs can probe it.
+pub fn status_error(
+    kind: ProviderKind,
+    provider: &str,
+    mut status: u16,
+    mut retry_after: Option<Duration>,
+    body: &[u8],
+) -> ProviderError {
+    let mut quota_exhausted = false;
+    match kind {
+        ProviderKind::Gemini => {
+            let info = gemini::error_info(body);
+            // Gemini says when to retry in the body (RetryInfo), not in a header.
+            retry_after = retry_after.or(info.retry_delay);
+            // Gemini answers an invalid key with 400 API_KEY_INVALID: the
+            // operator's credentials, not the client's request.
+            if status == 400 && info.reason.as_deref() == Some("API_KEY_INVALID") {
+                tracing::debug!(provider = %provider, "upstream 400 API_KEY_INVALID: treated as 401");
+                status = 401;
+            }
+        }
+        ProviderKind::Openai => {
+            // 429 insufficient_quota: the account is out of credit; waiting does
+            // not help, another provider may.
+            quota_exhausted =
+                status == 429 && openai::error_code(body).as_deref() == Some("insufficient_quota");
+        }
+        _ => {}
+    }
+    let message = match kind {
+        ProviderKind::Anthropic => anthropic::parse_error_message(body),
+        ProviderKind::Gemini => gemini::parse_error_message(body),
+        _ => openai::parse_error_message(body),
+    }
+    .unwrap_or_else(|| {
+        http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("error")
+            .to_string()
+    });
+    let refusal = if quota_exhausted {
+        Some(llmop_core::Refusal::QuotaExhausted)
+    } else {
+        llmop_wire::classify_refusal(status, body, &message)
+    };
+    // An upstream's words about its credentials or its own failure say nothing the
+    // client can act on, and are where echoed keys and internal URLs turn up: the
+    // client gets a fixed message; the (scrubbed) original goes to the debug log.
+    let message = if quota_exhausted {
+        format!(
+            "provider `{}` reports its account has no quota left (insufficient_quota); the operator must check its plan and billing",
+            provider
+        )
+    } else if matches!(status, 401 | 403) || status >= 500 {
+        tracing::debug!(
+            provider = %provider,
+            status,
+            upstream_message = %llmop_core::secret::scrub(&message),
+            "upstream error"
+        );
+        // The status's standard reason (and Anthropic's 529), never the body's words.
+        let reason = match status {
+            529 => "Overloaded",
+            s => http::StatusCode::from_u16(s)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .unwrap_or("Error"),
+        };
+        match status {
+            401 | 403 => format!(
+                "the upstream refused llmop's credentials ({status} {reason}); the operator must check provider `{}`",
+                provider
+            ),
+            _ => format!("the upstream answered {status} {reason}"),
+        }
+    } else {
+        message
+    };
+    ProviderError::Status {
+        provider: provider.to_string(),
+        status,
+        message,
+        retry_after,
+        refusal,
     }
 }
 
