@@ -60,14 +60,10 @@ async fn chat(
         Err(e) => return fail(format, e, rec).await,
     };
     rec.key_id = key.as_ref().map(|k| k.id.clone());
-    let mut req = match prepare(&app, &rid, &headers, body, format, &mut rec).await {
+    let req = match prepare(&app, &rid, &headers, body, format, &mut rec).await {
         Ok(r) => r,
         Err(e) => return fail(format, e, rec).await,
     };
-    // Reasoning state llmop kept for this conversation's tool calls goes back in.
-    if let Err(e) = app.reasoning.restore(&app, &mut req).await {
-        return fail(format, e, rec).await;
-    }
     if let Some(k) = &key {
         if rec.context.env.is_none() {
             rec.context.env.clone_from(&k.scopes.default_env);
@@ -96,8 +92,13 @@ async fn chat(
         },
         None => (req, None),
     };
-    // 3. check: budgets, session budgets, rate limits.
+    // Reasoning state llmop kept for this conversation's tool calls goes back in (once
+    // the key may make this call; before the check, whose estimate counts it).
     let mut req = req;
+    app.reasoning
+        .restore(app.recorder.as_ref().map(|r| &r.store), &mut req)
+        .await;
+    // 3. check: budgets, session budgets, rate limits.
     if let Err(e) = limits::admit(&app, &mut req, &mut rec, key.as_deref()).await {
         rec.request = Some(Arc::new(req));
         return fail(format, e, rec).await;

@@ -22,24 +22,30 @@
 //! entry (possibly empty), so that every issued id can be looked up.
 
 use crate::http_error::ClientFormat;
-use crate::state::AppState;
 use llmop_core::{
-    is_issued_call_id, issue_call_id, ChatRequest, ChatResponse, GatewayError, Part, Reasoning,
-    Role, StreamEvent,
+    is_issued_call_id, issue_call_id, ChatRequest, ChatResponse, Part, Reasoning, Role, StreamEvent,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Entries kept in this process (the store keeps them all).
-const CACHE_ENTRIES: usize = 100_000;
+/// Bytes of kept state held in this process (the store keeps it all): a thinking block
+/// can be tens of KiB, so the cache is bounded by size, not by entries.
+const CACHE_BYTES: u64 = 64 << 20;
 
 /// How long a restore waits for another replica's record to be committed before it
-/// gives up on an id (the writer commits within ~50 ms of an answer in default
-/// durability; strict durability has committed before the answer was sent).
+/// gives up on an id of the conversation's last assistant turn (the writer commits
+/// within ~50 ms of an answer in default durability; strict durability has committed
+/// before the answer was sent). Older turns' state was committed long ago: never waited
+/// for.
 const STORE_WAIT: Duration = Duration::from_millis(1_500);
 const STORE_POLL: Duration = Duration::from_millis(50);
+
+/// Most issued ids one request looks up: a conversation longer than that gets the
+/// state of its latest calls (the only ones providers require) and no unbounded store
+/// work from one request.
+const MAX_LOOKUPS: usize = 1_024;
 
 /// What is kept for one tool call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,18 +56,55 @@ pub struct Kept {
     pub parts: Vec<Reasoning>,
 }
 
+impl Kept {
+    /// About the bytes it holds.
+    fn weight(&self) -> u64 {
+        let parts: usize = self
+            .parts
+            .iter()
+            .map(|r| match r {
+                Reasoning::Thinking { text, signature } => text.len() + signature.len(),
+                Reasoning::Redacted { data } => data.len(),
+                Reasoning::Thought { text, signature } => {
+                    text.len() + signature.as_ref().map_or(0, String::len)
+                }
+                Reasoning::Signature { signature } => signature.len(),
+            })
+            .sum();
+        (64 + parts + self.upstream_id.as_ref().map_or(0, String::len)) as u64
+    }
+}
+
+#[derive(Clone)]
+struct ByBytes;
+
+impl quick_cache::Weighter<String, Arc<Kept>> for ByBytes {
+    fn weight(&self, key: &String, val: &Arc<Kept>) -> u64 {
+        key.len() as u64 + val.weight()
+    }
+}
+
 /// This process's cache of kept state, in front of the store.
 pub struct Keeper {
-    cache: quick_cache::sync::Cache<String, Arc<Kept>>,
+    cache: quick_cache::sync::Cache<String, Arc<Kept>, ByBytes>,
 }
 
 impl Default for Keeper {
     fn default() -> Self {
         Keeper {
-            cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
+            // ~ a thinking block of a few KiB per entry: the item estimate only sizes
+            // the table; the weight bounds the memory.
+            cache: quick_cache::sync::Cache::with_weighter(
+                (CACHE_BYTES / 4096) as usize,
+                CACHE_BYTES,
+                ByBytes,
+            ),
         }
     }
 }
+
+/// Kept state on its way to the record (serialized on the writer's task).
+pub type KeptFor = Vec<(String, Arc<Kept>)>;
 
 /// Whether a client of `format` receives `r` in its answer (and can send it back).
 fn carries(format: ClientFormat, r: &Reasoning) -> bool {
@@ -76,7 +119,7 @@ fn carries(format: ClientFormat, r: &Reasoning) -> bool {
 struct Collector {
     format: ClientFormat,
     pending: Vec<Reasoning>,
-    kept: Vec<(String, Kept)>,
+    kept: KeptFor,
 }
 
 impl Collector {
@@ -114,29 +157,25 @@ impl Collector {
         };
         self.kept.push((
             client_id.clone(),
-            Kept {
+            Arc::new(Kept {
                 upstream_id,
                 parts: std::mem::take(&mut self.pending),
-            },
+            }),
         ));
         Some(client_id)
     }
 }
 
 impl Keeper {
-    fn remember(&self, kept: &[(String, Kept)]) {
+    fn remember(&self, kept: &[(String, Arc<Kept>)]) {
         for (id, k) in kept {
-            self.cache.insert(id.clone(), Arc::new(k.clone()));
+            self.cache.insert(id.clone(), k.clone());
         }
     }
 
     /// Keeps the state of a whole answer for a client of `format`, rewriting the ids of
     /// the calls it is kept under. Returns what the record is to store.
-    pub fn keep_whole(
-        &self,
-        format: ClientFormat,
-        resp: &mut ChatResponse,
-    ) -> Vec<llmop_store::KeptState> {
+    pub fn keep_whole(&self, format: ClientFormat, resp: &mut ChatResponse) -> KeptFor {
         let mut c = Collector::new(format);
         for p in resp.parts.iter_mut() {
             match p {
@@ -151,7 +190,7 @@ impl Keeper {
             }
         }
         self.remember(&c.kept);
-        to_store(c.kept)
+        c.kept
     }
 
     /// A stream's keeper: see [`StreamKeeper::observe`].
@@ -164,71 +203,86 @@ impl Keeper {
     }
 
     /// Puts kept state back into `req` (see the module's doc). An issued id found
-    /// nowhere (state expired, or a store that never had it) is left as is: the
-    /// provider then answers as it would have without llmop.
-    pub async fn restore(&self, app: &AppState, req: &mut ChatRequest) -> Result<(), GatewayError> {
-        let mut wanted: Vec<String> = Vec::new();
-        for m in &req.messages {
+    /// nowhere (state expired, a store that never had it, a store that cannot answer)
+    /// is left as is: the provider then answers as it would have without llmop.
+    pub async fn restore(&self, store: Option<&llmop_store::Store>, req: &mut ChatRequest) {
+        // Issued ids, newest first: the last assistant turn's are the ones worth
+        // waiting for.
+        let mut wanted: Vec<(&str, bool)> = Vec::new();
+        let mut last_turn = true;
+        'turns: for m in req.messages.iter().rev() {
             if m.role != Role::Assistant {
                 continue;
             }
             for p in &m.parts {
                 if let Part::ToolCall(c) = p {
                     if is_issued_call_id(&c.id) {
-                        wanted.push(c.id.clone());
+                        if wanted.len() == MAX_LOOKUPS {
+                            break 'turns;
+                        }
+                        wanted.push((&c.id, last_turn));
                     }
                 }
             }
+            last_turn = false;
         }
         if wanted.is_empty() {
-            return Ok(());
+            return;
         }
         let mut found: HashMap<String, Arc<Kept>> = HashMap::with_capacity(wanted.len());
         let mut missing: Vec<String> = Vec::new();
-        for id in wanted {
-            match self.cache.get(&id) {
+        let mut wait_for = 0usize;
+        for (id, recent) in wanted {
+            match self.cache.get(id) {
                 Some(k) => {
-                    found.insert(id, k);
+                    found.insert(id.to_string(), k);
                 }
-                None => missing.push(id),
+                None => {
+                    missing.push(id.to_string());
+                    wait_for += usize::from(recent);
+                }
             }
         }
-        if !missing.is_empty() {
-            if let Some(rec) = &app.recorder {
-                let until = tokio::time::Instant::now() + STORE_WAIT;
-                loop {
-                    let rows = rec.store.reasoning_state(&missing).await.map_err(|e| {
-                        GatewayError::Unavailable {
-                            message: format!(
-                                "the record store cannot serve kept reasoning state: {e}"
-                            ),
-                            code: "store_unavailable",
-                        }
-                    })?;
-                    for row in rows {
-                        if let Ok(k) = serde_json::from_value::<Kept>(row.state) {
+        if let (false, Some(store)) = (missing.is_empty(), store) {
+            let until = tokio::time::Instant::now() + STORE_WAIT;
+            loop {
+                match store.reasoning_state(&missing).await {
+                    Ok(rows) => {
+                        for row in rows {
+                            let Ok(k) = serde_json::from_value::<Kept>(row.state) else {
+                                continue;
+                            };
                             let k = Arc::new(k);
                             self.cache.insert(row.call_id.clone(), k.clone());
-                            missing.retain(|m| *m != row.call_id);
+                            if let Some(i) = missing.iter().position(|m| *m == row.call_id) {
+                                // The last turn's ids were pushed first.
+                                if i < wait_for {
+                                    wait_for -= 1;
+                                }
+                                missing.remove(i);
+                            }
                             found.insert(row.call_id, k);
                         }
                     }
-                    if missing.is_empty() || tokio::time::Instant::now() >= until {
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the store cannot serve kept reasoning state: sent without it");
                         break;
                     }
-                    tokio::time::sleep(STORE_POLL).await;
                 }
+                if wait_for == 0 || tokio::time::Instant::now() >= until {
+                    break;
+                }
+                tokio::time::sleep(STORE_POLL).await;
             }
-            if !missing.is_empty() {
-                metrics::counter!("llmop_reasoning_state_missing_total")
-                    .increment(missing.len() as u64);
-                tracing::warn!(ids = ?missing, "no kept reasoning state for these tool calls: sent without it");
-            }
+        }
+        if !missing.is_empty() {
+            metrics::counter!("llmop_reasoning_state_missing_total")
+                .increment(missing.len() as u64);
+            tracing::warn!(ids = ?missing, "no kept reasoning state for these tool calls: sent without it");
         }
         if !found.is_empty() {
             apply(req, &found);
         }
-        Ok(())
     }
 }
 
@@ -237,6 +291,13 @@ fn apply(req: &mut ChatRequest, found: &HashMap<String, Arc<Kept>>) {
     let mut renamed: HashMap<&str, &str> = HashMap::new();
     for m in req.messages.iter_mut() {
         if m.role != Role::Assistant {
+            continue;
+        }
+        if !m
+            .parts
+            .iter()
+            .any(|p| matches!(p, Part::ToolCall(c) if found.contains_key(&c.id)))
+        {
             continue;
         }
         let has_own_thinking = m
@@ -288,12 +349,13 @@ fn apply(req: &mut ChatRequest, found: &HashMap<String, Arc<Kept>>) {
     }
 }
 
-fn to_store(kept: Vec<(String, Kept)>) -> Vec<llmop_store::KeptState> {
+/// Kept state as the store keeps it (on the writer's task).
+pub fn to_store(kept: KeptFor) -> Vec<llmop_store::KeptState> {
     kept.into_iter()
         .filter_map(|(call_id, k)| {
             Some(llmop_store::KeptState {
                 call_id,
-                state: serde_json::to_value(k).ok()?,
+                state: serde_json::to_value(&*k).ok()?,
             })
         })
         .collect()
@@ -351,8 +413,8 @@ impl StreamKeeper {
     }
 
     /// What the record is to store.
-    pub fn take(&mut self) -> Vec<llmop_store::KeptState> {
-        to_store(std::mem::take(&mut self.c.kept))
+    pub fn take(&mut self) -> KeptFor {
+        std::mem::take(&mut self.c.kept)
     }
 }
 
@@ -434,6 +496,22 @@ mod tests {
         assert!(
             matches!(&req.messages[2].parts[0], Part::ToolResult { call_id, .. } if call_id == "toolu_1")
         );
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_bytes_not_entries() {
+        let k = Keeper::default();
+        for i in 0..200 {
+            let kept = Arc::new(Kept {
+                upstream_id: None,
+                parts: vec![Reasoning::Redacted {
+                    data: "x".repeat(1 << 20),
+                }],
+            });
+            k.cache.insert(format!("llmop_call_{i}"), kept);
+        }
+        assert!(k.cache.weight() <= CACHE_BYTES, "{}", k.cache.weight());
+        assert!(k.cache.len() < 200);
     }
 
     #[test]

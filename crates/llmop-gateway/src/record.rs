@@ -203,7 +203,7 @@ pub struct CallRecord {
     /// second pass (a feature's repair or next target) stays within it.
     pub deadline: Option<Instant>,
     /// Reasoning state kept for this answer's tool calls (stored with the record).
-    pub kept: Vec<llmop_store::KeptState>,
+    pub kept: crate::reasoning::KeptFor,
     recorder: Option<Arc<Recorder>>,
     emitted: bool,
 }
@@ -520,7 +520,7 @@ pub struct CallData {
     key_id: Option<String>,
     price: Option<llmop_cost::Price>,
     discarded: Option<Spent>,
-    kept: Vec<llmop_store::KeptState>,
+    kept: crate::reasoning::KeptFor,
 }
 
 /// The request as recorded: its messages and its other parameters in the OpenAI Chat
@@ -600,7 +600,7 @@ impl IntoRecord for CallData {
                 r.request_params = Value::Object(params);
             }
         }
-        r.reasoning_state = c.kept;
+        r.reasoning_state = crate::reasoning::to_store(c.kept);
         let answer = c.response.or_else(|| c.stream_acc.map(|a| a.finish(0)));
         if let Some(a) = &answer {
             if !a.model.is_empty() {

@@ -137,6 +137,16 @@ struct Relay {
     keeper: crate::reasoning::StreamKeeper,
 }
 
+impl Drop for Relay {
+    /// A client that goes away mid-stream still leaves the state kept so far in its
+    /// record (the record itself is emitted when `rec` drops, right after).
+    fn drop(&mut self) {
+        if !self.done {
+            self.rec.kept = self.keeper.take();
+        }
+    }
+}
+
 /// Most bytes gathered into one body chunk before it is written.
 const COALESCE_LIMIT: usize = 16 * 1024;
 

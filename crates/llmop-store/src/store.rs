@@ -440,24 +440,26 @@ impl Store {
         Ok(())
     }
 
-    /// Kept reasoning state of the tool calls `ids` (those found).
+    /// Kept reasoning state of the tool calls `ids` (those found), one query per 500.
     pub async fn reasoning_state(&self, ids: &[String]) -> Result<Vec<KeptState>, StoreError> {
         let mut out = Vec::new();
-        for id in ids {
-            let row: Option<AnyRow> =
-                sqlx::query("SELECT state FROM reasoning_state WHERE call_id = $1")
-                    .bind(id.clone())
-                    .fetch_optional(&self.pool)
-                    .await?;
-            if let Some(row) = row {
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT call_id, state FROM reasoning_state WHERE call_id IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let call_id: String = row.try_get("call_id")?;
                 let text: String = row.try_get("state")?;
                 let state = serde_json::from_str(&text).map_err(|e| {
-                    StoreError::Corrupt(id.clone(), format!("reasoning_state: {e}"))
+                    StoreError::Corrupt(call_id.clone(), format!("reasoning_state: {e}"))
                 })?;
-                out.push(KeptState {
-                    call_id: id.clone(),
-                    state,
-                });
+                out.push(KeptState { call_id, state });
             }
         }
         Ok(out)
@@ -622,21 +624,27 @@ impl Store {
     /// Deletes records created before `cutoff_ms`; returns how many. Deletes in chunks,
     /// each its own transaction, so the record writer is never locked out for long.
     pub async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        const CHUNK: i64 = 5_000;
-        sqlx::query("DELETE FROM reasoning_state WHERE created_at_ms < $1")
-            .bind(cutoff_ms)
-            .execute(&self.pool)
+        // Kept reasoning state goes with its records.
+        self.purge_table("reasoning_state", "call_id", cutoff_ms)
             .await?;
+        self.purge_table("records", "request_id", cutoff_ms).await
+    }
+
+    /// Deletes the rows of `table` older than `cutoff_ms`, 5,000 per statement, so no
+    /// one statement holds the write lock for long.
+    async fn purge_table(&self, table: &str, key: &str, cutoff_ms: i64) -> Result<u64, StoreError> {
+        const CHUNK: i64 = 5_000;
+        let sql = format!(
+            "DELETE FROM {table} WHERE {key} IN \
+             (SELECT {key} FROM {table} WHERE created_at_ms < $1 LIMIT $2)"
+        );
         let mut total = 0;
         loop {
-            let done = sqlx::query(
-                "DELETE FROM records WHERE request_id IN \
-                 (SELECT request_id FROM records WHERE created_at_ms < $1 LIMIT $2)",
-            )
-            .bind(cutoff_ms)
-            .bind(CHUNK)
-            .execute(&self.pool)
-            .await?;
+            let done = sqlx::query(&sql)
+                .bind(cutoff_ms)
+                .bind(CHUNK)
+                .execute(&self.pool)
+                .await?;
             total += done.rows_affected();
             if done.rows_affected() < CHUNK as u64 {
                 return Ok(total);

@@ -391,6 +391,13 @@ async fn run_suite(url: &str) {
         .await
         .unwrap();
     assert_eq!(found, kept.reasoning_state);
+    // Retention takes kept state with its records.
+    store.purge_before(2_000).await.unwrap();
+    assert!(store
+        .reasoning_state(&["llmop_call_1".into()])
+        .await
+        .unwrap()
+        .is_empty());
     store.close().await;
 }
 

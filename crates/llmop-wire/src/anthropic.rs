@@ -47,10 +47,8 @@ struct InRequest {
     tool_choice: Option<InToolChoice>,
     #[serde(default)]
     metadata: Option<InMetadata>,
-    #[serde(default)]
-    top_k: Option<u32>,
-    #[serde(default)]
-    thinking: Option<Value>,
+    /// `top_k`, `thinking`, `output_config` are read from here and stay here: an
+    /// Anthropic target gets them exactly as sent, and the record keeps them.
     #[serde(flatten)]
     extra: Map<String, Value>,
 }
@@ -264,16 +262,17 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
     req.params.temperature = r.temperature;
     req.params.top_p = r.top_p;
     req.params.stop = r.stop_sequences.unwrap_or_default();
-    req.params.top_k = r.top_k;
-    let mut extra = r.extra;
-    if let Some(t) = r.thinking {
-        match parse_thinking(&t)? {
-            Some(rp) => req.params.reasoning = Some(rp),
-            // A thinking mode this model does not know: passed through as sent.
-            None => {
-                extra.insert("thinking".into(), t);
-            }
-        }
+    let extra = r.extra;
+    if let Some(k) = extra.get("top_k") {
+        req.params.top_k = Some(
+            k.as_u64()
+                .and_then(|k| u32::try_from(k).ok())
+                .ok_or_else(|| WireError::new("must be a whole number", Some("top_k".into())))?,
+        );
+    }
+    if let Some(t) = extra.get("thinking") {
+        // A thinking mode this code does not know is passed through (to Anthropic only).
+        req.params.reasoning = parse_thinking(t)?;
     }
     // Structured output: `output_config.format` (and the older beta `output_format`).
     // Both stay in `extra` too, so an Anthropic target gets them exactly as sent.
@@ -512,9 +511,8 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec
         }
         _ => {}
     }
-    let max_tokens = req.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    let mut max_tokens = req.params.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     body.insert("model".into(), json!(model));
-    body.insert("max_tokens".into(), json!(max_tokens));
     match system.as_slice() {
         [] => {}
         [one] => {
@@ -534,6 +532,11 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec
                 // Anthropic's smallest budget is 1,024.
                 Some(b) => {
                     let b = b.max(1024);
+                    // A client that named no max_tokens gets room for the answer
+                    // beyond the budget; one that did keeps its cap.
+                    if req.params.max_tokens.is_none() && b >= max_tokens {
+                        max_tokens = b.saturating_add(DEFAULT_MAX_TOKENS);
+                    }
                     if b < max_tokens {
                         body.insert(
                             "thinking".into(),
@@ -552,6 +555,7 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec
             }
         }
     }
+    body.insert("max_tokens".into(), json!(max_tokens));
     let messages: Vec<Value> = turns
         .into_iter()
         .map(|(role, blocks)| match blocks.as_slice() {
@@ -981,6 +985,15 @@ enum OpenBlock {
     Thinking,
 }
 
+/// One `content_block_delta` event.
+fn delta(out: &mut BytesMut, index: u32, delta: Value) {
+    sse::write_event(
+        out,
+        "content_block_delta",
+        &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+    );
+}
+
 /// Writes events as an Anthropic SSE stream.
 pub struct StreamEncoder {
     id: String,
@@ -1064,11 +1077,10 @@ impl StreamEncoder {
                 if self.open != OpenBlock::Text {
                     self.open_block(out, OpenBlock::Text, json!({"type": "text", "text": ""}));
                 }
-                sse::write_event(
+                delta(
                     out,
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": self.open_index,
-                            "delta": {"type": "text_delta", "text": t}}),
+                    self.open_index,
+                    json!({"type": "text_delta", "text": t}),
                 );
             }
             StreamEvent::ToolCallStart { index, id, name } => {
@@ -1092,11 +1104,10 @@ impl StreamEncoder {
                     .get(*index as usize)
                     .copied()
                     .unwrap_or(self.open_index);
-                sse::write_event(
+                delta(
                     out,
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": block,
-                            "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                    block,
+                    json!({"type": "input_json_delta", "partial_json": arguments}),
                 );
             }
             StreamEvent::ThinkingStart => {
@@ -1109,21 +1120,19 @@ impl StreamEncoder {
             }
             StreamEvent::ThinkingDelta(t) => {
                 if self.open == OpenBlock::Thinking {
-                    sse::write_event(
+                    delta(
                         out,
-                        "content_block_delta",
-                        &json!({"type": "content_block_delta", "index": self.open_index,
-                                "delta": {"type": "thinking_delta", "thinking": t}}),
+                        self.open_index,
+                        json!({"type": "thinking_delta", "thinking": t}),
                     );
                 }
             }
             StreamEvent::SignatureDelta(sig) => {
                 if self.open == OpenBlock::Thinking {
-                    sse::write_event(
+                    delta(
                         out,
-                        "content_block_delta",
-                        &json!({"type": "content_block_delta", "index": self.open_index,
-                                "delta": {"type": "signature_delta", "signature": sig}}),
+                        self.open_index,
+                        json!({"type": "signature_delta", "signature": sig}),
                     );
                 }
             }

@@ -176,7 +176,10 @@ pub fn build_request(req: &ChatRequest, model: &str) -> Vec<u8> {
             gen.insert("logprobs".into(), json!(n));
         }
     }
-    if let Some(rp) = &p.reasoning {
+    // Thinking settings go to Gemini's thinking models only (2.5 and later); the others
+    // refuse `thinkingConfig`.
+    let thinks = model.starts_with("gemini-2.5") || model.starts_with("gemini-3");
+    if let Some(rp) = p.reasoning.as_ref().filter(|_| thinks) {
         let mut tc = Map::new();
         // Gemini 3 takes a level; earlier thinking models a budget. A budget the client
         // gave (Anthropic's budget_tokens) goes as a budget either way.

@@ -318,14 +318,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
     req.params.logprobs = r.logprobs;
     req.params.top_logprobs = r.top_logprobs;
     if let Some(e) = r.reasoning_effort {
-        if llmop_core::budget_of_effort(&e).is_none() {
-            return Err(WireError::new(
-                format!(
-                    "unknown reasoning_effort `{e}` (expected none, minimal, low, medium or high)"
-                ),
-                Some("reasoning_effort".into()),
-            ));
-        }
+        // Any value goes to an OpenAI target as sent (OpenAI decides what it accepts);
+        // the known ones also map to other providers' budgets.
         req.params.reasoning = Some(ReasoningParams {
             effort: Some(e),
             ..ReasoningParams::default()
@@ -661,6 +655,20 @@ struct OutRequest<'a> {
     stream_options: Option<OutStreamOptions>,
 }
 
+/// `reasoning_effort` for `model`: the client's own word when it spoke OpenAI; else
+/// the equivalent of its thinking budget, only for OpenAI's reasoning models (the others
+/// refuse the field) and only when thinking was asked for (an Anthropic client's
+/// `disabled` is every other model's default).
+fn reasoning_effort<'a>(req: &'a ChatRequest, model: &str) -> Option<&'a str> {
+    let rp = req.params.reasoning.as_ref()?;
+    if req.origin == WireFormat::OpenAi {
+        return rp.effort.as_deref();
+    }
+    let reasons = model.starts_with("gpt-5")
+        || (model.starts_with('o') && model[1..].starts_with(|c: char| c.is_ascii_digit()));
+    (reasons && !rp.disabled).then(|| rp.effort()).flatten()
+}
+
 /// Builds the body sent to an OpenAI-format provider for `model`.
 pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
     let extra = (req.origin == WireFormat::OpenAi && !req.extra.is_empty()).then_some(&req.extra);
@@ -720,9 +728,7 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
         presence_penalty: p.presence_penalty,
         logprobs: p.logprobs,
         top_logprobs: p.top_logprobs,
-        // OpenAI's own word when the client said it; else the equivalent of the
-        // client's thinking budget.
-        reasoning_effort: p.reasoning.as_ref().and_then(ReasoningParams::effort),
+        reasoning_effort: reasoning_effort(req, model),
         stream: stream.then_some(true),
         stream_options: stream.then_some(OutStreamOptions {
             include_usage: true,

@@ -268,3 +268,70 @@ proptest! {
         }
     }
 }
+
+/// Thinking settings cross formats only where the target model takes them.
+#[test]
+fn thinking_settings_reach_only_models_that_think() {
+    let anthropic_client = |thinking: Value| {
+        anthropic::parse_request(
+            &serde_json::to_vec(
+                &json!({"model": "m", "max_tokens": 5000, "thinking": thinking,
+                "messages": [{"role": "user", "content": "x"}]}),
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let enabled = anthropic_client(json!({"type": "enabled", "budget_tokens": 3000}));
+    let out = |req: &llmop_core::ChatRequest, model: &str| -> Value {
+        serde_json::from_slice(&openai::build_request(req, model, false)).unwrap()
+    };
+    assert_eq!(out(&enabled, "o3")["reasoning_effort"], "low");
+    assert_eq!(out(&enabled, "gpt-5-mini")["reasoning_effort"], "low");
+    assert!(out(&enabled, "gpt-4o").get("reasoning_effort").is_none());
+    let disabled = anthropic_client(json!({"type": "disabled"}));
+    assert!(out(&disabled, "o3").get("reasoning_effort").is_none());
+    // Gemini: only its thinking models get thinkingConfig.
+    let g = |model: &str| -> Value {
+        serde_json::from_slice(&llmop_wire::gemini::build_request(&enabled, model)).unwrap()
+    };
+    assert_eq!(
+        g("gemini-2.5-flash")["generationConfig"]["thinkingConfig"]["thinkingBudget"],
+        3000
+    );
+    assert!(g("gemini-2.0-flash")
+        .get("generationConfig")
+        .is_none_or(|c| c.get("thinkingConfig").is_none()));
+    // Anthropic to Anthropic: `thinking` and `top_k` go as sent.
+    let a: Value =
+        serde_json::from_slice(&anthropic::build_request(&enabled, "claude", false).unwrap())
+            .unwrap();
+    assert_eq!(
+        a["thinking"],
+        json!({"type": "enabled", "budget_tokens": 3000})
+    );
+}
+
+/// An OpenAI client's effort: as sent to OpenAI (values OpenAI adds later included);
+/// as a budget to Anthropic, with room for the answer when the client set no cap.
+#[test]
+fn openai_efforts_pass_through_and_map_to_budgets() {
+    let req = |body: Value| openai::parse_request(&serde_json::to_vec(&body).unwrap()).unwrap();
+    let future = req(
+        json!({"model": "m", "reasoning_effort": "xhigh", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    let o: Value = serde_json::from_slice(&openai::build_request(&future, "gpt-5", false)).unwrap();
+    assert_eq!(o["reasoning_effort"], "xhigh");
+    let high = req(
+        json!({"model": "m", "reasoning_effort": "high", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    let a: Value =
+        serde_json::from_slice(&anthropic::build_request(&high, "claude", false).unwrap()).unwrap();
+    assert_eq!(a["thinking"]["budget_tokens"], 16384);
+    assert!(a["max_tokens"].as_u64().unwrap() > 16384, "{a}");
+    let capped = req(
+        json!({"model": "m", "reasoning_effort": "high", "max_tokens": 8000, "messages": [{"role": "user", "content": "x"}]}),
+    );
+    let e = anthropic::build_request(&capped, "claude", false).unwrap_err();
+    assert_eq!(e.param, "max_tokens");
+}

@@ -104,14 +104,7 @@ async fn a_dead_primary_opens_its_circuit_and_is_skipped_then_probed() {
     let p = &c["circuits"][0];
     assert_eq!(p["state"], "open");
     assert_eq!(p["opened"], 1);
-    let m = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     assert!(
         m.contains(r#"llmop_circuit_state{route="r",provider="primary",model="m"} 2"#),
         "{m}"

@@ -353,14 +353,7 @@ async fn an_unreachable_redis_follows_the_configured_policy() {
         &format!("{budget}[counters]\nurl = \"redis://127.0.0.1:1\"\non_error = \"fail_open\"\n"),
     ));
     assert_eq!(call(&open, &[], hi(5)).await.0, 200);
-    let metrics = client()
-        .get(format!("{}/metrics", open.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = open.metrics().await;
     assert!(metrics.contains("llmop_counter_errors_total"), "{metrics}");
 }
 

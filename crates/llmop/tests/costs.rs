@@ -141,14 +141,7 @@ async fn streams_are_costed_in_the_record_and_unknown_prices_stay_unknown() {
     assert_eq!(header, None);
     assert_eq!(rec["cost_usd"], Value::Null);
     assert!(rec["input_tokens"].as_i64().unwrap() > 0);
-    let metrics = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics
             .lines()

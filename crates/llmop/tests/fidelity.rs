@@ -743,3 +743,27 @@ async fn parameters_with_equivalents_are_mapped() {
     );
     assert_eq!(up.last().body["reasoning_effort"], "low");
 }
+
+#[tokio::test]
+async fn forged_issued_ids_are_bounded_and_never_fail_the_call() {
+    // A client (or a conversation whose state expired) sends ids llmop never issued:
+    // the call goes out without state, at most 1,024 lookups, counted.
+    let gw = Gateway::start(
+        "[providers.sim]\nkind = \"mock\"\n[routes.main]\ntargets = [{ provider = \"sim\", model = \"echo\" }]\n",
+    );
+    let calls: Vec<Value> = (0..2_000)
+        .map(|i| json!({"id": format!("llmop_call_forged{i}"), "type": "function", "function": {"name": "f", "arguments": "{}"}}))
+        .collect();
+    let body = json!({"model": "main", "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": null, "tool_calls": calls},
+        {"role": "user", "content": "and now?"}
+    ]});
+    let r = post(&gw, "/v1/chat/completions", &body, "forged").await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("llmop_reasoning_state_missing_total 1024"),
+        "{m}"
+    );
+}

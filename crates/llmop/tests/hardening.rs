@@ -58,17 +58,6 @@ async fn until_key_works(gw: &Gateway, key: &str, model: &str) {
     }
 }
 
-async fn metrics_text(gw: &Gateway) -> String {
-    client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -120,7 +109,7 @@ async fn records_survive_a_full_disk() {
     // The disk is full: commits fail (and are retried).
     let start = Instant::now();
     loop {
-        let m = metrics_text(&gw).await;
+        let m = gw.metrics().await;
         if metric(&m, "llmop_records_failed_commits_total") > 0.0 {
             break;
         }
@@ -141,7 +130,7 @@ async fn records_survive_a_full_disk() {
     loop {
         let page = get_json(&gw, "/v1/requests?limit=100").await;
         let n = page["data"].as_array().map_or(0, Vec::len);
-        let m = metrics_text(&gw).await;
+        let m = gw.metrics().await;
         if n == calls && metric(&m, "llmop_records_written_total") as usize == calls {
             break;
         }
@@ -429,22 +418,11 @@ async fn key_scopes_compose() {
         (403, Some("key_not_allowed"))
     );
     // /v1/models lists only what the key can call.
-    let models: Value = client()
-        .get(format!("{}/v1/models", gw.url))
-        .bearer_auth(&routes_only)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["id"].as_str())
-        .collect();
-    assert!(ids.iter().all(|id| *id == "sim/echo"), "{ids:?}");
+    let ids = gw.model_ids(&routes_only).await;
+    assert!(
+        !ids.is_empty() && ids.iter().all(|id| id == "sim/echo"),
+        "{ids:?}"
+    );
     // Tagging a passthrough call with a feature outside the key's scope.
     let (s, v) = chat_as(
         &gw,
@@ -739,7 +717,7 @@ async fn unknown_endpoints_answer_in_the_callers_format() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "not_found");
     gw.wait_for_log_line("no such endpoint");
-    let m = metrics_text(&gw).await;
+    let m = gw.metrics().await;
     assert!(m.contains("llmop_unknown_endpoint_total"), "{m}");
 }
 

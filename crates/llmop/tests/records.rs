@@ -467,14 +467,7 @@ async fn strict_durability_answers_only_after_the_commit() {
         assert_eq!(r.status(), 200, "{id} not committed when answered");
     }
     // The writer's counters are on /metrics.
-    let m = client()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     assert!(m.contains("llmop_records_written_total 10"), "{m}");
     assert!(m.contains("llmop_records_lost_total 0"), "{m}");
     assert!(m.contains("llmop_records_queue_depth 0"), "{m}");

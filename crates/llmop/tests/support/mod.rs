@@ -140,6 +140,37 @@ impl Gateway {
         }
     }
 
+    /// The `/metrics` page as text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The model ids `GET /v1/models` lists for `key`.
+    pub async fn model_ids(&self, key: &str) -> Vec<String> {
+        let v: Value = client()
+            .get(format!("{}/v1/models", self.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET /v1/models")
+            .json()
+            .await
+            .expect("a JSON body");
+        v["data"]
+            .as_array()
+            .expect("a model list")
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// `kill -9`: no shutdown, no drain, no flush.
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();
