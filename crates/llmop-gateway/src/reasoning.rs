@@ -47,6 +47,12 @@ const STORE_POLL: Duration = Duration::from_millis(50);
 /// work from one request.
 const MAX_LOOKUPS: usize = 1_024;
 
+/// Most bytes of state kept for one tool call. An upstream that streams more thinking
+/// than this before a call gets none of it kept (logged), rather than the gateway
+/// holding whatever it sends: the provider then refuses the next step as it would
+/// without llmop.
+const MAX_KEPT_BYTES: usize = 8 << 20;
+
 /// What is kept for one tool call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Kept {
@@ -56,21 +62,21 @@ pub struct Kept {
     pub parts: Vec<Reasoning>,
 }
 
+/// About the bytes a piece of state holds.
+fn weight_of(r: &Reasoning) -> usize {
+    match r {
+        Reasoning::Thinking { text, signature } => text.len() + signature.len(),
+        Reasoning::Redacted { data } => data.len(),
+        Reasoning::Thought { text, signature } => {
+            text.len() + signature.as_ref().map_or(0, String::len)
+        }
+        Reasoning::Signature { signature } => signature.len(),
+    }
+}
+
 impl Kept {
-    /// About the bytes it holds.
     fn weight(&self) -> u64 {
-        let parts: usize = self
-            .parts
-            .iter()
-            .map(|r| match r {
-                Reasoning::Thinking { text, signature } => text.len() + signature.len(),
-                Reasoning::Redacted { data } => data.len(),
-                Reasoning::Thought { text, signature } => {
-                    text.len() + signature.as_ref().map_or(0, String::len)
-                }
-                Reasoning::Signature { signature } => signature.len(),
-            })
-            .sum();
+        let parts: usize = self.parts.iter().map(weight_of).sum();
         (64 + parts + self.upstream_id.as_ref().map_or(0, String::len)) as u64
     }
 }
@@ -119,6 +125,10 @@ fn carries(format: ClientFormat, r: &Reasoning) -> bool {
 struct Collector {
     format: ClientFormat,
     pending: Vec<Reasoning>,
+    /// Bytes in `pending`; past [`MAX_KEPT_BYTES`], `overflow` drops it until the next
+    /// call.
+    pending_bytes: usize,
+    overflow: bool,
     kept: KeptFor,
 }
 
@@ -127,13 +137,47 @@ impl Collector {
         Collector {
             format,
             pending: Vec::new(),
+            pending_bytes: 0,
+            overflow: false,
             kept: Vec::new(),
         }
     }
 
+    /// Whether `n` more bytes of state may be kept.
+    fn room(&mut self, n: usize) -> bool {
+        if self.overflow {
+            return false;
+        }
+        self.pending_bytes += n;
+        if self.pending_bytes > MAX_KEPT_BYTES {
+            tracing::warn!(
+                bytes = self.pending_bytes,
+                "reasoning state before a tool call is larger than 8 MiB: not kept"
+            );
+            self.overflow = true;
+            self.pending.clear();
+            return false;
+        }
+        true
+    }
+
     fn reasoning(&mut self, r: &Reasoning) {
-        if !carries(self.format, r) {
+        if !carries(self.format, r) && self.room(weight_of(r)) {
             self.pending.push(r.clone());
+        }
+    }
+
+    /// More thinking text (or signature) for the open thinking block.
+    fn thinking_delta(&mut self, more: &str, signature: bool) {
+        if !self.room(more.len()) {
+            return;
+        }
+        if let Some(Reasoning::Thinking { text, signature: s }) = self.pending.last_mut() {
+            if signature {
+                s.push_str(more);
+            } else {
+                text.push_str(more);
+            }
         }
     }
 
@@ -147,6 +191,8 @@ impl Collector {
 
     /// A tool call with `id`: returns the id the client is to see.
     fn call(&mut self, id: &str) -> Option<String> {
+        self.pending_bytes = 0;
+        self.overflow = false;
         if self.pending.is_empty() && !is_issued_call_id(id) {
             return None;
         }
@@ -381,16 +427,8 @@ impl StreamKeeper {
                 self.thinking_kept = !carries(self.c.format, &r);
                 self.c.reasoning(&r);
             }
-            StreamEvent::ThinkingDelta(t) if self.thinking_kept => {
-                if let Some(Reasoning::Thinking { text, .. }) = self.c.pending.last_mut() {
-                    text.push_str(t);
-                }
-            }
-            StreamEvent::SignatureDelta(s) if self.thinking_kept => {
-                if let Some(Reasoning::Thinking { signature, .. }) = self.c.pending.last_mut() {
-                    signature.push_str(s);
-                }
-            }
+            StreamEvent::ThinkingDelta(t) if self.thinking_kept => self.c.thinking_delta(t, false),
+            StreamEvent::SignatureDelta(s) if self.thinking_kept => self.c.thinking_delta(s, true),
             StreamEvent::Reasoning(r) => {
                 self.thinking_kept = false;
                 self.c.reasoning(r);
@@ -495,6 +533,44 @@ mod tests {
         assert!(matches!(&req.messages[1].parts[2], Part::ToolCall(c) if c.id == "toolu_1"));
         assert!(
             matches!(&req.messages[2].parts[0], Part::ToolResult { call_id, .. } if call_id == "toolu_1")
+        );
+    }
+
+    #[test]
+    fn an_endless_thinking_stream_is_not_kept_whole() {
+        let k = Arc::new(Keeper::default());
+        let mut s = k.stream(ClientFormat::OpenAi);
+        s.observe(&mut StreamEvent::ThinkingStart);
+        let chunk = "t".repeat(1 << 20);
+        for _ in 0..20 {
+            s.observe(&mut StreamEvent::ThinkingDelta(chunk.clone()));
+        }
+        let mut call = StreamEvent::ToolCallStart {
+            index: 0,
+            id: "toolu_1".into(),
+            name: "f".into(),
+        };
+        s.observe(&mut call);
+        // Nothing kept for that call: its id stays the provider's.
+        assert!(matches!(&call, StreamEvent::ToolCallStart { id, .. } if id == "toolu_1"));
+        assert!(s.take().is_empty());
+        // The next call's state is kept again.
+        s.observe(&mut StreamEvent::ThinkingStart);
+        s.observe(&mut StreamEvent::SignatureDelta("sig".into()));
+        let mut call = StreamEvent::ToolCallStart {
+            index: 1,
+            id: "toolu_2".into(),
+            name: "f".into(),
+        };
+        s.observe(&mut call);
+        let kept = s.take();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            kept[0].1.parts,
+            vec![Reasoning::Thinking {
+                text: String::new(),
+                signature: "sig".into()
+            }]
         );
     }
 
