@@ -378,6 +378,63 @@ impl ChatResponse {
     }
 }
 
+impl ChatResponse {
+    /// The events a stream of this answer carries (what [`StreamAccumulator`] folds
+    /// back into it): how a whole answer is served to a streaming client.
+    pub fn into_events(self) -> Vec<StreamEvent> {
+        let mut out = Vec::with_capacity(self.parts.len() * 2 + 4);
+        out.push(StreamEvent::Start {
+            id: self.id,
+            model: self.model,
+        });
+        if self.details != AnswerDetails::default() {
+            out.push(StreamEvent::Details(self.details));
+        }
+        let mut calls = 0;
+        for p in self.parts {
+            push_part_events(p, &mut calls, &mut out);
+        }
+        out.push(StreamEvent::Finish(self.finish_reason));
+        if let Some(u) = self.usage {
+            out.push(StreamEvent::Usage(u));
+        }
+        out
+    }
+}
+
+/// Appends the events that carry one answer part. A tool call takes index `*calls`
+/// (then counted); images and tool results are not parts of answers.
+pub fn push_part_events(p: Part, calls: &mut u32, out: &mut Vec<StreamEvent>) {
+    match p {
+        Part::Text(t) if t.is_empty() => {}
+        Part::Text(t) => out.push(StreamEvent::Text(t)),
+        Part::ToolCall(c) => {
+            let index = *calls;
+            *calls += 1;
+            out.push(StreamEvent::ToolCallStart {
+                index,
+                id: c.id,
+                name: c.name,
+            });
+            out.push(StreamEvent::ToolCallDelta {
+                index,
+                arguments: c.arguments,
+            });
+        }
+        Part::Reasoning(Reasoning::Thinking { text, signature }) => {
+            out.push(StreamEvent::ThinkingStart);
+            if !text.is_empty() {
+                out.push(StreamEvent::ThinkingDelta(text));
+            }
+            if !signature.is_empty() {
+                out.push(StreamEvent::SignatureDelta(signature));
+            }
+        }
+        Part::Reasoning(r) => out.push(StreamEvent::Reasoning(r)),
+        Part::Image(_) | Part::ToolResult { .. } => {}
+    }
+}
+
 /// One step of a streamed answer. A stream is `Start`, then any mix of text and tool-call
 /// events, then `Finish`, then (when the provider reports it) `Usage`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -578,6 +635,47 @@ mod tests {
         assert_eq!(r.details.system_fingerprint.as_deref(), Some("fp"));
         assert_eq!(r.details.service_tier.as_deref(), Some("default"));
         assert_eq!(r.finish_reason, FinishReason::ToolCalls);
+    }
+
+    #[test]
+    fn a_whole_answer_as_events_folds_back_into_itself() {
+        let resp = ChatResponse {
+            id: "r".into(),
+            model: "m".into(),
+            created: 0,
+            parts: vec![
+                Part::Reasoning(Reasoning::Thinking {
+                    text: "t".into(),
+                    signature: "s".into(),
+                }),
+                Part::Reasoning(Reasoning::Redacted { data: "d".into() }),
+                Part::Text("hi".into()),
+                Part::Reasoning(Reasoning::Signature {
+                    signature: "g".into(),
+                }),
+                Part::ToolCall(ToolCall {
+                    id: "c".into(),
+                    name: "f".into(),
+                    arguments: "{}".into(),
+                }),
+            ],
+            finish_reason: FinishReason::ToolCalls,
+            usage: Some(Usage {
+                input_tokens: 1,
+                output_tokens: 2,
+                reasoning_tokens: 1,
+                ..Usage::default()
+            }),
+            details: AnswerDetails {
+                system_fingerprint: Some("fp".into()),
+                service_tier: None,
+            },
+        };
+        let mut acc = StreamAccumulator::default();
+        for ev in resp.clone().into_events() {
+            acc.push(&ev);
+        }
+        assert_eq!(acc.finish(0), resp);
     }
 
     #[test]

@@ -298,7 +298,7 @@ impl HttpProvider {
                 .read_whole(resp, deadline)
                 .await
                 .map_err(ProviderError::scrubbed)?;
-            return Ok(futures::stream::iter(response_events(whole).into_iter().map(Ok)).boxed());
+            return Ok(futures::stream::iter(whole.into_events().into_iter().map(Ok)).boxed());
         }
         let decoder = match self.kind {
             ProviderKind::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::new()),
@@ -318,38 +318,6 @@ impl HttpProvider {
         };
         Ok(futures::stream::unfold(state, StreamState::next).boxed())
     }
-}
-
-/// A whole answer as the events a stream of it would have carried.
-pub fn response_events(r: ChatResponse) -> Vec<StreamEvent> {
-    let mut evs = vec![StreamEvent::Start {
-        id: r.id,
-        model: r.model,
-    }];
-    let mut index = 0;
-    for p in r.parts {
-        match p {
-            llmop_core::Part::Text(t) => evs.push(StreamEvent::Text(t)),
-            llmop_core::Part::ToolCall(c) => {
-                evs.push(StreamEvent::ToolCallStart {
-                    index,
-                    id: c.id,
-                    name: c.name,
-                });
-                evs.push(StreamEvent::ToolCallDelta {
-                    index,
-                    arguments: c.arguments,
-                });
-                index += 1;
-            }
-            _ => {}
-        }
-    }
-    evs.push(StreamEvent::Finish(r.finish_reason));
-    if let Some(u) = r.usage {
-        evs.push(StreamEvent::Usage(u));
-    }
-    evs
 }
 
 /// Collects a stream into a whole answer (used where a caller needs the whole).

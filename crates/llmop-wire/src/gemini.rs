@@ -492,24 +492,7 @@ impl StreamDecoder {
             let mut parts = Vec::new();
             candidate_parts(c.content.map(|c| c.parts).unwrap_or_default(), &mut parts);
             for p in parts {
-                match p {
-                    Part::Text(t) => out.push(StreamEvent::Text(t)),
-                    Part::Reasoning(r) => out.push(StreamEvent::Reasoning(r)),
-                    Part::ToolCall(c) => {
-                        let index = self.calls;
-                        self.calls += 1;
-                        out.push(StreamEvent::ToolCallStart {
-                            index,
-                            id: c.id,
-                            name: c.name,
-                        });
-                        out.push(StreamEvent::ToolCallDelta {
-                            index,
-                            arguments: c.arguments,
-                        });
-                    }
-                    _ => {}
-                }
+                llmop_core::push_part_events(p, &mut self.calls, out);
             }
             if c.finish_reason.is_some() {
                 self.finish = c.finish_reason;

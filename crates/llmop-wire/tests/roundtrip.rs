@@ -91,42 +91,6 @@ fn normalized(messages: &Value) -> Vec<(String, Vec<Value>)> {
     out
 }
 
-/// A whole answer as the events a stream of it carries.
-fn stream_events(r: &llmop_core::ChatResponse) -> Vec<llmop_core::StreamEvent> {
-    use llmop_core::{Part, Reasoning, StreamEvent};
-    let mut evs = vec![StreamEvent::Start {
-        id: r.id.clone(),
-        model: r.model.clone(),
-    }];
-    let mut n = 0;
-    for p in &r.parts {
-        match p {
-            Part::Text(t) => evs.push(StreamEvent::Text(t.clone())),
-            Part::Reasoning(Reasoning::Thinking { text, signature }) => {
-                evs.push(StreamEvent::ThinkingStart);
-                evs.push(StreamEvent::ThinkingDelta(text.clone()));
-                evs.push(StreamEvent::SignatureDelta(signature.clone()));
-            }
-            Part::Reasoning(r) => evs.push(StreamEvent::Reasoning(r.clone())),
-            Part::ToolCall(c) => {
-                evs.push(StreamEvent::ToolCallStart {
-                    index: n,
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                });
-                evs.push(StreamEvent::ToolCallDelta {
-                    index: n,
-                    arguments: c.arguments.clone(),
-                });
-                n += 1;
-            }
-            _ => {}
-        }
-    }
-    evs.push(StreamEvent::Finish(r.finish_reason.clone()));
-    evs
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -206,7 +170,7 @@ proptest! {
             "usage": {"input_tokens": 1, "output_tokens": 2}})).unwrap()).unwrap();
         let mut enc = anthropic::StreamEncoder::new("m".into(), "claude".into());
         let mut bytes = bytes::BytesMut::new();
-        for ev in stream_events(&resp) {
+        for ev in resp.clone().into_events() {
             enc.encode(&ev, &mut bytes);
         }
         enc.finish(&mut bytes);

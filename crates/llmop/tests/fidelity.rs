@@ -767,3 +767,22 @@ async fn forged_issued_ids_are_bounded_and_never_fail_the_call() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn a_whole_answer_to_a_stream_request_keeps_its_thinking() {
+    // An upstream that ignores `stream` and answers whole is served as a stream: its
+    // reasoning state is in that stream too.
+    let up = Upstream::start(|_, _| Reply::ok(fixture("anthropic/thinking_tool_use.json"))).await;
+    let gw = gateway("anthropic", &up, "claude-sonnet-4-5", "");
+    let body = json!({"model": "main", "max_tokens": 4096, "stream": true,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "tools": weather_tool_anthropic(),
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}]});
+    let r = post(&gw, "/v1/messages", &body, "whole-as-stream").await;
+    assert_eq!(r.status(), 200);
+    let blocks = fold_anthropic(&r.text().await.unwrap());
+    assert_eq!(blocks[0]["type"], "thinking");
+    assert_eq!(blocks[0]["signature"], SIGNATURE);
+    assert_eq!(blocks[1]["type"], "redacted_thinking");
+    assert_eq!(blocks[2]["type"], "tool_use");
+}
