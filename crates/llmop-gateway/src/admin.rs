@@ -12,7 +12,7 @@
 
 use crate::context::RequestId;
 use crate::features::FeatureRegistry;
-use crate::http_error::{self, ClientFormat};
+use crate::http_error::{self, WireFormat};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -65,7 +65,7 @@ fn deploy_error(e: DeployError) -> GatewayError {
 fn answer(rid: &str, r: Result<serde_json::Value, GatewayError>) -> Response {
     match r {
         Ok(v) => axum::Json(v).into_response(),
-        Err(e) => http_error::response(ClientFormat::OpenAi, &e, rid),
+        Err(e) => http_error::response(WireFormat::OpenAi, &e, rid),
     }
 }
 

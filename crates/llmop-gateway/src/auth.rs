@@ -235,7 +235,7 @@ pub async fn require_admin(State(app): State<Arc<AppState>>, req: Request, next:
                 .get::<crate::context::RequestId>()
                 .map(|r| r.0.clone())
                 .unwrap_or_default();
-            crate::http_error::response(crate::http_error::ClientFormat::OpenAi, &e, &rid)
+            crate::http_error::response(crate::http_error::WireFormat::OpenAi, &e, &rid)
         }
     }
 }

@@ -5,24 +5,20 @@
 //!   or on another replica is served within that time) and at once after a change made
 //!   through this replica's admin API. Versions are compiled once and cached: they are
 //!   immutable.
-//! - [`prepare_chat`] / [`prepare_invoke`]: pick the version (deployment, split arm, or
-//!   a pinned version), bind and render the variables, and build the request the
-//!   pipeline sends.
-//! - [`run_whole`]: one whole (non-streamed) feature call: the pipeline, then the
-//!   output parser and its failure policy (`repair`, `next_target`, `static`, `error`).
-//! - [`spawn_shadow`]: the deployment's shadow version on a copy of the call, after the
-//!   primary answered, on its own task and record; never returned, bounded in number.
+//! - [`FeatureRegistry::select_fresh`]: the version a call runs (deployment, split arm).
+//! - [`build_request`], [`render_error`], [`feature_fallback`]: what the pipeline's
+//!   feature and parse-output stages use to render a version into the request, and to
+//!   apply its failure policy. The stages themselves (and shadows, which run through
+//!   the same pipeline) live in `pipeline`.
 //!
 //! Invariants: a call sees one consistent deployment (a snapshot `Arc`); no lock is held
 //! across an await; a shadow never delays or changes its primary.
 
 use crate::http_error;
-use crate::pipeline::{self, Answer};
-use crate::record::{CallRecord, FeatureRecord};
-use crate::state::AppState;
+use crate::record::CallRecord;
 use llmop_core::config::FeaturesConfig;
 use llmop_core::{ChatRequest, ChatResponse, GatewayError, Message, Part, ResponseFormat, Role};
-use llmop_features::{CompiledFeature, FeatureSpec, OnParseFailure, RenderError, Rendered};
+use llmop_features::{CompiledFeature, FeatureSpec, RenderError, Rendered};
 use llmop_store::{Deployment, DeploymentState, Store, StoreError};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -54,6 +50,34 @@ pub struct FeatureRegistry {
 }
 
 type MissRefresh = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// Why a registered version could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error("feature `{feature}` has no version {version}")]
+    Missing { feature: String, version: i64 },
+    /// The store could not answer: not the caller's fault, and not a 404.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl From<VersionError> for GatewayError {
+    fn from(e: VersionError) -> GatewayError {
+        match e {
+            VersionError::Missing { .. } => GatewayError::NotFound {
+                message: e.to_string(),
+                code: "feature_version_not_found",
+            },
+            VersionError::Store(e) => GatewayError::Unavailable {
+                message: format!("the feature store cannot be read right now; retry shortly ({e})"),
+                code: "store_unavailable",
+            },
+            VersionError::Corrupt(m) => GatewayError::Internal(m),
+        }
+    }
+}
 
 /// Misses within this long of a miss-triggered refresh reuse it: however many calls
 /// name an undeployed feature, the store is read at most once per this interval.
@@ -97,6 +121,11 @@ impl FeatureRegistry {
             tokio::time::timeout(limit, self.shadow_slots.acquire_many(self.shadow_capacity)).await,
             Ok(Ok(_))
         )
+    }
+
+    /// A slot for one shadow call; `None` when `shadow_concurrency` are running.
+    pub(crate) fn shadow_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.shadow_slots.clone().try_acquire_owned().ok()
     }
 
     /// Features deployed in at least one environment.
@@ -152,10 +181,18 @@ impl FeatureRegistry {
     async fn compile(&self, d: &Deployment) -> Result<Served, String> {
         let mut arms = Vec::with_capacity(d.state.arms.len());
         for a in &d.state.arms {
-            arms.push(self.version(&d.feature, a.version).await?);
+            arms.push(
+                self.version(&d.feature, a.version)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
         }
         let shadow = match d.state.shadow {
-            Some(v) => Some(self.version(&d.feature, v).await?),
+            Some(v) => Some(
+                self.version(&d.feature, v)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
             None => None,
         };
         Ok(Served {
@@ -172,7 +209,7 @@ impl FeatureRegistry {
         &self,
         feature: &str,
         version: i64,
-    ) -> Result<Arc<CompiledFeature>, String> {
+    ) -> Result<Arc<CompiledFeature>, VersionError> {
         let key = (feature.to_string(), version);
         if let Some(v) = self.versions.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(v);
@@ -180,15 +217,20 @@ impl FeatureRegistry {
         let stored = self
             .store
             .feature_version(feature, version)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("feature `{feature}` has no version {version}"))?;
-        let spec: FeatureSpec = serde_json::from_value(stored.spec)
-            .map_err(|e| format!("{feature} v{version}: stored spec does not load: {e}"))?;
+            .await?
+            .ok_or_else(|| VersionError::Missing {
+                feature: feature.to_string(),
+                version,
+            })?;
+        let spec: FeatureSpec = serde_json::from_value(stored.spec).map_err(|e| {
+            VersionError::Corrupt(format!(
+                "{feature} v{version}: stored spec does not load: {e}"
+            ))
+        })?;
         let compiled =
             CompiledFeature::new(spec, version, stored.content_hash).map_err(|errs| {
                 let list: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                format!("{feature} v{version}: {}", list.join("; "))
+                VersionError::Corrupt(format!("{feature} v{version}: {}", list.join("; ")))
             })?;
         let compiled = Arc::new(compiled);
         if let Ok(mut m) = self.versions.lock() {
@@ -329,17 +371,9 @@ pub struct FeatureCall {
     pub given: Map<String, Value>,
 }
 
-fn registry(app: &AppState) -> Result<&Arc<FeatureRegistry>, GatewayError> {
-    app.features.as_ref().ok_or_else(|| GatewayError::NotFound {
-        message: "features need the record store: this gateway runs with [store] enabled = false"
-            .into(),
-        code: "feature_not_found",
-    })
-}
-
 /// A rendering error as the client's 400, naming the variable and where it comes from
 /// (`metadata.ticket` on the chat endpoints, `variables.ticket` on invoke).
-fn render_error(feature: &CompiledFeature, e: &RenderError, from: &str) -> GatewayError {
+pub(crate) fn render_error(feature: &CompiledFeature, e: &RenderError, from: &str) -> GatewayError {
     let code = match e {
         RenderError::Missing(_) => "missing_variable",
         RenderError::WrongType { .. } => "invalid_variable",
@@ -356,7 +390,11 @@ fn render_error(feature: &CompiledFeature, e: &RenderError, from: &str) -> Gatew
 /// The request a version sends: its rendered messages, its route and parameters, the
 /// caller's other fields (tools, stream) kept. JSON parsers ask for JSON
 /// (`response_format`) unless the caller asked for something.
-fn build_request(v: &CompiledFeature, rendered: &Rendered, base: ChatRequest) -> ChatRequest {
+pub(crate) fn build_request(
+    v: &CompiledFeature,
+    rendered: &Rendered,
+    base: ChatRequest,
+) -> ChatRequest {
     let mut req = base;
     let spec = &v.spec;
     req.model = spec
@@ -410,75 +448,6 @@ fn build_request(v: &CompiledFeature, rendered: &Rendered, base: ChatRequest) ->
     req
 }
 
-fn feature_record(
-    sel: &Selected,
-    env_version: &CompiledFeature,
-    rendered: &Rendered,
-) -> Box<FeatureRecord> {
-    Box::new(FeatureRecord {
-        version: env_version.version,
-        content_hash: env_version.content_hash.clone(),
-        arm: sel.arm.clone(),
-        variables: rendered.variables.clone(),
-        rendered_prompt: rendered.prompt_text(),
-        ..FeatureRecord::default()
-    })
-}
-
-/// `model = "feature/<name>"` on the chat endpoints: variables from `metadata` and the
-/// last user message; the environment from `x-llmop-env`, else `[features] default_env`.
-pub async fn prepare_chat(
-    app: &AppState,
-    name: &str,
-    req: ChatRequest,
-    rec: &mut CallRecord,
-) -> Result<(ChatRequest, FeatureCall), GatewayError> {
-    let reg = registry(app)?;
-    let env = rec
-        .context
-        .env
-        .get_or_insert_with(|| reg.default_env.clone())
-        .clone();
-    rec.context.feature = Some(name.to_string());
-    let stick = rec
-        .context
-        .user
-        .as_deref()
-        .or(rec.context.session.as_deref());
-    let sel = reg.select_fresh(name, &env, stick).await?;
-    let given = sel
-        .version
-        .variables_from_call(&req.metadata, req.last_user_text().as_deref());
-    render_into(sel, given, "metadata", req, env, rec)
-}
-
-/// Renders the chosen version from `given`, records what the call adds, and builds the
-/// request on `base`. `from` names where variables came from, for error params.
-fn render_into(
-    sel: Selected,
-    given: Map<String, Value>,
-    from: &str,
-    base: ChatRequest,
-    env: String,
-    rec: &mut CallRecord,
-) -> Result<(ChatRequest, FeatureCall), GatewayError> {
-    let rendered = sel
-        .version
-        .render(&given)
-        .map_err(|e| render_error(&sel.version, &e, from))?;
-    rec.feature = Some(feature_record(&sel, &sel.version, &rendered));
-    let req = build_request(&sel.version, &rendered, base);
-    Ok((
-        req,
-        FeatureCall {
-            version: sel.version,
-            shadow: sel.shadow,
-            env,
-            given,
-        },
-    ))
-}
-
 /// The body of `POST /v1/features/{name}/invoke`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -493,73 +462,14 @@ pub struct InvokeBody {
     pub version: Option<i64>,
 }
 
-/// `POST /v1/features/{name}/invoke`: variables are strict (an undeclared one is an
-/// error); a pinned `version` bypasses the deployment (no arm, no shadow).
-pub async fn prepare_invoke(
-    app: &AppState,
-    name: &str,
-    body: InvokeBody,
-    rec: &mut CallRecord,
-) -> Result<(ChatRequest, FeatureCall), GatewayError> {
-    let reg = registry(app)?;
-    // Body metadata is held to the rules of the headers it stands for.
-    let meta = |v: &Option<String>, field: &str| match v {
-        Some(v) => crate::context::body_meta(v, field),
-        None => Ok(None),
-    };
-    if let Some(env) = meta(&body.env, "env")? {
-        rec.context.env = Some(env);
-    }
-    if let Some(user) = meta(&body.user, "user")? {
-        rec.context.user = Some(user);
-    }
-    if let Some(session) = meta(&body.session, "session")? {
-        rec.context.session = Some(session);
-    }
-    if let Some(tags) = body.tags {
-        llmop_core::context::check_tags(&tags)
-            .map_err(|m| GatewayError::invalid(format!("`tags` {m}"), Some("tags".into())))?;
-        rec.context.tags.extend(tags);
-    }
-    let env = rec
-        .context
-        .env
-        .get_or_insert_with(|| reg.default_env.clone())
-        .clone();
-    rec.context.feature = Some(name.to_string());
-    let sel = match body.version {
-        Some(v) => Selected {
-            version: reg
-                .version(name, v)
-                .await
-                .map_err(|message| GatewayError::NotFound {
-                    message,
-                    code: "feature_version_not_found",
-                })?,
-            arm: None,
-            shadow: None,
-        },
-        None => {
-            let stick = rec
-                .context
-                .user
-                .as_deref()
-                .or(rec.context.session.as_deref());
-            reg.select_fresh(name, &env, stick).await?
-        }
-    };
-    let base = ChatRequest::new(String::new(), Vec::new(), llmop_core::WireFormat::OpenAi);
-    render_into(sel, body.variables, "variables", base, env, rec)
-}
-
-fn set_parse(rec: &mut CallRecord, status: &'static str, parsed: Option<Value>) {
+pub(crate) fn set_parse(rec: &mut CallRecord, status: &'static str, parsed: Option<Value>) {
     if let Some(f) = rec.feature.as_mut() {
         f.parse_status = Some(status);
         f.parsed = parsed;
     }
 }
 
-fn parse_failed(v: &CompiledFeature, problem: &str) -> GatewayError {
+pub(crate) fn parse_failed(v: &CompiledFeature, problem: &str) -> GatewayError {
     GatewayError::Unprocessable {
         message: format!(
             "feature `{}` v{}: the model's output could not be parsed: {problem}",
@@ -570,93 +480,9 @@ fn parse_failed(v: &CompiledFeature, problem: &str) -> GatewayError {
     }
 }
 
-/// One whole feature call: the pipeline, then the parser and its failure policy. The
-/// answer's text is what the client gets (the static response under `static`); the
-/// parsed value goes to the record (and to invoke's `output.parsed`).
-pub async fn run_whole(
-    app: &AppState,
-    fc: &FeatureCall,
-    req: &ChatRequest,
-    rec: &mut CallRecord,
-) -> Result<ChatResponse, GatewayError> {
-    let v = &fc.version;
-    let mut answered: Vec<(String, String)> = Vec::new();
-    let mut repair: Option<ChatRequest> = None;
-    loop {
-        let sent = repair.as_ref().unwrap_or(req);
-        let resp = match pipeline::call_skipping(app, sent, rec, &answered).await {
-            Ok(Answer::Whole(resp)) => resp,
-            Ok(Answer::Stream { .. }) => {
-                return Err(GatewayError::Internal(
-                    "a whole feature call got a stream".into(),
-                ))
-            }
-            Err(e) if !answered.is_empty() && e.code() == "no_target_left" => {
-                return Err(parse_failed(v, "and no target of the route is left to try"));
-            }
-            Err(e) => return feature_fallback(v, e, rec),
-        };
-        if rec.degraded || !v.parses() {
-            return Ok(resp);
-        }
-        let text = resp.text();
-        let problem = match v.parse_output(&text) {
-            Ok(parsed) => {
-                let status = if repair.is_some() {
-                    "repaired"
-                } else if !answered.is_empty() {
-                    "next_target"
-                } else {
-                    "ok"
-                };
-                set_parse(rec, status, Some(parsed));
-                return Ok(resp);
-            }
-            Err(p) => p,
-        };
-        metrics::counter!("llmop_feature_parse_failures_total", "feature" => v.name().to_string())
-            .increment(1);
-        tracing::debug!(request_id = %rec.request_id, feature = v.name(), problem = %problem, "output did not parse");
-        match v.on_parse_failure() {
-            OnParseFailure::Repair if repair.is_none() => {
-                rec.discard(resp.usage);
-                rec.moving_on("parse_repair");
-                let mut again = req.clone();
-                again.messages.push(Message::text(Role::Assistant, text));
-                again
-                    .messages
-                    .push(Message::text(Role::User, v.repair_message(&problem)));
-                repair = Some(again);
-            }
-            OnParseFailure::NextTarget => {
-                rec.discard(resp.usage);
-                rec.moving_on("parse_failure");
-                if let (Some(p), Some(m)) = (rec.provider.clone(), rec.model.clone()) {
-                    answered.push((p, m));
-                }
-            }
-            OnParseFailure::Static => {
-                let (text, parsed) = v.static_response().unwrap_or_default();
-                set_parse(rec, "static", Some(parsed));
-                return Ok(ChatResponse {
-                    parts: vec![Part::Text(text)],
-                    ..resp
-                });
-            }
-            _ => {
-                set_parse(rec, "failed", None);
-                // The record keeps what the model said.
-                rec.usage = resp.usage;
-                rec.response = Some(resp);
-                return Err(parse_failed(v, &problem.0));
-            }
-        }
-    }
-}
-
 /// Every target failed: the feature's own `fallback_response`, if it has one and the
 /// failure is not the request's fault, as a degraded answer.
-fn feature_fallback(
+pub(crate) fn feature_fallback(
     v: &CompiledFeature,
     e: GatewayError,
     rec: &mut CallRecord,
@@ -679,96 +505,4 @@ fn feature_fallback(
         }
         _ => Err(e),
     }
-}
-
-/// Runs the deployment's shadow version on a copy of this call, after the primary
-/// answered: its own task, its own record (`shadow = true`, `shadow_of` = the primary's
-/// request id), never returned. At most `[features] shadow_concurrency` run at once;
-/// beyond that the shadow is skipped and counted, so shadows cannot pile up behind a
-/// slow shadow target.
-pub fn spawn_shadow(app: &Arc<AppState>, fc: &FeatureCall, primary: &CallRecord) {
-    let Some(version) = fc.shadow.clone() else {
-        return;
-    };
-    let Some(reg) = app.features.as_ref() else {
-        return;
-    };
-    let Ok(permit) = reg.shadow_slots.clone().try_acquire_owned() else {
-        metrics::counter!("llmop_shadow_skipped_total").increment(1);
-        return;
-    };
-    let app = app.clone();
-    let given = fc.given.clone();
-    let env = fc.env.clone();
-    let mut context = primary.context.clone();
-    let primary_id = primary.request_id.clone();
-    let key_id = primary.key_id.clone();
-    let endpoint = primary.endpoint;
-    tokio::spawn(async move {
-        let _permit = permit;
-        let rid = llmop_core::context::new_request_id();
-        let mut rec = CallRecord::new(&rid, endpoint, app.recorder.clone());
-        context.request_id.clone_from(&rid);
-        // The shadow has its own deadline (the route's), not the client's.
-        context.timeout_ms = None;
-        rec.context = context;
-        rec.key_id = key_id;
-        rec.model_requested = format!("feature/{}", version.name());
-        let rendered = match version.render(&given) {
-            Ok(r) => r,
-            Err(e) => {
-                rec.feature = Some(Box::new(FeatureRecord {
-                    version: version.version,
-                    content_hash: version.content_hash.clone(),
-                    variables: given,
-                    shadow_of: Some(primary_id),
-                    ..FeatureRecord::default()
-                }));
-                let e = render_error(&version, &e, "variables");
-                rec.failed(&e, 400);
-                rec.finish().await;
-                return;
-            }
-        };
-        let sel = Selected {
-            version: version.clone(),
-            arm: None,
-            shadow: None,
-        };
-        let mut f = feature_record(&sel, &version, &rendered);
-        f.shadow_of = Some(primary_id);
-        rec.feature = Some(f);
-        let base = ChatRequest::new(String::new(), Vec::new(), llmop_core::WireFormat::OpenAi);
-        let mut req = build_request(&version, &rendered, base);
-        // A shadow spends real money: the same budgets apply (the primary's key's rate
-        // limits do not: the client made one call).
-        if let Err(e) = crate::limits::admit(&app, &mut req, &mut rec, None).await {
-            rec.request = Some(Arc::new(req));
-            let status = http_error::status_of(&e).as_u16();
-            rec.failed(&e, status);
-            rec.finish().await;
-            return;
-        }
-        let req = Arc::new(req);
-        rec.request = Some(req.clone());
-        let fc = FeatureCall {
-            version,
-            shadow: None,
-            env,
-            given: Map::new(),
-        };
-        match run_whole(&app, &fc, &req, &mut rec).await {
-            Ok(resp) => {
-                if !resp.id.is_empty() {
-                    rec.upstream_id = Some(resp.id.clone());
-                }
-                rec.succeeded(resp);
-            }
-            Err(e) => {
-                let status = http_error::status_of(&e).as_u16();
-                rec.failed(&e, status);
-            }
-        }
-        rec.finish().await;
-    });
 }

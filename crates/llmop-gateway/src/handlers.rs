@@ -1,12 +1,12 @@
-//! One function per endpoint. A chat handler reads the body (bounded), parses it in its
-//! format, runs the pipeline and answers in the same format.
+//! One function per endpoint. The calling endpoints (chat completions, messages,
+//! invoke) are thin format adapters ([`Entry`]): they read their key, context and body
+//! and encode the outcome; the pipeline's conductor runs every stage in between.
 
-use crate::auth;
+use crate::auth::{self, Auth};
 use crate::context::{self, RequestId};
-use crate::features;
-use crate::http_error::{self, ClientFormat};
-use crate::limits;
-use crate::pipeline::{self, Answer};
+use crate::features::InvokeBody;
+use crate::http_error::{self, WireFormat};
+use crate::pipeline::{self, Answer, Answered, Ask, Entry, FeatureAsk, Pick, Vars};
 use crate::record::CallRecord;
 use crate::respond;
 use crate::state::AppState;
@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use llmop_core::context::RequestContext;
 use llmop_core::{ChatRequest, GatewayError};
+use llmop_store::ApiKey;
 use llmop_wire::{anthropic, openai};
 use serde_json::json;
 use std::sync::Arc;
@@ -28,7 +30,12 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    chat(app, rid, headers, body, ClientFormat::OpenAi).await
+    let entry = Chat {
+        format: WireFormat::OpenAi,
+        headers,
+        body: Some(body),
+    };
+    pipeline::conduct(&app, &rid, entry).await
 }
 
 pub async fn messages(
@@ -37,133 +44,12 @@ pub async fn messages(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    chat(app, rid, headers, body, ClientFormat::Anthropic).await
-}
-
-async fn chat(
-    app: Arc<AppState>,
-    rid: String,
-    headers: HeaderMap,
-    body: Body,
-    format: ClientFormat,
-) -> Response {
-    let endpoint = match format {
-        ClientFormat::OpenAi => "/v1/chat/completions",
-        ClientFormat::Anthropic => "/v1/messages",
+    let entry = Chat {
+        format: WireFormat::Anthropic,
+        headers,
+        body: Some(body),
     };
-    // The record exists from the first moment, so that a request refused for bad
-    // input, or abandoned by its client, is recorded too.
-    let mut rec = CallRecord::new(&rid, endpoint, app.recorder.clone());
-    // 1. authenticate
-    let key = match app.auth.client(&headers) {
-        Ok(k) => k,
-        Err(e) => return fail(format, e, rec).await,
-    };
-    rec.key_id = key.as_ref().map(|k| k.id.clone());
-    let req = match prepare(&app, &rid, &headers, body, format, &mut rec).await {
-        Ok(r) => r,
-        Err(e) => return fail(format, e, rec).await,
-    };
-    if let Some(k) = &key {
-        if rec.context.env.is_none() {
-            rec.context.env.clone_from(&k.scopes.default_env);
-        }
-        if req.model.starts_with("feature/") && rec.context.env.is_none() {
-            rec.context.env = Some(app.config.features.default_env.clone());
-        }
-        if let Err(e) = auth::check_scope(k, &req.model, rec.context.env.as_deref())
-            .and_then(|()| auth::check_feature_tag(k, rec.context.feature.as_deref()))
-        {
-            return fail(format, e, rec).await;
-        }
-    }
-    // `feature/<name>`: the deployed version's messages, route and parameters.
-    let (req, feature) = match req.model.strip_prefix("feature/").map(str::to_string) {
-        Some(name) => match features::prepare_chat(&app, &name, req, &mut rec).await {
-            Ok((req, fc)) => {
-                if let Some(k) = &key {
-                    if let Err(e) = auth::check_feature_route(k, &name, &req.model) {
-                        return fail(format, e, rec).await;
-                    }
-                }
-                (req, Some(fc))
-            }
-            Err(e) => return fail(format, e, rec).await,
-        },
-        None => (req, None),
-    };
-    // Reasoning state llmop kept for this conversation's tool calls goes back in (once
-    // the key may make this call; before the check, whose estimate counts it).
-    let mut req = req;
-    app.reasoning
-        .restore(app.recorder.as_ref().map(|r| &r.store), &mut req)
-        .await;
-    // 3. check: budgets, session budgets, rate limits.
-    if let Err(e) = limits::admit(&app, &mut req, &mut rec, key.as_deref()).await {
-        rec.request = Some(Arc::new(req));
-        return fail(format, e, rec).await;
-    }
-    // Shared with the record from here, so that a call abandoned mid-way by its client
-    // is still recorded with its input.
-    let req = Arc::new(req);
-    rec.request = Some(req.clone());
-    let include_usage = req.include_usage;
-    if let Some(fc) = feature {
-        return feature_chat(app, format, fc, req, rec).await;
-    }
-    match pipeline::call(&app, &req, &mut rec).await {
-        Ok(Answer::Whole(resp)) => {
-            let r = respond::whole(&app, format, resp, &mut rec);
-            rec.finish().await;
-            r
-        }
-        Ok(Answer::Stream { first, rest }) => {
-            respond::stream(format, first, rest, include_usage, rec, &app)
-        }
-        Err(e) => fail(format, e, rec).await,
-    }
-}
-
-/// A feature call on a chat endpoint. Whole answers go through the output parser and
-/// its failure policy; streams are relayed as they come and parsed when recorded (the
-/// client has seen the text: no policy can apply). The shadow starts once the primary
-/// has answered.
-async fn feature_chat(
-    app: Arc<AppState>,
-    format: ClientFormat,
-    fc: features::FeatureCall,
-    req: Arc<ChatRequest>,
-    mut rec: CallRecord,
-) -> Response {
-    if req.stream {
-        if fc.version.parses() {
-            if let Some(f) = rec.feature.as_mut() {
-                f.parse_later = Some(fc.version.clone());
-            }
-        }
-        let include_usage = req.include_usage;
-        return match pipeline::call(&app, &req, &mut rec).await {
-            Ok(Answer::Stream { first, rest }) => {
-                features::spawn_shadow(&app, &fc, &rec);
-                respond::stream(format, first, rest, include_usage, rec, &app)
-            }
-            Ok(Answer::Whole(resp)) => {
-                let r = respond::whole(&app, format, resp, &mut rec);
-                rec.finish().await;
-                r
-            }
-            Err(e) => fail(format, e, rec).await,
-        };
-    }
-    match features::run_whole(&app, &fc, &req, &mut rec).await {
-        Ok(resp) => {
-            features::spawn_shadow(&app, &fc, &rec);
-            let r = respond::whole(&app, format, resp, &mut rec);
-            rec.finish().await;
-            r
-        }
-        Err(e) => fail(format, e, rec).await,
-    }
+    pipeline::conduct(&app, &rid, entry).await
 }
 
 /// `POST /v1/features/{name}/invoke`: the native call. Answers
@@ -176,27 +62,145 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let format = ClientFormat::OpenAi;
-    let mut rec = CallRecord::new(&rid, "/v1/features/invoke", app.recorder.clone());
-    rec.model_requested = format!("feature/{name}");
-    let prepared = async {
-        let key = app.auth.client(&headers)?;
-        rec.key_id = key.as_ref().map(|k| k.id.clone());
-        rec.context = context::from_headers(&headers, &rid)?;
-        if let Some(k) = &key {
-            if rec.context.env.is_none() {
-                rec.context.env.clone_from(&k.scopes.default_env);
+    let entry = Invoke {
+        name,
+        headers,
+        body: Some(body),
+    };
+    pipeline::conduct(&app, &rid, entry).await
+}
+
+/// The chat endpoints: `/v1/chat/completions` (OpenAI) and `/v1/messages` (Anthropic).
+struct Chat {
+    format: WireFormat,
+    headers: HeaderMap,
+    body: Option<Body>,
+}
+
+impl Entry for Chat {
+    type Output = Response;
+
+    fn endpoint(&self) -> &'static str {
+        match self.format {
+            WireFormat::OpenAi => "/v1/chat/completions",
+            WireFormat::Anthropic => "/v1/messages",
+        }
+    }
+
+    fn authenticate(
+        &self,
+        auth: &Auth,
+        _: &mut CallRecord,
+    ) -> Result<Option<Arc<ApiKey>>, GatewayError> {
+        auth.client(&self.headers)
+    }
+
+    fn context(&mut self, request_id: &str) -> Result<RequestContext, GatewayError> {
+        context::from_headers(&self.headers, request_id)
+    }
+
+    async fn parse(&mut self, app: &AppState, rec: &mut CallRecord) -> Result<Ask, GatewayError> {
+        let bytes = read_body_within(app, &self.headers, self.body.take()).await?;
+        let parsed = match self.format {
+            WireFormat::OpenAi => openai::parse_request(&bytes),
+            WireFormat::Anthropic => anthropic::parse_request(&bytes),
+        };
+        let req = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                rec.keep_invalid_body(&bytes);
+                return Err(GatewayError::InvalidRequest {
+                    message: e.to_string(),
+                    param: e.param,
+                    code: "invalid_request",
+                });
+            }
+        };
+        rec.model_requested.clone_from(&req.model);
+        rec.stream = req.stream;
+        if let Some(u) = &req.user {
+            // Held to the header's rules: a 100 KB user id is refused, not stored.
+            let field = match self.format {
+                WireFormat::OpenAi => "user",
+                WireFormat::Anthropic => "metadata.user_id",
+            };
+            let u = context::body_meta(u, field)?;
+            if rec.context.user.is_none() {
+                rec.context.user = u;
             }
         }
-        let bytes = tokio::time::timeout(
-            app.body_timeout(),
-            read_body(body, &headers, app.config.server.max_body_bytes),
-        )
-        .await
-        .map_err(|_| GatewayError::RequestTimeout {
-            ms: app.config.server.body_timeout_ms,
-        })??;
-        let parsed: features::InvokeBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        // `feature/<name>`: the deployed version's messages, route and parameters.
+        let feature = req.model.strip_prefix("feature/").map(|name| FeatureAsk {
+            name: name.to_string(),
+            pick: Pick::Deployed,
+            vars: Vars::FromCall,
+            shadow_of: None,
+        });
+        Ok(Ask { req, feature })
+    }
+
+    async fn respond(
+        self,
+        app: &Arc<AppState>,
+        outcome: Result<Answered, GatewayError>,
+        mut rec: CallRecord,
+    ) -> Response {
+        match outcome {
+            Ok(Answered {
+                answer: Answer::Whole(resp),
+                ..
+            }) => {
+                let r = respond::whole(app, self.format, resp, &mut rec);
+                rec.finish().await;
+                r
+            }
+            Ok(Answered {
+                answer: Answer::Stream { first, rest },
+                ..
+            }) => {
+                let include_usage = rec.request.as_ref().is_some_and(|r| r.include_usage);
+                respond::stream(self.format, first, rest, include_usage, rec, app)
+            }
+            Err(e) => fail(self.format, e, rec).await,
+        }
+    }
+}
+
+/// `POST /v1/features/{name}/invoke`.
+struct Invoke {
+    name: String,
+    headers: HeaderMap,
+    body: Option<Body>,
+}
+
+impl Entry for Invoke {
+    type Output = Response;
+
+    fn endpoint(&self) -> &'static str {
+        "/v1/features/invoke"
+    }
+
+    fn asked_for(&self) -> Option<String> {
+        Some(format!("feature/{}", self.name))
+    }
+
+    fn authenticate(
+        &self,
+        auth: &Auth,
+        _: &mut CallRecord,
+    ) -> Result<Option<Arc<ApiKey>>, GatewayError> {
+        auth.client(&self.headers)
+    }
+
+    fn context(&mut self, request_id: &str) -> Result<RequestContext, GatewayError> {
+        context::from_headers(&self.headers, request_id)
+    }
+
+    /// The body's metadata (`env`, `user`, `session`, `tags`) is held to the rules of
+    /// the headers it stands for, and wins over them.
+    async fn parse(&mut self, app: &AppState, rec: &mut CallRecord) -> Result<Ask, GatewayError> {
+        let bytes = read_body_within(app, &self.headers, self.body.take()).await?;
+        let body: InvokeBody = if bytes.iter().all(u8::is_ascii_whitespace) {
             serde_json::from_str("{}").map_err(|e| GatewayError::invalid(e.to_string(), None))?
         } else {
             let de = &mut serde_json::Deserializer::from_slice(&bytes);
@@ -209,119 +213,106 @@ pub async fn invoke(
                 )
             })?
         };
-        // The key's scope is checked before anything is looked up, so that a key learns
-        // nothing about features it may not call (not even where they are deployed).
-        if let Some(k) = &key {
-            let env = parsed
-                .env
-                .as_deref()
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .or(rec.context.env.as_deref())
-                .unwrap_or(&app.config.features.default_env);
-            auth::check_scope(k, &format!("feature/{name}"), Some(env))?;
+        let meta = |v: &Option<String>, field: &str| match v {
+            Some(v) => context::body_meta(v, field),
+            None => Ok(None),
+        };
+        if let Some(env) = meta(&body.env, "env")? {
+            rec.context.env = Some(env);
         }
-        let (mut req, fc) = features::prepare_invoke(&app, &name, parsed, &mut rec).await?;
-        if let Some(k) = &key {
-            auth::check_feature_route(k, &name, &req.model)?;
+        if let Some(user) = meta(&body.user, "user")? {
+            rec.context.user = Some(user);
         }
-        limits::admit(&app, &mut req, &mut rec, key.as_deref()).await?;
-        Ok((req, fc))
+        if let Some(session) = meta(&body.session, "session")? {
+            rec.context.session = Some(session);
+        }
+        if let Some(tags) = body.tags {
+            llmop_core::context::check_tags(&tags)
+                .map_err(|m| GatewayError::invalid(format!("`tags` {m}"), Some("tags".into())))?;
+            rec.context.tags.extend(tags);
+        }
+        // The call is attributed to the feature it invokes.
+        rec.context.feature = Some(self.name.clone());
+        Ok(Ask {
+            req: ChatRequest::new(String::new(), Vec::new(), WireFormat::OpenAi),
+            feature: Some(FeatureAsk {
+                name: self.name.clone(),
+                // A pinned version bypasses the deployment (no arm, no shadow).
+                pick: body.version.map_or(Pick::Deployed, Pick::Pinned),
+                // Strict: an undeclared variable is an error.
+                vars: Vars::Given(body.variables),
+                shadow_of: None,
+            }),
+        })
     }
-    .await;
-    let (req, fc) = match prepared {
-        Ok(p) => p,
-        Err(e) => return fail(format, e, rec).await,
-    };
-    let req = Arc::new(req);
-    rec.request = Some(req.clone());
-    match features::run_whole(&app, &fc, &req, &mut rec).await {
-        Ok(resp) => {
-            features::spawn_shadow(&app, &fc, &rec);
-            if !resp.id.is_empty() {
-                rec.upstream_id = Some(resp.id.clone());
+
+    async fn respond(
+        self,
+        _: &Arc<AppState>,
+        outcome: Result<Answered, GatewayError>,
+        mut rec: CallRecord,
+    ) -> Response {
+        let (resp, fc) = match outcome {
+            Ok(Answered {
+                answer: Answer::Whole(resp),
+                feature: Some(fc),
+            }) => (resp, fc),
+            Ok(_) => {
+                let e = GatewayError::Internal("an invoke call got no whole answer".into());
+                return fail(WireFormat::OpenAi, e, rec).await;
             }
-            let text = resp.text();
-            let usage = resp.usage.map(|u| {
-                json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cached_tokens": u.cached_input_tokens})
-            });
-            rec.succeeded(resp);
-            let cost = rec.cost_usd();
-            let f = rec.feature.as_deref();
-            let body = json!({
-                "request_id": rec.request_id,
-                "feature": name,
-                "version": fc.version.version,
-                "env": fc.env,
-                "arm": f.and_then(|f| f.arm.as_deref()),
-                "output": {"text": text, "parsed": f.and_then(|f| f.parsed.as_ref())},
-                "parse_status": f.and_then(|f| f.parse_status),
-                "usage": usage,
-                "cost_usd": cost,
-                "latency_ms": rec.started.elapsed().as_millis() as u64,
-                "degraded": rec.degraded,
-                "provider": rec.provider,
-                "model": rec.model,
-            });
-            let mut r = axum::Json(body).into_response();
-            respond::call_headers(&mut r, &rec);
-            rec.finish().await;
-            r
+            Err(e) => return fail(WireFormat::OpenAi, e, rec).await,
+        };
+        if !resp.id.is_empty() {
+            rec.upstream_id = Some(resp.id.clone());
         }
-        Err(e) => fail(format, e, rec).await,
+        let text = resp.text();
+        let usage = resp.usage.map(|u| {
+            json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cached_tokens": u.cached_input_tokens})
+        });
+        rec.succeeded(resp);
+        let cost = rec.cost_usd();
+        let f = rec.feature.as_deref();
+        let body = json!({
+            "request_id": rec.request_id,
+            "feature": self.name,
+            "version": fc.version.version,
+            "env": fc.env,
+            "arm": f.and_then(|f| f.arm.as_deref()),
+            "output": {"text": text, "parsed": f.and_then(|f| f.parsed.as_ref())},
+            "parse_status": f.and_then(|f| f.parse_status),
+            "usage": usage,
+            "cost_usd": cost,
+            "latency_ms": rec.started.elapsed().as_millis() as u64,
+            "degraded": rec.degraded,
+            "provider": rec.provider,
+            "model": rec.model,
+        });
+        let mut r = axum::Json(body).into_response();
+        respond::call_headers(&mut r, &rec);
+        rec.finish().await;
+        r
     }
 }
 
-/// Context, body and parse: everything before the pipeline.
-async fn prepare(
+/// The body, within `[server] body_timeout_ms` and `max_body_bytes`.
+async fn read_body_within(
     app: &AppState,
-    rid: &str,
     headers: &HeaderMap,
-    body: Body,
-    format: ClientFormat,
-    rec: &mut CallRecord,
-) -> Result<ChatRequest, GatewayError> {
-    rec.context = context::from_headers(headers, rid)?;
-    let bytes = tokio::time::timeout(
+    body: Option<Body>,
+) -> Result<Bytes, GatewayError> {
+    let body = body.unwrap_or_else(Body::empty);
+    tokio::time::timeout(
         app.body_timeout(),
         read_body(body, headers, app.config.server.max_body_bytes),
     )
     .await
     .map_err(|_| GatewayError::RequestTimeout {
         ms: app.config.server.body_timeout_ms,
-    })??;
-    let parsed = match format {
-        ClientFormat::OpenAi => openai::parse_request(&bytes),
-        ClientFormat::Anthropic => anthropic::parse_request(&bytes),
-    };
-    let req = match parsed {
-        Ok(r) => r,
-        Err(e) => {
-            rec.keep_invalid_body(&bytes);
-            return Err(GatewayError::InvalidRequest {
-                message: e.to_string(),
-                param: e.param,
-                code: "invalid_request",
-            });
-        }
-    };
-    rec.model_requested.clone_from(&req.model);
-    rec.stream = req.stream;
-    if let Some(u) = &req.user {
-        // Held to the header's rules: a 100 KB user id is refused, not stored.
-        let field = match format {
-            ClientFormat::OpenAi => "user",
-            ClientFormat::Anthropic => "metadata.user_id",
-        };
-        let u = context::body_meta(u, field)?;
-        if rec.context.user.is_none() {
-            rec.context.user = u;
-        }
-    }
-    Ok(req)
+    })?
 }
 
-async fn fail(format: ClientFormat, e: GatewayError, mut rec: CallRecord) -> Response {
+async fn fail(format: WireFormat, e: GatewayError, mut rec: CallRecord) -> Response {
     let resp = http_error::response(format, &e, &rec.request_id);
     rec.failed(&e, resp.status().as_u16());
     rec.finish().await;
@@ -395,7 +386,7 @@ pub async fn models(
     match app.auth.client(&headers) {
         Ok(Some(k)) => ids.retain(|(id, _)| auth::check_scope(&k, id, None).is_ok()),
         Ok(None) => {}
-        Err(e) => return http_error::response(ClientFormat::OpenAi, &e, &rid),
+        Err(e) => return http_error::response(WireFormat::OpenAi, &e, &rid),
     }
     let body = if headers.contains_key("anthropic-version") {
         let data: Vec<_> = ids.iter().map(|(id, _)| anthropic_model(id)).collect();
@@ -449,9 +440,9 @@ pub async fn model(
         }
         Err(e) => http_error::response(
             if anthropic {
-                ClientFormat::Anthropic
+                WireFormat::Anthropic
             } else {
-                ClientFormat::OpenAi
+                WireFormat::OpenAi
             },
             &e,
             &rid,
@@ -478,11 +469,11 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 
 /// The format a request without a known endpoint expects its error in: Anthropic's for
 /// the Anthropic SDK (it sends `anthropic-version`) and paths under `/v1/messages`.
-fn format_of(uri: &axum::http::Uri, headers: &HeaderMap) -> ClientFormat {
+fn format_of(uri: &axum::http::Uri, headers: &HeaderMap) -> WireFormat {
     if headers.contains_key("anthropic-version") || uri.path().starts_with("/v1/messages") {
-        ClientFormat::Anthropic
+        WireFormat::Anthropic
     } else {
-        ClientFormat::OpenAi
+        WireFormat::OpenAi
     }
 }
 

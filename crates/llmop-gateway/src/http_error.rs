@@ -10,12 +10,9 @@ use axum::response::{IntoResponse, Response};
 use llmop_core::{GatewayError, ProviderError};
 use llmop_wire::{anthropic, openai};
 
-/// The wire format a client speaks, which decides the shape of every answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientFormat {
-    OpenAi,
-    Anthropic,
-}
+/// The wire format a client speaks decides the shape of every answer: the one enum of
+/// formats, `llmop_core::WireFormat`.
+pub use llmop_core::WireFormat;
 
 pub fn status_of(e: &GatewayError) -> StatusCode {
     match e {
@@ -67,18 +64,18 @@ fn openai_type(status: StatusCode) -> &'static str {
 }
 
 /// The error response for `e` in the client's format.
-pub fn response(format: ClientFormat, e: &GatewayError, request_id: &str) -> Response {
+pub fn response(format: WireFormat, e: &GatewayError, request_id: &str) -> Response {
     let status = status_of(e);
     let message = e.to_string();
     let mut body = match format {
-        ClientFormat::OpenAi => openai::error_body(
+        WireFormat::OpenAi => openai::error_body(
             openai_type(status),
             e.code(),
             &message,
             e.param(),
             request_id,
         ),
-        ClientFormat::Anthropic => anthropic::error_body(
+        WireFormat::Anthropic => anthropic::error_body(
             anthropic::error_type_for_status(status.as_u16()),
             e.code(),
             &message,

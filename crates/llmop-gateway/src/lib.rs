@@ -50,6 +50,7 @@ pub mod respond;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
+pub mod stage;
 pub mod state;
 
 pub use server::serve;

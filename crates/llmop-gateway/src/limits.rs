@@ -13,10 +13,10 @@
 //! Settlement happens when the call's record is handed over (also when the client went
 //! away), on a task of its own: never on the response's path.
 
-use crate::record::CallRecord;
-use crate::state::AppState;
+use crate::routing::{Resolved, Target};
 use llmop_core::budget::{Scope, Window};
 use llmop_core::config::{BudgetConfig, Config, OnCounterError};
+use llmop_core::context::RequestContext;
 use llmop_core::{ChatRequest, GatewayError, Part};
 use redis::aio::ConnectionManager;
 use std::collections::HashMap;
@@ -54,6 +54,15 @@ pub struct Admission {
     lines: Vec<Line>,
     reserved: f64,
     limits: Arc<Limits>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("lines", &self.lines.len())
+            .field("reserved", &self.reserved)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -572,6 +581,49 @@ fn gcra_step(tat: Option<i64>, now: i64, per_minute: u32, cost: u64) -> Result<i
     Ok(new_tat)
 }
 
+/// The one token estimate of a call, shared by every stage that counts tokens (caps,
+/// budgets, key and target rate limits): computed at most once per call, and only when
+/// something counts.
+pub struct Estimate {
+    openai_family: bool,
+    tokens_in: std::sync::OnceLock<u64>,
+}
+
+impl Estimate {
+    /// For a call that may reach `resolved`'s targets.
+    pub fn new(resolved: &Resolved<'_>) -> Estimate {
+        Estimate {
+            openai_family: resolved.targets.iter().all(|t| {
+                matches!(
+                    t.provider.kind(),
+                    llmop_core::config::ProviderKind::Openai
+                        | llmop_core::config::ProviderKind::Mock
+                )
+            }),
+            tokens_in: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Input tokens of `req` (see [`input_tokens`]), computed on first use.
+    pub async fn tokens_in(&self, req: &ChatRequest) -> u64 {
+        if let Some(t) = self.tokens_in.get() {
+            return *t;
+        }
+        let t = input_tokens(req, self.openai_family).await;
+        *self.tokens_in.get_or_init(|| t)
+    }
+
+    /// Input tokens plus the output allowance (`max_tokens`, else the default estimate).
+    pub async fn total(&self, req: &ChatRequest) -> u64 {
+        self.tokens_in(req).await
+            + u64::from(
+                req.params
+                    .max_tokens
+                    .unwrap_or(DEFAULT_OUTPUT_ESTIMATE as u32),
+            )
+    }
+}
+
 /// Input tokens of a request: the o200k tokenizer for OpenAI-family models (exact for
 /// them, close for others), else characters / 3.5, rounded up. Linear in the prompt's
 /// size; a large prompt is tokenized on a blocking thread, never on an async worker.
@@ -605,30 +657,23 @@ async fn input_tokens(req: &ChatRequest, openai_family: bool) -> u64 {
 
 /// The check stage: per-request caps (clamping `max_tokens` where that fits), session
 /// budgets, key rate limits, and reservations on every budget the call falls in.
-/// The admission is kept on the record and settled when the record is handed over.
+/// The admission goes on the call's record and is settled when the record is handed
+/// over.
 pub async fn admit(
-    app: &AppState,
+    limits: &Arc<Limits>,
+    resolved: &Resolved<'_>,
+    estimate: &Estimate,
     req: &mut ChatRequest,
-    rec: &mut CallRecord,
+    context: &RequestContext,
     key: Option<&llmop_store::ApiKey>,
-) -> Result<(), GatewayError> {
-    let Some(limits) = app.limits.as_ref() else {
-        return Ok(());
-    };
+) -> Result<Option<Admission>, GatewayError> {
     let key_limits = key.is_some_and(|k| {
         k.scopes.rpm.is_some() || k.scopes.tpm.is_some() || k.scopes.budget_usd_day.is_some()
     });
     if !limits.active(key_limits) {
-        return Ok(());
+        return Ok(None);
     }
     // The highest price among the targets this call may reach.
-    let resolved = app.router.resolve(&req.model)?;
-    let openai_family = resolved.targets.iter().all(|t| {
-        matches!(
-            t.provider.kind(),
-            llmop_core::config::ProviderKind::Openai | llmop_core::config::ProviderKind::Mock
-        )
-    });
     let (mut p_in, mut p_out) = (0.0f64, 0.0f64);
     for t in &resolved.targets {
         if let Some(p) = t.price {
@@ -636,7 +681,7 @@ pub async fn admit(
             p_out = p_out.max(p.output);
         }
     }
-    let tokens_in = input_tokens(req, openai_family).await;
+    let tokens_in = estimate.tokens_in(req).await;
     let now = now_ms();
 
     // Per-request caps: clamp max_tokens when that keeps the call under, else refuse.
@@ -677,14 +722,14 @@ pub async fn admit(
             .max_tokens
             .unwrap_or(DEFAULT_OUTPUT_ESTIMATE as u32),
     );
-    let estimate = (tokens_in as f64 * p_in + tokens_out as f64 * p_out) / 1e6;
+    let cost = (tokens_in as f64 * p_in + tokens_out as f64 * p_out) / 1e6;
     let key_id = key.map(|k| k.id.as_str());
 
     // Session budgets: calls and wall time per x-llmop-session.
     for b in budgets.iter().filter(|b| {
         b.scope == Scope::Session && (b.max_calls.is_some() || b.max_duration_ms.is_some())
     }) {
-        let Some(subject) = b.scope.subject(&rec.context, key_id) else {
+        let Some(subject) = b.scope.subject(context, key_id) else {
             continue;
         };
         let ttl = b.max_duration_ms.unwrap_or(86_400_000).max(3_600_000);
@@ -756,7 +801,7 @@ pub async fn admit(
         if b.hard.is_none() && b.soft.is_none() {
             continue;
         }
-        let Some(subject) = b.scope.subject(&rec.context, key_id) else {
+        let Some(subject) = b.scope.subject(context, key_id) else {
             continue;
         };
         let (start, end) = b.window.bounds(now);
@@ -783,17 +828,14 @@ pub async fn admit(
         }
     }
     if lines.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    match limits.reserve(&lines, estimate).await {
-        Ok(None) => {
-            rec.admission = Some(Admission {
-                lines,
-                reserved: estimate,
-                limits: limits.clone(),
-            });
-            Ok(())
-        }
+    match limits.reserve(&lines, cost).await {
+        Ok(None) => Ok(Some(Admission {
+            lines,
+            reserved: cost,
+            limits: limits.clone(),
+        })),
         Ok(Some((i, used))) => {
             let line = &lines[i];
             metrics::counter!("llmop_budget_exceeded_total").increment(1);
@@ -806,7 +848,7 @@ pub async fn admit(
                     usd(used),
                     usd(line.hard.unwrap_or(0.0)),
                     line.window.as_str(),
-                    usd(estimate),
+                    usd(cost),
                     humantime::format_rfc3339_seconds(
                         std::time::UNIX_EPOCH + std::time::Duration::from_millis(line.window_end_ms.max(0) as u64)
                     )
@@ -820,7 +862,7 @@ pub async fn admit(
                 handoff: session,
             })
         }
-        Err(e) => limits.on_counter_error(&e),
+        Err(e) => limits.on_counter_error(&e).map(|()| None),
     }
 }
 
@@ -847,13 +889,8 @@ impl Admission {
 
 /// Per-target quotas (`rpm`, `tpm` on a route target): `true` when the target may take
 /// this call now.
-pub async fn target_admits(
-    app: &AppState,
-    route: &str,
-    target: &crate::routing::Target,
-    tokens: u64,
-) -> bool {
-    let (Some(limits), Some(q)) = (app.limits.as_ref(), target.quota) else {
+pub async fn target_admits(limits: &Limits, route: &str, target: &Target, tokens: u64) -> bool {
+    let Some(q) = target.quota else {
         return true;
     };
     for (what, per_minute, cost) in [("rpm", q.0, 1), ("tpm", q.1, tokens)] {

@@ -21,7 +21,7 @@
 //! Calls a provider gave no id (Gemini's may have none) also get issued ids, and a kept
 //! entry (possibly empty), so that every issued id can be looked up.
 
-use crate::http_error::ClientFormat;
+use crate::http_error::WireFormat;
 use llmop_core::{
     is_issued_call_id, issue_call_id, ChatRequest, ChatResponse, Part, Reasoning, Role, StreamEvent,
 };
@@ -113,17 +113,17 @@ impl Default for Keeper {
 pub type KeptFor = Vec<(String, Arc<Kept>)>;
 
 /// Whether a client of `format` receives `r` in its answer (and can send it back).
-fn carries(format: ClientFormat, r: &Reasoning) -> bool {
+fn carries(format: WireFormat, r: &Reasoning) -> bool {
     match format {
-        ClientFormat::Anthropic => r.is_anthropic(),
-        ClientFormat::OpenAi => false,
+        WireFormat::Anthropic => r.is_anthropic(),
+        WireFormat::OpenAi => false,
     }
 }
 
 /// Collects, over an answer's parts or events, the state before each tool call that the
 /// client cannot carry, and decides each call's id.
 struct Collector {
-    format: ClientFormat,
+    format: WireFormat,
     pending: Vec<Reasoning>,
     /// Bytes in `pending`; past [`MAX_KEPT_BYTES`], `overflow` drops it until the next
     /// call.
@@ -133,7 +133,7 @@ struct Collector {
 }
 
 impl Collector {
-    fn new(format: ClientFormat) -> Self {
+    fn new(format: WireFormat) -> Self {
         Collector {
             format,
             pending: Vec::new(),
@@ -221,7 +221,7 @@ impl Keeper {
 
     /// Keeps the state of a whole answer for a client of `format`, rewriting the ids of
     /// the calls it is kept under. Returns what the record is to store.
-    pub fn keep_whole(&self, format: ClientFormat, resp: &mut ChatResponse) -> KeptFor {
+    pub fn keep_whole(&self, format: WireFormat, resp: &mut ChatResponse) -> KeptFor {
         let mut c = Collector::new(format);
         for p in resp.parts.iter_mut() {
             match p {
@@ -240,7 +240,7 @@ impl Keeper {
     }
 
     /// A stream's keeper: see [`StreamKeeper::observe`].
-    pub fn stream(self: &Arc<Self>, format: ClientFormat) -> StreamKeeper {
+    pub fn stream(self: &Arc<Self>, format: WireFormat) -> StreamKeeper {
         StreamKeeper {
             keeper: self.clone(),
             c: Collector::new(format),
@@ -493,7 +493,7 @@ mod tests {
             Part::Text("let me look".into()),
             call("toolu_1"),
         ]);
-        let stored = k.keep_whole(ClientFormat::OpenAi, &mut resp);
+        let stored = k.keep_whole(WireFormat::OpenAi, &mut resp);
         assert_eq!(stored.len(), 1);
         let issued = match &resp.parts[2] {
             Part::ToolCall(c) => c.id.clone(),
@@ -539,7 +539,7 @@ mod tests {
     #[test]
     fn an_endless_thinking_stream_is_not_kept_whole() {
         let k = Arc::new(Keeper::default());
-        let mut s = k.stream(ClientFormat::OpenAi);
+        let mut s = k.stream(WireFormat::OpenAi);
         s.observe(&mut StreamEvent::ThinkingStart);
         let chunk = "t".repeat(1 << 20);
         for _ in 0..20 {
@@ -600,7 +600,7 @@ mod tests {
             }),
             call("toolu_1"),
         ]);
-        assert!(k.keep_whole(ClientFormat::Anthropic, &mut resp).is_empty());
+        assert!(k.keep_whole(WireFormat::Anthropic, &mut resp).is_empty());
         assert!(matches!(&resp.parts[1], Part::ToolCall(c) if c.id == "toolu_1"));
     }
 
@@ -620,7 +620,7 @@ mod tests {
             call(&issued),
             call("gemini-id-2"),
         ]);
-        let stored = k.keep_whole(ClientFormat::Anthropic, &mut resp);
+        let stored = k.keep_whole(WireFormat::Anthropic, &mut resp);
         // The issued call is kept (its signature, its lack of a provider id); the
         // second, with Gemini's own id and no signature, needs nothing.
         assert_eq!(stored.len(), 1);

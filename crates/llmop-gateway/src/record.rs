@@ -9,6 +9,7 @@
 //! Nothing secret is recorded: no headers (so no `Authorization`, no `x-api-key`), no
 //! provider keys; only the metadata headers llmop defines (`x-llmop-*`).
 
+pub use crate::stage::Stage;
 use llmop_core::config::{Config, Durability};
 use llmop_core::context::RequestContext;
 use llmop_core::{
@@ -17,22 +18,13 @@ use llmop_core::{
 };
 use llmop_store::{IntoRecord, Record, RecordWriter, Store, WriterConfig};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// One try of one target.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    pub provider: String,
-    pub model: String,
-    /// `None` on success, else the error's stable code.
-    pub error: Option<&'static str>,
-    pub upstream_status: Option<u16>,
-    pub latency: Duration,
-    /// Why another attempt followed this one.
-    pub retry_reason: Option<&'static str>,
-}
+/// One try of one target: the store's own type, filled here as the call goes.
+pub use llmop_store::Attempt;
 
 /// Tokens and cost of answers that were paid for and discarded.
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +148,13 @@ impl Recorder {
     }
 }
 
-pub struct CallRecord {
+/// Everything recorded about one call, from its first stage to the store: the one place
+/// a recorded field lives on the gateway's side. The request path fills it (through
+/// [`CallRecord`], which derefs to it) and moves it whole to the writer, whose task turns
+/// it into a [`Record`] ([`IntoRecord`]). Adding a recorded field is a field here, its
+/// line in `into_record`, and the store's column.
+#[derive(Debug)]
+pub struct CallData {
     pub request_id: String,
     pub endpoint: &'static str,
     pub started: Instant,
@@ -204,13 +202,64 @@ pub struct CallRecord {
     pub deadline: Option<Instant>,
     /// Reasoning state kept for this answer's tool calls (stored with the record).
     pub kept: crate::reasoning::KeptFor,
+    /// The pipeline stages the call went through.
+    pub stages: Stages,
+    /// Wall time from the start to the hand-over; set when handed over.
+    latency: Duration,
+    /// `[store] max_field_bytes`, from the recorder.
+    max_field_bytes: usize,
+}
+
+/// A call on its way through the pipeline: its [`CallData`] and where it goes when the
+/// call is over. Handed over exactly once: by [`CallRecord::finish`], or on drop.
+pub struct CallRecord {
+    data: CallData,
     recorder: Option<Arc<Recorder>>,
     emitted: bool,
 }
 
-impl CallRecord {
-    pub fn new(request_id: &str, endpoint: &'static str, recorder: Option<Arc<Recorder>>) -> Self {
-        CallRecord {
+impl std::ops::Deref for CallRecord {
+    type Target = CallData;
+    fn deref(&self) -> &CallData {
+        &self.data
+    }
+}
+
+impl std::ops::DerefMut for CallRecord {
+    fn deref_mut(&mut self) -> &mut CallData {
+        &mut self.data
+    }
+}
+
+/// The stages a call went through, as a set (each [`Stage`] once, in the pipeline's
+/// order when listed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stages(u32);
+
+impl Stages {
+    pub fn mark(&mut self, s: Stage) {
+        self.0 |= 1 << s as u32;
+    }
+    pub fn has(&self, s: Stage) -> bool {
+        self.0 & (1 << s as u32) != 0
+    }
+    /// The stages' names, in the pipeline's order.
+    pub fn names(&self) -> Vec<String> {
+        Stage::ALL
+            .iter()
+            .filter(|s| self.has(**s))
+            .map(|s| s.name().to_string())
+            .collect()
+    }
+}
+
+impl CallData {
+    fn entered_record(&mut self) {
+        self.stages.mark(Stage::Record);
+    }
+
+    fn new(request_id: &str, endpoint: &'static str, max_field_bytes: usize) -> CallData {
+        CallData {
             request_id: request_id.to_string(),
             endpoint,
             started: Instant::now(),
@@ -239,9 +288,26 @@ impl CallRecord {
             discarded: None,
             deadline: None,
             kept: Vec::new(),
+            stages: Stages::default(),
+            latency: Duration::ZERO,
+            max_field_bytes,
+        }
+    }
+}
+
+impl CallRecord {
+    pub fn new(request_id: &str, endpoint: &'static str, recorder: Option<Arc<Recorder>>) -> Self {
+        let max_field_bytes = recorder.as_ref().map_or(0, |r| r.max_field_bytes);
+        CallRecord {
+            data: CallData::new(request_id, endpoint, max_field_bytes),
             recorder,
             emitted: false,
         }
+    }
+
+    /// Notes that the call entered stage `s`.
+    pub fn entered(&mut self, s: Stage) {
+        self.data.stages.mark(s);
     }
 
     pub fn attempt(
@@ -254,12 +320,12 @@ impl CallRecord {
         self.attempts.push(Attempt {
             provider: provider.to_string(),
             model: model.to_string(),
-            error: error.map(ProviderError::code),
+            error: error.map(|e| Cow::Borrowed(e.code())),
             upstream_status: match error {
                 Some(ProviderError::Status { status, .. }) => Some(*status),
                 _ => None,
             },
-            latency: started.elapsed(),
+            latency_ms: started.elapsed().as_millis() as u64,
             retry_reason: None,
         });
         if error.is_none() {
@@ -272,7 +338,7 @@ impl CallRecord {
     /// the error (it was recorded as a success at its first event).
     pub fn stream_failed(&mut self, e: &ProviderError) {
         if let Some(a) = self.attempts.iter_mut().rev().find(|a| a.error.is_none()) {
-            a.error = Some(e.code());
+            a.error = Some(Cow::Borrowed(e.code()));
             if let ProviderError::Status { status, .. } = e {
                 a.upstream_status = Some(*status);
             }
@@ -284,9 +350,9 @@ impl CallRecord {
         self.attempts.push(Attempt {
             provider: provider.to_string(),
             model: model.to_string(),
-            error: Some(reason),
+            error: Some(Cow::Borrowed(reason)),
             upstream_status: None,
-            latency: Duration::ZERO,
+            latency_ms: 0,
             retry_reason: None,
         });
     }
@@ -302,7 +368,7 @@ impl CallRecord {
     /// Notes why the call moves on from its last attempt.
     pub fn moving_on(&mut self, reason: &'static str) {
         if let Some(a) = self.attempts.last_mut() {
-            a.retry_reason = Some(reason);
+            a.retry_reason = Some(Cow::Borrowed(reason));
         }
     }
 
@@ -325,6 +391,7 @@ impl CallRecord {
     /// An answer that will not be returned (its output did not parse): its tokens and
     /// cost are added to the call's.
     pub fn discard(&mut self, usage: Option<Usage>) {
+        let price = self.price;
         let d = self.discarded.get_or_insert(Spent {
             usage: Usage::default(),
             cost: Some(0.0),
@@ -335,7 +402,7 @@ impl CallRecord {
                 d.usage.output_tokens += u.output_tokens;
                 d.usage.cached_input_tokens += u.cached_input_tokens;
                 d.usage.cache_write_tokens += u.cache_write_tokens;
-                d.cost = match (d.cost, self.price) {
+                d.cost = match (d.cost, price) {
                     (Some(c), Some(p)) => Some(c + p.cost(&u)),
                     _ => None,
                 };
@@ -418,36 +485,12 @@ impl CallRecord {
                 "call"
             );
         }
-        let max_field_bytes = self.recorder.as_ref()?.max_field_bytes;
-        Some(CallData {
-            max_field_bytes,
-            request_id: std::mem::take(&mut self.request_id),
-            endpoint: self.endpoint,
-            created_at_ms: self.started_at_ms,
-            context: std::mem::take(&mut self.context),
-            model_requested: std::mem::take(&mut self.model_requested),
-            route: self.route.take(),
-            stream: self.stream,
-            attempts: std::mem::take(&mut self.attempts),
-            provider: self.provider.take(),
-            model: self.model.take(),
-            upstream_id: self.upstream_id.take(),
-            usage: self.usage,
-            latency,
-            ttft: self.time_to_first_token,
-            status,
-            error_code: self.error_code,
-            request: self.request.take(),
-            invalid_body: self.invalid_body.take(),
-            response: self.response.take(),
-            stream_acc: self.stream_acc.take(),
-            degraded: self.degraded,
-            feature: self.feature.take(),
-            key_id: self.key_id.take(),
-            price: self.price,
-            discarded: self.discarded,
-            kept: std::mem::take(&mut self.kept),
-        })
+        self.recorder.as_ref()?;
+        self.data.entered_record();
+        self.data.status = Some(status);
+        self.data.latency = latency;
+        let empty = CallData::new("", self.data.endpoint, 0);
+        Some(std::mem::replace(&mut self.data, empty))
     }
 }
 
@@ -490,39 +533,6 @@ fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The parts of a finished call, moved off the request path. Becomes a [`Record`] on
-/// the writer's task.
-#[derive(Debug)]
-pub struct CallData {
-    max_field_bytes: usize,
-    request_id: String,
-    endpoint: &'static str,
-    created_at_ms: i64,
-    context: RequestContext,
-    model_requested: String,
-    route: Option<String>,
-    stream: bool,
-    attempts: Vec<Attempt>,
-    provider: Option<String>,
-    model: Option<String>,
-    upstream_id: Option<String>,
-    usage: Option<Usage>,
-    latency: Duration,
-    ttft: Option<Duration>,
-    status: u16,
-    error_code: Option<&'static str>,
-    request: Option<Arc<ChatRequest>>,
-    invalid_body: Option<String>,
-    response: Option<ChatResponse>,
-    stream_acc: Option<StreamAccumulator>,
-    degraded: bool,
-    feature: Option<Box<FeatureRecord>>,
-    key_id: Option<String>,
-    price: Option<llmop_cost::Price>,
-    discarded: Option<Spent>,
-    kept: crate::reasoning::KeptFor,
-}
-
 /// The request as recorded: its messages and its other parameters in the OpenAI Chat
 /// Completions shape, whatever format the client spoke: one documented shape to query
 /// and to replay. Fields of an Anthropic request that have no OpenAI equivalent are kept
@@ -549,7 +559,9 @@ fn split_request(req: &ChatRequest) -> (Value, Value) {
 impl IntoRecord for CallData {
     fn into_record(self) -> Record {
         let c = self;
-        let mut r = Record::new(c.request_id, c.created_at_ms, c.endpoint);
+        let status = c.status.unwrap_or(CLIENT_CLOSED);
+        let mut r = Record::new(c.request_id, c.started_at_ms, c.endpoint);
+        r.stages = c.stages.names();
         // The call's own identity, made here on the writer's task (off the request
         // path) once per record: retried commits and spill files carry the same one.
         r.call_uid = llmop_core::context::new_request_id();
@@ -565,24 +577,13 @@ impl IntoRecord for CallData {
         r.provider = c.provider;
         r.model = c.model;
         r.upstream_id = c.upstream_id;
-        r.status = c.status;
+        r.status = status;
         r.error_code = c.error_code.map(str::to_string);
-        r.client_disconnected = c.status == CLIENT_CLOSED;
+        r.client_disconnected = status == CLIENT_CLOSED;
         r.degraded = c.degraded;
         r.latency_ms = c.latency.as_millis() as i64;
-        r.ttft_ms = c.ttft.map(|d| d.as_millis() as i64);
-        r.attempts = c
-            .attempts
-            .into_iter()
-            .map(|a| llmop_store::Attempt {
-                provider: a.provider,
-                model: a.model,
-                error: a.error.map(str::to_string),
-                upstream_status: a.upstream_status,
-                latency_ms: a.latency.as_millis() as u64,
-                retry_reason: a.retry_reason.map(str::to_string),
-            })
-            .collect();
+        r.ttft_ms = c.time_to_first_token.map(|d| d.as_millis() as i64);
+        r.attempts = c.attempts;
         match &c.request {
             Some(req) => {
                 let (params, messages) = split_request(req);
@@ -612,7 +613,7 @@ impl IntoRecord for CallData {
             let text = a.text();
             // A call that produced nothing (an error before any output) has no output
             // text, which is not the same as an empty answer.
-            if !text.is_empty() || a.parts.is_empty() && c.status < 400 {
+            if !text.is_empty() || a.parts.is_empty() && status < 400 {
                 r.output_text = Some(text);
             }
             r.output_tool_calls = Value::Array(
@@ -652,7 +653,7 @@ impl IntoRecord for CallData {
             // A stream's output is parsed here, on the writer's task: its client saw
             // the text as it came; the record says whether it parsed.
             if let (Some(v), Some(text)) = (f.parse_later, &r.output_text) {
-                if c.status < 400 && !c.degraded {
+                if status < 400 && !c.degraded {
                     match v.parse_output(text) {
                         Ok(p) => {
                             r.parse_status = Some("ok".into());

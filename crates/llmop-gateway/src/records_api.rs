@@ -2,7 +2,7 @@
 //! newest-first list with cursor paging, and feedback on a record.
 
 use crate::context::RequestId;
-use crate::http_error::{self, ClientFormat};
+use crate::http_error::{self, WireFormat};
 use crate::state::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
@@ -47,7 +47,7 @@ fn not_found(id: &str) -> GatewayError {
 }
 
 fn reply(rid: &str, r: Result<Response, GatewayError>) -> Response {
-    r.unwrap_or_else(|e| http_error::response(ClientFormat::OpenAi, &e, rid))
+    r.unwrap_or_else(|e| http_error::response(WireFormat::OpenAi, &e, rid))
 }
 
 /// `GET /v1/requests/{id}`

@@ -1,6 +1,6 @@
 //! Encoding answers in the client's format: whole JSON responses and SSE streams.
 
-use crate::http_error::ClientFormat;
+use crate::http_error::WireFormat;
 use crate::record::CallRecord;
 use crate::state::AppState;
 use axum::body::Body;
@@ -14,10 +14,10 @@ use llmop_wire::{anthropic, openai};
 use std::convert::Infallible;
 
 /// The id a client sees for an answer whose upstream gave none.
-fn fallback_id(format: ClientFormat, request_id: &str) -> String {
+fn fallback_id(format: WireFormat, request_id: &str) -> String {
     match format {
-        ClientFormat::OpenAi => format!("chatcmpl-{request_id}"),
-        ClientFormat::Anthropic => format!("msg_{request_id}"),
+        WireFormat::OpenAi => format!("chatcmpl-{request_id}"),
+        WireFormat::Anthropic => format!("msg_{request_id}"),
     }
 }
 
@@ -62,7 +62,7 @@ pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
 /// A whole answer as JSON.
 pub fn whole(
     app: &AppState,
-    format: ClientFormat,
+    format: WireFormat,
     mut resp: ChatResponse,
     rec: &mut CallRecord,
 ) -> Response {
@@ -77,8 +77,8 @@ pub fn whole(
         resp.model = rec.model.clone().unwrap_or_default();
     }
     let body = match format {
-        ClientFormat::OpenAi => openai::encode_response(&resp),
-        ClientFormat::Anthropic => anthropic::encode_response(&resp),
+        WireFormat::OpenAi => openai::encode_response(&resp),
+        WireFormat::Anthropic => anthropic::encode_response(&resp),
     };
     rec.succeeded(resp);
     let mut r = (
@@ -245,7 +245,7 @@ impl Relay {
 
 /// A streamed answer as server-sent events.
 pub fn stream(
-    format: ClientFormat,
+    format: WireFormat,
     first: StreamEvent,
     upstream: EventStream,
     include_usage: bool,
@@ -268,10 +268,8 @@ pub fn stream(
         model
     };
     let encoder = match format {
-        ClientFormat::OpenAi => {
-            Encoder::OpenAi(openai::StreamEncoder::new(id, model, include_usage))
-        }
-        ClientFormat::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new(id, model)),
+        WireFormat::OpenAi => Encoder::OpenAi(openai::StreamEncoder::new(id, model, include_usage)),
+        WireFormat::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new(id, model)),
     };
     rec.stream_acc = Some(Default::default());
     let mut head = Response::new(Body::empty());

@@ -96,7 +96,7 @@ async fn bounded_body(
             next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
         }
-        Err(e) => crate::http_error::response(crate::http_error::ClientFormat::OpenAi, &e, &rid),
+        Err(e) => crate::http_error::response(crate::http_error::WireFormat::OpenAi, &e, &rid),
     }
 }
 

@@ -53,6 +53,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_fidelity.sql"),
         postgres: include_str!("../migrations/postgres/0008_fidelity.sql"),
     },
+    Migration {
+        version: 9,
+        sqlite: include_str!("../migrations/sqlite/0009_stages.sql"),
+        postgres: include_str!("../migrations/postgres/0009_stages.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

@@ -2,19 +2,22 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// One try of one target, in the order they happened.
+/// One try of one target, in the order they happened. The one attempt type: the
+/// gateway fills it as the call goes (its codes are `&'static str`, borrowed), the store
+/// reads it back (owned).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     pub provider: String,
     pub model: String,
     /// `None` on success, else the error's stable code.
-    pub error: Option<String>,
+    pub error: Option<Cow<'static, str>>,
     pub upstream_status: Option<u16>,
     pub latency_ms: u64,
     /// Why the next attempt happened (e.g. `upstream_error`, `timeout`), if one did.
-    pub retry_reason: Option<String>,
+    pub retry_reason: Option<Cow<'static, str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +109,10 @@ pub struct Record {
     /// `reasoning_state`, not in the record's row).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasoning_state: Vec<KeptState>,
+    /// The pipeline stages this call went through, in order (`authenticate`, `context`,
+    /// `parse`, …, `record`): where a refused or failed call stopped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<String>,
 }
 
 /// Reasoning state llmop keeps on a client's behalf, keyed by the tool-call id it
@@ -169,6 +176,7 @@ impl Record {
             system_fingerprint: None,
             service_tier: None,
             upstream_model: None,
+            stages: Vec::new(),
             reasoning_state: Vec::new(),
             client_request_id: None,
             truncated: false,

@@ -92,9 +92,10 @@ const COLUMNS: &[&str] = &[
     "system_fingerprint",
     "service_tier",
     "upstream_model",
+    "stages",
 ];
 
-/// Rows per INSERT statement: 100 rows x 46 columns = 4,600 parameters, under the
+/// Rows per INSERT statement: 100 rows x 47 columns = 4,700 parameters, under the
 /// limits of both SQLite (32,766) and PostgreSQL (65,535).
 const ROWS_PER_INSERT: usize = 100;
 
@@ -202,6 +203,7 @@ fn bind_record<'q>(
         .bind(r.system_fingerprint.clone())
         .bind(r.service_tier.clone())
         .bind(r.upstream_model.clone())
+        .bind((!r.stages.is_empty()).then(|| r.stages.join(",")))
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(
@@ -289,6 +291,10 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
         system_fingerprint: row.try_get("system_fingerprint")?,
         service_tier: row.try_get("service_tier")?,
         upstream_model: row.try_get("upstream_model")?,
+        stages: row
+            .try_get::<Option<String>, _>("stages")?
+            .map(|s| s.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
         reasoning_state: Vec::new(),
         request_id: id,
     })

@@ -248,7 +248,7 @@ pub fn render(r: &Record) -> String {
         let outcome = match (&a.error, a.upstream_status) {
             (None, _) => "ok".to_string(),
             (Some(e), Some(s)) => format!("{s} {e}"),
-            (Some(e), None) => e.clone(),
+            (Some(e), None) => e.to_string(),
         };
         let _ = writeln!(
             o,

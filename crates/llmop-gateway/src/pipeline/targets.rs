@@ -1,26 +1,18 @@
-//! The stages every call goes through, in order:
+//! The call stage: the targets of the call's route, tried in order until one answers.
 //!
-//! 1. **authenticate** — who is calling: the client key (`auth`), checked against the
-//!    key's scope once the body says what is called (in the handlers).
-//! 2. **resolve** — `model` to an ordered list of targets (`routing`), each with its
-//!    price.
-//! 3. **check** — limits that refuse a call before it costs anything (`limits`): caps,
-//!    session budgets, key rate limits, and the reservation of the estimated cost on
-//!    every budget the call falls in; run by the handlers before [`call`]. Targets at
-//!    their provider quota are skipped here, in [`call`].
-//! 4. **call** — try the targets in order until one answers; an error that says the
-//!    request itself is wrong (4xx other than 408/409/429) is returned at once; any
-//!    other is retried on the same target when the route allows it (`retry`: backoff
-//!    with full jitter, `Retry-After` as a floor, within the deadline and the target's
-//!    retry budget), then moves on to the next target. For streams, a target counts as answering
-//!    once its first event arrived, so a stream is never restarted on another target
-//!    after the client has seen bytes.
-//! 5. **respond** and 6. **record** — in `respond` and `record`.
+//! An error that says the request itself is wrong (4xx other than 408/409/429) is
+//! returned at once; any other is retried on the same target when the route allows it
+//! (`retry`: backoff with full jitter, `Retry-After` as a floor, within the deadline and
+//! the target's retry budget), then the call moves on to the next target. A target
+//! whose circuit is open, or that is at its provider quota, is skipped. For streams, a
+//! target counts as answering once its first event arrived, so a stream is never
+//! restarted on another target after the client has seen bytes. When every target
+//! failed, the route's `fallback_response` answers (marked degraded).
 
+use super::Plan;
 use crate::record::CallRecord;
 use crate::resilience;
 use crate::routing::Target;
-use crate::state::AppState;
 use futures::StreamExt;
 use llmop_core::{
     ChatRequest, ChatResponse, FinishReason, GatewayError, Part, ProviderError, Refusal,
@@ -38,34 +30,21 @@ pub enum Answer {
     },
 }
 
+/// Tries the plan's targets for `req`, leaving out those in `skip` (`(provider,
+/// model)`): a feature whose output did not parse moves on to a target that has not
+/// answered yet. Every pass for one call keeps the deadline the route stage set.
 pub async fn call(
-    app: &AppState,
-    req: &ChatRequest,
-    rec: &mut CallRecord,
-) -> Result<Answer, GatewayError> {
-    call_skipping(app, req, rec, &[]).await
-}
-
-/// [`call`], leaving out the targets in `skip` (`(provider, model)`): a feature whose
-/// output did not parse moves on to a target that has not answered yet. A second call
-/// for the same record keeps the deadline the first one set.
-pub async fn call_skipping(
-    app: &AppState,
+    plan: &Plan<'_>,
     req: &ChatRequest,
     rec: &mut CallRecord,
     skip: &[(String, String)],
 ) -> Result<Answer, GatewayError> {
-    // 2. resolve
-    let resolved = app.router.resolve(&req.model)?;
-    rec.route = resolved.route.map(str::to_string);
-    let mut budget = resolved.timeout.unwrap_or_else(|| app.default_timeout());
-    if let Some(ms) = rec.context.timeout_ms {
-        budget = budget.min(std::time::Duration::from_millis(ms));
-    }
-    let deadline = *rec.deadline.get_or_insert_with(|| Instant::now() + budget);
+    let resolved = &plan.resolved;
+    let deadline = *rec
+        .deadline
+        .get_or_insert_with(|| Instant::now() + plan.budget);
     let attempts_before = rec.attempts.len();
 
-    // 4. call: each target with its retries, then the next target
     let mut last: Option<ProviderError> = None;
     let mut candidates = 0usize;
     let mut quota_skipped = false;
@@ -94,10 +73,10 @@ pub async fn call_skipping(
                 continue;
             }
         }
-        if target.quota.is_some() {
-            let tokens = estimate_tokens(req);
+        if let (Some(limits), Some(_)) = (plan.limits, target.quota) {
+            let tokens = plan.estimate.total(req).await;
             let route = resolved.route.unwrap_or("");
-            if !crate::limits::target_admits(app, route, target, tokens).await {
+            if !crate::limits::target_admits(limits, route, target, tokens).await {
                 // Over the provider's quota for this target: the next one, if any.
                 rec.attempt_skipped(target.provider.name(), &target.model, "rate_limited");
                 quota_skipped = true;
@@ -241,7 +220,7 @@ pub async fn call_skipping(
             code: "circuit_open",
         },
         None => GatewayError::DeadlineExceeded {
-            ms: budget.as_millis() as u64,
+            ms: plan.budget.as_millis() as u64,
         },
     };
     // Every target failed in a way that is not the request's fault: the route's
@@ -250,35 +229,15 @@ pub async fn call_skipping(
     let refused = matches!(&err, GatewayError::Provider(e)
         if matches!(e.refusal(), Some(Refusal::ContextWindow | Refusal::ContentPolicy))
             || matches!(e, ProviderError::Unsupported { .. }));
-    match resolved.fallback {
+    match &resolved.fallback {
         Some(text) if !refused => {
             tracing::debug!(request_id = %rec.request_id, error = %err, "every target failed: answering with the route's fallback_response");
             rec.degraded = true;
             rec.error_code = Some(err.code());
-            Ok(degraded_answer(&text, req.stream))
+            Ok(degraded_answer(text, req.stream))
         }
         _ => Err(err),
     }
-}
-
-/// A cheap token estimate for per-target quotas: characters / 4 of the messages, plus
-/// the output allowance.
-fn estimate_tokens(req: &ChatRequest) -> u64 {
-    let chars: usize = req
-        .messages
-        .iter()
-        .flat_map(|m| &m.parts)
-        .map(|p| match p {
-            Part::Text(t) => t.len(),
-            _ => 0,
-        })
-        .sum();
-    (chars as u64).div_ceil(4)
-        + u64::from(
-            req.params
-                .max_tokens
-                .unwrap_or(crate::limits::DEFAULT_OUTPUT_ESTIMATE as u32),
-        )
 }
 
 /// The route's fallback text as an answer, whole or as a stream.

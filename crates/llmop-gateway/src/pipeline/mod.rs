@@ -1,0 +1,471 @@
+//! The conductor: every call, from every entry point, runs these stages in this order
+//! ([`conduct`]; the list is [`Stage::ALL`], and each stage marks itself on the call's
+//! record as it starts, so `stages` in a record says how far its call went):
+//!
+//! 1. **authenticate** — who calls: the client key (the entry point reads it).
+//! 2. **context** — request id and `x-llmop-*` metadata.
+//! 3. **parse** — the body, bounded, in the entry point's format, into an [`Ask`]: a
+//!    `ChatRequest`, and the feature it names, if any.
+//! 4. **authorize** — the key's scope: this model or feature, in this environment.
+//! 5. **feature** — a feature's version chosen (deployment, split arm, pinned) and
+//!    rendered into the request; the key's scope checked against its route.
+//! 6. **restore** — reasoning state llmop kept for this conversation put back.
+//! 7. **route** — `model` resolved once to an ordered list of targets; the deadline set.
+//! 8. **check** — caps, session budgets, rate limits, budget reservations, with the
+//!    call's one token estimate ([`Estimate`]).
+//! 9. **call** — the targets with retries, breakers, quotas and fallbacks ([`targets`]).
+//! 10. **parse_output** — a feature's output parser and its failure policy, which may
+//!     re-enter the call stage (`repair`, `next_target`) within the same deadline.
+//! 11. **respond** — the answer (or the error) encoded by the entry point.
+//! 12. **record** — the call's record handed to the writer (`record`), exactly once.
+//!
+//! Where later capabilities plug in: input guardrails between *check* and *call*, cache
+//! and idempotency lookups right before *call* (after every refusal, before any spend),
+//! output guardrails between *call* and *parse_output*; sampling for online evaluation
+//! and telemetry after *record*, off the request path. They live in their own crates
+//! (see ARCHITECTURE.md) and are called from here.
+//!
+//! Entry points ([`Entry`]) are thin format adapters: they authenticate, read their
+//! context, parse their body and encode the outcome. Chat completions and messages
+//! (`handlers`), invoke (`handlers`) and shadows ([`shadow`]) are entries; replays come
+//! in through the chat endpoints. Stages take what they need, not the whole `AppState`.
+
+pub mod shadow;
+pub mod targets;
+
+pub use crate::stage::Stage;
+pub use targets::Answer;
+
+use crate::auth::{self, Auth};
+use crate::features::{self, FeatureCall, FeatureRegistry, Selected};
+use crate::limits::{self, Estimate, Limits};
+use crate::record::{CallRecord, FeatureRecord};
+use crate::routing::{Resolved, Router};
+use crate::state::AppState;
+use llmop_core::context::RequestContext;
+use llmop_core::{ChatRequest, ChatResponse, GatewayError, Message, Role};
+use llmop_features::{CompiledFeature, OnParseFailure};
+use llmop_store::ApiKey;
+use serde_json::{Map, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What an entry point parsed: the request, and the feature it asks for.
+pub struct Ask {
+    pub req: ChatRequest,
+    pub feature: Option<FeatureAsk>,
+}
+
+/// A feature named by a call.
+pub struct FeatureAsk {
+    pub name: String,
+    pub pick: Pick,
+    pub vars: Vars,
+    /// For a shadow: the primary's request id.
+    pub shadow_of: Option<String>,
+}
+
+/// Which version of a feature runs.
+pub enum Pick {
+    /// The environment's deployment (a split picks its arm).
+    Deployed,
+    /// A registered version, bypassing the deployment (`version` on invoke).
+    Pinned(i64),
+    /// This compiled version (a shadow's).
+    Version(Arc<CompiledFeature>),
+}
+
+/// Where a feature's variables come from.
+pub enum Vars {
+    /// From the chat request: `metadata`, and the last user message.
+    FromCall,
+    /// As given (`variables` on invoke): an undeclared one is an error.
+    Given(Map<String, Value>),
+}
+
+/// What the call stage produced for the entry point to encode.
+pub struct Answered {
+    pub answer: Answer,
+    pub feature: Option<FeatureCall>,
+}
+
+/// An entry point: how a call comes in and how its outcome goes out. Everything in
+/// between is the conductor's.
+pub trait Entry: Send + Sized {
+    type Output: Send;
+    /// The endpoint as recorded.
+    fn endpoint(&self) -> &'static str;
+    /// The model the entry's URL names, recorded even if the call fails before parsing.
+    fn asked_for(&self) -> Option<String> {
+        None
+    }
+    /// 1. The caller's key (`None` while the gateway is open); may set `key_id`.
+    fn authenticate(
+        &self,
+        auth: &Auth,
+        rec: &mut CallRecord,
+    ) -> Result<Option<Arc<ApiKey>>, GatewayError>;
+    /// 2. The call's context.
+    fn context(&mut self, request_id: &str) -> Result<RequestContext, GatewayError>;
+    /// 3. The body, in the entry's format.
+    fn parse(
+        &mut self,
+        app: &AppState,
+        rec: &mut CallRecord,
+    ) -> impl Future<Output = Result<Ask, GatewayError>> + Send;
+    /// 11. The outcome in the entry's format; hands the record over (12) when done.
+    fn respond(
+        self,
+        app: &Arc<AppState>,
+        outcome: Result<Answered, GatewayError>,
+        rec: CallRecord,
+    ) -> impl Future<Output = Self::Output> + Send;
+}
+
+/// The call's route and what every pass through the call stage shares: resolved once.
+pub struct Plan<'a> {
+    pub resolved: Resolved<'a>,
+    /// The one token estimate of the call.
+    pub estimate: Estimate,
+    pub limits: Option<&'a Arc<Limits>>,
+    /// The call's time budget (the route's, shortened by `x-llmop-timeout-ms`).
+    pub budget: Duration,
+}
+
+/// Runs one call through every stage. See the module header.
+pub async fn conduct<E: Entry>(app: &Arc<AppState>, request_id: &str, mut entry: E) -> E::Output {
+    // The record exists from the first moment, so that a request refused for bad input,
+    // or abandoned by its client, is recorded too.
+    let mut rec = CallRecord::new(request_id, entry.endpoint(), app.recorder.clone());
+    if let Some(m) = entry.asked_for() {
+        rec.model_requested = m;
+    }
+    let outcome = stages(app, &mut entry, &mut rec).await;
+    rec.entered(Stage::Respond);
+    entry.respond(app, outcome, rec).await
+}
+
+async fn stages<E: Entry>(
+    app: &Arc<AppState>,
+    entry: &mut E,
+    rec: &mut CallRecord,
+) -> Result<Answered, GatewayError> {
+    rec.entered(Stage::Authenticate);
+    let key = entry.authenticate(&app.auth, rec)?;
+    if let Some(k) = &key {
+        rec.key_id = Some(k.id.clone());
+    }
+
+    rec.entered(Stage::Context);
+    rec.context = entry.context(&rec.request_id)?;
+
+    rec.entered(Stage::Parse);
+    let ask = entry.parse(app, rec).await?;
+
+    rec.entered(Stage::Authorize);
+    authorize(
+        key.as_deref(),
+        &ask,
+        &mut rec.context,
+        &app.config.features.default_env,
+    )?;
+
+    let (mut req, feature) = match ask.feature {
+        Some(f) => {
+            rec.entered(Stage::Feature);
+            let (req, fc) = feature(app.features.as_ref(), f, ask.req, rec).await?;
+            if let Some(k) = &key {
+                auth::check_feature_route(k, fc.version.name(), &req.model)?;
+            }
+            (req, Some(fc))
+        }
+        None => (ask.req, None),
+    };
+
+    // Once the key may make this call; before the check, whose estimate counts it.
+    rec.entered(Stage::Restore);
+    app.reasoning
+        .restore(app.recorder.as_ref().map(|r| &r.store), &mut req)
+        .await;
+
+    rec.entered(Stage::Route);
+    // A call refused from here on is recorded with the request it made.
+    let plan = match route(
+        &app.router,
+        app.limits.as_ref(),
+        app.default_timeout(),
+        &req,
+        rec,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            rec.request = Some(Arc::new(req));
+            return Err(e);
+        }
+    };
+
+    rec.entered(Stage::Check);
+    if let Some(l) = plan.limits {
+        match limits::admit(
+            l,
+            &plan.resolved,
+            &plan.estimate,
+            &mut req,
+            &rec.context,
+            key.as_deref(),
+        )
+        .await
+        {
+            Ok(admission) => rec.admission = admission,
+            Err(e) => {
+                rec.request = Some(Arc::new(req));
+                return Err(e);
+            }
+        }
+    }
+
+    // Shared with the record from here, so that a call abandoned mid-way by its client
+    // is still recorded with its input.
+    let req = Arc::new(req);
+    rec.request = Some(req.clone());
+
+    rec.entered(Stage::Call);
+    let answer = match &feature {
+        // A whole feature answer goes through its parser and failure policy.
+        Some(fc) if !req.stream => parse_output(&plan, fc, &req, rec).await.map(Answer::Whole),
+        _ => {
+            if let Some(fc) = &feature {
+                // A stream is relayed as it comes and parsed when recorded: the client
+                // has seen the text, no policy can apply.
+                if fc.version.parses() {
+                    rec.entered(Stage::ParseOutput);
+                    if let Some(f) = rec.feature.as_mut() {
+                        f.parse_later = Some(fc.version.clone());
+                    }
+                }
+            }
+            targets::call(&plan, &req, rec, &[]).await
+        }
+    }?;
+    // Once the primary has answered: its shadow, on its own task and record.
+    if let Some(fc) = &feature {
+        shadow::spawn(app, fc, rec);
+    }
+    Ok(Answered { answer, feature })
+}
+
+/// The authorize stage: the key's scope, for the model (or feature) in the call's
+/// environment, and for the feature the call is attributed to. The environment defaults
+/// to the key's, then (for a feature) to `[features] default_env`.
+fn authorize(
+    key: Option<&ApiKey>,
+    ask: &Ask,
+    context: &mut RequestContext,
+    default_env: &str,
+) -> Result<(), GatewayError> {
+    let Some(k) = key else { return Ok(()) };
+    if context.env.is_none() {
+        context.env.clone_from(&k.scopes.default_env);
+    }
+    if ask.feature.is_some() && context.env.is_none() {
+        context.env = Some(default_env.to_string());
+    }
+    let model = match &ask.feature {
+        Some(f) => std::borrow::Cow::Owned(format!("feature/{}", f.name)),
+        None => std::borrow::Cow::Borrowed(ask.req.model.as_str()),
+    };
+    auth::check_scope(k, &model, context.env.as_deref())?;
+    auth::check_feature_tag(k, context.feature.as_deref())
+}
+
+/// The feature stage: the feature's version, chosen and rendered into the request built on `base`.
+async fn feature(
+    registry: Option<&Arc<FeatureRegistry>>,
+    ask: FeatureAsk,
+    base: ChatRequest,
+    rec: &mut CallRecord,
+) -> Result<(ChatRequest, FeatureCall), GatewayError> {
+    let reg = registry.ok_or_else(|| GatewayError::NotFound {
+        message: "features need the record store: this gateway runs with [store] enabled = false"
+            .into(),
+        code: "feature_not_found",
+    })?;
+    let env = rec
+        .context
+        .env
+        .get_or_insert_with(|| reg.default_env.clone())
+        .clone();
+    rec.context.feature = Some(ask.name.clone());
+    let sel = match ask.pick {
+        Pick::Deployed => {
+            let stick = rec
+                .context
+                .user
+                .as_deref()
+                .or(rec.context.session.as_deref());
+            reg.select_fresh(&ask.name, &env, stick).await?
+        }
+        Pick::Pinned(v) => Selected {
+            version: reg.version(&ask.name, v).await?,
+            arm: None,
+            shadow: None,
+        },
+        Pick::Version(version) => Selected {
+            version,
+            arm: None,
+            shadow: None,
+        },
+    };
+    let (given, from) = match ask.vars {
+        Vars::FromCall => (
+            sel.version
+                .variables_from_call(&base.metadata, base.last_user_text().as_deref()),
+            "metadata",
+        ),
+        Vars::Given(m) => (m, "variables"),
+    };
+    let v = &sel.version;
+    // Recorded before rendering: a call whose variables do not render still says which
+    // version refused them.
+    rec.feature = Some(Box::new(FeatureRecord {
+        version: v.version,
+        content_hash: v.content_hash.clone(),
+        arm: sel.arm.clone(),
+        variables: given.clone(),
+        shadow_of: ask.shadow_of,
+        ..FeatureRecord::default()
+    }));
+    let rendered = v
+        .render(&given)
+        .map_err(|e| features::render_error(v, &e, from))?;
+    if let Some(f) = rec.feature.as_mut() {
+        f.variables.clone_from(&rendered.variables);
+        f.rendered_prompt = rendered.prompt_text();
+    }
+    let req = features::build_request(v, &rendered, base);
+    Ok((
+        req,
+        FeatureCall {
+            version: sel.version,
+            shadow: sel.shadow,
+            env,
+            given,
+        },
+    ))
+}
+
+/// The route stage: `model` to targets, once per call; the deadline from the route's
+/// timeout and the client's `x-llmop-timeout-ms`.
+fn route<'a>(
+    router: &'a Router,
+    limits: Option<&'a Arc<Limits>>,
+    default_timeout: Duration,
+    req: &ChatRequest,
+    rec: &mut CallRecord,
+) -> Result<Plan<'a>, GatewayError> {
+    let resolved = router.resolve(&req.model)?;
+    rec.route = resolved.route.map(str::to_string);
+    let mut budget = resolved.timeout.unwrap_or(default_timeout);
+    if let Some(ms) = rec.context.timeout_ms {
+        budget = budget.min(Duration::from_millis(ms));
+    }
+    rec.deadline.get_or_insert_with(|| Instant::now() + budget);
+    Ok(Plan {
+        estimate: Estimate::new(&resolved),
+        resolved,
+        limits,
+        budget,
+    })
+}
+
+/// The call and parse-output stages of a whole feature answer: the call stage, then the parser and its failure
+/// policy (`repair` asks again with the problem; `next_target` moves on to a target that
+/// has not answered; `static` answers the version's static response; `error` fails).
+/// The answer's text is what the client gets; the parsed value goes to the record (and
+/// to invoke's `output.parsed`).
+async fn parse_output(
+    plan: &Plan<'_>,
+    fc: &FeatureCall,
+    req: &ChatRequest,
+    rec: &mut CallRecord,
+) -> Result<ChatResponse, GatewayError> {
+    let v = &fc.version;
+    let mut answered: Vec<(String, String)> = Vec::new();
+    let mut repair: Option<ChatRequest> = None;
+    loop {
+        let sent = repair.as_ref().unwrap_or(req);
+        let resp = match targets::call(plan, sent, rec, &answered).await {
+            Ok(Answer::Whole(resp)) => resp,
+            Ok(Answer::Stream { .. }) => {
+                return Err(GatewayError::Internal(
+                    "a whole feature call got a stream".into(),
+                ))
+            }
+            Err(e) if !answered.is_empty() && e.code() == "no_target_left" => {
+                return Err(features::parse_failed(
+                    v,
+                    "and no target of the route is left to try",
+                ));
+            }
+            Err(e) => return features::feature_fallback(v, e, rec),
+        };
+        if rec.degraded || !v.parses() {
+            return Ok(resp);
+        }
+        rec.entered(Stage::ParseOutput);
+        let text = resp.text();
+        let problem = match v.parse_output(&text) {
+            Ok(parsed) => {
+                let status = if repair.is_some() {
+                    "repaired"
+                } else if !answered.is_empty() {
+                    "next_target"
+                } else {
+                    "ok"
+                };
+                features::set_parse(rec, status, Some(parsed));
+                return Ok(resp);
+            }
+            Err(p) => p,
+        };
+        metrics::counter!("llmop_feature_parse_failures_total", "feature" => v.name().to_string())
+            .increment(1);
+        tracing::debug!(request_id = %rec.request_id, feature = v.name(), problem = %problem, "output did not parse");
+        match v.on_parse_failure() {
+            OnParseFailure::Repair if repair.is_none() => {
+                rec.discard(resp.usage);
+                rec.moving_on("parse_repair");
+                let mut again = req.clone();
+                again.messages.push(Message::text(Role::Assistant, text));
+                again
+                    .messages
+                    .push(Message::text(Role::User, v.repair_message(&problem)));
+                repair = Some(again);
+            }
+            OnParseFailure::NextTarget => {
+                rec.discard(resp.usage);
+                rec.moving_on("parse_failure");
+                if let (Some(p), Some(m)) = (rec.provider.clone(), rec.model.clone()) {
+                    answered.push((p, m));
+                }
+            }
+            OnParseFailure::Static => {
+                let (text, parsed) = v.static_response().unwrap_or_default();
+                features::set_parse(rec, "static", Some(parsed));
+                return Ok(ChatResponse {
+                    parts: vec![llmop_core::Part::Text(text)],
+                    ..resp
+                });
+            }
+            _ => {
+                features::set_parse(rec, "failed", None);
+                // The record keeps what the model said.
+                rec.usage = resp.usage;
+                rec.response = Some(resp);
+                return Err(features::parse_failed(v, &problem.0));
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The names of a call's stages, in the order the pipeline runs them. The conductor
+//! (`pipeline`) marks each stage on the call's record as it enters it, so a record says
+//! how far its call went (`stages` in `GET /v1/requests/{id}`).
+
+/// One stage of a call. The discriminants are the pipeline's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Who calls: the client key (or the primary's key, for a shadow).
+    Authenticate = 0,
+    /// Request id and call metadata (`x-llmop-*`).
+    Context,
+    /// The body, read (bounded) and parsed in the entry point's format.
+    Parse,
+    /// The key's scope: may it call this model or feature, in this environment.
+    Authorize,
+    /// A feature's version chosen and rendered into the request.
+    Feature,
+    /// Reasoning state llmop kept for this conversation put back.
+    Restore,
+    /// `model` resolved, once, to an ordered list of targets.
+    Route,
+    /// Caps, session budgets, rate limits, budget reservations.
+    Check,
+    /// The targets, with retries, fallbacks and breakers.
+    Call,
+    /// A feature's output parser and its failure policy.
+    ParseOutput,
+    /// The answer encoded in the entry point's format.
+    Respond,
+    /// The record handed to the writer.
+    Record,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 12] = [
+        Stage::Authenticate,
+        Stage::Context,
+        Stage::Parse,
+        Stage::Authorize,
+        Stage::Feature,
+        Stage::Restore,
+        Stage::Route,
+        Stage::Check,
+        Stage::Call,
+        Stage::ParseOutput,
+        Stage::Respond,
+        Stage::Record,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Authenticate => "authenticate",
+            Stage::Context => "context",
+            Stage::Parse => "parse",
+            Stage::Authorize => "authorize",
+            Stage::Feature => "feature",
+            Stage::Restore => "restore",
+            Stage::Route => "route",
+            Stage::Check => "check",
+            Stage::Call => "call",
+            Stage::ParseOutput => "parse_output",
+            Stage::Respond => "respond",
+            Stage::Record => "record",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_discriminant_order() {
+        for (i, s) in Stage::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{}", s.name());
+        }
+    }
+}
