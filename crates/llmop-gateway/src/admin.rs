@@ -15,8 +15,9 @@ use crate::features::FeatureRegistry;
 use crate::http_error::{self, WireFormat};
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::HeaderMap;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use llmop_core::GatewayError;
@@ -25,6 +26,21 @@ use llmop_store::{ChangeBy, DeployError, DeploymentState, StoreError};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
+
+/// Middleware of the admin and records routes.
+pub async fn require_admin(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match app.auth.admin(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            let rid = req
+                .extensions()
+                .get::<crate::context::RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
+            crate::http_error::response(crate::http_error::WireFormat::OpenAi, &e, &rid)
+        }
+    }
+}
 
 fn registry(app: &AppState) -> Result<&Arc<FeatureRegistry>, GatewayError> {
     app.features.as_ref().ok_or_else(|| GatewayError::NotFound {

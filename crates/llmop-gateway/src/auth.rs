@@ -13,11 +13,7 @@
 //!   key (401 otherwise), scoped calls outside their scope get 403, and the admin API
 //!   and the records API need the admin token (`[server] admin_token_env`).
 
-use crate::state::AppState;
-use axum::extract::{Request, State};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
 use llmop_core::GatewayError;
 use llmop_store::{hash_key, ApiKey, Store, StoreError};
 use std::collections::HashMap;
@@ -222,21 +218,6 @@ pub fn check_feature_tag(key: &ApiKey, feature: Option<&str>) -> Result<(), Gate
             code: "key_not_allowed",
         }),
         _ => Ok(()),
-    }
-}
-
-/// Middleware of the admin and records routes.
-pub async fn require_admin(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    match app.auth.admin(req.headers()) {
-        Ok(()) => next.run(req).await,
-        Err(e) => {
-            let rid = req
-                .extensions()
-                .get::<crate::context::RequestId>()
-                .map(|r| r.0.clone())
-                .unwrap_or_default();
-            crate::http_error::response(crate::http_error::WireFormat::OpenAi, &e, &rid)
-        }
     }
 }
 

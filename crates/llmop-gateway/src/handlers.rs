@@ -498,7 +498,7 @@ fn unrouted(
     status: StatusCode,
 ) -> Response {
     tracing::info!(request_id = %rid, method = %method, path = short_path(uri), status = status.as_u16(), "no such endpoint");
-    metrics::counter!("llmop_unknown_endpoint_total", "status" => status.as_str().to_string())
+    ::metrics::counter!("llmop_unknown_endpoint_total", "status" => status.as_str().to_string())
         .increment(1);
     let mut r = http_error::response(format_of(uri, headers), &e, rid);
     *r.status_mut() = status;
@@ -569,4 +569,57 @@ pub async fn circuits(State(app): State<Arc<AppState>>) -> Response {
             ))
     });
     axum::Json(json!({"circuits": list})).into_response()
+}
+
+/// Copies the writer's counters into the registry.
+fn sync_writer(app: &AppState) {
+    let Some(rec) = &app.recorder else { return };
+    let s = rec.writer.stats().snapshot();
+    ::metrics::counter!("llmop_records_queued_total").absolute(s.queued);
+    ::metrics::counter!("llmop_records_written_total").absolute(s.written);
+    ::metrics::counter!("llmop_records_delayed_total").absolute(s.delayed);
+    ::metrics::counter!("llmop_records_failed_commits_total").absolute(s.failed_commits);
+    ::metrics::counter!("llmop_records_spilled_total").absolute(s.spilled);
+    ::metrics::counter!("llmop_records_replayed_total").absolute(s.replayed);
+    ::metrics::counter!("llmop_records_lost_total").absolute(s.lost);
+    let pending = s.queued.saturating_sub(s.written + s.spilled + s.lost);
+    ::metrics::gauge!("llmop_records_queue_depth").set(pending as f64);
+}
+
+/// Sets each breaker's state gauge (0 closed, 1 half-open, 2 open).
+fn sync_breakers(app: &AppState) {
+    let now = tokio::time::Instant::now();
+    for route in app.router.routes() {
+        for t in &route.targets {
+            if let Some(b) = &t.breaker {
+                let s = b.snapshot(now);
+                let labels = [
+                    ("route", route.name.to_string()),
+                    ("provider", t.provider.name().to_string()),
+                    ("model", t.model.to_string()),
+                ];
+                ::metrics::gauge!("llmop_circuit_state", &labels).set(s.state.as_number());
+                ::metrics::counter!("llmop_circuit_opened_total", &labels).absolute(s.opened);
+            }
+        }
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    sync_writer(&app);
+    sync_breakers(&app);
+    let body = app
+        .metrics
+        .as_ref()
+        .map(metrics_exporter_prometheus::PrometheusHandle::render)
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        body,
+    )
+        .into_response()
 }

@@ -1,15 +1,11 @@
-//! `GET /metrics` in the Prometheus text format.
+//! Metrics: the registry behind `GET /metrics` (Prometheus text format; served by
+//! `handlers::metrics`) and the descriptions of every metric llmop exports.
 //!
 //! Metrics go through the `metrics` facade into `metrics-exporter-prometheus`, which
 //! renders them. Counters that already live as atomics elsewhere (the record writer's)
 //! are copied in at scrape time rather than counted twice on the request path.
 
-use crate::state::AppState;
-use axum::extract::State;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::Arc;
 
 /// Installs the process-wide recorder; `None` if one is already installed (tests that
 /// start several gateways in one process).
@@ -103,56 +99,4 @@ fn describe() {
         "llmop_records_queue_depth",
         "Records queued and not yet committed."
     );
-}
-
-/// Copies the writer's counters into the registry.
-fn sync_writer(app: &AppState) {
-    let Some(rec) = &app.recorder else { return };
-    let s = rec.writer.stats().snapshot();
-    metrics::counter!("llmop_records_queued_total").absolute(s.queued);
-    metrics::counter!("llmop_records_written_total").absolute(s.written);
-    metrics::counter!("llmop_records_delayed_total").absolute(s.delayed);
-    metrics::counter!("llmop_records_failed_commits_total").absolute(s.failed_commits);
-    metrics::counter!("llmop_records_spilled_total").absolute(s.spilled);
-    metrics::counter!("llmop_records_replayed_total").absolute(s.replayed);
-    metrics::counter!("llmop_records_lost_total").absolute(s.lost);
-    let pending = s.queued.saturating_sub(s.written + s.spilled + s.lost);
-    metrics::gauge!("llmop_records_queue_depth").set(pending as f64);
-}
-
-/// Sets each breaker's state gauge (0 closed, 1 half-open, 2 open).
-fn sync_breakers(app: &AppState) {
-    let now = tokio::time::Instant::now();
-    for route in app.router.routes() {
-        for t in &route.targets {
-            if let Some(b) = &t.breaker {
-                let s = b.snapshot(now);
-                let labels = [
-                    ("route", route.name.to_string()),
-                    ("provider", t.provider.name().to_string()),
-                    ("model", t.model.to_string()),
-                ];
-                metrics::gauge!("llmop_circuit_state", &labels).set(s.state.as_number());
-                metrics::counter!("llmop_circuit_opened_total", &labels).absolute(s.opened);
-            }
-        }
-    }
-}
-
-pub async fn handler(State(app): State<Arc<AppState>>) -> Response {
-    sync_writer(&app);
-    sync_breakers(&app);
-    let body = app
-        .metrics
-        .as_ref()
-        .map(PrometheusHandle::render)
-        .unwrap_or_default();
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        body,
-    )
-        .into_response()
 }

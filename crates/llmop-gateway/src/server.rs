@@ -1,10 +1,10 @@
 //! Building the router and serving it until shutdown.
 
 use crate::admin;
-use crate::auth;
+
 use crate::context::{request_id_from, RequestId};
 use crate::handlers;
-use crate::metrics;
+
 use crate::records_api;
 use crate::state::AppState;
 use axum::extract::Request;
@@ -48,7 +48,7 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), bounded_body))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
-            auth::require_admin,
+            admin::require_admin,
         ));
     axum::Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
@@ -56,7 +56,7 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{*id}", get(handlers::model))
         .route("/v1/features/{name}/invoke", post(handlers::invoke))
-        .route("/metrics", get(metrics::handler))
+        .route("/metrics", get(handlers::metrics))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .merge(admin)
