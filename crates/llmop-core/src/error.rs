@@ -5,6 +5,7 @@
 //! HTTP status of each variant is decided in exactly one place: the gateway's
 //! `http_error` module.
 
+use crate::codes;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -110,30 +111,30 @@ impl ProviderError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            ProviderError::Timeout { .. } => "upstream_timeout",
-            ProviderError::Connect { .. } => "upstream_unreachable",
+            ProviderError::Timeout { .. } => codes::UPSTREAM_TIMEOUT,
+            ProviderError::Connect { .. } => codes::UPSTREAM_UNREACHABLE,
             ProviderError::Status {
                 refusal: Some(Refusal::ContextWindow),
                 ..
-            } => "context_window_exceeded",
+            } => codes::CONTEXT_WINDOW_EXCEEDED,
             ProviderError::Status {
                 refusal: Some(Refusal::ContentPolicy),
                 ..
-            } => "content_policy_violation",
+            } => codes::CONTENT_POLICY_VIOLATION,
             ProviderError::Status {
                 refusal: Some(Refusal::QuotaExhausted),
                 ..
-            } => "upstream_quota_exhausted",
+            } => codes::UPSTREAM_QUOTA_EXHAUSTED,
             ProviderError::Status { status, .. } => match status {
-                429 => "upstream_rate_limited",
-                401 | 403 => "upstream_auth_failed",
-                400..=499 => "upstream_bad_request",
-                _ => "upstream_error",
+                429 => codes::UPSTREAM_RATE_LIMITED,
+                401 | 403 => codes::UPSTREAM_AUTH_FAILED,
+                400..=499 => codes::UPSTREAM_BAD_REQUEST,
+                _ => codes::UPSTREAM_ERROR,
             },
-            ProviderError::Protocol { .. } => "upstream_protocol_error",
-            ProviderError::Stream { .. } => "upstream_stream_error",
-            ProviderError::Incomplete { .. } => "upstream_incomplete_answer",
-            ProviderError::Unsupported { .. } => "unsupported_by_target",
+            ProviderError::Protocol { .. } => codes::UPSTREAM_PROTOCOL_ERROR,
+            ProviderError::Stream { .. } => codes::UPSTREAM_STREAM_ERROR,
+            ProviderError::Incomplete { .. } => codes::UPSTREAM_INCOMPLETE_ANSWER,
+            ProviderError::Unsupported { .. } => codes::UNSUPPORTED_BY_TARGET,
         }
     }
 
@@ -217,24 +218,24 @@ impl GatewayError {
         GatewayError::InvalidRequest {
             message: message.into(),
             param,
-            code: "invalid_request",
+            code: codes::INVALID_REQUEST,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::InvalidRequest { code, .. } => code,
-            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
-            GatewayError::RequestTimeout { .. } => "request_timeout",
+            GatewayError::PayloadTooLarge { .. } => codes::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout { .. } => codes::REQUEST_TIMEOUT,
             GatewayError::NotFound { code, .. } => code,
             GatewayError::Unauthorized { code, .. } => code,
             GatewayError::Forbidden { code, .. } => code,
             GatewayError::Limited { code, .. } => code,
             GatewayError::Provider(e) => e.code(),
-            GatewayError::DeadlineExceeded { .. } => "upstream_timeout",
+            GatewayError::DeadlineExceeded { .. } => codes::UPSTREAM_TIMEOUT,
             GatewayError::Unavailable { code, .. } => code,
             GatewayError::Unprocessable { code, .. } => code,
-            GatewayError::Internal(_) => "internal_error",
+            GatewayError::Internal(_) => codes::INTERNAL_ERROR,
         }
     }
 

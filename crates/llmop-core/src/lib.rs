@@ -13,6 +13,7 @@
 
 pub mod budget;
 pub mod chat;
+pub mod codes;
 pub mod config;
 pub mod context;
 pub mod error;

@@ -20,6 +20,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use llmop_core::codes;
 use llmop_core::GatewayError;
 use llmop_features::FeatureSpec;
 use llmop_store::{ChangeBy, DeployError, DeploymentState, StoreError};
@@ -46,7 +47,7 @@ fn registry(app: &AppState) -> Result<&Arc<FeatureRegistry>, GatewayError> {
     app.features.as_ref().ok_or_else(|| GatewayError::NotFound {
         message: "features need the record store: this gateway runs with [store] enabled = false"
             .into(),
-        code: "feature_not_found",
+        code: codes::FEATURE_NOT_FOUND,
     })
 }
 
@@ -54,7 +55,7 @@ fn store_error(e: StoreError) -> GatewayError {
     tracing::error!(error = %e, "admin: store error");
     GatewayError::Unavailable {
         message: format!("the store cannot serve this now: {e}"),
-        code: "store_unavailable",
+        code: codes::STORE_UNAVAILABLE,
     }
 }
 
@@ -63,16 +64,16 @@ fn deploy_error(e: DeployError) -> GatewayError {
         DeployError::Invalid(m) => GatewayError::InvalidRequest {
             message: m,
             param: None,
-            code: "invalid_deployment",
+            code: codes::INVALID_DEPLOYMENT,
         },
         e @ DeployError::UnknownVersion { .. } => GatewayError::NotFound {
             message: e.to_string(),
-            code: "feature_version_not_found",
+            code: codes::FEATURE_VERSION_NOT_FOUND,
         },
         DeployError::NothingToRollBack(m) => GatewayError::InvalidRequest {
             message: m,
             param: None,
-            code: "nothing_to_roll_back",
+            code: codes::NOTHING_TO_ROLL_BACK,
         },
         DeployError::Store(e) => store_error(e),
     }
@@ -146,7 +147,7 @@ pub async fn push(
                 .first()
                 .map(|e| e.key.clone())
                 .filter(|k| !k.is_empty()),
-            code: "invalid_feature",
+            code: codes::INVALID_FEATURE,
         })?;
         let canonical =
             serde_json::to_value(&spec).map_err(|e| GatewayError::Internal(e.to_string()))?;
@@ -184,7 +185,7 @@ pub async fn show(
         if versions.is_empty() {
             return Err(GatewayError::NotFound {
                 message: format!("feature `{name}` has no registered version"),
-                code: "feature_not_found",
+                code: codes::FEATURE_NOT_FOUND,
             });
         }
         let deployments: Vec<_> = store
@@ -219,7 +220,7 @@ pub async fn version(
             .map_err(store_error)?
             .ok_or_else(|| GatewayError::NotFound {
                 message: format!("feature `{name}` has no version {version}"),
-                code: "feature_version_not_found",
+                code: codes::FEATURE_VERSION_NOT_FOUND,
             })?;
         serde_json::to_value(v).map_err(|e| GatewayError::Internal(e.to_string()))
     }
@@ -290,7 +291,7 @@ async fn servable(
                     "`{name}` v{v} targets `{target}`, which this gateway cannot serve: {e}"
                 ),
                 param: None,
-                code: "invalid_deployment",
+                code: codes::INVALID_DEPLOYMENT,
             });
         }
     }
@@ -313,7 +314,7 @@ pub async fn deploy(
                 .map_err(|m| GatewayError::InvalidRequest {
                     message: m,
                     param: None,
-                    code: "invalid_deployment",
+                    code: codes::INVALID_DEPLOYMENT,
                 })?;
             servable(&app, reg, &name, &state).await?;
             let who = actor(&headers);
@@ -429,7 +430,7 @@ pub async fn add_budget(
             return Err(GatewayError::InvalidRequest {
                 message: m,
                 param: Some(field.to_string()),
-                code: "invalid_budget",
+                code: codes::INVALID_BUDGET,
             });
         }
         let value: serde_json::Value = serde_json::from_slice(&body)
@@ -459,7 +460,7 @@ pub async fn delete_budget(
         if !reg.store().delete_budget(&id).await.map_err(store_error)? {
             return Err(GatewayError::NotFound {
                 message: format!("no budget `{id}` was added through the admin API (config budgets live in the config file)"),
-                code: "budget_not_found",
+                code: codes::BUDGET_NOT_FOUND,
             });
         }
         if let Some(l) = &app.limits {

@@ -14,6 +14,7 @@
 //!   and the records API need the admin token (`[server] admin_token_env`).
 
 use axum::http::HeaderMap;
+use llmop_core::codes;
 use llmop_core::GatewayError;
 use llmop_store::{hash_key, ApiKey, Store, StoreError};
 use std::collections::HashMap;
@@ -126,7 +127,7 @@ impl Auth {
         let Some(token) = presented(headers).filter(|t| !t.is_empty()) else {
             return Err(GatewayError::Unauthorized {
                 message: "an API key is required: send `Authorization: Bearer <key>` (or `x-api-key`); create one with `llmop keys create`".into(),
-                code: "missing_api_key",
+                code: codes::MISSING_API_KEY,
             });
         };
         match keys.get(&hash_key(token)) {
@@ -136,7 +137,7 @@ impl Auth {
                     Some(id) => format!("API key `{id}` is not valid (revoked or unknown)"),
                     None => "the API key is not valid".into(),
                 },
-                code: "invalid_api_key",
+                code: codes::INVALID_API_KEY,
             }),
         }
     }
@@ -150,16 +151,16 @@ impl Auth {
                 Some(t) if hash_key(t) == *want => Ok(()),
                 Some(_) => Err(GatewayError::Unauthorized {
                     message: "the admin token is not valid".into(),
-                    code: "invalid_admin_token",
+                    code: codes::INVALID_ADMIN_TOKEN,
                 }),
                 None => Err(GatewayError::Unauthorized {
                     message: "this endpoint needs the admin token: `Authorization: Bearer <token>`".into(),
-                    code: "missing_admin_token",
+                    code: codes::MISSING_ADMIN_TOKEN,
                 }),
             },
             None if self.enforcing() => Err(GatewayError::Unauthorized {
                 message: "client keys are in force and no admin token is configured: set [server] admin_token_env to use this endpoint".into(),
-                code: "missing_admin_token",
+                code: codes::MISSING_ADMIN_TOKEN,
             }),
             None => Ok(()),
         }
@@ -177,14 +178,14 @@ pub fn check_scope(key: &ApiKey, model: &str, env: Option<&str>) -> Result<(), G
     if !allowed {
         return Err(GatewayError::Forbidden {
             message: format!("API key `{}` may not call `{model}`", key.id),
-            code: "key_not_allowed",
+            code: codes::KEY_NOT_ALLOWED,
         });
     }
     if let Some(env) = env {
         if !s.allows_env(env) {
             return Err(GatewayError::Forbidden {
                 message: format!("API key `{}` may not call environment `{env}`", key.id),
-                code: "key_not_allowed",
+                code: codes::KEY_NOT_ALLOWED,
             });
         }
     }
@@ -202,7 +203,7 @@ pub fn check_feature_route(key: &ApiKey, feature: &str, model: &str) -> Result<(
             "API key `{}` may not call `{model}`, which feature `{feature}` runs on",
             key.id
         ),
-        code: "key_not_allowed",
+        code: codes::KEY_NOT_ALLOWED,
     })
 }
 
@@ -215,7 +216,7 @@ pub fn check_feature_tag(key: &ApiKey, feature: Option<&str>) -> Result<(), Gate
                 "API key `{}` may not attribute calls to feature `{f}` (x-llmop-feature)",
                 key.id
             ),
-            code: "key_not_allowed",
+            code: codes::KEY_NOT_ALLOWED,
         }),
         _ => Ok(()),
     }

@@ -16,6 +16,7 @@
 
 use crate::http_error;
 use crate::record::CallRecord;
+use llmop_core::codes;
 use llmop_core::config::FeaturesConfig;
 use llmop_core::{ChatRequest, ChatResponse, GatewayError, Message, Part, ResponseFormat, Role};
 use llmop_features::{CompiledFeature, FeatureSpec, RenderError, Rendered};
@@ -68,11 +69,11 @@ impl From<VersionError> for GatewayError {
         match e {
             VersionError::Missing { .. } => GatewayError::NotFound {
                 message: e.to_string(),
-                code: "feature_version_not_found",
+                code: codes::FEATURE_VERSION_NOT_FOUND,
             },
             VersionError::Store(e) => GatewayError::Unavailable {
                 message: format!("the feature store cannot be read right now; retry shortly ({e})"),
-                code: "store_unavailable",
+                code: codes::STORE_UNAVAILABLE,
             },
             VersionError::Corrupt(m) => GatewayError::Internal(m),
         }
@@ -299,7 +300,7 @@ impl FeatureRegistry {
                 message: format!(
                     "feature `{feature}` is not deployed in any environment (push it, then `llmop deploy {feature} <version> --env {env}`)"
                 ),
-                code: "feature_not_found",
+                code: codes::FEATURE_NOT_FOUND,
             });
         };
         let Some(served) = envs.get(env) else {
@@ -310,7 +311,7 @@ impl FeatureRegistry {
                     "feature `{feature}` is not deployed in environment `{env}` (deployed in: {})",
                     known.join(", ")
                 ),
-                code: "feature_not_deployed",
+                code: codes::FEATURE_NOT_DEPLOYED,
             });
         };
         let i = if served.arms.len() > 1 {
@@ -375,10 +376,10 @@ pub struct FeatureCall {
 /// (`metadata.ticket` on the chat endpoints, `variables.ticket` on invoke).
 pub(crate) fn render_error(feature: &CompiledFeature, e: &RenderError, from: &str) -> GatewayError {
     let code = match e {
-        RenderError::Missing(_) => "missing_variable",
-        RenderError::WrongType { .. } => "invalid_variable",
-        RenderError::Unknown(_) => "unknown_variable",
-        RenderError::Template { .. } => "template_error",
+        RenderError::Missing(_) => codes::MISSING_VARIABLE,
+        RenderError::WrongType { .. } => codes::INVALID_VARIABLE,
+        RenderError::Unknown(_) => codes::UNKNOWN_VARIABLE,
+        RenderError::Template { .. } => codes::TEMPLATE_ERROR,
     };
     GatewayError::InvalidRequest {
         message: format!("feature `{}` v{}: {e}", feature.name(), feature.version),
@@ -476,7 +477,7 @@ pub(crate) fn parse_failed(v: &CompiledFeature, problem: &str) -> GatewayError {
             v.name(),
             v.version
         ),
-        code: "output_parse_failed",
+        code: codes::OUTPUT_PARSE_FAILED,
     }
 }
 
@@ -488,7 +489,7 @@ pub(crate) fn feature_fallback(
     rec: &mut CallRecord,
 ) -> Result<ChatResponse, GatewayError> {
     let client_fault = http_error::status_of(&e).is_client_error()
-        && !matches!(e.code(), "rate_limited" | "upstream_rate_limited");
+        && !matches!(e.code(), codes::RATE_LIMITED | codes::UPSTREAM_RATE_LIMITED);
     match &v.spec.fallback_response {
         Some(text) if !client_fault => {
             rec.degraded = true;

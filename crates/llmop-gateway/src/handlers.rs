@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use llmop_core::codes;
 use llmop_core::context::RequestContext;
 use llmop_core::{ChatRequest, GatewayError};
 use llmop_store::ApiKey;
@@ -112,7 +113,7 @@ impl Entry for Chat {
                 return Err(GatewayError::InvalidRequest {
                     message: e.to_string(),
                     param: e.param,
-                    code: "invalid_request",
+                    code: codes::INVALID_REQUEST,
                 });
             }
         };
@@ -513,7 +514,7 @@ pub async fn not_found(
 ) -> Response {
     let e = GatewayError::NotFound {
         message: format!("no such endpoint: {method} {}", short_path(&uri)),
-        code: "not_found",
+        code: codes::NOT_FOUND,
     };
     unrouted(&rid, &method, &uri, &headers, e, StatusCode::NOT_FOUND)
 }
@@ -527,7 +528,7 @@ pub async fn method_not_allowed(
     let e = GatewayError::InvalidRequest {
         message: format!("method {method} is not allowed on this endpoint"),
         param: None,
-        code: "method_not_allowed",
+        code: codes::METHOD_NOT_ALLOWED,
     };
     unrouted(
         &rid,

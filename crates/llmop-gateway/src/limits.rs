@@ -15,6 +15,7 @@
 
 use crate::routing::{Resolved, Target};
 use llmop_core::budget::{Scope, Window};
+use llmop_core::codes;
 use llmop_core::config::{BudgetConfig, Config, OnCounterError};
 use llmop_core::context::RequestContext;
 use llmop_core::{ChatRequest, GatewayError, Part};
@@ -488,7 +489,7 @@ impl Limits {
                 Err(GatewayError::Unavailable {
                     message: "budgets and rate limits cannot be checked right now; retry shortly"
                         .into(),
-                    code: "counters_unavailable",
+                    code: codes::COUNTERS_UNAVAILABLE,
                 })
             }
         }
@@ -711,7 +712,7 @@ pub async fn admit(
                     usd(cost_in),
                     usd(cap)
                 ),
-                code: "budget_exceeded",
+                code: codes::BUDGET_EXCEEDED,
                 retry_after_s: None,
                 handoff: false,
             });
@@ -755,7 +756,7 @@ pub async fn admit(
                     metrics::counter!("llmop_session_budget_exceeded_total").increment(1);
                     return Err(GatewayError::Limited {
                         message: format!("session budget exceeded: `{subject}` has used {why}; hand the conversation to a person"),
-                        code: "session_budget_exceeded",
+                        code: codes::SESSION_BUDGET_EXCEEDED,
                         retry_after_s: None,
                         handoff: true,
                     });
@@ -785,7 +786,7 @@ pub async fn admit(
                             k.id,
                             if what == "rpm" { "requests" } else { "tokens" }
                         ),
-                        code: "rate_limited",
+                        code: codes::RATE_LIMITED,
                         retry_after_s: Some(wait_ms.div_ceil(1000)),
                         handoff: false,
                     });
@@ -854,9 +855,9 @@ pub async fn admit(
                     )
                 ),
                 code: if session {
-                    "session_budget_exceeded"
+                    codes::SESSION_BUDGET_EXCEEDED
                 } else {
-                    "budget_exceeded"
+                    codes::BUDGET_EXCEEDED
                 },
                 retry_after_s: Some(((line.window_end_ms - now).max(0) as u64).div_ceil(1000)),
                 handoff: session,

@@ -8,6 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
+use llmop_core::codes;
 use llmop_core::GatewayError;
 use llmop_store::{Feedback, ListFilter, Store, StoreError};
 use serde::Deserialize;
@@ -20,7 +21,7 @@ fn store(app: &AppState) -> Result<&Store, GatewayError> {
         .map(|r| &r.store)
         .ok_or_else(|| GatewayError::NotFound {
             message: "recording is off ([store] enabled = false): there are no records".into(),
-            code: "store_disabled",
+            code: codes::STORE_DISABLED,
         })
 }
 
@@ -31,7 +32,7 @@ fn store_error(e: StoreError) -> GatewayError {
             tracing::error!(error = %e, "record store read failed");
             GatewayError::Unavailable {
                 message: "the record store cannot be read right now".into(),
-                code: "store_unavailable",
+                code: codes::STORE_UNAVAILABLE,
             }
         }
     }
@@ -42,7 +43,7 @@ fn not_found(id: &str) -> GatewayError {
         message: format!(
             "no record of request `{id}` (records are committed within moments of the response)"
         ),
-        code: "record_not_found",
+        code: codes::RECORD_NOT_FOUND,
     }
 }
 

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
+use llmop_core::codes;
 use llmop_core::{ChatResponse, GatewayError, StreamEvent};
 use llmop_providers::EventStream;
 use llmop_wire::{anthropic, openai};
@@ -205,7 +206,7 @@ impl Relay {
                     Ok(()) => {
                         let ge = GatewayError::Unavailable {
                             message: "the gateway is shutting down: this stream was ended at its drain deadline".into(),
-                            code: "shutting_down",
+                            code: codes::SHUTTING_DOWN,
                         };
                         self.encoder.error(&mut out, ge.code(), &ge.to_string());
                         self.rec.failed(&ge, 200);

@@ -3,6 +3,7 @@
 
 use crate::breaker::Breaker;
 use crate::resilience::{LatencyStats, RetryPolicy};
+use llmop_core::codes;
 use llmop_core::config::{Config, ParamOverrides, Strategy};
 use llmop_core::GatewayError;
 use llmop_providers::{Provider, Providers};
@@ -163,7 +164,7 @@ impl Router {
             message: format!(
                 "unknown model `{model}`: name a route, or a configured provider as `<provider>/<model>`"
             ),
-            code: "model_not_found",
+            code: codes::MODEL_NOT_FOUND,
         })
     }
 }

@@ -119,7 +119,7 @@ fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!(panic = detail, "request handler panicked");
     let body = llmop_wire::openai::error_body(
         "api_error",
-        "internal_error",
+        llmop_core::codes::INTERNAL_ERROR,
         "internal error: the gateway failed while handling this request",
         None,
         "",

@@ -42,6 +42,7 @@ use crate::limits::{self, Estimate, Limits};
 use crate::record::{CallRecord, FeatureRecord};
 use crate::routing::{Resolved, Router};
 use crate::state::AppState;
+use llmop_core::codes;
 use llmop_core::context::RequestContext;
 use llmop_core::{ChatRequest, ChatResponse, GatewayError, Message, Role};
 use llmop_features::{CompiledFeature, OnParseFailure};
@@ -290,7 +291,7 @@ async fn feature(
     let reg = registry.ok_or_else(|| GatewayError::NotFound {
         message: "features need the record store: this gateway runs with [store] enabled = false"
             .into(),
-        code: "feature_not_found",
+        code: codes::FEATURE_NOT_FOUND,
     })?;
     let env = rec
         .context
@@ -403,7 +404,7 @@ async fn parse_output(
                     "a whole feature call got a stream".into(),
                 ))
             }
-            Err(e) if !answered.is_empty() && e.code() == "no_target_left" => {
+            Err(e) if !answered.is_empty() && e.code() == codes::NO_TARGET_LEFT => {
                 return Err(features::parse_failed(
                     v,
                     "and no target of the route is left to try",

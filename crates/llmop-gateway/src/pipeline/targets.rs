@@ -14,6 +14,7 @@ use crate::record::CallRecord;
 use crate::resilience;
 use crate::routing::Target;
 use futures::StreamExt;
+use llmop_core::codes;
 use llmop_core::{
     ChatRequest, ChatResponse, FinishReason, GatewayError, Part, ProviderError, Refusal,
     StreamEvent, TimeoutStage,
@@ -69,7 +70,7 @@ pub async fn call(
         if let Some(b) = &target.breaker {
             if !b.allow(Instant::now()) {
                 // Skipped, and the record says why.
-                rec.attempt_skipped(target.provider.name(), &target.model, "circuit_open");
+                rec.attempt_skipped(target.provider.name(), &target.model, codes::CIRCUIT_OPEN);
                 continue;
             }
         }
@@ -78,7 +79,7 @@ pub async fn call(
             let route = resolved.route.unwrap_or("");
             if !crate::limits::target_admits(limits, route, target, tokens).await {
                 // Over the provider's quota for this target: the next one, if any.
-                rec.attempt_skipped(target.provider.name(), &target.model, "rate_limited");
+                rec.attempt_skipped(target.provider.name(), &target.model, codes::RATE_LIMITED);
                 quota_skipped = true;
                 continue;
             }
@@ -206,18 +207,18 @@ pub async fn call(
         Some(e) => e.into(),
         None if quota_skipped => GatewayError::Limited {
             message: "rate limited: every target of this route is at its provider quota (rpm/tpm); retry shortly".into(),
-            code: "rate_limited",
+            code: codes::RATE_LIMITED,
             retry_after_s: Some(1),
             handoff: false,
         },
         None if candidates == 0 => GatewayError::Unavailable {
             message: "no target of this route is left to try".into(),
-            code: "no_target_left",
+            code: codes::NO_TARGET_LEFT,
         },
         None if rec.attempts.len() > attempts_before => GatewayError::Unavailable {
             message: "every target of this route is failing and its circuit is open; retry later"
                 .into(),
-            code: "circuit_open",
+            code: codes::CIRCUIT_OPEN,
         },
         None => GatewayError::DeadlineExceeded {
             ms: plan.budget.as_millis() as u64,
