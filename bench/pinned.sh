@@ -25,10 +25,10 @@ command -v taskset >/dev/null || { echo "taskset is required (util-linux)" >&2; 
 [ "$(nproc --all)" -ge 2 ] || { echo "needs 2 cores" >&2; exit 1; }
 if [ -z "$LLMOP_BIN" ]; then
   cargo build --release --locked -p llmop >&2
-  LLMOP_BIN=target/release/llmop
+  LLMOP_BIN=${CARGO_TARGET_DIR:-target}/release/llmop
 fi
 cargo build --release --locked -p llmop-bench >&2
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 GW=0     # the proxy's core
 LOAD=1   # the load generator's and the upstream's core
 TCK=$(getconf CLK_TCK)

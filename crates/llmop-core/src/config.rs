@@ -111,8 +111,9 @@ pub struct FeaturesConfig {
     /// The environment of a feature call that names none (`x-llmop-env`, `env`).
     #[serde(default = "default_env")]
     pub default_env: String,
-    /// How often deployments are re-read from the store, so that a change made on
-    /// another replica (or by the CLI) is served within this time.
+    /// How often deployments, client keys and budgets added through the API are re-read
+    /// from the store, so that a change made on another replica (or by the CLI) is in
+    /// force within this time.
     #[serde(default = "default_refresh_ms")]
     pub refresh_ms: u64,
     /// Most shadow calls in flight at once; beyond it shadows are skipped (counted),
@@ -618,6 +619,25 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl Config {
+    /// Whether a gateway with this config can serve `target` (a feature version's
+    /// `route` or `model`): a route name, or `<provider>/<model>` with a configured
+    /// provider. The same rule as the gateway's router; the admin API and `llmop deploy`
+    /// both refuse to deploy a version that fails it.
+    pub fn serves(&self, target: &str) -> Result<(), String> {
+        if self.routes.contains_key(target) {
+            return Ok(());
+        }
+        match target.split_once('/') {
+            Some((p, m)) if self.providers.contains_key(p) && !m.is_empty() => Ok(()),
+            Some((p, _)) if self.providers.contains_key(p) => {
+                Err(format!("`{target}` names no model after the provider"))
+            }
+            _ => Err(format!(
+                "unknown model `{target}`: name a route, or a configured provider as `<provider>/<model>`"
+            )),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {

@@ -1,14 +1,15 @@
-//! The admin API for features: register versions, deploy, split, shadow, roll back,
-//! and read the audited history. The same operations as the CLI (`llmop feature …`,
-//! `llmop deploy …`, `llmop rollback …`), for tools that talk HTTP.
+//! The admin API: features (register versions, deploy, split, shadow, roll back, read
+//! the audited history: the same operations as `llmop feature …`, `llmop deploy …`,
+//! `llmop rollback …`, for tools that talk HTTP) and budgets (`/admin/budgets`), and
+//! [`require_admin`], the middleware that guards the admin and records routes.
 //!
 //! A change made here is served by this replica from the very next request (its
 //! deployments are re-read before the answer) and by every replica sharing the store
 //! within `[features] refresh_ms`.
 //!
-//! Until admin keys exist (the cost-control issue) these endpoints are as open as the
-//! rest of the gateway, which then listens on loopback only; the actor recorded is
-//! `x-llmop-actor` if sent, else `admin-api`.
+//! Once any client key exists, or the listener is beyond loopback, these endpoints take
+//! the admin token (`[server] admin_token_env`); the actor recorded is `x-llmop-actor`
+//! if sent, else `admin-api`.
 
 use crate::context::RequestId;
 use crate::features::FeatureRegistry;
@@ -285,7 +286,7 @@ async fn servable(
             .as_deref()
             .or(spec.model.as_deref())
             .unwrap_or("");
-        if let Err(e) = app.router.resolve(target) {
+        if let Err(e) = app.config.serves(target) {
             return Err(GatewayError::InvalidRequest {
                 message: format!(
                     "`{name}` v{v} targets `{target}`, which this gateway cannot serve: {e}"

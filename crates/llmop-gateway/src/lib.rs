@@ -1,36 +1,38 @@
-//! llmop-gateway: the HTTP face of llmop.
+//! llmop-gateway: the HTTP face of llmop, and the request path.
 //!
-//! An HTTP request in an OpenAI or Anthropic shape comes in; a response in the same
-//! shape comes out, and a summary of the call is recorded.
+//! An HTTP request in an OpenAI or Anthropic shape (or a native feature call) comes in;
+//! a response in the same shape comes out, and the whole call is recorded (its request,
+//! answer, attempts, usage, cost, feature version and the stages it went through).
 //!
-//! # Layout
+//! # Layout, in layers (a module uses only those below it; a test checks for loops)
 //! - [`server`]: builds the router and serves it until shutdown.
-//! - [`handlers`]: one function per endpoint; each parses its format and calls the
-//!   pipeline.
-//! - [`pipeline`]: the stages every call goes through: authenticate, resolve, check,
-//!   call (with fallback), respond, record.
-//! - [`features`]: versioned features on the request path: deployments (refreshed
-//!   from the store), version and split arm selection, rendering, output parsing and its
-//!   failure policies, shadow calls.
-//! - [`admin`]: the admin API for features (versions, deployments, rollback, history).
+//! - [`handlers`], [`admin`], [`records_api`]: endpoints. The calling endpoints (chat
+//!   completions, messages, invoke) are thin format adapters: they implement
+//!   [`pipeline::Entry`] and leave every stage to the conductor.
+//! - [`pipeline`]: the conductor. Every call from every entry point runs its stages in
+//!   one order ([`stage::Stage::ALL`]): authenticate, context, parse, authorize, feature,
+//!   restore, route, check, call, parse_output, respond, record. `pipeline::targets` is
+//!   the call stage (retries, fallbacks, breakers); `pipeline::shadow` runs a
+//!   deployment's shadow through the same conductor.
+//! - [`respond`]: encodes answers, streams and errors in the client's format.
+//! - [`state`]: `AppState`, built once from the config. Stages take narrow inputs (the
+//!   router, the limits, the registry), not the whole state.
+//! - [`features`]: versioned features: deployments (refreshed from the store), version
+//!   and split arm selection, rendering helpers, parse failure policies.
 //! - [`auth`]: client API keys (hashed, scoped, refreshed from the store) and the admin
 //!   token.
+//! - [`record`]: the one record of each call ([`record::CallData`]), filled by the
+//!   stages and handed to the record writer (`llmop-store`) exactly once.
 //! - [`limits`]: the check stage: budgets (reserve, then settle), session budgets, rate
-//!   limits, counted in process or in Redis.
-//! - [`breaker`]: circuit breakers per route target.
-//! - [`resilience`]: retry backoff (full jitter, `Retry-After`) and retry budgets.
-//! - [`routing`]: turns a `model` string into an ordered list of targets.
+//!   limits, counted in process or in Redis; the call's one token estimate.
 //! - [`reasoning`]: reasoning state (Anthropic thinking, Gemini thought signatures)
 //!   kept for clients whose format has no place for it, and put back on the next step.
-//! - [`respond`]: encodes answers, streams and errors in the client's format.
+//! - [`routing`]: turns a `model` string into an ordered list of targets.
+//! - [`breaker`], [`resilience`]: circuit breakers; retry backoff and retry budgets.
 //! - [`http_error`]: the one place where errors become HTTP statuses.
 //! - [`context`]: request id and call metadata from headers.
-//! - [`record`]: the record of each call, assembled on the request path from what the
-//!   call already owns and handed to the record writer (`llmop-store`) exactly once.
-//! - [`records_api`]: the read side: `GET /v1/requests/{id}`, `GET /v1/requests`,
-//!   `POST /v1/requests/{id}/feedback`.
-//! - [`metrics`]: `GET /metrics` (Prometheus text format).
-//! - [`shutdown`]: SIGTERM/SIGINT, readiness, bounded draining.
+//! - [`metrics`]: the metrics registry and descriptions (`GET /metrics`).
+//! - [`stage`], [`shutdown`]: stage names; SIGTERM/SIGINT, readiness, bounded draining.
 
 pub mod admin;
 pub mod auth;

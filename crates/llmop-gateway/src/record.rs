@@ -129,11 +129,13 @@ impl Recorder {
                 capacity: config.store.queue_capacity,
                 spill_path: Some(config.store.resolved_spill_path(&config.dir)),
                 // Default durability promises a record within 50 ms of its response;
-                // lingering 5 ms for company keeps commits large under load.
+                // lingering 20 ms for company keeps commits few and large: a commit's
+                // fixed cost (every touched B-tree page written to the WAL, and later
+                // checkpointed) is paid per batch, not per record.
                 linger: if config.store.durability == Durability::Strict {
                     Duration::ZERO
                 } else {
-                    Duration::from_millis(5)
+                    Duration::from_millis(20)
                 },
                 ..WriterConfig::default()
             },
@@ -538,9 +540,8 @@ fn unix_ms() -> i64 {
 /// and to replay. Fields of an Anthropic request that have no OpenAI equivalent are kept
 /// under `anthropic_extra`.
 fn split_request(req: &ChatRequest) -> (Value, Value) {
-    let body = llmop_wire::openai::build_request(req, &req.model, req.stream);
-    let mut params = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(m)) => m,
+    let mut params = match llmop_wire::openai::request_value(req) {
+        Value::Object(m) => m,
         _ => Map::new(),
     };
     let messages = params

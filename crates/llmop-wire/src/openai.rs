@@ -671,9 +671,19 @@ fn reasoning_effort<'a>(req: &'a ChatRequest, model: &str) -> Option<&'a str> {
 
 /// Builds the body sent to an OpenAI-format provider for `model`.
 pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
+    serde_json::to_vec(&out_request(req, model, stream)).unwrap_or_default()
+}
+
+/// The request as [`build_request`] would send it, as a JSON value (what a record
+/// keeps), built without writing and re-reading its text.
+pub fn request_value(req: &ChatRequest) -> Value {
+    serde_json::to_value(out_request(req, &req.model, req.stream)).unwrap_or(Value::Null)
+}
+
+fn out_request<'a>(req: &'a ChatRequest, model: &'a str, stream: bool) -> OutRequest<'a> {
     let extra = (req.origin == WireFormat::OpenAi && !req.extra.is_empty()).then_some(&req.extra);
     let p = &req.params;
-    let body = OutRequest {
+    OutRequest {
         extra,
         model,
         messages: OutMessages(&req.messages),
@@ -733,8 +743,7 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
         stream_options: stream.then_some(OutStreamOptions {
             include_usage: true,
         }),
-    };
-    serde_json::to_vec(&body).unwrap_or_default()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -906,40 +915,94 @@ fn out_usage(u: &Usage) -> OutUsage {
 /// Encodes a whole answer for an OpenAI-format client. `id` is the id shown to the
 /// client (`chatcmpl-…`).
 pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
-    let text = resp.text();
-    let calls: Vec<Value> = resp
+    // Typed and borrowed: no `Value` tree is built for an answer on the request path.
+    #[derive(Serialize)]
+    struct Body<'a> {
+        id: &'a str,
+        object: &'static str,
+        created: i64,
+        model: &'a str,
+        choices: [Choice<'a>; 1],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        usage: Option<OutUsage>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        system_fingerprint: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        service_tier: Option<&'a str>,
+    }
+    #[derive(Serialize)]
+    struct Choice<'a> {
+        index: u32,
+        message: Msg<'a>,
+        logprobs: Option<()>,
+        finish_reason: &'static str,
+    }
+    #[derive(Serialize)]
+    struct Msg<'a> {
+        role: &'static str,
+        content: Option<std::borrow::Cow<'a, str>>,
+        refusal: Option<()>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<Call<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Call<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        function: CallFn<'a>,
+    }
+    #[derive(Serialize)]
+    struct CallFn<'a> {
+        name: &'a str,
+        arguments: &'a str,
+    }
+    let tool_calls: Vec<Call<'_>> = resp
         .tool_calls()
-        .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+        .map(|c| Call {
+            id: &c.id,
+            kind: "function",
+            function: CallFn {
+                name: &c.name,
+                arguments: &c.arguments,
+            },
+        })
         .collect();
-    let mut message = json!({
-        "role": "assistant",
-        "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text) },
-        "refusal": Value::Null,
+    // One text part (the common answer) is borrowed, not copied.
+    let mut texts = resp.parts.iter().filter_map(|p| match p {
+        Part::Text(t) => Some(t.as_str()),
+        _ => None,
     });
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
-    let mut body = json!({
-        "id": resp.id,
-        "object": "chat.completion",
-        "created": resp.created,
-        "model": resp.model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": Value::Null,
-            "finish_reason": finish_str(&resp.finish_reason),
+    let text: std::borrow::Cow<'_, str> = match (texts.next(), texts.next()) {
+        (None, _) => std::borrow::Cow::Borrowed(""),
+        (Some(one), None) => std::borrow::Cow::Borrowed(one),
+        (Some(_), Some(_)) => std::borrow::Cow::Owned(resp.text()),
+    };
+    let content = if text.is_empty() && !tool_calls.is_empty() {
+        None
+    } else {
+        Some(text)
+    };
+    let body = Body {
+        id: &resp.id,
+        object: "chat.completion",
+        created: resp.created,
+        model: &resp.model,
+        choices: [Choice {
+            index: 0,
+            message: Msg {
+                role: "assistant",
+                content,
+                refusal: None,
+                tool_calls,
+            },
+            logprobs: None,
+            finish_reason: finish_str(&resp.finish_reason),
         }],
-    });
-    if let Some(u) = &resp.usage {
-        body["usage"] = serde_json::to_value(out_usage(u)).unwrap_or(Value::Null);
-    }
-    if let Some(f) = &resp.details.system_fingerprint {
-        body["system_fingerprint"] = json!(f);
-    }
-    if let Some(t) = &resp.details.service_tier {
-        body["service_tier"] = json!(t);
-    }
+        usage: resp.usage.as_ref().map(out_usage),
+        system_fingerprint: resp.details.system_fingerprint.as_deref(),
+        service_tier: resp.details.service_tier.as_deref(),
+    };
     serde_json::to_vec(&body).unwrap_or_default()
 }
 

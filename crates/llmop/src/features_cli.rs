@@ -227,7 +227,31 @@ pub async fn deploy(
 ) -> anyhow::Result<()> {
     let state = llmop_store::DeploymentState::from_parts(d.version, d.split, d.shadow)
         .map_err(|m| anyhow!(m))?;
+    // The config, when there is one to read, says what this gateway can serve: the same
+    // check as the admin API's (with only `--store` and no config, there is nothing to
+    // check against).
+    let gateway = llmop_core::config::Config::load(config).ok();
     let store = open(&store_url(config, store)?).await?;
+    if let Some(gw) = &gateway {
+        for v in state.versions() {
+            let Some(stored) = store.feature_version(d.feature, v).await? else {
+                continue; // the store's refusal names it
+            };
+            let spec: llmop_features::FeatureSpec = serde_json::from_value(stored.spec)?;
+            let target = spec
+                .route
+                .as_deref()
+                .or(spec.model.as_deref())
+                .unwrap_or("");
+            if let Err(e) = gw.serves(target) {
+                bail!(
+                    "`{}` v{v} targets `{target}`, which the gateway of {} cannot serve: {e}",
+                    d.feature,
+                    config.display()
+                );
+            }
+        }
+    }
     let who = actor();
     let event = store
         .deploy(

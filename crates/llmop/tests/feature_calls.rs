@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{client, get_json, Gateway, PgDb, Reply, Upstream};
+use support::{client, get_json, llmop, output_text as out, Gateway, PgDb, Reply, Upstream};
 
 /// A feature whose answer (with the echoing mock) names the version that served it.
 fn greet(tag: &str, model: &str) -> String {
@@ -666,21 +666,6 @@ async fn parse_failures_follow_each_policy() {
         .unwrap();
     let v: Value = r.json().await.unwrap();
     assert_eq!(content(&v), r#"{"summary":"unavailable"}"#);
-}
-
-fn llmop(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_llmop"))
-        .args(args)
-        .output()
-        .expect("run llmop")
-}
-
-fn out(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Waits (bounded) until `feature/greet` is served by `version` on `gw`.

@@ -1,23 +1,10 @@
 //! `llmop feature push|versions|diff` against a real store: immutable numbered versions,
 //! identical content returns the existing version, readable diffs, clear errors.
 
+mod support;
+
 use serde_json::Value;
-use std::process::{Command, Output};
-
-fn llmop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llmop"))
-        .args(args)
-        .output()
-        .expect("run llmop")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::{llmop, output_text as text};
 
 #[test]
 fn push_versions_and_diff() {
@@ -142,4 +129,40 @@ fn an_invalid_feature_file_is_refused_with_every_problem() {
         "{t}"
     );
     assert!(t.contains("bad.toml: output.pattern"), "{t}");
+}
+
+#[test]
+fn deploy_refuses_a_version_the_configured_gateway_cannot_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("llmop.db").display());
+    let config = "[providers.sim]\nkind = \"mock\"\n";
+    let feature = |model: &str| {
+        format!("name = \"greet\"\nmodel = \"{model}\"\n[[messages]]\nrole = \"user\"\ntemplate = \"hello\"\n")
+    };
+    for (i, model) in ["nowhere/echo", "sim/echo"].iter().enumerate() {
+        let file = dir.path().join(format!("v{i}.toml"));
+        std::fs::write(&file, feature(model)).unwrap();
+        let o = support::llmop_with_config(
+            &["feature", "push", file.to_str().unwrap(), "--store", &store],
+            config,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // The same check as the admin API's: the config has no provider `nowhere`.
+    let o = support::llmop_with_config(
+        &["deploy", "greet", "1", "--env", "prod", "--store", &store],
+        config,
+    );
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("v1 targets `nowhere/echo`") && t.contains("cannot serve"),
+        "{t}"
+    );
+    // What it can serve deploys.
+    let o = support::llmop_with_config(
+        &["deploy", "greet", "2", "--env", "prod", "--store", &store],
+        config,
+    );
+    assert!(o.status.success(), "{}", text(&o));
 }

@@ -9,20 +9,9 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{client, get_json, post_json, post_with, Gateway, Reply, Upstream};
+use support::{client, get_json, llmop, post_json, post_with, Gateway, Reply, Upstream};
 
 const MOCK: &str = "[providers.sim]\nkind = \"mock\"\n";
-
-fn llmop(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_llmop"))
-        .args(args)
-        .output()
-        .expect("run llmop")
-}
-
-fn store_url(gw: &Gateway) -> String {
-    format!("sqlite://{}", gw.dir().join("llmop.db").display())
-}
 
 fn create_key(store: &str, extra: &[&str]) -> String {
     let mut args = vec!["keys", "create", "--store", store, "--json", "--name", "k"];
@@ -379,7 +368,7 @@ async fn sigterm_ends_long_streams_cleanly() {
         .find("record writer stopped")
         .unwrap_or_else(|| panic!("no summary:\n{logs}"));
     assert!(logs[summary..].contains("lost=0"), "{logs}");
-    let store = llmop_store::Store::open(&store_url(&gw)).await.unwrap();
+    let store = llmop_store::Store::open(&gw.store_url()).await.unwrap();
     let rec = store
         .get("long-stream")
         .await
@@ -397,7 +386,7 @@ async fn key_scopes_compose() {
         &format!("{MOCK}[features]\nrefresh_ms = 50\n[server]\nadmin_token_env = \"ADMIN\"\n"),
         &[("ADMIN", "admin-token-0123456789")],
     );
-    let store = store_url(&gw);
+    let store = gw.store_url();
     let features_only = create_key(&store, &["--features", "summarize-ticket"]);
     let routes_only = create_key(&store, &["--routes", "sim/echo"]);
     until_key_works(&gw, &routes_only, "sim/echo").await;
@@ -641,7 +630,7 @@ async fn query_refuses_vacuum_into() {
     let o = llmop(&[
         "query",
         "--store",
-        &store_url(&gw),
+        &gw.store_url(),
         &format!("VACUUM INTO '{}'", target.display()),
     ]);
     assert!(!o.status.success());
@@ -654,7 +643,7 @@ async fn query_refuses_vacuum_into() {
     let o = llmop(&[
         "query",
         "--store",
-        &store_url(&gw),
+        &gw.store_url(),
         "/* hi */ SELECT 1 AS one",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -731,7 +720,7 @@ async fn a_new_deployment_is_served_at_once() {
         "name = \"hello\"\nmodel = \"sim/echo\"\n[variables]\nwho = { type = \"string\" }\n[[messages]]\nrole = \"user\"\ntemplate = \"hi {{ who }}\"\n",
     )
     .unwrap();
-    let store = store_url(&gw);
+    let store = gw.store_url();
     let o = llmop(&["feature", "push", "--store", &store, file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = llmop(&["deploy", "hello", "1", "--env", "prod", "--store", &store]);

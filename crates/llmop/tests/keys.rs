@@ -8,17 +8,10 @@ mod support;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{client, Gateway};
+use support::{client, llmop, Gateway};
 
 const CONFIG: &str = "[providers.sim]\nkind = \"mock\"\n[providers.other]\nkind = \"mock\"\n[features]\nrefresh_ms = 50\n[server]\nadmin_token_env = \"ADMIN_TOKEN\"\n";
 const ADMIN: &str = "admin-secret-1";
-
-fn llmop(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_llmop"))
-        .args(args)
-        .output()
-        .expect("run llmop")
-}
 
 fn create_key(store: &str, extra: &[&str]) -> (String, String) {
     let mut args = vec!["keys", "create", "--store", store, "--json"];

@@ -4,23 +4,9 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::{client, fixture, Gateway, Reply, Upstream};
-
-fn llmop(args: &[&str], config: &str) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("llmop.toml");
-    std::fs::write(&path, config).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_llmop"))
-        .args(args)
-        .arg("--config")
-        .arg(&path)
-        .env_remove("LLMOP_CONFIG")
-        .output()
-        .unwrap()
-}
+use support::{client, fixture, llmop_with_config as llmop, Gateway, Reply, Upstream};
 
 #[test]
 fn check_names_file_line_and_key() {

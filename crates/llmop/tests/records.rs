@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{client, fixture, Gateway, PgDb, Reply, Upstream};
+use support::{client, fixture, llmop, Gateway, PgDb, Reply, Upstream};
 
 const KEY: &str = "sk-upstream-secret-for-records";
 
@@ -29,17 +29,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
-}
-
-fn llmop(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_llmop"))
-        .args(args)
-        .output()
-        .expect("run llmop")
-}
-
-fn store_url(gw: &Gateway) -> String {
-    format!("sqlite://{}", gw.dir().join("llmop.db").display())
 }
 
 #[tokio::test]
@@ -499,7 +488,7 @@ async fn sigterm_commits_every_queued_record_before_exit() {
     let out = llmop(&[
         "query",
         "--store",
-        &store_url(&gw),
+        &gw.store_url(),
         "--json",
         "SELECT COUNT(*) AS n FROM records WHERE request_id LIKE 'drain-%'",
     ]);
@@ -562,7 +551,7 @@ async fn cli_shows_lists_queries_and_replays() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let store = store_url(&gw);
+    let store = gw.store_url();
 
     let out = llmop(&["requests", "show", "cli-orig", "--store", &store]);
     assert!(out.status.success());

@@ -143,7 +143,9 @@ pub async fn conduct<E: Entry>(app: &Arc<AppState>, request_id: &str, mut entry:
     if let Some(m) = entry.asked_for() {
         rec.model_requested = m;
     }
-    let outcome = stages(app, &mut entry, &mut rec).await;
+    // Boxed for the same reason as the provider's future in `targets`: the stages'
+    // state is large, the handler's future should not carry (and copy) it.
+    let outcome = Box::pin(stages(app, &mut entry, &mut rec)).await;
     rec.entered(Stage::Respond);
     entry.respond(app, outcome, rec).await
 }

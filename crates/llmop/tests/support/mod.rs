@@ -1,5 +1,7 @@
-//! Test support: the real `llmop` binary as a child process, and fake upstreams that
-//! speak a provider's wire format from fixture files and capture what they received.
+//! The one test DSL of the integration tests: the real `llmop` binary as a gateway
+//! (`Gateway`) and as a CLI (`llmop`, `llmop_with_config`), HTTP call helpers, fake
+//! upstreams that speak a provider's wire format from fixture files and capture what
+//! they received, and a throwaway PostgreSQL database.
 #![allow(dead_code)]
 
 use axum::body::Body;
@@ -100,6 +102,11 @@ impl Gateway {
 
     pub fn dir(&self) -> &std::path::Path {
         self._dir.path()
+    }
+
+    /// The gateway's SQLite record store, as the CLI's `--store` takes it.
+    pub fn store_url(&self) -> String {
+        format!("sqlite://{}", self.dir().join("llmop.db").display())
     }
 
     pub fn logs(&self) -> String {
@@ -530,4 +537,35 @@ impl PgDb {
         .await
         .unwrap();
     }
+}
+
+/// Runs the `llmop` CLI with `args` and waits for it.
+pub fn llmop(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_llmop"))
+        .args(args)
+        .output()
+        .expect("run llmop")
+}
+
+/// Runs the `llmop` CLI with `args` and `--config` a file holding `config`.
+pub fn llmop_with_config(args: &[&str], config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("llmop.toml");
+    std::fs::write(&path, config).expect("write config");
+    Command::new(env!("CARGO_BIN_EXE_llmop"))
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env_remove("LLMOP_CONFIG")
+        .output()
+        .expect("run llmop")
+}
+
+/// A CLI run's stdout and stderr, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
