@@ -20,7 +20,6 @@ use llmop_store::{hash_key, ApiKey, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 pub struct Auth {
     store: Option<Store>,
@@ -98,23 +97,6 @@ impl Auth {
             Err(p) => *p.into_inner() = next,
         }
         Ok(())
-    }
-
-    pub fn spawn_refresh(self: Arc<Self>, every: Duration, shutdown: crate::shutdown::Shutdown) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.triggered() => return,
-                }
-                if let Err(e) = self.refresh().await {
-                    // The keys read last stay in force.
-                    tracing::warn!(error = %e, "cannot re-read API keys");
-                }
-            }
-        });
     }
 
     /// The calling key: `None` while the gateway is open; 401 without a valid key once

@@ -330,36 +330,6 @@ impl FeatureRegistry {
             shadow: served.shadow.clone(),
         })
     }
-
-    /// Re-reads deployments every `every` until shutdown. Errors are logged; the last
-    /// good deployments keep serving.
-    pub fn spawn_refresh(self: Arc<Self>, every: Duration, shutdown: crate::shutdown::Shutdown) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.triggered() => return,
-                }
-                match self.refresh().await {
-                    Ok(()) if failing => {
-                        failing = false;
-                        tracing::info!("deployments readable again");
-                    }
-                    Ok(()) => {}
-                    Err(e) => {
-                        if !failing {
-                            tracing::error!(error = %e, "cannot read deployments; serving the last ones read");
-                        }
-                        failing = true;
-                        metrics::counter!("llmop_deployment_load_errors_total").increment(1);
-                    }
-                }
-            }
-        });
-    }
 }
 
 /// What a feature call carries from preparation to the end (and to its shadow).

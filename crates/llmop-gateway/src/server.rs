@@ -312,3 +312,34 @@ pub async fn serve(app: Arc<AppState>, listener: TcpListener) -> std::io::Result
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
+
+/// The gateway's whole life on `listener`: [`serve`] until shutdown, then the shadow
+/// calls the last primaries started finish (bounded by `shutdown_timeout_ms`), then the
+/// record writer commits what is queued (spilling what misses the deadline) and the
+/// store closes. `llmop serve` is this one call after building the state.
+pub async fn run(app: Arc<AppState>, listener: TcpListener) -> std::io::Result<()> {
+    if let (Some(rec), Some(days)) = (&app.recorder, app.config.store.retention_days) {
+        crate::record::spawn_retention(rec.clone(), days, app.shutdown.clone());
+    }
+    serve(app.clone(), listener).await?;
+    let deadline = std::time::Duration::from_millis(app.config.server.shutdown_timeout_ms);
+    if let Some(f) = &app.features {
+        if !f.drain_shadows(deadline).await {
+            tracing::warn!("shadow calls still running at the shutdown deadline were abandoned");
+        }
+    }
+    // In-flight calls are done (or the drain timed out): commit the records still queued.
+    if let Some(rec) = &app.recorder {
+        rec.writer.shutdown(deadline).await;
+        let s = rec.writer.stats().snapshot();
+        tracing::info!(
+            written = s.written,
+            delayed = s.delayed,
+            spilled = s.spilled,
+            lost = s.lost,
+            "record writer stopped"
+        );
+        rec.store.close().await;
+    }
+    Ok(())
+}

@@ -75,6 +75,78 @@ impl AppState {
         Duration::from_millis(self.config.server.request_timeout_ms)
     }
 
+    /// Reads client keys, API-added budgets and deployments from the store (an error
+    /// stops the start), then re-reads them every `[features] refresh_ms` on one task
+    /// until shutdown. A read that fails later keeps what was read last in force, and
+    /// is logged (deployments: once per outage, and counted).
+    pub async fn load_and_refresh(self: &Arc<Self>) -> Result<(), String> {
+        self.auth
+            .refresh()
+            .await
+            .map_err(|e| format!("cannot read API keys from the store: {e}"))?;
+        if let (Some(limits), Some(rec)) = (&self.limits, &self.recorder) {
+            limits
+                .refresh(&rec.store)
+                .await
+                .map_err(|e| format!("cannot read budgets from the store: {e}"))?;
+        }
+        if let Some(features) = &self.features {
+            features
+                .refresh()
+                .await
+                .map_err(|e| format!("cannot read feature deployments from the store: {e}"))?;
+        }
+        let app = self.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_millis(app.config.features.refresh_ms);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut deployments_failing = false;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = app.shutdown.triggered() => return,
+                }
+                let keys = app.auth.refresh();
+                let budgets = async {
+                    match (&app.limits, &app.recorder) {
+                        (Some(l), Some(r)) => l.refresh(&r.store).await,
+                        _ => Ok(()),
+                    }
+                };
+                let deployments = async {
+                    match &app.features {
+                        Some(f) => f.refresh().await,
+                        None => Ok(()),
+                    }
+                };
+                let (keys, budgets, deployments) = tokio::join!(keys, budgets, deployments);
+                if let Err(e) = keys {
+                    // The keys read last stay in force.
+                    tracing::warn!(error = %e, "cannot re-read API keys");
+                }
+                if let Err(e) = budgets {
+                    tracing::warn!(error = %e, "cannot re-read budgets");
+                }
+                match deployments {
+                    Ok(()) if deployments_failing => {
+                        deployments_failing = false;
+                        tracing::info!("deployments readable again");
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        if !deployments_failing {
+                            tracing::error!(error = %e, "cannot read deployments; serving the last ones read");
+                        }
+                        deployments_failing = true;
+                        metrics::counter!("llmop_deployment_load_errors_total").increment(1);
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// How long a client may take to send its body.
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.config.server.body_timeout_ms)

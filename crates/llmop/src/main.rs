@@ -1,12 +1,11 @@
 //! The `llmop` binary: thin glue between the command line and the crates that do the
 //! work (`llmop-gateway` serves, `llmop-core` checks config).
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use llmop_core::config::{Config, ConfigErrors, ProviderKind};
+use llmop_core::config::Config;
 use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ mod cost_cli;
 mod features_cli;
 mod keys_cli;
 mod records_cli;
+mod serve_cli;
 use llmop_store::{ListFilter, StatusFilter};
 
 /// mimalloc: the request path allocates many small, short-lived buffers (JSON, headers,
@@ -345,7 +345,7 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { json } => check(&cli.config, json),
+        Command::Check { json } => serve_cli::check(&cli.config, json),
         Command::Feature { command } => run_cli(async {
             match command {
                 FeatureCommand::Push { file, json, store } => {
@@ -614,7 +614,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match rt.block_on(serve(&cli.config, listen)) {
+            match rt.block_on(serve_cli::serve(&cli.config, listen)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("llmop: {e:#}");
@@ -664,191 +664,4 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Json => builder.json().init(),
     }
     guard
-}
-
-fn check(path: &Path, json: bool) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
-            // Keys are read at serve time; here a missing one is a warning, since the
-            // machine that checks is often not the one that serves.
-            let warnings: Vec<String> = config
-                .providers
-                .iter()
-                .filter_map(|(name, p)| {
-                    p.api_key().err().map(|e| format!("provider `{name}`: {e}"))
-                })
-                .collect();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "file": path, "providers": config.providers.len(), "routes": config.routes.len(), "warnings": warnings})
-                );
-            } else {
-                println!(
-                    "{}: OK ({} providers, {} routes)",
-                    path.display(),
-                    config.providers.len(),
-                    config.routes.len()
-                );
-                for w in warnings {
-                    println!("warning: {w}");
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(ConfigErrors(errors)) => {
-            if json {
-                let list: Vec<_> = errors
-                    .iter()
-                    .map(|e| serde_json::json!({"file": e.file, "line": e.line, "column": e.column, "key": e.key, "message": e.message}))
-                    .collect();
-                println!("{}", serde_json::json!({"ok": false, "errors": list}));
-            } else {
-                for e in &errors {
-                    eprintln!("error: {e}");
-                }
-            }
-            ExitCode::from(1)
-        }
-    }
-}
-
-async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
-    let mut config = Config::load(path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-    if let Some(l) = listen {
-        config.server.listen = l;
-    }
-    let addr: SocketAddr = config
-        .server
-        .listen
-        .parse()
-        .with_context(|| format!("`{}` is not an address:port", config.server.listen))?;
-    if config
-        .providers
-        .values()
-        .any(|p| p.kind == ProviderKind::Mock)
-    {
-        // The mock provider's tokenizer tables take a moment to load; load them now,
-        // off the runtime, rather than on the first request.
-        tokio::task::spawn_blocking(llmop_providers::tokenizer::warm);
-    }
-    let recorder = if config.store.enabled {
-        let r = llmop_gateway::record::Recorder::open(&config)
-            .await
-            .with_context(|| format!("cannot open the record store `{}`", config.store.url))?;
-        let replayed = r.writer.stats().snapshot().replayed;
-        if replayed > 0 {
-            tracing::warn!(
-                records = replayed,
-                "committed records spilled by an earlier shutdown"
-            );
-        }
-        tracing::info!(url = %redact_url(&config.store.url), durability = ?config.store.durability, "record store");
-        Some(r)
-    } else {
-        tracing::warn!("[store] enabled = false: calls are not recorded");
-        None
-    };
-    let limits = llmop_gateway::limits::Limits::new(&config)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let app = llmop_gateway::AppState::new(config, recorder, Some(limits))
-        .map_err(|e| anyhow::anyhow!(e))?;
-    app.auth
-        .refresh()
-        .await
-        .context("cannot read API keys from the store")?;
-    // Beyond loopback the gateway is never open: without keys, every call gets 401.
-    if !addr.ip().is_loopback() {
-        app.auth.require_keys();
-        if !app.auth.enforcing() || app.recorder.is_none() {
-            tracing::warn!(
-                "listening beyond loopback: client calls need an API key (`llmop keys create`)"
-            );
-        }
-    } else if !app.auth.enforcing() {
-        tracing::warn!("no API keys exist: the gateway is open, on loopback only; `llmop keys create` closes it");
-    }
-    if let (Some(limits), Some(rec)) = (&app.limits, &app.recorder) {
-        limits
-            .refresh(&rec.store)
-            .await
-            .context("cannot read budgets from the store")?;
-        limits.clone().spawn_refresh(
-            rec.store.clone(),
-            std::time::Duration::from_millis(app.config.features.refresh_ms),
-            app.shutdown.clone(),
-        );
-    }
-    app.auth.clone().spawn_refresh(
-        std::time::Duration::from_millis(app.config.features.refresh_ms),
-        app.shutdown.clone(),
-    );
-    if let Some(features) = &app.features {
-        features
-            .refresh()
-            .await
-            .context("cannot read feature deployments from the store")?;
-        features.clone().spawn_refresh(
-            std::time::Duration::from_millis(app.config.features.refresh_ms),
-            app.shutdown.clone(),
-        );
-    }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    app.shutdown.listen_for_signals();
-    // On stdout, alone on its line, so scripts and tests can find the port.
-    println!("llmop listening on http://{local}");
-    for (name, p) in &app.config.providers {
-        tracing::info!(provider = %name, kind = p.kind.as_str(), base_url = p.base_url().unwrap_or("-"), "provider");
-    }
-    for (name, r) in &app.config.routes {
-        let targets: Vec<String> = r
-            .targets
-            .iter()
-            .map(|t| format!("{}/{}", t.provider, t.model))
-            .collect();
-        tracing::info!(route = %name, strategy = ?r.strategy, targets = %targets.join(" -> "), "route");
-    }
-    tracing::info!(%local, "serving");
-    if let (Some(rec), Some(days)) = (&app.recorder, app.config.store.retention_days) {
-        llmop_gateway::record::spawn_retention(rec.clone(), days, app.shutdown.clone());
-    }
-    llmop_gateway::serve(app.clone(), listener).await?;
-    // Shadow calls started by the last primaries finish (bounded) and queue their records.
-    if let Some(f) = &app.features {
-        let limit = std::time::Duration::from_millis(app.config.server.shutdown_timeout_ms);
-        if !f.drain_shadows(limit).await {
-            tracing::warn!("shadow calls still running at the shutdown deadline were abandoned");
-        }
-    }
-    // In-flight calls are done (or the drain timed out): commit the records still queued.
-    if let Some(rec) = &app.recorder {
-        let deadline = std::time::Duration::from_millis(app.config.server.shutdown_timeout_ms);
-        rec.writer.shutdown(deadline).await;
-        let s = rec.writer.stats().snapshot();
-        tracing::info!(
-            written = s.written,
-            delayed = s.delayed,
-            spilled = s.spilled,
-            lost = s.lost,
-            "record writer stopped"
-        );
-        rec.store.close().await;
-    }
-    Ok(())
-}
-
-/// A store URL fit for a log line: without its password.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }

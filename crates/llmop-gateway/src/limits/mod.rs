@@ -228,27 +228,6 @@ impl Limits {
         Ok(())
     }
 
-    pub fn spawn_refresh(
-        self: Arc<Self>,
-        store: llmop_store::Store,
-        every: std::time::Duration,
-        shutdown: crate::shutdown::Shutdown,
-    ) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.triggered() => return,
-                }
-                if let Err(e) = self.refresh(&store).await {
-                    tracing::warn!(error = %e, "cannot re-read budgets");
-                }
-            }
-        });
-    }
-
     fn lock(m: &Mutex<Local>) -> std::sync::MutexGuard<'_, Local> {
         match m.lock() {
             Ok(g) => g,

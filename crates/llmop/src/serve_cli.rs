@@ -1,0 +1,146 @@
+//! `llmop check` and `llmop serve`: validate a config; build the gateway from it and
+//! run it (`llmop_gateway::server::run`) until shutdown.
+
+use anyhow::Context;
+use llmop_core::config::{Config, ConfigErrors, ProviderKind};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn check(path: &Path, json: bool) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            // Keys are read at serve time; here a missing one is a warning, since the
+            // machine that checks is often not the one that serves.
+            let warnings: Vec<String> = config
+                .providers
+                .iter()
+                .filter_map(|(name, p)| {
+                    p.api_key().err().map(|e| format!("provider `{name}`: {e}"))
+                })
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "file": path, "providers": config.providers.len(), "routes": config.routes.len(), "warnings": warnings})
+                );
+            } else {
+                println!(
+                    "{}: OK ({} providers, {} routes)",
+                    path.display(),
+                    config.providers.len(),
+                    config.routes.len()
+                );
+                for w in warnings {
+                    println!("warning: {w}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(ConfigErrors(errors)) => {
+            if json {
+                let list: Vec<_> = errors
+                    .iter()
+                    .map(|e| serde_json::json!({"file": e.file, "line": e.line, "column": e.column, "key": e.key, "message": e.message}))
+                    .collect();
+                println!("{}", serde_json::json!({"ok": false, "errors": list}));
+            } else {
+                for e in &errors {
+                    eprintln!("error: {e}");
+                }
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
+    let mut config = Config::load(path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    if let Some(l) = listen {
+        config.server.listen = l;
+    }
+    let addr: SocketAddr = config
+        .server
+        .listen
+        .parse()
+        .with_context(|| format!("`{}` is not an address:port", config.server.listen))?;
+    if config
+        .providers
+        .values()
+        .any(|p| p.kind == ProviderKind::Mock)
+    {
+        // The mock provider's tokenizer tables take a moment to load; load them now,
+        // off the runtime, rather than on the first request.
+        tokio::task::spawn_blocking(llmop_providers::tokenizer::warm);
+    }
+    let recorder = if config.store.enabled {
+        let r = llmop_gateway::record::Recorder::open(&config)
+            .await
+            .with_context(|| format!("cannot open the record store `{}`", config.store.url))?;
+        let replayed = r.writer.stats().snapshot().replayed;
+        if replayed > 0 {
+            tracing::warn!(
+                records = replayed,
+                "committed records spilled by an earlier shutdown"
+            );
+        }
+        tracing::info!(url = %redact_url(&config.store.url), durability = ?config.store.durability, "record store");
+        Some(r)
+    } else {
+        tracing::warn!("[store] enabled = false: calls are not recorded");
+        None
+    };
+    let limits = llmop_gateway::limits::Limits::new(&config)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let app = llmop_gateway::AppState::new(config, recorder, Some(limits))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    // Keys, budgets and deployments: read once, then kept fresh by one task.
+    app.load_and_refresh()
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    // Beyond loopback the gateway is never open: without keys, every call gets 401.
+    if !addr.ip().is_loopback() {
+        app.auth.require_keys();
+        if !app.auth.enforcing() || app.recorder.is_none() {
+            tracing::warn!(
+                "listening beyond loopback: client calls need an API key (`llmop keys create`)"
+            );
+        }
+    } else if !app.auth.enforcing() {
+        tracing::warn!("no API keys exist: the gateway is open, on loopback only; `llmop keys create` closes it");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    app.shutdown.listen_for_signals();
+    // On stdout, alone on its line, so scripts and tests can find the port.
+    println!("llmop listening on http://{local}");
+    for (name, p) in &app.config.providers {
+        tracing::info!(provider = %name, kind = p.kind.as_str(), base_url = p.base_url().unwrap_or("-"), "provider");
+    }
+    for (name, r) in &app.config.routes {
+        let targets: Vec<String> = r
+            .targets
+            .iter()
+            .map(|t| format!("{}/{}", t.provider, t.model))
+            .collect();
+        tracing::info!(route = %name, strategy = ?r.strategy, targets = %targets.join(" -> "), "route");
+    }
+    tracing::info!(%local, "serving");
+    llmop_gateway::server::run(app, listener).await?;
+    Ok(())
+}
+
+/// A store URL fit for a log line: without its password.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
