@@ -10,6 +10,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(scope) = llmop_core::budget::Scope::parse(text) {
         let ctx = llmop_core::context::RequestContext::default();
         let _ = scope.subject(&ctx, Some(text));
+        // Its canonical text reads back to the same scope.
+        assert_eq!(llmop_core::budget::Scope::parse(&scope.to_string()), Ok(scope));
     }
     if let Some(w) = llmop_core::budget::Window::parse(text) {
         let (start, end) = w.bounds(i64::from_le_bytes([data.len() as u8, 0, 0, 0, 0, 0, 0, 0]) * 1_000_000_000);

@@ -4,25 +4,17 @@
 use crate::config::BudgetConfig;
 use crate::context::RequestContext;
 
-/// Problems with one budget, by field (config validation and the admin API).
+/// Problems with one budget that its types cannot rule out, by field (config
+/// validation and the admin API). A scope or window that does not parse is refused when
+/// the budget is read.
 pub fn check(b: &BudgetConfig) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    if let Err(m) = Scope::parse(&b.scope) {
-        out.push(("scope", m));
-    }
-    let window = b.window.as_deref().unwrap_or("day");
-    if Window::parse(window).is_none() {
-        out.push((
-            "window",
-            format!("`{window}`: request, minute, hour, day or month"),
-        ));
-    }
     for (field, v) in [("soft_usd", b.soft_usd), ("hard_usd", b.hard_usd)] {
         if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
             out.push((field, "must be 0 or more (USD)".into()));
         }
     }
-    if b.scope != "session:*" && (b.max_calls.is_some() || b.max_duration_s.is_some()) {
+    if b.scope != Scope::Session && (b.max_calls.is_some() || b.max_duration_s.is_some()) {
         out.push((
             "max_calls",
             "max_calls and max_duration_s apply to `session:*` budgets".into(),
@@ -54,6 +46,52 @@ pub enum Scope {
     Session,
     /// Each request on its own (a per-request cap).
     Request,
+}
+
+/// The canonical text of a scope: what `parse` reads back to the same scope.
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all = |v: &Option<String>| v.as_deref().unwrap_or("*").to_string();
+        match self {
+            Scope::Global => f.write_str("global"),
+            Scope::Key(k) => write!(f, "key:{}", all(k)),
+            Scope::User(u) => write!(f, "user:{}", all(u)),
+            Scope::Feature(x) => write!(f, "feature:{}", all(x)),
+            Scope::Tag(k, v) => write!(f, "tag:{k}={v}"),
+            Scope::Session => f.write_str("session:*"),
+            Scope::Request => f.write_str("request"),
+        }
+    }
+}
+
+/// Read from its text (`"key:*"`), refused with `parse`'s message.
+impl<'de> serde::Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scope, D::Error> {
+        let text = String::deserialize(d)?;
+        Scope::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Read from its name (`"day"`).
+impl<'de> serde::Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Window, D::Error> {
+        let text = String::deserialize(d)?;
+        Window::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("`{text}`: request, minute, hour, day or month"))
+        })
+    }
+}
+
+impl serde::Serialize for Window {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl Scope {
@@ -163,6 +201,32 @@ impl Window {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn scopes_read_back_from_their_text_and_from_config() {
+        for text in [
+            "global",
+            "request",
+            "key:*",
+            "key:k1",
+            "user:*",
+            "user:ann",
+            "feature:f",
+            "tag:team=a=b",
+            "session:*",
+        ] {
+            let s = Scope::parse(text).unwrap();
+            assert_eq!(s.to_string(), text);
+            let from_json: Scope = serde_json::from_value(serde_json::json!(text)).unwrap();
+            assert_eq!(from_json, s);
+        }
+        let e = serde_json::from_value::<Scope>(serde_json::json!("users:*")).unwrap_err();
+        assert!(e.to_string().contains("use global, key:"), "{e}");
+        let w: Window = serde_json::from_value(serde_json::json!("hour")).unwrap();
+        assert_eq!(w, Window::Hour);
+        assert!(serde_json::from_value::<Window>(serde_json::json!("week")).is_err());
+    }
+
     use super::*;
 
     #[test]

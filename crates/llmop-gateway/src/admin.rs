@@ -426,7 +426,15 @@ pub async fn add_budget(
 ) -> Response {
     let r = async {
         let reg = registry(&app)?;
-        let spec: llmop_core::config::BudgetConfig = parse_body(&body)?;
+        // A scope or window that does not parse is refused as it is read, naming it.
+        let spec: llmop_core::config::BudgetConfig = parse_body(&body).map_err(|e| match e {
+            GatewayError::InvalidRequest { message, param, .. } => GatewayError::InvalidRequest {
+                message,
+                param,
+                code: codes::INVALID_BUDGET,
+            },
+            other => other,
+        })?;
         if let Some((field, m)) = llmop_core::budget::check(&spec).into_iter().next() {
             return Err(GatewayError::InvalidRequest {
                 message: m,

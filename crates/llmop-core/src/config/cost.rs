@@ -8,10 +8,10 @@ use super::*;
 pub struct BudgetConfig {
     /// `global`, `key:<id|*>`, `user:<id|*>`, `feature:<name|*>`, `tag:<k>=<v>`,
     /// `session:*`, `request`.
-    pub scope: String,
+    pub scope: crate::budget::Scope,
     /// `request`, `minute`, `hour`, `day`, `month` (calendar, UTC). Default `day`
     /// (`request` for the `request` scope).
-    pub window: Option<String>,
+    pub window: Option<crate::budget::Window>,
     /// Alert once per window per scope when spend reaches this.
     pub soft_usd: Option<f64>,
     /// Refuse (429 `budget_exceeded`) what would take spend past this.
@@ -20,6 +20,19 @@ pub struct BudgetConfig {
     pub max_calls: Option<u64>,
     /// `session:*` only: seconds from a session's first call.
     pub max_duration_s: Option<u64>,
+}
+
+impl BudgetConfig {
+    /// The budget's window: as set, else `request` for the `request` scope and `day`
+    /// for the others.
+    pub fn window(&self) -> crate::budget::Window {
+        use crate::budget::{Scope, Window};
+        self.window.unwrap_or(if self.scope == Scope::Request {
+            Window::Request
+        } else {
+            Window::Day
+        })
+    }
 }
 
 /// `[alerts]`: where soft-budget alerts go besides the log and metrics.

@@ -240,15 +240,10 @@ fn parse_budgets(specs: &[BudgetConfig]) -> Result<Vec<Budget>, String> {
     specs
         .iter()
         .map(|b| {
-            let scope = Scope::parse(&b.scope)?;
-            let window = match b.window.as_deref() {
-                Some(w) => Window::parse(w).ok_or_else(|| format!("window `{w}`"))?,
-                None if scope == Scope::Request => Window::Request,
-                None => Window::Day,
-            };
+            let window = b.window();
             Ok(Budget {
                 id: format!("{}|{}", b.scope, window.as_str()),
-                scope,
+                scope: b.scope.clone(),
                 window,
                 soft: b.soft_usd,
                 hard: b.hard_usd,

@@ -14,19 +14,8 @@ pub async fn report(
     use llmop_store::CostBy;
     let mut out = Vec::new();
     for b in budgets {
-        let scope = match Scope::parse(&b.scope) {
-            Ok(s) => s,
-            Err(_) => continue,
-        };
-        let window =
-            b.window
-                .as_deref()
-                .and_then(Window::parse)
-                .unwrap_or(if scope == Scope::Request {
-                    Window::Request
-                } else {
-                    Window::Day
-                });
+        let scope = &b.scope;
+        let window = b.window();
         if window == Window::Request {
             out.push(
                 serde_json::json!({"scope": b.scope, "window": "request", "hard_usd": b.hard_usd,
@@ -35,7 +24,7 @@ pub async fn report(
             continue;
         }
         let (start, end) = window.bounds(now);
-        let (by, only): (CostBy, Option<String>) = match &scope {
+        let (by, only): (CostBy, Option<String>) = match scope {
             Scope::Global => (CostBy::Model, None),
             Scope::Key(k) => (CostBy::Key, k.clone()),
             Scope::User(u) => (CostBy::User, u.clone()),
@@ -46,7 +35,7 @@ pub async fn report(
         };
         let rows = store.cost_by(&by, start).await?;
         let mut groups: Vec<(String, f64, i64)> = Vec::new();
-        if scope == Scope::Global {
+        if *scope == Scope::Global {
             groups.push((
                 "global".into(),
                 rows.iter().map(|r| r.cost_usd).sum(),
