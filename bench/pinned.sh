@@ -23,28 +23,17 @@ LLMOP_BIN=${2:-}
 command -v nginx >/dev/null || { echo "nginx is required: apt-get install nginx-light" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "taskset is required (util-linux)" >&2; exit 1; }
 [ "$(nproc --all)" -ge 2 ] || { echo "needs 2 cores" >&2; exit 1; }
+source bench/lib.sh
 if [ -z "$LLMOP_BIN" ]; then
   cargo build --release --locked -p llmop >&2
-  LLMOP_BIN=${CARGO_TARGET_DIR:-target}/release/llmop
+  LLMOP_BIN=$BIN/llmop
 fi
 cargo build --release --locked -p llmop-bench >&2
-BIN=${CARGO_TARGET_DIR:-target}/release
 GW=0     # the proxy's core
 LOAD=1   # the load generator's and the upstream's core
 TCK=$(getconf CLK_TCK)
-WORK=$(mktemp -d)
 mkdir -p bench/results
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 
-url_of() {
-  for _ in $(seq 200); do
-    if grep -q "listening on" "$1" 2>/dev/null; then grep -o 'http://[0-9.:]*' "$1" | head -1; return; fi
-    sleep 0.05
-  done
-  echo "process did not start: $1" >&2; exit 1
-}
 ticks() { # total CPU ticks of the given pids
   local t=0
   for p in "$@"; do
@@ -74,33 +63,8 @@ TOML
   LLMOP=$(url_of "$dir/out")
 }
 
-NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  upstream up { server 127.0.0.1:$UP_PORT; keepalive 512; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }
-  }
-}
-NGINX
+NGINX_PORT=$(free_port)
+nginx_config "$NGINX_PORT" "$UP_PORT" 1
 taskset -c $GW nginx -c "$WORK/nginx.conf" & NGINX_PID=$!; pids+=($NGINX_PID)
 NGINX="http://127.0.0.1:$NGINX_PORT"
 for _ in $(seq 50); do curl -s -o /dev/null "$NGINX/" && break; sleep 0.1; done

@@ -8,20 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
-BIN=${CARGO_TARGET_DIR:-target}/release
+source bench/lib.sh
 LLMOP_BIN=${2:-$BIN/llmop}
 STREAM=${3:-}
-WORK=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-url_of() {
-  for _ in $(seq 200); do
-    if grep -q "listening on" "$1" 2>/dev/null; then grep -o 'http://[0-9.:]*' "$1" | head -1; return; fi
-    sleep 0.05
-  done
-  echo "process did not start: $1" >&2; exit 1
-}
 taskset -c 1 $BIN/bench-upstream > "$WORK/up.out" & pids+=($!)
 UP=$(url_of "$WORK/up.out")
 printf '[server]\nlisten = "127.0.0.1:0"\n[providers.up]\nkind = "openai"\nbase_url = "%s/v1"\n[routes.bench]\ntargets = [{ provider = "up", model = "bench-model" }]\n' "$UP" > "$WORK/llmop.toml"
@@ -33,6 +22,6 @@ perf record -F 999 -g --call-graph dwarf,16384 -p "$LLMOP_PID" -o "${PERF_DATA:-
 wait $LOAD
 cat "$WORK/load.json" >&2
 echo "## self time (top 40)"
-perf report -i "${PERF_DATA:-$WORK/perf.data}" --no-children --sort symbol --stdio -g none 2>/dev/null | sed "s/  */ /g" | grep -E '^ +[0-9]' | head -40
+perf report -i "${PERF_DATA:-$WORK/perf.data}" --no-children --sort symbol --stdio -g none 2>/dev/null | sed "s/  */ /g" | grep -E '^ +[0-9]' | head -40 || true
 echo "## inclusive time (top 60)"
-perf report -i "${PERF_DATA:-$WORK/perf.data}" --children --sort symbol --stdio -g none 2>/dev/null | sed "s/  */ /g" | grep -E '^ +[0-9]' | head -60
+perf report -i "${PERF_DATA:-$WORK/perf.data}" --children --sort symbol --stdio -g none 2>/dev/null | sed "s/  */ /g" | grep -E '^ +[0-9]' | head -60 || true
