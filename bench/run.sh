@@ -15,20 +15,8 @@ SECS=${1:-10}
 command -v nginx >/dev/null || { echo "nginx is required: apt-get install nginx-light"; exit 1; }
 
 cargo build --release --locked -p llmop -p llmop-bench
-BIN=target/release
-WORK=$(mktemp -d)
+source bench/lib.sh
 mkdir -p bench/results
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-url_of() { # wait for "... listening on http://ADDR" on a process's stdout file
-  for _ in $(seq 100); do
-    if grep -q "listening on" "$1" 2>/dev/null; then grep -o 'http://[0-9.:]*' "$1" | head -1; return; fi
-    sleep 0.05
-  done
-  echo "process did not start: $1" >&2; exit 1
-}
 
 $BIN/bench-upstream > "$WORK/up.out" & pids+=($!)
 UP=$(url_of "$WORK/up.out"); UP_PORT=${UP##*:}
@@ -47,33 +35,8 @@ LLMOP=$(url_of "$WORK/llmop.out")
 sleep 0.5
 IDLE_RSS_KB=$(awk '/VmRSS/{print $2}' /proc/$LLMOP_PID/status)
 
-NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes auto;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  upstream up { server 127.0.0.1:$UP_PORT; keepalive 512; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }
-  }
-}
-NGINX
+NGINX_PORT=$(free_port)
+nginx_config "$NGINX_PORT" "$UP_PORT" auto
 nginx -c "$WORK/nginx.conf" & pids+=($!)
 NGINX="http://127.0.0.1:$NGINX_PORT"
 for _ in $(seq 50); do curl -s -o /dev/null "$NGINX/" && break; sleep 0.1; done
