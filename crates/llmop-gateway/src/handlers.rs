@@ -2,7 +2,7 @@
 //! invoke) are thin format adapters ([`Entry`]): they read their key, context and body
 //! and encode the outcome; the pipeline's conductor runs every stage in between.
 
-use crate::auth::{self, Auth};
+use crate::auth;
 use crate::context::{self, RequestId};
 use crate::features::InvokeBody;
 use crate::http_error::{self, WireFormat};
@@ -18,9 +18,7 @@ use axum::Extension;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use llmop_core::codes;
-use llmop_core::context::RequestContext;
 use llmop_core::{ChatRequest, GatewayError};
-use llmop_store::ApiKey;
 use llmop_wire::{anthropic, openai};
 use serde_json::json;
 use std::sync::Arc;
@@ -88,16 +86,8 @@ impl Entry for Chat {
         }
     }
 
-    fn authenticate(
-        &self,
-        auth: &Auth,
-        _: &mut CallRecord,
-    ) -> Result<Option<Arc<ApiKey>>, GatewayError> {
-        auth.client(&self.headers)
-    }
-
-    fn context(&mut self, request_id: &str) -> Result<RequestContext, GatewayError> {
-        context::from_headers(&self.headers, request_id)
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 
     async fn parse(&mut self, app: &AppState, rec: &mut CallRecord) -> Result<Ask, GatewayError> {
@@ -185,16 +175,8 @@ impl Entry for Invoke {
         Some(format!("feature/{}", self.name))
     }
 
-    fn authenticate(
-        &self,
-        auth: &Auth,
-        _: &mut CallRecord,
-    ) -> Result<Option<Arc<ApiKey>>, GatewayError> {
-        auth.client(&self.headers)
-    }
-
-    fn context(&mut self, request_id: &str) -> Result<RequestContext, GatewayError> {
-        context::from_headers(&self.headers, request_id)
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 
     /// The body's metadata (`env`, `user`, `session`, `tags`) is held to the rules of

@@ -33,31 +33,6 @@ template = "{tag} hello {{{{ who }}}}{{{{ punct }}}}"
 const MOCK: &str =
     "[providers.sim]\nkind = \"mock\"\n[providers.slow]\nkind = \"mock\"\nlatency_ms = 1500\n";
 
-async fn admin(gw: &Gateway, path: &str, body: Value) -> Value {
-    let r = client()
-        .post(format!("{}/admin/features{path}", gw.url))
-        .header("x-llmop-actor", "tester")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(status, 200, "{v}");
-    v
-}
-
-async fn push(gw: &Gateway, file: &str) -> i64 {
-    let r = client()
-        .post(format!("{}/admin/features", gw.url))
-        .body(file.to_string())
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
-    v["version"].as_i64().unwrap_or_else(|| panic!("{v}"))
-}
-
 /// One call of `feature/greet`; returns (status, headers, body).
 async fn greet_call(
     gw: &Gateway,
@@ -85,14 +60,14 @@ fn content(body: &Value) -> &str {
 #[tokio::test]
 async fn deploy_then_rollback_changes_the_very_next_request() {
     let gw = Gateway::start(MOCK);
-    let v1 = push(&gw, &greet("V1", "sim/echo")).await;
-    let v2 = push(&gw, &greet("V2", "sim/echo")).await;
+    let v1 = gw.push_feature(&greet("V1", "sim/echo")).await;
+    let v2 = gw.push_feature(&greet("V2", "sim/echo")).await;
     assert_eq!((v1, v2), (1, 2));
     // Pushing identical content again returns the existing version.
-    assert_eq!(push(&gw, &greet("V1", "sim/echo")).await, 1);
+    assert_eq!(gw.push_feature(&greet("V1", "sim/echo")).await, 1);
 
     // A version whose target this gateway does not have cannot be deployed here.
-    push(&gw, &greet("V9", "nowhere/echo")).await;
+    gw.push_feature(&greet("V9", "nowhere/echo")).await;
     let r = client()
         .post(format!("{}/admin/features/greet/deploy", gw.url))
         .json(&json!({"env": "prod", "version": 3}))
@@ -114,8 +89,7 @@ async fn deploy_then_rollback_changes_the_very_next_request() {
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "feature_not_found");
 
-    admin(
-        &gw,
+    gw.admin_features(
         "/greet/deploy",
         json!({"env": "prod", "version": 1, "reason": "launch"}),
     )
@@ -125,8 +99,7 @@ async fn deploy_then_rollback_changes_the_very_next_request() {
     assert_eq!(content(&body), "V1 hello Ann!");
     assert_eq!(h["x-llmop-feature-version"], "1");
 
-    admin(
-        &gw,
+    gw.admin_features(
         "/greet/deploy",
         json!({"env": "prod", "version": 2, "reason": "better"}),
     )
@@ -135,12 +108,12 @@ async fn deploy_then_rollback_changes_the_very_next_request() {
     assert_eq!(content(&body), "V2 hello Ann!");
     assert_eq!(h["x-llmop-feature-version"], "2");
 
-    let rb = admin(
-        &gw,
-        "/greet/rollback",
-        json!({"env": "prod", "reason": "complaints"}),
-    )
-    .await;
+    let rb = gw
+        .admin_features(
+            "/greet/rollback",
+            json!({"env": "prod", "reason": "complaints"}),
+        )
+        .await;
     assert_eq!(rb["kind"], "rollback");
     let (_, h, body) = greet_call(&gw, &[], "Ann").await;
     assert_eq!(content(&body), "V1 hello Ann!");
@@ -236,8 +209,10 @@ async fn a_streamed_feature_answer_is_parsed_into_its_record() {
     let gw = Gateway::start(MOCK);
     // The mock answers JSON generated from the requested schema, which the feature's
     // JSON parser asks for.
-    push(&gw, &json_feature("facts", "model = \"sim/echo\"", "")).await;
-    admin(&gw, "/facts/deploy", json!({"env": "prod", "version": 1})).await;
+    gw.push_feature(&json_feature("facts", "model = \"sim/echo\"", ""))
+        .await;
+    gw.admin_features("/facts/deploy", json!({"env": "prod", "version": 1}))
+        .await;
     let r = client()
         .post(format!("{}/v1/chat/completions", gw.url))
         .header("x-request-id", "stream-parse")
@@ -265,8 +240,9 @@ n = { type = "integer" }
 role = "user"
 template = "{{ a }} x{{ n }}"
 "#;
-    push(&gw, two_vars).await;
-    admin(&gw, "/pair/deploy", json!({"env": "prod", "version": 1})).await;
+    gw.push_feature(two_vars).await;
+    gw.admin_features("/pair/deploy", json!({"env": "prod", "version": 1}))
+        .await;
     let call = |body: Value| {
         let url = format!("{}/v1/chat/completions", gw.url);
         async move {
@@ -343,10 +319,9 @@ template = "{{ a }} x{{ n }}"
 #[tokio::test]
 async fn splits_are_proportional_and_sticky() {
     let gw = Gateway::start(MOCK);
-    push(&gw, &greet("V1", "sim/echo")).await;
-    push(&gw, &greet("V2", "sim/echo")).await;
-    admin(
-        &gw,
+    gw.push_feature(&greet("V1", "sim/echo")).await;
+    gw.push_feature(&greet("V2", "sim/echo")).await;
+    gw.admin_features(
         "/greet/deploy",
         json!({"env": "prod", "split": "1=90,2=10"}),
     )
@@ -402,11 +377,10 @@ async fn splits_are_proportional_and_sticky() {
 #[tokio::test]
 async fn shadow_never_alters_the_primary() {
     let gw = Gateway::start(MOCK);
-    push(&gw, &greet("V1", "sim/echo")).await;
+    gw.push_feature(&greet("V1", "sim/echo")).await;
     // The candidate runs on a provider that takes 1.5 s.
-    push(&gw, &greet("V2", "slow/echo")).await;
-    admin(
-        &gw,
+    gw.push_feature(&greet("V2", "slow/echo")).await;
+    gw.admin_features(
         "/greet/deploy",
         json!({"env": "prod", "version": 1, "shadow": 2}),
     )
@@ -563,9 +537,8 @@ async fn parse_failures_follow_each_policy() {
             "on_parse_failure = \"error\"",
         ),
     ] {
-        push(&gw, &json_feature(name, target, policy)).await;
-        admin(
-            &gw,
+        gw.push_feature(&json_feature(name, target, policy)).await;
+        gw.admin_features(
             &format!("/{name}/deploy"),
             json!({"env": "prod", "version": 1}),
         )
@@ -778,15 +751,16 @@ async fn a_rollback_on_one_replica_is_served_by_the_other_within_a_second() {
     let config = format!("{MOCK}[store]\nurl = \"{}\"\n", db.url);
     let a = Gateway::start(&config);
     let b = Gateway::start(&config);
-    push(&a, &greet("V1", "sim/echo")).await;
-    push(&a, &greet("V2", "sim/echo")).await;
-    admin(&a, "/greet/deploy", json!({"env": "prod", "version": 1})).await;
-    admin(&a, "/greet/deploy", json!({"env": "prod", "version": 2})).await;
+    a.push_feature(&greet("V1", "sim/echo")).await;
+    a.push_feature(&greet("V2", "sim/echo")).await;
+    a.admin_features("/greet/deploy", json!({"env": "prod", "version": 1}))
+        .await;
+    a.admin_features("/greet/deploy", json!({"env": "prod", "version": 2}))
+        .await;
     until_served(&a, "2", Duration::from_millis(100)).await;
     until_served(&b, "2", Duration::from_secs(1)).await;
 
-    admin(
-        &a,
+    a.admin_features(
         "/greet/rollback",
         json!({"env": "prod", "reason": "incident"}),
     )

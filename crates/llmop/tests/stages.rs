@@ -45,25 +45,12 @@ fn list(names: &str) -> Vec<String> {
 }
 
 async fn push_and_deploy(gw: &Gateway, file: &str, name: &str, shadow: Option<i64>) {
-    let r = client()
-        .post(format!("{}/admin/features", gw.url))
-        .body(file.to_string())
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
-    let version = v["version"].as_i64().unwrap_or_else(|| panic!("{v}"));
+    let version = gw.push_feature(file).await;
     let mut body = json!({"env": "prod", "version": version});
     if let Some(s) = shadow {
         body["shadow"] = json!(s);
     }
-    let r = client()
-        .post(format!("{}/admin/features/{name}/deploy", gw.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    gw.admin_features(&format!("/{name}/deploy"), body).await;
 }
 
 #[tokio::test]
@@ -140,20 +127,12 @@ async fn a_shadow_runs_through_the_same_stages() {
     push_and_deploy(&gw, SUMMARY, "summary", None).await;
     // Version 2 differs (its provider is slower), deployed as version 1's shadow.
     let v2 = SUMMARY.replace("sim/echo", "slow/echo");
-    let r = client()
-        .post(format!("{}/admin/features", gw.url))
-        .body(v2)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = client()
-        .post(format!("{}/admin/features/summary/deploy", gw.url))
-        .json(&json!({"env": "prod", "version": 1, "shadow": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(gw.push_feature(&v2).await, 2);
+    gw.admin_features(
+        "/summary/deploy",
+        json!({"env": "prod", "version": 1, "shadow": 2}),
+    )
+    .await;
     let r = post_with(
         &gw,
         "/v1/features/summary/invoke",

@@ -27,6 +27,15 @@ impl Estimate {
         }
     }
 
+    /// A fresh estimate for another request to the same targets (a repair pass, which
+    /// sends more than the call it repairs).
+    pub fn again(&self) -> Estimate {
+        Estimate {
+            openai_family: self.openai_family,
+            tokens_in: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Input tokens of `req` (see [`input_tokens`]), computed on first use.
     pub async fn tokens_in(&self, req: &ChatRequest) -> u64 {
         if let Some(t) = self.tokens_in.get() {

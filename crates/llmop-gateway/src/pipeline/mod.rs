@@ -37,11 +37,13 @@ pub use crate::stage::Stage;
 pub use targets::Answer;
 
 use crate::auth::{self, Auth};
+use crate::context;
 use crate::features::{self, FeatureCall, FeatureRegistry, Selected};
 use crate::limits::{self, Estimate, Limits};
 use crate::record::{CallRecord, FeatureRecord};
 use crate::routing::{Resolved, Router};
 use crate::state::AppState;
+use axum::http::HeaderMap;
 use llmop_core::codes;
 use llmop_core::context::RequestContext;
 use llmop_core::{ChatRequest, ChatResponse, GatewayError, Message, Role};
@@ -102,14 +104,20 @@ pub trait Entry: Send + Sized {
     fn asked_for(&self) -> Option<String> {
         None
     }
+    /// The client's request headers, which the default `authenticate` and `context` read.
+    fn headers(&self) -> &HeaderMap;
     /// 1. The caller's key (`None` while the gateway is open); may set `key_id`.
     fn authenticate(
         &self,
         auth: &Auth,
-        rec: &mut CallRecord,
-    ) -> Result<Option<Arc<ApiKey>>, GatewayError>;
-    /// 2. The call's context.
-    fn context(&mut self, request_id: &str) -> Result<RequestContext, GatewayError>;
+        _rec: &mut CallRecord,
+    ) -> Result<Option<Arc<ApiKey>>, GatewayError> {
+        auth.client(self.headers())
+    }
+    /// 2. The call's context, from the `x-llmop-*` headers.
+    fn context(&mut self, request_id: &str) -> Result<RequestContext, GatewayError> {
+        context::from_headers(self.headers(), request_id)
+    }
     /// 3. The body, in the entry's format.
     fn parse(
         &mut self,
@@ -249,7 +257,7 @@ async fn stages<E: Entry>(
                     }
                 }
             }
-            targets::call(&plan, &req, rec, &[]).await
+            targets::call(&plan, &req, &plan.estimate, rec, &[]).await
         }
     }?;
     // Once the primary has answered: its shadow, on its own task and record.
@@ -396,10 +404,15 @@ async fn parse_output(
 ) -> Result<ChatResponse, GatewayError> {
     let v = &fc.version;
     let mut answered: Vec<(String, String)> = Vec::new();
-    let mut repair: Option<ChatRequest> = None;
+    // A repair asks with more messages than the call was estimated with: it has its own
+    // estimate, so that target quotas count what it sends.
+    let mut repair: Option<(ChatRequest, Estimate)> = None;
     loop {
-        let sent = repair.as_ref().unwrap_or(req);
-        let resp = match targets::call(plan, sent, rec, &answered).await {
+        let (sent, estimate) = match &repair {
+            Some((r, e)) => (r, e),
+            None => (req, &plan.estimate),
+        };
+        let resp = match targets::call(plan, sent, estimate, rec, &answered).await {
             Ok(Answer::Whole(resp)) => resp,
             Ok(Answer::Stream { .. }) => {
                 return Err(GatewayError::Internal(
@@ -445,7 +458,7 @@ async fn parse_output(
                 again
                     .messages
                     .push(Message::text(Role::User, v.repair_message(&problem)));
-                repair = Some(again);
+                repair = Some((again, plan.estimate.again()));
             }
             OnParseFailure::NextTarget => {
                 rec.discard(resp.usage);

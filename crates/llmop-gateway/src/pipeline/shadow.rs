@@ -10,6 +10,7 @@ use crate::features::FeatureCall;
 use crate::http_error;
 use crate::record::CallRecord;
 use crate::state::AppState;
+use axum::http::HeaderMap;
 use futures::future::BoxFuture;
 use llmop_core::context::RequestContext;
 use llmop_core::{ChatRequest, GatewayError, WireFormat};
@@ -25,6 +26,9 @@ struct Shadow {
     primary_id: String,
     key_id: Option<String>,
     endpoint: &'static str,
+    /// Always empty: a shadow has no client of its own (its key and context are the
+    /// primary's, below).
+    headers: HeaderMap,
 }
 
 /// Starts `fc`'s shadow of the primary call `primary`, if the deployment has one and a
@@ -47,6 +51,7 @@ pub fn spawn(app: &Arc<AppState>, fc: &FeatureCall, primary: &CallRecord) {
         primary_id: primary.request_id.clone(),
         key_id: primary.key_id.clone(),
         endpoint: primary.endpoint,
+        headers: HeaderMap::new(),
     };
     tokio::spawn(run(app.clone(), shadow, permit));
 }
@@ -73,6 +78,10 @@ impl Entry for Shadow {
 
     fn asked_for(&self) -> Option<String> {
         Some(format!("feature/{}", self.version.name()))
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 
     /// The primary's key is on the record; its rate limits are not applied (the client

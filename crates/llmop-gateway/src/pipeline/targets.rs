@@ -10,6 +10,7 @@
 //! failed, the route's `fallback_response` answers (marked degraded).
 
 use super::Plan;
+use crate::limits::Estimate;
 use crate::record::CallRecord;
 use crate::resilience;
 use crate::routing::Target;
@@ -37,6 +38,7 @@ pub enum Answer {
 pub async fn call(
     plan: &Plan<'_>,
     req: &ChatRequest,
+    estimate: &Estimate,
     rec: &mut CallRecord,
     skip: &[(String, String)],
 ) -> Result<Answer, GatewayError> {
@@ -75,7 +77,7 @@ pub async fn call(
             }
         }
         if let (Some(limits), Some(_)) = (plan.limits, target.quota) {
-            let tokens = plan.estimate.total(req).await;
+            let tokens = estimate.total(req).await;
             let route = resolved.route.unwrap_or("");
             if !crate::limits::target_admits(limits, route, target, tokens).await {
                 // Over the provider's quota for this target: the next one, if any.

@@ -147,6 +147,34 @@ impl Gateway {
         }
     }
 
+    /// Registers a feature file through the admin API; returns its version.
+    pub async fn push_feature(&self, file: &str) -> i64 {
+        let r = client()
+            .post(format!("{}/admin/features", self.url))
+            .body(file.to_string())
+            .send()
+            .await
+            .expect("POST /admin/features");
+        let v: Value = r.json().await.expect("push answer JSON");
+        v["version"].as_i64().unwrap_or_else(|| panic!("{v}"))
+    }
+
+    /// `POST /admin/features{path}` (a deploy, a rollback) as actor `tester`; asserts
+    /// a 200 and returns the answer.
+    pub async fn admin_features(&self, path: &str, body: Value) -> Value {
+        let r = client()
+            .post(format!("{}/admin/features{path}", self.url))
+            .header("x-llmop-actor", "tester")
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /admin/features");
+        let status = r.status();
+        let v: Value = r.json().await.expect("admin answer JSON");
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
     /// The `/metrics` page as text.
     pub async fn metrics(&self) -> String {
         client()

@@ -1,20 +1,75 @@
 //! `llmop keys create|list|revoke`: client API keys, written to the store directly
 //! (gateways pick changes up within `[features] refresh_ms`).
 
-use crate::records_cli::{open, store_url, write_out};
+use super::{open, store_url, write_out, StoreArg};
 use anyhow::{bail, Context};
+use clap::Subcommand;
 use llmop_store::KeyScopes;
 use std::path::Path;
+use std::process::ExitCode;
 
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// A new key, printed once.
+    Create {
+        #[command(flatten)]
+        key: NewKey,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Active keys (`--all`: revoked ones too). Never the keys themselves.
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(clap::Args)]
 pub struct NewKey {
-    pub name: String,
-    pub features: Vec<String>,
-    pub routes: Vec<String>,
-    pub envs: Vec<String>,
-    pub default_env: Option<String>,
-    pub rpm: Option<u32>,
-    pub tpm: Option<u32>,
-    pub budget_usd_day: Option<f64>,
+    #[arg(long)]
+    name: String,
+    /// Features it may call (comma-separated; default any).
+    #[arg(long, num_args = 1..)]
+    features: Vec<String>,
+    /// Routes and provider/models it may call (`openai/*` for a provider).
+    #[arg(long, num_args = 1..)]
+    routes: Vec<String>,
+    /// Environments it may call.
+    #[arg(long = "env", num_args = 1..)]
+    envs: Vec<String>,
+    /// The environment of its calls that name none.
+    #[arg(long)]
+    default_env: Option<String>,
+    #[arg(long)]
+    rpm: Option<u32>,
+    #[arg(long)]
+    tpm: Option<u32>,
+    #[arg(long)]
+    budget_usd_day: Option<f64>,
+}
+
+pub fn run(config: &Path, command: KeysCommand) -> ExitCode {
+    super::run_async(async {
+        match command {
+            KeysCommand::Create { key, json, store } => {
+                create(config, store.store, key, json).await
+            }
+            KeysCommand::List { all, json, store } => list(config, store.store, all, json).await,
+            KeysCommand::Revoke { id, store } => revoke(config, store.store, &id).await,
+        }
+    })
 }
 
 fn list_arg(v: &[String]) -> Vec<String> {
@@ -26,12 +81,7 @@ fn list_arg(v: &[String]) -> Vec<String> {
         .collect()
 }
 
-pub async fn create(
-    config: &Path,
-    store: Option<String>,
-    k: NewKey,
-    json: bool,
-) -> anyhow::Result<()> {
+async fn create(config: &Path, store: Option<String>, k: NewKey, json: bool) -> anyhow::Result<()> {
     if k.name.trim().is_empty() {
         bail!("--name must not be empty");
     }
@@ -72,12 +122,7 @@ pub async fn create(
     Ok(())
 }
 
-pub async fn list(
-    config: &Path,
-    store: Option<String>,
-    all: bool,
-    json: bool,
-) -> anyhow::Result<()> {
+async fn list(config: &Path, store: Option<String>, all: bool, json: bool) -> anyhow::Result<()> {
     let store = open(&store_url(config, store)?).await?;
     let keys: Vec<_> = store
         .keys()
@@ -132,7 +177,7 @@ pub async fn list(
     Ok(())
 }
 
-pub async fn revoke(config: &Path, store: Option<String>, id: &str) -> anyhow::Result<()> {
+async fn revoke(config: &Path, store: Option<String>, id: &str) -> anyhow::Result<()> {
     let store = open(&store_url(config, store)?).await?;
     if !store.revoke_key(id).await? {
         bail!("no active key `{id}` (see `llmop keys list --all`)");

@@ -1,60 +1,53 @@
-//! `llmop check` and `llmop serve`: validate a config; build the gateway from it and
-//! run it (`llmop_gateway::server::run`) until shutdown.
+//! `llmop serve`: build the gateway from the config and run it
+//! (`llmop_gateway::server::run`) until shutdown, logging to stderr.
 
 use anyhow::Context;
-use llmop_core::config::{Config, ConfigErrors, ProviderKind};
+use clap::{Args, ValueEnum};
+use llmop_core::config::{Config, ProviderKind};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn check(path: &Path, json: bool) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
-            // Keys are read at serve time; here a missing one is a warning, since the
-            // machine that checks is often not the one that serves.
-            let warnings: Vec<String> = config
-                .providers
-                .iter()
-                .filter_map(|(name, p)| {
-                    p.api_key().err().map(|e| format!("provider `{name}`: {e}"))
-                })
-                .collect();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "file": path, "providers": config.providers.len(), "routes": config.routes.len(), "warnings": warnings})
-                );
-            } else {
-                println!(
-                    "{}: OK ({} providers, {} routes)",
-                    path.display(),
-                    config.providers.len(),
-                    config.routes.len()
-                );
-                for w in warnings {
-                    println!("warning: {w}");
-                }
-            }
-            ExitCode::SUCCESS
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Listen address, overriding `[server] listen` (use port 0 for any free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LLMOP_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn run(config: &Path, a: ServeArgs) -> ExitCode {
+    // Held until exit: dropping it flushes the log lines still queued.
+    let _log_guard = init_logging(a.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("llmop: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
         }
-        Err(ConfigErrors(errors)) => {
-            if json {
-                let list: Vec<_> = errors
-                    .iter()
-                    .map(|e| serde_json::json!({"file": e.file, "line": e.line, "column": e.column, "key": e.key, "message": e.message}))
-                    .collect();
-                println!("{}", serde_json::json!({"ok": false, "errors": list}));
-            } else {
-                for e in &errors {
-                    eprintln!("error: {e}");
-                }
-            }
-            ExitCode::from(1)
+    };
+    match rt.block_on(serve(config, a.listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llmop: {e:#}");
+            ExitCode::from(2)
         }
     }
 }
 
-pub async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
+async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
     let mut config = Config::load(path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     if let Some(l) = listen {
         config.server.listen = l;
@@ -143,4 +136,24 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// Logs go to stderr through a background writer thread: a request-path log line never
+/// waits on a slow terminal or pipe. Lines are never dropped (the queue blocks when
+/// full rather than lose the record of a call).
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LLMOP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    guard
 }

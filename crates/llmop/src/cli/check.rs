@@ -1,0 +1,63 @@
+//! `llmop check`: validate a config without serving. Exit code 0 when valid, 1 when
+//! not; a provider key missing on this machine is only a warning (the machine that
+//! checks is often not the one that serves).
+
+use clap::Args;
+use llmop_core::config::{Config, ConfigErrors};
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(path: &Path, a: CheckArgs) -> ExitCode {
+    let json = a.json;
+    match Config::load(path) {
+        Ok(config) => {
+            // Keys are read at serve time; here a missing one is a warning, since the
+            // machine that checks is often not the one that serves.
+            let warnings: Vec<String> = config
+                .providers
+                .iter()
+                .filter_map(|(name, p)| {
+                    p.api_key().err().map(|e| format!("provider `{name}`: {e}"))
+                })
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "file": path, "providers": config.providers.len(), "routes": config.routes.len(), "warnings": warnings})
+                );
+            } else {
+                println!(
+                    "{}: OK ({} providers, {} routes)",
+                    path.display(),
+                    config.providers.len(),
+                    config.routes.len()
+                );
+                for w in warnings {
+                    println!("warning: {w}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(ConfigErrors(errors)) => {
+            if json {
+                let list: Vec<_> = errors
+                    .iter()
+                    .map(|e| serde_json::json!({"file": e.file, "line": e.line, "column": e.column, "key": e.key, "message": e.message}))
+                    .collect();
+                println!("{}", serde_json::json!({"ok": false, "errors": list}));
+            } else {
+                for e in &errors {
+                    eprintln!("error: {e}");
+                }
+            }
+            ExitCode::from(1)
+        }
+    }
+}
