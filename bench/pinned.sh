@@ -15,7 +15,8 @@
 #
 # Usage: bench/pinned.sh [seconds-per-run] [llmop-binary]
 #   The binary defaults to a fresh release build of this checkout; pass another to
-#   measure an older build with the same harness.
+#   measure an older build with the same harness. PINNED_ONLY=llmop runs llmop's rows
+#   alone (no goal table), for quick A/B runs of two binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
@@ -96,8 +97,10 @@ scenarios() { # label url model pids
   done
 }
 
-scenarios direct "$UP" bench-model ""
-scenarios nginx "$NGINX" bench-model "$NGINX_PIDS"
+if [ "${PINNED_ONLY:-}" != llmop ]; then
+  scenarios direct "$UP" bench-model ""
+  scenarios nginx "$NGINX" bench-model "$NGINX_PIDS"
+fi
 
 start_llmop default
 sleep 0.5
@@ -106,6 +109,10 @@ scenarios llmop "$LLMOP" bench "$LLMOP_PID"
 LOADED_RSS_KB=$(awk '/VmRSS/{print $2}' /proc/$LLMOP_PID/status)
 ERRORS_IN_LOG=$(grep -c 'ERROR' "$WORK/llmop-default/log" || true)
 kill "$LLMOP_PID"; wait "$LLMOP_PID" 2>/dev/null || true
+if [ "${PINNED_ONLY:-}" = llmop ]; then
+  echo "RSS idle $((IDLE_RSS_KB / 1024)) MiB, after load $((LOADED_RSS_KB / 1024)) MiB; ERROR lines $ERRORS_IN_LOG" >&2
+  exit 0
+fi
 
 start_llmop strict
 sleep 0.5

@@ -95,9 +95,30 @@ const COLUMNS: &[&str] = &[
     "stages",
 ];
 
-/// Rows per INSERT statement: 100 rows x 47 columns = 4,700 parameters, under the
+/// Most rows per INSERT statement: 64 rows x 47 columns = 3,008 parameters, under the
 /// limits of both SQLite (32,766) and PostgreSQL (65,535).
-const ROWS_PER_INSERT: usize = 100;
+const ROWS_PER_INSERT: usize = 64;
+
+/// Rows per statement for a batch of `n`: full statements of [`ROWS_PER_INSERT`], then
+/// the rest in powers of two (37 = 32 + 4 + 1). A driver caches one prepared statement
+/// per distinct text, per connection: with every size from 1 to 99 that cache held up
+/// to 99 statements of up to 4,700 parameters on each connection (megabytes of SQLite
+/// memory that stayed). Powers of two bound it to 7 shapes for a cost of at most 6
+/// extra executions per batch.
+fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= ROWS_PER_INSERT {
+            ROWS_PER_INSERT
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        n -= size;
+        Some(size)
+    })
+}
 
 /// `INSERT ... VALUES (...), (...), ...` for `rows` rows, idempotent on `request_id`.
 ///
@@ -129,14 +150,19 @@ fn insert_sql(rows: usize, backend: Backend) -> String {
     sql
 }
 
-/// The statement text for full chunks, built once per backend.
-fn full_insert_sql(backend: Backend) -> &'static str {
-    static SQLITE: OnceLock<String> = OnceLock::new();
-    static POSTGRES: OnceLock<String> = OnceLock::new();
-    match backend {
-        Backend::Sqlite => SQLITE.get_or_init(|| insert_sql(ROWS_PER_INSERT, backend)),
-        Backend::Postgres => POSTGRES.get_or_init(|| insert_sql(ROWS_PER_INSERT, backend)),
-    }
+/// The statement text for `rows` rows (one of [`statement_sizes`]), built once per
+/// size and backend.
+fn batch_insert_sql(rows: usize, backend: Backend) -> &'static str {
+    const SHAPES: usize = ROWS_PER_INSERT.trailing_zeros() as usize + 1;
+    static SQLITE: [OnceLock<String>; SHAPES] = [const { OnceLock::new() }; SHAPES];
+    static POSTGRES: [OnceLock<String>; SHAPES] = [const { OnceLock::new() }; SHAPES];
+    debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_INSERT);
+    let slot = (rows.trailing_zeros() as usize).min(SHAPES - 1);
+    let cell = match backend {
+        Backend::Sqlite => &SQLITE[slot],
+        Backend::Postgres => &POSTGRES[slot],
+    };
+    cell.get_or_init(|| insert_sql(1 << slot, backend))
 }
 
 fn select_sql() -> &'static str {
@@ -409,15 +435,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         use sqlx::Connection;
         let mut tx = conn.begin().await?;
-        for chunk in records.chunks(ROWS_PER_INSERT) {
-            let partial;
-            let sql: &str = if chunk.len() == ROWS_PER_INSERT {
-                full_insert_sql(backend)
-            } else {
-                partial = insert_sql(chunk.len(), backend);
-                &partial
-            };
-            let mut q = sqlx::query(sql);
+        let mut rest = records;
+        for size in statement_sizes(records.len()) {
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let mut q = sqlx::query(batch_insert_sql(size, backend));
             for r in chunk {
                 q = bind_record(q, r);
             }
@@ -668,5 +690,33 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_use_few_statement_shapes() {
+        for n in 0..300 {
+            let sizes: Vec<usize> = statement_sizes(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes
+                .iter()
+                .all(|s| s.is_power_of_two() && *s <= ROWS_PER_INSERT));
+            // Full statements, then each smaller power at most once.
+            let tail: Vec<_> = sizes.iter().filter(|s| **s < ROWS_PER_INSERT).collect();
+            assert!(tail.windows(2).all(|w| w[0] > w[1]), "{n}: {sizes:?}");
+        }
+        assert_eq!(statement_sizes(37).collect::<Vec<_>>(), [32, 4, 1]);
+        assert_eq!(
+            batch_insert_sql(4, Backend::Sqlite).matches("), (").count(),
+            3
+        );
+        assert_eq!(
+            batch_insert_sql(64, Backend::Postgres).matches('$').count(),
+            64 * COLUMNS.len()
+        );
     }
 }
