@@ -23,6 +23,9 @@ use llmop_wire::{anthropic, openai};
 use serde_json::json;
 use std::sync::Arc;
 
+// Each calling endpoint boxes the conductor's future: it holds the whole call's state,
+// and the handler's future is moved by axum and hyper on every request; a box makes
+// those moves a pointer's.
 pub async fn chat_completions(
     State(app): State<Arc<AppState>>,
     Extension(RequestId(rid)): Extension<RequestId>,
@@ -34,7 +37,7 @@ pub async fn chat_completions(
         headers,
         body: Some(body),
     };
-    pipeline::conduct(&app, &rid, entry).await
+    Box::pin(pipeline::conduct(&app, &rid, entry)).await
 }
 
 pub async fn messages(
@@ -48,7 +51,7 @@ pub async fn messages(
         headers,
         body: Some(body),
     };
-    pipeline::conduct(&app, &rid, entry).await
+    Box::pin(pipeline::conduct(&app, &rid, entry)).await
 }
 
 /// `POST /v1/features/{name}/invoke`: the native call. Answers
@@ -66,7 +69,7 @@ pub async fn invoke(
         headers,
         body: Some(body),
     };
-    pipeline::conduct(&app, &rid, entry).await
+    Box::pin(pipeline::conduct(&app, &rid, entry)).await
 }
 
 /// The chat endpoints: `/v1/chat/completions` (OpenAI) and `/v1/messages` (Anthropic).

@@ -174,6 +174,28 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+/// Binding an optional `f64` through sqlx's `Any` driver.
+///
+/// sqlx 0.8 maps a typed NULL from `Any` to PostgreSQL with `Real` and `Double` crossed:
+/// a `None::<f64>` is sent as a NULL `float4`. PostgreSQL fixes a prepared statement's
+/// parameter types at its first execution, so once a cached INSERT had first seen a call
+/// without a cost, every later row with a cost in that position failed ("incorrect
+/// binary data format in bind parameter") and the writer retried forever. A `None` is
+/// therefore bound as a `None::<f32>`, which the same crossing turns into the `float8`
+/// NULL the column is. (SQLite stores a NULL as a NULL either way.)
+trait BindF64<'q> {
+    fn bind_f64(self, v: Option<f64>) -> Self;
+}
+
+impl<'q> BindF64<'q> for Query<'q, Any, AnyArguments<'q>> {
+    fn bind_f64(self, v: Option<f64>) -> Self {
+        match v {
+            Some(x) => self.bind(x),
+            None => self.bind(None::<f32>),
+        }
+    }
+}
+
 fn bind_record<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
     r: &Record,
@@ -204,7 +226,7 @@ fn bind_record<'q>(
         .bind(r.input_tokens)
         .bind(r.output_tokens)
         .bind(r.cached_tokens)
-        .bind(r.cost_usd)
+        .bind_f64(r.cost_usd)
         .bind(r.latency_ms)
         .bind(r.ttft_ms)
         .bind(json_text(&r.tags))
@@ -215,7 +237,7 @@ fn bind_record<'q>(
         .bind(r.output_text.clone())
         .bind(json_text(&r.output_tool_calls))
         .bind(r.parsed_output.as_ref().map(json_text))
-        .bind(fb.and_then(|f| f.score))
+        .bind_f64(fb.and_then(|f| f.score))
         .bind(fb.and_then(|f| f.label.clone()))
         .bind(fb.and_then(|f| f.comment.clone()))
         .bind(fb.map(|f| f.at_ms))
@@ -639,7 +661,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE records SET feedback_score = $1, feedback_label = $2, feedback_comment = $3, feedback_at_ms = $4 WHERE request_id = $5",
         )
-        .bind(fb.score)
+        .bind_f64(fb.score)
         .bind(fb.label.clone())
         .bind(fb.comment.clone())
         .bind(fb.at_ms)

@@ -368,6 +368,7 @@ async fn run_suite(url: &str) {
 
     deployments(&store).await;
     cost_report(&store).await;
+    nulls_then_values(&store).await;
     keys(&store).await;
     // Kept reasoning state commits with its record and is found by tool-call id.
     let mut kept = small("req-kept", 1_000, "f", "u", 200);
@@ -443,6 +444,47 @@ async fn keys(store: &Store) {
         .find(|x| x.id == k2.id)
         .unwrap()
         .active());
+}
+
+/// A statement first executed with a NULL in a float column serves later rows with a
+/// value there (on PostgreSQL a cached statement keeps its first parameter types; sqlx's
+/// Any driver once typed a NULL f64 as float4 and every later cost failed to commit).
+async fn nulls_then_values(store: &Store) {
+    let at = 2_200_000_000_000;
+    for (i, cost) in [None, Some(0.125), None, Some(2.5)].into_iter().enumerate() {
+        // One row, then two rows per statement: both shapes see NULL first.
+        let mut batch = Vec::new();
+        for j in 0..=(i % 2) {
+            let mut r = small(&format!("null-first-{i}-{j}"), at, "nf", "u", 200);
+            r.cost_usd = cost;
+            batch.push(r);
+        }
+        store.insert_batch(&batch).await.unwrap();
+    }
+    let got = store.get("null-first-3-1").await.unwrap().unwrap();
+    assert_eq!(got.cost_usd, Some(2.5));
+    assert_eq!(
+        store.get("null-first-0-0").await.unwrap().unwrap().cost_usd,
+        None
+    );
+    // Feedback: a label without a score first, then a score.
+    let label_only = llmop_store::Feedback {
+        score: None,
+        label: Some("meh".into()),
+        comment: None,
+        at_ms: at,
+    };
+    assert!(store
+        .set_feedback("null-first-0-0", &label_only)
+        .await
+        .unwrap());
+    let scored = llmop_store::Feedback {
+        score: Some(0.75),
+        ..label_only
+    };
+    assert!(store.set_feedback("null-first-1-0", &scored).await.unwrap());
+    let got = store.get("null-first-1-0").await.unwrap().unwrap();
+    assert_eq!(got.feedback.and_then(|f| f.score), Some(0.75));
 }
 
 /// `llmop cost`: spend grouped by feature, model and tag; unknown costs counted apart.

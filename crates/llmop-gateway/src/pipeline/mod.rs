@@ -155,7 +155,9 @@ pub async fn conduct<E: Entry>(app: &Arc<AppState>, request_id: &str, mut entry:
     // state is large, the handler's future should not carry (and copy) it.
     let outcome = Box::pin(stages(app, &mut entry, &mut rec)).await;
     rec.entered(Stage::Respond);
-    entry.respond(app, outcome, rec).await
+    // Boxed too: an entry's respond future (a stream's encoder, its record) is large,
+    // and the handler's future, which axum and hyper move, should hold only a pointer.
+    Box::pin(entry.respond(app, outcome, rec)).await
 }
 
 async fn stages<E: Entry>(
