@@ -43,8 +43,7 @@ async fn budgets(config_path: &Path, store: Option<String>, json: bool) -> anyho
         ));
         return Ok(());
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
+    let mut t = super::table();
     t.set_header([
         "budget",
         "subject",

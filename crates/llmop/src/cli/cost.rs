@@ -38,11 +38,9 @@ async fn cost(
     let store = open(&store_url(config, store)?).await?;
     let rows = store.cost_by(&by, since_ms).await?;
     if json {
-        write_out(format_args!("{}", serde_json::to_string(&rows)?));
-        return Ok(());
+        return super::print_json(&rows);
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
+    let mut t = super::table();
     t.set_header([
         "group",
         "calls",

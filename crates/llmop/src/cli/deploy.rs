@@ -179,14 +179,12 @@ async fn history(
     let store = open(&store_url(config, store)?).await?;
     let events = store.deployment_history(feature, env, limit).await?;
     if json {
-        write_out(format_args!("{}", serde_json::to_string(&events)?));
-        return Ok(());
+        return super::print_json(&events);
     }
     if events.is_empty() {
         bail!("`{feature}` has never been deployed");
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
+    let mut t = super::table();
     t.set_header([
         "when (UTC)",
         "env",

@@ -131,11 +131,9 @@ async fn versions(
         bail!("no versions of feature `{name}` (register one with `llmop feature push <file>`)");
     }
     if json {
-        write_out(format_args!("{}", serde_json::to_string(&list)?));
-        return Ok(());
+        return super::print_json(&list);
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
+    let mut t = super::table();
     t.set_header([
         "version",
         "registered (UTC)",

@@ -131,11 +131,9 @@ async fn list(config: &Path, store: Option<String>, all: bool, json: bool) -> an
         .filter(|k| all || k.active())
         .collect();
     if json {
-        write_out(format_args!("{}", serde_json::to_string(&keys)?));
-        return Ok(());
+        return super::print_json(&keys);
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
+    let mut t = super::table();
     t.set_header([
         "id",
         "name",

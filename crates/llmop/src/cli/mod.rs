@@ -47,10 +47,17 @@ pub struct StoreArg {
 
 /// Runs a CLI command on a small runtime; errors print as `llmop: …` with exit code 1.
 fn run_async(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    block_on(tokio::runtime::Builder::new_current_thread(), work, 1)
+}
+
+/// Runs `work` on a runtime from `builder`; an error prints as `llmop: …` and exits with
+/// `failure` (a runtime that cannot start: 2).
+fn block_on(
+    mut builder: tokio::runtime::Builder,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+    failure: u8,
+) -> ExitCode {
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("llmop: cannot start the async runtime: {e}");
@@ -61,9 +68,15 @@ fn run_async(work: impl std::future::Future<Output = anyhow::Result<()>>) -> Exi
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("llmop: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(failure)
         }
     }
+}
+
+/// `--json` output: the value as one line.
+fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
+    write_out(format_args!("{}", serde_json::to_string(v)?));
+    Ok(())
 }
 
 /// One line to stdout; a closed stdout ends the program quietly (see `out!`).

@@ -88,8 +88,7 @@ fn prices(config: &Path, json: bool) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
+    let mut t = super::table();
     t.set_header([
         "model",
         "input",

@@ -49,8 +49,7 @@ async fn query(
     let res = store.query_readonly(sql, max_rows, timeout).await?;
     let took = started.elapsed();
     if as_json {
-        out!("{}", serde_json::to_string(&res)?);
-        return Ok(());
+        return super::print_json(&res);
     }
     let mut t = table();
     t.set_header(res.columns.iter());

@@ -28,23 +28,11 @@ enum LogFormat {
 pub fn run(config: &Path, a: ServeArgs) -> ExitCode {
     // Held until exit: dropping it flushes the log lines still queued.
     let _log_guard = init_logging(a.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("llmop: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rt.block_on(serve(config, a.listen)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("llmop: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    super::block_on(
+        tokio::runtime::Builder::new_multi_thread(),
+        serve(config, a.listen),
+        2,
+    )
 }
 
 async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {

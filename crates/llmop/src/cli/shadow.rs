@@ -56,8 +56,7 @@ async fn shadow_report(
     let store = open(&store_url(config, store)?).await?;
     let report = store.shadow_report(feature, since_ms, env).await?;
     if json {
-        write_out(format_args!("{}", serde_json::to_string(&report)?));
-        return Ok(());
+        return super::print_json(&report);
     }
     if report.is_empty() {
         bail!("no shadow calls of `{feature}` since {since} (deploy one with `llmop deploy {feature} <version> --env <env> --shadow <version>`)");
@@ -78,8 +77,7 @@ async fn shadow_report(
     };
     for r in &report {
         let label = |v: Option<i64>| v.map_or_else(|| "?".to_string(), |v| format!("v{v}"));
-        let mut t = comfy_table::Table::new();
-        t.load_preset(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
+        let mut t = super::table();
         t.set_header([
             String::new(),
             format!("primary {}", label(r.primary.version)),
