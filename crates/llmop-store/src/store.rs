@@ -551,7 +551,7 @@ impl Store {
                 "a client reused a request id: this call is recorded under its own key"
             );
             metrics::counter!("llmop_records_reused_id_total").increment(1);
-            bind_record(sqlx::query(&insert_sql(1, backend)), &moved)
+            bind_record(sqlx::query(batch_insert_sql(1, backend)), &moved)
                 .execute(&mut **tx)
                 .await?;
         }
