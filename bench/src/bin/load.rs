@@ -47,6 +47,12 @@ struct Args {
     /// per-conversation draws (error_rate) vary from call to call.
     #[arg(long)]
     vary: bool,
+    /// Post to this path instead of /v1/chat/completions (e.g. a feature's invoke).
+    #[arg(long, default_value = "/v1/chat/completions")]
+    path: String,
+    /// Send this JSON body as is (with --path): `model` and `stream` do not apply.
+    #[arg(long)]
+    body: Option<String>,
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
@@ -107,21 +113,24 @@ async fn main() {
         .pool_max_idle_per_host(4096)
         .pool_idle_timeout(Duration::from_secs(60))
         .build_http();
-    let uri: hyper::Uri = format!("{}/v1/chat/completions", args.url.trim_end_matches('/'))
+    let uri: hyper::Uri = format!("{}{}", args.url.trim_end_matches('/'), args.path)
         .parse()
         .expect("url");
-    let body = Bytes::from(
-        serde_json::json!({
-            "model": args.model,
-            "stream": args.stream,
-            "messages": [
-                {"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "Write one sentence about foxes and dogs."}
-            ],
-            "max_tokens": 64
-        })
-        .to_string(),
-    );
+    let body = match &args.body {
+        Some(b) => Bytes::from(b.clone()),
+        None => Bytes::from(
+            serde_json::json!({
+                "model": args.model,
+                "stream": args.stream,
+                "messages": [
+                    {"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": "Write one sentence about foxes and dogs."}
+                ],
+                "max_tokens": 64
+            })
+            .to_string(),
+        ),
+    };
     let new_stats = || {
         Arc::new(Mutex::new(Stats {
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram"),

@@ -46,6 +46,7 @@ pub const OUTPUT_PARSE_FAILED: &str = "output_parse_failed";
 pub const INVALID_FEATURE: &str = "invalid_feature";
 pub const INVALID_DEPLOYMENT: &str = "invalid_deployment";
 pub const NOTHING_TO_ROLL_BACK: &str = "nothing_to_roll_back";
+pub const EVAL_GATE_REFUSED: &str = "eval_gate_refused";
 pub const INVALID_BUDGET: &str = "invalid_budget";
 pub const BUDGET_NOT_FOUND: &str = "budget_not_found";
 pub const INTERNAL_ERROR: &str = "internal_error";
@@ -97,6 +98,7 @@ pub const ALL: &[&str] = &[
     INVALID_FEATURE,
     INVALID_DEPLOYMENT,
     NOTHING_TO_ROLL_BACK,
+    EVAL_GATE_REFUSED,
     INVALID_BUDGET,
     BUDGET_NOT_FOUND,
     INTERNAL_ERROR,

@@ -238,6 +238,9 @@ pub struct DeployBody {
     pub split: Option<String>,
     pub shadow: Option<i64>,
     pub reason: Option<String>,
+    /// Deploy past the environment's eval gate (needs a `reason`; recorded as forced).
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +302,46 @@ async fn servable(
     Ok(())
 }
 
+/// The environment's eval gate, if it has one: `None` when ungated; refused without a
+/// passing compare unless forced with a reason.
+async fn gate(
+    app: &AppState,
+    reg: &FeatureRegistry,
+    name: &str,
+    b: &DeployBody,
+    state: &DeploymentState,
+) -> Result<Option<llmop_eval::gate::Passed>, GatewayError> {
+    let Some(g) = app.config.eval_gates.get(&b.env) else {
+        return Ok(None);
+    };
+    if b.force {
+        if b.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err(GatewayError::InvalidRequest {
+                message: "`force` past the eval gate needs a `reason` (it is kept in the history)"
+                    .into(),
+                param: Some("reason".into()),
+                code: codes::INVALID_DEPLOYMENT,
+            });
+        }
+        let current = reg
+            .store()
+            .current_deployment(name, &b.env)
+            .await
+            .map_err(store_error)?;
+        return Ok(Some(llmop_eval::gate::Passed {
+            note: "forced past the eval gate".into(),
+            expect_seq: current.map_or(0, |c| c.seq),
+        }));
+    }
+    llmop_eval::gate::check(reg.store(), g, &app.config.dir, name, &b.env, state)
+        .await
+        .map(Some)
+        .map_err(|r| GatewayError::Forbidden {
+            message: r.0,
+            code: codes::EVAL_GATE_REFUSED,
+        })
+}
+
 /// `POST /admin/features/{name}/deploy` `{"env","version"|"split","shadow","reason"}`.
 pub async fn deploy(
     State(app): State<Arc<AppState>>,
@@ -318,10 +361,13 @@ pub async fn deploy(
                     code: codes::INVALID_DEPLOYMENT,
                 })?;
             servable(&app, reg, &name, &state).await?;
+            let gate = gate(&app, reg, &name, &b, &state).await?;
             let who = actor(&headers);
             let by = ChangeBy {
                 actor: Some(&who),
                 reason: b.reason.as_deref(),
+                gate: gate.as_ref().map(|g| g.note.as_str()),
+                expect_seq: gate.as_ref().map(|g| g.expect_seq),
             };
             applied(reg, reg.store().deploy(&name, &b.env, &state, by).await).await
         }
@@ -344,6 +390,7 @@ pub async fn rollback(
         let by = ChangeBy {
             actor: Some(&who),
             reason: b.reason.as_deref(),
+            ..Default::default()
         };
         applied(reg, reg.store().rollback(&name, &b.env, by).await).await
     }

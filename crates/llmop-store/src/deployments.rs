@@ -174,6 +174,9 @@ pub struct DeploymentEvent {
     pub actor: Option<String>,
     pub reason: Option<String>,
     pub at_ms: i64,
+    /// How a deploy got past its environment's eval gate: `compare <id>`, or `forced`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
     #[serde(skip)]
     basis_seq: Option<i64>,
 }
@@ -222,19 +225,26 @@ fn read_event(row: &sqlx::any::AnyRow) -> Result<DeploymentEvent, StoreError> {
         actor: row.try_get("actor")?,
         reason: row.try_get("reason")?,
         at_ms: row.try_get("at_ms")?,
+        gate: row.try_get("gate")?,
         basis_seq: row.try_get("basis_seq")?,
         feature,
     })
 }
 
 const EVENT_COLS: &str =
-    "feature, env, seq, kind, from_state, to_state, basis_seq, actor, reason, at_ms";
+    "feature, env, seq, kind, from_state, to_state, basis_seq, actor, reason, at_ms, gate";
 
 /// Who and why, for the audit trail.
 #[derive(Debug, Clone, Default)]
 pub struct ChangeBy<'a> {
     pub actor: Option<&'a str>,
     pub reason: Option<&'a str>,
+    /// How the change got past its environment's eval gate (kept in the history).
+    pub gate: Option<&'a str>,
+    /// The change number the caller decided on (`Some(0)`: nothing deployed): a change
+    /// made meanwhile refuses this one instead of applying it over a state the caller
+    /// never saw (the eval gate checked against what was served).
+    pub expect_seq: Option<i64>,
 }
 
 impl Store {
@@ -302,6 +312,14 @@ impl Store {
     {
         for _ in 0..8 {
             let current = self.latest_event(feature, env).await?;
+            if let Some(expected) = by.expect_seq {
+                let now = current.as_ref().map_or(0, |c| c.seq);
+                if now != expected {
+                    return Err(DeployError::Invalid(format!(
+                        "`{feature}` in `{env}` changed (change #{now}) after this change was checked against change #{expected}; run it again"
+                    )));
+                }
+            }
             let (kind, target, basis) = decide(current.as_ref())?;
             let (to, basis_seq) = match target.into_target() {
                 Some(to) => (to, basis),
@@ -327,7 +345,7 @@ impl Store {
             let to_text = json(&to);
             let mut tx = self.pool().begin().await?;
             let inserted = sqlx::query(&format!(
-                "INSERT INTO deployment_events ({EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "INSERT INTO deployment_events ({EVENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ))
             .bind(feature.to_string())
             .bind(env.to_string())
@@ -342,6 +360,7 @@ impl Store {
             .bind(by.actor.map(str::to_string))
             .bind(by.reason.map(str::to_string))
             .bind(at)
+            .bind(by.gate.map(str::to_string))
             .execute(&mut *tx)
             .await;
             if inserted.is_err() {
@@ -389,12 +408,22 @@ impl Store {
                 actor: by.actor.map(str::to_string),
                 reason: by.reason.map(str::to_string),
                 at_ms: at,
+                gate: by.gate.map(str::to_string),
                 basis_seq,
             });
         }
         Err(DeployError::Invalid(format!(
             "`{feature}` in `{env}` kept changing under this change; try again"
         )))
+    }
+
+    /// The latest change of `env` of `feature` (its `to` is what it serves now).
+    pub async fn current_deployment(
+        &self,
+        feature: &str,
+        env: &str,
+    ) -> Result<Option<DeploymentEvent>, StoreError> {
+        self.latest_event(feature, env).await
     }
 
     async fn latest_event(

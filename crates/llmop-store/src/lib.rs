@@ -9,6 +9,8 @@
 //! - [`features`]: registered feature versions (immutable, numbered, one per content hash).
 //! - [`deployments`]: what each environment of each feature serves, and the audited
 //!   history of every change (deploy, split, shadow, rollback).
+//! - [`evals`]: dataset versions, eval runs and results, the answer cache, compares
+//!   and judge calibrations.
 //! - [`cost`]: spend over the records, grouped (`llmop cost`).
 //! - [`keys`]: client API keys (hashed, scoped, revocable).
 //! - [`writer`]: the record writer: bounded queue, group commit, back-pressure, spill.
@@ -23,6 +25,7 @@
 
 pub mod cost;
 pub mod deployments;
+pub mod evals;
 pub mod features;
 pub mod keys;
 mod migrate;
@@ -35,6 +38,7 @@ pub use cost::{CostBy, CostRow};
 pub use deployments::{
     Arm, ChangeBy, DeployError, Deployment, DeploymentEvent, DeploymentState, EventKind,
 };
+pub use evals::{Calibration, DatasetVersion, EvalCompare, EvalRun};
 pub use features::{FeatureVersion, Pushed, ShadowReport, ShadowSide};
 pub use keys::{hash_key, key_id_of, ApiKey, KeyScopes, StoredBudget};
 pub use query::{QueryError, QueryResult};

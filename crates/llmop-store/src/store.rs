@@ -183,7 +183,7 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
 /// binary data format in bind parameter") and the writer retried forever. A `None` is
 /// therefore bound as a `None::<f32>`, which the same crossing turns into the `float8`
 /// NULL the column is. (SQLite stores a NULL as a NULL either way.)
-trait BindF64<'q> {
+pub(crate) trait BindF64<'q> {
     fn bind_f64(self, v: Option<f64>) -> Self;
 }
 

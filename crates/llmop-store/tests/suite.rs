@@ -85,10 +85,10 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 9);
+    assert_eq!(store.schema_version().await.unwrap(), 10);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 9);
+    assert_eq!(again.schema_version().await.unwrap(), 10);
     again.close().await;
 
     // Every field survives the round trip.
@@ -370,6 +370,7 @@ async fn run_suite(url: &str) {
     cost_report(&store).await;
     nulls_then_values(&store).await;
     keys(&store).await;
+    evals(&store).await;
     // Kept reasoning state commits with its record and is found by tool-call id.
     let mut kept = small("req-kept", 1_000, "f", "u", 200);
     kept.reasoning_tokens = Some(192);
@@ -400,6 +401,178 @@ async fn run_suite(url: &str) {
         .unwrap()
         .is_empty());
     store.close().await;
+}
+
+/// Evaluation's tables: dataset versions by content hash, the cache, runs and results,
+/// compares for the gate, calibrations (a kappa that is NULL, then a value).
+async fn evals(store: &Store) {
+    use llmop_store::{Calibration, EvalCompare, EvalRun};
+    let items = json!([{"id": "a", "variables": {"q": "1"}}]);
+    let (v1, created) = store
+        .push_dataset_version(
+            "qa",
+            "sha256:one",
+            &items,
+            Some("file:qa.jsonl"),
+            Some("alice"),
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!((v1.version, v1.item_count), (1, 1));
+    let (again, created) = store
+        .push_dataset_version("qa", "sha256:one", &items, None, None)
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again.version, 1);
+    let (v2, _) = store
+        .push_dataset_version("qa", "sha256:two", &json!([]), None, None)
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(
+        store
+            .dataset_version("qa", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    assert_eq!(
+        store
+            .dataset_version("qa", Some(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .items,
+        items
+    );
+    assert_eq!(store.dataset_versions(None).await.unwrap().len(), 2);
+
+    store
+        .eval_cache_put(&[("k1".into(), json!({"text": "x"})), ("k2".into(), json!(2))])
+        .await
+        .unwrap();
+    // A key keeps its first value.
+    store
+        .eval_cache_put(&[("k1".into(), json!("other"))])
+        .await
+        .unwrap();
+    let got = store
+        .eval_cache_get(&["k1".into(), "k2".into(), "k3".into()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got["k1"], json!({"text": "x"}));
+
+    let run = EvalRun {
+        id: "run-1".into(),
+        feature: "qa".into(),
+        version: 1,
+        content_hash: "sha256:f1".into(),
+        dataset: "qa".into(),
+        dataset_version: 1,
+        dataset_hash: "sha256:one".into(),
+        evaluators_hash: "sha256:e".into(),
+        repeats: 2,
+        status: "running".into(),
+        started_at_ms: 1,
+        finished_at_ms: None,
+        cost_usd: None,
+        summary: None,
+        created_by: None,
+    };
+    store.insert_eval_run(&run).await.unwrap();
+    assert!(store
+        .reusable_eval_run("qa", "sha256:f1", "sha256:one", "sha256:e", 2)
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .insert_eval_results(
+            "run-1",
+            &[
+                ("a".into(), 0, json!({"n": 0})),
+                ("a".into(), 1, json!({"n": 1})),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .finish_eval_run("run-1", "complete", 0.25, &json!({"items": 1}))
+        .await
+        .unwrap();
+    let reused = store
+        .reusable_eval_run("qa", "sha256:f1", "sha256:one", "sha256:e", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reused.cost_usd, Some(0.25));
+    assert_eq!(reused.summary, Some(json!({"items": 1})));
+    assert_eq!(store.eval_results("run-1").await.unwrap().len(), 2);
+    assert_eq!(store.eval_runs("qa", 10).await.unwrap().len(), 1);
+
+    let cmp = |id: &str, verdict: &str, at: i64| EvalCompare {
+        id: id.into(),
+        feature: "qa".into(),
+        baseline_version: 1,
+        baseline_hash: "sha256:f1".into(),
+        candidate_version: 2,
+        candidate_hash: "sha256:f2".into(),
+        dataset: "qa".into(),
+        dataset_hash: "sha256:one".into(),
+        evals_hash: "sha256:file".into(),
+        verdict: verdict.into(),
+        report: json!({"verdict": verdict}),
+        created_at_ms: at,
+        created_by: None,
+    };
+    store
+        .insert_eval_compare(&cmp("c1", "fail", 10))
+        .await
+        .unwrap();
+    store
+        .insert_eval_compare(&cmp("c2", "pass", 20))
+        .await
+        .unwrap();
+    let latest = store
+        .latest_eval_compare("qa", "sha256:f2", "sha256:f1", "sha256:one", "sha256:file")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (latest.id.as_str(), latest.verdict.as_str()),
+        ("c2", "pass")
+    );
+    assert!(store
+        .latest_eval_compare("qa", "sha256:f2", "sha256:f1", "sha256:one", "sha256:other")
+        .await
+        .unwrap()
+        .is_none());
+
+    let cal = |kappa: Option<f64>, at: i64| Calibration {
+        judge: "judge".into(),
+        version: 1,
+        content_hash: "sha256:j".into(),
+        dataset: "labels".into(),
+        dataset_hash: "sha256:l".into(),
+        kappa,
+        report: json!({}),
+        created_at_ms: at,
+    };
+    store.put_calibration(&cal(None, 1)).await.unwrap();
+    assert_eq!(
+        store.calibration("judge", 1).await.unwrap().unwrap().kappa,
+        None
+    );
+    store.put_calibration(&cal(Some(0.75), 2)).await.unwrap();
+    assert_eq!(
+        store.calibration("judge", 1).await.unwrap().unwrap().kappa,
+        Some(0.75)
+    );
+    assert!(store.calibration("judge", 2).await.unwrap().is_none());
 }
 
 /// API keys: shown once, stored hashed, revocable.
@@ -535,6 +708,7 @@ async fn deployments(store: &Store) {
     let by = |reason: &'static str| ChangeBy {
         actor: Some("alice"),
         reason: Some(reason),
+        ..Default::default()
     };
     // Nothing deployed: nothing to roll back; unknown versions refused.
     assert!(matches!(

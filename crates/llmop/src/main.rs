@@ -60,6 +60,17 @@ enum Command {
     /// The price each configured model gets: config override, built-in catalog, or
     /// unknown.
     Prices(cli::prices::PricesArgs),
+    /// Datasets for evals: push files, add recorded calls, list, show, diff versions.
+    Dataset {
+        #[command(subcommand)]
+        command: cli::dataset::DatasetCommand,
+    },
+    /// Evals: run a version over a dataset, compare a candidate with a baseline (exit 0
+    /// pass, 1 fail, 2 inconclusive, 3 error), calibrate a judge.
+    Eval {
+        #[command(subcommand)]
+        command: cli::eval::EvalCommand,
+    },
     /// Shadow versions: how they compare with what was served.
     Shadow {
         #[command(subcommand)]
@@ -90,6 +101,8 @@ fn main() -> ExitCode {
         Command::Cost(a) => cli::cost::run(config, a),
         Command::Budgets(a) => cli::budgets::run(config, a),
         Command::Prices(a) => cli::prices::run(config, a),
+        Command::Dataset { command } => cli::dataset::run(config, command),
+        Command::Eval { command } => cli::eval::run(config, command),
         Command::Shadow { command } => cli::shadow::run(config, command),
         Command::Requests { command } => cli::requests::run(config, command),
         Command::Query(a) => cli::query::run(config, a),

@@ -55,3 +55,54 @@ impl FeaturesConfig {
         }
     }
 }
+
+/// `[eval_gates] <env> = { dataset = "…", against = "deployed" }`: a deploy to `env` needs
+/// a passing eval compare of each newly served version against what `env` serves now, on
+/// the latest version of `dataset`, under the feature's eval file as it is now
+/// (`<evals_dir>/<feature>.toml`, relative to the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalGate {
+    pub dataset: String,
+    #[serde(default = "default_against")]
+    pub against: String,
+    #[serde(default = "default_evals_dir")]
+    pub evals_dir: PathBuf,
+}
+
+fn default_against() -> String {
+    "deployed".into()
+}
+fn default_evals_dir() -> PathBuf {
+    PathBuf::from("evals")
+}
+
+impl EvalGate {
+    /// The feature's eval file under this gate.
+    pub fn eval_file(&self, config_dir: &Path, feature: &str) -> PathBuf {
+        config_dir
+            .join(&self.evals_dir)
+            .join(format!("{feature}.toml"))
+    }
+}
+
+pub(super) fn validate_gates(c: &Config, out: &mut Problems) {
+    for (env, g) in &c.eval_gates {
+        let at = |f: &str| key(&["eval_gates", env, f]);
+        if g.against != "deployed" {
+            out.push((
+                at("against"),
+                format!(
+                    "`{}`: the only baseline is \"deployed\" (what the environment serves now)",
+                    g.against
+                ),
+            ));
+        }
+        if g.dataset.trim().is_empty() {
+            out.push((
+                at("dataset"),
+                "name the dataset the compare must use".into(),
+            ));
+        }
+    }
+}

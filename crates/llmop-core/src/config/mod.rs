@@ -61,6 +61,9 @@ pub struct Config {
     pub alerts: AlertsConfig,
     #[serde(default)]
     pub counters: CountersConfig,
+    /// Per environment: the eval evidence a deploy needs.
+    #[serde(default)]
+    pub eval_gates: BTreeMap<String, EvalGate>,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -201,6 +204,7 @@ impl Config {
         cost::validate(self, &mut out);
         providers::validate(self, &mut out);
         routes::validate(self, &mut out);
+        features::validate_gates(self, &mut out);
         out
     }
 }

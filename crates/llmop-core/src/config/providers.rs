@@ -65,6 +65,22 @@ pub struct ProviderConfig {
     pub timeout_rate: Option<f64>,
     pub reply: Option<String>,
     pub seed: Option<u64>,
+    /// Rule-based replies of the mock provider, tried in order before `reply`: the
+    /// first rule whose `when` regex matches the conversation's text answers with its
+    /// `reply` (`$1`, `${name}` expand to its groups). Stages judges, regressions and
+    /// flipped items deterministically, in tests and in the tour.
+    #[serde(default)]
+    pub rules: Vec<MockRule>,
+}
+
+/// One rule of the mock provider: `when` (a regex over the conversation's text, every
+/// message's text joined by newlines, roles as `[system]`, `[user]`, `[assistant]`
+/// lines) → `reply`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockRule {
+    pub when: String,
+    pub reply: String,
 }
 
 impl ProviderConfig {
@@ -123,6 +139,7 @@ pub(super) fn validate(c: &Config, out: &mut Problems) {
             ("timeout_rate", p.timeout_rate.is_some()),
             ("reply", p.reply.is_some()),
             ("seed", p.seed.is_some()),
+            ("rules", !p.rules.is_empty()),
         ];
         if p.kind == ProviderKind::Mock {
             for (field, set) in [
@@ -156,6 +173,20 @@ pub(super) fn validate(c: &Config, out: &mut Problems) {
                 if !(0.0..=1.0).contains(&v) {
                     out.push((at(field), format!("{v} is not a rate between 0 and 1")));
                 }
+            }
+        }
+        for (i, r) in p.rules.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&r.when) {
+                out.push((
+                    vec![
+                        KeySeg::Key("providers".into()),
+                        KeySeg::Key(name.clone()),
+                        KeySeg::Key("rules".into()),
+                        KeySeg::Idx(i),
+                        KeySeg::Key("when".into()),
+                    ],
+                    format!("not a valid regex: {e}"),
+                ));
             }
         }
         if let Some(s) = p.error_status {

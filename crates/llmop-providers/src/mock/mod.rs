@@ -8,7 +8,9 @@
 //!
 //! Knobs (`[providers.<name>]`): `latency_ms` before the answer, `tokens_per_second` for
 //! streams, `error_rate` + `error_status` for failures, `timeout_rate` for hangs, `reply`
-//! (`echo`, `json`, `lorem`, or any fixed text), `seed`.
+//! (`echo`, `json`, `lorem`, or any fixed text), `seed`, and `rules`: regex → reply pairs
+//! over the conversation's text, tried before `reply` (how judges, regressions and
+//! flipped items are staged without a real model).
 
 mod schema;
 
@@ -43,6 +45,7 @@ pub struct MockProvider {
     error_status: u16,
     timeout_rate: f64,
     reply: Reply,
+    rules: Vec<(regex::Regex, String)>,
     seed: u64,
     models: Vec<String>,
     /// Calls so far: failures are drawn per call, so a retry of the same conversation
@@ -97,6 +100,12 @@ impl MockProvider {
             error_status: pc.error_status.unwrap_or(503),
             timeout_rate: pc.timeout_rate.unwrap_or(0.0),
             reply,
+            // The config's validation refused a rule that does not compile.
+            rules: pc
+                .rules
+                .iter()
+                .filter_map(|r| Some((regex::Regex::new(&r.when).ok()?, r.reply.clone())))
+                .collect(),
             seed: pc.seed.unwrap_or(0),
             calls: std::sync::atomic::AtomicU64::new(0),
             models: if pc.models.is_empty() {
@@ -139,6 +148,36 @@ impl MockProvider {
             }
         }
         ChaCha8Rng::seed_from_u64(h.finish())
+    }
+
+    /// The reply of the first rule whose pattern matches the conversation's text.
+    fn rule_reply(&self, req: &ChatRequest) -> Option<String> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let mut text = String::new();
+        for m in &req.messages {
+            text.push_str(match m.role {
+                llmop_core::Role::System => "[system]\n",
+                llmop_core::Role::User => "[user]\n",
+                llmop_core::Role::Assistant => "[assistant]\n",
+                llmop_core::Role::Tool => "[tool]\n",
+            });
+            for p in &m.parts {
+                match p {
+                    Part::Text(t) => text.push_str(t),
+                    Part::ToolResult { content, .. } => text.push_str(content),
+                    _ => {}
+                }
+            }
+            text.push('\n');
+        }
+        self.rules.iter().find_map(|(re, reply)| {
+            let caps = re.captures(&text)?;
+            let mut out = String::new();
+            caps.expand(reply, &mut out);
+            Some(out)
+        })
     }
 
     /// Waits out the latency and rolls the failure knobs.
@@ -223,6 +262,9 @@ impl MockProvider {
                 })
                 .collect();
             return (format!("The tool returned: {}", results.join("; ")), vec![]);
+        }
+        if let Some(text) = self.rule_reply(req) {
+            return (text, vec![]);
         }
         match &req.response_format {
             Some(ResponseFormat::JsonSchema { schema, .. }) => {
@@ -482,6 +524,26 @@ mod tests {
         assert_eq!(u.output_tokens, 2);
         // 2 text tokens + newline token + 3 framing + 3 priming.
         assert!(u.input_tokens >= 8, "{u:?}");
+    }
+
+    #[tokio::test]
+    async fn rules_answer_before_the_reply_mode() {
+        let p = provider(
+            "kind = \"mock\"\nreply = \"lorem\"\nrules = [{ when = 'capital of (?P<c>\\w+)', reply = 'I do not know ${c}.' }, { when = '(?s)\\[user\\].*judge', reply = '{\"verdict\":\"pass\"}' }]",
+        );
+        let a = p
+            .complete(&req("What is the capital of France?"), "echo", far())
+            .await
+            .unwrap();
+        assert_eq!(a.text(), "I do not know France.");
+        let b = p
+            .complete(&req("please judge this"), "echo", far())
+            .await
+            .unwrap();
+        assert_eq!(b.text(), "{\"verdict\":\"pass\"}");
+        // No rule matches: the reply mode answers.
+        let c = p.complete(&req("hello"), "echo", far()).await.unwrap();
+        assert!(c.text().starts_with("The "), "{}", c.text());
     }
 
     #[tokio::test]

@@ -30,6 +30,10 @@ pub struct DeployArgs {
     /// Why (kept in the history).
     #[arg(long)]
     reason: Option<String>,
+    /// Deploy past the environment's eval gate (`[eval_gates]`); needs --reason, and is
+    /// recorded as forced.
+    #[arg(long)]
+    force: bool,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -79,6 +83,7 @@ pub fn run(config: &Path, a: DeployArgs) -> ExitCode {
                         split: a.split.as_deref(),
                         shadow: a.shadow,
                         reason: a.reason.as_deref(),
+                        force: a.force,
                     },
                     a.json,
                 )
@@ -118,6 +123,7 @@ struct DeployRequest<'a> {
     split: Option<&'a str>,
     shadow: Option<i64>,
     reason: Option<&'a str>,
+    force: bool,
 }
 
 async fn deploy(
@@ -153,6 +159,31 @@ async fn deploy(
             }
         }
     }
+    // The environment's eval gate (in the config): evidence, or --force with a reason.
+    let gate = match gateway
+        .as_ref()
+        .and_then(|gw| gw.eval_gates.get(d.env).map(|g| (gw, g)))
+    {
+        None => None,
+        Some(_) if d.force => {
+            if d.reason.is_none_or(|r| r.trim().is_empty()) {
+                bail!("--force past the eval gate needs --reason (it is kept in the history)");
+            }
+            let seq = store
+                .current_deployment(d.feature, d.env)
+                .await?
+                .map_or(0, |c| c.seq);
+            Some(llmop_eval::gate::Passed {
+                note: "forced past the eval gate".into(),
+                expect_seq: seq,
+            })
+        }
+        Some((gw, g)) => Some(
+            llmop_eval::gate::check(&store, g, &gw.dir, d.feature, d.env, &state)
+                .await
+                .map_err(|r| anyhow!("refused: {r}"))?,
+        ),
+    };
     let who = actor();
     let event = store
         .deploy(
@@ -162,6 +193,8 @@ async fn deploy(
             llmop_store::ChangeBy {
                 actor: Some(&who),
                 reason: d.reason,
+                gate: gate.as_ref().map(|g| g.note.as_str()),
+                expect_seq: gate.as_ref().map(|g| g.expect_seq),
             },
         )
         .await?;
@@ -194,6 +227,7 @@ async fn history(
         "to",
         "by",
         "reason",
+        "gate",
     ]);
     for e in &events {
         t.add_row([
@@ -210,6 +244,7 @@ async fn history(
             e.to.describe(),
             e.actor.clone().unwrap_or_else(|| "-".into()),
             e.reason.clone().unwrap_or_default(),
+            e.gate.clone().unwrap_or_default(),
         ]);
     }
     write_out(format_args!("{t}"));

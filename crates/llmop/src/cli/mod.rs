@@ -27,7 +27,9 @@ macro_rules! out {
 pub mod budgets;
 pub mod check;
 pub mod cost;
+pub mod dataset;
 pub mod deploy;
+pub mod eval;
 pub mod feature;
 pub mod keys;
 pub mod prices;

@@ -47,6 +47,7 @@ async fn rollback(
             llmop_store::ChangeBy {
                 actor: Some(&who),
                 reason,
+                ..Default::default()
             },
         )
         .await?;

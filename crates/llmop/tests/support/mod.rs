@@ -175,6 +175,32 @@ impl Gateway {
         v
     }
 
+    /// Writes a file next to the gateway's config (`evals/qa.toml`, a dataset), creating
+    /// its directories; returns its path.
+    pub fn write(&self, rel: &str, text: &str) -> std::path::PathBuf {
+        let p = self.dir().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+
+    /// Runs the `llmop` CLI against this gateway: its config (so its store, its eval
+    /// gates and `evals/` next to it) and its URL, from its directory.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_llmop"))
+            .args(args)
+            .arg("--config")
+            .arg(self.dir().join("llmop.toml"))
+            .current_dir(self.dir())
+            .env("LLMOP_GATEWAY_URL", &self.url)
+            .env_remove("LLMOP_CONFIG")
+            .env_remove("LLMOP_STORE_URL")
+            .output()
+            .expect("run llmop")
+    }
+
     /// The `/metrics` page as text.
     pub async fn metrics(&self) -> String {
         client()
