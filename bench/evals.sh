@@ -13,8 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000}
 source bench/lib.sh
-cargo build --release --locked -p llmop -p llmop-bench
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -p llmop -p llmop-bench
 mkdir -p bench/results
+BIN=$(cd "$BIN" && pwd)
 
 cat > "$WORK/llmop.toml" <<'TOML'
 [server]

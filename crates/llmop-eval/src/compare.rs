@@ -212,10 +212,12 @@ pub async fn compare(
             .iter()
             .map(|r| ((r.item.as_str(), r.repeat), r))
             .collect();
+        let pending = std::sync::Mutex::new(std::collections::HashMap::new());
         let ctx = Ctx {
             gateway,
             store,
             run_id: &crun.id,
+            pending: Some(&pending),
         };
         let mut scored: Vec<ItemResult> = Vec::new();
         let pairs: Vec<(&ItemResult, &ItemResult)> = cres
@@ -248,6 +250,16 @@ pub async fn compare(
         while let Some(r) = st.next().await {
             scored.extend(r);
         }
+        drop(st);
+        let judged: Vec<(String, serde_json::Value)> = pending
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_iter()
+            .collect();
+        store
+            .eval_cache_put(&judged)
+            .await
+            .map_err(|e| e.to_string())?;
         for e in evals.specs() {
             if !matches!(e.kind, Kind::Pairwise { .. }) {
                 continue;
@@ -445,7 +457,7 @@ pub fn rows(r: &Report) -> Vec<[String; 7]> {
 /// The report as Markdown, for a pull request comment.
 pub fn markdown(r: &Report) -> String {
     let mut s = format!(
-        "### llmop eval: `{}` v{} vs v{} — **{}**\n\nDataset `{}` v{} ({} repeats per item), {} interval at 95%.\n\n",
+        "### llmop eval: `{}` v{} vs v{} — **{}**\n\nDataset `{}` v{} ({} repeat{} per item), {} interval at 95%.\n\n",
         r.feature,
         r.candidate.version,
         r.baseline.version,
@@ -453,6 +465,7 @@ pub fn markdown(r: &Report) -> String {
         r.dataset,
         r.dataset_version,
         r.repeats,
+        if r.repeats == 1 { "" } else { "s" },
         r.method
     );
     s.push_str("| evaluator | baseline | candidate | difference [95% CI] | verdict | pass→fail / fail→pass | errors |\n|---|---|---|---|---|---|---|\n");

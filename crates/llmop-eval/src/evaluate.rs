@@ -13,7 +13,7 @@
 //! of every score. Their answers are cached by judge version, input and repeat index.
 
 use crate::dataset::{canonical, hash_json, Item};
-use crate::gateway::{CallError, Gateway};
+use crate::gateway::{CallError, Invoker};
 use crate::spec::{EvalFile, EvaluatorSpec, Kind, SimilarityMethod};
 use llmop_features::{FeatureSpec, Parser};
 use llmop_store::Store;
@@ -64,6 +64,9 @@ pub struct Score {
     /// What this score's own calls cost this run (judges; cached: 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// The error is worth retrying later (a judge's provider failed), not a verdict.
+    #[serde(skip)]
+    pub retryable: bool,
 }
 
 impl Score {
@@ -181,9 +184,25 @@ impl Evaluators {
         a: &Answer,
         repeat: i64,
     ) -> Vec<(String, Score)> {
+        self.score_only(ctx, item, a, repeat, None).await
+    }
+
+    /// [`Evaluators::score`] with only the evaluators named in `only` (online
+    /// evaluation: the ones sampled for a call).
+    pub async fn score_only(
+        &self,
+        ctx: &Ctx<'_>,
+        item: &Item,
+        a: &Answer,
+        repeat: i64,
+        only: Option<&[String]>,
+    ) -> Vec<(String, Score)> {
         let mut out = Vec::with_capacity(self.checks.len());
         for (e, check) in self.file.evaluators.iter().zip(&self.checks) {
             if matches!(e.kind, Kind::Pairwise { .. }) {
+                continue;
+            }
+            if only.is_some_and(|names| !names.iter().any(|n| n == &e.name)) {
                 continue;
             }
             let s = if let Some(err) = &a.error {
@@ -379,7 +398,8 @@ impl Evaluators {
                 match ctx.judge(feature, *version, info, &vars, repeat).await {
                     Err(e) => Score {
                         judge: Some(label),
-                        ..Score::error(e)
+                        retryable: e.retryable,
+                        ..Score::error(e.message)
                     },
                     Ok((verdict_json, cost)) => {
                         let verdict = verdict_json.get(verdict_field).and_then(Value::as_str);
@@ -391,6 +411,7 @@ impl Evaluators {
                                 judge: Some(label),
                                 cost_usd: cost,
                                 error: None,
+                                retryable: false,
                             },
                             None => Score {
                                 judge: Some(label),
@@ -479,8 +500,8 @@ impl Evaluators {
             // Order 1: candidate first; order 2: baseline first.
             let one = ctx.judge(feature, *version, info, &ask(c, b), repeat).await;
             let two = ctx.judge(feature, *version, info, &ask(b, c), repeat).await;
-            let pick = |r: &Result<(Value, Option<f64>), String>| -> Result<String, String> {
-                let (v, _) = r.as_ref().map_err(Clone::clone)?;
+            let pick = |r: &Result<(Value, Option<f64>), JudgeError>| -> Result<String, String> {
+                let (v, _) = r.as_ref().map_err(|e| e.message.clone())?;
                 match v.get(winner_field).and_then(Value::as_str) {
                     Some(w) if w == first || w == second || w == tie => Ok(w.to_string()),
                     other => Err(format!(
@@ -518,6 +539,7 @@ impl Evaluators {
                         judge: Some(label),
                         cost_usd: cost,
                         error: None,
+                        retryable: false,
                     }
                 }
             };
@@ -665,12 +687,15 @@ async fn judge_info(
     })
 }
 
-/// What the evaluators share during a run: the gateway, the store (judge cache), and the
-/// run's tags.
+/// What the evaluators share during a run: who calls judges, the store (judge cache), and
+/// the run's tag.
 pub struct Ctx<'a> {
-    pub gateway: &'a Gateway,
+    pub gateway: &'a dyn Invoker,
     pub store: &'a Store,
     pub run_id: &'a str,
+    /// Judge answers not yet written to the cache: a run writes them in its batches
+    /// (one transaction per batch, not one per judge call); `None`: written at once.
+    pub pending: Option<&'a std::sync::Mutex<HashMap<String, Value>>>,
 }
 
 impl Ctx<'_> {
@@ -683,11 +708,21 @@ impl Ctx<'_> {
         info: &JudgeInfo,
         vars: &Map<String, Value>,
         repeat: i64,
-    ) -> Result<(Value, Option<f64>), String> {
+    ) -> Result<(Value, Option<f64>), JudgeError> {
         let key = format!(
             "judge:{}",
             hash_json(&json!({"judge": info.content_hash, "vars": vars, "repeat": repeat}))
         );
+        if let Some(p) = self.pending {
+            let hit = p
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            if let Some(v) = hit {
+                return Ok((v, None));
+            }
+        }
         if let Ok(hit) = self.store.eval_cache_get(std::slice::from_ref(&key)).await {
             if let Some(v) = hit.get(&key) {
                 return Ok((v.clone(), None));
@@ -700,24 +735,49 @@ impl Ctx<'_> {
         match self.gateway.invoke(feature, version, vars, &tags).await {
             Ok(inv) => {
                 let Some(parsed) = inv.parsed.filter(Value::is_object) else {
-                    return Err(format!(
+                    return Err(JudgeError::final_(format!(
                         "judge {feature} v{version} answered no JSON object (request {})",
                         inv.request_id
-                    ));
+                    )));
                 };
-                let _ = self
-                    .store
-                    .eval_cache_put(&[(key, parsed.clone())])
-                    .await;
+                match self.pending {
+                    Some(p) => {
+                        p.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(key, parsed.clone());
+                    }
+                    None => {
+                        let _ = self.store.eval_cache_put(&[(key, parsed.clone())]).await;
+                    }
+                }
                 Ok((parsed, inv.cost_usd))
             }
             Err(CallError::ParseFailed {
                 request_id,
                 message,
-            }) => Err(format!(
+            }) => Err(JudgeError::final_(format!(
                 "judge {feature} v{version}: its answer did not parse (request {request_id}): {message}"
-            )),
-            Err(e) => Err(format!("judge {feature} v{version}: {e}")),
+            ))),
+            Err(e) => Err(JudgeError {
+                retryable: e.transient(),
+                message: format!("judge {feature} v{version}: {e}"),
+            }),
+        }
+    }
+}
+
+/// Why a judge gave no verdict, and whether asking again later may help.
+#[derive(Debug, Clone)]
+pub struct JudgeError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl JudgeError {
+    fn final_(message: String) -> JudgeError {
+        JudgeError {
+            message,
+            retryable: false,
         }
     }
 }
@@ -895,6 +955,8 @@ mod tests {
     }
 
     /// Every deterministic kind, on answers that pass and answers that fail it.
+    use crate::gateway::Gateway;
+
     #[tokio::test]
     async fn deterministic_evaluators() {
         let file = EvalFile::parse(
@@ -946,6 +1008,7 @@ kind = "exact"
             gateway: &gw,
             store: &store,
             run_id: "r",
+            pending: None,
         };
         let mut it = item();
         it.expected = Some(json!({"n": 4}));

@@ -3,8 +3,33 @@
 //! priced, budgeted and retried like any traffic (environment `eval`, tagged with the
 //! run).
 
+use futures::future::BoxFuture;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
+
+/// Whatever calls a feature version for an evaluator: the HTTP [`Gateway`] (offline
+/// runs, from the CLI), or the gateway's own pipeline (online evaluation, in process).
+pub trait Invoker: Send + Sync {
+    fn invoke<'a>(
+        &'a self,
+        feature: &'a str,
+        version: i64,
+        variables: &'a Map<String, Value>,
+        tags: &'a [(&'a str, String)],
+    ) -> BoxFuture<'a, Result<Invoked, CallError>>;
+}
+
+impl Invoker for Gateway {
+    fn invoke<'a>(
+        &'a self,
+        feature: &'a str,
+        version: i64,
+        variables: &'a Map<String, Value>,
+        tags: &'a [(&'a str, String)],
+    ) -> BoxFuture<'a, Result<Invoked, CallError>> {
+        Box::pin(Gateway::invoke(self, feature, version, variables, tags))
+    }
+}
 
 #[derive(Clone)]
 pub struct Gateway {
@@ -23,6 +48,18 @@ pub struct Invoked {
     pub cost_usd: Option<f64>,
     pub latency_ms: u64,
     pub model: Option<String>,
+}
+
+impl CallError {
+    /// Worth trying again later: the gateway or a provider failed (5xx, 429, 408,
+    /// unreachable), not the request.
+    pub fn transient(&self) -> bool {
+        match self {
+            CallError::Unreachable(_) => true,
+            CallError::Failed { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            CallError::ParseFailed { .. } => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -11,6 +11,7 @@
 //! - [`compare`]: candidate vs baseline on the same items; the report and its formats.
 //! - [`gate`]: the deploy gate's question (is there a passing compare for this deploy?).
 //! - [`calibrate`]: a judge version's agreement with human labels.
+//! - [`online`]: which production calls each online evaluator scores (the sampler).
 //!
 //! Invariants: every model call goes through a running gateway (recorded, priced and
 //! budgeted like any traffic); an evaluator that cannot score is an error, never a
@@ -21,6 +22,7 @@ pub mod dataset;
 pub mod evaluate;
 pub mod gate;
 pub mod gateway;
+pub mod online;
 pub mod run;
 pub mod spec;
 pub mod stats;

@@ -8,7 +8,8 @@
 //! - **Cost cap**: `max_usd` counts what the run's own calls cost (answers and judges,
 //!   as the gateway priced them). No new item starts once the spend, plus what the items
 //!   in flight are expected to cost (the most expensive item so far, each), would pass
-//!   the cap; the run ends `partial`. A cap needs priced models: an unpriced call stops
+//!   the cap (the first paid item runs alone, so that a cost is known before the others
+//!   start); the run ends `partial`. A cap needs priced models: an unpriced call stops
 //!   the run with an error rather than spend blind.
 //! - Calls are tagged `eval_run`, `eval_item`, `eval_repeat` and made in environment
 //!   `eval`, so `llmop requests`/`query` find them.
@@ -120,6 +121,8 @@ pub fn answer_key(content_hash: &str, item: &Item, repeat: i64) -> String {
 
 struct Spend {
     spent: f64,
+    /// Paid items finished (their cost is known).
+    finished: usize,
     in_flight: usize,
     max_item: f64,
     stop: Option<String>,
@@ -190,13 +193,16 @@ pub async fn run(
         .eval_cache_get(&keys)
         .await
         .map_err(|e| e.to_string())?;
+    let pending = Mutex::new(std::collections::HashMap::new());
     let ctx = Ctx {
         gateway,
         store,
         run_id: &run_id,
+        pending: Some(&pending),
     };
     let spend = Mutex::new(Spend {
         spent: 0.0,
+        finished: 0,
         in_flight: 0,
         max_item: 0.0,
         stop: None,
@@ -214,7 +220,21 @@ pub async fn run(
         let version_n = spec.version;
         let max_usd = spec.max_usd;
         async move {
-            // Cached answers cost nothing; anything else must fit under the cap.
+            // Cached answers cost nothing; anything else must fit under the cap. Under a
+            // cap, the first paid item runs alone: until one cost is known, no projection
+            // can keep the items in flight under it.
+            if hit.is_none() && max_usd.is_some() {
+                loop {
+                    let first_pending = {
+                        let s = spend.lock().unwrap_or_else(|p| p.into_inner());
+                        s.finished == 0 && s.in_flight > 0 && s.stop.is_none()
+                    };
+                    if !first_pending {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
             if hit.is_none() {
                 let mut s = spend.lock().unwrap_or_else(|p| p.into_inner());
                 if s.stop.is_some() {
@@ -283,6 +303,7 @@ pub async fn run(
             if !answer.cached {
                 let mut s = spend.lock().unwrap_or_else(|p| p.into_inner());
                 s.in_flight = s.in_flight.saturating_sub(1);
+                s.finished += 1;
                 s.spent += cost;
                 s.max_item = s.max_item.max(cost);
                 let unpriced = answer.error.is_none() && answer.cost_usd.is_none();
@@ -303,6 +324,28 @@ pub async fn run(
             ))
         }
     };
+    // Results and cache entries are written by a task of their own, in batches, while
+    // the items go on: the loop below never waits on the database, so an item paused
+    // inside a transaction cannot block a batch's commit (and the run behind it).
+    let (batches, mut to_write) =
+        tokio::sync::mpsc::unbounded_channel::<(Vec<(String, i64, Value)>, Vec<(String, Value)>)>();
+    let writer = {
+        let store = store.clone();
+        let run_id = run_id.clone();
+        tokio::spawn(async move {
+            while let Some((results, cache)) = to_write.recv().await {
+                store
+                    .insert_eval_results(&run_id, &results)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                store
+                    .eval_cache_put(&cache)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        })
+    };
     let mut results = Vec::with_capacity(total);
     let mut pending_results: Vec<(String, i64, Value)> = Vec::new();
     let mut pending_cache: Vec<(String, Value)> = Vec::new();
@@ -310,6 +353,13 @@ pub async fn run(
         .map(one)
         .buffer_unordered(spec.concurrency.max(1));
     let mut done = 0;
+    let take_judged = || -> Vec<(String, Value)> {
+        pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect()
+    };
     while let Some(r) = stream.next().await {
         done += 1;
         progress(done, total);
@@ -318,11 +368,20 @@ pub async fn run(
         pending_cache.extend(fresh);
         results.push(res);
         if pending_results.len() >= 100 {
-            flush(store, &run_id, &mut pending_results, &mut pending_cache).await?;
+            pending_cache.extend(take_judged());
+            let _ = batches.send((
+                std::mem::take(&mut pending_results),
+                std::mem::take(&mut pending_cache),
+            ));
         }
     }
     drop(stream);
-    flush(store, &run_id, &mut pending_results, &mut pending_cache).await?;
+    pending_cache.extend(take_judged());
+    let _ = batches.send((pending_results, pending_cache));
+    drop(batches);
+    writer
+        .await
+        .map_err(|e| format!("the result writer stopped: {e}"))??;
     results.sort_by(|a, b| (a.item.as_str(), a.repeat).cmp(&(b.item.as_str(), b.repeat)));
     let s = spend.into_inner().unwrap_or_else(|p| p.into_inner());
     let complete = results.len() == total;
@@ -341,25 +400,6 @@ pub async fn run(
         summary,
         stopped: if complete { None } else { s.stop },
     })
-}
-
-async fn flush(
-    store: &Store,
-    run_id: &str,
-    results: &mut Vec<(String, i64, Value)>,
-    cache: &mut Vec<(String, Value)>,
-) -> Result<(), String> {
-    store
-        .insert_eval_results(run_id, results)
-        .await
-        .map_err(|e| e.to_string())?;
-    store
-        .eval_cache_put(cache)
-        .await
-        .map_err(|e| e.to_string())?;
-    results.clear();
-    cache.clear();
-    Ok(())
 }
 
 /// Per item: the mean of its repeats' values (errors left out), and its pass rate.

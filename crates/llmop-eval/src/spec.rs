@@ -33,6 +33,37 @@ pub struct EvalFile {
     pub dataset: Option<String>,
     pub policy: Policy,
     pub evaluators: Vec<EvaluatorSpec>,
+    /// Which evaluators score production calls, and how often (see `crate::online`).
+    /// Not part of the file's hash: sampling does not change what a compare decides.
+    #[serde(skip_serializing)]
+    pub online: Option<Online>,
+}
+
+/// `[online]`: evaluators run on production calls, after they are recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Online {
+    /// The evaluators that score production calls (default: every one but pairwise).
+    #[serde(default)]
+    pub evaluators: Vec<String>,
+    /// The share of calls each evaluator scores, 0..1 (default: 1 for deterministic
+    /// checks, 0.1 for judges and commands).
+    #[serde(default)]
+    pub sample: BTreeMap<String, f64>,
+    /// Environments whose calls are scored (default: every one but `eval`).
+    #[serde(default)]
+    pub envs: Vec<String>,
+    /// Only calls carrying every one of these tags (`key=value`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Most spent per UTC day on this feature's online judge calls (USD); past it,
+    /// judges wait for the next day (counted), deterministic checks go on.
+    #[serde(default = "default_judge_daily_usd")]
+    pub judge_daily_usd: f64,
+}
+
+fn default_judge_daily_usd() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +280,16 @@ fn default_command_timeout() -> u64 {
     30_000
 }
 
+/// Whether an evaluator can only score against an item's expected output.
+pub fn needs_expected(k: &Kind) -> bool {
+    match k {
+        Kind::Exact { .. } | Kind::Similarity { .. } => true,
+        Kind::Contains { values, .. } => values.is_empty(),
+        Kind::JsonField { equals, .. } => equals.is_none(),
+        _ => false,
+    }
+}
+
 impl Kind {
     pub fn name(&self) -> &'static str {
         match self {
@@ -280,6 +321,7 @@ struct RawFile {
     policy: Policy,
     #[serde(default)]
     evaluators: Vec<toml::Table>,
+    online: Option<Online>,
 }
 
 impl EvalFile {
@@ -339,8 +381,10 @@ impl EvalFile {
             dataset: raw.dataset,
             policy: raw.policy,
             evaluators,
+            online: raw.online,
         };
         file.validate(&mut errors);
+        file.validate_online(&mut errors);
         if errors.is_empty() {
             Ok(file)
         } else {
@@ -441,6 +485,48 @@ impl EvalFile {
                 }
                 _ => {}
             }
+        }
+    }
+
+    fn validate_online(&self, errors: &mut Vec<String>) {
+        let Some(o) = &self.online else { return };
+        let kind_of = |n: &str| {
+            self.evaluators
+                .iter()
+                .find(|e| e.name == n)
+                .map(|e| &e.kind)
+        };
+        for (i, n) in o.evaluators.iter().enumerate() {
+            match kind_of(n) {
+                None => errors.push(format!("online.evaluators[{i}]: no evaluator `{n}` in this file")),
+                Some(Kind::Pairwise { .. }) => errors.push(format!(
+                    "online.evaluators[{i}]: `{n}` is pairwise: it needs two answers (compares and shadows)"
+                )),
+                Some(k) if needs_expected(k) => errors.push(format!(
+                    "online.evaluators[{i}]: `{n}` compares with an item's expected output, which production calls do not have"
+                )),
+                Some(_) => {}
+            }
+        }
+        for (n, rate) in &o.sample {
+            if kind_of(n).is_none() {
+                errors.push(format!(
+                    "online.sample.{n}: no evaluator `{n}` in this file"
+                ));
+            }
+            if !(0.0..=1.0).contains(rate) {
+                errors.push(format!(
+                    "online.sample.{n}: {rate} is not a share between 0 and 1"
+                ));
+            }
+        }
+        for (i, t) in o.tags.iter().enumerate() {
+            if !t.contains('=') {
+                errors.push(format!("online.tags[{i}]: `{t}`: write key=value"));
+            }
+        }
+        if o.judge_daily_usd.is_nan() || o.judge_daily_usd < 0.0 {
+            errors.push("online.judge_daily_usd: must be 0 or more".into());
         }
     }
 

@@ -43,6 +43,7 @@ pub mod handlers;
 pub mod http_error;
 pub mod limits;
 pub mod metrics;
+pub mod online;
 pub mod pipeline;
 pub mod reasoning;
 pub mod record;

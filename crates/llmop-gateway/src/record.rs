@@ -117,6 +117,25 @@ pub struct Recorder {
     pub strict: bool,
     /// `[store] max_field_bytes`: the most a record keeps of one large field.
     pub max_field_bytes: usize,
+    /// Which calls online evaluators score (from the eval files' `[online]` sections);
+    /// `None`: none.
+    pub online: Option<Arc<llmop_eval::online::Sampler>>,
+}
+
+/// The online evaluators' sampler from the eval files' `[online]` sections (read once,
+/// at start); `None` when there are none or `[online] enabled = false`. A file that
+/// cannot be read is logged and left out: evals never stop the gateway from serving.
+fn online_sampler(config: &Config) -> Option<Arc<llmop_eval::online::Sampler>> {
+    if !config.online.enabled {
+        return None;
+    }
+    let (files, problems) =
+        llmop_eval::online::load_dir(&config.dir.join(&config.online.evals_dir));
+    for p in problems {
+        tracing::error!(problem = %p, "online evaluation: an eval file was left out");
+    }
+    let sampler = llmop_eval::online::Sampler::new(&files);
+    (!sampler.is_empty()).then(|| Arc::new(sampler))
 }
 
 impl Recorder {
@@ -146,6 +165,7 @@ impl Recorder {
             store,
             strict: config.store.durability == Durability::Strict,
             max_field_bytes: config.store.max_field_bytes.max(1024),
+            online: online_sampler(config),
         })
     }
 }
@@ -210,6 +230,9 @@ pub struct CallData {
     latency: Duration,
     /// `[store] max_field_bytes`, from the recorder.
     max_field_bytes: usize,
+    /// The online evaluators' sampler, from the recorder: applied when the record is
+    /// built (off the request path).
+    online: Option<Arc<llmop_eval::online::Sampler>>,
 }
 
 /// A call on its way through the pipeline: its [`CallData`] and where it goes when the
@@ -260,7 +283,12 @@ impl CallData {
         self.stages.mark(Stage::Record);
     }
 
-    fn new(request_id: &str, endpoint: &'static str, max_field_bytes: usize) -> CallData {
+    fn new(
+        request_id: &str,
+        endpoint: &'static str,
+        max_field_bytes: usize,
+        online: Option<Arc<llmop_eval::online::Sampler>>,
+    ) -> CallData {
         CallData {
             request_id: request_id.to_string(),
             endpoint,
@@ -293,6 +321,7 @@ impl CallData {
             stages: Stages::default(),
             latency: Duration::ZERO,
             max_field_bytes,
+            online,
         }
     }
 }
@@ -300,8 +329,9 @@ impl CallData {
 impl CallRecord {
     pub fn new(request_id: &str, endpoint: &'static str, recorder: Option<Arc<Recorder>>) -> Self {
         let max_field_bytes = recorder.as_ref().map_or(0, |r| r.max_field_bytes);
+        let online = recorder.as_ref().and_then(|r| r.online.clone());
         CallRecord {
-            data: CallData::new(request_id, endpoint, max_field_bytes),
+            data: CallData::new(request_id, endpoint, max_field_bytes, online),
             recorder,
             emitted: false,
         }
@@ -491,7 +521,7 @@ impl CallRecord {
         self.data.entered_record();
         self.data.status = Some(status);
         self.data.latency = latency;
-        let empty = CallData::new("", self.data.endpoint, 0);
+        let empty = CallData::new("", self.data.endpoint, 0, None);
         Some(std::mem::replace(&mut self.data, empty))
     }
 }
@@ -683,6 +713,17 @@ impl IntoRecord for CallData {
                 )
                 .increment(1),
             }
+        }
+        // Online evaluators sampled for this call: queued with the record, scored later
+        // by the online worker.
+        if let Some(sampler) = &c.online {
+            r.online_evals = sampler.sample(&llmop_eval::online::Call {
+                request_id: &r.request_id,
+                feature: r.feature.as_deref(),
+                env: r.env.as_deref(),
+                status: r.status,
+                tags: &r.tags,
+            });
         }
         r
     }

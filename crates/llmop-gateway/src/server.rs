@@ -321,6 +321,7 @@ pub async fn run(app: Arc<AppState>, listener: TcpListener) -> std::io::Result<(
     if let (Some(rec), Some(days)) = (&app.recorder, app.config.store.retention_days) {
         crate::record::spawn_retention(rec.clone(), days, app.shutdown.clone());
     }
+    crate::online::spawn(&app);
     serve(app.clone(), listener).await?;
     let deadline = std::time::Duration::from_millis(app.config.server.shutdown_timeout_ms);
     if let Some(f) = &app.features {

@@ -12,6 +12,8 @@
 //! - [`evals`]: dataset versions, eval runs and results, the answer cache, compares
 //!   and judge calibrations.
 //! - [`cost`]: spend over the records, grouped (`llmop cost`).
+//! - [`scores`]: scores of calls (online evaluators, feedback) and the durable queue of
+//!   online evaluation work.
 //! - [`keys`]: client API keys (hashed, scoped, revocable).
 //! - [`writer`]: the record writer: bounded queue, group commit, back-pressure, spill.
 //!
@@ -31,6 +33,7 @@ pub mod keys;
 mod migrate;
 mod query;
 pub mod record;
+pub mod scores;
 mod store;
 pub mod writer;
 
@@ -45,5 +48,6 @@ pub use query::{QueryError, QueryResult};
 pub use record::{
     parse_time, Attempt, Feedback, KeptState, ListFilter, Page, Record, StatusFilter,
 };
+pub use scores::{QueuedEval, ScoreFilter, ScoreGroup, StoredScore};
 pub use store::{Backend, Store, StoreError};
 pub use writer::{IntoRecord, RecordWriter, StatsSnapshot, WriterConfig, WriterStopped};

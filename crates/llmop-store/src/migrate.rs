@@ -63,6 +63,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0010_evals.sql"),
         postgres: include_str!("../migrations/postgres/0010_evals.sql"),
     },
+    Migration {
+        version: 11,
+        sqlite: include_str!("../migrations/sqlite/0011_scores.sql"),
+        postgres: include_str!("../migrations/postgres/0011_scores.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

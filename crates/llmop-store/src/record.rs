@@ -109,6 +109,10 @@ pub struct Record {
     /// `reasoning_state`, not in the record's row).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasoning_state: Vec<KeptState>,
+    /// Online evaluators sampled to score this call: queued (`online_queue`) in the same
+    /// transaction as the record, so the work is durable exactly when the record is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub online_evals: Vec<String>,
     /// The pipeline stages this call went through, in order (`authenticate`, `context`,
     /// `parse`, …, `record`): where a refused or failed call stopped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -178,6 +182,7 @@ impl Record {
             upstream_model: None,
             stages: Vec::new(),
             reasoning_state: Vec::new(),
+            online_evals: Vec::new(),
             client_request_id: None,
             truncated: false,
         }

@@ -344,6 +344,7 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
             .map(|s| s.split(',').map(str::to_string).collect())
             .unwrap_or_default(),
         reasoning_state: Vec::new(),
+        online_evals: Vec::new(),
         request_id: id,
     })
 }
@@ -485,6 +486,21 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+        }
+        // Online evaluation work commits with its record too: queued exactly when the
+        // record is durable, and never for a record that was not.
+        for r in records.iter().filter(|r| !r.online_evals.is_empty()) {
+            let Some(feature) = &r.feature else { continue };
+            sqlx::query(
+                "INSERT INTO online_queue (request_id, feature, evaluators, enqueued_at_ms, attempts, next_at_ms) \
+                 VALUES ($1, $2, $3, $4, 0, $4) ON CONFLICT (request_id) DO NOTHING",
+            )
+            .bind(r.request_id.clone())
+            .bind(feature.clone())
+            .bind(json_text(&serde_json::json!(r.online_evals)))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -668,7 +684,12 @@ impl Store {
         .bind(request_id.to_string())
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        // Feedback is also a score (source `human`), beside the online evaluators'.
+        self.put_feedback_score(request_id, fb).await?;
+        Ok(true)
     }
 
     /// Deletes records created before `cutoff_ms`; returns how many. Deletes in chunks,

@@ -85,10 +85,10 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 10);
+    assert_eq!(store.schema_version().await.unwrap(), 11);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 10);
+    assert_eq!(again.schema_version().await.unwrap(), 11);
     again.close().await;
 
     // Every field survives the round trip.
@@ -371,6 +371,7 @@ async fn run_suite(url: &str) {
     nulls_then_values(&store).await;
     keys(&store).await;
     evals(&store).await;
+    scores(&store).await;
     // Kept reasoning state commits with its record and is found by tool-call id.
     let mut kept = small("req-kept", 1_000, "f", "u", 200);
     kept.reasoning_tokens = Some(192);
@@ -573,6 +574,120 @@ async fn evals(store: &Store) {
         Some(0.75)
     );
     assert!(store.calibration("judge", 2).await.unwrap().is_none());
+}
+
+/// Scores and the online queue: queued with their record, in its transaction; scores
+/// upserted and aggregated; feedback becomes a `human` score.
+async fn scores(store: &Store) {
+    use llmop_store::{ScoreFilter, StoredScore};
+    let mut r = small("scored-1", 5_000, "qa", "u", 200);
+    r.feature_version = Some(2);
+    r.env = Some("prod".into());
+    r.online_evals = vec!["exact".into(), "judge".into()];
+    let plain = small("scored-2", 5_001, "qa", "u", 200);
+    store.insert_batch(&[r, plain]).await.unwrap();
+    let due = store.due_online(i64::MAX, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].request_id, "scored-1");
+    assert_eq!(due[0].evaluators, vec!["exact", "judge"]);
+    // A retry moves it out of reach until its time.
+    store
+        .retry_online("scored-1", i64::MAX - 1, "judge down")
+        .await
+        .unwrap();
+    assert!(store.due_online(1_000_000, 10).await.unwrap().is_empty());
+    let q = store.due_online(i64::MAX, 10).await.unwrap();
+    assert_eq!(
+        (q[0].attempts, q[0].last_error.as_deref()),
+        (1, Some("judge down"))
+    );
+    let score = |evaluator: &str, value: Option<f64>, pass: Option<bool>, error: Option<&str>| {
+        StoredScore {
+            request_id: "scored-1".into(),
+            evaluator: evaluator.into(),
+            source: "online".into(),
+            feature: Some("qa".into()),
+            feature_version: Some(2),
+            env: Some("prod".into()),
+            model: Some("sim/echo".into()),
+            value,
+            pass,
+            error: error.map(str::to_string),
+            cost_usd: None,
+            created_at_ms: 6_000,
+            ..StoredScore::default()
+        }
+    };
+    store
+        .finish_online(
+            "scored-1",
+            &[
+                score("exact", Some(1.0), Some(true), None),
+                score("judge", None, None, Some("no verdict")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.online_queue_len().await.unwrap(), 0);
+    // The same evaluator again replaces its score.
+    store
+        .put_scores(&[StoredScore {
+            cost_usd: Some(0.25),
+            judge: Some("j v1".into()),
+            ..score("judge", Some(0.0), Some(false), None)
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.online_judge_spend("qa", 0).await.unwrap(), 0.25);
+    let of = store.scores_of("scored-1").await.unwrap();
+    assert_eq!(of.len(), 2);
+    assert_eq!(of[1].pass, Some(false));
+    assert!(of[1].error.is_none());
+    // Feedback is a human score.
+    store
+        .set_feedback(
+            "scored-1",
+            &Feedback {
+                score: Some(1.0),
+                label: Some("good".into()),
+                comment: None,
+                at_ms: 7_000,
+            },
+        )
+        .await
+        .unwrap();
+    let groups = store
+        .score_groups(&ScoreFilter {
+            feature: Some("qa".into()),
+            ..ScoreFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(groups.len(), 3, "{groups:?}");
+    let human = groups.iter().find(|g| g.source == "human").unwrap();
+    assert_eq!(
+        (human.count, human.mean, human.pass_rate),
+        (1, Some(1.0), Some(1.0))
+    );
+    let by_day = store
+        .score_groups(&ScoreFilter {
+            source: Some("online".into()),
+            by_day: true,
+            since_ms: Some(0),
+            ..ScoreFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_day.len(), 2);
+    assert_eq!(by_day[0].day_ms, Some(0));
+    assert!(store
+        .score_groups(&ScoreFilter {
+            evaluator: Some("nope".into()),
+            ..ScoreFilter::default()
+        })
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// API keys: shown once, stored hashed, revocable.

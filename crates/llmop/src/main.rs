@@ -71,6 +71,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::eval::EvalCommand,
     },
+    /// Scores of recorded calls (online evaluators, feedback), aggregated over a window.
+    Scores(cli::scores::ScoresArgs),
     /// Shadow versions: how they compare with what was served.
     Shadow {
         #[command(subcommand)]
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
         Command::Prices(a) => cli::prices::run(config, a),
         Command::Dataset { command } => cli::dataset::run(config, command),
         Command::Eval { command } => cli::eval::run(config, command),
+        Command::Scores(a) => cli::scores::run(config, a),
         Command::Shadow { command } => cli::shadow::run(config, command),
         Command::Requests { command } => cli::requests::run(config, command),
         Command::Query(a) => cli::query::run(config, a),

@@ -519,6 +519,29 @@ async fn runs_repeat_cache_cap_and_judge_errors() {
     let runs = stdout_json(&o);
     assert_eq!(runs[0]["status"], "partial", "{runs}");
 
+    // A run larger than a batch of stored results, with more items in flight than the
+    // store has connections: results are written while items go on (this once
+    // deadlocked on SQLite: a batch's commit waited for an item paused in a transaction).
+    gw.write("evals/datasets/big.jsonl", &dataset(250));
+    assert_eq!(
+        code(&gw.cli(&["dataset", "push", "evals/datasets/big.jsonl"])),
+        0
+    );
+    let o = gw.cli(&[
+        "eval",
+        "run",
+        "qa",
+        "--version",
+        "3",
+        "--dataset",
+        "big",
+        "--concurrency",
+        "32",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert_eq!(stdout_json(&o)["summary"]["answers"], 250);
+
     // A judge whose answer does not parse is an error on every item, never a zero.
     gw.write(
         "evals/broken.toml",

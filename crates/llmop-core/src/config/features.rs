@@ -106,3 +106,59 @@ pub(super) fn validate_gates(c: &Config, out: &mut Problems) {
         }
     }
 }
+
+/// `[online]`: the online evaluation worker (which calls are scored is in the eval
+/// files' `[online]` sections, see docs/quality.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineConfig {
+    /// Where the eval files are (`<feature>.toml`), relative to the config; read at start.
+    #[serde(default = "default_evals_dir")]
+    pub evals_dir: PathBuf,
+    /// `false`: no call is sampled and the worker does not run.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How often the worker looks for queued work when it found none.
+    #[serde(default = "default_online_poll_ms")]
+    pub poll_ms: u64,
+    /// Calls scored at once.
+    #[serde(default = "default_online_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for OnlineConfig {
+    fn default() -> Self {
+        OnlineConfig {
+            evals_dir: default_evals_dir(),
+            enabled: true,
+            poll_ms: default_online_poll_ms(),
+            concurrency: default_online_concurrency(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_online_poll_ms() -> u64 {
+    500
+}
+fn default_online_concurrency() -> usize {
+    4
+}
+
+pub(super) fn validate_online(c: &Config, out: &mut Problems) {
+    let o = &c.online;
+    if !(10..=60_000).contains(&o.poll_ms) {
+        out.push((
+            key(&["online", "poll_ms"]),
+            "must be between 10 and 60000".into(),
+        ));
+    }
+    if !(1..=256).contains(&o.concurrency) {
+        out.push((
+            key(&["online", "concurrency"]),
+            "must be between 1 and 256".into(),
+        ));
+    }
+}

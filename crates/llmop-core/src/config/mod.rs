@@ -64,6 +64,9 @@ pub struct Config {
     /// Per environment: the eval evidence a deploy needs.
     #[serde(default)]
     pub eval_gates: BTreeMap<String, EvalGate>,
+    /// The online evaluation worker.
+    #[serde(default)]
+    pub online: OnlineConfig,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -205,6 +208,7 @@ impl Config {
         providers::validate(self, &mut out);
         routes::validate(self, &mut out);
         features::validate_gates(self, &mut out);
+        features::validate_online(self, &mut out);
         out
     }
 }

@@ -30,6 +30,7 @@
 //! (`handlers`), invoke (`handlers`) and shadows ([`shadow`]) are entries; replays come
 //! in through the chat endpoints. Stages take what they need, not the whole `AppState`.
 
+pub mod internal;
 pub mod shadow;
 pub mod targets;
 

@@ -37,6 +37,7 @@ pub mod query;
 pub mod replay;
 pub mod requests;
 pub mod rollback;
+pub mod scores;
 pub mod serve;
 pub mod shadow;
 

@@ -39,9 +39,32 @@ impl Gateway {
         Self::start_on(config, env, "127.0.0.1:0")
     }
 
+    /// With `files` (path relative to the config, text) written next to the config
+    /// before it starts: eval files, which the gateway reads at start.
+    pub fn start_with_files(config: &str, files: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (rel, text) in files {
+            let p = dir.path().join(rel);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(&p, text).expect("write file");
+        }
+        Self::start_in(dir, config, &[], "127.0.0.1:0")
+    }
+
     /// Listening on `listen` (e.g. `0.0.0.0:0`).
     pub fn start_on(config: &str, env: &[(&str, &str)], listen: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, config, env, listen)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+        listen: &str,
+    ) -> Gateway {
         let cfg = dir.path().join("llmop.toml");
         std::fs::write(&cfg, config).expect("write config");
         let stderr_path = dir.path().join("stderr.log");

@@ -1,0 +1,261 @@
+//! The online evaluation worker: scores recorded production calls, off the request path.
+//!
+//! Which calls and which evaluators was decided when each record was built (the eval
+//! files' `[online]` sections, `llmop_eval::online::Sampler`) and queued in the record's
+//! own transaction (`online_queue`), so the work is exactly as durable as the record:
+//! it survives a restart, and a call that was never recorded is never scored. This task
+//! drains the queue: it reads the record, scores it with the feature's evaluators (judges
+//! called in process through the conductor, `pipeline::internal`), and stores the scores
+//! and removes the queue entry in one transaction. A judge whose provider fails is tried
+//! again with exponential backoff (up to a day of attempts); it never blocks serving
+//! (other calls are scored meanwhile, and serving never waits on this task). Each
+//! feature's judges stop for the UTC day once their spend reaches `judge_daily_usd`.
+
+use crate::pipeline::internal::InProcess;
+use crate::state::AppState;
+use futures::StreamExt;
+use llmop_eval::dataset::Item;
+use llmop_eval::evaluate::{Answer, Ctx, Evaluators};
+use llmop_eval::spec::{EvalFile, Kind};
+use llmop_store::{QueuedEval, Record, Store, StoredScore};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Attempts before a call's scores are stored with the errors they still have.
+const MAX_ATTEMPTS: i64 = 12;
+
+struct Worker {
+    app: Arc<AppState>,
+    store: Store,
+    files: HashMap<String, EvalFile>,
+    /// Evaluators per feature, loaded on first use (a judge registered after the start is
+    /// found on the next attempt).
+    loaded: Mutex<HashMap<String, Arc<Evaluators>>>,
+}
+
+/// Starts the worker when online evaluation is configured; it ends with the shutdown.
+pub fn spawn(app: &Arc<AppState>) {
+    let Some(recorder) = app.recorder.as_ref() else {
+        return;
+    };
+    if recorder.online.is_none() {
+        return;
+    }
+    let (files, _) =
+        llmop_eval::online::load_dir(&app.config.dir.join(&app.config.online.evals_dir));
+    let worker = Worker {
+        app: app.clone(),
+        store: recorder.store.clone(),
+        files: files.into_iter().map(|f| (f.feature.clone(), f)).collect(),
+        loaded: Mutex::new(HashMap::new()),
+    };
+    tracing::info!(
+        features = worker.files.len(),
+        "online evaluation: worker started"
+    );
+    tokio::spawn(async move { worker.run().await });
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// 2^attempts seconds, at most an hour.
+fn backoff_ms(attempts: i64) -> i64 {
+    1000 * (1i64 << attempts.clamp(0, 12)).min(3600)
+}
+
+impl Worker {
+    async fn run(self) {
+        let poll = Duration::from_millis(self.app.config.online.poll_ms);
+        let concurrency = self.app.config.online.concurrency;
+        let shutdown = self.app.shutdown.clone();
+        loop {
+            let due = match self.store.due_online(now_ms(), 64).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "online evaluation: cannot read the queue");
+                    Vec::new()
+                }
+            };
+            if let Ok(n) = self.store.online_queue_len().await {
+                metrics::gauge!("llmop_online_queue").set(n as f64);
+            }
+            if due.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => continue,
+                    _ = shutdown.triggered() => return,
+                }
+            }
+            futures::stream::iter(due)
+                .for_each_concurrent(concurrency, |q| self.process(q))
+                .await;
+        }
+    }
+
+    async fn evaluators(&self, feature: &str) -> Result<Arc<Evaluators>, String> {
+        let mut loaded = self.loaded.lock().await;
+        if let Some(e) = loaded.get(feature) {
+            return Ok(e.clone());
+        }
+        let file = self
+            .files
+            .get(feature)
+            .cloned()
+            .ok_or_else(|| format!("no eval file for `{feature}` any more"))?;
+        let e = Arc::new(Evaluators::load(file, &self.store).await?);
+        loaded.insert(feature.to_string(), e.clone());
+        Ok(e)
+    }
+
+    async fn process(&self, q: QueuedEval) {
+        match self.score(&q).await {
+            Ok(scores) => {
+                if let Err(e) = self.store.finish_online(&q.request_id, &scores).await {
+                    tracing::warn!(error = %e, request_id = %q.request_id, "online evaluation: cannot store scores");
+                    return;
+                }
+                for s in &scores {
+                    let outcome = match (s.error.is_some(), s.pass) {
+                        (true, _) => "error",
+                        (false, Some(true)) => "pass",
+                        (false, _) => "fail",
+                    };
+                    metrics::counter!(
+                        "llmop_online_scores_total",
+                        "feature" => q.feature.clone(),
+                        "evaluator" => s.evaluator.clone(),
+                        "outcome" => outcome
+                    )
+                    .increment(1);
+                }
+            }
+            Err(why) => {
+                let next = now_ms() + backoff_ms(q.attempts);
+                tracing::info!(request_id = %q.request_id, attempts = q.attempts + 1, error = %why, "online evaluation: will try again");
+                metrics::counter!("llmop_online_retries_total", "feature" => q.feature.clone())
+                    .increment(1);
+                if let Err(e) = self.store.retry_online(&q.request_id, next, &why).await {
+                    tracing::warn!(error = %e, "online evaluation: cannot reschedule");
+                }
+            }
+        }
+    }
+
+    /// The scores of one queued call; `Err`: try again later.
+    async fn score(&self, q: &QueuedEval) -> Result<Vec<StoredScore>, String> {
+        let Some(rec) = self
+            .store
+            .get(&q.request_id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            // Purged by retention before it was scored: nothing left to score.
+            return Ok(Vec::new());
+        };
+        let evals = self.evaluators(&q.feature).await?;
+        let mut names = q.evaluators.clone();
+        // Judges within their feature's daily cap.
+        let judges: Vec<String> = names
+            .iter()
+            .filter(|n| {
+                evals
+                    .specs()
+                    .iter()
+                    .any(|e| &e.name == *n && matches!(e.kind, Kind::Judge { .. }))
+            })
+            .cloned()
+            .collect();
+        if !judges.is_empty() {
+            let cap = evals
+                .file
+                .online
+                .as_ref()
+                .map_or(0.0, |o| o.judge_daily_usd);
+            let day_start = now_ms() / 86_400_000 * 86_400_000;
+            let spent = self
+                .store
+                .online_judge_spend(&q.feature, day_start)
+                .await
+                .map_err(|e| e.to_string())?;
+            if spent >= cap {
+                names.retain(|n| !judges.contains(n));
+                metrics::counter!("llmop_online_judge_capped_total", "feature" => q.feature.clone())
+                    .increment(judges.len() as u64);
+            }
+        }
+        let item = Item {
+            id: rec.request_id.clone(),
+            variables: match &rec.variables {
+                Some(serde_json::Value::Object(v)) => v.clone(),
+                _ => Default::default(),
+            },
+            messages: None,
+            expected: None,
+            labels: vec![],
+            tags: vec![],
+            source: Some(format!("record:{}", rec.request_id)),
+        };
+        let answer = answer_of(&rec);
+        let invoker = InProcess {
+            app: self.app.clone(),
+        };
+        let ctx = Ctx {
+            gateway: &invoker,
+            store: &self.store,
+            run_id: &format!("online:{}", rec.request_id),
+            pending: None,
+        };
+        let scores = evals
+            .score_only(&ctx, &item, &answer, 0, Some(&names))
+            .await;
+        if q.attempts + 1 < MAX_ATTEMPTS {
+            if let Some((_, s)) = scores.iter().find(|(_, s)| s.retryable) {
+                return Err(s.error.clone().unwrap_or_default());
+            }
+        }
+        let at = now_ms();
+        Ok(scores
+            .into_iter()
+            .map(|(name, s)| StoredScore {
+                request_id: rec.request_id.clone(),
+                evaluator: name,
+                source: "online".into(),
+                feature: rec.feature.clone(),
+                feature_version: rec.feature_version,
+                env: rec.env.clone(),
+                model: match (&rec.provider, &rec.model) {
+                    (Some(p), Some(m)) => Some(format!("{p}/{m}")),
+                    (_, m) => m.clone(),
+                },
+                value: s.value,
+                pass: s.pass,
+                label: None,
+                comment: None,
+                detail: s.detail,
+                judge: s.judge,
+                error: s.error,
+                cost_usd: s.cost_usd,
+                created_at_ms: at,
+            })
+            .collect())
+    }
+}
+
+/// A recorded call as the answer evaluators score.
+fn answer_of(rec: &Record) -> Answer {
+    Answer {
+        request_id: Some(rec.request_id.clone()),
+        text: rec.output_text.clone(),
+        parsed: rec.parsed_output.clone(),
+        parse_status: rec.parse_status.clone(),
+        latency_ms: rec.latency_ms.max(0) as u64,
+        cost_usd: rec.cost_usd,
+        ..Answer::default()
+    }
+}

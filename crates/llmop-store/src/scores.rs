@@ -1,0 +1,313 @@
+//! Scores of recorded calls: online evaluators' (source `online`) and people's feedback
+//! (source `human`), one row per (request, evaluator, source); and the durable queue of
+//! online evaluation work (`online_queue`), filled with the records it points at (see
+//! `Store::insert_batch`) and drained by the gateway's online worker.
+
+use crate::record::Feedback;
+use crate::store::{now_ms, BindF64, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+/// One score of one call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredScore {
+    pub request_id: String,
+    pub evaluator: String,
+    /// `online` (an online evaluator), `human` (feedback).
+    pub source: String,
+    pub feature: Option<String>,
+    pub feature_version: Option<i64>,
+    pub env: Option<String>,
+    /// `provider/model` that answered the call.
+    pub model: Option<String>,
+    pub value: Option<f64>,
+    pub pass: Option<bool>,
+    pub label: Option<String>,
+    pub comment: Option<String>,
+    pub detail: Option<String>,
+    /// `judge-name v3` for judge scores.
+    pub judge: Option<String>,
+    pub error: Option<String>,
+    /// What producing this score cost (a judge's call).
+    pub cost_usd: Option<f64>,
+    pub created_at_ms: i64,
+}
+
+/// Queued online evaluation of one call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueuedEval {
+    pub request_id: String,
+    pub feature: String,
+    pub evaluators: Vec<String>,
+    pub enqueued_at_ms: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// Aggregated scores (`llmop scores`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreGroup {
+    pub feature: Option<String>,
+    pub feature_version: Option<i64>,
+    pub evaluator: String,
+    pub source: String,
+    /// Start of the UTC day (ms) when grouped by day.
+    pub day_ms: Option<i64>,
+    pub count: i64,
+    pub errors: i64,
+    pub mean: Option<f64>,
+    pub pass_rate: Option<f64>,
+}
+
+/// What `llmop scores` and `GET /admin/scores` filter on.
+#[derive(Debug, Clone, Default)]
+pub struct ScoreFilter {
+    pub feature: Option<String>,
+    pub evaluator: Option<String>,
+    pub source: Option<String>,
+    pub since_ms: Option<i64>,
+    pub by_day: bool,
+}
+
+const SCORE_COLS: &str = "request_id, evaluator, source, feature, feature_version, env, model, value, pass, label, comment, detail, judge, error, cost_usd, created_at_ms";
+
+impl Store {
+    /// Inserts or replaces scores (a re-run of the same evaluator on the same call keeps
+    /// the latest).
+    pub async fn put_scores(&self, scores: &[StoredScore]) -> Result<(), StoreError> {
+        if scores.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await?;
+        for s in scores {
+            upsert(s).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Feedback on a call as a `human` score named `feedback`: its value the feedback's
+    /// score, passing at 0.5 and above.
+    pub(crate) async fn put_feedback_score(
+        &self,
+        request_id: &str,
+        fb: &Feedback,
+    ) -> Result<(), StoreError> {
+        let row = sqlx::query(
+            "SELECT feature, feature_version, env, provider, model FROM records WHERE request_id = $1",
+        )
+        .bind(request_id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(()) };
+        let provider: Option<String> = row.try_get("provider")?;
+        let model: Option<String> = row.try_get("model")?;
+        let s = StoredScore {
+            request_id: request_id.to_string(),
+            evaluator: "feedback".into(),
+            source: "human".into(),
+            feature: row.try_get("feature")?,
+            feature_version: row.try_get("feature_version")?,
+            env: row.try_get("env")?,
+            model: match (provider, model) {
+                (Some(p), Some(m)) => Some(format!("{p}/{m}")),
+                (_, m) => m,
+            },
+            value: fb.score,
+            pass: fb.score.map(|v| v >= 0.5),
+            label: fb.label.clone(),
+            comment: fb.comment.clone(),
+            created_at_ms: fb.at_ms,
+            ..StoredScore::default()
+        };
+        self.put_scores(&[s]).await
+    }
+
+    /// Scores of one call.
+    pub async fn scores_of(&self, request_id: &str) -> Result<Vec<StoredScore>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SCORE_COLS} FROM scores WHERE request_id = $1 ORDER BY evaluator, source"
+        ))
+        .bind(request_id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(read_score).collect()
+    }
+
+    /// Scores grouped by feature, version, evaluator, source (and UTC day).
+    pub async fn score_groups(&self, f: &ScoreFilter) -> Result<Vec<ScoreGroup>, StoreError> {
+        let day = if f.by_day {
+            "(created_at_ms / 86400000) * 86400000"
+        } else {
+            "CAST(NULL AS BIGINT)"
+        };
+        let sql = format!(
+            "SELECT feature, feature_version, evaluator, source, {day} AS day_ms, COUNT(*) AS n, \
+             SUM(CASE WHEN error IS NULL THEN 0 ELSE 1 END) AS errors, \
+             AVG(value) AS mean, AVG(CAST(pass AS DOUBLE PRECISION)) AS pass_rate \
+             FROM scores WHERE ($1 IS NULL OR feature = $1) AND ($2 IS NULL OR evaluator = $2) \
+             AND ($3 IS NULL OR source = $3) AND created_at_ms >= $4 \
+             GROUP BY feature, feature_version, evaluator, source, day_ms \
+             ORDER BY feature, feature_version, evaluator, source, day_ms"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(f.feature.clone())
+            .bind(f.evaluator.clone())
+            .bind(f.source.clone())
+            .bind(f.since_ms.unwrap_or(0))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ScoreGroup {
+                    feature: r.try_get("feature")?,
+                    feature_version: r.try_get("feature_version")?,
+                    evaluator: r.try_get("evaluator")?,
+                    source: r.try_get("source")?,
+                    day_ms: r.try_get("day_ms")?,
+                    count: r.try_get("n")?,
+                    errors: r.try_get("errors")?,
+                    mean: r.try_get("mean")?,
+                    pass_rate: r.try_get("pass_rate")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Queued online work due by `now_ms`, oldest first.
+    pub async fn due_online(&self, now: i64, limit: i64) -> Result<Vec<QueuedEval>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT request_id, feature, evaluators, enqueued_at_ms, attempts, last_error FROM online_queue \
+             WHERE next_at_ms <= $1 ORDER BY next_at_ms, request_id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("request_id")?;
+                let evals: String = r.try_get("evaluators")?;
+                Ok(QueuedEval {
+                    evaluators: serde_json::from_str(&evals)
+                        .map_err(|e| StoreError::Corrupt(id.clone(), format!("evaluators: {e}")))?,
+                    feature: r.try_get("feature")?,
+                    enqueued_at_ms: r.try_get("enqueued_at_ms")?,
+                    attempts: r.try_get("attempts")?,
+                    last_error: r.try_get("last_error")?,
+                    request_id: id,
+                })
+            })
+            .collect()
+    }
+
+    /// The work of one call is done: its scores stored and its queue entry gone, in one
+    /// transaction (a crash between them redoes the work; scores are upserts).
+    pub async fn finish_online(
+        &self,
+        request_id: &str,
+        scores: &[StoredScore],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for s in scores {
+            upsert(s).execute(&mut *tx).await?;
+        }
+        sqlx::query("DELETE FROM online_queue WHERE request_id = $1")
+            .bind(request_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The work of one call failed for now: tried again at `next_at_ms`.
+    pub async fn retry_online(
+        &self,
+        request_id: &str,
+        next_at_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE online_queue SET attempts = attempts + 1, next_at_ms = $1, last_error = $2 WHERE request_id = $3",
+        )
+        .bind(next_at_ms)
+        .bind(error.to_string())
+        .bind(request_id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Calls waiting for online evaluation.
+    pub async fn online_queue_len(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM online_queue")
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?)
+    }
+
+    /// What online judges of `feature` cost since `since_ms` (their daily cap).
+    pub async fn online_judge_spend(
+        &self,
+        feature: &str,
+        since_ms: i64,
+    ) -> Result<f64, StoreError> {
+        let v: Option<f64> = sqlx::query(
+            "SELECT SUM(cost_usd) AS s FROM scores WHERE feature = $1 AND source = 'online' AND judge IS NOT NULL AND created_at_ms >= $2",
+        )
+        .bind(feature.to_string())
+        .bind(since_ms)
+        .fetch_one(self.pool())
+        .await?
+        .try_get("s")?;
+        Ok(v.unwrap_or(0.0))
+    }
+}
+
+fn upsert(s: &StoredScore) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO scores (request_id, evaluator, source, feature, feature_version, env, model, value, pass, label, comment, detail, judge, error, cost_usd, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         ON CONFLICT (request_id, evaluator, source) DO UPDATE SET value = excluded.value, pass = excluded.pass, \
+         label = excluded.label, comment = excluded.comment, detail = excluded.detail, judge = excluded.judge, \
+         error = excluded.error, cost_usd = excluded.cost_usd, created_at_ms = excluded.created_at_ms",
+    )
+    .bind(s.request_id.clone())
+    .bind(s.evaluator.clone())
+    .bind(s.source.clone())
+    .bind(s.feature.clone())
+    .bind(s.feature_version)
+    .bind(s.env.clone())
+    .bind(s.model.clone())
+    .bind_f64(s.value)
+    .bind(s.pass.map(i64::from))
+    .bind(s.label.clone())
+    .bind(s.comment.clone())
+    .bind(s.detail.clone())
+    .bind(s.judge.clone())
+    .bind(s.error.clone())
+    .bind_f64(s.cost_usd)
+    .bind(if s.created_at_ms > 0 { s.created_at_ms } else { now_ms() })
+}
+
+fn read_score(r: &sqlx::any::AnyRow) -> Result<StoredScore, StoreError> {
+    let pass: Option<i64> = r.try_get("pass")?;
+    Ok(StoredScore {
+        request_id: r.try_get("request_id")?,
+        evaluator: r.try_get("evaluator")?,
+        source: r.try_get("source")?,
+        feature: r.try_get("feature")?,
+        feature_version: r.try_get("feature_version")?,
+        env: r.try_get("env")?,
+        model: r.try_get("model")?,
+        value: r.try_get("value")?,
+        pass: pass.map(|p| p != 0),
+        label: r.try_get("label")?,
+        comment: r.try_get("comment")?,
+        detail: r.try_get("detail")?,
+        judge: r.try_get("judge")?,
+        error: r.try_get("error")?,
+        cost_usd: r.try_get("cost_usd")?,
+        created_at_ms: r.try_get("created_at_ms")?,
+    })
+}

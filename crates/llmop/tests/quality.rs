@@ -1,0 +1,271 @@
+//! Quality in production, through the real binary: online evaluators score recorded
+//! calls off the request path (sampled, filtered by environment, judges within a daily
+//! cap), their queued work survives a crash, and feedback becomes `human` scores that
+//! `llmop scores` aggregates with the online ones.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::process::Output;
+use std::time::{Duration, Instant};
+use support::{client, output_text as out, Gateway};
+
+/// `sim` answers the feature; `judges` (its own provider, so that a test can make it
+/// slow or failing) answers the judge.
+fn config(judges: &str, online: &str) -> String {
+    format!(
+        r#"
+[providers.sim]
+kind = "mock"
+rules = [{{ when = 'Question: \S+ answer=(\w+)', reply = '$1' }}]
+
+[providers.judges]
+kind = "mock"
+{judges}
+rules = [
+  {{ when = '(?s)JUDGE.*Answer: no', reply = '{{"reasoning":"no is wrong here","verdict":"wrong"}}' }},
+  {{ when = 'JUDGE', reply = '{{"reasoning":"fine","verdict":"correct"}}' }},
+]
+
+[prices."judges/*"]
+input = 1.0
+output = 2.0
+
+[online]
+poll_ms = 50
+{online}
+"#
+    )
+}
+
+const QA: &str = r#"name = "qa"
+model = "sim/echo"
+[variables]
+q = { type = "string" }
+[[messages]]
+role = "user"
+template = "Question: {{ q }}"
+"#;
+
+const JUDGE: &str = r#"name = "judge-qa"
+model = "judges/echo"
+[variables]
+output = { type = "string" }
+[[messages]]
+role = "user"
+template = "JUDGE\nAnswer: {{ output }}"
+[output]
+parser = "json"
+on_parse_failure = "error"
+schema = { type = "object", properties = { reasoning = { type = "string" }, verdict = { type = "string", enum = ["correct", "wrong"] } }, required = ["reasoning", "verdict"] }
+"#;
+
+fn evals(judge_rate: f64, daily_usd: f64) -> String {
+    format!(
+        r#"
+feature = "qa"
+[[evaluators]]
+name = "one-word"
+kind = "regex"
+pattern = '^\w+$'
+[[evaluators]]
+name = "short"
+kind = "length"
+max_words = 3
+[[evaluators]]
+name = "judge"
+kind = "judge"
+feature = "judge-qa"
+version = 1
+choices = {{ correct = 1.0, wrong = 0.0 }}
+[online]
+envs = ["prod"]
+sample = {{ judge = {judge_rate} }}
+judge_daily_usd = {daily_usd}
+"#
+    )
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+async fn setup(gw: &Gateway) {
+    gw.push_feature(QA).await;
+    gw.push_feature(JUDGE).await;
+    gw.admin_features("/qa/deploy", json!({"env": "prod", "version": 1}))
+        .await;
+    gw.admin_features("/qa/deploy", json!({"env": "staging", "version": 1}))
+        .await;
+}
+
+async fn invoke(gw: &Gateway, env: &str, i: usize) -> (String, Duration) {
+    let ans = ["yes", "no", "maybe"][i % 3];
+    let t = Instant::now();
+    let r = client()
+        .post(format!("{}/v1/features/qa/invoke", gw.url))
+        .json(&json!({"variables": {"q": format!("q{i} answer={ans}")}, "env": env}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    (v["request_id"].as_str().unwrap().to_string(), t.elapsed())
+}
+
+/// `llmop scores --json` rows, keyed by (evaluator, source).
+fn scores(gw: &Gateway, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["scores", "--json", "--feature", "qa"];
+    args.extend_from_slice(extra);
+    let o = gw.cli(&args);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    serde_json::from_slice::<Vec<Value>>(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", out(&o)))
+}
+
+fn count(rows: &[Value], evaluator: &str) -> i64 {
+    rows.iter()
+        .filter(|r| r["evaluator"] == evaluator)
+        .map(|r| r["count"].as_i64().unwrap())
+        .sum()
+}
+
+/// Waits (bounded) until `done` holds of the scores.
+async fn wait_for(gw: &Gateway, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let rows = scores(gw, &[]);
+        if done(&rows) {
+            return rows;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            panic!("{what}: {rows:?}\n{}", gw.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn online_scores_sampling_latency_and_feedback() {
+    // The judge takes 800 ms: a scored call must not wait for it.
+    let gw = Gateway::start_with_files(
+        &config("latency_ms = 800", ""),
+        &[("evals/qa.toml", &evals(0.5, 100.0))],
+    );
+    setup(&gw).await;
+    let mut ids = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for i in 0..60 {
+        let (id, took) = invoke(&gw, "prod", i).await;
+        slowest = slowest.max(took);
+        ids.push(id);
+    }
+    // Staging is not in the eval file's environments: never scored.
+    let (staging, _) = invoke(&gw, "staging", 0).await;
+    assert!(
+        slowest < Duration::from_millis(700),
+        "a call waited for its online judge: {slowest:?}"
+    );
+    // Deterministic checks score every call; the judge about half of them (the draw
+    // is per call: within 4 standard deviations of 30).
+    let rows = wait_for(&gw, "every call scored", |r| {
+        count(r, "one-word") == 60 && count(r, "short") == 60
+    })
+    .await;
+    let judged = wait_for(&gw, "judged calls", |r| count(r, "judge") >= 15).await;
+    let n = count(&judged, "judge");
+    assert!((15..=45).contains(&n), "{n} of 60 judged at a rate of 0.5");
+    let one_word = rows.iter().find(|r| r["evaluator"] == "one-word").unwrap();
+    assert_eq!(one_word["pass_rate"], 1.0);
+    assert_eq!(one_word["source"], "online");
+    assert_eq!(one_word["feature_version"], 1);
+    // The judge says `wrong` for every "no" answer: a third of what it judged.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let judged = scores(&gw, &["--evaluator", "judge"]);
+    let rate = judged[0]["pass_rate"].as_f64().unwrap();
+    assert!(rate > 0.4 && rate < 0.9, "{judged:?}");
+    let o = gw.cli(&["scores", "--request", &staging, "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&o.stdout).unwrap(),
+        Vec::<Value>::new()
+    );
+    // One call's scores, each named by its evaluator; judge scores name the judge version.
+    let o = gw.cli(&["scores", "--request", &ids[0], "--json"]);
+    let one: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(one.iter().any(|s| s["evaluator"] == "short"), "{one:?}");
+    if let Some(j) = one.iter().find(|s| s["evaluator"] == "judge") {
+        assert_eq!(j["judge"], "judge-qa v1");
+    }
+
+    // Feedback through the API is a `human` score beside the online ones.
+    let r = client()
+        .post(format!("{}/v1/requests/{}/feedback", gw.url, ids[1]))
+        .json(&json!({"score": 0.0, "label": "unhelpful", "comment": "wrong answer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let human = scores(&gw, &["--source", "human"]);
+    assert_eq!(human.len(), 1, "{human:?}");
+    assert_eq!(human[0]["evaluator"], "feedback");
+    assert_eq!(human[0]["count"], 1);
+    assert_eq!(human[0]["pass_rate"], 0.0);
+    let o = gw.cli(&["scores", "--feature", "qa", "--by-day"]);
+    assert!(
+        out(&o).contains("feedback") && out(&o).contains("one-word"),
+        "{}",
+        out(&o)
+    );
+    // The queue is empty once everything is scored.
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("llmop_online_scores_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn judge_daily_cap_holds() {
+    let gw = Gateway::start_with_files(
+        &config("", "concurrency = 1"),
+        &[("evals/qa.toml", &evals(1.0, 0.000001))],
+    );
+    setup(&gw).await;
+    for i in 0..10 {
+        invoke(&gw, "prod", i).await;
+    }
+    wait_for(&gw, "deterministic checks", |r| count(r, "short") == 10).await;
+    // The first judge call spends past the cap; the rest of the day's judges wait.
+    let rows = scores(&gw, &[]);
+    assert_eq!(count(&rows, "judge"), 1, "{rows:?}");
+    let m = gw.metrics().await;
+    assert!(m.contains("llmop_online_judge_capped_total"), "{m}");
+}
+
+#[tokio::test]
+async fn queued_work_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let evals_dir = dir.path().join("evals");
+    std::fs::create_dir_all(&evals_dir).unwrap();
+    std::fs::write(evals_dir.join("qa.toml"), evals(1.0, 100.0)).unwrap();
+    let store = format!(
+        "[store]\nurl = \"sqlite://{}\"\ndurability = \"strict\"\n",
+        db.display()
+    );
+    let online = format!("evals_dir = \"{}\"", evals_dir.display());
+    // The judge's provider is down: the judge scores stay queued, retried with backoff.
+    let mut gw = Gateway::start(&format!(
+        "{store}{}",
+        config("error_rate = 1.0\nerror_status = 503", &online)
+    ));
+    setup(&gw).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(invoke(&gw, "prod", i).await.0);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&scores(&gw, &[]), "judge"), 0);
+    gw.kill_hard();
+
+    // Back up with a healthy judge: the queued work is done.
+    let gw = Gateway::start(&format!("{store}{}", config("", &online)));
+    let rows = wait_for(&gw, "judged after the restart", |r| count(r, "judge") == 5).await;
+    assert_eq!(count(&rows, "short"), 5);
+}
