@@ -12,6 +12,7 @@
 //! - [`gate`]: the deploy gate's question (is there a passing compare for this deploy?).
 //! - [`calibrate`]: a judge version's agreement with human labels.
 //! - [`online`]: which production calls each online evaluator scores (the sampler).
+//! - [`drift`]: recent vs baseline windows of online scores (Newcombe, Welch), episodes.
 //!
 //! Invariants: every model call goes through a running gateway (recorded, priced and
 //! budgeted like any traffic); an evaluator that cannot score is an error, never a
@@ -19,6 +20,7 @@
 pub mod calibrate;
 pub mod compare;
 pub mod dataset;
+pub mod drift;
 pub mod evaluate;
 pub mod gate;
 pub mod gateway;

@@ -60,6 +60,9 @@ pub struct Online {
     /// judges wait for the next day (counted), deterministic checks go on.
     #[serde(default = "default_judge_daily_usd")]
     pub judge_daily_usd: f64,
+    /// Drift alerts on these scores (see `crate::drift`).
+    #[serde(default)]
+    pub drift: Option<crate::drift::DriftSpec>,
 }
 
 fn default_judge_daily_usd() -> f64 {
@@ -527,6 +530,9 @@ impl EvalFile {
         }
         if o.judge_daily_usd.is_nan() || o.judge_daily_usd < 0.0 {
             errors.push("online.judge_daily_usd: must be 0 or more".into());
+        }
+        if let Some(d) = &o.drift {
+            d.validate(errors);
         }
     }
 

@@ -15,6 +15,7 @@ use crate::pipeline::internal::InProcess;
 use crate::state::AppState;
 use futures::StreamExt;
 use llmop_eval::dataset::Item;
+use llmop_eval::drift::{self, DriftSpec};
 use llmop_eval::evaluate::{Answer, Ctx, Evaluators};
 use llmop_eval::spec::{EvalFile, Kind};
 use llmop_store::{QueuedEval, Record, Store, StoredScore};
@@ -55,6 +56,16 @@ pub fn spawn(app: &Arc<AppState>) {
         features = worker.files.len(),
         "online evaluation: worker started"
     );
+    let worker = Arc::new(worker);
+    let drift: Vec<(String, DriftSpec)> = worker
+        .files
+        .values()
+        .filter_map(|f| Some((f.feature.clone(), f.online.as_ref()?.drift.clone()?)))
+        .collect();
+    if !drift.is_empty() {
+        let w = worker.clone();
+        tokio::spawn(async move { w.watch_drift(drift).await });
+    }
     tokio::spawn(async move { worker.run().await });
 }
 
@@ -71,7 +82,140 @@ fn backoff_ms(attempts: i64) -> i64 {
 }
 
 impl Worker {
-    async fn run(self) {
+    /// Compares each feature's recent scores with its baseline every `check_every`
+    /// (see `llmop_eval::drift`), opening and closing drift episodes.
+    async fn watch_drift(self: Arc<Self>, specs: Vec<(String, DriftSpec)>) {
+        let every = specs
+            .iter()
+            .map(|(_, d)| d.check_every)
+            .min()
+            .unwrap_or(Duration::from_secs(60));
+        let http = reqwest::Client::new();
+        let mut last: HashMap<String, i64> = HashMap::new();
+        let shutdown = self.app.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.triggered() => return,
+            }
+            let now = now_ms();
+            for (feature, spec) in &specs {
+                let due = last
+                    .get(feature)
+                    .is_none_or(|t| now - t >= spec.check_every.as_millis() as i64);
+                if !due {
+                    continue;
+                }
+                last.insert(feature.clone(), now);
+                if let Err(e) = self.check_drift(&http, feature, spec, now).await {
+                    tracing::warn!(feature = %feature, error = %e, "drift check failed");
+                }
+            }
+        }
+    }
+
+    async fn check_drift(
+        &self,
+        http: &reqwest::Client,
+        feature: &str,
+        spec: &DriftSpec,
+        now: i64,
+    ) -> Result<(), llmop_store::StoreError> {
+        let window = spec.window.as_millis() as i64;
+        let baseline = spec.baseline.as_millis() as i64;
+        let points = self
+            .store
+            .score_points(feature, now - window - baseline)
+            .await?;
+        type Key = (i64, String, String);
+        let mut groups: HashMap<Key, (Vec<f64>, Vec<f64>)> = HashMap::new();
+        for p in points {
+            let g = groups
+                .entry((p.feature_version, p.evaluator, p.model))
+                .or_default();
+            if p.created_at_ms >= now - window {
+                g.1.push(p.value);
+            } else {
+                g.0.push(p.value);
+            }
+        }
+        let open = self.store.open_drift_alerts(Some(feature)).await?;
+        for ((version, evaluator, model), (base, recent)) in &groups {
+            let Some(c) = drift::compare(base, recent, spec.margin, spec.min_samples) else {
+                continue;
+            };
+            let episode = open.iter().find(|a| {
+                a.feature_version == *version && &a.evaluator == evaluator && &a.model == model
+            });
+            match episode {
+                None if c.worse => {
+                    let evidence = serde_json::json!({
+                        "measure": c.measure,
+                        "baseline": c.baseline,
+                        "recent": c.recent,
+                        "baseline_n": c.baseline_n,
+                        "recent_n": c.recent_n,
+                        "difference": c.difference,
+                        "margin": spec.margin,
+                        "window": humantime::format_duration(spec.window).to_string(),
+                        "baseline_window": humantime::format_duration(spec.baseline).to_string(),
+                    });
+                    let alert = llmop_store::DriftAlert {
+                        id: format!("drift-{}", llmop_core::context::new_request_id()),
+                        feature: feature.to_string(),
+                        feature_version: *version,
+                        evaluator: evaluator.clone(),
+                        model: model.clone(),
+                        baseline: c.baseline,
+                        evidence: evidence.clone(),
+                        opened_at_ms: now,
+                        closed_at_ms: None,
+                    };
+                    if !self.store.open_drift_alert(&alert).await? {
+                        continue; // another replica opened this episode
+                    }
+                    metrics::counter!(
+                        "llmop_drift_alerts_total",
+                        "feature" => feature.to_string(),
+                        "evaluator" => evaluator.clone()
+                    )
+                    .increment(1);
+                    tracing::warn!(
+                        feature = %feature, version = *version, evaluator = %evaluator, model = %model,
+                        baseline = c.baseline, recent = c.recent, low = c.difference.lo, high = c.difference.hi,
+                        "quality drift: the recent window is significantly worse than the baseline"
+                    );
+                    if let Some(url) = &self.app.config.alerts.webhook_url {
+                        crate::limits::alerts::post_alert(
+                            http,
+                            url,
+                            serde_json::json!({
+                                "type": "quality.drift",
+                                "id": alert.id,
+                                "feature": feature,
+                                "version": version,
+                                "evaluator": evaluator,
+                                "model": model,
+                                "evidence": evidence,
+                                "at_ms": now,
+                            }),
+                        );
+                    }
+                }
+                Some(a) if drift::recovered(c.recent, a.baseline, spec.margin) => {
+                    self.store.close_drift_alert(&a.id, now).await?;
+                    tracing::info!(feature = %feature, version = *version, evaluator = %evaluator, "quality drift episode over: back within the margin");
+                }
+                _ => {}
+            }
+        }
+        let still_open = self.store.open_drift_alerts(Some(feature)).await?.len();
+        metrics::gauge!("llmop_drift_alerts_open", "feature" => feature.to_string())
+            .set(still_open as f64);
+        Ok(())
+    }
+
+    async fn run(self: Arc<Self>) {
         let poll = Duration::from_millis(self.app.config.online.poll_ms);
         let concurrency = self.app.config.online.concurrency;
         let shutdown = self.app.shutdown.clone();

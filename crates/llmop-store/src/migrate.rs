@@ -68,6 +68,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0011_scores.sql"),
         postgres: include_str!("../migrations/postgres/0011_scores.sql"),
     },
+    Migration {
+        version: 12,
+        sqlite: include_str!("../migrations/sqlite/0012_drift.sql"),
+        postgres: include_str!("../migrations/postgres/0012_drift.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

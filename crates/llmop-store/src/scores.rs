@@ -311,3 +311,151 @@ fn read_score(r: &sqlx::any::AnyRow) -> Result<StoredScore, StoreError> {
         created_at_ms: r.try_get("created_at_ms")?,
     })
 }
+
+/// One online score, for drift windows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScorePoint {
+    pub feature_version: i64,
+    pub evaluator: String,
+    pub model: String,
+    pub value: f64,
+    pub created_at_ms: i64,
+}
+
+/// A drift episode (open while `closed_at_ms` is `None`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriftAlert {
+    pub id: String,
+    pub feature: String,
+    pub feature_version: i64,
+    pub evaluator: String,
+    pub model: String,
+    /// The baseline level the episode was opened against (it closes when the recent
+    /// level is back within the margin of it).
+    pub baseline: f64,
+    pub evidence: serde_json::Value,
+    pub opened_at_ms: i64,
+    pub closed_at_ms: Option<i64>,
+}
+
+const DRIFT_COLS: &str = "id, feature, feature_version, evaluator, model, baseline, evidence, opened_at_ms, closed_at_ms";
+
+impl Store {
+    /// Online scores (with a value, without an error) of `feature` since `since_ms`.
+    pub async fn score_points(
+        &self,
+        feature: &str,
+        since_ms: i64,
+    ) -> Result<Vec<ScorePoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT feature_version, evaluator, model, value, created_at_ms FROM scores \
+             WHERE feature = $1 AND source = 'online' AND error IS NULL AND value IS NOT NULL AND created_at_ms >= $2",
+        )
+        .bind(feature.to_string())
+        .bind(since_ms)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let v: Option<i64> = r.try_get("feature_version")?;
+                let m: Option<String> = r.try_get("model")?;
+                Ok(ScorePoint {
+                    feature_version: v.unwrap_or(0),
+                    evaluator: r.try_get("evaluator")?,
+                    model: m.unwrap_or_default(),
+                    value: r.try_get("value")?,
+                    created_at_ms: r.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Opens a drift episode; `false` when one is already open for the same feature,
+    /// version, evaluator and model (opened by this or another replica).
+    pub async fn open_drift_alert(&self, a: &DriftAlert) -> Result<bool, StoreError> {
+        let done = sqlx::query(&format!(
+            "INSERT INTO drift_alerts ({DRIFT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)"
+        ))
+        .bind(a.id.clone())
+        .bind(a.feature.clone())
+        .bind(a.feature_version)
+        .bind(a.evaluator.clone())
+        .bind(a.model.clone())
+        .bind(a.baseline)
+        .bind(a.evidence.to_string())
+        .bind(a.opened_at_ms)
+        .execute(self.pool())
+        .await;
+        match done {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let open = self.open_drift_alerts(Some(&a.feature)).await?;
+                let same = open.iter().any(|o| {
+                    o.feature_version == a.feature_version
+                        && o.evaluator == a.evaluator
+                        && o.model == a.model
+                });
+                if same {
+                    Ok(false)
+                } else {
+                    Err(StoreError::Db(e))
+                }
+            }
+        }
+    }
+
+    pub async fn close_drift_alert(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE drift_alerts SET closed_at_ms = $1 WHERE id = $2 AND closed_at_ms IS NULL",
+        )
+        .bind(at_ms)
+        .bind(id.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Open drift episodes (of one feature, or all).
+    pub async fn open_drift_alerts(
+        &self,
+        feature: Option<&str>,
+    ) -> Result<Vec<DriftAlert>, StoreError> {
+        self.drift_alerts(feature, true, 1000).await
+    }
+
+    /// Drift episodes, newest first; `open_only` leaves out closed ones.
+    pub async fn drift_alerts(
+        &self,
+        feature: Option<&str>,
+        open_only: bool,
+        limit: i64,
+    ) -> Result<Vec<DriftAlert>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DRIFT_COLS} FROM drift_alerts WHERE ($1 IS NULL OR feature = $1) \
+             AND ($2 = 0 OR closed_at_ms IS NULL) ORDER BY opened_at_ms DESC LIMIT $3"
+        ))
+        .bind(feature.map(str::to_string))
+        .bind(i64::from(open_only))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let evidence: String = r.try_get("evidence")?;
+                Ok(DriftAlert {
+                    evidence: serde_json::from_str(&evidence)
+                        .map_err(|e| StoreError::Corrupt(id.clone(), format!("evidence: {e}")))?,
+                    feature: r.try_get("feature")?,
+                    feature_version: r.try_get("feature_version")?,
+                    evaluator: r.try_get("evaluator")?,
+                    model: r.try_get("model")?,
+                    baseline: r.try_get("baseline")?,
+                    opened_at_ms: r.try_get("opened_at_ms")?,
+                    closed_at_ms: r.try_get("closed_at_ms")?,
+                    id,
+                })
+            })
+            .collect()
+    }
+}

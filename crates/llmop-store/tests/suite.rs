@@ -85,10 +85,10 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 11);
+    assert_eq!(store.schema_version().await.unwrap(), 12);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 11);
+    assert_eq!(again.schema_version().await.unwrap(), 12);
     again.close().await;
 
     // Every field survives the round trip.

@@ -73,6 +73,9 @@ enum Command {
     },
     /// Scores of recorded calls (online evaluators, feedback), aggregated over a window.
     Scores(cli::scores::ScoresArgs),
+    /// A feature's quality in production: scores over time per version and evaluator,
+    /// open drift alerts.
+    Quality(cli::quality::QualityArgs),
     /// Shadow versions: how they compare with what was served.
     Shadow {
         #[command(subcommand)]
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Dataset { command } => cli::dataset::run(config, command),
         Command::Eval { command } => cli::eval::run(config, command),
         Command::Scores(a) => cli::scores::run(config, a),
+        Command::Quality(a) => cli::quality::run(config, a),
         Command::Shadow { command } => cli::shadow::run(config, command),
         Command::Requests { command } => cli::requests::run(config, command),
         Command::Query(a) => cli::query::run(config, a),

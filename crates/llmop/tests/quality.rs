@@ -269,3 +269,85 @@ async fn queued_work_survives_a_crash() {
     let rows = wait_for(&gw, "judged after the restart", |r| count(r, "judge") == 5).await;
     assert_eq!(count(&rows, "short"), 5);
 }
+
+const DRIFT_EVALS: &str = r#"
+feature = "qa"
+[[evaluators]]
+name = "says-yes"
+kind = "regex"
+pattern = '^yes$'
+[online]
+envs = ["prod"]
+[online.drift]
+window = "3s"
+baseline = "2m"
+margin = 0.1
+min_samples = 20
+check_every = "250ms"
+"#;
+
+/// Drift, staged: 60 calls answered `yes` (the baseline), then 40 answered `no`. The
+/// drop raises exactly one alert (an episode), through the log and the metric, and the
+/// alert names the evidence; nothing is raised while quality is stable.
+#[tokio::test]
+async fn a_quality_drop_raises_one_drift_alert() {
+    let gw = Gateway::start_with_files(&config("", ""), &[("evals/qa.toml", DRIFT_EVALS)]);
+    setup(&gw).await;
+    let ask = |i: usize, ans: &'static str| {
+        let url = format!("{}/v1/features/qa/invoke", gw.url);
+        async move {
+            let r = client()
+                .post(url)
+                .json(&json!({"variables": {"q": format!("q{i} answer={ans}")}, "env": "prod"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    for i in 0..60 {
+        ask(i, "yes").await;
+    }
+    wait_for(&gw, "baseline scored", |r| count(r, "says-yes") == 60).await;
+    // Let the baseline age out of the recent window; checks run meanwhile.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let alerts = |gw: &Gateway| -> i64 {
+        let o = gw.cli(&["query", "SELECT COUNT(*) FROM drift_alerts", "--json"]);
+        let v: Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", out(&o)));
+        v["rows"][0][0].as_i64().unwrap()
+    };
+    assert_eq!(alerts(&gw), 0, "stable quality raised an alert");
+    for i in 60..100 {
+        ask(i, "no").await;
+    }
+    wait_for(&gw, "drop scored", |r| count(r, "says-yes") == 100).await;
+    let line = gw.wait_for_log_line("quality drift");
+    assert!(
+        line.contains("says-yes") && line.contains("baseline=1"),
+        "{line}"
+    );
+    // More checks pass: still one episode.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(alerts(&gw), 1);
+    let o = gw.cli(&[
+        "query",
+        "SELECT evaluator, model, evidence FROM drift_alerts WHERE closed_at_ms IS NULL",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows"][0][0], "says-yes");
+    assert_eq!(v["rows"][0][1], "sim/echo");
+    let evidence: Value = serde_json::from_str(v["rows"][0][2].as_str().unwrap()).unwrap();
+    assert_eq!(evidence["measure"], "pass_rate");
+    assert_eq!(evidence["recent"], 0.0);
+    assert!(gw.metrics().await.contains("llmop_drift_alerts_total"));
+    // `llmop quality` shows the scores over time and the open episode.
+    let o = gw.cli(&["quality", "qa"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    assert!(
+        out(&o).contains("says-yes") && out(&o).contains("DRIFT since"),
+        "{}",
+        out(&o)
+    );
+}

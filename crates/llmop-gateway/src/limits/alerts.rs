@@ -33,23 +33,30 @@ impl Limits {
                     "hard_usd": line.hard,
                     "at_ms": now_ms(),
                 });
-                let (http, url) = (self.http.clone(), url.clone());
-                tokio::spawn(async move {
-                    for attempt in 0..3u32 {
-                        match http.post(&url).json(&body).send().await {
-                            Ok(r) if r.status().is_success() => return,
-                            Ok(r) => {
-                                tracing::warn!(status = %r.status(), attempt, "alert webhook refused")
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, attempt, "alert webhook unreachable")
-                            }
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
-                    }
-                    metrics::counter!("llmop_alert_webhook_failures_total").increment(1);
-                });
+                post_alert(&self.http, url, body);
             }
         }
     }
+}
+
+/// POSTs an alert to the webhook on a task of its own (3 attempts, backoff); failures
+/// are logged and counted (`llmop_alert_webhook_failures_total`). Budget alerts and
+/// drift alerts share it.
+pub fn post_alert(http: &reqwest::Client, url: &str, body: serde_json::Value) {
+    let (http, url) = (http.clone(), url.to_string());
+    tokio::spawn(async move {
+        for attempt in 0..3u32 {
+            match http.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => {
+                    tracing::warn!(status = %r.status(), attempt, "alert webhook refused")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "alert webhook unreachable")
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+        }
+        metrics::counter!("llmop_alert_webhook_failures_total").increment(1);
+    });
 }

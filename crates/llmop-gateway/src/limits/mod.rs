@@ -118,7 +118,7 @@ pub struct Limits {
     http: reqwest::Client,
 }
 
-mod alerts;
+pub mod alerts;
 mod check;
 mod counters;
 mod estimate;

@@ -33,6 +33,7 @@ pub mod eval;
 pub mod feature;
 pub mod keys;
 pub mod prices;
+pub mod quality;
 pub mod query;
 pub mod replay;
 pub mod requests;
