@@ -13,11 +13,13 @@
 //! - [`calibrate`]: a judge version's agreement with human labels.
 //! - [`online`]: which production calls each online evaluator scores (the sampler).
 //! - [`drift`]: recent vs baseline windows of online scores (Newcombe, Welch), episodes.
+//! - [`canary`]: a split's candidate arm against its baseline arm: roll back, promote, wait.
 //!
 //! Invariants: every model call goes through a running gateway (recorded, priced and
 //! budgeted like any traffic); an evaluator that cannot score is an error, never a
 //! zero; a repeat is a new sample (its own cache key), a rerun reuses the cache.
 pub mod calibrate;
+pub mod canary;
 pub mod compare;
 pub mod dataset;
 pub mod drift;

@@ -63,6 +63,9 @@ pub struct Online {
     /// Drift alerts on these scores (see `crate::drift`).
     #[serde(default)]
     pub drift: Option<crate::drift::DriftSpec>,
+    /// Canary analysis of two-arm splits (see `crate::canary`).
+    #[serde(default)]
+    pub canary: Option<crate::canary::CanarySpec>,
 }
 
 fn default_judge_daily_usd() -> f64 {
@@ -533,6 +536,16 @@ impl EvalFile {
         }
         if let Some(d) = &o.drift {
             d.validate(errors);
+        }
+        if let Some(c) = &o.canary {
+            c.validate(errors);
+            for (i, n) in c.evaluators.iter().enumerate() {
+                if kind_of(n).is_none() {
+                    errors.push(format!(
+                        "online.canary.evaluators[{i}]: no evaluator `{n}` in this file"
+                    ));
+                }
+            }
         }
     }
 

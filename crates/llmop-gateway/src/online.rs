@@ -14,6 +14,7 @@
 use crate::pipeline::internal::InProcess;
 use crate::state::AppState;
 use futures::StreamExt;
+use llmop_eval::canary::{self, CanarySpec};
 use llmop_eval::dataset::Item;
 use llmop_eval::drift::{self, DriftSpec};
 use llmop_eval::evaluate::{Answer, Ctx, Evaluators};
@@ -57,16 +58,47 @@ pub fn spawn(app: &Arc<AppState>) {
         "online evaluation: worker started"
     );
     let worker = Arc::new(worker);
-    let drift: Vec<(String, DriftSpec)> = worker
+    let watched: Vec<Watched> = worker
         .files
         .values()
-        .filter_map(|f| Some((f.feature.clone(), f.online.as_ref()?.drift.clone()?)))
+        .filter_map(|f| {
+            let o = f.online.as_ref()?;
+            if o.drift.is_none() && o.canary.is_none() {
+                return None;
+            }
+            // The canary's evaluators: its own list, else the online ones that gate.
+            let sampled = llmop_eval::online::FeaturePlan::from_file(f)
+                .map(|p| p.evaluators.into_iter().map(|(n, _)| n).collect::<Vec<_>>())
+                .unwrap_or_default();
+            let deciding = match &o.canary {
+                Some(c) if !c.evaluators.is_empty() => c.evaluators.clone(),
+                _ => sampled
+                    .into_iter()
+                    .filter(|n| f.evaluators.iter().any(|e| &e.name == n && e.gate))
+                    .collect(),
+            };
+            Some(Watched {
+                feature: f.feature.clone(),
+                drift: o.drift.clone(),
+                canary: o.canary.clone(),
+                deciding,
+            })
+        })
         .collect();
-    if !drift.is_empty() {
+    if !watched.is_empty() {
         let w = worker.clone();
-        tokio::spawn(async move { w.watch_drift(drift).await });
+        tokio::spawn(async move { w.watch(watched).await });
     }
     tokio::spawn(async move { worker.run().await });
+}
+
+/// A feature whose scores are watched: drift, and canaries of its splits.
+struct Watched {
+    feature: String,
+    drift: Option<DriftSpec>,
+    canary: Option<CanarySpec>,
+    /// The evaluators that decide a canary.
+    deciding: Vec<String>,
 }
 
 fn now_ms() -> i64 {
@@ -82,16 +114,24 @@ fn backoff_ms(attempts: i64) -> i64 {
 }
 
 impl Worker {
-    /// Compares each feature's recent scores with its baseline every `check_every`
-    /// (see `llmop_eval::drift`), opening and closing drift episodes.
-    async fn watch_drift(self: Arc<Self>, specs: Vec<(String, DriftSpec)>) {
-        let every = specs
+    /// Every `check_every`: each feature's recent scores against its baseline (drift),
+    /// and each two-arm split's candidate against its baseline arm (canary).
+    async fn watch(self: Arc<Self>, watched: Vec<Watched>) {
+        let every = watched
             .iter()
-            .map(|(_, d)| d.check_every)
+            .flat_map(|w| {
+                [
+                    w.drift.as_ref().map(|d| d.check_every),
+                    w.canary.as_ref().map(|c| c.check_every),
+                ]
+            })
+            .flatten()
             .min()
             .unwrap_or(Duration::from_secs(60));
         let http = reqwest::Client::new();
-        let mut last: HashMap<String, i64> = HashMap::new();
+        let mut last: HashMap<(String, &'static str), i64> = HashMap::new();
+        let mut alerted: std::collections::HashSet<(String, String, i64, &'static str)> =
+            Default::default();
         let shutdown = self.app.shutdown.clone();
         loop {
             tokio::select! {
@@ -99,18 +139,181 @@ impl Worker {
                 _ = shutdown.triggered() => return,
             }
             let now = now_ms();
-            for (feature, spec) in &specs {
-                let due = last
-                    .get(feature)
-                    .is_none_or(|t| now - t >= spec.check_every.as_millis() as i64);
-                if !due {
-                    continue;
+            for w in &watched {
+                let mut due = |what: &'static str, every: Duration| {
+                    let key = (w.feature.clone(), what);
+                    let is_due = last
+                        .get(&key)
+                        .is_none_or(|t| now - t >= every.as_millis() as i64);
+                    if is_due {
+                        last.insert(key, now);
+                    }
+                    is_due
+                };
+                if let Some(spec) = &w.drift {
+                    if due("drift", spec.check_every) {
+                        if let Err(e) = self.check_drift(&http, &w.feature, spec, now).await {
+                            tracing::warn!(feature = %w.feature, error = %e, "drift check failed");
+                        }
+                    }
                 }
-                last.insert(feature.clone(), now);
-                if let Err(e) = self.check_drift(&http, feature, spec, now).await {
-                    tracing::warn!(feature = %feature, error = %e, "drift check failed");
+                if let Some(spec) = &w.canary {
+                    if due("canary", spec.check_every) {
+                        if let Err(e) = self.check_canary(&http, w, spec, now, &mut alerted).await {
+                            tracing::warn!(feature = %w.feature, error = %e, "canary check failed");
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// Each two-arm split of the feature: candidate against baseline since the split
+    /// began; rolls back, promotes or alerts (see `llmop_eval::canary`).
+    async fn check_canary(
+        &self,
+        http: &reqwest::Client,
+        w: &Watched,
+        spec: &CanarySpec,
+        now: i64,
+        alerted: &mut std::collections::HashSet<(String, String, i64, &'static str)>,
+    ) -> Result<(), llmop_store::StoreError> {
+        let deployments = self.store.deployments().await?;
+        for d in deployments
+            .iter()
+            .filter(|d| d.feature == w.feature && d.state.arms.len() == 2)
+        {
+            let Some(base) = llmop_eval::gate::primary(&d.state) else {
+                continue;
+            };
+            let Some(cand) = d.state.arms.iter().map(|a| a.version).find(|v| *v != base) else {
+                continue;
+            };
+            let points = self.store.score_points(&w.feature, d.updated_at_ms).await?;
+            let arms: Vec<(String, Vec<f64>, Vec<f64>)> = w
+                .deciding
+                .iter()
+                .map(|name| {
+                    let of = |v: i64| -> Vec<f64> {
+                        points
+                            .iter()
+                            .filter(|p| {
+                                &p.evaluator == name
+                                    && p.feature_version == v
+                                    && p.env.as_deref() == Some(d.env.as_str())
+                            })
+                            .map(|p| p.value)
+                            .collect()
+                    };
+                    (name.clone(), of(base), of(cand))
+                })
+                .collect();
+            let once = |what: &'static str, alerted: &mut std::collections::HashSet<_>| {
+                alerted.insert((w.feature.clone(), d.env.clone(), d.seq, what))
+            };
+            match canary::decide(spec, &arms) {
+                canary::Decision::Regressed(f) => {
+                    let ev = canary::evidence(&f, base, cand, spec.margin);
+                    match spec.on_regression {
+                        canary::OnRegression::Rollback => {
+                            let reason = format!(
+                                "canary v{cand} is worse than v{base}: rolled back automatically. {ev}"
+                            );
+                            self.auto_deploy(http, d, base, &reason, "canary.rolled_back")
+                                .await;
+                        }
+                        canary::OnRegression::Alert => {
+                            if once("regressed", alerted) {
+                                self.canary_alert(
+                                    http,
+                                    d,
+                                    "canary.regressed",
+                                    &format!("canary v{cand} is worse than v{base}: {ev}"),
+                                );
+                            }
+                        }
+                    }
+                }
+                canary::Decision::NotWorse(f) if spec.promote => {
+                    let ev = canary::evidence(&f, base, cand, spec.margin);
+                    let reason = format!(
+                        "canary v{cand} is not worse than v{base}: promoted automatically. {ev}"
+                    );
+                    self.auto_deploy(http, d, cand, &reason, "canary.promoted")
+                        .await;
+                }
+                _ => {
+                    let age = now - d.updated_at_ms;
+                    if age > spec.max_duration.as_millis() as i64 && once("undecided", alerted) {
+                        self.canary_alert(
+                            http,
+                            d,
+                            "canary.undecided",
+                            &format!(
+                                "canary v{cand} against v{base} is still undecided after {}",
+                                humantime::format_duration(spec.max_duration)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deploys `version` alone in `d`'s environment as `llmop:canary`, unless the
+    /// deployment changed since it was read (then a person, or another replica, acted).
+    async fn auto_deploy(
+        &self,
+        http: &reqwest::Client,
+        d: &llmop_store::Deployment,
+        version: i64,
+        reason: &str,
+        kind: &'static str,
+    ) {
+        let by = llmop_store::ChangeBy {
+            actor: Some("llmop:canary"),
+            reason: Some(reason),
+            gate: None,
+            expect_seq: Some(d.seq),
+        };
+        let state = llmop_store::DeploymentState::single(version);
+        match self.store.deploy(&d.feature, &d.env, &state, by).await {
+            Ok(event) => {
+                if let Some(reg) = &self.app.features {
+                    let _ = reg.refresh().await;
+                }
+                metrics::counter!("llmop_canary_decisions_total", "feature" => d.feature.clone(), "decision" => kind)
+                    .increment(1);
+                tracing::warn!(feature = %d.feature, env = %d.env, change = event.seq, reason = %reason, "{kind}");
+                self.canary_alert(http, d, kind, reason);
+            }
+            Err(e) => {
+                tracing::info!(feature = %d.feature, env = %d.env, error = %e, "canary: the deployment changed meanwhile; nothing done");
+            }
+        }
+    }
+
+    fn canary_alert(
+        &self,
+        http: &reqwest::Client,
+        d: &llmop_store::Deployment,
+        kind: &str,
+        message: &str,
+    ) {
+        tracing::warn!(feature = %d.feature, env = %d.env, "{message}");
+        if let Some(url) = &self.app.config.alerts.webhook_url {
+            crate::limits::alerts::post_alert(
+                http,
+                url,
+                serde_json::json!({
+                    "type": kind,
+                    "feature": d.feature,
+                    "env": d.env,
+                    "message": message,
+                    "at_ms": now_ms(),
+                }),
+            );
         }
     }
 

@@ -315,6 +315,7 @@ fn read_score(r: &sqlx::any::AnyRow) -> Result<StoredScore, StoreError> {
 /// One online score, for drift windows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScorePoint {
+    pub env: Option<String>,
     pub feature_version: i64,
     pub evaluator: String,
     pub model: String,
@@ -348,7 +349,7 @@ impl Store {
         since_ms: i64,
     ) -> Result<Vec<ScorePoint>, StoreError> {
         let rows = sqlx::query(
-            "SELECT feature_version, evaluator, model, value, created_at_ms FROM scores \
+            "SELECT env, feature_version, evaluator, model, value, created_at_ms FROM scores \
              WHERE feature = $1 AND source = 'online' AND error IS NULL AND value IS NOT NULL AND created_at_ms >= $2",
         )
         .bind(feature.to_string())
@@ -360,6 +361,7 @@ impl Store {
                 let v: Option<i64> = r.try_get("feature_version")?;
                 let m: Option<String> = r.try_get("model")?;
                 Ok(ScorePoint {
+                    env: r.try_get("env")?,
                     feature_version: v.unwrap_or(0),
                     evaluator: r.try_get("evaluator")?,
                     model: m.unwrap_or_default(),

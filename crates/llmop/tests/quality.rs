@@ -351,3 +351,112 @@ async fn a_quality_drop_raises_one_drift_alert() {
         out(&o)
     );
 }
+
+const CANARY_EVALS: &str = r#"
+feature = "qa"
+[[evaluators]]
+name = "says-yes"
+kind = "regex"
+pattern = '^yes$'
+[online]
+[online.canary]
+on_regression = "rollback"
+margin = 0.1
+min_calls = 20
+promote = true
+check_every = "200ms"
+"#;
+
+fn qa_tagged(tag: &str) -> String {
+    QA.replace("Question:", &format!("{tag} Question:"))
+}
+
+/// Canaries, staged: v2 answers `no` to everything (worse), v3 answers like v1 (equal).
+/// A split to v2 is rolled back automatically, the audited reason naming the evidence;
+/// a split to v3 is promoted (and never rolled back).
+#[tokio::test]
+async fn canaries_are_rolled_back_or_promoted_on_evidence() {
+    let cfg = config("", "").replace(
+        "rules = [{ when = 'Question",
+        "rules = [{ when = 'v2 Question', reply = 'no' }, { when = 'Question",
+    );
+    let gw = Gateway::start_with_files(&cfg, &[("evals/qa.toml", CANARY_EVALS)]);
+    for v in ["v1", "v2", "v3"] {
+        gw.push_feature(&qa_tagged(v)).await;
+    }
+    gw.admin_features("/qa/deploy", json!({"env": "prod", "version": 1}))
+        .await;
+    let traffic = |from: usize| {
+        let url = format!("{}/v1/features/qa/invoke", gw.url);
+        async move {
+            for i in from..from + 120 {
+                let r = client()
+                    .post(&url)
+                    .json(&json!({"variables": {"q": format!("q{i} answer=yes")}, "env": "prod", "user": format!("user-{i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }
+    };
+    let history = |gw: &Gateway| -> Vec<Value> {
+        let o = gw.cli(&["deploy", "history", "qa", "--env", "prod", "--json"]);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", out(&o)))
+    };
+    let wait_change = |gw: &Gateway, seq: i64| {
+        let start = Instant::now();
+        loop {
+            let h = history(gw);
+            if h[0]["seq"].as_i64().unwrap() >= seq {
+                return h;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no canary decision: {h:?}\n{}",
+                gw.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // v2 on half the users: worse, rolled back to v1.
+    gw.admin_features("/qa/deploy", json!({"env": "prod", "split": "1=50,2=50"}))
+        .await;
+    traffic(0).await;
+    let h = wait_change(&gw, 3);
+    assert_eq!(h[0]["actor"], "llmop:canary", "{h:?}");
+    assert_eq!(
+        h[0]["to"]["arms"],
+        json!([{"version": 1, "weight": 100}]),
+        "{h:?}"
+    );
+    let reason = h[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("canary v2 is worse than v1")
+            && reason.contains("says-yes: v2 pass_rate 0.000 vs v1 1.000"),
+        "{reason}"
+    );
+
+    // v3 on half the users: not worse, promoted.
+    gw.admin_features("/qa/deploy", json!({"env": "prod", "split": "1=50,3=50"}))
+        .await;
+    traffic(1000).await;
+    let h = wait_change(&gw, 5);
+    assert_eq!(h[0]["actor"], "llmop:canary", "{h:?}");
+    assert_eq!(
+        h[0]["to"]["arms"],
+        json!([{"version": 3, "weight": 100}]),
+        "{h:?}"
+    );
+    assert!(
+        h[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("canary v3 is not worse than v1"),
+        "{h:?}"
+    );
+    // And it stays: no rollback follows.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(history(&gw)[0]["seq"], 5);
+}
