@@ -437,6 +437,56 @@ pub async fn history(
     answer(&rid, r)
 }
 
+/// `GET /admin/quality?feature=&since=7d`: a feature's scores per version, evaluator,
+/// source and UTC day, and its open drift episodes (what `llmop quality` shows).
+pub async fn quality(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let r = async {
+        let (mut feature, mut since) = (None, "7d".to_string());
+        for (k, v) in url::form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes()) {
+            match &*k {
+                "feature" => feature = Some(v.into_owned()),
+                "since" => since = v.into_owned(),
+                other => {
+                    return Err(GatewayError::invalid(
+                        format!("unknown parameter `{other}`: use feature, since"),
+                        Some(other.to_string()),
+                    ))
+                }
+            }
+        }
+        let feature = feature.ok_or_else(|| {
+            GatewayError::invalid("`feature` is required", Some("feature".into()))
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let since_ms = llmop_store::parse_time(&since, now)
+            .map_err(|m| GatewayError::invalid(m, Some("since".into())))?;
+        let store = registry(&app)?.store();
+        let days = store
+            .score_groups(&llmop_store::ScoreFilter {
+                feature: Some(feature.clone()),
+                since_ms: Some(since_ms),
+                by_day: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(store_error)?;
+        let alerts = store
+            .open_drift_alerts(Some(&feature))
+            .await
+            .map_err(store_error)?;
+        Ok(json!({"feature": feature, "since_ms": since_ms, "days": days, "open_drift_alerts": alerts}))
+    }
+    .await;
+    answer(&rid, r)
+}
+
 /// `GET /admin/budgets`: each configured budget's spend in its current window, limits,
 /// burn rate and projection (from the records).
 pub async fn budgets(

@@ -412,9 +412,52 @@ impl Worker {
                 _ => {}
             }
         }
+        self.check_models(http, feature, now - window, now).await?;
         let still_open = self.store.open_drift_alerts(Some(feature)).await?.len();
         metrics::gauge!("llmop_drift_alerts_open", "feature" => feature.to_string())
             .set(still_open as f64);
+        Ok(())
+    }
+
+    /// A configured model answering as a model or fingerprint not seen before (the
+    /// provider changed it under the same name): its own event, once across replicas.
+    async fn check_models(
+        &self,
+        http: &reqwest::Client,
+        feature: &str,
+        since: i64,
+        now: i64,
+    ) -> Result<(), llmop_store::StoreError> {
+        for s in self.store.model_sightings(feature, since).await? {
+            let Some(before) = self.store.note_model_sighting(&s, now).await? else {
+                continue;
+            };
+            let was: Vec<String> = before
+                .iter()
+                .map(|b| format!("{} ({})", b.upstream_model, b.fingerprint))
+                .collect();
+            metrics::counter!("llmop_model_changes_total", "model" => s.model.clone()).increment(1);
+            tracing::warn!(
+                feature = %feature, model = %s.model, now_reports = %s.upstream_model,
+                fingerprint = %s.fingerprint, before = %was.join(", "),
+                "model change: the provider answers under the same configured model as a model or fingerprint not seen before"
+            );
+            if let Some(url) = &self.app.config.alerts.webhook_url {
+                crate::limits::alerts::post_alert(
+                    http,
+                    url,
+                    serde_json::json!({
+                        "type": "model.changed",
+                        "feature": feature,
+                        "model": s.model,
+                        "upstream_model": s.upstream_model,
+                        "fingerprint": s.fingerprint,
+                        "before": before,
+                        "at_ms": now,
+                    }),
+                );
+            }
+        }
         Ok(())
     }
 

@@ -48,6 +48,8 @@ pub use query::{QueryError, QueryResult};
 pub use record::{
     parse_time, Attempt, Feedback, KeptState, ListFilter, Page, Record, StatusFilter,
 };
-pub use scores::{DriftAlert, QueuedEval, ScoreFilter, ScoreGroup, ScorePoint, StoredScore};
+pub use scores::{
+    DriftAlert, ModelSighting, QueuedEval, ScoreFilter, ScoreGroup, ScorePoint, StoredScore,
+};
 pub use store::{Backend, Store, StoreError};
 pub use writer::{IntoRecord, RecordWriter, StatsSnapshot, WriterConfig, WriterStopped};

@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0012_drift.sql"),
         postgres: include_str!("../migrations/postgres/0012_drift.sql"),
     },
+    Migration {
+        version: 13,
+        sqlite: include_str!("../migrations/sqlite/0013_model_fingerprints.sql"),
+        postgres: include_str!("../migrations/postgres/0013_model_fingerprints.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

@@ -461,3 +461,91 @@ impl Store {
             .collect()
     }
 }
+
+/// A model identity a provider reported for a configured model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelSighting {
+    /// `provider/model` as configured.
+    pub model: String,
+    /// The model the provider named in its answer (a dated version), or "".
+    pub upstream_model: String,
+    /// The provider's system fingerprint, or "".
+    pub fingerprint: String,
+}
+
+impl Store {
+    /// The distinct (configured model, reported model, fingerprint) of `feature`'s
+    /// answered calls since `since_ms`.
+    pub async fn model_sightings(
+        &self,
+        feature: &str,
+        since_ms: i64,
+    ) -> Result<Vec<ModelSighting>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT provider, model, upstream_model, system_fingerprint FROM records \
+             WHERE feature = $1 AND created_at_ms >= $2 AND status = 200 AND provider IS NOT NULL",
+        )
+        .bind(feature.to_string())
+        .bind(since_ms)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let p: Option<String> = r.try_get("provider")?;
+                let m: Option<String> = r.try_get("model")?;
+                let u: Option<String> = r.try_get("upstream_model")?;
+                let f: Option<String> = r.try_get("system_fingerprint")?;
+                Ok(ModelSighting {
+                    model: format!("{}/{}", p.unwrap_or_default(), m.unwrap_or_default()),
+                    upstream_model: u.unwrap_or_default(),
+                    fingerprint: f.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Records a sighting. `Ok(Some(previous))`: it is new, and the configured model had
+    /// been seen answering as something else before (a model change); `Ok(None)`: known,
+    /// or the model's first sighting.
+    pub async fn note_model_sighting(
+        &self,
+        s: &ModelSighting,
+        at_ms: i64,
+    ) -> Result<Option<Vec<ModelSighting>>, StoreError> {
+        let known = sqlx::query(
+            "SELECT upstream_model, fingerprint FROM model_fingerprints WHERE model = $1",
+        )
+        .bind(s.model.clone())
+        .fetch_all(self.pool())
+        .await?;
+        let before: Vec<ModelSighting> = known
+            .iter()
+            .map(|r| {
+                Ok(ModelSighting {
+                    model: s.model.clone(),
+                    upstream_model: r.try_get("upstream_model")?,
+                    fingerprint: r.try_get("fingerprint")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        if before.contains(s) {
+            return Ok(None);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO model_fingerprints (model, upstream_model, fingerprint, first_seen_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (model, upstream_model, fingerprint) DO NOTHING",
+        )
+        .bind(s.model.clone())
+        .bind(s.upstream_model.clone())
+        .bind(s.fingerprint.clone())
+        .bind(at_ms)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        // Another replica noted it first: its event, not ours.
+        if inserted == 0 || before.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(before))
+    }
+}

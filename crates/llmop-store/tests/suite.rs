@@ -85,10 +85,10 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 12);
+    assert_eq!(store.schema_version().await.unwrap(), 13);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 12);
+    assert_eq!(again.schema_version().await.unwrap(), 13);
     again.close().await;
 
     // Every field survives the round trip.
@@ -372,6 +372,7 @@ async fn run_suite(url: &str) {
     keys(&store).await;
     evals(&store).await;
     scores(&store).await;
+    model_sightings(&store).await;
     // Kept reasoning state commits with its record and is found by tool-call id.
     let mut kept = small("req-kept", 1_000, "f", "u", 200);
     kept.reasoning_tokens = Some(192);
@@ -688,6 +689,54 @@ async fn scores(store: &Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Model sightings: the first is silent, a new identity under a known model is a change
+/// (once), a known one is nothing.
+async fn model_sightings(store: &Store) {
+    use llmop_store::ModelSighting;
+    let s = |u: &str, f: &str| ModelSighting {
+        model: "openai/gpt-4o".into(),
+        upstream_model: u.into(),
+        fingerprint: f.into(),
+    };
+    assert_eq!(
+        store
+            .note_model_sighting(&s("gpt-4o-2024-08-06", "fp_1"), 1)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .note_model_sighting(&s("gpt-4o-2024-08-06", "fp_1"), 2)
+            .await
+            .unwrap(),
+        None
+    );
+    let changed = store
+        .note_model_sighting(&s("gpt-4o-2024-11-20", "fp_2"), 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed, vec![s("gpt-4o-2024-08-06", "fp_1")]);
+    assert_eq!(
+        store
+            .note_model_sighting(&s("gpt-4o-2024-11-20", "fp_2"), 4)
+            .await
+            .unwrap(),
+        None
+    );
+    let mut r = small("sighted", 9_000, "fp-feature", "u", 200);
+    r.provider = Some("openai".into());
+    r.model = Some("gpt-4o".into());
+    r.upstream_model = Some("gpt-4o-2024-11-20".into());
+    r.system_fingerprint = Some("fp_2".into());
+    store.insert_batch(&[r]).await.unwrap();
+    assert_eq!(
+        store.model_sightings("fp-feature", 0).await.unwrap(),
+        vec![s("gpt-4o-2024-11-20", "fp_2")]
+    );
 }
 
 /// API keys: shown once, stored hashed, revocable.

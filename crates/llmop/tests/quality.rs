@@ -342,6 +342,10 @@ async fn a_quality_drop_raises_one_drift_alert() {
     assert_eq!(evidence["measure"], "pass_rate");
     assert_eq!(evidence["recent"], 0.0);
     assert!(gw.metrics().await.contains("llmop_drift_alerts_total"));
+    // So does the admin API.
+    let q = support::get_json(&gw, "/admin/quality?feature=qa&since=1h").await;
+    assert_eq!(q["open_drift_alerts"][0]["evaluator"], "says-yes", "{q}");
+    assert!(q["days"].as_array().is_some_and(|d| !d.is_empty()), "{q}");
     // `llmop quality` shows the scores over time and the open episode.
     let o = gw.cli(&["quality", "qa"]);
     assert_eq!(code(&o), 0, "{}", out(&o));

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# What online evaluation costs the gateway: max throughput of a feature's invoke (closed
+# loop, 32 in flight) with three deterministic online evaluators scoring every call
+# (sampled when each record is built, queued in the record's transaction, scored by the
+# worker in the same process) vs. the same gateway without them. Gateway pinned to
+# core 0, load generator to core 1; two interleaved rounds each.
+# Results in bench/results/online.json.
+#
+# Usage: bench/online.sh [seconds-per-run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-8}
+source bench/lib.sh
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -p llmop -p llmop-bench
+mkdir -p bench/results
+BIN=$(cd "$BIN" && pwd)
+
+for mode in on off; do
+  mkdir -p "$WORK/$mode/evals"
+  cat > "$WORK/$mode/llmop.toml" <<'TOML'
+[server]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite://llmop.db"
+[providers.sim]
+kind = "mock"
+rules = [{ when = 'Question: (\w+)', reply = '$1' }]
+TOML
+  cat > "$WORK/$mode/qa.toml" <<'TOML'
+name = "qa"
+model = "sim/echo"
+[variables]
+q = { type = "string" }
+[[messages]]
+role = "user"
+template = "Question: {{ q }}"
+TOML
+done
+cat > "$WORK/on/evals/qa.toml" <<'TOML'
+feature = "qa"
+[[evaluators]]
+name = "one-word"
+kind = "regex"
+pattern = '^\w+$'
+[[evaluators]]
+name = "short"
+kind = "length"
+max_words = 3
+[[evaluators]]
+name = "polite"
+kind = "not_contains"
+values = ["stupid"]
+[online]
+TOML
+
+run() {
+  local mode=$1
+  (cd "$WORK/$mode" && rm -f llmop.db*)
+  (cd "$WORK/$mode" && taskset -c 0 "$BIN/llmop" serve --config llmop.toml > gw.out 2> gw.log) &
+  local pid=$!
+  pids+=($pid)
+  local url
+  url=$(url_of "$WORK/$mode/gw.out")
+  (cd "$WORK/$mode" && "$BIN/llmop" --config llmop.toml feature push qa.toml > /dev/null)
+  local out
+  out=$(taskset -c 1 "$BIN/bench-load" --url "$url" --max --concurrency 32 --seconds "$SECS" --warmup 1 \
+    --path /v1/features/qa/invoke --body '{"variables":{"q":"hello"},"version":1}' --label "$mode")
+  local scored
+  scored=$(cd "$WORK/$mode" && "$BIN/llmop" --config llmop.toml query "SELECT COUNT(*) FROM scores" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0][0])' || echo 0)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$out" | python3 -c "import json,sys; d=json.load(sys.stdin); d['scores_stored']=$scored; print(json.dumps(d))"
+}
+
+{
+  for round in 1 2; do
+    run on
+    run off
+  done
+} | tee "$WORK/runs.jsonl"
+python3 - "$WORK/runs.jsonl" <<'PY' | tee bench/results/online.json
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+on = [r["rps"] for r in runs if r["label"] == "on"]
+off = [r["rps"] for r in runs if r["label"] == "off"]
+print(json.dumps({
+    "on_rps": [round(x) for x in on], "off_rps": [round(x) for x in off],
+    "difference_pct": round((sum(on) / len(on) / (sum(off) / len(off)) - 1) * 100, 1),
+    "scores_stored_on": [r["scores_stored"] for r in runs if r["label"] == "on"],
+}, indent=1))
+PY
