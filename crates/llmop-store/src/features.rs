@@ -179,6 +179,28 @@ fn side(row: &sqlx::any::AnyRow, p: &str) -> Result<ShadowSide, StoreError> {
 impl Store {
     /// Shadow calls of `feature` since `since_ms` (optionally in one environment), each
     /// joined with the primary call it copied, grouped by (primary, shadow) version.
+    /// Request ids of shadow calls and their primaries, newest first: `(primary, shadow)`.
+    pub async fn shadow_pairs(
+        &self,
+        feature: &str,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.shadow_of AS p, s.request_id AS s FROM records s \
+             WHERE s.shadow = 1 AND s.feature = $1 AND s.created_at_ms >= $2 AND s.status = 200 AND s.shadow_of IS NOT NULL \
+             ORDER BY s.created_at_ms DESC LIMIT $3",
+        )
+        .bind(feature.to_string())
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("p")?, r.try_get("s")?)))
+            .collect()
+    }
+
     pub async fn shadow_report(
         &self,
         feature: &str,

@@ -25,6 +25,9 @@ kind = "mock"
 rules = [
   {{ when = '(?s)JUDGE.*Answer: no', reply = '{{"reasoning":"no is wrong here","verdict":"wrong"}}' }},
   {{ when = 'JUDGE', reply = '{{"reasoning":"fine","verdict":"correct"}}' }},
+  {{ when = '(?s)PAIR\nA: yes\nB: no', reply = '{{"reasoning":"yes is right","winner":"A"}}' }},
+  {{ when = '(?s)PAIR\nA: no\nB: yes', reply = '{{"reasoning":"yes is right","winner":"B"}}' }},
+  {{ when = 'PAIR', reply = '{{"reasoning":"as good","winner":"tie"}}' }},
 ]
 
 [prices."judges/*"]
@@ -463,4 +466,74 @@ async fn canaries_are_rolled_back_or_promoted_on_evidence() {
     // And it stays: no rollback follows.
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(history(&gw)[0]["seq"], 5);
+}
+
+const PAIR_JUDGE: &str = r#"name = "judge-pair"
+model = "judges/echo"
+[variables]
+a = { type = "string" }
+b = { type = "string" }
+[[messages]]
+role = "user"
+template = "PAIR\nA: {{ a }}\nB: {{ b }}"
+[output]
+parser = "json"
+on_parse_failure = "error"
+schema = { type = "object", properties = { reasoning = { type = "string" }, winner = { type = "string", enum = ["A", "B", "tie"] } }, required = ["reasoning", "winner"] }
+"#;
+
+/// Shadows judged pairwise: v2 (answers `no`) shadows v1 (answers `yes`); the judge,
+/// asked in both orders, prefers `yes` each time: the primary wins every pair, and the
+/// interval of the shadow's preference lies below one half.
+#[tokio::test]
+async fn shadow_report_judges_pairs_in_both_orders() {
+    let cfg = config("", "").replace(
+        "rules = [{ when = 'Question",
+        "rules = [{ when = 'v2 Question', reply = 'no' }, { when = 'Question",
+    );
+    let evals = "feature = \"qa\"\n[[evaluators]]\nname = \"prefer\"\nkind = \"pairwise\"\nfeature = \"judge-pair\"\nversion = 1\n";
+    let gw = Gateway::start_with_files(&cfg, &[("evals/qa.toml", evals)]);
+    gw.push_feature(&qa_tagged("v1")).await;
+    gw.push_feature(&qa_tagged("v2")).await;
+    gw.push_feature(PAIR_JUDGE).await;
+    gw.admin_features(
+        "/qa/deploy",
+        json!({"env": "prod", "version": 1, "shadow": 2}),
+    )
+    .await;
+    for i in 0..30 {
+        invoke(&gw, "prod", 3 * i).await; // answer=yes
+    }
+    // Shadows run after their primaries, on their own tasks.
+    let start = Instant::now();
+    loop {
+        let o = gw.cli(&[
+            "query",
+            "SELECT COUNT(*) FROM records WHERE shadow = 1 AND status = 200",
+            "--json",
+        ]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        if v["rows"][0][0] == 30 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let o = gw.cli(&["shadow", "report", "qa", "--pairwise", "--json"]);
+    assert_eq!(code(&o), 0, "{}", out(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = &r["evaluators"][0];
+    assert_eq!(e["pairs"], 30, "{r}");
+    assert_eq!(e["primary_wins"], 30, "{r}");
+    assert_eq!(e["shadow_wins"], 0, "{r}");
+    assert!(
+        e["preference_minus_half"]["hi"].as_f64().unwrap() < 0.0,
+        "{r}"
+    );
+    let o = gw.cli(&["shadow", "report", "qa", "--pairwise"]);
+    assert!(
+        out(&o).contains("shadow v2 against primary v1"),
+        "{}",
+        out(&o)
+    );
 }

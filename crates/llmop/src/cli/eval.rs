@@ -200,7 +200,7 @@ fn gateway_url(config: &Path, given: Option<String>) -> anyhow::Result<String> {
     Ok(format!("http://{}", c.server.listen))
 }
 
-fn gateway(config: &Path, given: Option<String>) -> anyhow::Result<Gateway> {
+pub(super) fn gateway(config: &Path, given: Option<String>) -> anyhow::Result<Gateway> {
     Ok(Gateway::new(
         &gateway_url(config, given)?,
         std::env::var("LLMOP_API_KEY")
@@ -210,7 +210,7 @@ fn gateway(config: &Path, given: Option<String>) -> anyhow::Result<Gateway> {
 }
 
 /// The eval file: `--evals`, else `evals/<feature>.toml` in the config's directory.
-fn eval_file(
+pub(super) fn eval_file(
     config: &Path,
     feature: &str,
     given: Option<PathBuf>,

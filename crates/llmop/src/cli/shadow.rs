@@ -18,6 +18,18 @@ pub enum ShadowCommand {
         since: String,
         #[arg(long)]
         env: Option<String>,
+        /// Also ask the eval file's pairwise judge which answer is better, shadow or
+        /// primary, in both orders, over the latest `--pairs` pairs: win/tie/loss with a
+        /// 95% interval (needs a running gateway: --gateway, LLMOP_GATEWAY_URL).
+        #[arg(long)]
+        pairwise: bool,
+        #[arg(long, default_value_t = 200)]
+        pairs: i64,
+        /// The eval file (default: evals/<feature>.toml next to the config).
+        #[arg(long)]
+        evals: Option<std::path::PathBuf>,
+        #[arg(long, env = "LLMOP_GATEWAY_URL")]
+        gateway: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -30,9 +42,25 @@ pub fn run(config: &Path, command: ShadowCommand) -> ExitCode {
         feature,
         since,
         env,
+        pairwise,
+        pairs,
+        evals,
+        gateway,
         json,
         store,
     } = command;
+    if pairwise {
+        return super::run_async(pairwise_report(
+            config,
+            store.store,
+            &feature,
+            &since,
+            pairs,
+            evals,
+            gateway,
+            json,
+        ));
+    }
     super::run_async(shadow_report(
         config,
         store.store,
@@ -41,6 +69,146 @@ pub fn run(config: &Path, command: ShadowCommand) -> ExitCode {
         env.as_deref(),
         json,
     ))
+}
+
+/// The shadow against its primary, judged pairwise in both orders: win (the shadow
+/// preferred in both), loss (the primary in both), tie (otherwise); the preference's
+/// 95% interval (t over pairs, the preference minus one half).
+#[allow(clippy::too_many_arguments)]
+async fn pairwise_report(
+    config: &Path,
+    store: Option<String>,
+    feature: &str,
+    since: &str,
+    pairs: i64,
+    evals: Option<std::path::PathBuf>,
+    gateway: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use llmop_eval::evaluate::{Answer, Ctx, Evaluators};
+    let since_ms = llmop_store::parse_time(since, now_ms()).map_err(|m| anyhow!("--since: {m}"))?;
+    let store = open(&store_url(config, store)?).await?;
+    let (_, file) = super::eval::eval_file(config, feature, evals)?;
+    let evaluators = Evaluators::load(file, &store)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    if !evaluators.has_pairwise() {
+        bail!("the eval file of `{feature}` has no pairwise evaluator (kind = \"pairwise\")");
+    }
+    let gw = super::eval::gateway(config, gateway)?;
+    let ids = store
+        .shadow_pairs(feature, since_ms, pairs.clamp(1, 10_000))
+        .await?;
+    if ids.is_empty() {
+        bail!("no answered shadow calls of `{feature}` since {since}");
+    }
+    let answer = |r: &llmop_store::Record| Answer {
+        request_id: Some(r.request_id.clone()),
+        text: r.output_text.clone(),
+        parsed: r.parsed_output.clone(),
+        parse_status: r.parse_status.clone(),
+        latency_ms: r.latency_ms.max(0) as u64,
+        cost_usd: r.cost_usd,
+        ..Answer::default()
+    };
+    let ctx = Ctx {
+        gateway: &gw,
+        store: &store,
+        run_id: "shadow-report",
+        pending: None,
+    };
+    // evaluator -> preference of the shadow per pair (1 win, 0.5 tie, 0 loss).
+    let mut prefs: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut errors = 0;
+    let mut versions = None;
+    for (p, s) in &ids {
+        let (Some(pr), Some(sr)) = (store.get(p).await?, store.get(s).await?) else {
+            continue;
+        };
+        versions.get_or_insert((pr.feature_version, sr.feature_version));
+        let item = llmop_eval::dataset::Item {
+            id: pr.request_id.clone(),
+            variables: match &pr.variables {
+                Some(serde_json::Value::Object(v)) => v.clone(),
+                _ => Default::default(),
+            },
+            messages: None,
+            expected: None,
+            labels: vec![],
+            tags: vec![],
+            source: None,
+        };
+        for (name, score) in evaluators
+            .pairwise(&ctx, &item, &answer(&sr), &answer(&pr), 0)
+            .await
+        {
+            match score.value {
+                Some(v) => prefs.entry(name).or_default().push(v),
+                None => errors += 1,
+            }
+        }
+    }
+    let rows: Vec<serde_json::Value> = prefs
+        .iter()
+        .map(|(name, v)| {
+            let n = v.len();
+            let count = |x: f64| v.iter().filter(|p| **p == x).count();
+            let centered: Vec<f64> = v.iter().map(|p| p - 0.5).collect();
+            let iv = llmop_eval::stats::interval(&centered, llmop_eval::spec::Method::T, true);
+            serde_json::json!({
+                "evaluator": name, "pairs": n,
+                "shadow_wins": count(1.0), "ties": count(0.5), "primary_wins": count(0.0),
+                "preference": v.iter().sum::<f64>() / n.max(1) as f64,
+                "preference_minus_half": iv,
+            })
+        })
+        .collect();
+    if json {
+        return super::print_json(
+            &serde_json::json!({"feature": feature, "evaluators": rows, "errors": errors}),
+        );
+    }
+    let (pv, sv) = versions.unwrap_or((None, None));
+    let label = |v: Option<i64>| v.map_or_else(|| "?".to_string(), |v| format!("v{v}"));
+    out!(
+        "{feature}: shadow {} against primary {}, judged pairwise in both orders",
+        label(sv),
+        label(pv)
+    );
+    let mut t = super::table();
+    t.set_header([
+        "evaluator",
+        "pairs",
+        "shadow wins",
+        "ties",
+        "primary wins",
+        "shadow preference - 0.5 [95% CI]",
+    ]);
+    for r in &rows {
+        let iv = &r["preference_minus_half"];
+        t.add_row([
+            r["evaluator"].as_str().unwrap_or("").to_string(),
+            r["pairs"].to_string(),
+            r["shadow_wins"].to_string(),
+            r["ties"].to_string(),
+            r["primary_wins"].to_string(),
+            if iv.is_null() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:+.3} [{:+.3}, {:+.3}]",
+                    iv["mean"].as_f64().unwrap_or(0.0),
+                    iv["lo"].as_f64().unwrap_or(0.0),
+                    iv["hi"].as_f64().unwrap_or(0.0)
+                )
+            },
+        ]);
+    }
+    write_out(format_args!("{t}"));
+    if errors > 0 {
+        out!("{errors} judgements failed (left out)");
+    }
+    Ok(())
 }
 
 async fn shadow_report(
