@@ -26,6 +26,7 @@ url = "sqlite://llmop.db"
 kind = "mock"
 rules = [{ when = 'Question: (\w+)', reply = '$1' }]
 TOML
+  echo -e "[online]\nbusy_share = ${BUSY_SHARE:-0.05}" >> "$WORK/$mode/llmop.toml"
   cat > "$WORK/$mode/qa.toml" <<'TOML'
 name = "qa"
 model = "sim/echo"
@@ -56,7 +57,7 @@ TOML
 run() {
   local mode=$1
   (cd "$WORK/$mode" && rm -f llmop.db*)
-  (cd "$WORK/$mode" && taskset -c 0 "$BIN/llmop" serve --config llmop.toml > gw.out 2> gw.log) &
+  (cd "$WORK/$mode" && exec taskset -c 0 "$BIN/llmop" serve --config llmop.toml > gw.out 2> gw.log) &
   local pid=$!
   pids+=($pid)
   local url

@@ -33,10 +33,13 @@ pub struct CanarySpec {
     #[serde(default)]
     pub promote: bool,
     /// Past this without a decision: an alert (once), and the canary goes on.
-    #[serde(default = "default_max_duration", with = "dur")]
+    #[serde(
+        default = "default_max_duration",
+        with = "crate::drift::humantime_serde_str"
+    )]
     pub max_duration: Duration,
     /// How often the arms are compared.
-    #[serde(default = "default_every", with = "dur")]
+    #[serde(default = "default_every", with = "crate::drift::humantime_serde_str")]
     pub check_every: Duration,
     /// The evaluators that decide (default: the online evaluators that gate).
     #[serde(default)]
@@ -64,22 +67,6 @@ fn default_max_duration() -> Duration {
 }
 fn default_every() -> Duration {
     Duration::from_secs(60)
-}
-
-mod dur {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!("`{text}` is not a duration like 90s, 1h, 7d: {e}"))
-        })
-    }
 }
 
 impl CanarySpec {

@@ -57,6 +57,22 @@ struct FileItem {
 }
 
 impl Item {
+    /// A recorded feature call as an item: its variables, no expected output.
+    pub fn from_record(r: &llmop_store::Record) -> Item {
+        Item {
+            id: r.request_id.clone(),
+            variables: match &r.variables {
+                Some(Value::Object(v)) => v.clone(),
+                _ => Map::new(),
+            },
+            messages: None,
+            expected: None,
+            labels: vec![],
+            tags: vec![],
+            source: Some(format!("record:{}", r.request_id)),
+        }
+    }
+
     /// SHA-256 of what the model is asked (variables and messages), hex.
     pub fn input_hash(&self) -> String {
         hash_json(&serde_json::json!({

@@ -62,8 +62,8 @@ fn default_every() -> Duration {
     Duration::from_secs(60)
 }
 
-/// Durations written as `90s`, `1h`, `7d` (humantime).
-mod humantime_serde_str {
+/// Durations written as `90s`, `1h`, `7d` (humantime); shared with `crate::canary`.
+pub(crate) mod humantime_serde_str {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 

@@ -48,6 +48,21 @@ pub struct Answer {
     pub error: Option<String>,
 }
 
+impl Answer {
+    /// A recorded call as the answer evaluators score (online evaluation, shadows).
+    pub fn from_record(r: &llmop_store::Record) -> Answer {
+        Answer {
+            request_id: Some(r.request_id.clone()),
+            text: r.output_text.clone(),
+            parsed: r.parsed_output.clone(),
+            parse_status: r.parse_status.clone(),
+            latency_ms: r.latency_ms.max(0) as u64,
+            cost_usd: r.cost_usd,
+            ..Answer::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Score {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,7 +19,7 @@ use llmop_eval::dataset::Item;
 use llmop_eval::drift::{self, DriftSpec};
 use llmop_eval::evaluate::{Answer, Ctx, Evaluators};
 use llmop_eval::spec::{EvalFile, Kind};
-use llmop_store::{QueuedEval, Record, Store, StoredScore};
+use llmop_store::{QueuedEval, Store, StoredScore};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,9 @@ struct Worker {
     /// Evaluators per feature, loaded on first use (a judge registered after the start is
     /// found on the next attempt).
     loaded: Mutex<HashMap<String, Arc<Evaluators>>>,
+    /// Judge spend of this batch not yet committed with its scores, per feature: the
+    /// daily cap counts it (the store has only what earlier batches committed).
+    uncommitted: std::sync::Mutex<HashMap<String, f64>>,
 }
 
 /// Starts the worker when online evaluation is configured; it ends with the shutdown.
@@ -52,6 +55,7 @@ pub fn spawn(app: &Arc<AppState>) {
         store: recorder.store.clone(),
         files: files.into_iter().map(|f| (f.feature.clone(), f)).collect(),
         loaded: Mutex::new(HashMap::new()),
+        uncommitted: std::sync::Mutex::new(HashMap::new()),
     };
     tracing::info!(
         features = worker.files.len(),
@@ -464,8 +468,16 @@ impl Worker {
     async fn run(self: Arc<Self>) {
         let poll = Duration::from_millis(self.app.config.online.poll_ms);
         let concurrency = self.app.config.online.concurrency;
+        let busy_share = self.app.config.online.busy_share;
         let shutdown = self.app.shutdown.clone();
+        let mut gauge_at = std::time::Instant::now() - Duration::from_secs(60);
         loop {
+            if gauge_at.elapsed() >= Duration::from_secs(5) {
+                gauge_at = std::time::Instant::now();
+                if let Ok(n) = self.store.online_queue_len().await {
+                    metrics::gauge!("llmop_online_queue").set(n as f64);
+                }
+            }
             let due = match self.store.due_online(now_ms(), 64).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -473,18 +485,76 @@ impl Worker {
                     Vec::new()
                 }
             };
-            if let Ok(n) = self.store.online_queue_len().await {
-                metrics::gauge!("llmop_online_queue").set(n as f64);
-            }
             if due.is_empty() {
                 tokio::select! {
                     _ = tokio::time::sleep(poll) => continue,
                     _ = shutdown.triggered() => return,
                 }
             }
-            futures::stream::iter(due)
-                .for_each_concurrent(concurrency, |q| self.process(q))
+            // The work's cost: its wall time. The store's work runs on its own threads
+            // and a judge's provider is waited for; both count, which keeps the share
+            // conservative while calls are served.
+            let started = std::time::Instant::now();
+            let done: Vec<(QueuedEval, Vec<StoredScore>)> = futures::stream::iter(due)
+                .map(|q| self.process(q))
+                .buffer_unordered(concurrency)
+                .filter_map(|d| async move { d })
+                .collect()
                 .await;
+            self.finish(done).await;
+            let cost = started.elapsed();
+            // Scoring is deferred work: while calls are being served, it takes at most
+            // `busy_share` of the time (the rest waits in the durable queue); when the
+            // gateway is idle it runs flat out.
+            let busy = self
+                .app
+                .in_flight
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0;
+            if busy && busy_share < 1.0 {
+                let pause = cost.mul_f64((1.0 - busy_share) / busy_share.max(0.01));
+                tokio::select! {
+                    _ = tokio::time::sleep(pause.min(Duration::from_secs(5))) => {}
+                    _ = shutdown.triggered() => return,
+                }
+            }
+        }
+    }
+
+    /// Stores a batch's scores and clears its queue entries in one transaction.
+    async fn finish(&self, done: Vec<(QueuedEval, Vec<StoredScore>)>) {
+        if done.is_empty() {
+            return;
+        }
+        let batch: Vec<(String, Vec<StoredScore>)> = done
+            .iter()
+            .map(|(q, s)| (q.request_id.clone(), s.clone()))
+            .collect();
+        let stored = self.store.finish_online_batch(&batch).await;
+        // Committed (now counted by the store), or lost with the batch (to be redone).
+        self.uncommitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, calls = batch.len(), "online evaluation: cannot store scores");
+            return;
+        }
+        for (q, scores) in &done {
+            for s in scores {
+                let outcome = match (s.error.is_some(), s.pass) {
+                    (true, _) => "error",
+                    (false, Some(true)) => "pass",
+                    (false, _) => "fail",
+                };
+                metrics::counter!(
+                    "llmop_online_scores_total",
+                    "feature" => q.feature.clone(),
+                    "evaluator" => s.evaluator.clone(),
+                    "outcome" => outcome
+                )
+                .increment(1);
+            }
         }
     }
 
@@ -503,28 +573,10 @@ impl Worker {
         Ok(e)
     }
 
-    async fn process(&self, q: QueuedEval) {
+    /// Scores one queued call; `None` when it failed for now (rescheduled).
+    async fn process(&self, q: QueuedEval) -> Option<(QueuedEval, Vec<StoredScore>)> {
         match self.score(&q).await {
-            Ok(scores) => {
-                if let Err(e) = self.store.finish_online(&q.request_id, &scores).await {
-                    tracing::warn!(error = %e, request_id = %q.request_id, "online evaluation: cannot store scores");
-                    return;
-                }
-                for s in &scores {
-                    let outcome = match (s.error.is_some(), s.pass) {
-                        (true, _) => "error",
-                        (false, Some(true)) => "pass",
-                        (false, _) => "fail",
-                    };
-                    metrics::counter!(
-                        "llmop_online_scores_total",
-                        "feature" => q.feature.clone(),
-                        "evaluator" => s.evaluator.clone(),
-                        "outcome" => outcome
-                    )
-                    .increment(1);
-                }
-            }
+            Ok(scores) => Some((q, scores)),
             Err(why) => {
                 let next = now_ms() + backoff_ms(q.attempts);
                 tracing::info!(request_id = %q.request_id, attempts = q.attempts + 1, error = %why, "online evaluation: will try again");
@@ -533,6 +585,7 @@ impl Worker {
                 if let Err(e) = self.store.retry_online(&q.request_id, next, &why).await {
                     tracing::warn!(error = %e, "online evaluation: cannot reschedule");
                 }
+                None
             }
         }
     }
@@ -568,30 +621,26 @@ impl Worker {
                 .as_ref()
                 .map_or(0.0, |o| o.judge_daily_usd);
             let day_start = now_ms() / 86_400_000 * 86_400_000;
-            let spent = self
+            let committed = self
                 .store
                 .online_judge_spend(&q.feature, day_start)
                 .await
                 .map_err(|e| e.to_string())?;
-            if spent >= cap {
+            let pending = self
+                .uncommitted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&q.feature)
+                .copied()
+                .unwrap_or(0.0);
+            if committed + pending >= cap {
                 names.retain(|n| !judges.contains(n));
                 metrics::counter!("llmop_online_judge_capped_total", "feature" => q.feature.clone())
                     .increment(judges.len() as u64);
             }
         }
-        let item = Item {
-            id: rec.request_id.clone(),
-            variables: match &rec.variables {
-                Some(serde_json::Value::Object(v)) => v.clone(),
-                _ => Default::default(),
-            },
-            messages: None,
-            expected: None,
-            labels: vec![],
-            tags: vec![],
-            source: Some(format!("record:{}", rec.request_id)),
-        };
-        let answer = answer_of(&rec);
+        let item = Item::from_record(&rec);
+        let answer = Answer::from_record(&rec);
         let invoker = InProcess {
             app: self.app.clone(),
         };
@@ -604,6 +653,15 @@ impl Worker {
         let scores = evals
             .score_only(&ctx, &item, &answer, 0, Some(&names))
             .await;
+        let judged: f64 = scores.iter().filter_map(|(_, s)| s.cost_usd).sum();
+        if judged > 0.0 {
+            *self
+                .uncommitted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(q.feature.clone())
+                .or_default() += judged;
+        }
         if q.attempts + 1 < MAX_ATTEMPTS {
             if let Some((_, s)) = scores.iter().find(|(_, s)| s.retryable) {
                 return Err(s.error.clone().unwrap_or_default());
@@ -634,18 +692,5 @@ impl Worker {
                 created_at_ms: at,
             })
             .collect())
-    }
-}
-
-/// A recorded call as the answer evaluators score.
-fn answer_of(rec: &Record) -> Answer {
-    Answer {
-        request_id: Some(rec.request_id.clone()),
-        text: rec.output_text.clone(),
-        parsed: rec.parsed_output.clone(),
-        parse_status: rec.parse_status.clone(),
-        latency_ms: rec.latency_ms.max(0) as u64,
-        cost_usd: rec.cost_usd,
-        ..Answer::default()
     }
 }

@@ -25,6 +25,9 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Reasoning state kept for clients whose format cannot carry it.
     pub reasoning: Arc<crate::reasoning::Keeper>,
+    /// Calls in the conductor now (clients' and shadows', not the gateway's own): how
+    /// busy serving is, which the online worker yields to.
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             recorder: recorder.map(Arc::new),
             metrics: crate::metrics::install(),
             reasoning: Arc::default(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 

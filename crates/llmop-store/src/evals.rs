@@ -75,7 +75,12 @@ pub struct Calibration {
     pub created_at_ms: i64,
 }
 
-fn json_col(row: &sqlx::any::AnyRow, col: &str, what: &str) -> Result<Value, StoreError> {
+/// A JSON text column, parsed; a bad one is `Corrupt`, naming `what` and the column.
+pub(crate) fn json_col(
+    row: &sqlx::any::AnyRow,
+    col: &str,
+    what: &str,
+) -> Result<Value, StoreError> {
     let text: String = row.try_get(col)?;
     serde_json::from_str(&text)
         .map_err(|e| StoreError::Corrupt(what.to_string(), format!("{col}: {e}")))

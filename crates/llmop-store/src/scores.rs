@@ -3,6 +3,7 @@
 //! online evaluation work (`online_queue`), filled with the records it points at (see
 //! `Store::insert_batch`) and drained by the gateway's online worker.
 
+use crate::evals::json_col;
 use crate::record::Feedback;
 use crate::store::{now_ms, BindF64, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -187,9 +188,8 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get("request_id")?;
-                let evals: String = r.try_get("evaluators")?;
                 Ok(QueuedEval {
-                    evaluators: serde_json::from_str(&evals)
+                    evaluators: serde_json::from_value(json_col(r, "evaluators", &id)?)
                         .map_err(|e| StoreError::Corrupt(id.clone(), format!("evaluators: {e}")))?,
                     feature: r.try_get("feature")?,
                     enqueued_at_ms: r.try_get("enqueued_at_ms")?,
@@ -216,6 +216,26 @@ impl Store {
             .bind(request_id.to_string())
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The work of several calls is done: their scores stored and their queue entries
+    /// gone, in one transaction.
+    pub async fn finish_online_batch(
+        &self,
+        done: &[(String, Vec<StoredScore>)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for (request_id, scores) in done {
+            for s in scores {
+                upsert(s).execute(&mut *tx).await?;
+            }
+            sqlx::query("DELETE FROM online_queue WHERE request_id = $1")
+                .bind(request_id.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -444,10 +464,8 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let id: String = r.try_get("id")?;
-                let evidence: String = r.try_get("evidence")?;
                 Ok(DriftAlert {
-                    evidence: serde_json::from_str(&evidence)
-                        .map_err(|e| StoreError::Corrupt(id.clone(), format!("evidence: {e}")))?,
+                    evidence: json_col(r, "evidence", &id)?,
                     feature: r.try_get("feature")?,
                     feature_version: r.try_get("feature_version")?,
                     evaluator: r.try_get("evaluator")?,

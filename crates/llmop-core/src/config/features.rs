@@ -124,6 +124,10 @@ pub struct OnlineConfig {
     /// Calls scored at once.
     #[serde(default = "default_online_concurrency")]
     pub concurrency: usize,
+    /// While calls are being served, the share of time the worker may spend scoring
+    /// (the rest of the work waits, durably, in the queue); idle, it runs flat out.
+    #[serde(default = "default_busy_share")]
+    pub busy_share: f64,
 }
 
 impl Default for OnlineConfig {
@@ -133,6 +137,7 @@ impl Default for OnlineConfig {
             enabled: true,
             poll_ms: default_online_poll_ms(),
             concurrency: default_online_concurrency(),
+            busy_share: default_busy_share(),
         }
     }
 }
@@ -146,6 +151,9 @@ fn default_online_poll_ms() -> u64 {
 fn default_online_concurrency() -> usize {
     4
 }
+fn default_busy_share() -> f64 {
+    0.05
+}
 
 pub(super) fn validate_online(c: &Config, out: &mut Problems) {
     let o = &c.online;
@@ -153,6 +161,12 @@ pub(super) fn validate_online(c: &Config, out: &mut Problems) {
         out.push((
             key(&["online", "poll_ms"]),
             "must be between 10 and 60000".into(),
+        ));
+    }
+    if o.busy_share.is_nan() || o.busy_share <= 0.0 || o.busy_share > 1.0 {
+        out.push((
+            key(&["online", "busy_share"]),
+            "must be above 0 and at most 1".into(),
         ));
     }
     if !(1..=256).contains(&o.concurrency) {

@@ -73,6 +73,10 @@ impl Entry for Internal {
         &self.headers
     }
 
+    fn is_load(&self) -> bool {
+        false
+    }
+
     fn authenticate(
         &self,
         _: &Auth,

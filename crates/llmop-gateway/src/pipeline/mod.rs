@@ -107,6 +107,11 @@ pub trait Entry: Send + Sized {
     }
     /// The client's request headers, which the default `authenticate` and `context` read.
     fn headers(&self) -> &HeaderMap;
+    /// Whether the call is serving load (`AppState::in_flight`); the gateway's own calls
+    /// (online judges) are not.
+    fn is_load(&self) -> bool {
+        true
+    }
     /// 1. The caller's key (`None` while the gateway is open); may set `key_id`.
     fn authenticate(
         &self,
@@ -144,8 +149,29 @@ pub struct Plan<'a> {
     pub budget: Duration,
 }
 
+/// A call counted in `AppState::in_flight` for as long as it is alive (cancelled
+/// calls included).
+struct Load<'a>(&'a AppState);
+
+impl<'a> Load<'a> {
+    fn enter(app: &'a AppState) -> Load<'a> {
+        app.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Load(app)
+    }
+}
+
+impl Drop for Load<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Runs one call through every stage. See the module header.
 pub async fn conduct<E: Entry>(app: &Arc<AppState>, request_id: &str, mut entry: E) -> E::Output {
+    let _load = entry.is_load().then(|| Load::enter(app));
     // The record exists from the first moment, so that a request refused for bad input,
     // or abandoned by its client, is recorded too.
     let mut rec = CallRecord::new(request_id, entry.endpoint(), app.recorder.clone());

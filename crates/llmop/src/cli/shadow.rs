@@ -102,15 +102,6 @@ async fn pairwise_report(
     if ids.is_empty() {
         bail!("no answered shadow calls of `{feature}` since {since}");
     }
-    let answer = |r: &llmop_store::Record| Answer {
-        request_id: Some(r.request_id.clone()),
-        text: r.output_text.clone(),
-        parsed: r.parsed_output.clone(),
-        parse_status: r.parse_status.clone(),
-        latency_ms: r.latency_ms.max(0) as u64,
-        cost_usd: r.cost_usd,
-        ..Answer::default()
-    };
     let ctx = Ctx {
         gateway: &gw,
         store: &store,
@@ -126,20 +117,15 @@ async fn pairwise_report(
             continue;
         };
         versions.get_or_insert((pr.feature_version, sr.feature_version));
-        let item = llmop_eval::dataset::Item {
-            id: pr.request_id.clone(),
-            variables: match &pr.variables {
-                Some(serde_json::Value::Object(v)) => v.clone(),
-                _ => Default::default(),
-            },
-            messages: None,
-            expected: None,
-            labels: vec![],
-            tags: vec![],
-            source: None,
-        };
+        let item = llmop_eval::dataset::Item::from_record(&pr);
         for (name, score) in evaluators
-            .pairwise(&ctx, &item, &answer(&sr), &answer(&pr), 0)
+            .pairwise(
+                &ctx,
+                &item,
+                &Answer::from_record(&sr),
+                &Answer::from_record(&pr),
+                0,
+            )
             .await
         {
             match score.value {
