@@ -208,16 +208,8 @@ impl Store {
         request_id: &str,
         scores: &[StoredScore],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
-        for s in scores {
-            upsert(s).execute(&mut *tx).await?;
-        }
-        sqlx::query("DELETE FROM online_queue WHERE request_id = $1")
-            .bind(request_id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.finish_online_batch(&[(request_id.to_string(), scores.to_vec())])
+            .await
     }
 
     /// The work of several calls is done: their scores stored and their queue entries
