@@ -135,19 +135,9 @@ impl Evaluators {
     /// for a `reasoning` string before an enumerated verdict whose values are the
     /// evaluator's choices.
     pub async fn load(file: EvalFile, store: &Store) -> Result<Evaluators, String> {
-        let mut checks = Vec::new();
+        let mut evaluators = Evaluators::compile(file)?;
         let mut judges = HashMap::new();
-        for e in &file.evaluators {
-            checks.push(match &e.kind {
-                Kind::Regex { pattern } => Check::Regex(
-                    regex::Regex::new(pattern).map_err(|err| format!("{}: {err}", e.name))?,
-                ),
-                Kind::JsonSchema { schema } => Check::Schema(Box::new(
-                    jsonschema::validator_for(schema)
-                        .map_err(|err| format!("{}: {err}", e.name))?,
-                )),
-                _ => Check::None,
-            });
+        for e in &evaluators.file.evaluators {
             let (feature, version, field, values): (&str, i64, &str, Vec<String>) = match &e.kind {
                 Kind::Judge {
                     feature,
@@ -179,11 +169,78 @@ impl Evaluators {
             let info = judge_info(store, &e.name, feature, version, field, &values).await?;
             judges.insert((feature.to_string(), version), info);
         }
+        evaluators.judges = judges;
+        Ok(evaluators)
+    }
+
+    /// The file's checks compiled, its judges not resolved: enough for the evaluators
+    /// that score in place ([`Evaluators::score_inline`]), without a store.
+    pub fn compile(file: EvalFile) -> Result<Evaluators, String> {
+        let mut checks = Vec::with_capacity(file.evaluators.len());
+        for e in &file.evaluators {
+            checks.push(match &e.kind {
+                Kind::Regex { pattern } => Check::Regex(
+                    regex::Regex::new(pattern).map_err(|err| format!("{}: {err}", e.name))?,
+                ),
+                Kind::JsonSchema { schema } => Check::Schema(Box::new(
+                    jsonschema::validator_for(schema)
+                        .map_err(|err| format!("{}: {err}", e.name))?,
+                )),
+                _ => Check::None,
+            });
+        }
         Ok(Evaluators {
             file,
             checks,
-            judges,
+            judges: HashMap::new(),
         })
+    }
+
+    /// Whether an evaluator of this kind scores in place: synchronously, from the
+    /// answer alone, in bounded time (no judge call, no process, no second answer).
+    pub fn is_inline(kind: &Kind) -> bool {
+        !matches!(
+            kind,
+            Kind::Judge { .. } | Kind::Command { .. } | Kind::Pairwise { .. }
+        )
+    }
+
+    /// Scores `a` now with those of the evaluators named in `names` that score in
+    /// place, and removes them from `names` (what is left needs [`Evaluators::score_only`]:
+    /// judges and commands). Online evaluation runs this where a record is built, so a
+    /// deterministic check costs no queue entry and no second read of the record.
+    pub fn score_inline(
+        &self,
+        item: &Item,
+        a: &Answer,
+        names: &mut Vec<String>,
+    ) -> Vec<(String, Score)> {
+        let mut out = Vec::new();
+        names.retain(|n| {
+            let Some((e, check)) = self
+                .file
+                .evaluators
+                .iter()
+                .zip(&self.checks)
+                .find(|(e, _)| &e.name == n)
+            else {
+                return true;
+            };
+            let scored = match &a.error {
+                Some(err) if Self::is_inline(&e.kind) => {
+                    Some(Score::error(format!("no answer: {err}")))
+                }
+                _ => self.score_now(e, check, item, a),
+            };
+            match scored {
+                Some(s) => {
+                    out.push((e.name.clone(), s));
+                    false
+                }
+                None => true,
+            }
+        });
+        out
     }
 
     pub fn specs(&self) -> &[EvaluatorSpec] {
@@ -239,6 +296,89 @@ impl Evaluators {
         a: &Answer,
         repeat: i64,
     ) -> Score {
+        if let Some(s) = self.score_now(e, check, item, a) {
+            return s;
+        }
+        let text = a.text.as_deref();
+        let no_output = || Score::of(false, Some("no output (it did not parse)".to_string()));
+        match &e.kind {
+            Kind::Judge {
+                feature,
+                version,
+                verdict_field,
+                choices,
+                pass_at,
+            } => {
+                let Some(t) = text else { return no_output() };
+                let Some(info) = self.judges.get(&(feature.clone(), *version)) else {
+                    return Score::error(format!(
+                        "the judge {feature} v{version} was not resolved"
+                    ));
+                };
+                let mut vars = Map::new();
+                put(&mut vars, info, "input", item_input(item));
+                put(&mut vars, info, "output", t.to_string());
+                put(
+                    &mut vars,
+                    info,
+                    "expected",
+                    item.expected_text().unwrap_or_default(),
+                );
+                let label = format!("{feature} v{version}");
+                match ctx.judge(feature, *version, info, &vars, repeat).await {
+                    Err(e) => Score {
+                        judge: Some(label),
+                        retryable: e.retryable,
+                        ..Score::error(e.message)
+                    },
+                    Ok((verdict_json, cost)) => {
+                        let verdict = verdict_json.get(verdict_field).and_then(Value::as_str);
+                        match verdict.and_then(|v| choices.get(v).map(|s| (v, *s))) {
+                            Some((v, s)) => Score {
+                                value: Some(s),
+                                pass: Some(s >= *pass_at),
+                                detail: Some(v.to_string()),
+                                judge: Some(label),
+                                cost_usd: cost,
+                                error: None,
+                                retryable: false,
+                            },
+                            None => Score {
+                                judge: Some(label),
+                                cost_usd: cost,
+                                ..Score::error(format!(
+                                    "the judge's `{verdict_field}` is {} — not one of {:?}",
+                                    verdict_json.get(verdict_field).unwrap_or(&Value::Null),
+                                    choices.keys().collect::<Vec<_>>()
+                                ))
+                            },
+                        }
+                    }
+                }
+            }
+            Kind::Command {
+                command,
+                timeout_ms,
+                threshold,
+            } => run_command(command, *timeout_ms, *threshold, item, a).await,
+            // Pairwise is scored in compares.
+            _ => Score::error("this evaluator cannot score a single answer"),
+        }
+    }
+
+    /// The score of an evaluator that scores in place ([`Evaluators::is_inline`]);
+    /// `None` for the others.
+    fn score_now(
+        &self,
+        e: &EvaluatorSpec,
+        check: &Check,
+        item: &Item,
+        a: &Answer,
+    ) -> Option<Score> {
+        Self::is_inline(&e.kind).then(|| Self::check(e, check, item, a))
+    }
+
+    fn check(e: &EvaluatorSpec, check: &Check, item: &Item, a: &Answer) -> Score {
         let text = a.text.as_deref();
         let no_output = || Score::of(false, Some("no output (it did not parse)".to_string()));
         let fold = |s: &str, cs: bool| if cs { s.to_string() } else { s.to_lowercase() };
@@ -388,69 +528,7 @@ impl Evaluators {
                 let v = similarity(*method, t, &expected);
                 Score::graded(v, v >= *threshold, None)
             }
-            (
-                Kind::Judge {
-                    feature,
-                    version,
-                    verdict_field,
-                    choices,
-                    pass_at,
-                },
-                _,
-            ) => {
-                let Some(t) = text else { return no_output() };
-                let info = &self.judges[&(feature.clone(), *version)];
-                let mut vars = Map::new();
-                put(&mut vars, info, "input", item_input(item));
-                put(&mut vars, info, "output", t.to_string());
-                put(
-                    &mut vars,
-                    info,
-                    "expected",
-                    item.expected_text().unwrap_or_default(),
-                );
-                let label = format!("{feature} v{version}");
-                match ctx.judge(feature, *version, info, &vars, repeat).await {
-                    Err(e) => Score {
-                        judge: Some(label),
-                        retryable: e.retryable,
-                        ..Score::error(e.message)
-                    },
-                    Ok((verdict_json, cost)) => {
-                        let verdict = verdict_json.get(verdict_field).and_then(Value::as_str);
-                        match verdict.and_then(|v| choices.get(v).map(|s| (v, *s))) {
-                            Some((v, s)) => Score {
-                                value: Some(s),
-                                pass: Some(s >= *pass_at),
-                                detail: Some(v.to_string()),
-                                judge: Some(label),
-                                cost_usd: cost,
-                                error: None,
-                                retryable: false,
-                            },
-                            None => Score {
-                                judge: Some(label),
-                                cost_usd: cost,
-                                ..Score::error(format!(
-                                    "the judge's `{verdict_field}` is {} — not one of {:?}",
-                                    verdict_json.get(verdict_field).unwrap_or(&Value::Null),
-                                    choices.keys().collect::<Vec<_>>()
-                                ))
-                            },
-                        }
-                    }
-                }
-            }
-            (
-                Kind::Command {
-                    command,
-                    timeout_ms,
-                    threshold,
-                },
-                _,
-            ) => run_command(command, *timeout_ms, *threshold, item, a).await,
-            // Pairwise is scored in compares; checks without a compiled form were
-            // refused when the file was loaded.
+            // Checks without a compiled form were refused when the file was loaded.
             _ => Score::error("this evaluator cannot score a single answer"),
         }
     }

@@ -7,12 +7,17 @@
 //! carrying the required tags, is scored by each evaluator with that evaluator's
 //! probability. The draw is a hash of the request id and the evaluator's name, so it is
 //! the same on every replica and on a replay of the record, and independent between
-//! evaluators. The names are queued with the record, in its transaction; the gateway's
-//! online worker scores them later (see `llmop-gateway::online`).
+//! evaluators. Deterministic checks score the answer right there
+//! ([`Sampler::score_inline`]) and their scores are stored in the record's transaction;
+//! the names of the others (judges, commands) are queued in that transaction, and the
+//! gateway's online worker scores them later (see `llmop-gateway::online`).
 
+use crate::dataset::Item;
+use crate::evaluate::{Answer, Evaluators, Score};
 use crate::spec::{EvalFile, Kind, Online};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// The default share of calls an evaluator scores: deterministic checks cost nothing,
 /// judges and commands cost calls and processes.
@@ -103,19 +108,54 @@ pub struct Call<'a> {
     pub tags: &'a std::collections::BTreeMap<String, String>,
 }
 
-/// Every feature's online plan.
-#[derive(Debug, Clone, Default)]
+/// Every feature's online plan, and its evaluators compiled for scoring in place.
+#[derive(Clone, Default)]
 pub struct Sampler {
     plans: HashMap<String, FeaturePlan>,
+    compiled: HashMap<String, Arc<Evaluators>>,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("plans", &self.plans)
+            .finish()
+    }
 }
 
 impl Sampler {
     pub fn new(files: &[EvalFile]) -> Sampler {
-        Sampler {
-            plans: files
-                .iter()
-                .filter_map(|f| Some((f.feature.clone(), FeaturePlan::from_file(f)?)))
-                .collect(),
+        let plans: HashMap<String, FeaturePlan> = files
+            .iter()
+            .filter_map(|f| Some((f.feature.clone(), FeaturePlan::from_file(f)?)))
+            .collect();
+        // A file whose checks do not compile scores nothing in place: its evaluators
+        // are queued, and the worker reports why they cannot run.
+        let compiled = files
+            .iter()
+            .filter(|f| plans.contains_key(&f.feature))
+            .filter_map(|f| {
+                Some((
+                    f.feature.clone(),
+                    Arc::new(Evaluators::compile(f.clone()).ok()?),
+                ))
+            })
+            .collect();
+        Sampler { plans, compiled }
+    }
+
+    /// Scores `answer` now with the sampled evaluators `names` of `feature` that score
+    /// in place (deterministic checks), leaving in `names` those the worker must run
+    /// (judges, commands). See [`Evaluators::score_inline`].
+    pub fn score_inline(
+        &self,
+        feature: &str,
+        answer: &Answer,
+        names: &mut Vec<String>,
+    ) -> Vec<(String, Score)> {
+        match self.compiled.get(feature) {
+            Some(e) => e.score_inline(&Item::default(), answer, names),
+            None => Vec::new(),
         }
     }
 

@@ -3,8 +3,11 @@
 //! Which calls and which evaluators was decided when each record was built (the eval
 //! files' `[online]` sections, `llmop_eval::online::Sampler`) and queued in the record's
 //! own transaction (`online_queue`), so the work is exactly as durable as the record:
-//! it survives a restart, and a call that was never recorded is never scored. This task
-//! drains the queue: it reads the record, scores it with the feature's evaluators (judges
+//! it survives a restart, and a call that was never recorded is never scored.
+//! Deterministic checks never reach the queue: they score the answer where its record is
+//! built (the record writer's task) and their scores are part of the record's row
+//! (`records.online_scores`, read through the `all_scores` view). This task
+//! drains the queue of the others (judges, commands): it reads the record, scores it with the feature's evaluators (judges
 //! called in process through the conductor, `pipeline::internal`), and stores the scores
 //! and removes the queue entry in one transaction. A judge whose provider fails is tried
 //! again with exponential backoff (up to a day of attempts); it never blocks serving
@@ -542,18 +545,7 @@ impl Worker {
         }
         for (q, scores) in &done {
             for s in scores {
-                let outcome = match (s.error.is_some(), s.pass) {
-                    (true, _) => "error",
-                    (false, Some(true)) => "pass",
-                    (false, _) => "fail",
-                };
-                metrics::counter!(
-                    "llmop_online_scores_total",
-                    "feature" => q.feature.clone(),
-                    "evaluator" => s.evaluator.clone(),
-                    "outcome" => outcome
-                )
-                .increment(1);
+                count_score(&q.feature, &s.evaluator, s.pass, s.error.is_some());
             }
         }
     }
@@ -670,27 +662,53 @@ impl Worker {
         let at = now_ms();
         Ok(scores
             .into_iter()
-            .map(|(name, s)| StoredScore {
-                request_id: rec.request_id.clone(),
-                evaluator: name,
-                source: "online".into(),
-                feature: rec.feature.clone(),
-                feature_version: rec.feature_version,
-                env: rec.env.clone(),
-                model: match (&rec.provider, &rec.model) {
-                    (Some(p), Some(m)) => Some(format!("{p}/{m}")),
-                    (_, m) => m.clone(),
-                },
-                value: s.value,
-                pass: s.pass,
-                label: None,
-                comment: None,
-                detail: s.detail,
-                judge: s.judge,
-                error: s.error,
-                cost_usd: s.cost_usd,
-                created_at_ms: at,
-            })
+            .map(|(name, s)| stored_score(&rec, name, s, at))
             .collect())
     }
+}
+
+/// An online evaluator's score of the recorded call `rec`, as stored.
+pub(crate) fn stored_score(
+    rec: &llmop_store::Record,
+    evaluator: String,
+    s: llmop_eval::evaluate::Score,
+    at: i64,
+) -> StoredScore {
+    StoredScore {
+        request_id: rec.request_id.clone(),
+        evaluator,
+        source: "online".into(),
+        feature: rec.feature.clone(),
+        feature_version: rec.feature_version,
+        env: rec.env.clone(),
+        model: match (&rec.provider, &rec.model) {
+            (Some(p), Some(m)) => Some(format!("{p}/{m}")),
+            (_, m) => m.clone(),
+        },
+        value: s.value,
+        pass: s.pass,
+        label: None,
+        comment: None,
+        detail: s.detail,
+        judge: s.judge,
+        error: s.error,
+        cost_usd: s.cost_usd,
+        created_at_ms: at,
+    }
+}
+
+/// Counts a stored online score (`llmop_online_scores_total`).
+pub(crate) fn count_score(feature: &str, evaluator: &str, pass: Option<bool>, error: bool) {
+    let outcome = match (error, pass) {
+        (true, _) => "error",
+        (false, Some(true)) => "pass",
+        (false, _) => "fail",
+    };
+    metrics::counter!(
+        "llmop_online_scores_total",
+        "feature" => feature.to_string(),
+        "evaluator" => evaluator.to_string(),
+        "outcome" => outcome
+    )
+    .increment(1);
 }

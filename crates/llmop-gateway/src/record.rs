@@ -714,16 +714,31 @@ impl IntoRecord for CallData {
                 .increment(1),
             }
         }
-        // Online evaluators sampled for this call: queued with the record, scored later
-        // by the online worker.
+        // Online evaluators sampled for this call: deterministic checks score it here
+        // (their scores are part of the record's row); the others are queued with the record
+        // and scored later by the online worker.
         if let Some(sampler) = &c.online {
-            r.online_evals = sampler.sample(&llmop_eval::online::Call {
+            let mut names = sampler.sample(&llmop_eval::online::Call {
                 request_id: &r.request_id,
                 feature: r.feature.as_deref(),
                 env: r.env.as_deref(),
                 status: r.status,
                 tags: &r.tags,
             });
+            if let (false, Some(feature)) = (names.is_empty(), r.feature.clone()) {
+                let answer = llmop_eval::evaluate::Answer::from_record(&r);
+                let scored = sampler.score_inline(&feature, &answer, &mut names);
+                r.online_scores = scored
+                    .into_iter()
+                    .map(|(name, s)| {
+                        llmop_store::InlineScore::compact(name, s.value, s.pass, s.detail, s.error)
+                    })
+                    .collect();
+                for s in &r.online_scores {
+                    crate::online::count_score(&feature, &s.evaluator, s.pass, s.error.is_some());
+                }
+            }
+            r.online_evals = names;
         }
         r
     }

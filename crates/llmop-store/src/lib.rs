@@ -49,7 +49,8 @@ pub use record::{
     parse_time, Attempt, Feedback, KeptState, ListFilter, Page, Record, StatusFilter,
 };
 pub use scores::{
-    DriftAlert, ModelSighting, QueuedEval, ScoreFilter, ScoreGroup, ScorePoint, StoredScore,
+    DriftAlert, InlineScore, ModelSighting, QueuedEval, ScoreFilter, ScoreGroup, ScorePoint,
+    StoredScore,
 };
 pub use store::{Backend, Store, StoreError};
 pub use writer::{IntoRecord, RecordWriter, StatsSnapshot, WriterConfig, WriterStopped};

@@ -78,6 +78,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0013_model_fingerprints.sql"),
         postgres: include_str!("../migrations/postgres/0013_model_fingerprints.sql"),
     },
+    Migration {
+        version: 14,
+        sqlite: include_str!("../migrations/sqlite/0014_inline_scores.sql"),
+        postgres: include_str!("../migrations/postgres/0014_inline_scores.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

@@ -113,6 +113,10 @@ pub struct Record {
     /// transaction as the record, so the work is durable exactly when the record is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub online_evals: Vec<String>,
+    /// Scores the online evaluators that score in place (deterministic checks) gave this
+    /// call when its record was built: stored in the record's own row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub online_scores: Vec<crate::scores::InlineScore>,
     /// The pipeline stages this call went through, in order (`authenticate`, `context`,
     /// `parse`, …, `record`): where a refused or failed call stopped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -183,6 +187,7 @@ impl Record {
             stages: Vec::new(),
             reasoning_state: Vec::new(),
             online_evals: Vec::new(),
+            online_scores: Vec::new(),
             client_request_id: None,
             truncated: false,
         }

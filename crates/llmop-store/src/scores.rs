@@ -34,6 +34,62 @@ pub struct StoredScore {
     pub created_at_ms: i64,
 }
 
+/// A score a deterministic online check gave a call where its record was built, kept in
+/// the record's row (`records.online_scores`, a compact JSON array) and read through
+/// the `all_scores` view like any other `online` score of the call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InlineScore {
+    #[serde(rename = "e")]
+    pub evaluator: String,
+    /// `None` when it is the pass itself (1 or 0): read as the pass.
+    #[serde(rename = "v", default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// 1 or 0 in the JSON (both databases read it as the `pass` integer column).
+    #[serde(
+        rename = "p",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "pass01"
+    )]
+    pub pass: Option<bool>,
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl InlineScore {
+    /// A score as kept in the row: a value that only repeats the pass (1 or 0), and the
+    /// detail of a check that passed, are left out (every call of a feature checked on
+    /// every request carries these bytes).
+    pub fn compact(
+        evaluator: String,
+        value: Option<f64>,
+        pass: Option<bool>,
+        detail: Option<String>,
+        error: Option<String>,
+    ) -> InlineScore {
+        let implied = pass.map(|p| if p { 1.0 } else { 0.0 });
+        InlineScore {
+            evaluator,
+            value: value.filter(|v| Some(*v) != implied),
+            pass,
+            detail: detail.filter(|_| pass != Some(true)),
+            error,
+        }
+    }
+}
+
+mod pass01 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<bool>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(u8::from).serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        Ok(Option::<u8>::deserialize(d)?.map(|x| x != 0))
+    }
+}
+
 /// Queued online evaluation of one call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueuedEval {
@@ -127,7 +183,7 @@ impl Store {
     /// Scores of one call.
     pub async fn scores_of(&self, request_id: &str) -> Result<Vec<StoredScore>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {SCORE_COLS} FROM scores WHERE request_id = $1 ORDER BY evaluator, source"
+            "SELECT {SCORE_COLS} FROM all_scores WHERE request_id = $1 ORDER BY evaluator, source"
         ))
         .bind(request_id.to_string())
         .fetch_all(self.pool())
@@ -146,7 +202,7 @@ impl Store {
             "SELECT feature, feature_version, evaluator, source, {day} AS day_ms, COUNT(*) AS n, \
              SUM(CASE WHEN error IS NULL THEN 0 ELSE 1 END) AS errors, \
              AVG(value) AS mean, AVG(CAST(pass AS DOUBLE PRECISION)) AS pass_rate \
-             FROM scores WHERE ($1 IS NULL OR feature = $1) AND ($2 IS NULL OR evaluator = $2) \
+             FROM all_scores WHERE ($1 IS NULL OR feature = $1) AND ($2 IS NULL OR evaluator = $2) \
              AND ($3 IS NULL OR source = $3) AND created_at_ms >= $4 \
              GROUP BY feature, feature_version, evaluator, source, day_ms \
              ORDER BY feature, feature_version, evaluator, source, day_ms"
@@ -277,29 +333,41 @@ impl Store {
 }
 
 fn upsert(s: &StoredScore) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
-    sqlx::query(
+    let q = sqlx::query(
         "INSERT INTO scores (request_id, evaluator, source, feature, feature_version, env, model, value, pass, label, comment, detail, judge, error, cost_usd, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (request_id, evaluator, source) DO UPDATE SET value = excluded.value, pass = excluded.pass, \
          label = excluded.label, comment = excluded.comment, detail = excluded.detail, judge = excluded.judge, \
          error = excluded.error, cost_usd = excluded.cost_usd, created_at_ms = excluded.created_at_ms",
-    )
-    .bind(s.request_id.clone())
-    .bind(s.evaluator.clone())
-    .bind(s.source.clone())
-    .bind(s.feature.clone())
-    .bind(s.feature_version)
-    .bind(s.env.clone())
-    .bind(s.model.clone())
-    .bind_f64(s.value)
-    .bind(s.pass.map(i64::from))
-    .bind(s.label.clone())
-    .bind(s.comment.clone())
-    .bind(s.detail.clone())
-    .bind(s.judge.clone())
-    .bind(s.error.clone())
-    .bind_f64(s.cost_usd)
-    .bind(if s.created_at_ms > 0 { s.created_at_ms } else { now_ms() })
+    );
+    bind_score(q, s)
+}
+
+/// Binds a score's 16 columns, in `SCORE_COLS` order.
+pub(crate) fn bind_score<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    s: &StoredScore,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(s.request_id.clone())
+        .bind(s.evaluator.clone())
+        .bind(s.source.clone())
+        .bind(s.feature.clone())
+        .bind(s.feature_version)
+        .bind(s.env.clone())
+        .bind(s.model.clone())
+        .bind_f64(s.value)
+        .bind(s.pass.map(i64::from))
+        .bind(s.label.clone())
+        .bind(s.comment.clone())
+        .bind(s.detail.clone())
+        .bind(s.judge.clone())
+        .bind(s.error.clone())
+        .bind_f64(s.cost_usd)
+        .bind(if s.created_at_ms > 0 {
+            s.created_at_ms
+        } else {
+            now_ms()
+        })
 }
 
 fn read_score(r: &sqlx::any::AnyRow) -> Result<StoredScore, StoreError> {
@@ -361,7 +429,7 @@ impl Store {
         since_ms: i64,
     ) -> Result<Vec<ScorePoint>, StoreError> {
         let rows = sqlx::query(
-            "SELECT env, feature_version, evaluator, model, value, created_at_ms FROM scores \
+            "SELECT env, feature_version, evaluator, model, value, created_at_ms FROM all_scores \
              WHERE feature = $1 AND source = 'online' AND error IS NULL AND value IS NOT NULL AND created_at_ms >= $2",
         )
         .bind(feature.to_string())

@@ -8,6 +8,7 @@ use crate::record::{
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -93,9 +94,10 @@ const COLUMNS: &[&str] = &[
     "service_tier",
     "upstream_model",
     "stages",
+    "online_scores",
 ];
 
-/// Most rows per INSERT statement: 64 rows x 47 columns = 3,008 parameters, under the
+/// Most rows per INSERT statement: 64 rows x 52 columns = 3,328 parameters, under the
 /// limits of both SQLite (32,766) and PostgreSQL (65,535).
 const ROWS_PER_INSERT: usize = 64;
 
@@ -153,7 +155,6 @@ fn insert_sql(rows: usize, backend: Backend) -> String {
 /// The statement text for `rows` rows (one of [`statement_sizes`]), built once per
 /// size and backend.
 fn batch_insert_sql(rows: usize, backend: Backend) -> &'static str {
-    const SHAPES: usize = ROWS_PER_INSERT.trailing_zeros() as usize + 1;
     static SQLITE: [OnceLock<String>; SHAPES] = [const { OnceLock::new() }; SHAPES];
     static POSTGRES: [OnceLock<String>; SHAPES] = [const { OnceLock::new() }; SHAPES];
     debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_INSERT);
@@ -164,6 +165,70 @@ fn batch_insert_sql(rows: usize, backend: Backend) -> &'static str {
     };
     cell.get_or_init(|| insert_sql(1 << slot, backend))
 }
+
+/// A multi-row `INSERT` of one table, its statement text built once per row count
+/// (one of [`statement_sizes`]) and backend, like the records' own.
+pub(crate) struct RowsInsert {
+    /// `INSERT INTO t (a, b) VALUES`
+    head: &'static str,
+    cols: usize,
+    /// `ON CONFLICT ...`
+    tail: &'static str,
+    sqlite: [OnceLock<String>; SHAPES],
+    postgres: [OnceLock<String>; SHAPES],
+}
+
+const SHAPES: usize = ROWS_PER_INSERT.trailing_zeros() as usize + 1;
+
+impl RowsInsert {
+    pub(crate) const fn new(head: &'static str, cols: usize, tail: &'static str) -> RowsInsert {
+        RowsInsert {
+            head,
+            cols,
+            tail,
+            sqlite: [const { OnceLock::new() }; SHAPES],
+            postgres: [const { OnceLock::new() }; SHAPES],
+        }
+    }
+
+    pub(crate) fn sql(&self, rows: usize, backend: Backend) -> &str {
+        debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_INSERT);
+        let slot = (rows.trailing_zeros() as usize).min(SHAPES - 1);
+        let cell = match backend {
+            Backend::Sqlite => &self.sqlite[slot],
+            Backend::Postgres => &self.postgres[slot],
+        };
+        cell.get_or_init(|| {
+            let mut sql = String::from(self.head);
+            for r in 0..1usize << slot {
+                sql.push_str(if r == 0 { " (" } else { ", (" });
+                for c in 0..self.cols {
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    match backend {
+                        Backend::Sqlite => sql.push('?'),
+                        Backend::Postgres => {
+                            sql.push('$');
+                            sql.push_str(&(r * self.cols + c + 1).to_string());
+                        }
+                    }
+                }
+                sql.push(')');
+            }
+            sql.push(' ');
+            sql.push_str(self.tail);
+            sql
+        })
+    }
+}
+
+/// Online evaluation work, with its records.
+static QUEUE_ROWS: RowsInsert = RowsInsert::new(
+    "INSERT INTO online_queue (request_id, feature, evaluators, enqueued_at_ms, attempts, next_at_ms) VALUES",
+    6,
+    "ON CONFLICT (request_id) DO NOTHING",
+);
 
 fn select_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
@@ -252,6 +317,7 @@ fn bind_record<'q>(
         .bind(r.service_tier.clone())
         .bind(r.upstream_model.clone())
         .bind((!r.stages.is_empty()).then(|| r.stages.join(",")))
+        .bind((!r.online_scores.is_empty()).then(|| json_text(&r.online_scores)))
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(
@@ -345,6 +411,11 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
             .unwrap_or_default(),
         reasoning_state: Vec::new(),
         online_evals: Vec::new(),
+        online_scores: match row.try_get::<Option<String>, _>("online_scores")? {
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(id.clone(), format!("online_scores: {e}")))?,
+            None => Vec::new(),
+        },
         request_id: id,
     })
 }
@@ -459,6 +530,9 @@ impl Store {
         use sqlx::Connection;
         let mut tx = conn.begin().await?;
         let mut rest = records;
+        // Records stored under another key (a reused request id): index → key.
+        let mut moved: HashMap<usize, String> = HashMap::new();
+        let mut at = 0;
         for size in statement_sizes(records.len()) {
             let (chunk, after) = rest.split_at(size);
             rest = after;
@@ -468,39 +542,61 @@ impl Store {
             }
             let inserted = q.execute(&mut *tx).await?.rows_affected();
             if inserted < chunk.len() as u64 {
-                Self::rekey_reused(&mut tx, chunk, backend).await?;
+                for (i, key) in Self::rekey_reused(&mut tx, chunk, backend).await? {
+                    moved.insert(at + i, key);
+                }
             }
+            at += size;
         }
+        let key = |i: usize, r: &Record| -> String {
+            moved
+                .get(&i)
+                .cloned()
+                .unwrap_or_else(|| r.request_id.clone())
+        };
         // Kept reasoning state commits with its record: restorable exactly when the
         // record is durable.
-        for r in records {
+        for (i, r) in records.iter().enumerate() {
             for k in &r.reasoning_state {
                 sqlx::query(
                     "INSERT INTO reasoning_state (call_id, request_id, created_at_ms, state) \
                      VALUES ($1, $2, $3, $4) ON CONFLICT (call_id) DO NOTHING",
                 )
                 .bind(k.call_id.clone())
-                .bind(r.request_id.clone())
+                .bind(key(i, r))
                 .bind(r.created_at_ms)
                 .bind(json_text(&k.state))
                 .execute(&mut *tx)
                 .await?;
             }
         }
-        // Online evaluation work commits with its record too: queued exactly when the
-        // record is durable, and never for a record that was not.
-        for r in records.iter().filter(|r| !r.online_evals.is_empty()) {
-            let Some(feature) = &r.feature else { continue };
-            sqlx::query(
-                "INSERT INTO online_queue (request_id, feature, evaluators, enqueued_at_ms, attempts, next_at_ms) \
-                 VALUES ($1, $2, $3, $4, 0, $4) ON CONFLICT (request_id) DO NOTHING",
-            )
-            .bind(r.request_id.clone())
-            .bind(feature.clone())
-            .bind(json_text(&serde_json::json!(r.online_evals)))
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        // Online evaluation work commits with its record too (the scores given in
+        // place are in the record's row): durable exactly when the record is, and never
+        // for a record that was not.
+        let enqueued = now_ms();
+        let queued: Vec<(String, &str, String)> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.online_evals.is_empty())
+            .filter_map(|(i, r)| {
+                Some((key(i, r), r.feature.as_deref()?, json_text(&r.online_evals)))
+            })
+            .collect();
+        let mut rest = &queued[..];
+        for size in statement_sizes(queued.len()) {
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let mut q = sqlx::query(QUEUE_ROWS.sql(size, backend));
+            for (id, feature, evaluators) in chunk {
+                q = q
+                    .bind(id.clone())
+                    .bind(feature.to_string())
+                    .bind(evaluators.clone())
+                    .bind(enqueued)
+                    .bind(0i64)
+                    .bind(enqueued);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -536,12 +632,15 @@ impl Store {
     /// was unknown, a spill file replayed) is already stored. A row taken by another
     /// call means a client reused its `x-request-id`: this call is stored under
     /// `<id>~<call_uid>` instead, never dropped.
+    /// Stores each record of `chunk` that a stored record of another call already
+    /// holds the key of under its own key; returns (index in `chunk`, key) of those.
     async fn rekey_reused(
         tx: &mut sqlx::Transaction<'_, Any>,
         chunk: &[Record],
         backend: Backend,
-    ) -> Result<(), StoreError> {
-        for r in chunk {
+    ) -> Result<Vec<(usize, String)>, StoreError> {
+        let mut moved_keys = Vec::new();
+        for (i, r) in chunk.iter().enumerate() {
             let held: Option<AnyRow> = sqlx::query(
                 "SELECT COALESCE(call_uid, request_id) AS uid FROM records WHERE request_id = $1",
             )
@@ -570,8 +669,9 @@ impl Store {
             bind_record(sqlx::query(batch_insert_sql(1, backend)), &moved)
                 .execute(&mut **tx)
                 .await?;
+            moved_keys.push((i, moved.request_id));
         }
-        Ok(())
+        Ok(moved_keys)
     }
 
     pub async fn get(&self, request_id: &str) -> Result<Option<Record>, StoreError> {

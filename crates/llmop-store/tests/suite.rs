@@ -85,10 +85,10 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 13);
+    assert_eq!(store.schema_version().await.unwrap(), 14);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 13);
+    assert_eq!(again.schema_version().await.unwrap(), 14);
     again.close().await;
 
     // Every field survives the round trip.
@@ -372,6 +372,7 @@ async fn run_suite(url: &str) {
     keys(&store).await;
     evals(&store).await;
     scores(&store).await;
+    inline_scores(&store).await;
     model_sightings(&store).await;
     // Kept reasoning state commits with its record and is found by tool-call id.
     let mut kept = small("req-kept", 1_000, "f", "u", 200);
@@ -689,6 +690,91 @@ async fn scores(store: &Store) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Scores given in place are part of their record's row and read like any other online
+/// score (`all_scores`): per call, in aggregates, as points; a record stored under its
+/// own key (a client reused a request id) takes its scores and its queued work there.
+async fn inline_scores(store: &Store) {
+    use llmop_store::InlineScore;
+    let given = |evaluator: &str, pass: bool| {
+        InlineScore::compact(
+            evaluator.into(),
+            Some(if pass { 1.0 } else { 0.0 }),
+            Some(pass),
+            Some(if pass { "fine" } else { "nope" }.to_string()),
+            None,
+        )
+    };
+    // A value that is the pass, and a passing check's detail, are not kept; a graded
+    // value is.
+    assert_eq!(given("a", true).value, None);
+    assert_eq!(given("a", true).detail, None);
+    assert_eq!(given("a", false).detail.as_deref(), Some("nope"));
+    let graded = InlineScore::compact("g".into(), Some(0.7), Some(true), None, None);
+    assert_eq!(graded.value, Some(0.7));
+    let batch: Vec<Record> = (0..70)
+        .map(|i| {
+            let id = format!("inline-{i}");
+            let mut r = small(&id, 9_000 + i, "inline", "u", 200);
+            r.call_uid = format!("uid-{i}");
+            r.feature_version = Some(1);
+            r.provider = Some("sim".into());
+            r.model = Some("echo".into());
+            r.online_scores = vec![given("a", true), given("b", i % 2 == 0), given("c", false)];
+            r
+        })
+        .collect();
+    store.insert_batch(&batch).await.unwrap();
+    let back = store.get("inline-4").await.unwrap().unwrap();
+    assert_eq!(back.online_scores, batch[4].online_scores);
+    let of = store.scores_of("inline-69").await.unwrap();
+    assert_eq!(of.len(), 3, "{of:?}");
+    let c = of.iter().find(|s| s.evaluator == "c").unwrap();
+    assert_eq!(
+        (c.source.as_str(), c.pass, c.value, c.detail.as_deref()),
+        ("online", Some(false), Some(0.0), Some("nope"))
+    );
+    assert_eq!(
+        (c.feature.as_deref(), c.feature_version, c.model.as_deref()),
+        (Some("inline"), Some(1), Some("sim/echo"))
+    );
+    let b = store
+        .score_groups(&llmop_store::ScoreFilter {
+            feature: Some("inline".into()),
+            evaluator: Some("b".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((b[0].count, b[0].pass_rate), (70, Some(0.5)), "{b:?}");
+    let points = store.score_points("inline", 0).await.unwrap();
+    assert_eq!(points.len(), 210);
+    assert_eq!(points.iter().filter(|p| p.value == 1.0).count(), 70 + 35);
+    let mut g = small("inline-graded", 9_400, "inline", "u", 200);
+    g.online_scores = vec![graded];
+    store.insert_batch(&[g]).await.unwrap();
+    let of = store.scores_of("inline-graded").await.unwrap();
+    assert_eq!((of[0].value, of[0].pass), (Some(0.7), Some(true)));
+    // The same request id from another call: its scores and queued work follow it.
+    let mut again = small("inline-3", 9_500, "inline", "u", 200);
+    again.call_uid = "uid-other".into();
+    again.online_scores = vec![given("a", false)];
+    again.online_evals = vec!["judge".into()];
+    store.insert_batch(&[again]).await.unwrap();
+    let first = store.scores_of("inline-3").await.unwrap();
+    assert!(first
+        .iter()
+        .all(|s| s.evaluator != "a" || s.pass == Some(true)));
+    let moved = store.scores_of("inline-3~uid-other").await.unwrap();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0].pass, Some(false));
+    let due = store.due_online(i64::MAX, 100).await.unwrap();
+    assert!(
+        due.iter().any(|q| q.request_id == "inline-3~uid-other"),
+        "{due:?}"
+    );
+    assert!(!due.iter().any(|q| q.request_id == "inline-3"));
 }
 
 /// Model sightings: the first is silent, a new identity under a known model is a change

@@ -233,12 +233,26 @@ async fn judge_daily_cap_holds() {
     for i in 0..10 {
         invoke(&gw, "prod", i).await;
     }
-    wait_for(&gw, "deterministic checks", |r| count(r, "short") == 10).await;
-    // The first judge call spends past the cap; the rest of the day's judges wait.
+    // Deterministic checks scored every call where its record was built.
+    let rows = scores(&gw, &[]);
+    assert_eq!(count(&rows, "short"), 10, "{rows:?}");
+    // The first judge call spends past the cap; the other nine calls' judges are
+    // skipped for the day (counted), and no second judge score appears.
+    let start = Instant::now();
+    loop {
+        let m = gw.metrics().await;
+        let capped = m
+            .lines()
+            .find(|l| l.starts_with("llmop_online_judge_capped_total{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        if capped == Some(9.0) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{capped:?}\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let rows = scores(&gw, &[]);
     assert_eq!(count(&rows, "judge"), 1, "{rows:?}");
-    let m = gw.metrics().await;
-    assert!(m.contains("llmop_online_judge_capped_total"), "{m}");
 }
 
 #[tokio::test]
