@@ -92,6 +92,11 @@ enum Command {
     Replay(cli::replay::ReplayArgs),
     /// Validate the config without serving. Exit code 0 when valid, 1 when not.
     Check(cli::check::CheckArgs),
+    /// Guardrail detectors: precision and recall on a labeled set.
+    Guard {
+        #[command(subcommand)]
+        command: cli::guard::GuardCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,5 +120,6 @@ fn main() -> ExitCode {
         Command::Query(a) => cli::query::run(config, a),
         Command::Replay(a) => cli::replay::run(config, a),
         Command::Check(a) => cli::check::run(config, a),
+        Command::Guard { command } => cli::guard::run(command),
     }
 }

@@ -31,6 +31,7 @@ pub mod dataset;
 pub mod deploy;
 pub mod eval;
 pub mod feature;
+pub mod guard;
 pub mod keys;
 pub mod prices;
 pub mod quality;

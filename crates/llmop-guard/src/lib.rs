@@ -1,0 +1,174 @@
+//! Guardrails' detectors and transforms, pure: no I/O, no async, no gateway types.
+//!
+//! A [`Guard`] scans text and returns [`Finding`]s: byte spans named by the rule that
+//! found them (`pii.email`, `secret.github_token`, `injection.ignore_instructions`,
+//! `deny.<list>`). Detectors validate what a pattern proposes (a card number's Luhn
+//! digit, an IBAN's mod-97 checksum, a JWT's decodable header) so that order numbers and
+//! version strings are not personal data. What a finding is shown as outside the process
+//! is its [`Finding::fingerprint`], never the value.
+//!
+//! [`transform`] acts on findings: `redact` masks them, `pseudonymize` replaces them by
+//! placeholders (`<EMAIL_1>`) a [`transform::Vault`] can put back into the answer, whole
+//! or streamed. [`eval`] measures each detector's precision and recall on a labeled set
+//! (the repository ships one, `data/labeled.jsonl`).
+//!
+//! The gateway decides which rules run where, and what a finding does (block, redact,
+//! pseudonymize, flag, shadow); this crate only finds and rewrites.
+
+pub mod deny;
+pub mod eval;
+pub mod injection;
+pub mod normalize;
+pub mod pii;
+pub mod secrets;
+pub mod transform;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::ops::Range;
+
+/// What kind of thing a rule finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Pii,
+    Secret,
+    Injection,
+    Deny,
+}
+
+/// One match of one rule in a text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// `pii.email`, `secret.aws_access_key_id`, `injection.role_override`, `deny.words`.
+    pub rule: String,
+    pub category: Category,
+    /// Byte range in the scanned text (for injection signals found in normalised or
+    /// decoded text: the whole text, as their position there means nothing here).
+    pub span: Range<usize>,
+}
+
+impl Finding {
+    fn new(rule: impl Into<String>, category: Category, span: Range<usize>) -> Finding {
+        Finding {
+            rule: rule.into(),
+            category,
+            span,
+        }
+    }
+
+    /// What may be shown of the value anywhere outside the process (records, logs,
+    /// errors): the first 12 hex digits of its SHA-256, and its length. Enough to tell
+    /// two findings apart or find the same value again; nothing to read it back from.
+    pub fn fingerprint(&self, text: &str) -> String {
+        let value = text.get(self.span.clone()).unwrap_or("");
+        let digest = Sha256::digest(value.as_bytes());
+        format!("sha256:{}…/{}", &hex::encode(digest)[..12], value.len())
+    }
+
+    /// The label a placeholder carries: `pii.email` → `EMAIL`.
+    pub fn label(&self) -> String {
+        let name = self.rule.rsplit('.').next().unwrap_or(&self.rule);
+        name.to_ascii_uppercase()
+    }
+}
+
+/// Which detectors a [`Guard`] runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardSpec {
+    pub pii: Option<pii::PiiSpec>,
+    pub secrets: bool,
+    pub injection: bool,
+    pub deny: Vec<deny::DenySpec>,
+}
+
+impl Default for GuardSpec {
+    fn default() -> Self {
+        GuardSpec {
+            pii: Some(pii::PiiSpec::default()),
+            secrets: true,
+            injection: true,
+            deny: Vec::new(),
+        }
+    }
+}
+
+/// The detectors of a spec, compiled once (at start or reload) and shared.
+pub struct Guard {
+    pii: Option<pii::Pii>,
+    secrets: Option<&'static secrets::Secrets>,
+    injection: Option<&'static injection::Injection>,
+    deny: Vec<deny::Deny>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct SpecError(pub String);
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl Guard {
+    pub fn new(spec: &GuardSpec) -> Result<Guard, SpecError> {
+        Ok(Guard {
+            pii: spec.pii.as_ref().map(pii::Pii::new).transpose()?,
+            secrets: spec.secrets.then(secrets::Secrets::get),
+            injection: spec.injection.then(injection::Injection::get),
+            deny: spec
+                .deny
+                .iter()
+                .map(deny::Deny::new)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Every finding in `text`: secrets first, then PII, then deny lists, then
+    /// injection signals; overlapping spans of value-bearing rules (secrets, PII, deny)
+    /// are resolved in that order (a connection string's password is one secret, not an
+    /// email too).
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        let mut found: Vec<Finding> = Vec::new();
+        let take = |f: Finding, found: &mut Vec<Finding>| {
+            if !found.iter().any(|g| overlaps(&g.span, &f.span)) {
+                found.push(f);
+            }
+        };
+        if let Some(s) = self.secrets {
+            for f in s.scan(text) {
+                take(f, &mut found);
+            }
+        }
+        if let Some(p) = &self.pii {
+            for f in p.scan(text) {
+                take(f, &mut found);
+            }
+        }
+        for d in &self.deny {
+            for f in d.scan(text) {
+                take(f, &mut found);
+            }
+        }
+        found.sort_by_key(|f| (f.span.start, f.span.end));
+        if let Some(i) = self.injection {
+            found.extend(i.scan(text));
+        }
+        found
+    }
+}
+
+fn overlaps(a: &Range<usize>, b: &Range<usize>) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
+/// The character before `at` and the one at `end`, for word-boundary checks a regex's
+/// `\b` cannot express (a digit run inside a longer one, a dotted version string).
+pub(crate) fn around(text: &str, at: usize, end: usize) -> (Option<char>, Option<char>) {
+    (
+        text.get(..at).and_then(|s| s.chars().next_back()),
+        text.get(end..).and_then(|s| s.chars().next()),
+    )
+}

@@ -1,0 +1,613 @@
+//! Personal data, validated: a pattern proposes a candidate, a check decides. Emails
+//! (RFC 5321 shape, no dot runs, a real TLD shape), phone numbers (international with a
+//! `+`, or the locale's national format with separators), payment cards (a known issuer
+//! prefix, 13-19 digits and the Luhn digit), IBANs (the country's length and the mod-97
+//! checksum), IP addresses (parsed, not version strings), and national ids where the
+//! locale's id has a checksum or fixed structure (US SSN structure, Dutch BSN 11-test,
+//! Spanish DNI/NIE letter).
+
+use crate::{around, Category, Finding, SpecError};
+use regex::Regex;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::OnceLock;
+
+/// Which PII a guard looks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PiiSpec {
+    /// `email`, `phone`, `card`, `iban`, `ip`, `national_id`; empty: all.
+    pub kinds: Vec<String>,
+    /// Locales for national formats (phone numbers without `+`, national ids): `us`,
+    /// `nl`, `es`, `gb`, `de`, `fr`.
+    pub locales: Vec<String>,
+}
+
+impl Default for PiiSpec {
+    fn default() -> Self {
+        PiiSpec {
+            kinds: Vec::new(),
+            locales: vec!["us".into()],
+        }
+    }
+}
+
+pub const KINDS: &[&str] = &["email", "phone", "card", "iban", "ip", "national_id"];
+pub const LOCALES: &[&str] = &["us", "nl", "es", "gb", "de", "fr"];
+
+pub struct Pii {
+    kinds: Vec<&'static str>,
+    locales: Vec<&'static str>,
+}
+
+struct Patterns {
+    email: Regex,
+    phone: Regex,
+    card: Regex,
+    iban: Regex,
+    ipv4: Regex,
+    ipv6: Regex,
+    ssn: Regex,
+    bsn: Regex,
+    bsn_context: Regex,
+    dni: Regex,
+}
+
+fn patterns() -> &'static Patterns {
+    static P: OnceLock<Patterns> = OnceLock::new();
+    P.get_or_init(|| {
+        // The patterns are constants: a failure is a bug caught by every test.
+        let re = |s: &str| Regex::new(s).expect("a constant pattern");
+        Patterns {
+            email: re(
+                r"(?i)[a-z0-9._%+\-]{1,64}@(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}",
+            ),
+            phone: re(r"(?:\+|\b00)?\(?\d[\d\s().\-]{6,20}\d"),
+            card: re(r"\b\d(?:[ \-]?\d){12,18}\b"),
+            iban: re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"),
+            ipv4: re(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
+            ipv6: re(r"(?i)[0-9a-f:]*:[0-9a-f:]*:[0-9a-f:.]*"),
+            ssn: re(r"\b\d{3}-\d{2}-\d{4}\b"),
+            bsn: re(r"\b\d{9}\b"),
+            bsn_context: re(r"(?i)\b(?:bsn|burgerservicenummer|sofinummer|sofi-nummer)\b"),
+            dni: re(r"(?i)\b[XYZ0-9]\d{7}-?[A-Z]\b"),
+        }
+    })
+}
+
+impl Pii {
+    pub fn new(spec: &PiiSpec) -> Result<Pii, SpecError> {
+        let pick = |names: &[String], known: &'static [&'static str], what: &str| {
+            names
+                .iter()
+                .map(|n| {
+                    known
+                        .iter()
+                        .find(|k| k.eq_ignore_ascii_case(n))
+                        .copied()
+                        .ok_or_else(|| {
+                            SpecError(format!("unknown PII {what} `{n}` (known: {known:?})"))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let kinds = if spec.kinds.is_empty() {
+            KINDS.to_vec()
+        } else {
+            pick(&spec.kinds, KINDS, "kind")?
+        };
+        Ok(Pii {
+            kinds,
+            locales: pick(&spec.locales, LOCALES, "locale")?,
+        })
+    }
+
+    fn wants(&self, kind: &str) -> bool {
+        self.kinds.contains(&kind)
+    }
+
+    fn locale(&self, l: &str) -> bool {
+        self.locales.contains(&l)
+    }
+
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        let p = patterns();
+        let mut out = Vec::new();
+        let push = |out: &mut Vec<Finding>, rule: &str, m: regex::Match<'_>| {
+            out.push(Finding::new(rule, Category::Pii, m.range()));
+        };
+        if self.wants("email") && text.contains('@') {
+            for m in p.email.find_iter(text) {
+                if valid_email(m.as_str()) {
+                    push(&mut out, "pii.email", m);
+                }
+            }
+        }
+        let digits = text.bytes().filter(u8::is_ascii_digit).count();
+        if self.wants("card") && digits >= 13 {
+            for m in p.card.find_iter(text) {
+                let (before, after) = around(text, m.start(), m.end());
+                if !is_digitish(before) && !is_digitish(after) && valid_card(m.as_str()) {
+                    push(&mut out, "pii.card", m);
+                }
+            }
+        }
+        if self.wants("iban") && digits >= 2 {
+            for m in p.iban.find_iter(text) {
+                if valid_iban(m.as_str()) {
+                    push(&mut out, "pii.iban", m);
+                }
+            }
+        }
+        if self.wants("ip") {
+            if text.contains('.') {
+                for m in p.ipv4.find_iter(text) {
+                    let (before, after) = around(text, m.start(), m.end());
+                    let dotted = |c: Option<char>| matches!(c, Some('.'));
+                    let versioned = text[..m.start()]
+                        .trim_end()
+                        .to_ascii_lowercase()
+                        .ends_with(['v'])
+                        || text[..m.start()].to_ascii_lowercase().ends_with("version ");
+                    // `1.2.3.4.5`: part of a longer dotted number.
+                    let longer = dotted(before)
+                        || (dotted(after)
+                            && text[m.end() + 1..].starts_with(|c: char| c.is_ascii_digit()));
+                    if !longer && !versioned && m.as_str().parse::<Ipv4Addr>().is_ok() {
+                        push(&mut out, "pii.ip", m);
+                    }
+                }
+            }
+            if text.contains("::") || text.matches(':').count() >= 7 {
+                for m in p.ipv6.find_iter(text) {
+                    let s = m.as_str().trim_end_matches('.');
+                    if s.len() >= 3 && s.parse::<Ipv6Addr>().is_ok() && s != "::" {
+                        out.push(Finding::new(
+                            "pii.ip",
+                            Category::Pii,
+                            m.start()..m.start() + s.len(),
+                        ));
+                    }
+                }
+            }
+        }
+        if self.wants("national_id") {
+            if self.locale("us") && text.contains('-') {
+                for m in p.ssn.find_iter(text) {
+                    let (before, after) = around(text, m.start(), m.end());
+                    if !is_digitish(before) && !is_digitish(after) && valid_ssn(m.as_str()) {
+                        push(&mut out, "pii.national_id", m);
+                    }
+                }
+            }
+            // Nine digits passing the 11-test are one number in eleven: a BSN only where
+            // the text names it.
+            if self.locale("nl") && p.bsn_context.is_match(text) {
+                for m in p.bsn.find_iter(text) {
+                    if valid_bsn(m.as_str()) {
+                        push(&mut out, "pii.national_id", m);
+                    }
+                }
+            }
+            if self.locale("es") {
+                for m in p.dni.find_iter(text) {
+                    if valid_dni(m.as_str()) {
+                        push(&mut out, "pii.national_id", m);
+                    }
+                }
+            }
+        }
+        if self.wants("phone") && digits >= 7 {
+            // Digits inside an IBAN-shaped run (valid or not) are not a phone number.
+            let ibanish: Vec<std::ops::Range<usize>> =
+                p.iban.find_iter(text).map(|m| m.range()).collect();
+            for m in p.phone.find_iter(text) {
+                if ibanish.iter().any(|r| crate::overlaps(r, &m.range())) {
+                    continue;
+                }
+                let s = m.as_str().trim_end();
+                let (before, after) = around(text, m.start(), m.start() + s.len());
+                if is_digitish(before)
+                    || matches!(before, Some('-' | '.' | '/' | '#'))
+                    || is_digitish(after)
+                {
+                    continue;
+                }
+                if self.valid_phone(s) {
+                    out.push(Finding::new(
+                        "pii.phone",
+                        Category::Pii,
+                        m.start()..m.start() + s.len(),
+                    ));
+                }
+            }
+        }
+        // Distinct rules may propose the same digits (a phone-shaped card): the first
+        // (most specific) keeps them.
+        out.sort_by_key(|f| (f.span.start, std::cmp::Reverse(f.span.end)));
+        let mut kept: Vec<Finding> = Vec::with_capacity(out.len());
+        for f in out {
+            if !kept.iter().any(|k| crate::overlaps(&k.span, &f.span)) {
+                kept.push(f);
+            }
+        }
+        kept
+    }
+
+    /// International numbers (`+` or `00` and a country code): 8-15 digits (E.164).
+    /// National numbers, by locale, with the separators people write: US/NANP
+    /// `(415) 555-2671`, `415-555-2671`, `415.555.2671`; GB `020 7946 0958`,
+    /// `07700 900123`; NL/DE/FR/ES: a leading 0 (ES: 6-9) and 9-11 digits in groups.
+    /// A bare digit run without `+` is not a phone number (it is more often an id).
+    fn valid_phone(&self, s: &str) -> bool {
+        let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+        let n = digits.len();
+        let has_sep = s.contains([' ', '-', '.', '(']);
+        // Dates and times look like numbers with separators.
+        if s.contains(['.', '-']) && s.split(['.', '-']).any(|g| g.trim().is_empty()) {
+            return false;
+        }
+        if s.starts_with('+') || s.starts_with("00") {
+            let n = if s.starts_with("00") { n - 2 } else { n };
+            return (8..=15).contains(&n) && !digits.starts_with("000");
+        }
+        if !has_sep {
+            return false;
+        }
+        // The US SSN's shape (ddd-dd-dddd) is not how any locale writes a phone number.
+        if patterns()
+            .ssn
+            .find(s)
+            .is_some_and(|m| m.range() == (0..s.len()))
+        {
+            return false;
+        }
+        let groups: Vec<&str> = s
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|g| !g.is_empty())
+            .collect();
+        if groups.len() < 2 || groups.iter().any(|g| g.len() > 8) {
+            return false;
+        }
+        if self.locale("us") {
+            let d = digits
+                .strip_prefix('1')
+                .filter(|_| n == 11)
+                .unwrap_or(&digits);
+            let b = d.as_bytes();
+            if d.len() == 10
+                && (b'2'..=b'9').contains(&b[0])
+                && (b'2'..=b'9').contains(&b[3])
+                && !(b[1] == b[2] && b[1] == b'1')
+            {
+                return true;
+            }
+        }
+        let national = |first: &[u8], lens: std::ops::RangeInclusive<usize>| {
+            first.contains(&digits.as_bytes()[0]) && lens.contains(&n)
+        };
+        (self.locale("gb") && national(b"0", 10..=11))
+            || (self.locale("nl") && national(b"0", 10..=10))
+            || (self.locale("de") && national(b"0", 10..=12))
+            || (self.locale("fr") && national(b"0", 10..=10))
+            || (self.locale("es") && national(b"6789", 9..=9))
+    }
+}
+
+fn is_digitish(c: Option<char>) -> bool {
+    matches!(c, Some(c) if c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The local part and domain of an address as mail servers accept them: no leading,
+/// trailing or doubled dot; a domain of at least two labels.
+pub fn valid_email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && domain.contains('.')
+        && !domain.contains("..")
+}
+
+/// The Luhn checksum of the digits of `s` (separators ignored).
+pub fn luhn(s: &str) -> bool {
+    let mut sum = 0;
+    let mut double = false;
+    let mut count = 0;
+    for c in s.chars().rev() {
+        let Some(d) = c.to_digit(10) else {
+            if c == ' ' || c == '-' {
+                continue;
+            }
+            return false;
+        };
+        let v = if double {
+            let x = d * 2;
+            if x > 9 {
+                x - 9
+            } else {
+                x
+            }
+        } else {
+            d
+        };
+        sum += v;
+        double = !double;
+        count += 1;
+    }
+    count > 0 && sum % 10 == 0
+}
+
+/// A card number: 13-19 digits, one separator style, an issuer prefix of a network
+/// that issues such lengths (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay,
+/// Maestro), and the Luhn digit.
+pub fn valid_card(s: &str) -> bool {
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    let n = digits.len();
+    if !(13..=19).contains(&n) || (s.contains(' ') && s.contains('-')) {
+        return false;
+    }
+    let p = |len: usize| digits[..len].parse::<u32>().unwrap_or(0);
+    let issuer = match digits.as_bytes()[0] {
+        b'4' => matches!(n, 13 | 16 | 19),
+        b'5' => (51..=55).contains(&p(2)) && n == 16,
+        b'2' => (2221..=2720).contains(&p(4)) && n == 16,
+        b'3' => {
+            (matches!(p(2), 34 | 37) && n == 15)
+                || ((3528..=3589).contains(&p(4)) && (16..=19).contains(&n))
+                || (matches!(p(2), 36 | 38 | 39) && (14..=19).contains(&n))
+                || ((300..=305).contains(&p(3)) && (14..=19).contains(&n))
+        }
+        b'6' => {
+            (p(4) == 6011 || p(2) == 65 || (644..=649).contains(&p(3)) || p(2) == 62)
+                && (16..=19).contains(&n)
+                || matches!(p(4), 6304 | 6759 | 6761 | 6762 | 6763) && (12..=19).contains(&n)
+        }
+        _ => false,
+    };
+    issuer && luhn(&digits)
+}
+
+/// IBAN lengths per country (ISO 13616 registry, the countries most seen in Europe
+/// and beyond); a country not listed must have 15-34 characters.
+fn iban_length(country: &str) -> Option<usize> {
+    Some(match country {
+        "AD" => 24,
+        "AE" => 23,
+        "AT" => 20,
+        "BE" => 16,
+        "BG" => 22,
+        "BR" => 29,
+        "CH" => 21,
+        "CY" => 28,
+        "CZ" => 24,
+        "DE" => 22,
+        "DK" => 18,
+        "EE" => 20,
+        "ES" => 24,
+        "FI" => 18,
+        "FR" => 27,
+        "GB" => 22,
+        "GR" => 27,
+        "HR" => 21,
+        "HU" => 28,
+        "IE" => 22,
+        "IS" => 26,
+        "IT" => 27,
+        "LI" => 21,
+        "LT" => 20,
+        "LU" => 20,
+        "LV" => 21,
+        "MC" => 27,
+        "MT" => 31,
+        "NL" => 18,
+        "NO" => 15,
+        "PL" => 28,
+        "PT" => 25,
+        "RO" => 24,
+        "SA" => 24,
+        "SE" => 24,
+        "SI" => 19,
+        "SK" => 24,
+        "TR" => 26,
+        _ => return None,
+    })
+}
+
+/// An IBAN: the country's length and ISO 7064 mod 97-10 remainder 1.
+pub fn valid_iban(s: &str) -> bool {
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if compact.len() < 15 || compact.len() > 34 || !compact.is_ascii() {
+        return false;
+    }
+    match iban_length(&compact[..2]) {
+        Some(len) if len != compact.len() => return false,
+        _ => {}
+    }
+    let rearranged = compact[4..].chars().chain(compact[..4].chars());
+    let mut rem: u32 = 0;
+    for c in rearranged {
+        let v = match c {
+            '0'..='9' => c as u32 - '0' as u32,
+            'A'..='Z' => c as u32 - 'A' as u32 + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+/// A US Social Security number's structure (the SSA never issues area 000, 666 or
+/// 900-999, group 00 or serial 0000). It has no check digit.
+pub fn valid_ssn(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let [area, group, serial] = parts[..] else {
+        return false;
+    };
+    let a: u32 = area.parse().unwrap_or(0);
+    a != 0 && a != 666 && a < 900 && group != "00" && serial != "0000"
+}
+
+/// A Dutch BSN: 9 digits passing the "11-test" (weights 9..2 and -1).
+pub fn valid_bsn(s: &str) -> bool {
+    let d: Vec<i32> = s
+        .chars()
+        .filter_map(|c| c.to_digit(10))
+        .map(|x| x as i32)
+        .collect();
+    if d.len() != 9 || d.iter().all(|x| *x == 0) {
+        return false;
+    }
+    let sum: i32 = (0..8).map(|i| d[i] * (9 - i as i32)).sum::<i32>() - d[8];
+    sum % 11 == 0
+}
+
+/// A Spanish DNI (8 digits) or NIE (X/Y/Z and 7 digits) with its control letter.
+pub fn valid_dni(s: &str) -> bool {
+    const LETTERS: &[u8] = b"TRWAGMYFPDXBNJZSQVHLCKE";
+    let s: String = s
+        .chars()
+        .filter(|c| *c != '-')
+        .collect::<String>()
+        .to_ascii_uppercase();
+    let (body, letter) = s.split_at(s.len() - 1);
+    let body = match body.as_bytes().first() {
+        Some(b'X') => format!("0{}", &body[1..]),
+        Some(b'Y') => format!("1{}", &body[1..]),
+        Some(b'Z') => format!("2{}", &body[1..]),
+        _ => body.to_string(),
+    };
+    let Ok(n) = body.parse::<u32>() else {
+        return false;
+    };
+    letter.as_bytes().first() == Some(&LETTERS[(n % 23) as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rules(text: &str, locales: &[&str]) -> Vec<(String, String)> {
+        let p = Pii::new(&PiiSpec {
+            kinds: vec![],
+            locales: locales.iter().map(|s| s.to_string()).collect(),
+        })
+        .unwrap();
+        p.scan(text)
+            .into_iter()
+            .map(|f| (f.rule.clone(), text[f.span].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn validated_pii_is_found() {
+        let found = rules(
+            "Mail jane.doe+x@example.co.uk or call (415) 555-2671 / +44 20 7946 0958. \
+             Card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00, from 203.0.113.7 \
+             and 2001:db8::8a2e:370:7334; SSN 123-45-6789.",
+            &["us"],
+        );
+        let want = [
+            ("pii.email", "jane.doe+x@example.co.uk"),
+            ("pii.phone", "(415) 555-2671"),
+            ("pii.phone", "+44 20 7946 0958"),
+            ("pii.card", "4111 1111 1111 1111"),
+            ("pii.iban", "DE89 3704 0044 0532 0130 00"),
+            ("pii.ip", "203.0.113.7"),
+            ("pii.ip", "2001:db8::8a2e:370:7334"),
+            ("pii.national_id", "123-45-6789"),
+        ];
+        for (rule, value) in want {
+            assert!(
+                found.iter().any(|(r, v)| r == rule && v == value),
+                "{rule} {value} not in {found:?}"
+            );
+        }
+        assert_eq!(found.len(), want.len(), "{found:?}");
+    }
+
+    #[test]
+    fn look_alikes_are_not_pii() {
+        for text in [
+            "Order 4111 1111 1111 1112 shipped",           // fails Luhn
+            "Tracking 1Z999AA10123456784, ref 2024-11-30", // ids and dates
+            "Upgrade to v1.2.3.4 or version 10.0.0.1",     // version strings
+            "Build 3.14.159.26535 of the tool",            // too many parts
+            "IBAN DE89 3704 0044 0532 0130 01 is wrong",   // checksum
+            "Invoice 123456789 totals 1,234.56 EUR",       // a bare number
+            "Call at 12:30:45 on 2024-01-02",              // time and date
+            "SSN-like 666-12-3456 and 000-12-3456",        // never issued
+            "sha 3f786850e387550fdab836ed7e6dc881de23001b",
+            "user@localhost is not an address",
+        ] {
+            assert_eq!(rules(text, &["us"]), vec![], "{text}");
+        }
+    }
+
+    #[test]
+    fn locales_decide_national_formats() {
+        let text = "BSN 111222333, DNI 12345678Z, mobiel 06-12345678";
+        assert!(!rules("factuur 111222333", &["nl"])
+            .iter()
+            .any(|(r, _)| r == "pii.national_id"));
+        assert_eq!(rules(text, &["us"]), vec![]);
+        let nl = rules(text, &["nl", "es"]);
+        assert!(
+            nl.contains(&("pii.national_id".into(), "111222333".into())),
+            "{nl:?}"
+        );
+        assert!(
+            nl.contains(&("pii.national_id".into(), "12345678Z".into())),
+            "{nl:?}"
+        );
+        assert!(
+            nl.contains(&("pii.phone".into(), "06-12345678".into())),
+            "{nl:?}"
+        );
+        assert!(Pii::new(&PiiSpec {
+            kinds: vec!["emails".into()],
+            locales: vec![]
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn checksums() {
+        assert!(luhn("79927398713") && !luhn("79927398710"));
+        assert!(valid_iban("GB82WEST12345698765432") && !valid_iban("GB82WEST12345698765433"));
+        assert!(valid_iban("NL91 ABNA 0417 1643 00"));
+        assert!(valid_bsn("111222333") && !valid_bsn("111222334"));
+        assert!(valid_dni("X1234567L") && !valid_dni("12345678A"));
+    }
+
+    proptest! {
+        // Any text: no panic, spans on char boundaries inside the text.
+        #[test]
+        fn scanning_never_panics(s in "\\PC{0,200}") {
+            let p = Pii::new(&PiiSpec { kinds: vec![], locales: LOCALES.iter().map(|s| s.to_string()).collect() }).unwrap();
+            for f in p.scan(&s) {
+                prop_assert!(s.get(f.span.clone()).is_some());
+            }
+        }
+
+        // A generated valid card number is found wherever it sits in a sentence.
+        #[test]
+        fn valid_cards_are_found(body in proptest::collection::vec(0u32..10, 14), pre in "[a-z ]{0,20}") {
+            let mut digits: Vec<u32> = vec![4];
+            digits.extend(body);
+            // The Luhn check digit for the 15 digits so far.
+            let sum: u32 = digits.iter().rev().enumerate().map(|(i, d)| if i % 2 == 0 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { *d }).sum();
+            digits.push((10 - sum % 10) % 10);
+            let card: String = digits.iter().map(|d| char::from_digit(*d, 10).unwrap()).collect();
+            let text = format!("{pre} card {card} thanks");
+            let found = rules(&text, &["us"]);
+            prop_assert!(found.contains(&("pii.card".to_string(), card.clone())), "{:?}", found);
+        }
+    }
+}

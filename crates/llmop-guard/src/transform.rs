@@ -1,0 +1,204 @@
+//! Acting on findings in text: `redact` masks each value (`[REDACTED:EMAIL]`) for good;
+//! `pseudonymize` replaces it by a placeholder (`<EMAIL_1>`) kept in a call's
+//! [`Vault`], the same value always the same placeholder within the call, so the
+//! provider can still refer to "<EMAIL_1>" and the client gets its own value back
+//! ([`Vault::restore`], or [`Restorer`] for a stream whose chunks may split a
+//! placeholder).
+
+use crate::Finding;
+use std::collections::HashMap;
+
+/// The spans of `findings` that can be rewritten: value-bearing (not whole-text
+/// signals), inside `text`, in order, without overlaps.
+fn spans<'f>(text: &str, findings: &'f [Finding]) -> Vec<&'f Finding> {
+    let mut v: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.category != crate::Category::Injection)
+        .filter(|f| text.get(f.span.clone()).is_some() && !f.span.is_empty())
+        .collect();
+    v.sort_by_key(|f| (f.span.start, f.span.end));
+    let mut kept: Vec<&Finding> = Vec::with_capacity(v.len());
+    for f in v {
+        if kept.last().map_or(true, |k| k.span.end <= f.span.start) {
+            kept.push(f);
+        }
+    }
+    kept
+}
+
+fn rewrite(
+    text: &str,
+    findings: &[Finding],
+    mut with: impl FnMut(&Finding, &str) -> String,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in spans(text, findings) {
+        out.push_str(&text[at..f.span.start]);
+        out.push_str(&with(f, &text[f.span.clone()]));
+        at = f.span.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Every finding's value masked with its label.
+pub fn redact(text: &str, findings: &[Finding]) -> String {
+    rewrite(text, findings, |f, _| format!("[REDACTED:{}]", f.label()))
+}
+
+/// Every finding's value replaced by its placeholder in `vault`.
+pub fn pseudonymize(text: &str, findings: &[Finding], vault: &mut Vault) -> String {
+    rewrite(text, findings, |f, value| {
+        vault.placeholder(&f.label(), value)
+    })
+}
+
+/// One call's placeholders and the values they stand for. Lives as long as the call;
+/// never recorded (it holds the values).
+#[derive(Debug, Default, Clone)]
+pub struct Vault {
+    by_value: HashMap<String, String>,
+    by_placeholder: HashMap<String, String>,
+    counts: HashMap<String, usize>,
+    longest: usize,
+}
+
+impl Vault {
+    /// `<LABEL_N>` for `value`: the one it already has, or the next number.
+    pub fn placeholder(&mut self, label: &str, value: &str) -> String {
+        if let Some(p) = self.by_value.get(value) {
+            return p.clone();
+        }
+        let n = self.counts.entry(label.to_string()).or_insert(0);
+        *n += 1;
+        let p = format!("<{label}_{n}>");
+        self.longest = self.longest.max(p.len());
+        self.by_value.insert(value.to_string(), p.clone());
+        self.by_placeholder.insert(p.clone(), value.to_string());
+        p
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_placeholder.is_empty()
+    }
+
+    /// `text` with every known placeholder replaced by its value (unknown ones, which
+    /// a model may invent, stay as they are).
+    pub fn restore(&self, text: &str) -> String {
+        if self.is_empty() {
+            return text.to_string();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(open) = rest.find('<') {
+            out.push_str(&rest[..open]);
+            let tail = &rest[open..];
+            match tail.find('>').map(|close| &tail[..=close]) {
+                Some(p) if self.by_placeholder.contains_key(p) => {
+                    out.push_str(&self.by_placeholder[p]);
+                    rest = &tail[p.len()..];
+                }
+                _ => {
+                    out.push('<');
+                    rest = &tail[1..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// Restores placeholders in a stream: a chunk ending inside a possible placeholder
+/// (`… <EMA`) keeps that tail until the next chunk shows what it is.
+#[derive(Debug, Default)]
+pub struct Restorer {
+    pending: String,
+}
+
+impl Restorer {
+    /// What may be sent now of everything pushed so far.
+    pub fn push(&mut self, vault: &Vault, chunk: &str) -> String {
+        self.pending.push_str(chunk);
+        if vault.is_empty() {
+            return std::mem::take(&mut self.pending);
+        }
+        // Hold back from the last '<' that has no '>' after it, if it could still
+        // become a placeholder.
+        let hold = match self.pending.rfind('<') {
+            Some(i)
+                if !self.pending[i..].contains('>')
+                    && self.pending.len() - i < vault.longest
+                    && self.pending[i + 1..]
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') =>
+            {
+                i
+            }
+            _ => self.pending.len(),
+        };
+        let ready: String = self.pending[..hold].to_string();
+        self.pending.drain(..hold);
+        vault.restore(&ready)
+    }
+
+    /// The rest, at the end of the stream.
+    pub fn finish(&mut self, vault: &Vault) -> String {
+        vault.restore(&std::mem::take(&mut self.pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Guard, GuardSpec};
+    use proptest::prelude::*;
+
+    #[test]
+    fn redact_and_pseudonymize_round_trip() {
+        let g = Guard::new(&GuardSpec::default()).unwrap();
+        let text = "Write to ann@example.com, cc bob@example.org, and again ann@example.com";
+        let found = g.scan(text);
+        assert_eq!(
+            redact(text, &found),
+            "Write to [REDACTED:EMAIL], cc [REDACTED:EMAIL], and again [REDACTED:EMAIL]"
+        );
+        let mut vault = Vault::default();
+        let masked = pseudonymize(text, &found, &mut vault);
+        assert_eq!(
+            masked,
+            "Write to <EMAIL_1>, cc <EMAIL_2>, and again <EMAIL_1>"
+        );
+        assert_eq!(
+            vault.restore("Sent to <EMAIL_2> and <EMAIL_9>."),
+            "Sent to bob@example.org and <EMAIL_9>."
+        );
+        assert_eq!(vault.restore(&masked), text);
+    }
+
+    proptest! {
+        // However a stream is cut, the restored stream is the restored whole.
+        #[test]
+        fn stream_restore_equals_whole_restore(cuts in proptest::collection::vec(0usize..60, 0..8)) {
+            let mut vault = Vault::default();
+            vault.placeholder("EMAIL", "ann@example.com");
+            vault.placeholder("PHONE", "+1 415 555 2671");
+            let answer = "Hi <EMAIL_1>, I'll call <PHONE_1> (not <PHONE_7>) at 5 < 6.";
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|c| answer.is_char_boundary(*c)).collect();
+            cuts.sort();
+            let mut r = Restorer::default();
+            let mut out = String::new();
+            let mut at = 0;
+            for c in cuts {
+                if c >= at {
+                    out.push_str(&r.push(&vault, &answer[at..c]));
+                    at = c;
+                }
+            }
+            out.push_str(&r.push(&vault, &answer[at..]));
+            out.push_str(&r.finish(&vault));
+            prop_assert_eq!(out, vault.restore(answer));
+        }
+    }
+}
