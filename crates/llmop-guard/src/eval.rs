@@ -58,6 +58,17 @@ pub struct Report {
     pub false_alarms: Vec<String>,
 }
 
+impl Report {
+    /// The counts of a rule (`pii.email`) or a category (`pii`); zero when absent.
+    pub fn counts(&self, name: &str) -> Counts {
+        self.rules
+            .get(name)
+            .or_else(|| self.categories.get(name))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
 fn category(rule: &str) -> &str {
     rule.split('.').next().unwrap_or(rule)
 }
@@ -171,12 +182,7 @@ mod tests {
         let recorded: BTreeMap<String, (f64, f64)> =
             serde_json::from_str(&std::fs::read_to_string(&figures_path).unwrap()).unwrap();
         for (name, (p, r)) in &recorded {
-            let c = report
-                .rules
-                .get(name)
-                .or_else(|| report.categories.get(name))
-                .copied()
-                .unwrap_or_default();
+            let c = report.counts(name);
             let (cp, cr) = (c.precision().unwrap_or(1.0), c.recall().unwrap_or(1.0));
             assert!(
                 cp + 1e-9 >= *p && cr + 1e-9 >= *r,

@@ -127,13 +127,17 @@ fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
 /// SQLite gets positional `?` placeholders: `$N` is a *named* parameter there, and
 /// resolving thousands of names per statement made batch inserts slower than single ones.
 fn insert_sql(rows: usize, backend: Backend) -> String {
-    let cols = COLUMNS.len();
     let mut sql = format!("INSERT INTO records ({}) VALUES ", COLUMNS.join(", "));
+    push_rows(&mut sql, rows, COLUMNS.len(), backend);
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    sql
+}
+
+/// `(?, ?), (?, ?)` (SQLite) or `($1, $2), ($3, $4)` (PostgreSQL): `rows` rows of
+/// `cols` placeholders.
+fn push_rows(sql: &mut String, rows: usize, cols: usize, backend: Backend) {
     for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
+        sql.push_str(if r == 0 { "(" } else { ", (" });
         for c in 0..cols {
             if c > 0 {
                 sql.push_str(", ");
@@ -148,8 +152,6 @@ fn insert_sql(rows: usize, backend: Backend) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
-    sql
 }
 
 /// The statement text for `rows` rows (one of [`statement_sizes`]), built once per
@@ -199,23 +201,8 @@ impl RowsInsert {
             Backend::Postgres => &self.postgres[slot],
         };
         cell.get_or_init(|| {
-            let mut sql = String::from(self.head);
-            for r in 0..1usize << slot {
-                sql.push_str(if r == 0 { " (" } else { ", (" });
-                for c in 0..self.cols {
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    match backend {
-                        Backend::Sqlite => sql.push('?'),
-                        Backend::Postgres => {
-                            sql.push('$');
-                            sql.push_str(&(r * self.cols + c + 1).to_string());
-                        }
-                    }
-                }
-                sql.push(')');
-            }
+            let mut sql = format!("{} ", self.head);
+            push_rows(&mut sql, 1 << slot, self.cols, backend);
             sql.push(' ');
             sql.push_str(self.tail);
             sql

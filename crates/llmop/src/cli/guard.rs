@@ -65,12 +65,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<ExitCode> {
             .split_once(',')
             .and_then(|(p, r)| Some((p.parse::<f64>().ok()?, r.parse::<f64>().ok()?)))
             .ok_or_else(|| anyhow::anyhow!("--min {m}: expected NAME=PRECISION,RECALL"))?;
-        let c = report
-            .rules
-            .get(name)
-            .or_else(|| report.categories.get(name))
-            .copied()
-            .unwrap_or_default();
+        let c = report.counts(name);
         let (cp, cr) = (c.precision().unwrap_or(0.0), c.recall().unwrap_or(0.0));
         if cp < p || cr < r {
             failed.push(format!(
