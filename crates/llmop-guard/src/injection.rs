@@ -14,27 +14,27 @@ use std::sync::OnceLock;
 const SIGNALS: &[(&str, &str)] = &[
     (
         "ignore_instructions",
-        r"\b(?:ignore|disregard|forget|override|bypass|skip)\b(?: \S+){0,4}? (?:all |any |of )?(?:the |your |my )?(?:previous|prior|above|earlier|preceding|foregoing|original|initial|system|developer|safety)\b(?: \S+){0,3}? (?:instructions?|prompts?|rules|directives|guidelines|guardrails|constraints|policies|messages?)\b",
+        r"(?-u:\b)(?:ignore|disregard|forget|override|bypass|skip)(?-u:\b)(?: [^ ]+){0,4}? (?:all |any |of )?(?:the |your |my )?(?:previous|prior|above|earlier|preceding|foregoing|original|initial|system|developer|safety)(?-u:\b)(?: [^ ]+){0,3}? (?:instructions?|prompts?|rules|directives|guidelines|guardrails|constraints|policies|messages?)(?-u:\b)",
     ),
     (
         "ignore_instructions",
-        r"\b(?:ignore|disregard|forget)\b (?:all|everything) (?:you (?:were|have been) told|(?:that )?(?:came )?before|above)\b",
+        r"(?-u:\b)(?:ignore|disregard|forget)(?-u:\b) (?:all|everything) (?:you (?:were|have been) told|(?:that )?(?:came )?before|above)(?-u:\b)",
     ),
     (
         "prompt_extraction",
-        r"\b(?:reveal|show|print|repeat|output|display|leak|dump|tell me|give me|what (?:is|are|was|were))\b(?: \S+){0,3}? (?:(?:your|the|its) (?:system prompt|system message|initial (?:prompt|instructions)|hidden (?:prompt|instructions))|your (?:instructions|rules|prompt))\b",
+        r"(?-u:\b)(?:reveal|show|print|repeat|output|display|leak|dump|tell me|give me|what (?:is|are|was|were))(?-u:\b)(?: [^ ]+){0,3}? (?:(?:your|the|its) (?:system prompt|system message|initial (?:prompt|instructions)|hidden (?:prompt|instructions))|your (?:instructions|rules|prompt))(?-u:\b)",
     ),
     (
         "prompt_extraction",
-        r"\b(?:repeat|print|output)\b(?: \S+){0,3}? (?:words|text|everything) above\b",
+        r"(?-u:\b)(?:repeat|print|output)(?-u:\b)(?: [^ ]+){0,3}? (?:words|text|everything) above(?-u:\b)",
     ),
     (
         "role_override",
-        r"\b(?:you are now|from now on,? you (?:are|will be)|pretend (?:to be|you are)|act as|roleplay as)\b(?: \S+){0,3}? (?:dan|an? (?:unrestricted|unfiltered|uncensored|jailbroken|evil)|without (?:any )?(?:restrictions|filters|rules|limits))\b",
+        r"(?-u:\b)(?:you are now|from now on,? you (?:are|will be)|pretend (?:to be|you are)|act as|roleplay as)(?-u:\b)(?: [^ ]+){0,3}? (?:dan|an? (?:unrestricted|unfiltered|uncensored|jailbroken|evil)|without (?:any )?(?:restrictions|filters|rules|limits))(?-u:\b)",
     ),
     (
         "role_override",
-        r"\b(?:developer mode|dan mode|jailbreak(?:ed)? mode|god mode) (?:enabled|activated|on)\b|\bdo anything now\b",
+        r"(?-u:\b)(?:developer mode|dan mode|jailbreak(?:ed)? mode|god mode) (?:enabled|activated|on)(?-u:\b)|(?-u:\b)do anything now(?-u:\b)",
     ),
     (
         "template_delimiters",
@@ -42,7 +42,7 @@ const SIGNALS: &[(&str, &str)] = &[
     ),
     (
         "new_instructions",
-        r"\b(?:new|updated|real|actual) (?:system )?instructions?(?: follow)?:|\bimportant:? new instructions\b",
+        r"(?-u:\b)(?:new|updated|real|actual) (?:system )?instructions?(?: follow)?:|(?-u:\b)important:? new instructions(?-u:\b)",
     ),
 ];
 

@@ -60,6 +60,9 @@ fn invisible(c: char) -> bool {
 }
 
 pub fn normalize(text: &str) -> Normalized {
+    if text.is_ascii() {
+        return normalize_ascii(text);
+    }
     let mut out = Normalized {
         text: String::with_capacity(text.len()),
         ..Normalized::default()
@@ -102,9 +105,62 @@ pub fn normalize(text: &str) -> Normalized {
     out
 }
 
+/// ASCII text (most prompts and answers) is its own NFKC form and has no confusables or
+/// format characters: only control characters, case and whitespace change, in one pass
+/// over the bytes.
+fn normalize_ascii(text: &str) -> Normalized {
+    let mut out = Vec::with_capacity(text.len());
+    let mut invisible = 0;
+    let mut space = false;
+    for &b in text.as_bytes() {
+        if b.is_ascii_control() && !matches!(b, b'\n' | b'\t' | b'\r') {
+            invisible += 1;
+        } else if b.is_ascii_whitespace() {
+            if !space && !out.is_empty() {
+                out.push(b' ');
+            }
+            space = true;
+        } else {
+            space = false;
+            out.push(b.to_ascii_lowercase());
+        }
+    }
+    if out.last() == Some(&b' ') {
+        out.pop();
+    }
+    Normalized {
+        // Only ASCII bytes were pushed.
+        text: String::from_utf8(out).unwrap_or_default(),
+        invisible,
+        ..Normalized::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        // The ASCII fast path is the general path on ASCII text.
+        #[test]
+        fn ascii_fast_path_agrees(s in "[ -~\t\n\r\x00-\x1f]{0,80}") {
+            let fast = normalize_ascii(&s);
+            let mut slow = Normalized::default();
+            let mut space = false;
+            for c in s.chars() {
+                if invisible(c) { slow.invisible += 1; continue; }
+                if c.is_whitespace() {
+                    if !space && !slow.text.is_empty() { slow.text.push(' '); }
+                    space = true;
+                    continue;
+                }
+                space = false;
+                slow.text.push(c.to_ascii_lowercase());
+            }
+            if slow.text.ends_with(' ') { slow.text.pop(); }
+            proptest::prop_assert_eq!(fast, slow);
+        }
+    }
 
     #[test]
     fn tricks_are_undone() {

@@ -60,15 +60,17 @@ fn patterns() -> &'static Patterns {
             email: re(
                 r"(?i)[a-z0-9._%+\-]{1,64}@(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}",
             ),
-            phone: re(r"(?:\+|\b00)?\(?\d[\d\s().\-]{6,20}\d"),
-            card: re(r"\b\d(?:[ \-]?\d){12,18}\b"),
-            iban: re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"),
-            ipv4: re(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
+            phone: re(r"(?:\+|(?-u:\b)00)?\(?[0-9][[0-9][ \t]().\-]{6,20}[0-9]"),
+            card: re(r"(?-u:\b)[0-9](?:[ \-]?[0-9]){12,18}(?-u:\b)"),
+            iban: re(r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)"),
+            ipv4: re(r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)"),
             ipv6: re(r"(?i)[0-9a-f:]*:[0-9a-f:]*:[0-9a-f:.]*"),
-            ssn: re(r"\b\d{3}-\d{2}-\d{4}\b"),
-            bsn: re(r"\b\d{9}\b"),
-            bsn_context: re(r"(?i)\b(?:bsn|burgerservicenummer|sofinummer|sofi-nummer)\b"),
-            dni: re(r"(?i)\b[XYZ0-9]\d{7}-?[A-Z]\b"),
+            ssn: re(r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)"),
+            bsn: re(r"(?-u:\b)[0-9]{9}(?-u:\b)"),
+            bsn_context: re(
+                r"(?i)(?-u:\b)(?:bsn|burgerservicenummer|sofinummer|sofi-nummer)(?-u:\b)",
+            ),
+            dni: re(r"(?i)(?-u:\b)[XYZ0-9][0-9]{7}-?[A-Z](?-u:\b)"),
         }
     })
 }
@@ -130,10 +132,17 @@ impl Pii {
                 }
             }
         }
-        if self.wants("iban") && digits >= 2 {
-            for m in p.iban.find_iter(text) {
+        // IBAN-shaped runs, valid or not: IBANs, and digits that are not a phone number.
+        let ibanish: Vec<regex::Match<'_>> =
+            if digits >= 2 && (self.wants("iban") || self.wants("phone")) {
+                p.iban.find_iter(text).collect()
+            } else {
+                Vec::new()
+            };
+        if self.wants("iban") {
+            for m in &ibanish {
                 if valid_iban(m.as_str()) {
-                    push(&mut out, "pii.iban", m);
+                    push(&mut out, "pii.iban", *m);
                 }
             }
         }
@@ -196,11 +205,11 @@ impl Pii {
             }
         }
         if self.wants("phone") && digits >= 7 {
-            // Digits inside an IBAN-shaped run (valid or not) are not a phone number.
-            let ibanish: Vec<std::ops::Range<usize>> =
-                p.iban.find_iter(text).map(|m| m.range()).collect();
             for m in p.phone.find_iter(text) {
-                if ibanish.iter().any(|r| crate::overlaps(r, &m.range())) {
+                if ibanish
+                    .iter()
+                    .any(|r| crate::overlaps(&r.range(), &m.range()))
+                {
                     continue;
                 }
                 let s = m.as_str().trim_end();
