@@ -2,7 +2,9 @@
 -- the record's own row (a compact JSON array: e = evaluator, p = pass 0/1, v = value when it is not
 -- the pass itself, d = detail of a check that did not pass, x = error) instead of one `scores` row each: on a feature checked on every
 -- call, three more rows and six more B-tree inserts per call were most of what online
--- evaluation cost. `all_scores` shows both as one table.
+-- evaluation cost. `all_scores` shows both as one table. An inline score's time is its
+-- call's, so a window over a feature's scores is a range of the records' (feature,
+-- created_at_ms) index.
 ALTER TABLE records ADD COLUMN online_scores TEXT;
 CREATE VIEW all_scores AS
 SELECT request_id, evaluator, source, feature, feature_version, env, model, value, pass,
@@ -13,6 +15,6 @@ SELECT r.request_id, json_extract(j.value, '$.e'), 'online', r.feature, r.featur
        CASE WHEN r.provider IS NOT NULL AND r.model IS NOT NULL THEN r.provider || '/' || r.model ELSE r.model END,
        COALESCE(json_extract(j.value, '$.v') * 1.0, json_extract(j.value, '$.p') * 1.0), json_extract(j.value, '$.p'), NULL, NULL,
        json_extract(j.value, '$.d'), NULL, json_extract(j.value, '$.x'), NULL,
-       r.created_at_ms + r.latency_ms
+       r.created_at_ms
   FROM records r, json_each(r.online_scores) j
  WHERE r.online_scores IS NOT NULL
