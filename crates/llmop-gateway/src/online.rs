@@ -545,7 +545,7 @@ impl Worker {
         }
         for (q, scores) in &done {
             for s in scores {
-                count_score(&q.feature, &s.evaluator, s.pass, s.error.is_some());
+                crate::record::count_score(&q.feature, &s.evaluator, s.pass, s.error.is_some());
             }
         }
     }
@@ -695,20 +695,4 @@ pub(crate) fn stored_score(
         cost_usd: s.cost_usd,
         created_at_ms: at,
     }
-}
-
-/// Counts a stored online score (`llmop_online_scores_total`).
-pub(crate) fn count_score(feature: &str, evaluator: &str, pass: Option<bool>, error: bool) {
-    let outcome = match (error, pass) {
-        (true, _) => "error",
-        (false, Some(true)) => "pass",
-        (false, _) => "fail",
-    };
-    metrics::counter!(
-        "llmop_online_scores_total",
-        "feature" => feature.to_string(),
-        "evaluator" => evaluator.to_string(),
-        "outcome" => outcome
-    )
-    .increment(1);
 }

@@ -735,13 +735,30 @@ impl IntoRecord for CallData {
                     })
                     .collect();
                 for s in &r.online_scores {
-                    crate::online::count_score(&feature, &s.evaluator, s.pass, s.error.is_some());
+                    count_score(&feature, &s.evaluator, s.pass, s.error.is_some());
                 }
             }
             r.online_evals = names;
         }
         r
     }
+}
+
+/// Counts a stored online score (`llmop_online_scores_total`): the
+/// deterministic checks' here, as the record is built; the worker's for the rest.
+pub(crate) fn count_score(feature: &str, evaluator: &str, pass: Option<bool>, error: bool) {
+    let outcome = match (error, pass) {
+        (true, _) => "error",
+        (false, Some(true)) => "pass",
+        (false, _) => "fail",
+    };
+    metrics::counter!(
+        "llmop_online_scores_total",
+        "feature" => feature.to_string(),
+        "evaluator" => evaluator.to_string(),
+        "outcome" => outcome
+    )
+    .increment(1);
 }
 
 #[cfg(test)]
