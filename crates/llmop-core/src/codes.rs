@@ -51,6 +51,8 @@ pub const INVALID_BUDGET: &str = "invalid_budget";
 pub const BUDGET_NOT_FOUND: &str = "budget_not_found";
 pub const INTERNAL_ERROR: &str = "internal_error";
 pub const SHUTTING_DOWN: &str = "shutting_down";
+pub const GUARDRAIL_BLOCKED: &str = "guardrail_blocked";
+pub const GUARDRAIL_ERROR: &str = "guardrail_error";
 
 /// Every code above.
 pub const ALL: &[&str] = &[
@@ -103,4 +105,6 @@ pub const ALL: &[&str] = &[
     BUDGET_NOT_FOUND,
     INTERNAL_ERROR,
     SHUTTING_DOWN,
+    GUARDRAIL_BLOCKED,
+    GUARDRAIL_ERROR,
 ];

@@ -17,6 +17,7 @@ pub mod codes;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod guard;
 pub mod secret;
 
 pub use chat::*;

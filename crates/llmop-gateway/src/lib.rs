@@ -39,6 +39,7 @@ pub mod auth;
 pub mod breaker;
 pub mod context;
 pub mod features;
+pub mod guard;
 pub mod handlers;
 pub mod http_error;
 pub mod limits;

@@ -120,6 +120,10 @@ pub struct Recorder {
     /// Which calls online evaluators score (from the eval files' `[online]` sections);
     /// `None`: none.
     pub online: Option<Arc<llmop_eval::online::Sampler>>,
+    /// The guardrails policy (set by the gateway's state): a record whose call never
+    /// reached the input guard (refused earlier) is still masked of what its input
+    /// rules find.
+    pub guard: Option<Arc<llmop_guard::policy::Policy>>,
 }
 
 /// The online evaluators' sampler from the eval files' `[online]` sections (read once,
@@ -166,6 +170,7 @@ impl Recorder {
             strict: config.store.durability == Durability::Strict,
             max_field_bytes: config.store.max_field_bytes.max(1024),
             online: online_sampler(config),
+            guard: None,
         })
     }
 }
@@ -226,6 +231,9 @@ pub struct CallData {
     pub kept: crate::reasoning::KeptFor,
     /// The pipeline stages the call went through.
     pub stages: Stages,
+    /// The call's guardrails (its rules, the pseudonym vault, the verdicts); `None`
+    /// when no rule applies.
+    pub guard: Option<Box<crate::guard::GuardCall>>,
     /// Wall time from the start to the hand-over; set when handed over.
     latency: Duration,
     /// `[store] max_field_bytes`, from the recorder.
@@ -233,6 +241,8 @@ pub struct CallData {
     /// The online evaluators' sampler, from the recorder: applied when the record is
     /// built (off the request path).
     online: Option<Arc<llmop_eval::online::Sampler>>,
+    /// The guardrails policy, from the recorder.
+    policy: Option<Arc<llmop_guard::policy::Policy>>,
 }
 
 /// A call on its way through the pipeline: its [`CallData`] and where it goes when the
@@ -288,6 +298,7 @@ impl CallData {
         endpoint: &'static str,
         max_field_bytes: usize,
         online: Option<Arc<llmop_eval::online::Sampler>>,
+        policy: Option<Arc<llmop_guard::policy::Policy>>,
     ) -> CallData {
         CallData {
             request_id: request_id.to_string(),
@@ -319,9 +330,11 @@ impl CallData {
             deadline: None,
             kept: Vec::new(),
             stages: Stages::default(),
+            guard: None,
             latency: Duration::ZERO,
             max_field_bytes,
             online,
+            policy,
         }
     }
 }
@@ -330,8 +343,9 @@ impl CallRecord {
     pub fn new(request_id: &str, endpoint: &'static str, recorder: Option<Arc<Recorder>>) -> Self {
         let max_field_bytes = recorder.as_ref().map_or(0, |r| r.max_field_bytes);
         let online = recorder.as_ref().and_then(|r| r.online.clone());
+        let policy = recorder.as_ref().and_then(|r| r.guard.clone());
         CallRecord {
-            data: CallData::new(request_id, endpoint, max_field_bytes, online),
+            data: CallData::new(request_id, endpoint, max_field_bytes, online, policy),
             recorder,
             emitted: false,
         }
@@ -484,6 +498,9 @@ impl CallRecord {
             }
             adm.settle(self.cost_usd());
         }
+        if let Some(g) = &self.guard {
+            crate::guard::count(&g.book);
+        }
         let status = self.status.unwrap_or(CLIENT_CLOSED);
         let latency = self.started.elapsed();
         // With a store, the record is the record; the log line is for debugging.
@@ -521,7 +538,7 @@ impl CallRecord {
         self.data.entered_record();
         self.data.status = Some(status);
         self.data.latency = latency;
-        let empty = CallData::new("", self.data.endpoint, 0, None);
+        let empty = CallData::new("", self.data.endpoint, 0, None, None);
         Some(std::mem::replace(&mut self.data, empty))
     }
 }
@@ -657,6 +674,16 @@ impl IntoRecord for CallData {
                     .collect(),
             );
         }
+        // Masked before anything is cut: a cut field keeps its text escaped.
+        let scrubber = guard_scrubber(&mut r, c.guard, c.policy, c.request.as_deref());
+        if let Some(s) = &scrubber {
+            s.value(&mut r.input_messages);
+            s.value(&mut r.request_params);
+            s.value(&mut r.output_tool_calls);
+            if let Some(t) = r.output_text.as_mut() {
+                s.text(t);
+            }
+        }
         // A record keeps at most max_field_bytes of each large field: a 200 MB answer or
         // a 10 MB tool list must not become a row that size. What is cut is flagged.
         let cap = c.max_field_bytes;
@@ -672,15 +699,23 @@ impl IntoRecord for CallData {
             r.content_hash = Some(f.content_hash);
             r.arm = f.arm;
             let mut variables = Value::Object(f.variables);
+            let mut prompt = f.rendered_prompt;
+            let mut parsed = f.parsed;
+            if let Some(s) = &scrubber {
+                s.value(&mut variables);
+                s.text(&mut prompt);
+                if let Some(p) = parsed.as_mut() {
+                    s.value(p);
+                }
+            }
             r.truncated |= cap_json(&mut variables, cap);
             r.variables = Some(variables);
-            let mut prompt = f.rendered_prompt;
             r.truncated |= cut_text(&mut prompt, cap);
             r.rendered_prompt = Some(prompt);
             r.shadow = f.shadow_of.is_some();
             r.shadow_of = f.shadow_of;
             r.parse_status = f.parse_status.map(str::to_string);
-            r.parsed_output = f.parsed;
+            r.parsed_output = parsed;
             // A stream's output is parsed here, on the writer's task: its client saw
             // the text as it came; the record says whether it parsed.
             if let (Some(v), Some(text)) = (f.parse_later, &r.output_text) {
@@ -741,6 +776,43 @@ impl IntoRecord for CallData {
             r.online_evals = names;
         }
         r
+    }
+}
+
+/// The guardrails' part of a record: their verdicts, and every value they found (or
+/// put behind a placeholder) masked wherever the record holds it. A call refused before
+/// its input guard ran is masked of what its input rules find now, on the writer's task.
+fn guard_scrubber(
+    r: &mut Record,
+    guard: Option<Box<crate::guard::GuardCall>>,
+    policy: Option<Arc<llmop_guard::policy::Policy>>,
+    request: Option<&ChatRequest>,
+) -> Option<llmop_guard::transform::Scrubber> {
+    match guard {
+        Some(g) => {
+            let g = *g;
+            r.guardrails = g.book.verdicts.clone();
+            g.book.scrubber(Some(&g.vault))
+        }
+        None => {
+            let p = policy?;
+            let a = p.for_call(llmop_guard::policy::Scope {
+                route: r.route.as_deref(),
+                feature: r.feature.as_deref(),
+                key: r.key_id.as_deref(),
+            });
+            let mut book = llmop_guard::policy::Book::default();
+            match request {
+                Some(req) => p.collect_input(&a, req, &mut book),
+                None => {
+                    if let Some(Value::String(body)) = r.request_params.get("invalid_body") {
+                        let part = llmop_core::config::GuardPart::Text;
+                        p.collect_text(&a, part, body, &mut book);
+                    }
+                }
+            }
+            book.scrubber(None)
+        }
     }
 }
 

@@ -136,6 +136,10 @@ struct Relay {
     deadline: tokio::sync::watch::Receiver<bool>,
     /// Keeps reasoning state the client cannot carry (and renames its calls).
     keeper: crate::reasoning::StreamKeeper,
+    /// The output guard: holds text back and tool calls until whole, and checks them.
+    guard: Option<llmop_guard::policy::OutStream>,
+    /// The guard's released events, reused from event to event.
+    released: Vec<StreamEvent>,
 }
 
 impl Drop for Relay {
@@ -144,6 +148,7 @@ impl Drop for Relay {
     fn drop(&mut self) {
         if !self.done {
             self.rec.kept = self.keeper.take();
+            self.close_guard();
         }
     }
 }
@@ -152,6 +157,46 @@ impl Drop for Relay {
 const COALESCE_LIMIT: usize = 16 * 1024;
 
 impl Relay {
+    /// The guard's verdicts into the record, once.
+    fn close_guard(&mut self) {
+        if let (Some(g), Some(gc)) = (self.guard.as_mut(), self.rec.guard.as_deref_mut()) {
+            g.close(&mut gc.book);
+        }
+        self.guard = None;
+    }
+
+    /// An event through the output guard (if any) and into `out`; false when the guard
+    /// stopped the stream (an error event ends it: nothing after the match is sent).
+    fn relay(&mut self, ev: Option<StreamEvent>, out: &mut BytesMut) -> bool {
+        let Some(g) = self.guard.as_mut() else {
+            if let Some(ev) = ev {
+                self.encoder.encode(&ev, out);
+            }
+            return true;
+        };
+        let Some(gc) = self.rec.guard.as_deref_mut() else {
+            return true;
+        };
+        let checked = match ev {
+            Some(ev) => g.push(ev, &mut self.released, &mut gc.book),
+            None => g.finish(&mut self.released, &mut gc.book),
+        };
+        for ev in self.released.drain(..) {
+            self.encoder.encode(&ev, out);
+        }
+        match checked {
+            Ok(()) => true,
+            Err(stop) => {
+                let ge = crate::guard::stop_error(&self.rec.request_id, &stop);
+                self.encoder.error(out, ge.code(), &ge.to_string());
+                self.rec.failed(&ge, 200);
+                self.close_guard();
+                self.done = true;
+                false
+            }
+        }
+    }
+
     /// Handles one upstream item; returns false once the stream is over.
     fn take(
         &mut self,
@@ -164,14 +209,14 @@ impl Relay {
                 if let Some(acc) = &mut self.rec.stream_acc {
                     acc.push(&ev);
                 }
-                self.encoder.encode(&ev, out);
-                true
+                self.relay(Some(ev), out)
             }
             Some(Err(e)) => {
                 // Bytes were already sent: the stream is not restarted elsewhere; it
                 // ends with a well-formed error event, and the attempt that produced it
                 // carries the error.
                 self.rec.stream_failed(&e);
+                self.close_guard();
                 let ge = GatewayError::Provider(e);
                 self.encoder.error(out, ge.code(), &ge.to_string());
                 tracing::warn!(request_id = %self.rec.request_id, error = ge.code(), "stream failed after its first event: ended with an error event");
@@ -180,9 +225,12 @@ impl Relay {
                 false
             }
             None => {
-                self.encoder.finish(out);
-                self.rec.status = Some(200);
-                self.done = true;
+                if self.relay(None, out) {
+                    self.close_guard();
+                    self.encoder.finish(out);
+                    self.rec.status = Some(200);
+                    self.done = true;
+                }
                 false
             }
         }
@@ -210,6 +258,7 @@ impl Relay {
                         };
                         self.encoder.error(&mut out, ge.code(), &ge.to_string());
                         self.rec.failed(&ge, 200);
+                        self.close_guard();
                         self.done = true;
                         self.rec.usage = self.rec.stream_acc.as_ref().and_then(|a| a.usage());
                         self.rec.kept = self.keeper.take();
@@ -273,6 +322,14 @@ pub fn stream(
         WireFormat::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new(id, model)),
     };
     rec.stream_acc = Some(Default::default());
+    let guard = rec
+        .guard
+        .as_deref()
+        .filter(|g| g.guards_output())
+        .map(|g| g.policy.stream(g.applicable.clone(), g.vault.clone()));
+    if guard.is_some() {
+        rec.entered(crate::stage::Stage::GuardOut);
+    }
     let mut head = Response::new(Body::empty());
     call_headers(&mut head, &rec);
     let relay = Relay {
@@ -283,6 +340,8 @@ pub fn stream(
         done: false,
         deadline: app.shutdown.deadline(),
         keeper: app.reasoning.stream(format),
+        guard,
+        released: Vec::new(),
     };
     let body = Body::from_stream(futures::stream::unfold(relay, Relay::next));
     let (mut parts, _) = head.into_parts();

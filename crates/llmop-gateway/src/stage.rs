@@ -21,8 +21,13 @@ pub enum Stage {
     Route,
     /// Caps, session budgets, rate limits, budget reservations.
     Check,
+    /// Input guardrails: the request's text, tool arguments and tool results checked,
+    /// masked or refused before any provider sees them.
+    GuardIn,
     /// The targets, with retries, fallbacks and breakers.
     Call,
+    /// Output guardrails on a whole answer (a stream's are in its relay).
+    GuardOut,
     /// A feature's output parser and its failure policy.
     ParseOutput,
     /// The answer encoded in the entry point's format.
@@ -33,7 +38,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 12] = [
+    pub const ALL: [Stage; 14] = [
         Stage::Authenticate,
         Stage::Context,
         Stage::Parse,
@@ -42,7 +47,9 @@ impl Stage {
         Stage::Restore,
         Stage::Route,
         Stage::Check,
+        Stage::GuardIn,
         Stage::Call,
+        Stage::GuardOut,
         Stage::ParseOutput,
         Stage::Respond,
         Stage::Record,
@@ -58,7 +65,9 @@ impl Stage {
             Stage::Restore => "restore",
             Stage::Route => "route",
             Stage::Check => "check",
+            Stage::GuardIn => "guard_in",
             Stage::Call => "call",
+            Stage::GuardOut => "guard_out",
             Stage::ParseOutput => "parse_output",
             Stage::Respond => "respond",
             Stage::Record => "record",

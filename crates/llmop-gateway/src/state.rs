@@ -28,14 +28,27 @@ pub struct AppState {
     /// Calls in the conductor now (clients' and shadows', not the gateway's own): how
     /// busy serving is, which the online worker yields to.
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// The compiled `[guardrails]`; `None` when no rule or disclaimer is configured.
+    pub guard: Option<Arc<llmop_guard::policy::Policy>>,
 }
 
 impl AppState {
     pub fn new(
         config: Config,
-        recorder: Option<Recorder>,
+        mut recorder: Option<Recorder>,
         limits: Option<crate::limits::Limits>,
     ) -> Result<Arc<AppState>, String> {
+        let guard = llmop_guard::policy::Policy::new(&config.guardrails).map_err(|errors| {
+            errors
+                .iter()
+                .map(|(k, m)| format!("{k}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let guard = (!guard.is_empty()).then(|| Arc::new(guard));
+        if let Some(r) = recorder.as_mut() {
+            r.guard.clone_from(&guard);
+        }
         let providers = Providers::from_config(&config)?;
         let router = Router::new(&config, &providers)?;
         let features = recorder.as_ref().map(|r| {
@@ -71,6 +84,7 @@ impl AppState {
             metrics: crate::metrics::install(),
             reasoning: Arc::default(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            guard,
         }))
     }
 

@@ -46,6 +46,20 @@ const SIGNALS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The signals' names (`role_override`), each once, `encoded_instructions` included.
+pub fn signal_names() -> impl Iterator<Item = &'static str> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    SIGNALS
+        .iter()
+        .map(|s| s.0)
+        .chain(std::iter::once("encoded_instructions"))
+        .filter(move |n| {
+            let new = !seen.contains(n);
+            seen.push(n);
+            new
+        })
+}
+
 pub struct Injection {
     set: RegexSet,
     names: Vec<&'static str>,

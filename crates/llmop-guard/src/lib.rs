@@ -20,6 +20,7 @@ pub mod eval;
 pub mod injection;
 pub mod normalize;
 pub mod pii;
+pub mod policy;
 pub mod secrets;
 pub mod transform;
 

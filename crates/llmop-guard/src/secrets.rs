@@ -260,6 +260,16 @@ fn real_password(s: &str) -> bool {
         ))
 }
 
+/// The rules' names (`github_token`), each once.
+pub fn rule_names() -> impl Iterator<Item = &'static str> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    RULES.iter().map(|r| r.0).filter(move |n| {
+        let new = !seen.contains(n);
+        seen.push(n);
+        new
+    })
+}
+
 pub struct Secrets {
     rules: Vec<Rule>,
     prefilter: AhoCorasick,

@@ -42,6 +42,22 @@ fn rewrite(
     out
 }
 
+/// Each finding's value masked as its mode says: 2 redact, 1 pseudonymize into
+/// `vault` (redacted when there is none).
+pub fn mask(text: &str, findings: &[(Finding, u8)], mut vault: Option<&mut Vault>) -> String {
+    let list: Vec<Finding> = findings.iter().map(|(f, _)| f.clone()).collect();
+    rewrite(text, &list, |f, value| {
+        let mode = findings
+            .iter()
+            .find(|(g, _)| g.span == f.span)
+            .map_or(2, |(_, m)| *m);
+        match (mode, vault.as_deref_mut()) {
+            (1, Some(v)) => v.placeholder(&f.label(), value),
+            _ => format!("[REDACTED:{}]", f.label()),
+        }
+    })
+}
+
 /// Every finding's value masked with its label.
 pub fn redact(text: &str, findings: &[Finding]) -> String {
     rewrite(text, findings, |f, _| format!("[REDACTED:{}]", f.label()))
@@ -56,7 +72,7 @@ pub fn pseudonymize(text: &str, findings: &[Finding], vault: &mut Vault) -> Stri
 
 /// One call's placeholders and the values they stand for. Lives as long as the call;
 /// never recorded (it holds the values).
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Vault {
     by_value: HashMap<String, String>,
     by_placeholder: HashMap<String, String>,
@@ -64,7 +80,19 @@ pub struct Vault {
     longest: usize,
 }
 
+impl std::fmt::Debug for Vault {
+    /// Never the values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Vault({} placeholders)", self.by_placeholder.len())
+    }
+}
+
 impl Vault {
+    /// (value, placeholder) pairs: what a record is masked with.
+    pub fn pairs(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.by_value.iter().map(|(v, p)| (v.clone(), p.clone()))
+    }
+
     /// `<LABEL_N>` for `value`: the one it already has, or the next number.
     pub fn placeholder(&mut self, label: &str, value: &str) -> String {
         if let Some(p) = self.by_value.get(value) {
@@ -107,6 +135,56 @@ impl Vault {
         }
         out.push_str(rest);
         out
+    }
+}
+
+/// Masks known values wherever they occur in a record's texts: the values guardrails
+/// found (and left in place, or restored into an answer), replaced by their masks or
+/// placeholders. Leftmost-longest, so a value inside a longer one does not split it.
+pub struct Scrubber {
+    ac: aho_corasick::AhoCorasick,
+    with: Vec<String>,
+}
+
+impl Scrubber {
+    /// `None` when there is nothing to mask.
+    pub fn new(pairs: Vec<(String, String)>) -> Option<Scrubber> {
+        if pairs.is_empty() {
+            return None;
+        }
+        let (values, with): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
+        let ac = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&values)
+            .ok()?;
+        Some(Scrubber { ac, with })
+    }
+
+    pub fn text(&self, s: &mut String) {
+        if self.ac.is_match(s.as_str()) {
+            *s = self.ac.replace_all(s, &self.with);
+        }
+    }
+
+    /// Every string (and key) in a JSON value.
+    pub fn value(&self, v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) => self.text(s),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| self.value(x)),
+            serde_json::Value::Object(o) => {
+                if o.keys().any(|k| self.ac.is_match(k.as_str())) {
+                    let old = std::mem::take(o);
+                    for (mut k, mut x) in old {
+                        self.text(&mut k);
+                        self.value(&mut x);
+                        o.insert(k, x);
+                    }
+                } else {
+                    o.values_mut().for_each(|x| self.value(x));
+                }
+            }
+            _ => {}
+        }
     }
 }
 

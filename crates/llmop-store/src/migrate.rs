@@ -83,6 +83,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0014_inline_scores.sql"),
         postgres: include_str!("../migrations/postgres/0014_inline_scores.sql"),
     },
+    Migration {
+        version: 15,
+        sqlite: include_str!("../migrations/sqlite/0015_guardrails.sql"),
+        postgres: include_str!("../migrations/postgres/0015_guardrails.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

@@ -121,6 +121,10 @@ pub struct Record {
     /// `parse`, …, `record`): where a refused or failed call stopped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<String>,
+    /// What the call's guardrails decided (`guardrail_verdicts` in SQL): rules, actions,
+    /// outcomes, fingerprints of what they found; never the values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<llmop_core::guard::GuardVerdict>,
 }
 
 /// Reasoning state llmop keeps on a client's behalf, keyed by the tool-call id it
@@ -188,6 +192,7 @@ impl Record {
             reasoning_state: Vec::new(),
             online_evals: Vec::new(),
             online_scores: Vec::new(),
+            guardrails: Vec::new(),
             client_request_id: None,
             truncated: false,
         }

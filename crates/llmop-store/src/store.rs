@@ -95,9 +95,10 @@ const COLUMNS: &[&str] = &[
     "upstream_model",
     "stages",
     "online_scores",
+    "guardrails",
 ];
 
-/// Most rows per INSERT statement: 64 rows x 52 columns = 3,328 parameters, under the
+/// Most rows per INSERT statement: 64 rows x 53 columns = 3,392 parameters, under the
 /// limits of both SQLite (32,766) and PostgreSQL (65,535).
 const ROWS_PER_INSERT: usize = 64;
 
@@ -305,6 +306,7 @@ fn bind_record<'q>(
         .bind(r.upstream_model.clone())
         .bind((!r.stages.is_empty()).then(|| r.stages.join(",")))
         .bind((!r.online_scores.is_empty()).then(|| json_text(&r.online_scores)))
+        .bind((!r.guardrails.is_empty()).then(|| json_text(&r.guardrails)))
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(
@@ -401,6 +403,11 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
         online_scores: match row.try_get::<Option<String>, _>("online_scores")? {
             Some(t) => serde_json::from_str(&t)
                 .map_err(|e| StoreError::Corrupt(id.clone(), format!("online_scores: {e}")))?,
+            None => Vec::new(),
+        },
+        guardrails: match row.try_get::<Option<String>, _>("guardrails")? {
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(id.clone(), format!("guardrails: {e}")))?,
             None => Vec::new(),
         },
         request_id: id,

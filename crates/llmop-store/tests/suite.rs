@@ -23,6 +23,16 @@ fn full_record(id: &str, at: i64) -> Record {
     r.shadow = true;
     r.replay_of = Some("orig-1".into());
     r.shadow_of = Some("primary-1".into());
+    r.guardrails = vec![llmop_core::guard::GuardVerdict {
+        rule: "no-secrets".into(),
+        direction: "output".into(),
+        part: "text".into(),
+        action: "block".into(),
+        outcome: "blocked".into(),
+        detectors: vec!["secret.github_token".into()],
+        evidence: vec!["sha256:0123456789ab…/40".into()],
+        latency_us: 12,
+    }];
     r.variables = Some(serde_json::json!({"ticket": "printer on fire", "max_words": 40}));
     r.route = Some("smart".into());
     r.stream = true;
@@ -85,10 +95,10 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 14);
+    assert_eq!(store.schema_version().await.unwrap(), 15);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 14);
+    assert_eq!(again.schema_version().await.unwrap(), 15);
     again.close().await;
 
     // Every field survives the round trip.
@@ -96,6 +106,19 @@ async fn run_suite(url: &str) {
     store.insert_batch(std::slice::from_ref(&r)).await.unwrap();
     assert_eq!(store.get("req-full").await.unwrap(), Some(r.clone()));
     assert_eq!(store.get("nope").await.unwrap(), None);
+    // Guardrail verdicts are rows in SQL, on either backend.
+    let q = store
+        .query_readonly(
+            "SELECT request_id, rule, outcome, latency_us FROM guardrail_verdicts",
+            10,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.rows.len(), 1);
+    assert_eq!(q.rows[0][1], serde_json::json!("no-secrets"));
+    assert_eq!(q.rows[0][2], serde_json::json!("blocked"));
+    assert_eq!(q.rows[0][3], serde_json::json!(12));
 
     // Inserts are idempotent: the first write wins.
     let mut dup = r.clone();

@@ -18,6 +18,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 mod cost;
 mod features;
+mod guardrails;
 mod providers;
 mod routes;
 mod server;
@@ -25,6 +26,7 @@ mod store;
 
 pub use cost::*;
 pub use features::*;
+pub use guardrails::*;
 pub use providers::*;
 pub use routes::*;
 pub use server::*;
@@ -67,6 +69,9 @@ pub struct Config {
     /// The online evaluation worker.
     #[serde(default)]
     pub online: OnlineConfig,
+    /// Guardrails: detectors, rules and disclaimers (docs/guardrails.md).
+    #[serde(default)]
+    pub guardrails: GuardrailsConfig,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -209,6 +214,7 @@ impl Config {
         routes::validate(self, &mut out);
         features::validate_gates(self, &mut out);
         features::validate_online(self, &mut out);
+        guardrails::validate(self, &mut out);
         out
     }
 }

@@ -13,16 +13,22 @@
 //! 7. **route** — `model` resolved once to an ordered list of targets; the deadline set.
 //! 8. **check** — caps, session budgets, rate limits, budget reservations, with the
 //!    call's one token estimate ([`Estimate`]).
-//! 9. **call** — the targets with retries, breakers, quotas and fallbacks ([`targets`]).
-//! 10. **parse_output** — a feature's output parser and its failure policy, which may
+//! 9. **guard_in** — input guardrails (`llmop_guard::policy`): the rules for this
+//!    route, feature and key check the request's text, tool arguments and tool results;
+//!    they block, redact or pseudonymize before any provider sees it.
+//! 10. **call** — the targets with retries, breakers, quotas and fallbacks ([`targets`]).
+//! 11. **guard_out** — output guardrails on a whole answer, placeholders restored (a
+//!     stream's output guard runs in its relay, `respond`, with a hold-back window).
+//! 12. **parse_output** — a feature's output parser and its failure policy, which may
 //!     re-enter the call stage (`repair`, `next_target`) within the same deadline.
-//! 11. **respond** — the answer (or the error) encoded by the entry point.
-//! 12. **record** — the call's record handed to the writer (`record`), exactly once.
+//!     Disclaimers are added to a whole answer after it.
+//! 13. **respond** — the answer (or the error) encoded by the entry point.
+//! 14. **record** — the call's record handed to the writer (`record`), exactly once;
+//!     guardrail verdicts go with it, and every value a rule found is masked in it.
 //!
-//! Where later capabilities plug in: input guardrails between *check* and *call*, cache
-//! and idempotency lookups right before *call* (after every refusal, before any spend),
-//! output guardrails between *call* and *parse_output*; sampling for online evaluation
-//! and telemetry after *record*, off the request path. They live in their own crates
+//! Where later capabilities plug in: cache and idempotency lookups right before *call*
+//! (after every refusal and the input guard, before any spend); sampling for online
+//! evaluation and telemetry after *record*, off the request path. They live in their own crates
 //! (see ARCHITECTURE.md) and are called from here.
 //!
 //! Entry points ([`Entry`]) are thin format adapters: they authenticate, read their
@@ -266,6 +272,14 @@ async fn stages<E: Entry>(
         }
     }
 
+    if let Some(policy) = &app.guard {
+        rec.entered(Stage::GuardIn);
+        if let Err(e) = guard_in(policy, &mut req, rec) {
+            rec.request = Some(Arc::new(req));
+            return Err(e);
+        }
+    }
+
     // Shared with the record from here, so that a call abandoned mid-way by its client
     // is still recorded with its input.
     let req = Arc::new(req);
@@ -286,14 +300,74 @@ async fn stages<E: Entry>(
                     }
                 }
             }
-            targets::call(&plan, &req, &plan.estimate, rec, &[]).await
+            match targets::call(&plan, &req, &plan.estimate, rec, &[]).await? {
+                Answer::Whole(mut resp) => {
+                    guard_out(rec, &mut resp)?;
+                    Ok(Answer::Whole(resp))
+                }
+                // A stream's output guard runs in its relay.
+                stream => Ok(stream),
+            }
         }
     }?;
+    let answer = match answer {
+        Answer::Whole(mut resp) => {
+            if let Some(g) = &rec.guard {
+                g.policy.disclaim(&g.applicable, &mut resp);
+            }
+            Answer::Whole(resp)
+        }
+        stream => stream,
+    };
     // Once the primary has answered: its shadow, on its own task and record.
     if let Some(fc) = &feature {
         shadow::spawn(app, fc, rec);
     }
     Ok(Answered { answer, feature })
+}
+
+/// The input guard stage: the call's rules chosen (by route, feature and key) and
+/// applied to the request; the call's guard state kept on its record for the output
+/// guard and the record.
+fn guard_in(
+    policy: &Arc<llmop_guard::policy::Policy>,
+    req: &mut ChatRequest,
+    rec: &mut CallRecord,
+) -> Result<(), GatewayError> {
+    let applicable = policy.for_call(llmop_guard::policy::Scope {
+        route: rec.route.as_deref(),
+        feature: rec.context.feature.as_deref(),
+        key: rec.key_id.as_deref(),
+    });
+    if !applicable.has_input() && !applicable.has_output() {
+        return Ok(());
+    }
+    let mut g = crate::guard::GuardCall::new(policy.clone(), applicable);
+    let checked = g
+        .policy
+        .clone()
+        .check_input(&g.applicable, req, &mut g.vault, &mut g.book);
+    rec.guard = Some(Box::new(g));
+    checked.map_err(|stop| crate::guard::stop_error(&rec.request_id, &stop))
+}
+
+/// The output guard stage of a whole answer: the call's output rules, then its
+/// placeholders restored. A stop keeps the answer in the record (masked there).
+fn guard_out(rec: &mut CallRecord, resp: &mut ChatResponse) -> Result<(), GatewayError> {
+    let Some(g) = rec.guard.as_deref_mut().filter(|g| g.guards_output()) else {
+        return Ok(());
+    };
+    let checked = g
+        .policy
+        .clone()
+        .check_output(&g.applicable, resp, &g.vault, &mut g.book);
+    rec.entered(Stage::GuardOut);
+    if let Err(stop) = checked {
+        rec.usage = resp.usage;
+        rec.response = Some(resp.clone());
+        return Err(crate::guard::stop_error(&rec.request_id, &stop));
+    }
+    Ok(())
 }
 
 /// The authorize stage: the key's scope, for the model (or feature) in the call's
@@ -456,6 +530,8 @@ async fn parse_output(
             }
             Err(e) => return features::feature_fallback(v, e, rec),
         };
+        let mut resp = resp;
+        guard_out(rec, &mut resp)?;
         if rec.degraded || !v.parses() {
             return Ok(resp);
         }

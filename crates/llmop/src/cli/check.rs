@@ -16,7 +16,26 @@ pub struct CheckArgs {
 
 pub fn run(path: &Path, a: CheckArgs) -> ExitCode {
     let json = a.json;
-    match Config::load(path) {
+    // What serde and validation cannot see: the guardrails' detector names and deny
+    // patterns, compiled as the gateway compiles them at start.
+    let loaded = Config::load(path).and_then(|config| {
+        match llmop_guard::policy::Policy::new(&config.guardrails) {
+            Ok(_) => Ok(config),
+            Err(errors) => Err(ConfigErrors(
+                errors
+                    .into_iter()
+                    .map(|(key, message)| llmop_core::config::ConfigError {
+                        file: path.to_path_buf(),
+                        line: 0,
+                        column: 0,
+                        key,
+                        message,
+                    })
+                    .collect(),
+            )),
+        }
+    });
+    match loaded {
         Ok(config) => {
             // Keys are read at serve time; here a missing one is a warning, since the
             // machine that checks is often not the one that serves.

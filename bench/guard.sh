@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# What guardrails cost the gateway: the same llmop config with and without a default
+# rule set (secrets blocked both ways, PII pseudonymized on input, injection signals in
+# shadow, a disclaimer), in interleaved rounds (ROUNDS, default 5). Gateway pinned to
+# core 0; the load generator and the fast OpenAI-format upstream to core 1. Each round:
+#   - saturation: closed loop, 64 in flight, non-stream;
+#   - a fixed 1,000 req/s, open loop (latency from each request's scheduled time),
+#     non-stream and stream (TTFB);
+# with the gateway's CPU per call. The prompt is a 480-byte support message with an
+# email address and an order number; the upstream's answer is its usual short text.
+# Results: bench/results/guard.json (paired medians: on vs off in the same round).
+#
+# Usage: bench/guard.sh [seconds-per-run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-8}
+source bench/lib.sh
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -p llmop -p llmop-bench >&2
+mkdir -p bench/results
+TCK=$(getconf CLK_TCK)
+
+taskset -c 1 "$BIN/bench-upstream" > "$WORK/up.out" & pids+=($!)
+UP=$(url_of "$WORK/up.out")
+
+for mode in on off; do
+  mkdir -p "$WORK/$mode"
+  cat > "$WORK/$mode/llmop.toml" <<TOML
+[server]
+listen = "127.0.0.1:0"
+[providers.up]
+kind = "openai"
+base_url = "$UP/v1"
+[routes.bench]
+targets = [{ provider = "up", model = "bench-model" }]
+TOML
+done
+cat >> "$WORK/on/llmop.toml" <<'TOML'
+[[guardrails.rules]]
+name = "no-secrets"
+detect = ["secrets"]
+action = "block"
+[[guardrails.rules]]
+name = "mask-pii"
+detect = ["pii"]
+direction = "input"
+action = "pseudonymize"
+[[guardrails.rules]]
+name = "injection"
+detect = ["injection"]
+direction = "input"
+action = "shadow"
+[[guardrails.disclaimers]]
+text = " (AI-generated)"
+TOML
+
+PROMPT="Hello, I ordered a standing desk last week (order 4471-2209-88) and it arrived with a cracked leg. Could you arrange a replacement part or a return? You can reach me at jamie.rivera@example.com during office hours. I have attached photos of the damage to the ticket. The box itself looked fine, so I think it happened at the factory. Thanks for your help, and sorry for the long message. Kind regards, Jamie"
+body() { # stream(true|false)
+  python3 -c 'import json,sys; print(json.dumps({"model":"bench","stream":sys.argv[2]=="true","messages":[{"role":"system","content":"You are a helpful support agent."},{"role":"user","content":sys.argv[1]}]}))' "$PROMPT" "$1"
+}
+WHOLE=$(body false); STREAM=$(body true)
+
+run() { # mode label load-args...
+  local mode=$1 label=$2; shift 2
+  (cd "$WORK/$mode" && LLMOP_LOG=warn exec taskset -c 0 "$BIN/llmop" serve --config llmop.toml > gw.out 2> gw.log) &
+  local pid=$!
+  pids+=($pid)
+  local url
+  url=$(url_of "$WORK/$mode/gw.out")
+  taskset -c 1 "$BIN/bench-load" --url "$url" --seconds 2 --warmup 0 --label warm "$@" > /dev/null
+  local t0 t1 out
+  t0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  out=$(taskset -c 1 "$BIN/bench-load" --url "$url" --seconds "$SECS" --warmup 0 --label "$label" "$@")
+  t1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  (cd "$WORK/$mode" && rm -f llmop.db*)
+  echo "$out" | python3 -c "import json,sys; d=json.load(sys.stdin); d['guard']='$mode'; d['cpu_us_per_req']=($t1-$t0)*1e6/$TCK/max(d['completed'],1); print(json.dumps(d))"
+}
+
+{
+  for round in $(seq "${ROUNDS:-5}"); do
+    for mode in on off; do
+      run "$mode" max --max --concurrency 64 --body "$WHOLE"
+      run "$mode" rate --rate 1000 --body "$WHOLE"
+      run "$mode" rate-stream --rate 1000 --body "$STREAM"
+    done
+  done
+} | tee "$WORK/runs.jsonl" >&2
+python3 - "$WORK/runs.jsonl" <<'PY' | tee bench/results/guard.json
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+med = lambda xs: sorted(xs)[len(xs) // 2]
+def pairs(label, key):
+    on = [r[key] for r in runs if r["label"] == label and r["guard"] == "on"]
+    off = [r[key] for r in runs if r["label"] == label and r["guard"] == "off"]
+    return on, off
+out = {}
+on, off = pairs("max", "rps")
+out["max_rps_on"], out["max_rps_off"] = [round(x) for x in on], [round(x) for x in off]
+out["max_rps_paired_median_difference_pct"] = round((med([a / b for a, b in zip(on, off)]) - 1) * 100, 1)
+on, off = pairs("max", "cpu_us_per_req")
+out["cpu_us_per_req_on"], out["cpu_us_per_req_off"] = [round(x, 1) for x in on], [round(x, 1) for x in off]
+out["cpu_paired_median_difference_pct"] = round((med([a / b for a, b in zip(on, off)]) - 1) * 100, 1)
+for label, key in (("rate", "p99_ms"), ("rate-stream", "ttfb_p99_ms"), ("rate", "p50_ms")):
+    on, off = pairs(label, key)
+    out[f"{label}_{key}_on"], out[f"{label}_{key}_off"] = [round(x, 3) for x in on], [round(x, 3) for x in off]
+    out[f"{label}_{key}_paired_median_added_ms"] = round(med([a - b for a, b in zip(on, off)]), 3)
+out["errors"] = sum(r["errors"] for r in runs)
+print(json.dumps(out, indent=1))
+PY

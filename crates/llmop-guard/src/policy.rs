@@ -1,0 +1,1172 @@
+//! The configured rules (`[guardrails]`) applied to calls: which findings a rule
+//! selects, what it does with them, on the provider-neutral request, the whole answer
+//! and a streamed answer. Pure: the gateway calls it from its guard stages and its
+//! stream relay, and records the [`GuardVerdict`]s it returns.
+//!
+//! Streams ([`OutStream`]): text is held back by `stream_hold_back_bytes` and scanned
+//! before it is released, so a value up to that long is caught before any byte of it
+//! is sent; a `block` finding cuts the stream there (the caller ends it with an error
+//! event; nothing after the match is sent). A tool call's arguments are held until the
+//! call is complete and checked whole. `json_schema` rules on a stream are checked at
+//! its end (the client has seen the text; a failure ends the stream with an error
+//! event instead of its normal end).
+
+use crate::transform::{Restorer, Vault};
+use crate::{Category, Finding, Guard, GuardSpec};
+use llmop_core::config::{
+    DisclaimerPosition, FailMode, GuardAction, GuardDirection, GuardPart, GuardRuleConfig,
+    GuardrailsConfig,
+};
+use llmop_core::guard::GuardVerdict;
+use llmop_core::{ChatRequest, ChatResponse, Part, StreamEvent};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// What a rule selects.
+enum Select {
+    /// Every finding of a category (`pii`, `secrets`, `injection`).
+    Category(Category),
+    /// Findings of one detector (`pii.email`, `deny.competitors`).
+    Detector(String),
+    /// An answer's text longer than this many characters.
+    MaxLength(usize),
+    /// An answer's text that is not JSON valid against this schema.
+    Schema(Box<jsonschema::Validator>),
+}
+
+struct Rule {
+    name: String,
+    select: Vec<Select>,
+    input: bool,
+    output: bool,
+    parts: [bool; 3],
+    action: GuardAction,
+    routes: Vec<String>,
+    features: Vec<String>,
+    keys: Vec<String>,
+    on_error: FailMode,
+}
+
+impl Rule {
+    fn selects(&self, f: &Finding) -> bool {
+        self.select.iter().any(|s| match s {
+            Select::Category(c) => *c == f.category,
+            Select::Detector(d) => *d == f.rule,
+            _ => false,
+        })
+    }
+
+    fn on(&self, part: GuardPart) -> bool {
+        self.parts[part_index(part)]
+    }
+}
+
+fn part_index(p: GuardPart) -> usize {
+    match p {
+        GuardPart::Text => 0,
+        GuardPart::ToolArguments => 1,
+        GuardPart::ToolResults => 2,
+    }
+}
+
+struct Disclaimer {
+    text: String,
+    position: DisclaimerPosition,
+    routes: Vec<String>,
+    features: Vec<String>,
+}
+
+/// The compiled `[guardrails]` section: built once at start.
+pub struct Policy {
+    guard: Guard,
+    rules: Vec<Rule>,
+    disclaimers: Vec<Disclaimer>,
+    hold_back: usize,
+    max_scan: usize,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        f.debug_struct("Policy").field("rules", &names).finish()
+    }
+}
+
+/// What a call is, for choosing its rules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    pub route: Option<&'a str>,
+    pub feature: Option<&'a str>,
+    pub key: Option<&'a str>,
+}
+
+/// The rules and disclaimers that apply to one call (indices into the policy).
+#[derive(Debug, Clone, Default)]
+pub struct Applicable {
+    input: Vec<usize>,
+    output: Vec<usize>,
+    disclaimers: Vec<usize>,
+}
+
+impl Applicable {
+    pub fn has_input(&self) -> bool {
+        !self.input.is_empty()
+    }
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty() || !self.disclaimers.is_empty()
+    }
+}
+
+/// Why a call stops at a guardrail.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// A `block` rule found something: the rule and the detectors (never the values).
+    Blocked {
+        rule: String,
+        direction: &'static str,
+        part: &'static str,
+        detectors: Vec<String>,
+    },
+    /// A `fail_closed` rule could not check the call.
+    Failed { rule: String, reason: String },
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Blocked {
+                rule,
+                direction,
+                part,
+                detectors,
+            } => write!(
+                f,
+                "guardrail `{rule}` blocked this call: {} found in the {direction} {}",
+                detectors.join(", "),
+                part.replace('_', " ")
+            ),
+            Stop::Failed { rule, reason } => write!(
+                f,
+                "guardrail `{rule}` could not check this call ({reason}) and fails closed"
+            ),
+        }
+    }
+}
+
+/// Problems compiling a policy: (key path, message), as config errors are.
+pub type PolicyErrors = Vec<(String, String)>;
+
+/// Every detector id a selector may name.
+pub fn detector_names() -> Vec<String> {
+    let mut v: Vec<String> = crate::pii::KINDS
+        .iter()
+        .map(|k| format!("pii.{k}"))
+        .collect();
+    v.extend(crate::secrets::rule_names().map(|n| format!("secret.{n}")));
+    v.extend(crate::injection::signal_names().map(|n| format!("injection.{n}")));
+    v
+}
+
+impl Policy {
+    pub fn new(cfg: &GuardrailsConfig) -> Result<Policy, PolicyErrors> {
+        let mut errors = Vec::new();
+        let known = detector_names();
+        let mut rules = Vec::with_capacity(cfg.rules.len());
+        let mut need = (false, false, false);
+        for (i, r) in cfg.rules.iter().enumerate() {
+            match compile_rule(r, &known, &cfg.deny) {
+                Ok(rule) => {
+                    for s in &rule.select {
+                        let c = match s {
+                            Select::Category(c) => Some(*c),
+                            Select::Detector(d) if d.starts_with("pii.") => Some(Category::Pii),
+                            Select::Detector(d) if d.starts_with("secret.") => {
+                                Some(Category::Secret)
+                            }
+                            Select::Detector(d) if d.starts_with("injection.") => {
+                                Some(Category::Injection)
+                            }
+                            _ => None,
+                        };
+                        match c {
+                            Some(Category::Pii) => need.0 = true,
+                            Some(Category::Secret) => need.1 = true,
+                            Some(Category::Injection) => need.2 = true,
+                            _ => {}
+                        }
+                    }
+                    rules.push(rule);
+                }
+                Err((field, msg)) => errors.push((format!("guardrails.rules[{i}].{field}"), msg)),
+            }
+        }
+        let spec = GuardSpec {
+            pii: need.0.then(|| crate::pii::PiiSpec {
+                kinds: Vec::new(),
+                locales: cfg.pii.locales.clone(),
+            }),
+            secrets: need.1,
+            injection: need.2,
+            deny: cfg
+                .deny
+                .iter()
+                .map(|(name, d)| crate::deny::DenySpec {
+                    name: name.clone(),
+                    terms: d.terms.clone(),
+                    patterns: d.patterns.clone(),
+                })
+                .collect(),
+        };
+        let guard = match Guard::new(&spec) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                errors.push(("guardrails".into(), e.0));
+                None
+            }
+        };
+        match guard {
+            Some(guard) if errors.is_empty() => Ok(Policy {
+                guard,
+                rules,
+                disclaimers: cfg
+                    .disclaimers
+                    .iter()
+                    .map(|d| Disclaimer {
+                        text: d.text.clone(),
+                        position: d.position,
+                        routes: d.routes.clone(),
+                        features: d.features.clone(),
+                    })
+                    .collect(),
+                hold_back: cfg.stream_hold_back_bytes,
+                max_scan: cfg.max_scan_bytes,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// Whether any rule or disclaimer is configured.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.disclaimers.is_empty()
+    }
+
+    /// The rules and disclaimers for a call.
+    pub fn for_call(&self, s: Scope<'_>) -> Applicable {
+        let within = |list: &[String], v: Option<&str>| {
+            list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v))
+        };
+        let mut a = Applicable::default();
+        for (i, r) in self.rules.iter().enumerate() {
+            if within(&r.routes, s.route)
+                && within(&r.features, s.feature)
+                && within(&r.keys, s.key)
+            {
+                if r.input {
+                    a.input.push(i);
+                }
+                if r.output {
+                    a.output.push(i);
+                }
+            }
+        }
+        for (i, d) in self.disclaimers.iter().enumerate() {
+            let any = d.routes.is_empty() && d.features.is_empty();
+            let by_route = s.route.is_some_and(|r| d.routes.iter().any(|x| x == r));
+            let by_feature = s.feature.is_some_and(|f| d.features.iter().any(|x| x == f));
+            if any || by_route || by_feature {
+                a.disclaimers.push(i);
+            }
+        }
+        a
+    }
+
+    /// Scans one text for `rules`: the findings, or why it could not be scanned.
+    fn scan(&self, text: &str) -> Result<Vec<Finding>, String> {
+        if text.len() > self.max_scan {
+            return Err(format!(
+                "{} bytes is more than max_scan_bytes = {}",
+                text.len(),
+                self.max_scan
+            ));
+        }
+        // A detector that panics is a bug; the rule's fail mode still holds.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.guard.scan(text)))
+            .map_err(|_| "a detector failed".to_string())
+    }
+
+    /// The input stage: every text part, tool-call argument and tool result of the
+    /// request checked by the call's input rules; values masked in place (`redact`,
+    /// `pseudonymize` into `vault`). Values the rules found and left in place (flag,
+    /// shadow, block) are added to `scrub`, for the record to mask.
+    pub fn check_input(
+        &self,
+        a: &Applicable,
+        req: &mut ChatRequest,
+        vault: &mut Vault,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
+        if a.input.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut tally = Tally::new(&a.input, "input");
+        for m in &mut req.messages {
+            for p in &mut m.parts {
+                let (part, text) = match p {
+                    Part::Text(t) => (GuardPart::Text, t),
+                    Part::ToolCall(c) => (GuardPart::ToolArguments, &mut c.arguments),
+                    Part::ToolResult { content, .. } => (GuardPart::ToolResults, content),
+                    _ => continue,
+                };
+                self.check_text(&mut tally, part, text, Some(vault), book);
+            }
+        }
+        tally.finish(self, started.elapsed(), book)
+    }
+
+    /// One text of one part checked by the tally's rules, masked in place.
+    fn check_text(
+        &self,
+        tally: &mut Tally,
+        part: GuardPart,
+        text: &mut String,
+        vault: Option<&mut Vault>,
+        book: &mut Book,
+    ) {
+        let rules = tally.rules.clone();
+        if text.is_empty() || !rules.iter().any(|&i| self.rules[i].on(part)) {
+            return;
+        }
+        let found = match self.scan(text) {
+            Ok(f) => f,
+            Err(reason) => {
+                for &i in &rules {
+                    if self.rules[i].on(part) {
+                        tally.at(i, part).error = Some(reason.clone());
+                    }
+                }
+                return;
+            }
+        };
+        // Per finding: 0 leave, 1 pseudonymize, 2 redact (the stronger wins).
+        let mut mode = vec![0u8; found.len()];
+        for &i in &rules {
+            let r = &self.rules[i];
+            if !r.on(part) {
+                continue;
+            }
+            let t = tally.at(i, part);
+            t.ran = true;
+            for (k, f) in found.iter().enumerate() {
+                if !r.selects(f) {
+                    continue;
+                }
+                t.hit(f, text);
+                match r.action {
+                    GuardAction::Redact => mode[k] = 2,
+                    GuardAction::Pseudonymize => mode[k] = mode[k].max(1),
+                    _ => {}
+                }
+            }
+        }
+        // What stays in the text is masked in the record.
+        for (k, f) in found.iter().enumerate() {
+            if mode[k] == 0 && f.category != Category::Injection && tally.any_selects(self, f) {
+                if let Some(v) = text.get(f.span.clone()) {
+                    book.scrub(v, &format!("[REDACTED:{}]", f.label()));
+                }
+            }
+        }
+        if mode.iter().any(|m| *m > 0) {
+            let masked: Vec<(Finding, u8)> = found
+                .into_iter()
+                .zip(mode)
+                .filter(|(_, m)| *m > 0)
+                .collect();
+            *text = crate::transform::mask(text, &masked, vault);
+        }
+    }
+
+    /// For a record whose call never reached the input stage: every value the input
+    /// rules select in the request, into `book`'s masks (nothing is changed, no verdict
+    /// is made: the rules did not run on the call).
+    pub fn collect_input(&self, a: &Applicable, req: &ChatRequest, book: &mut Book) {
+        for m in &req.messages {
+            for p in &m.parts {
+                let (part, text) = match p {
+                    Part::Text(t) => (GuardPart::Text, t),
+                    Part::ToolCall(c) => (GuardPart::ToolArguments, &c.arguments),
+                    Part::ToolResult { content, .. } => (GuardPart::ToolResults, content),
+                    _ => continue,
+                };
+                self.collect_text(a, part, text, book);
+            }
+        }
+    }
+
+    /// The same for one text (a body that did not parse, as `text`).
+    pub fn collect_text(&self, a: &Applicable, part: GuardPart, text: &str, book: &mut Book) {
+        let rules: Vec<&Rule> = a
+            .input
+            .iter()
+            .map(|&i| &self.rules[i])
+            .filter(|r| r.on(part))
+            .collect();
+        if rules.is_empty() || text.is_empty() {
+            return;
+        }
+        let Ok(found) = self.scan(text) else { return };
+        for f in &found {
+            if f.category != Category::Injection && rules.iter().any(|r| r.selects(f)) {
+                if let Some(v) = text.get(f.span.clone()) {
+                    book.scrub(v, &format!("[REDACTED:{}]", f.label()));
+                }
+            }
+        }
+    }
+
+    /// The output stage of a whole answer: text and tool-call arguments checked by the
+    /// call's output rules (`block`, `redact`, `flag`, `shadow`), then the vault's
+    /// placeholders restored and the disclaimers added.
+    pub fn check_output(
+        &self,
+        a: &Applicable,
+        resp: &mut ChatResponse,
+        vault: &Vault,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
+        if !a.output.is_empty() {
+            let started = Instant::now();
+            let mut tally = Tally::new(&a.output, "output");
+            for p in &mut resp.parts {
+                let (part, text) = match p {
+                    Part::Text(t) => (GuardPart::Text, t),
+                    Part::ToolCall(c) => (GuardPart::ToolArguments, &mut c.arguments),
+                    _ => continue,
+                };
+                self.check_text(&mut tally, part, text, None, book);
+            }
+            self.check_answer_text(&mut tally, &resp.text());
+            tally.finish(self, started.elapsed(), book)?;
+        }
+        if !vault.is_empty() {
+            for p in &mut resp.parts {
+                match p {
+                    Part::Text(t) => *t = vault.restore(t),
+                    Part::ToolCall(c) => c.arguments = vault.restore(&c.arguments),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The call's disclaimers added to a whole answer (after its parser has read it).
+    pub fn disclaim(&self, a: &Applicable, resp: &mut ChatResponse) {
+        if a.disclaimers.is_empty() {
+            return;
+        }
+        for &i in &a.disclaimers {
+            let d = &self.disclaimers[i];
+            match d.position {
+                DisclaimerPosition::Prepend => resp.parts.insert(0, Part::Text(d.text.clone())),
+                DisclaimerPosition::Append => resp.parts.push(Part::Text(d.text.clone())),
+            }
+        }
+        // Adjacent texts as one part: one content block, as the model's own.
+        let mut parts: Vec<Part> = Vec::with_capacity(resp.parts.len());
+        for p in std::mem::take(&mut resp.parts) {
+            match (parts.last_mut(), p) {
+                (Some(Part::Text(a)), Part::Text(b)) => a.push_str(&b),
+                (_, p) => parts.push(p),
+            }
+        }
+        resp.parts = parts;
+    }
+
+    /// The checks on an answer's whole text: `max_length` and `json_schema`.
+    fn check_answer_text(&self, tally: &mut Tally, text: &str) {
+        for &i in &tally.rules.clone() {
+            let r = &self.rules[i];
+            for s in &r.select {
+                let failed = match s {
+                    Select::MaxLength(max) => {
+                        let n = text.chars().count();
+                        (n > *max).then(|| format!("length {n} > {max}"))
+                    }
+                    Select::Schema(v) => match serde_json::from_str::<serde_json::Value>(text) {
+                        Err(_) => Some("not JSON".to_string()),
+                        Ok(value) => v.iter_errors(&value).next().map(|e| {
+                            let at = e.instance_path().to_string();
+                            format!("schema: at `{}`", if at.is_empty() { "/" } else { &at })
+                        }),
+                    },
+                    _ => None,
+                };
+                let t = tally.at(i, GuardPart::Text);
+                if matches!(s, Select::MaxLength(_) | Select::Schema(_)) {
+                    t.ran = true;
+                }
+                if let Some(evidence) = failed {
+                    t.found = true;
+                    t.detectors.insert(
+                        if matches!(s, Select::MaxLength(_)) {
+                            "max_length"
+                        } else {
+                            "json_schema"
+                        }
+                        .to_string(),
+                    );
+                    t.evidence.push(evidence);
+                }
+            }
+        }
+    }
+
+    /// A streamed answer's output guard.
+    pub fn stream(self: &std::sync::Arc<Self>, a: Applicable, vault: Vault) -> OutStream {
+        let schema = a.output.iter().any(|&i| {
+            self.rules[i]
+                .select
+                .iter()
+                .any(|s| matches!(s, Select::Schema(_)))
+        });
+        OutStream {
+            policy: self.clone(),
+            tally: Tally::new(&a.output, "output"),
+            a,
+            vault,
+            restorer: Restorer::default(),
+            held: String::new(),
+            tail: String::new(),
+            chars: 0,
+            whole: schema.then(String::new),
+            calls: Vec::new(),
+            started_text: false,
+            scan_time: std::time::Duration::ZERO,
+            stopped: false,
+        }
+    }
+}
+
+fn compile_rule(
+    r: &GuardRuleConfig,
+    known: &[String],
+    deny: &std::collections::BTreeMap<String, llmop_core::config::DenyListConfig>,
+) -> Result<Rule, (&'static str, String)> {
+    let mut select = Vec::new();
+    for d in &r.detect {
+        let s = match d.as_str() {
+            "pii" => Select::Category(Category::Pii),
+            "secrets" | "secret" => Select::Category(Category::Secret),
+            "injection" => Select::Category(Category::Injection),
+            "max_length" => Select::MaxLength(r.max_chars.unwrap_or(usize::MAX)),
+            "json_schema" => {
+                let schema = r.schema.clone().unwrap_or(serde_json::Value::Bool(true));
+                let v = jsonschema::validator_for(&schema)
+                    .map_err(|e| ("schema", format!("not a valid JSON Schema: {e}")))?;
+                Select::Schema(Box::new(v))
+            }
+            s if s.starts_with("deny.") => {
+                if !deny.contains_key(&s[5..]) {
+                    return Err(("detect", format!("no deny list `{}`", &s[5..])));
+                }
+                Select::Detector(s.to_string())
+            }
+            s if known.iter().any(|k| k == s) => Select::Detector(s.to_string()),
+            s => {
+                return Err((
+                    "detect",
+                    format!(
+                        "unknown detector `{s}`; known: pii, secrets, injection, deny.<list>, max_length, json_schema, {}",
+                        known.join(", ")
+                    ),
+                ))
+            }
+        };
+        select.push(s);
+    }
+    let mut parts = [false; 3];
+    if r.parts.is_empty() {
+        parts = [true; 3];
+    }
+    for p in &r.parts {
+        parts[part_index(*p)] = true;
+    }
+    Ok(Rule {
+        name: r.name.clone(),
+        select,
+        input: r.direction != GuardDirection::Output,
+        output: r.direction != GuardDirection::Input,
+        parts,
+        action: r.action,
+        routes: r.routes.clone(),
+        features: r.features.clone(),
+        keys: r.keys.clone(),
+        on_error: r.on_error,
+    })
+}
+
+/// What the guard stages of one call found that the call's record needs: the verdicts,
+/// and the values to mask in the recorded copy of the request and answer (never
+/// recorded themselves).
+#[derive(Default)]
+pub struct Book {
+    pub verdicts: Vec<GuardVerdict>,
+    scrub: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Book {
+    /// Never the values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Book")
+            .field("verdicts", &self.verdicts)
+            .field("scrub", &self.scrub.len())
+            .finish()
+    }
+}
+
+impl Book {
+    pub fn scrub(&mut self, value: &str, replacement: &str) {
+        if !value.is_empty() && !self.scrub.iter().any(|(v, _)| v == value) {
+            self.scrub
+                .push((value.to_string(), replacement.to_string()));
+        }
+    }
+
+    /// The pairs to mask a record with: the values rules found, and the vault's.
+    pub fn scrubber(&self, vault: Option<&Vault>) -> Option<crate::transform::Scrubber> {
+        let mut pairs = self.scrub.clone();
+        if let Some(v) = vault {
+            pairs.extend(v.pairs());
+        }
+        crate::transform::Scrubber::new(pairs)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.verdicts.is_empty() && self.scrub.is_empty()
+    }
+}
+
+/// Per rule × part: what a direction's scan found.
+#[derive(Default, Clone)]
+struct Hits {
+    ran: bool,
+    found: bool,
+    detectors: BTreeSet<String>,
+    evidence: Vec<String>,
+    error: Option<String>,
+}
+
+impl Hits {
+    fn hit(&mut self, f: &Finding, text: &str) {
+        self.found = true;
+        self.detectors.insert(f.rule.clone());
+        if f.category == Category::Injection {
+            return;
+        }
+        let fp = f.fingerprint(text);
+        if self.evidence.len() < 16 && !self.evidence.contains(&fp) {
+            self.evidence.push(fp);
+        }
+    }
+}
+
+struct Tally {
+    direction: &'static str,
+    rules: Vec<usize>,
+    hits: Vec<[Hits; 3]>,
+}
+
+impl Tally {
+    fn new(rules: &[usize], direction: &'static str) -> Tally {
+        Tally {
+            direction,
+            rules: rules.to_vec(),
+            hits: vec![Default::default(); rules.len()],
+        }
+    }
+
+    fn at(&mut self, rule: usize, part: GuardPart) -> &mut Hits {
+        let k = self.rules.iter().position(|&r| r == rule).unwrap_or(0);
+        &mut self.hits[k][part_index(part)]
+    }
+
+    fn any_selects(&self, p: &Policy, f: &Finding) -> bool {
+        self.rules.iter().any(|&i| p.rules[i].selects(f))
+    }
+
+    /// The verdicts into `book`; the first stop (in the config's rule order) if any.
+    fn finish(
+        &mut self,
+        p: &Policy,
+        took: std::time::Duration,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
+        let latency_us = took.as_micros() as u64;
+        let mut stop = None;
+        for (k, &i) in self.rules.iter().enumerate() {
+            let r = &p.rules[i];
+            for part in GuardPart::ALL {
+                let h = std::mem::take(&mut self.hits[k][part_index(part)]);
+                if !h.ran && h.error.is_none() {
+                    continue;
+                }
+                let outcome = match (&h.error, h.found, r.action) {
+                    (Some(_), _, _) => "error",
+                    (None, false, _) => "pass",
+                    (None, true, GuardAction::Block) => "blocked",
+                    (None, true, GuardAction::Redact) => "redacted",
+                    (None, true, GuardAction::Pseudonymize) => "pseudonymized",
+                    (None, true, GuardAction::Flag) => "flagged",
+                    (None, true, GuardAction::Shadow) => "would_block",
+                };
+                if stop.is_none() {
+                    if let Some(reason) = &h.error {
+                        if r.on_error == FailMode::FailClosed {
+                            stop = Some(Stop::Failed {
+                                rule: r.name.clone(),
+                                reason: reason.clone(),
+                            });
+                        }
+                    } else if outcome == "blocked" {
+                        stop = Some(Stop::Blocked {
+                            rule: r.name.clone(),
+                            direction: self.direction,
+                            part: part.name(),
+                            detectors: h.detectors.iter().cloned().collect(),
+                        });
+                    }
+                }
+                let mut evidence = h.evidence;
+                if let Some(e) = h.error {
+                    evidence.push(e);
+                }
+                book.verdicts.push(GuardVerdict {
+                    rule: r.name.clone(),
+                    direction: self.direction.to_string(),
+                    part: part.name().to_string(),
+                    action: r.action.name().to_string(),
+                    outcome: outcome.to_string(),
+                    detectors: h.detectors.into_iter().collect(),
+                    evidence,
+                    latency_us,
+                });
+            }
+        }
+        stop.map_or(Ok(()), Err)
+    }
+}
+
+/// A tool call being held until it is complete.
+struct HeldCall {
+    index: u32,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// Bytes of released text kept as left context for the next scan (word boundaries).
+const CONTEXT: usize = 32;
+
+/// The output guard of one streamed answer: events in, the events the client may see
+/// out. See the module header.
+pub struct OutStream {
+    policy: std::sync::Arc<Policy>,
+    a: Applicable,
+    tally: Tally,
+    vault: Vault,
+    restorer: Restorer,
+    /// Text received and not yet released.
+    held: String,
+    /// The end of the released text (as the model wrote it), for context.
+    tail: String,
+    /// Characters of answer text so far (for `max_length`).
+    chars: usize,
+    /// The whole text, when a `json_schema` rule needs it at the end.
+    whole: Option<String>,
+    calls: Vec<HeldCall>,
+    started_text: bool,
+    scan_time: std::time::Duration,
+    stopped: bool,
+}
+
+impl OutStream {
+    fn rules_on(&self, part: GuardPart) -> bool {
+        self.a.output.iter().any(|&i| self.policy.rules[i].on(part))
+    }
+
+    /// One upstream event: what may go to the client now is pushed on `out`.
+    pub fn push(
+        &mut self,
+        ev: StreamEvent,
+        out: &mut Vec<StreamEvent>,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
+        if self.stopped {
+            return Ok(());
+        }
+        let r = self.push_inner(ev, out, book);
+        if r.is_err() {
+            self.stopped = true;
+        }
+        r
+    }
+
+    fn push_inner(
+        &mut self,
+        ev: StreamEvent,
+        out: &mut Vec<StreamEvent>,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
+        match ev {
+            StreamEvent::Text(t) => {
+                self.complete_calls(out, book)?;
+                self.prepend(out);
+                self.chars += t.chars().count();
+                if let Some(w) = &mut self.whole {
+                    w.push_str(&t);
+                }
+                self.held.push_str(&t);
+                self.check_length()?;
+                self.release(false, out, book)
+            }
+            StreamEvent::ToolCallStart { index, id, name } => {
+                self.release(true, out, book)?;
+                self.prepend(out);
+                self.calls.push(HeldCall {
+                    index,
+                    id,
+                    name,
+                    arguments: String::new(),
+                });
+                Ok(())
+            }
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                match self.calls.iter_mut().find(|c| c.index == index) {
+                    Some(c) => c.arguments.push_str(&arguments),
+                    // A delta of a call not held (its start came before the guard):
+                    // checked alone.
+                    None => {
+                        let mut c = HeldCall {
+                            index,
+                            id: String::new(),
+                            name: String::new(),
+                            arguments,
+                        };
+                        self.check_call(&mut c, book)?;
+                        out.push(StreamEvent::ToolCallDelta {
+                            index,
+                            arguments: c.arguments,
+                        });
+                    }
+                }
+                Ok(())
+            }
+            // Metadata: no content, no order to keep with it.
+            ev @ (StreamEvent::Usage(_) | StreamEvent::Details(_) | StreamEvent::Start { .. }) => {
+                out.push(ev);
+                Ok(())
+            }
+            StreamEvent::Finish(reason) => {
+                self.end(out, book)?;
+                out.push(StreamEvent::Finish(reason));
+                Ok(())
+            }
+            ev => {
+                self.release(true, out, book)?;
+                self.complete_calls(out, book)?;
+                out.push(ev);
+                Ok(())
+            }
+        }
+    }
+
+    /// The upstream ended: what is still held, checked and released.
+    pub fn finish(&mut self, out: &mut Vec<StreamEvent>, book: &mut Book) -> Result<(), Stop> {
+        if self.stopped {
+            return Ok(());
+        }
+        let r = self.end(out, book);
+        if r.is_err() {
+            self.stopped = true;
+        }
+        r
+    }
+
+    /// The verdicts of the stream (once, when it is over or cut).
+    pub fn close(&mut self, book: &mut Book) {
+        let mut tally = std::mem::replace(&mut self.tally, Tally::new(&[], "output"));
+        let _ = tally.finish(&self.policy, self.scan_time, book);
+        for (v, p) in self.vault.pairs() {
+            book.scrub(&v, &p);
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<StreamEvent>, book: &mut Book) -> Result<(), Stop> {
+        self.release(true, out, book)?;
+        self.complete_calls(out, book)?;
+        if let Some(whole) = self.whole.take() {
+            let t0 = Instant::now();
+            let policy = self.policy.clone();
+            policy.check_answer_text(&mut self.tally, &whole);
+            self.scan_time += t0.elapsed();
+            self.stop_if_blocked()?;
+        }
+        self.prepend(out);
+        let rest = self.restorer.finish(&self.vault);
+        if !rest.is_empty() {
+            out.push(StreamEvent::Text(rest));
+        }
+        for &i in &self.a.disclaimers {
+            let d = &self.policy.disclaimers[i];
+            if d.position == DisclaimerPosition::Append {
+                out.push(StreamEvent::Text(d.text.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn prepend(&mut self, out: &mut Vec<StreamEvent>) {
+        if self.started_text {
+            return;
+        }
+        self.started_text = true;
+        for &i in &self.a.disclaimers {
+            let d = &self.policy.disclaimers[i];
+            if d.position == DisclaimerPosition::Prepend {
+                out.push(StreamEvent::Text(d.text.clone()));
+            }
+        }
+    }
+
+    fn check_length(&mut self) -> Result<(), Stop> {
+        for k in 0..self.tally.rules.len() {
+            let i = self.tally.rules[k];
+            let r = &self.policy.rules[i];
+            for s in &r.select {
+                if let Select::MaxLength(max) = s {
+                    let t = &mut self.tally.hits[k][0];
+                    t.ran = true;
+                    if self.chars > *max && !t.found {
+                        t.found = true;
+                        t.detectors.insert("max_length".into());
+                        t.evidence.push(format!("length > {max}"));
+                    }
+                }
+            }
+        }
+        self.stop_if_blocked()
+    }
+
+    /// A `block` rule (or a failing `fail_closed` one) that has found something stops
+    /// the stream now.
+    fn stop_if_blocked(&self) -> Result<(), Stop> {
+        for (k, &i) in self.tally.rules.iter().enumerate() {
+            let r = &self.policy.rules[i];
+            for part in GuardPart::ALL {
+                let h = &self.tally.hits[k][part_index(part)];
+                if let Some(reason) = &h.error {
+                    if r.on_error == FailMode::FailClosed {
+                        return Err(Stop::Failed {
+                            rule: r.name.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+                if h.found && r.action == GuardAction::Block {
+                    return Err(Stop::Blocked {
+                        rule: r.name.clone(),
+                        direction: "output",
+                        part: part.name(),
+                        detectors: h.detectors.iter().cloned().collect(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans the held text; releases what is older than the hold-back window (all of
+    /// it when `all`), with `redact` findings masked and placeholders restored.
+    fn release(
+        &mut self,
+        all: bool,
+        out: &mut Vec<StreamEvent>,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let hold = self.policy.hold_back;
+        if !all && self.held.len() <= hold {
+            return Ok(());
+        }
+        if !self.rules_on(GuardPart::Text) {
+            let text = std::mem::take(&mut self.held);
+            self.emit(text, out);
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        // The scanned text: the end of what was released (context), then what is held.
+        let ctx = self.tail.len();
+        let mut scanned = String::with_capacity(ctx + self.held.len());
+        scanned.push_str(&self.tail);
+        scanned.push_str(&self.held);
+        let found = match self.policy.scan(&scanned) {
+            Ok(f) => f,
+            Err(reason) => {
+                for k in 0..self.tally.rules.len() {
+                    let i = self.tally.rules[k];
+                    if self.policy.rules[i].on(GuardPart::Text) {
+                        self.tally.hits[k][0].error = Some(reason.clone());
+                    }
+                }
+                self.scan_time += t0.elapsed();
+                self.stop_if_blocked()?;
+                let text = std::mem::take(&mut self.held);
+                self.emit(text, out);
+                return Ok(());
+            }
+        };
+        // Where the release ends (in `scanned`): the window's start, moved back to the
+        // start of a finding that crosses it (the finding may still grow).
+        let mut cut = if all {
+            scanned.len()
+        } else {
+            floor_boundary(&scanned, scanned.len() - hold)
+        };
+        loop {
+            let crossing = found.iter().find(|f| {
+                f.category != Category::Injection && f.span.start < cut && f.span.end > cut
+            });
+            match crossing {
+                Some(f) => cut = f.span.start.max(ctx),
+                None => break,
+            }
+        }
+        let mut masked: Vec<(Finding, u8)> = Vec::new();
+        for f in &found {
+            // Already released (all of it in the context): handled then.
+            if f.span.end <= ctx && f.category != Category::Injection {
+                continue;
+            }
+            let settled = f.category == Category::Injection || f.span.end <= cut;
+            let mut redact = false;
+            let mut selected = false;
+            for k in 0..self.tally.rules.len() {
+                let i = self.tally.rules[k];
+                let r = &self.policy.rules[i];
+                if !r.on(GuardPart::Text) || !r.selects(f) {
+                    continue;
+                }
+                let t = &mut self.tally.hits[k][0];
+                t.ran = true;
+                // A block acts on a match as soon as it is seen; the others once the
+                // match is settled (it will not grow).
+                if r.action == GuardAction::Block || settled {
+                    t.hit(f, &scanned);
+                }
+                redact |= r.action == GuardAction::Redact;
+                selected = true;
+            }
+            // Masked in the record even while it may still grow (a stream cut at a
+            // block ends with it so).
+            if selected && f.category != Category::Injection {
+                if let Some(v) = scanned.get(f.span.clone()) {
+                    book.scrub(v, &format!("[REDACTED:{}]", f.label()));
+                }
+            }
+            if settled && redact && f.category != Category::Injection {
+                // A match that begins in the context (a different reading of text
+                // already released) is masked from where the held text starts.
+                let mut f = f.clone();
+                f.span.start = f.span.start.max(ctx);
+                masked.push((f, 2));
+            }
+        }
+        for k in 0..self.tally.rules.len() {
+            if self.policy.rules[self.tally.rules[k]].on(GuardPart::Text) {
+                self.tally.hits[k][0].ran = true;
+            }
+        }
+        self.scan_time += t0.elapsed();
+        self.stop_if_blocked()?;
+        if cut <= ctx {
+            return Ok(());
+        }
+        let released = &scanned[..cut];
+        let text = if masked.is_empty() {
+            released[ctx..].to_string()
+        } else {
+            let m = crate::transform::mask(released, &masked, None);
+            // The context is not masked: its findings were settled before.
+            m[ctx..].to_string()
+        };
+        // The new context: the end of the released text, as written.
+        let start = floor_boundary(released, released.len().saturating_sub(CONTEXT));
+        self.tail = released[start..].to_string();
+        self.held = scanned[cut..].to_string();
+        self.emit(text, out);
+        Ok(())
+    }
+
+    fn emit(&mut self, text: String, out: &mut Vec<StreamEvent>) {
+        let text = self.restorer.push(&self.vault, &text);
+        if !text.is_empty() {
+            out.push(StreamEvent::Text(text));
+        }
+    }
+
+    fn complete_calls(&mut self, out: &mut Vec<StreamEvent>, book: &mut Book) -> Result<(), Stop> {
+        if self.calls.is_empty() {
+            return Ok(());
+        }
+        let calls = std::mem::take(&mut self.calls);
+        for mut c in calls {
+            self.check_call(&mut c, book)?;
+            out.push(StreamEvent::ToolCallStart {
+                index: c.index,
+                id: c.id,
+                name: c.name,
+            });
+            out.push(StreamEvent::ToolCallDelta {
+                index: c.index,
+                arguments: c.arguments,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_call(&mut self, c: &mut HeldCall, book: &mut Book) -> Result<(), Stop> {
+        if self.rules_on(GuardPart::ToolArguments) {
+            let t0 = Instant::now();
+            let policy = self.policy.clone();
+            policy.check_text(
+                &mut self.tally,
+                GuardPart::ToolArguments,
+                &mut c.arguments,
+                None,
+                book,
+            );
+            self.scan_time += t0.elapsed();
+            self.stop_if_blocked()?;
+        }
+        if !self.vault.is_empty() {
+            c.arguments = self.vault.restore(&c.arguments);
+        }
+        Ok(())
+    }
+}
+
+/// The largest char boundary of `s` at or before `at`.
+fn floor_boundary(s: &str, mut at: usize) -> usize {
+    at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests;
