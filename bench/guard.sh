@@ -8,6 +8,9 @@
 #     non-stream and stream (TTFB);
 # with the gateway's CPU per call. The prompt is a 480-byte support message with an
 # email address and an order number; the upstream's answer is its usual short text.
+# Every request's prompt is unique (its order number is the request's number, so no
+# scan is remembered), except in `max-same`, where every call sends the same text (what
+# a system prompt or an agent's re-sent history costs once it has been scanned).
 # Results: bench/results/guard.json (paired medians: on vs off in the same round).
 #
 # Usage: bench/guard.sh [seconds-per-run]
@@ -17,6 +20,7 @@ SECS=${1:-8}
 source bench/lib.sh
 [ -n "${NO_BUILD:-}" ] || cargo build --release --locked -p llmop -p llmop-bench >&2
 mkdir -p bench/results
+BIN=$(cd "$BIN" && pwd)
 TCK=$(getconf CLK_TCK)
 
 taskset -c 1 "$BIN/bench-upstream" > "$WORK/up.out" & pids+=($!)
@@ -53,11 +57,11 @@ action = "shadow"
 text = " (AI-generated)"
 TOML
 
-PROMPT="Hello, I ordered a standing desk last week (order 4471-2209-88) and it arrived with a cracked leg. Could you arrange a replacement part or a return? You can reach me at jamie.rivera@example.com during office hours. I have attached photos of the damage to the ticket. The box itself looked fine, so I think it happened at the factory. Thanks for your help, and sorry for the long message. Kind regards, Jamie"
+PROMPT="Hello, I ordered a standing desk last week (order 4471-2209-{i}) and it arrived with a cracked leg. Could you arrange a replacement part or a return? You can reach me at jamie.rivera@example.com during office hours. I have attached photos of the damage to the ticket. The box itself looked fine, so I think it happened at the factory. Thanks for your help, and sorry for the long message. Kind regards, Jamie"
 body() { # stream(true|false)
   python3 -c 'import json,sys; print(json.dumps({"model":"bench","stream":sys.argv[2]=="true","messages":[{"role":"system","content":"You are a helpful support agent."},{"role":"user","content":sys.argv[1]}]}))' "$PROMPT" "$1"
 }
-WHOLE=$(body false); STREAM=$(body true)
+WHOLE=$(body false); STREAM=$(body true); SAME=${WHOLE//\{i\}/88}
 
 run() { # mode label load-args...
   local mode=$1 label=$2; shift 2
@@ -79,9 +83,10 @@ run() { # mode label load-args...
 {
   for round in $(seq "${ROUNDS:-5}"); do
     for mode in on off; do
-      run "$mode" max --max --concurrency 64 --body "$WHOLE"
-      run "$mode" rate --rate 1000 --body "$WHOLE"
-      run "$mode" rate-stream --rate 1000 --body "$STREAM"
+      run "$mode" max-same --max --concurrency 64 --body "$SAME"
+      run "$mode" max --max --concurrency 64 --vary --body "$WHOLE"
+      run "$mode" rate --rate 1000 --vary --body "$WHOLE"
+      run "$mode" rate-stream --rate 1000 --vary --body "$STREAM"
     done
   done
 } | tee "$WORK/runs.jsonl" >&2
@@ -94,12 +99,13 @@ def pairs(label, key):
     off = [r[key] for r in runs if r["label"] == label and r["guard"] == "off"]
     return on, off
 out = {}
-on, off = pairs("max", "rps")
-out["max_rps_on"], out["max_rps_off"] = [round(x) for x in on], [round(x) for x in off]
-out["max_rps_paired_median_difference_pct"] = round((med([a / b for a, b in zip(on, off)]) - 1) * 100, 1)
-on, off = pairs("max", "cpu_us_per_req")
-out["cpu_us_per_req_on"], out["cpu_us_per_req_off"] = [round(x, 1) for x in on], [round(x, 1) for x in off]
-out["cpu_paired_median_difference_pct"] = round((med([a / b for a, b in zip(on, off)]) - 1) * 100, 1)
+for label in ("max", "max-same"):
+    on, off = pairs(label, "rps")
+    out[f"{label}_rps_on"], out[f"{label}_rps_off"] = [round(x) for x in on], [round(x) for x in off]
+    out[f"{label}_rps_paired_median_difference_pct"] = round((med([a / b for a, b in zip(on, off)]) - 1) * 100, 1)
+    on, off = pairs(label, "cpu_us_per_req")
+    out[f"{label}_cpu_us_per_req_on"], out[f"{label}_cpu_us_per_req_off"] = [round(x, 1) for x in on], [round(x, 1) for x in off]
+    out[f"{label}_cpu_paired_median_added_us"] = round(med([a - b for a, b in zip(on, off)]), 1)
 for label, key in (("rate", "p99_ms"), ("rate-stream", "ttfb_p99_ms"), ("rate", "p50_ms")):
     on, off = pairs(label, key)
     out[f"{label}_{key}_on"], out[f"{label}_{key}_off"] = [round(x, 3) for x in on], [round(x, 3) for x in off]

@@ -43,8 +43,9 @@ struct Args {
     warmup: f64,
     #[arg(long, default_value = "")]
     label: String,
-    /// Make each request's text unique (open loop only), so that a mock provider's
-    /// per-conversation draws (error_rate) vary from call to call.
+    /// Make each request's text unique, so that a mock provider's per-conversation
+    /// draws (error_rate) vary from call to call, and nothing can be served from a
+    /// cache. With --body: each `{i}` in the body is replaced by the request's number.
     #[arg(long)]
     vary: bool,
     /// Post to this path instead of /v1/chat/completions (e.g. a feature's invoke).
@@ -141,7 +142,11 @@ async fn main() {
 
     let vary_body = {
         let (model, stream) = (args.model.clone(), args.stream);
+        let given = args.body.clone();
         move |i: u32| {
+            if let Some(b) = &given {
+                return Bytes::from(b.replace("{i}", &i.to_string()));
+            }
             Bytes::from(
                 serde_json::json!({
                     "model": model,
@@ -164,12 +169,18 @@ async fn main() {
             let end = start + Duration::from_secs_f64(seconds);
             let mut tasks = tokio::task::JoinSet::new();
             if max {
-                for _ in 0..conc {
+                for worker in 0..conc as u32 {
                     let (client, uri, body, stats) =
                         (client.clone(), uri.clone(), body.clone(), stats.clone());
+                    let vary_body = vary_body.clone();
                     tasks.spawn(async move {
                         let mut n = 0u64;
                         while Instant::now() < end {
+                            let body = if vary {
+                                vary_body(worker.wrapping_mul(1 << 20).wrapping_add(n as u32))
+                            } else {
+                                body.clone()
+                            };
                             let r = one(&client, &uri, &body, Instant::now()).await;
                             record(&stats, r);
                             n += 1;

@@ -62,9 +62,20 @@ pub fn stop_error(request_id: &str, stop: &Stop) -> GatewayError {
     }
 }
 
-/// Counts a call's verdicts (`llmop_guardrail_verdicts_total`).
+/// Counts a call's guardrails: `llmop_guardrail_checks_total{direction}` once per
+/// direction its rules checked, and `llmop_guardrail_verdicts_total{rule, direction,
+/// outcome}` for each verdict other than `pass` (the pass count of a rule is its
+/// direction's checks less these; counting it per call cost more than the rest).
 pub fn count(book: &Book) {
+    let (mut input, mut output) = (false, false);
     for v in &book.verdicts {
+        match v.direction.as_str() {
+            "input" => input = true,
+            _ => output = true,
+        }
+        if v.outcome == "pass" {
+            continue;
+        }
         metrics::counter!(
             "llmop_guardrail_verdicts_total",
             "rule" => v.rule.clone(),
@@ -72,5 +83,11 @@ pub fn count(book: &Book) {
             "outcome" => v.outcome.clone()
         )
         .increment(1);
+    }
+    if input {
+        metrics::counter!("llmop_guardrail_checks_total", "direction" => "input").increment(1);
+    }
+    if output {
+        metrics::counter!("llmop_guardrail_checks_total", "direction" => "output").increment(1);
     }
 }

@@ -12,7 +12,7 @@
 //! event instead of its normal end).
 
 use crate::transform::{Restorer, Vault};
-use crate::{Category, Finding, Guard, GuardSpec};
+use crate::{Category, Finding, Guard, GuardSpec, Want};
 use llmop_core::config::{
     DisclaimerPosition, FailMode, GuardAction, GuardDirection, GuardPart, GuardRuleConfig,
     GuardrailsConfig,
@@ -20,6 +20,7 @@ use llmop_core::config::{
 use llmop_core::guard::GuardVerdict;
 use llmop_core::{ChatRequest, ChatResponse, Part, StreamEvent};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What a rule selects.
@@ -37,6 +38,8 @@ enum Select {
 struct Rule {
     name: String,
     select: Vec<Select>,
+    /// The detector families `select` needs.
+    want: Want,
     input: bool,
     output: bool,
     parts: [bool; 3],
@@ -79,6 +82,10 @@ struct Disclaimer {
 /// The compiled `[guardrails]` section: built once at start.
 pub struct Policy {
     guard: Guard,
+    /// Findings of request texts already scanned (a system prompt, an agent's history
+    /// re-sent every turn), keyed by a keyed 64-bit hash of the text and its length.
+    seen: quick_cache::sync::Cache<(u64, usize, Want), Arc<[Finding]>>,
+    seed: std::collections::hash_map::RandomState,
     rules: Vec<Rule>,
     disclaimers: Vec<Disclaimer>,
     hold_back: usize,
@@ -152,6 +159,11 @@ impl std::fmt::Display for Stop {
         }
     }
 }
+
+/// Request texts whose findings are remembered.
+const SEEN_TEXTS: usize = 16_384;
+/// Shorter texts are scanned again: cheaper than hashing and looking up.
+const CACHE_MIN_BYTES: usize = 64;
 
 /// Problems compiling a policy: (key path, message), as config errors are.
 pub type PolicyErrors = Vec<(String, String)>;
@@ -227,6 +239,8 @@ impl Policy {
         match guard {
             Some(guard) if errors.is_empty() => Ok(Policy {
                 guard,
+                seen: quick_cache::sync::Cache::new(SEEN_TEXTS),
+                seed: std::collections::hash_map::RandomState::new(),
                 rules,
                 disclaimers: cfg
                     .disclaimers
@@ -280,8 +294,38 @@ impl Policy {
         a
     }
 
+    /// The detector families the given rules select on a part.
+    fn want(&self, rules: &[usize], part: GuardPart) -> Want {
+        rules
+            .iter()
+            .map(|&i| &self.rules[i])
+            .filter(|r| r.on(part))
+            .fold(Want::default(), |w, r| w.union(r.want))
+    }
+
+    /// `scan`, remembered for texts a request sends again: what the detectors find in
+    /// a text depends on the text alone. The key is the text's length and its SipHash
+    /// under a per-process random key (so no one can aim a collision at it; two texts
+    /// of one length colliding by chance is a 2^-64 event per pair).
+    fn scan_cached(&self, text: &str, want: Want) -> Result<Arc<[Finding]>, String> {
+        if text.len() < CACHE_MIN_BYTES {
+            return self.scan(text, want).map(Arc::from);
+        }
+        let key = (
+            std::hash::BuildHasher::hash_one(&self.seed, text),
+            text.len(),
+            want,
+        );
+        if let Some(f) = self.seen.get(&key) {
+            return Ok(f);
+        }
+        let f: Arc<[Finding]> = Arc::from(self.scan(text, want)?);
+        self.seen.insert(key, f.clone());
+        Ok(f)
+    }
+
     /// Scans one text for `rules`: the findings, or why it could not be scanned.
-    fn scan(&self, text: &str) -> Result<Vec<Finding>, String> {
+    fn scan(&self, text: &str, want: Want) -> Result<Vec<Finding>, String> {
         if text.len() > self.max_scan {
             return Err(format!(
                 "{} bytes is more than max_scan_bytes = {}",
@@ -290,8 +334,10 @@ impl Policy {
             ));
         }
         // A detector that panics is a bug; the rule's fail mode still holds.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.guard.scan(text)))
-            .map_err(|_| "a detector failed".to_string())
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.guard.scan_with(text, want)
+        }))
+        .map_err(|_| "a detector failed".to_string())
     }
 
     /// The input stage: every text part, tool-call argument and tool result of the
@@ -318,7 +364,7 @@ impl Policy {
                     Part::ToolResult { content, .. } => (GuardPart::ToolResults, content),
                     _ => continue,
                 };
-                self.check_text(&mut tally, part, text, Some(vault), book);
+                self.check_text(&mut tally, part, text, Some(vault), book, true);
             }
         }
         tally.finish(self, started.elapsed(), book)
@@ -332,12 +378,19 @@ impl Policy {
         text: &mut String,
         vault: Option<&mut Vault>,
         book: &mut Book,
+        cache: bool,
     ) {
         let rules = tally.rules.clone();
         if text.is_empty() || !rules.iter().any(|&i| self.rules[i].on(part)) {
             return;
         }
-        let found = match self.scan(text) {
+        let want = self.want(&rules, part);
+        let scanned = if cache {
+            self.scan_cached(text, want)
+        } else {
+            self.scan(text, want).map(Arc::from)
+        };
+        let found = match scanned {
             Ok(f) => f,
             Err(reason) => {
                 for &i in &rules {
@@ -379,7 +432,8 @@ impl Policy {
         }
         if mode.iter().any(|m| *m > 0) {
             let masked: Vec<(Finding, u8)> = found
-                .into_iter()
+                .iter()
+                .cloned()
                 .zip(mode)
                 .filter(|(_, m)| *m > 0)
                 .collect();
@@ -415,8 +469,11 @@ impl Policy {
         if rules.is_empty() || text.is_empty() {
             return;
         }
-        let Ok(found) = self.scan(text) else { return };
-        for f in &found {
+        let want = self.want(&a.input, part);
+        let Ok(found) = self.scan_cached(text, want) else {
+            return;
+        };
+        for f in found.iter() {
             if f.category != Category::Injection && rules.iter().any(|r| r.selects(f)) {
                 if let Some(v) = text.get(f.span.clone()) {
                     book.scrub(v, &format!("[REDACTED:{}]", f.label()));
@@ -444,9 +501,17 @@ impl Policy {
                     Part::ToolCall(c) => (GuardPart::ToolArguments, &mut c.arguments),
                     _ => continue,
                 };
-                self.check_text(&mut tally, part, text, None, book);
+                self.check_text(&mut tally, part, text, None, book, false);
             }
-            self.check_answer_text(&mut tally, &resp.text());
+            let whole_text_rules = a.output.iter().any(|&i| {
+                self.rules[i]
+                    .select
+                    .iter()
+                    .any(|s| matches!(s, Select::MaxLength(_) | Select::Schema(_)))
+            });
+            if whole_text_rules {
+                self.check_answer_text(&mut tally, &resp.text());
+            }
             tally.finish(self, started.elapsed(), book)?;
         }
         if !vault.is_empty() {
@@ -593,9 +658,24 @@ fn compile_rule(
     for p in &r.parts {
         parts[part_index(*p)] = true;
     }
+    let mut want = Want::default();
+    for s in &select {
+        match s {
+            Select::Category(Category::Pii) => want.pii = true,
+            Select::Category(Category::Secret) => want.secrets = true,
+            Select::Category(Category::Injection) => want.injection = true,
+            Select::Category(Category::Deny) => want.deny = true,
+            Select::Detector(d) if d.starts_with("pii.") => want.pii = true,
+            Select::Detector(d) if d.starts_with("secret.") => want.secrets = true,
+            Select::Detector(d) if d.starts_with("injection.") => want.injection = true,
+            Select::Detector(_) => want.deny = true,
+            Select::MaxLength(_) | Select::Schema(_) => {}
+        }
+    }
     Ok(Rule {
         name: r.name.clone(),
         select,
+        want,
         input: r.direction != GuardDirection::Output,
         output: r.direction != GuardDirection::Input,
         parts,
@@ -1013,7 +1093,8 @@ impl OutStream {
         let mut scanned = String::with_capacity(ctx + self.held.len());
         scanned.push_str(&self.tail);
         scanned.push_str(&self.held);
-        let found = match self.policy.scan(&scanned) {
+        let want = self.policy.want(&self.tally.rules, GuardPart::Text);
+        let found = match self.policy.scan(&scanned, want) {
             Ok(f) => f,
             Err(reason) => {
                 for k in 0..self.tally.rules.len() {
@@ -1148,6 +1229,7 @@ impl OutStream {
                 &mut c.arguments,
                 None,
                 book,
+                false,
             );
             self.scan_time += t0.elapsed();
             self.stop_if_blocked()?;

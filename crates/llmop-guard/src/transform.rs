@@ -140,29 +140,33 @@ impl Vault {
 
 /// Masks known values wherever they occur in a record's texts: the values guardrails
 /// found (and left in place, or restored into an answer), replaced by their masks or
-/// placeholders. Leftmost-longest, so a value inside a longer one does not split it.
+/// placeholders. A call has a handful of such values, so they are replaced one after
+/// the other, longest first (a value inside a longer one does not split it): building
+/// an automaton per record would cost more than the search it saves.
 pub struct Scrubber {
-    ac: aho_corasick::AhoCorasick,
-    with: Vec<String>,
+    pairs: Vec<(String, String)>,
 }
 
 impl Scrubber {
     /// `None` when there is nothing to mask.
-    pub fn new(pairs: Vec<(String, String)>) -> Option<Scrubber> {
+    pub fn new(mut pairs: Vec<(String, String)>) -> Option<Scrubber> {
+        pairs.retain(|(v, _)| !v.is_empty());
         if pairs.is_empty() {
             return None;
         }
-        let (values, with): (Vec<String>, Vec<String>) = pairs.into_iter().unzip();
-        let ac = aho_corasick::AhoCorasick::builder()
-            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-            .build(&values)
-            .ok()?;
-        Some(Scrubber { ac, with })
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        Some(Scrubber { pairs })
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        self.pairs.iter().any(|(v, _)| s.contains(v.as_str()))
     }
 
     pub fn text(&self, s: &mut String) {
-        if self.ac.is_match(s.as_str()) {
-            *s = self.ac.replace_all(s, &self.with);
+        for (v, with) in &self.pairs {
+            if s.contains(v.as_str()) {
+                *s = s.replace(v.as_str(), with);
+            }
         }
     }
 
@@ -172,7 +176,7 @@ impl Scrubber {
             serde_json::Value::String(s) => self.text(s),
             serde_json::Value::Array(a) => a.iter_mut().for_each(|x| self.value(x)),
             serde_json::Value::Object(o) => {
-                if o.keys().any(|k| self.ac.is_match(k.as_str())) {
+                if o.keys().any(|k| self.is_match(k)) {
                     let old = std::mem::take(o);
                     for (mut k, mut x) in old {
                         self.text(&mut k);

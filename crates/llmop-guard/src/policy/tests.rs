@@ -363,3 +363,34 @@ proptest! {
         prop_assert_eq!(seen, "Dear ann@example.com, thanks. <EMAIL_2> is unknown.");
     }
 }
+
+#[test]
+fn a_text_sent_again_is_judged_the_same() {
+    let p = policy(
+        "[[guardrails.rules]]\nname = \"pii\"\ndetect = [\"pii\"]\ndirection = \"input\"\naction = \"pseudonymize\"\n",
+    );
+    let history = "Earlier you helped ann@example.com with an order that arrived late, twice.";
+    let mut first = request(history);
+    let mut again = request(history);
+    again
+        .messages
+        .push(Message::text(Role::User, "and bob@example.org too, please"));
+    let (mut v1, mut v2) = (Vault::default(), Vault::default());
+    p.check_input(&all(&p), &mut first, &mut v1, &mut Book::default())
+        .unwrap();
+    // The second call's first message comes from the remembered scan.
+    p.check_input(&all(&p), &mut again, &mut v2, &mut Book::default())
+        .unwrap();
+    assert_eq!(first.messages[0], again.messages[0]);
+    assert_eq!(again.messages[1].joined_text(), "and <EMAIL_2> too, please");
+    // Same length, other text: not confused with it.
+    let mut other = request(&history.replace("ann@example.com", "ann-example-com"));
+    p.check_input(
+        &all(&p),
+        &mut other,
+        &mut Vault::default(),
+        &mut Book::default(),
+    )
+    .unwrap();
+    assert!(other.messages[0].joined_text().contains("ann-example-com"));
+}
