@@ -518,7 +518,7 @@ impl Policy {
             for p in &mut resp.parts {
                 match p {
                     Part::Text(t) => *t = vault.restore(t),
-                    Part::ToolCall(c) => c.arguments = vault.restore(&c.arguments),
+                    Part::ToolCall(c) => c.arguments = vault.restore_json(&c.arguments),
                     _ => {}
                 }
             }
@@ -1235,7 +1235,7 @@ impl OutStream {
             self.stop_if_blocked()?;
         }
         if !self.vault.is_empty() {
-            c.arguments = self.vault.restore(&c.arguments);
+            c.arguments = self.vault.restore_json(&c.arguments);
         }
         Ok(())
     }

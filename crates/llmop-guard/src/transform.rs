@@ -114,6 +114,20 @@ impl Vault {
     /// `text` with every known placeholder replaced by its value (unknown ones, which
     /// a model may invent, stay as they are).
     pub fn restore(&self, text: &str) -> String {
+        self.restore_with(text, |v, out| out.push_str(v))
+    }
+
+    /// `restore` for JSON text (tool-call arguments): each value goes in escaped as
+    /// inside a JSON string, so a value with a quote or a backslash keeps the
+    /// arguments valid JSON.
+    pub fn restore_json(&self, text: &str) -> String {
+        self.restore_with(text, |v, out| {
+            let quoted = serde_json::Value::String(v.to_string()).to_string();
+            out.push_str(&quoted[1..quoted.len() - 1]);
+        })
+    }
+
+    fn restore_with(&self, text: &str, put: impl Fn(&str, &mut String)) -> String {
         if self.is_empty() {
             return text.to_string();
         }
@@ -124,7 +138,7 @@ impl Vault {
             let tail = &rest[open..];
             match tail.find('>').map(|close| &tail[..=close]) {
                 Some(p) if self.by_placeholder.contains_key(p) => {
-                    out.push_str(&self.by_placeholder[p]);
+                    put(&self.by_placeholder[p], &mut out);
                     rest = &tail[p.len()..];
                 }
                 _ => {
@@ -257,6 +271,15 @@ mod tests {
             "Sent to bob@example.org and <EMAIL_9>."
         );
         assert_eq!(vault.restore(&masked), text);
+    }
+
+    #[test]
+    fn restored_json_stays_json() {
+        let mut vault = Vault::default();
+        vault.placeholder("SECRET", "pa\"ss\\word");
+        let args = "{\"password\":\"<SECRET_1>\"}";
+        let back: serde_json::Value = serde_json::from_str(&vault.restore_json(args)).unwrap();
+        assert_eq!(back["password"], "pa\"ss\\word");
     }
 
     proptest! {
