@@ -168,13 +168,10 @@ impl Relay {
     /// An event through the output guard (if any) and into `out`; false when the guard
     /// stopped the stream (an error event ends it: nothing after the match is sent).
     fn relay(&mut self, ev: Option<StreamEvent>, out: &mut BytesMut) -> bool {
-        let Some(g) = self.guard.as_mut() else {
+        let (Some(g), Some(gc)) = (self.guard.as_mut(), self.rec.guard.as_deref_mut()) else {
             if let Some(ev) = ev {
                 self.encoder.encode(&ev, out);
             }
-            return true;
-        };
-        let Some(gc) = self.rec.guard.as_deref_mut() else {
             return true;
         };
         let checked = match ev {

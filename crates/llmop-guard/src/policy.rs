@@ -64,6 +64,17 @@ impl Rule {
     }
 }
 
+/// The text of a message part that rules scan, and which part it is (reasoning and
+/// images are not scanned).
+fn scanned_mut(p: &mut Part) -> Option<(GuardPart, &mut String)> {
+    match p {
+        Part::Text(t) => Some((GuardPart::Text, t)),
+        Part::ToolCall(c) => Some((GuardPart::ToolArguments, &mut c.arguments)),
+        Part::ToolResult { content, .. } => Some((GuardPart::ToolResults, content)),
+        _ => None,
+    }
+}
+
 fn part_index(p: GuardPart) -> usize {
     match p {
         GuardPart::Text => 0,
@@ -184,41 +195,25 @@ impl Policy {
         let mut errors = Vec::new();
         let known = detector_names();
         let mut rules = Vec::with_capacity(cfg.rules.len());
-        let mut need = (false, false, false);
         for (i, r) in cfg.rules.iter().enumerate() {
             match compile_rule(r, &known, &cfg.deny) {
                 Ok(rule) => {
-                    for s in &rule.select {
-                        let c = match s {
-                            Select::Category(c) => Some(*c),
-                            Select::Detector(d) if d.starts_with("pii.") => Some(Category::Pii),
-                            Select::Detector(d) if d.starts_with("secret.") => {
-                                Some(Category::Secret)
-                            }
-                            Select::Detector(d) if d.starts_with("injection.") => {
-                                Some(Category::Injection)
-                            }
-                            _ => None,
-                        };
-                        match c {
-                            Some(Category::Pii) => need.0 = true,
-                            Some(Category::Secret) => need.1 = true,
-                            Some(Category::Injection) => need.2 = true,
-                            _ => {}
-                        }
-                    }
                     rules.push(rule);
                 }
                 Err((field, msg)) => errors.push((format!("guardrails.rules[{i}].{field}"), msg)),
             }
         }
+        // Only the families some rule selects are compiled.
+        let need = rules
+            .iter()
+            .fold(Want::default(), |w: Want, r: &Rule| w.union(r.want));
         let spec = GuardSpec {
-            pii: need.0.then(|| crate::pii::PiiSpec {
+            pii: need.pii.then(|| crate::pii::PiiSpec {
                 kinds: Vec::new(),
                 locales: cfg.pii.locales.clone(),
             }),
-            secrets: need.1,
-            injection: need.2,
+            secrets: need.secrets,
+            injection: need.injection,
             deny: cfg
                 .deny
                 .iter()
@@ -358,11 +353,8 @@ impl Policy {
         let mut tally = Tally::new(&a.input, "input");
         for m in &mut req.messages {
             for p in &mut m.parts {
-                let (part, text) = match p {
-                    Part::Text(t) => (GuardPart::Text, t),
-                    Part::ToolCall(c) => (GuardPart::ToolArguments, &mut c.arguments),
-                    Part::ToolResult { content, .. } => (GuardPart::ToolResults, content),
-                    _ => continue,
+                let Some((part, text)) = scanned_mut(p) else {
+                    continue;
                 };
                 self.check_text(&mut tally, part, text, Some(vault), book, true);
             }
@@ -496,10 +488,8 @@ impl Policy {
             let started = Instant::now();
             let mut tally = Tally::new(&a.output, "output");
             for p in &mut resp.parts {
-                let (part, text) = match p {
-                    Part::Text(t) => (GuardPart::Text, t),
-                    Part::ToolCall(c) => (GuardPart::ToolArguments, &mut c.arguments),
-                    _ => continue,
+                let Some((part, text)) = scanned_mut(p) else {
+                    continue;
                 };
                 self.check_text(&mut tally, part, text, None, book, false);
             }
@@ -721,10 +711,6 @@ impl Book {
             pairs.extend(v.pairs());
         }
         crate::transform::Scrubber::new(pairs)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.verdicts.is_empty() && self.scrub.is_empty()
     }
 }
 
@@ -977,10 +963,8 @@ impl OutStream {
     /// The verdicts of the stream (once, when it is over or cut).
     pub fn close(&mut self, book: &mut Book) {
         let mut tally = std::mem::replace(&mut self.tally, Tally::new(&[], "output"));
+        // The vault's values are masked from the call's own vault (this one is a copy).
         let _ = tally.finish(&self.policy, self.scan_time, book);
-        for (v, p) in self.vault.pairs() {
-            book.scrub(&v, &p);
-        }
     }
 
     fn end(&mut self, out: &mut Vec<StreamEvent>, book: &mut Book) -> Result<(), Stop> {

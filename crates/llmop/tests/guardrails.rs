@@ -504,6 +504,14 @@ async fn guardrails_hold_on_every_format_mode_and_part() {
         }
     }
 
+    // A large request (scanned off the runtime's threads) is held to the same rules.
+    let big = format!("{} Mail {EMAIL}.", "lorem ipsum dolor ".repeat(6000));
+    let body = Format::OpenAi.body("echo-oa", &big, "{}", false);
+    let got = call(&gw, Format::OpenAi, &body, "g-big").await;
+    assert_eq!(got.status, 200, "{}", &got.raw[..got.raw.len().min(300)]);
+    assert!(!up.last().body.to_string().contains(EMAIL));
+    assert!(got.text.ends_with(&format!("Mail {EMAIL}.")));
+
     // Every record is written: nothing the rules found is in the store or the logs.
     let blocked = gw.record("g-leak-text-2").await;
     assert_eq!(blocked["error_code"], "guardrail_blocked");

@@ -274,7 +274,9 @@ async fn stages<E: Entry>(
 
     if let Some(policy) = &app.guard {
         rec.entered(Stage::GuardIn);
-        if let Err(e) = guard_in(policy, &mut req, rec) {
+        let checked;
+        (req, checked) = guard_in(policy, req, rec).await;
+        if let Err(e) = checked {
             rec.request = Some(Arc::new(req));
             return Err(e);
         }
@@ -329,26 +331,73 @@ async fn stages<E: Entry>(
 /// The input guard stage: the call's rules chosen (by route, feature and key) and
 /// applied to the request; the call's guard state kept on its record for the output
 /// guard and the record.
-fn guard_in(
+async fn guard_in(
     policy: &Arc<llmop_guard::policy::Policy>,
-    req: &mut ChatRequest,
+    mut req: ChatRequest,
     rec: &mut CallRecord,
-) -> Result<(), GatewayError> {
+) -> (ChatRequest, Result<(), GatewayError>) {
     let applicable = policy.for_call(llmop_guard::policy::Scope {
         route: rec.route.as_deref(),
         feature: rec.context.feature.as_deref(),
         key: rec.key_id.as_deref(),
     });
     if !applicable.has_input() && !applicable.has_output() {
-        return Ok(());
+        return (req, Ok(()));
     }
     let mut g = crate::guard::GuardCall::new(policy.clone(), applicable);
-    let checked = g
-        .policy
-        .clone()
-        .check_input(&g.applicable, req, &mut g.vault, &mut g.book);
+    let checked = if scanned_bytes(&req) <= SCAN_INLINE_BYTES {
+        let p = g.policy.clone();
+        p.check_input(&g.applicable, &mut req, &mut g.vault, &mut g.book)
+    } else {
+        // A large request (up to the body limit) would hold this runtime thread for
+        // as long as scanning it takes (~10 ms per MB): it is scanned on the blocking
+        // pool instead, so other calls keep being served.
+        let work = tokio::task::spawn_blocking(move || {
+            let p = g.policy.clone();
+            let r = p.check_input(&g.applicable, &mut req, &mut g.vault, &mut g.book);
+            (req, g, r)
+        })
+        .await;
+        match work {
+            Ok((back, back_g, r)) => {
+                req = back;
+                g = back_g;
+                r
+            }
+            Err(_) => {
+                return (
+                    ChatRequest::new(
+                        rec.model_requested.clone(),
+                        Vec::new(),
+                        llmop_core::WireFormat::OpenAi,
+                    ),
+                    Err(GatewayError::Internal(
+                        "the input guardrails failed to run".into(),
+                    )),
+                )
+            }
+        }
+    };
     rec.guard = Some(Box::new(g));
-    checked.map_err(|stop| crate::guard::stop_error(&rec.request_id, &stop))
+    let checked = checked.map_err(|stop| crate::guard::stop_error(&rec.request_id, &stop));
+    (req, checked)
+}
+
+/// Requests whose scanned text is larger than this are scanned off the runtime.
+const SCAN_INLINE_BYTES: usize = 64 * 1024;
+
+/// Bytes of text the input guard scans in a request.
+fn scanned_bytes(req: &ChatRequest) -> usize {
+    req.messages
+        .iter()
+        .flat_map(|m| &m.parts)
+        .map(|p| match p {
+            llmop_core::Part::Text(t) => t.len(),
+            llmop_core::Part::ToolCall(c) => c.arguments.len(),
+            llmop_core::Part::ToolResult { content, .. } => content.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The output guard stage of a whole answer: the call's output rules, then its
