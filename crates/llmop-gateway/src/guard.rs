@@ -4,7 +4,7 @@
 
 use llmop_core::codes;
 use llmop_core::GatewayError;
-use llmop_guard::policy::{Applicable, Book, Policy, Stop};
+use llmop_guard::policy::{Applicable, Ask, Book, Check, ModelFinding, Policy, Stop};
 use llmop_guard::transform::Vault;
 use std::sync::Arc;
 
@@ -12,6 +12,8 @@ use std::sync::Arc;
 /// values behind placeholders: it lives as long as the call and is never recorded.
 pub struct GuardCall {
     pub policy: Arc<Policy>,
+    /// The model-based checks' runner, when a rule has one.
+    pub checks: Option<Arc<Checks>>,
     pub applicable: Applicable,
     pub vault: Vault,
     pub book: Book,
@@ -28,9 +30,14 @@ impl std::fmt::Debug for GuardCall {
 }
 
 impl GuardCall {
-    pub fn new(policy: Arc<Policy>, applicable: Applicable) -> GuardCall {
+    pub fn new(
+        policy: Arc<Policy>,
+        checks: Option<Arc<Checks>>,
+        applicable: Applicable,
+    ) -> GuardCall {
         GuardCall {
             policy,
+            checks,
             applicable,
             vault: Vault::default(),
             book: Book::default(),
@@ -90,4 +97,211 @@ pub fn count(book: &Book) {
     if output {
         metrics::counter!("llmop_guardrail_checks_total", "direction" => "output").increment(1);
     }
+}
+
+/// The model-based checks' means: an HTTP client and the remote services' settings
+/// (their tokens read from the environment at start), and a bound on the texts each
+/// classifier works on at once. Shared by every call.
+pub struct Checks {
+    http: reqwest::Client,
+    remote: std::collections::HashMap<String, Remote>,
+    classifying: std::collections::HashMap<usize, Arc<tokio::sync::Semaphore>>,
+}
+
+struct Remote {
+    url: String,
+    protocol: llmop_core::config::RemoteProtocol,
+    /// `Bearer <token>`; never logged or recorded.
+    authorization: Option<String>,
+    model: Option<String>,
+    categories: Vec<String>,
+}
+
+/// The most bytes read of a remote check's answer.
+const REMOTE_ANSWER_LIMIT: usize = 1024 * 1024;
+
+impl Checks {
+    /// `None` when no rule needs one.
+    pub fn new(
+        cfg: &llmop_core::config::GuardrailsConfig,
+        policy: &Policy,
+    ) -> Result<Option<Checks>, String> {
+        let used = |prefix: &str, name: &str| {
+            cfg.rules
+                .iter()
+                .any(|r| r.detect.iter().any(|d| d == &format!("{prefix}.{name}")))
+        };
+        let mut remote = std::collections::HashMap::new();
+        for (name, r) in &cfg.remote {
+            if !used("remote", name) {
+                continue;
+            }
+            let authorization = match &r.api_key_env {
+                Some(var) => match std::env::var(var) {
+                    Ok(t) if !t.is_empty() => Some(format!("Bearer {t}")),
+                    _ => {
+                        return Err(format!(
+                            "guardrails.remote.{name}.api_key_env names `{var}`, which is not set (or empty)"
+                        ))
+                    }
+                },
+                None => None,
+            };
+            remote.insert(
+                name.clone(),
+                Remote {
+                    url: r.url.clone(),
+                    protocol: r.protocol,
+                    authorization,
+                    model: r.model.clone(),
+                    categories: r.categories.clone(),
+                },
+            );
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut classifying = std::collections::HashMap::new();
+        let mut i = 0;
+        while let Some(c) = policy.classifier(i) {
+            let permits = cfg
+                .classifiers
+                .get(c.name())
+                .and_then(|c| c.concurrency)
+                .unwrap_or(cores);
+            classifying.insert(i, Arc::new(tokio::sync::Semaphore::new(permits)));
+            i += 1;
+        }
+        if remote.is_empty() && classifying.is_empty() {
+            return Ok(None);
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the remote checks' HTTP client: {e}"))?;
+        Ok(Some(Checks {
+            http,
+            remote,
+            classifying,
+        }))
+    }
+}
+
+/// Runs a direction's model-based checks, all at once, each bounded by its timeout; a
+/// check that fails or times out is an error outcome (its rule's `on_error` decides).
+pub async fn run_asks(
+    policy: &Arc<Policy>,
+    checks: Option<&Arc<Checks>>,
+    asks: Vec<Ask>,
+) -> Vec<(Ask, Result<ModelFinding, String>)> {
+    let runs = asks.into_iter().map(|ask| async move {
+        let limit = policy.timeout(&ask.check);
+        let work = async {
+            let Some(checks) = checks else {
+                return Err("no check runner".to_string());
+            };
+            match &ask.check {
+                Check::Classifier(i) => classify(policy, checks, *i, &ask.texts).await,
+                Check::Remote(name) => remote(checks, name, &ask).await,
+            }
+        };
+        let outcome = match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("timed out after {} ms", limit.as_millis())),
+        };
+        if let Err(e) = &outcome {
+            metrics::counter!("llmop_guardrail_check_errors_total", "check" => policy.check_name(&ask.check))
+                .increment(1);
+            tracing::warn!(rule = %ask.rule_name, check = %policy.check_name(&ask.check), error = %e, "a guardrail check failed");
+        }
+        (ask, outcome)
+    });
+    futures::future::join_all(runs).await
+}
+
+/// A classifier on texts, on the blocking pool (at most its `concurrency` at once).
+async fn classify(
+    policy: &Arc<Policy>,
+    checks: &Checks,
+    i: usize,
+    texts: &[String],
+) -> Result<ModelFinding, String> {
+    let Some(sem) = checks.classifying.get(&i) else {
+        return Err("no such classifier".into());
+    };
+    let _permit = sem
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| "the classifier is closed".to_string())?;
+    let p = policy.clone();
+    let texts = texts.to_vec();
+    let verdicts = tokio::task::spawn_blocking(move || {
+        let c = p.classifier(i).ok_or("no such classifier")?;
+        texts
+            .iter()
+            .map(|t| c.classify(t))
+            .collect::<Result<Vec<_>, String>>()
+    })
+    .await
+    .map_err(|_| "the classifier failed".to_string())??;
+    let worst = verdicts.iter().max_by(|a, b| a.score.total_cmp(&b.score));
+    Ok(ModelFinding {
+        found: verdicts.iter().any(|v| v.flagged),
+        evidence: worst.map_or(String::new(), |v| format!("{} {:.2}", v.label, v.score)),
+    })
+}
+
+/// A remote service on texts, in its protocol.
+async fn remote(checks: &Checks, name: &str, ask: &Ask) -> Result<ModelFinding, String> {
+    use llmop_core::config::RemoteProtocol;
+    let Some(r) = checks.remote.get(name) else {
+        return Err("no such remote check".into());
+    };
+    let body = match r.protocol {
+        RemoteProtocol::Llmop => serde_json::json!({
+            "rule": ask.rule_name,
+            "direction": ask.direction,
+            "part": ask.part.name(),
+            "texts": ask.texts,
+        }),
+        RemoteProtocol::OpenaiModeration => {
+            let mut b = serde_json::json!({ "input": ask.texts });
+            if let Some(m) = &r.model {
+                b["model"] = serde_json::Value::String(m.clone());
+            }
+            b
+        }
+    };
+    let mut req = checks.http.post(&r.url).json(&body);
+    if let Some(a) = &r.authorization {
+        req = req.header(reqwest::header::AUTHORIZATION, a);
+    }
+    let mut resp = req.send().await.map_err(|e| {
+        if e.is_connect() {
+            "cannot connect".to_string()
+        } else {
+            "the request failed".to_string()
+        }
+    })?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("answered HTTP {}", status.as_u16()));
+    }
+    if resp
+        .content_length()
+        .is_some_and(|n| n > REMOTE_ANSWER_LIMIT as u64)
+    {
+        return Err("its answer is larger than 1 MB".into());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|_| "its answer was cut".to_string())?
+    {
+        if bytes.len() + chunk.len() > REMOTE_ANSWER_LIMIT {
+            return Err("its answer is larger than 1 MB".into());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    llmop_guard::remote::read_answer(r.protocol, &bytes, &r.categories)
 }

@@ -140,6 +140,8 @@ struct Relay {
     guard: Option<llmop_guard::policy::OutStream>,
     /// The guard's released events, reused from event to event.
     released: Vec<StreamEvent>,
+    /// The upstream ended and the guard's model-based checks are still to run.
+    ending: bool,
 }
 
 impl Drop for Relay {
@@ -194,6 +196,47 @@ impl Relay {
         }
     }
 
+    /// The stream's normal end.
+    fn end_ok(&mut self, out: &mut BytesMut) {
+        self.close_guard();
+        self.encoder.finish(out);
+        self.rec.status = Some(200);
+        self.done = true;
+    }
+
+    /// The end of a stream whose output rules include model-based checks: what the
+    /// guard still holds is checked, then the checks run on the whole answer (each
+    /// bounded by its timeout); a stop ends the stream with an error event, and what
+    /// a `block` rule held back is never sent.
+    async fn end_checked(&mut self, out: &mut BytesMut) {
+        self.ending = false;
+        if !self.relay(None, out) {
+            return;
+        }
+        let (Some(g), Some(gc)) = (self.guard.as_mut(), self.rec.guard.as_deref_mut()) else {
+            self.end_ok(out);
+            return;
+        };
+        let asks = g.late_asks();
+        let started = std::time::Instant::now();
+        let outcomes = crate::guard::run_asks(&gc.policy, gc.checks.as_ref(), asks).await;
+        match g.settle_late(outcomes, started.elapsed(), &mut gc.book) {
+            Ok(()) => {
+                for ev in g.take_pending() {
+                    self.encoder.encode(&ev, out);
+                }
+                self.end_ok(out);
+            }
+            Err(stop) => {
+                let ge = crate::guard::stop_error(&self.rec.request_id, &stop);
+                self.encoder.error(out, ge.code(), &ge.to_string());
+                self.rec.failed(&ge, 200);
+                self.close_guard();
+                self.done = true;
+            }
+        }
+    }
+
     /// Handles one upstream item; returns false once the stream is over.
     fn take(
         &mut self,
@@ -222,11 +265,13 @@ impl Relay {
                 false
             }
             None => {
+                if self.guard.as_ref().is_some_and(|g| g.has_late()) {
+                    // The model-based checks on the whole answer run (async) in `next`.
+                    self.ending = true;
+                    return false;
+                }
                 if self.relay(None, out) {
-                    self.close_guard();
-                    self.encoder.finish(out);
-                    self.rec.status = Some(200);
-                    self.done = true;
+                    self.end_ok(out);
                 }
                 false
             }
@@ -278,6 +323,9 @@ impl Relay {
                     None => break,
                 }
             }
+        }
+        if self.ending {
+            self.end_checked(&mut out).await;
         }
         if self.done {
             // The last bytes wait for the record in strict mode (until it is committed)
@@ -339,6 +387,7 @@ pub fn stream(
         keeper: app.reasoning.stream(format),
         guard,
         released: Vec::new(),
+        ending: false,
     };
     let body = Body::from_stream(futures::stream::unfold(relay, Relay::next));
     let (mut parts, _) = head.into_parts();

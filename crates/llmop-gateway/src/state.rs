@@ -30,6 +30,9 @@ pub struct AppState {
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// The compiled `[guardrails]`; `None` when no rule or disclaimer is configured.
     pub guard: Option<Arc<llmop_guard::policy::Policy>>,
+    /// Runs the model-based guardrail checks (classifiers, remote services); `None`
+    /// when no rule has one.
+    pub guard_checks: Option<Arc<crate::guard::Checks>>,
 }
 
 impl AppState {
@@ -38,13 +41,16 @@ impl AppState {
         mut recorder: Option<Recorder>,
         limits: Option<crate::limits::Limits>,
     ) -> Result<Arc<AppState>, String> {
-        let guard = llmop_guard::policy::Policy::new(&config.guardrails).map_err(|errors| {
-            errors
-                .iter()
-                .map(|(k, m)| format!("{k}: {m}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let guard = llmop_guard::policy::Policy::new(&config.guardrails, &config.dir).map_err(
+            |errors| {
+                errors
+                    .iter()
+                    .map(|(k, m)| format!("{k}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        )?;
+        let guard_checks = crate::guard::Checks::new(&config.guardrails, &guard)?.map(Arc::new);
         let guard = (!guard.is_empty()).then(|| Arc::new(guard));
         if let Some(r) = recorder.as_mut() {
             r.guard.clone_from(&guard);
@@ -85,6 +91,7 @@ impl AppState {
             reasoning: Arc::default(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             guard,
+            guard_checks,
         }))
     }
 

@@ -15,12 +15,15 @@
 //! The gateway decides which rules run where, and what a finding does (block, redact,
 //! pseudonymize, flag, shadow); this crate only finds and rewrites.
 
+pub mod classifier;
 pub mod deny;
 pub mod eval;
 pub mod injection;
+pub mod language;
 pub mod normalize;
 pub mod pii;
 pub mod policy;
+pub mod remote;
 pub mod secrets;
 pub mod transform;
 

@@ -33,6 +33,43 @@ enum Select {
     MaxLength(usize),
     /// An answer's text that is not JSON valid against this schema.
     Schema(Box<jsonschema::Validator>),
+    /// A text reliably in a language not on this list.
+    Language(crate::language::Languages),
+    /// A check the gateway runs off the runtime (a classifier) or over the network (a
+    /// remote service): see [`Ask`].
+    Model(Check),
+}
+
+/// A model-based check a rule selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// Index into the policy's classifiers.
+    Classifier(usize),
+    /// A `[guardrails.remote.<name>]` service.
+    Remote(String),
+}
+
+/// One model-based check to run for a call: a rule's check on the texts of one part.
+/// The gateway runs it ([`Policy::classifier`] on the blocking pool, a remote service
+/// over HTTP), each with its timeout, and hands the outcome to [`Policy::settle`].
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub rule: usize,
+    pub rule_name: String,
+    pub check: Check,
+    pub direction: &'static str,
+    pub part: GuardPart,
+    /// The texts, as the provider (input) or client (output) would see them: values
+    /// other rules mask are masked here too.
+    pub texts: Vec<String>,
+}
+
+/// What a model-based check said of an ask's texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFinding {
+    pub found: bool,
+    /// Recorded with the verdict: labels and scores, never the text.
+    pub evidence: String,
 }
 
 struct Rule {
@@ -48,6 +85,11 @@ struct Rule {
     features: Vec<String>,
     keys: Vec<String>,
     on_error: FailMode,
+    /// The model-based check this rule is (it is then the rule's only selector).
+    model: Option<Check>,
+    /// Checked on a streamed answer's whole text when it ends (language, model
+    /// checks); a `block` rule of this kind holds the whole stream until then.
+    at_end: bool,
 }
 
 impl Rule {
@@ -101,6 +143,9 @@ pub struct Policy {
     disclaimers: Vec<Disclaimer>,
     hold_back: usize,
     max_scan: usize,
+    classifiers: Vec<Arc<crate::classifier::Classifier>>,
+    /// Timeouts of the model-based checks, by check.
+    timeouts: std::collections::HashMap<String, std::time::Duration>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -132,6 +177,150 @@ impl Applicable {
     }
     pub fn has_output(&self) -> bool {
         !self.output.is_empty() || !self.disclaimers.is_empty()
+    }
+}
+
+impl Policy {
+    /// Whether any of the rules runs a classifier (CPU work of milliseconds: the
+    /// gateway runs such a call's checks off the runtime).
+    pub fn has_classifier(&self, a: &Applicable) -> bool {
+        a.input
+            .iter()
+            .chain(&a.output)
+            .any(|&i| matches!(self.rules[i].model, Some(Check::Classifier(_))))
+    }
+
+    /// A classifier by index (from [`Check::Classifier`]).
+    pub fn classifier(&self, i: usize) -> Option<&Arc<crate::classifier::Classifier>> {
+        self.classifiers.get(i)
+    }
+
+    /// How long a call waits for a check.
+    pub fn timeout(&self, c: &Check) -> std::time::Duration {
+        let key = match c {
+            Check::Classifier(i) => format!(
+                "classifier.{}",
+                self.classifiers.get(*i).map_or("", |c| c.name())
+            ),
+            Check::Remote(n) => format!("remote.{n}"),
+        };
+        self.timeouts
+            .get(&key)
+            .copied()
+            .unwrap_or(std::time::Duration::from_secs(1))
+    }
+
+    /// The model-based checks of a request's input rules, on the request as it will be
+    /// sent (after `check_input` masked it).
+    pub fn asks_input(&self, a: &Applicable, req: &ChatRequest) -> Vec<Ask> {
+        let texts = |part: GuardPart| -> Vec<String> {
+            req.messages
+                .iter()
+                .flat_map(|m| &m.parts)
+                .filter_map(|p| match (p, part) {
+                    (Part::Text(t), GuardPart::Text) => Some(t),
+                    (Part::ToolCall(c), GuardPart::ToolArguments) => Some(&c.arguments),
+                    (Part::ToolResult { content, .. }, GuardPart::ToolResults) => Some(content),
+                    _ => None,
+                })
+                .filter(|t| !t.is_empty())
+                .cloned()
+                .collect()
+        };
+        self.asks(&a.input, "input", texts)
+    }
+
+    /// The model-based checks of an answer's output rules, on the answer as the client
+    /// will see it (after `check_output` masked it, before placeholders are restored).
+    pub fn asks_output(&self, a: &Applicable, resp: &ChatResponse) -> Vec<Ask> {
+        let texts = |part: GuardPart| -> Vec<String> {
+            resp.parts
+                .iter()
+                .filter_map(|p| match (p, part) {
+                    (Part::Text(t), GuardPart::Text) => Some(t),
+                    (Part::ToolCall(c), GuardPart::ToolArguments) => Some(&c.arguments),
+                    _ => None,
+                })
+                .filter(|t| !t.is_empty())
+                .cloned()
+                .collect()
+        };
+        self.asks(&a.output, "output", texts)
+    }
+
+    fn asks(
+        &self,
+        rules: &[usize],
+        direction: &'static str,
+        texts: impl Fn(GuardPart) -> Vec<String>,
+    ) -> Vec<Ask> {
+        let mut asks = Vec::new();
+        for &i in rules {
+            let r = &self.rules[i];
+            let Some(check) = &r.model else { continue };
+            for part in GuardPart::ALL {
+                if !r.on(part) {
+                    continue;
+                }
+                let t = texts(part);
+                if t.is_empty() {
+                    continue;
+                }
+                asks.push(Ask {
+                    rule: i,
+                    rule_name: r.name.clone(),
+                    check: check.clone(),
+                    direction,
+                    part,
+                    texts: t,
+                });
+            }
+        }
+        asks
+    }
+
+    /// The outcomes of a direction's model-based checks into `book` as verdicts; the
+    /// first stop (in the config's rule order) if any.
+    pub fn settle(
+        &self,
+        direction: &'static str,
+        outcomes: Vec<(Ask, Result<ModelFinding, String>)>,
+        took: std::time::Duration,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
+        let mut rules: Vec<usize> = outcomes.iter().map(|(a, _)| a.rule).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        let mut tally = Tally::new(&rules, direction);
+        for (ask, outcome) in outcomes {
+            let name = self.check_name(&ask.check);
+            let t = tally.at(ask.rule, ask.part);
+            t.ran = true;
+            match outcome {
+                Ok(f) => {
+                    if f.found {
+                        t.found = true;
+                        t.detectors.insert(name);
+                    }
+                    if !f.evidence.is_empty() && t.evidence.len() < 16 {
+                        t.evidence.push(f.evidence);
+                    }
+                }
+                Err(reason) => t.error = Some(reason),
+            }
+        }
+        tally.finish(self, took, book)
+    }
+
+    /// `classifier.<name>` or `remote.<name>`.
+    pub fn check_name(&self, c: &Check) -> String {
+        match c {
+            Check::Classifier(i) => format!(
+                "classifier.{}",
+                self.classifiers.get(*i).map_or("?", |c| c.name())
+            ),
+            Check::Remote(n) => format!("remote.{n}"),
+        }
     }
 }
 
@@ -191,12 +380,43 @@ pub fn detector_names() -> Vec<String> {
 }
 
 impl Policy {
-    pub fn new(cfg: &GuardrailsConfig) -> Result<Policy, PolicyErrors> {
+    /// `dir`: where relative paths (classifier models) are found, the config file's
+    /// directory. A classifier no rule selects is not loaded.
+    pub fn new(cfg: &GuardrailsConfig, dir: &std::path::Path) -> Result<Policy, PolicyErrors> {
         let mut errors = Vec::new();
         let known = detector_names();
+        let mut classifier_names: Vec<&str> = Vec::new();
+        for r in &cfg.rules {
+            for d in &r.detect {
+                if let Some(n) = d.strip_prefix("classifier.") {
+                    if cfg.classifiers.contains_key(n) && !classifier_names.contains(&n) {
+                        classifier_names.push(n);
+                    }
+                }
+            }
+        }
+        let mut classifiers = Vec::new();
+        let mut timeouts = std::collections::HashMap::new();
+        for n in &classifier_names {
+            let c = &cfg.classifiers[*n];
+            match crate::classifier::Classifier::load(n, c, dir) {
+                Ok(c) => classifiers.push(Arc::new(c)),
+                Err(e) => errors.push((format!("guardrails.classifiers.{n}"), e)),
+            }
+            timeouts.insert(
+                format!("classifier.{n}"),
+                std::time::Duration::from_millis(c.timeout_ms),
+            );
+        }
+        for (n, r) in &cfg.remote {
+            timeouts.insert(
+                format!("remote.{n}"),
+                std::time::Duration::from_millis(r.timeout_ms),
+            );
+        }
         let mut rules = Vec::with_capacity(cfg.rules.len());
         for (i, r) in cfg.rules.iter().enumerate() {
-            match compile_rule(r, &known, &cfg.deny) {
+            match compile_rule(r, &known, cfg, &classifier_names) {
                 Ok(rule) => {
                     rules.push(rule);
                 }
@@ -249,6 +469,8 @@ impl Policy {
                     .collect(),
                 hold_back: cfg.stream_hold_back_bytes,
                 max_scan: cfg.max_scan_bytes,
+                classifiers,
+                timeouts,
             }),
             _ => Err(errors),
         }
@@ -287,6 +509,15 @@ impl Policy {
             }
         }
         a
+    }
+
+    /// The rules checked in process, inline (all but the model-based checks).
+    fn local(&self, rules: &[usize]) -> Vec<usize> {
+        rules
+            .iter()
+            .copied()
+            .filter(|&i| self.rules[i].model.is_none())
+            .collect()
     }
 
     /// The detector families the given rules select on a part.
@@ -350,7 +581,7 @@ impl Policy {
             return Ok(());
         }
         let started = Instant::now();
-        let mut tally = Tally::new(&a.input, "input");
+        let mut tally = Tally::new(&self.local(&a.input), "input");
         for m in &mut req.messages {
             for p in &mut m.parts {
                 let Some((part, text)) = scanned_mut(p) else {
@@ -376,7 +607,16 @@ impl Policy {
         if text.is_empty() || !rules.iter().any(|&i| self.rules[i].on(part)) {
             return;
         }
+        self.check_language(tally, part, text);
         let want = self.want(&rules, part);
+        if !want.any() {
+            for &i in &rules {
+                if self.rules[i].on(part) {
+                    tally.at(i, part).ran = true;
+                }
+            }
+            return;
+        }
         let scanned = if cache {
             self.scan_cached(text, want)
         } else {
@@ -433,6 +673,32 @@ impl Policy {
         }
     }
 
+    /// The tally's `language` rules on one text.
+    fn check_language(&self, tally: &mut Tally, part: GuardPart, text: &str) {
+        let mut detected: Option<Option<crate::language::Foreign>> = None;
+        for &i in &tally.rules.clone() {
+            let r = &self.rules[i];
+            if !r.on(part) {
+                continue;
+            }
+            for s in &r.select {
+                let Select::Language(l) = s else { continue };
+                let foreign = l.foreign(text);
+                let _ = detected.insert(foreign.clone());
+                let t = tally.at(i, part);
+                t.ran = true;
+                if let Some(f) = foreign {
+                    t.found = true;
+                    t.detectors.insert("language".into());
+                    let e = format!("language {} ({:.2})", f.code, f.confidence);
+                    if t.evidence.len() < 16 && !t.evidence.contains(&e) {
+                        t.evidence.push(e);
+                    }
+                }
+            }
+        }
+    }
+
     /// For a record whose call never reached the input stage: every value the input
     /// rules select in the request, into `book`'s masks (nothing is changed, no verdict
     /// is made: the rules did not run on the call).
@@ -475,18 +741,18 @@ impl Policy {
     }
 
     /// The output stage of a whole answer: text and tool-call arguments checked by the
-    /// call's output rules (`block`, `redact`, `flag`, `shadow`), then the vault's
-    /// placeholders restored and the disclaimers added.
+    /// call's output rules (`block`, `redact`, `flag`, `shadow`); its
+    /// model-based checks ([`Policy::asks_output`]) and placeholders ([`Policy::restore`])
+    /// follow, then the disclaimers ([`Policy::disclaim`]).
     pub fn check_output(
         &self,
         a: &Applicable,
         resp: &mut ChatResponse,
-        vault: &Vault,
         book: &mut Book,
     ) -> Result<(), Stop> {
         if !a.output.is_empty() {
             let started = Instant::now();
-            let mut tally = Tally::new(&a.output, "output");
+            let mut tally = Tally::new(&self.local(&a.output), "output");
             for p in &mut resp.parts {
                 let Some((part, text)) = scanned_mut(p) else {
                     continue;
@@ -500,10 +766,16 @@ impl Policy {
                     .any(|s| matches!(s, Select::MaxLength(_) | Select::Schema(_)))
             });
             if whole_text_rules {
-                self.check_answer_text(&mut tally, &resp.text());
+                self.check_answer_text(&mut tally, &resp.text(), false);
             }
             tally.finish(self, started.elapsed(), book)?;
         }
+        Ok(())
+    }
+
+    /// The vault's placeholders in a whole answer put back (after its output checks,
+    /// before the client sees it).
+    pub fn restore(&self, resp: &mut ChatResponse, vault: &Vault) {
         if !vault.is_empty() {
             for p in &mut resp.parts {
                 match p {
@@ -513,7 +785,6 @@ impl Policy {
                 }
             }
         }
-        Ok(())
     }
 
     /// The call's disclaimers added to a whole answer (after its parser has read it).
@@ -539,8 +810,12 @@ impl Policy {
         resp.parts = parts;
     }
 
-    /// The checks on an answer's whole text: `max_length` and `json_schema`.
-    fn check_answer_text(&self, tally: &mut Tally, text: &str) {
+    /// The checks on an answer's whole text: `max_length` and `json_schema` (and, for a
+    /// stream, `language`: a whole answer's parts were checked one by one).
+    fn check_answer_text(&self, tally: &mut Tally, text: &str, language: bool) {
+        if language {
+            self.check_language(tally, GuardPart::Text, text);
+        }
         for &i in &tally.rules.clone() {
             let r = &self.rules[i];
             for s in &r.select {
@@ -580,22 +855,36 @@ impl Policy {
 
     /// A streamed answer's output guard.
     pub fn stream(self: &std::sync::Arc<Self>, a: Applicable, vault: Vault) -> OutStream {
-        let schema = a.output.iter().any(|&i| {
+        let whole = a.output.iter().any(|&i| {
             self.rules[i]
                 .select
                 .iter()
-                .any(|s| matches!(s, Select::Schema(_)))
+                .any(|s| matches!(s, Select::Schema(_) | Select::Language(_)))
+        });
+        let model_on = |part: GuardPart| {
+            a.output
+                .iter()
+                .any(|&i| self.rules[i].model.is_some() && self.rules[i].on(part))
+        };
+        // A block rule checked at the end holds the whole answer until then.
+        let hold = a.output.iter().any(|&i| {
+            let r = &self.rules[i];
+            r.at_end && r.action == GuardAction::Block
         });
         OutStream {
             policy: self.clone(),
-            tally: Tally::new(&a.output, "output"),
+            tally: Tally::new(&self.local(&a.output), "output"),
+            pending: hold.then(Vec::new),
+            late_text: model_on(GuardPart::Text).then(String::new),
+            late_args: model_on(GuardPart::ToolArguments).then(Vec::new),
+            ended: false,
             a,
             vault,
             restorer: Restorer::default(),
             held: String::new(),
             tail: String::new(),
             chars: 0,
-            whole: schema.then(String::new),
+            whole: whole.then(String::new),
             calls: Vec::new(),
             started_text: false,
             scan_time: std::time::Duration::ZERO,
@@ -607,8 +896,10 @@ impl Policy {
 fn compile_rule(
     r: &GuardRuleConfig,
     known: &[String],
-    deny: &std::collections::BTreeMap<String, llmop_core::config::DenyListConfig>,
+    cfg: &GuardrailsConfig,
+    classifiers: &[&str],
 ) -> Result<Rule, (&'static str, String)> {
+    let deny = &cfg.deny;
     let mut select = Vec::new();
     for d in &r.detect {
         let s = match d.as_str() {
@@ -622,6 +913,30 @@ fn compile_rule(
                     .map_err(|e| ("schema", format!("not a valid JSON Schema: {e}")))?;
                 Select::Schema(Box::new(v))
             }
+            "language" => Select::Language(
+                crate::language::Languages::new(
+                    &r.languages,
+                    r.min_confidence
+                        .unwrap_or(crate::language::DEFAULT_MIN_CONFIDENCE),
+                )
+                .map_err(|e| ("languages", e))?,
+            ),
+            s if s.starts_with("classifier.") => {
+                let n = &s["classifier.".len()..];
+                match classifiers.iter().position(|c| *c == n) {
+                    Some(i) => Select::Model(Check::Classifier(i)),
+                    None => {
+                        return Err(("detect", format!("no classifier `{n}` in [guardrails.classifiers]")))
+                    }
+                }
+            }
+            s if s.starts_with("remote.") => {
+                let n = &s["remote.".len()..];
+                if !cfg.remote.contains_key(n) {
+                    return Err(("detect", format!("no remote check `{n}` in [guardrails.remote]")));
+                }
+                Select::Model(Check::Remote(n.to_string()))
+            }
             s if s.starts_with("deny.") => {
                 if !deny.contains_key(&s[5..]) {
                     return Err(("detect", format!("no deny list `{}`", &s[5..])));
@@ -633,7 +948,7 @@ fn compile_rule(
                 return Err((
                     "detect",
                     format!(
-                        "unknown detector `{s}`; known: pii, secrets, injection, deny.<list>, max_length, json_schema, {}",
+                        "unknown detector `{s}`; known: pii, secrets, injection, deny.<list>, language, classifier.<name>, remote.<name>, max_length, json_schema, {}",
                         known.join(", ")
                     ),
                 ))
@@ -659,10 +974,19 @@ fn compile_rule(
             Select::Detector(d) if d.starts_with("secret.") => want.secrets = true,
             Select::Detector(d) if d.starts_with("injection.") => want.injection = true,
             Select::Detector(_) => want.deny = true,
-            Select::MaxLength(_) | Select::Schema(_) => {}
+            Select::MaxLength(_) | Select::Schema(_) | Select::Language(_) | Select::Model(_) => {}
         }
     }
+    let model = select.iter().find_map(|s| match s {
+        Select::Model(c) => Some(c.clone()),
+        _ => None,
+    });
+    let at_end = select
+        .iter()
+        .any(|s| matches!(s, Select::Language(_) | Select::Model(_)));
     Ok(Rule {
+        model,
+        at_end,
         name: r.name.clone(),
         select,
         want,
@@ -855,11 +1179,63 @@ pub struct OutStream {
     started_text: bool,
     scan_time: std::time::Duration,
     stopped: bool,
+    /// Events the client may see, held until the end-of-stream checks pass (a `block`
+    /// rule checked at the end: language, model checks).
+    pending: Option<Vec<StreamEvent>>,
+    /// The released text and the completed tool-call arguments, as the client sees
+    /// them before placeholders are restored: for the model-based checks at the end.
+    late_text: Option<String>,
+    late_args: Option<Vec<String>>,
+    ended: bool,
 }
 
 impl OutStream {
+    /// Whether model-based checks run when the stream ends ([`OutStream::late_asks`]).
+    pub fn has_late(&self) -> bool {
+        self.a
+            .output
+            .iter()
+            .any(|&i| self.policy.rules[i].model.is_some())
+    }
+
+    /// The model-based checks of the whole streamed answer (after [`OutStream::finish`]).
+    pub fn late_asks(&self) -> Vec<Ask> {
+        let text = self.late_text.clone().unwrap_or_default();
+        let args = self.late_args.clone().unwrap_or_default();
+        self.policy
+            .asks(&self.a.output, "output", |part| match part {
+                GuardPart::Text if !text.is_empty() => vec![text.clone()],
+                GuardPart::ToolArguments => args.clone(),
+                _ => Vec::new(),
+            })
+    }
+
+    /// Their outcomes: a stop ends the stream with an error event (what was held is
+    /// never sent); otherwise what was held is released by [`OutStream::take_pending`].
+    pub fn settle_late(
+        &mut self,
+        outcomes: Vec<(Ask, Result<ModelFinding, String>)>,
+        took: std::time::Duration,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
+        let r = self.policy.clone().settle("output", outcomes, took, book);
+        if r.is_err() {
+            self.stopped = true;
+            self.pending = None;
+        }
+        r
+    }
+
+    /// The events held for the end-of-stream checks, once they passed.
+    pub fn take_pending(&mut self) -> Vec<StreamEvent> {
+        self.pending.take().unwrap_or_default()
+    }
+    /// Whether rules checked as the stream goes look at a part.
     fn rules_on(&self, part: GuardPart) -> bool {
-        self.a.output.iter().any(|&i| self.policy.rules[i].on(part))
+        self.tally
+            .rules
+            .iter()
+            .any(|&i| self.policy.rules[i].on(part))
     }
 
     /// One upstream event: what may go to the client now is pushed on `out`.
@@ -872,9 +1248,17 @@ impl OutStream {
         if self.stopped {
             return Ok(());
         }
-        let r = self.push_inner(ev, out, book);
+        let r = match self.pending.take() {
+            Some(mut held) => {
+                let r = self.push_inner(ev, &mut held, book);
+                self.pending = Some(held);
+                r
+            }
+            None => self.push_inner(ev, out, book),
+        };
         if r.is_err() {
             self.stopped = true;
+            self.pending = None;
         }
         r
     }
@@ -953,9 +1337,23 @@ impl OutStream {
         if self.stopped {
             return Ok(());
         }
-        let r = self.end(out, book);
+        let r = match self.pending.take() {
+            // Held for checks at the end: the sync ones (language) have run in `end`;
+            // with no model checks to wait for, what was held goes now.
+            Some(mut held) => {
+                let r = self.end(&mut held, book);
+                if self.has_late() {
+                    self.pending = Some(held);
+                } else if r.is_ok() {
+                    out.append(&mut held);
+                }
+                r
+            }
+            None => self.end(out, book),
+        };
         if r.is_err() {
             self.stopped = true;
+            self.pending = None;
         }
         r
     }
@@ -968,12 +1366,17 @@ impl OutStream {
     }
 
     fn end(&mut self, out: &mut Vec<StreamEvent>, book: &mut Book) -> Result<(), Stop> {
+        // Once: at the model's finish event, or when the upstream ends without one.
+        if self.ended {
+            return Ok(());
+        }
+        self.ended = true;
         self.release(true, out, book)?;
         self.complete_calls(out, book)?;
         if let Some(whole) = self.whole.take() {
             let t0 = Instant::now();
             let policy = self.policy.clone();
-            policy.check_answer_text(&mut self.tally, &whole);
+            policy.check_answer_text(&mut self.tally, &whole, true);
             self.scan_time += t0.elapsed();
             self.stop_if_blocked()?;
         }
@@ -1177,6 +1580,9 @@ impl OutStream {
     }
 
     fn emit(&mut self, text: String, out: &mut Vec<StreamEvent>) {
+        if let Some(l) = &mut self.late_text {
+            l.push_str(&text);
+        }
         let text = self.restorer.push(&self.vault, &text);
         if !text.is_empty() {
             out.push(StreamEvent::Text(text));
@@ -1217,6 +1623,9 @@ impl OutStream {
             );
             self.scan_time += t0.elapsed();
             self.stop_if_blocked()?;
+        }
+        if let Some(l) = &mut self.late_args {
+            l.push(c.arguments.clone());
         }
         if !self.vault.is_empty() {
             c.arguments = self.vault.restore_json(&c.arguments);

@@ -19,7 +19,7 @@ fn spans<'f>(text: &str, findings: &'f [Finding]) -> Vec<&'f Finding> {
     v.sort_by_key(|f| (f.span.start, f.span.end));
     let mut kept: Vec<&Finding> = Vec::with_capacity(v.len());
     for f in v {
-        if kept.last().map_or(true, |k| k.span.end <= f.span.start) {
+        if kept.last().is_none_or(|k| k.span.end <= f.span.start) {
             kept.push(f);
         }
     }

@@ -28,6 +28,98 @@ pub struct GuardrailsConfig {
     /// Fixed texts added to every answer of the routes and features they name.
     #[serde(default)]
     pub disclaimers: Vec<DisclaimerConfig>,
+    /// ONNX text classifiers by name, run in process; a rule selects one as
+    /// `classifier.<name>`.
+    #[serde(default)]
+    pub classifiers: BTreeMap<String, ClassifierConfig>,
+    /// Remote check services by name; a rule selects one as `remote.<name>`.
+    #[serde(default)]
+    pub remote: BTreeMap<String, RemoteCheckConfig>,
+}
+
+/// An ONNX sequence classifier the operator supplies (e.g. a prompt-injection model
+/// exported from Hugging Face): token ids in, one logit per label out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// The `.onnx` file (relative paths: to the config file's directory).
+    pub model: std::path::PathBuf,
+    /// Its `tokenizer.json` (the Hugging Face tokenizers format).
+    pub tokenizer: std::path::PathBuf,
+    /// The model's labels, in the order of its output logits.
+    pub labels: Vec<String>,
+    /// The labels that are a finding.
+    pub flag: Vec<String>,
+    /// The probability (softmax over the logits) a flagged label needs.
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// Tokens per window; a longer text is read in overlapping windows and its most
+    /// flagged window decides.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// Tokens two windows share.
+    #[serde(default = "default_stride")]
+    pub stride: usize,
+    /// A text that needs more windows than this is not checked (the rule's
+    /// `on_error` decides).
+    #[serde(default = "default_max_windows")]
+    pub max_windows: usize,
+    /// How long a call waits for the classifier; past it, the rule's `on_error`.
+    #[serde(default = "default_check_timeout")]
+    pub timeout_ms: u64,
+    /// Texts classified at once (default: the machine's cores).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+fn default_threshold() -> f32 {
+    0.5
+}
+fn default_max_tokens() -> usize {
+    512
+}
+fn default_stride() -> usize {
+    64
+}
+fn default_max_windows() -> usize {
+    16
+}
+fn default_check_timeout() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteProtocol {
+    /// llmop's own: `{"rule", "direction", "part", "texts"}` in,
+    /// `{"flagged", "labels", "score"}` out (docs/guardrails.md).
+    #[default]
+    Llmop,
+    /// OpenAI's moderation API (`POST /v1/moderations`) and services that speak it.
+    OpenaiModeration,
+}
+
+/// A check service called over HTTP during the guard stages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteCheckConfig {
+    pub url: String,
+    #[serde(default)]
+    pub protocol: RemoteProtocol,
+    /// How long a call waits for the service; past it, the rule's `on_error`.
+    #[serde(default = "default_check_timeout")]
+    pub timeout_ms: u64,
+    /// Environment variable holding a bearer token for the service (never recorded).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// `model` sent with `openai_moderation` requests.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Only these categories count as a finding (`openai_moderation`: its category
+    /// names; `llmop`: the labels the service returns). Empty: the service's own
+    /// `flagged`.
+    #[serde(default)]
+    pub categories: Vec<String>,
 }
 
 impl Default for GuardrailsConfig {
@@ -39,6 +131,8 @@ impl Default for GuardrailsConfig {
             max_scan_bytes: default_max_scan(),
             rules: Vec::new(),
             disclaimers: Vec::new(),
+            classifiers: BTreeMap::new(),
+            remote: BTreeMap::new(),
         }
     }
 }
@@ -187,6 +281,12 @@ pub struct GuardRuleConfig {
     /// For `json_schema`: the JSON Schema an answer's text must satisfy.
     #[serde(default)]
     pub schema: Option<serde_json::Value>,
+    /// For `language`: the languages a text may be in (ISO 639-1 `en` or 639-3 `eng`).
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// For `language`: the detector's confidence a finding needs (0 to 1; default 0.5).
+    #[serde(default)]
+    pub min_confidence: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -211,7 +311,7 @@ pub struct DisclaimerConfig {
 }
 
 /// Detector families a selector may start with.
-const FAMILIES: [&str; 4] = ["pii", "secret", "injection", "deny"];
+const FAMILIES: [&str; 6] = ["pii", "secret", "injection", "deny", "classifier", "remote"];
 
 pub(super) fn validate(c: &Config, out: &mut Problems) {
     let g = &c.guardrails;
@@ -233,6 +333,50 @@ pub(super) fn validate(c: &Config, out: &mut Problems) {
                 key(&["guardrails", "deny", name]),
                 "a deny list needs `terms` or `patterns`".into(),
             ));
+        }
+    }
+    for (name, m) in &g.classifiers {
+        let at = |f: &str| key(&["guardrails", "classifiers", name, f]);
+        if m.labels.len() < 2 {
+            out.push((
+                at("labels"),
+                "name the model's labels, in the order of its outputs".into(),
+            ));
+        }
+        if m.flag.is_empty() {
+            out.push((at("flag"), "name the labels that are a finding".into()));
+        }
+        for l in &m.flag {
+            if !m.labels.contains(l) {
+                out.push((at("flag"), format!("`{l}` is not one of `labels`")));
+            }
+        }
+        if !(m.threshold > 0.0 && m.threshold < 1.0) {
+            out.push((at("threshold"), "must be between 0 and 1".into()));
+        }
+        if !(8..=8192).contains(&m.max_tokens) {
+            out.push((at("max_tokens"), "must be between 8 and 8192".into()));
+        }
+        if m.stride >= m.max_tokens / 2 {
+            out.push((at("stride"), "must be less than half of max_tokens".into()));
+        }
+        if m.max_windows == 0 {
+            out.push((at("max_windows"), "must be at least 1".into()));
+        }
+        if !(1..=60_000).contains(&m.timeout_ms) {
+            out.push((at("timeout_ms"), "must be between 1 and 60000".into()));
+        }
+        if m.concurrency == Some(0) {
+            out.push((at("concurrency"), "must be at least 1".into()));
+        }
+    }
+    for (name, r) in &g.remote {
+        let at = |f: &str| key(&["guardrails", "remote", name, f]);
+        if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+            out.push((at("url"), "must be an http:// or https:// URL".into()));
+        }
+        if !(1..=60_000).contains(&r.timeout_ms) {
+            out.push((at("timeout_ms"), "must be between 1 and 60000".into()));
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -278,6 +422,18 @@ pub(super) fn validate(c: &Config, out: &mut Problems) {
                 }
                 "pii" | "secrets" => {}
                 "injection" => whole = true,
+                "language" => {
+                    whole = true;
+                    if r.min_confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) {
+                        out.push((at("min_confidence"), "must be between 0 and 1".into()));
+                    }
+                    if r.languages.is_empty() {
+                        out.push((
+                            at("languages"),
+                            "`language` needs `languages`, the ones allowed".into(),
+                        ));
+                    }
+                }
                 s => {
                     let family = s.split('.').next().unwrap_or("");
                     let family = if family == "secrets" {
@@ -288,7 +444,7 @@ pub(super) fn validate(c: &Config, out: &mut Problems) {
                     if !FAMILIES.contains(&family) || !s.contains('.') {
                         out.push((
                             at("detect"),
-                            format!("unknown detector `{s}`: use pii, pii.<kind>, secrets, secret.<rule>, injection, injection.<signal>, deny.<list>, max_length or json_schema"),
+                            format!("unknown detector `{s}`: use pii, pii.<kind>, secrets, secret.<rule>, injection, injection.<signal>, deny.<list>, language, classifier.<name>, remote.<name>, max_length or json_schema"),
                         ));
                         continue;
                     }
@@ -304,6 +460,32 @@ pub(super) fn validate(c: &Config, out: &mut Problems) {
                     if family == "injection" {
                         whole = true;
                     }
+                    if family == "classifier" || family == "remote" {
+                        whole = true;
+                        let name = &s[family.len() + 1..];
+                        let known = if family == "classifier" {
+                            g.classifiers.contains_key(name)
+                        } else {
+                            g.remote.contains_key(name)
+                        };
+                        if !known {
+                            let table = if family == "classifier" {
+                                "classifiers"
+                            } else {
+                                "remote"
+                            };
+                            out.push((
+                                at("detect"),
+                                format!("no {family} `{name}` in [guardrails.{table}]"),
+                            ));
+                        }
+                        if r.detect.len() > 1 {
+                            out.push((
+                                at("detect"),
+                                format!("`{s}` is a rule of its own: a classifier or remote check is the rule's only detector"),
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -311,7 +493,7 @@ pub(super) fn validate(c: &Config, out: &mut Problems) {
             out.push((
                 at("action"),
                 format!(
-                    "`{}` masks values; injection signals, max_length and json_schema name none: use block, flag or shadow",
+                    "`{}` masks values; injection signals, language, classifiers, remote checks, max_length and json_schema name none: use block, flag or shadow",
                     r.action.name()
                 ),
             ));

@@ -275,7 +275,7 @@ async fn stages<E: Entry>(
     if let Some(policy) = &app.guard {
         rec.entered(Stage::GuardIn);
         let checked;
-        (req, checked) = guard_in(policy, req, rec).await;
+        (req, checked) = guard_in(policy, app.guard_checks.as_ref(), req, rec).await;
         if let Err(e) = checked {
             rec.request = Some(Arc::new(req));
             return Err(e);
@@ -304,7 +304,7 @@ async fn stages<E: Entry>(
             }
             match targets::call(&plan, &req, &plan.estimate, rec, &[]).await? {
                 Answer::Whole(mut resp) => {
-                    guard_out(rec, &mut resp)?;
+                    guard_out(rec, &mut resp).await?;
                     Ok(Answer::Whole(resp))
                 }
                 // A stream's output guard runs in its relay.
@@ -333,6 +333,7 @@ async fn stages<E: Entry>(
 /// guard and the record.
 async fn guard_in(
     policy: &Arc<llmop_guard::policy::Policy>,
+    checks: Option<&Arc<crate::guard::Checks>>,
     mut req: ChatRequest,
     rec: &mut CallRecord,
 ) -> (ChatRequest, Result<(), GatewayError>) {
@@ -344,7 +345,7 @@ async fn guard_in(
     if !applicable.has_input() && !applicable.has_output() {
         return (req, Ok(()));
     }
-    let mut g = crate::guard::GuardCall::new(policy.clone(), applicable);
+    let mut g = crate::guard::GuardCall::new(policy.clone(), checks.cloned(), applicable);
     let checked = if scanned_bytes(&req) <= SCAN_INLINE_BYTES {
         let p = g.policy.clone();
         p.check_input(&g.applicable, &mut req, &mut g.vault, &mut g.book)
@@ -378,6 +379,22 @@ async fn guard_in(
             }
         }
     };
+    // The model-based checks (classifiers, remote services) on the request as the
+    // provider would get it, once the local rules passed.
+    let checked = match checked {
+        Ok(()) => {
+            let asks = g.policy.asks_input(&g.applicable, &req);
+            if asks.is_empty() {
+                Ok(())
+            } else {
+                let started = std::time::Instant::now();
+                let outcomes = crate::guard::run_asks(&g.policy, g.checks.as_ref(), asks).await;
+                let p = g.policy.clone();
+                p.settle("input", outcomes, started.elapsed(), &mut g.book)
+            }
+        }
+        stop => stop,
+    };
     rec.guard = Some(Box::new(g));
     let checked = checked.map_err(|stop| crate::guard::stop_error(&rec.request_id, &stop));
     (req, checked)
@@ -402,14 +419,25 @@ fn scanned_bytes(req: &ChatRequest) -> usize {
 
 /// The output guard stage of a whole answer: the call's output rules, then its
 /// placeholders restored. A stop keeps the answer in the record (masked there).
-fn guard_out(rec: &mut CallRecord, resp: &mut ChatResponse) -> Result<(), GatewayError> {
+async fn guard_out(rec: &mut CallRecord, resp: &mut ChatResponse) -> Result<(), GatewayError> {
     let Some(g) = rec.guard.as_deref_mut().filter(|g| g.guards_output()) else {
         return Ok(());
     };
-    let checked = g
-        .policy
-        .clone()
-        .check_output(&g.applicable, resp, &g.vault, &mut g.book);
+    let p = g.policy.clone();
+    let mut checked = p.check_output(&g.applicable, resp, &mut g.book);
+    if checked.is_ok() {
+        // The model-based checks on the answer as the client will see it (masked, its
+        // placeholders not yet restored).
+        let asks = p.asks_output(&g.applicable, resp);
+        if !asks.is_empty() {
+            let started = std::time::Instant::now();
+            let outcomes = crate::guard::run_asks(&p, g.checks.as_ref(), asks).await;
+            checked = p.settle("output", outcomes, started.elapsed(), &mut g.book);
+        }
+    }
+    if checked.is_ok() {
+        p.restore(resp, &g.vault);
+    }
     rec.entered(Stage::GuardOut);
     if let Err(stop) = checked {
         rec.usage = resp.usage;
@@ -580,7 +608,7 @@ async fn parse_output(
             Err(e) => return features::feature_fallback(v, e, rec),
         };
         let mut resp = resp;
-        guard_out(rec, &mut resp)?;
+        guard_out(rec, &mut resp).await?;
         if rec.degraded || !v.parses() {
             return Ok(resp);
         }

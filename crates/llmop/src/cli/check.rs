@@ -17,9 +17,10 @@ pub struct CheckArgs {
 pub fn run(path: &Path, a: CheckArgs) -> ExitCode {
     let json = a.json;
     // What serde and validation cannot see: the guardrails' detector names and deny
-    // patterns, compiled as the gateway compiles them at start.
+    // patterns, compiled as the gateway compiles them at start (classifier models are
+    // loaded and run on a probe text).
     let loaded = Config::load(path).and_then(|config| {
-        match llmop_guard::policy::Policy::new(&config.guardrails) {
+        match llmop_guard::policy::Policy::new(&config.guardrails, &config.dir) {
             Ok(_) => Ok(config),
             Err(errors) => Err(ConfigErrors(
                 errors
