@@ -144,6 +144,8 @@ pub struct Policy {
     hold_back: usize,
     max_scan: usize,
     classifiers: Vec<Arc<crate::classifier::Classifier>>,
+    /// Whether any rule selects `language` (else its check is skipped outright).
+    has_language: bool,
     /// Timeouts of the model-based checks, by check.
     timeouts: std::collections::HashMap<String, std::time::Duration>,
 }
@@ -453,6 +455,9 @@ impl Policy {
         };
         match guard {
             Some(guard) if errors.is_empty() => Ok(Policy {
+                has_language: rules
+                    .iter()
+                    .any(|r| r.select.iter().any(|s| matches!(s, Select::Language(_)))),
                 guard,
                 seen: quick_cache::sync::Cache::new(SEEN_TEXTS),
                 seed: std::collections::hash_map::RandomState::new(),
@@ -603,16 +608,19 @@ impl Policy {
         book: &mut Book,
         cache: bool,
     ) {
-        let rules = tally.rules.clone();
-        if text.is_empty() || !rules.iter().any(|&i| self.rules[i].on(part)) {
+        // By position in the tally (no lookups, no copy of its rule list).
+        let n = tally.rules.len();
+        if text.is_empty() || !(0..n).any(|k| self.rules[tally.rules[k]].on(part)) {
             return;
         }
-        self.check_language(tally, part, text);
-        let want = self.want(&rules, part);
+        if self.has_language {
+            self.check_language(tally, part, text);
+        }
+        let want = self.want(&tally.rules, part);
         if !want.any() {
-            for &i in &rules {
-                if self.rules[i].on(part) {
-                    tally.at(i, part).ran = true;
+            for k in 0..n {
+                if self.rules[tally.rules[k]].on(part) {
+                    tally.hits[k][part_index(part)].ran = true;
                 }
             }
             return;
@@ -625,9 +633,9 @@ impl Policy {
         let found = match scanned {
             Ok(f) => f,
             Err(reason) => {
-                for &i in &rules {
-                    if self.rules[i].on(part) {
-                        tally.at(i, part).error = Some(reason.clone());
+                for k in 0..n {
+                    if self.rules[tally.rules[k]].on(part) {
+                        tally.hits[k][part_index(part)].error = Some(reason.clone());
                     }
                 }
                 return;
@@ -635,21 +643,21 @@ impl Policy {
         };
         // Per finding: 0 leave, 1 pseudonymize, 2 redact (the stronger wins).
         let mut mode = vec![0u8; found.len()];
-        for &i in &rules {
-            let r = &self.rules[i];
+        for k in 0..n {
+            let r = &self.rules[tally.rules[k]];
             if !r.on(part) {
                 continue;
             }
-            let t = tally.at(i, part);
+            let t = &mut tally.hits[k][part_index(part)];
             t.ran = true;
-            for (k, f) in found.iter().enumerate() {
+            for (j, f) in found.iter().enumerate() {
                 if !r.selects(f) {
                     continue;
                 }
                 t.hit(f, text);
                 match r.action {
-                    GuardAction::Redact => mode[k] = 2,
-                    GuardAction::Pseudonymize => mode[k] = mode[k].max(1),
+                    GuardAction::Redact => mode[j] = 2,
+                    GuardAction::Pseudonymize => mode[j] = mode[j].max(1),
                     _ => {}
                 }
             }
