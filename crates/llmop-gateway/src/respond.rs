@@ -186,14 +186,19 @@ impl Relay {
         match checked {
             Ok(()) => true,
             Err(stop) => {
-                let ge = crate::guard::stop_error(&self.rec.request_id, &stop);
-                self.encoder.error(out, ge.code(), &ge.to_string());
-                self.rec.failed(&ge, 200);
-                self.close_guard();
-                self.done = true;
+                self.guard_stopped(&stop, out);
                 false
             }
         }
+    }
+
+    /// A guardrail ended the stream: one error event, and the record says why.
+    fn guard_stopped(&mut self, stop: &llmop_guard::policy::Stop, out: &mut BytesMut) {
+        let ge = crate::guard::stop_error(&self.rec.request_id, stop);
+        self.encoder.error(out, ge.code(), &ge.to_string());
+        self.rec.failed(&ge, 200);
+        self.close_guard();
+        self.done = true;
     }
 
     /// The stream's normal end.
@@ -227,13 +232,7 @@ impl Relay {
                 }
                 self.end_ok(out);
             }
-            Err(stop) => {
-                let ge = crate::guard::stop_error(&self.rec.request_id, &stop);
-                self.encoder.error(out, ge.code(), &ge.to_string());
-                self.rec.failed(&ge, 200);
-                self.close_guard();
-                self.done = true;
-            }
+            Err(stop) => self.guard_stopped(&stop, out),
         }
     }
 
