@@ -194,7 +194,15 @@ pub async fn run_asks(
 ) -> Vec<(Ask, Result<ModelFinding, String>)> {
     let runs = asks.into_iter().map(|ask| async move {
         let limit = policy.timeout(&ask.check);
+        let max = policy.max_scan_bytes();
         let work = async {
+            // What the local detectors do not scan, no model reads or service gets.
+            if let Some(t) = ask.texts.iter().find(|t| t.len() > max) {
+                return Err(format!(
+                    "{} bytes is more than max_scan_bytes = {max}",
+                    t.len()
+                ));
+            }
             let Some(checks) = checks else {
                 return Err("no check runner".to_string());
             };
@@ -227,7 +235,7 @@ async fn classify(
     let Some(sem) = checks.classifying.get(&i) else {
         return Err("no such classifier".into());
     };
-    let _permit = sem
+    let permit = sem
         .clone()
         .acquire_owned()
         .await
@@ -235,6 +243,9 @@ async fn classify(
     let p = policy.clone();
     let texts = texts.to_vec();
     let verdicts = tokio::task::spawn_blocking(move || {
+        // Held until the work ends, not until the call stops waiting: a call that
+        // timed out does not free a slot its classification still uses.
+        let _permit = permit;
         let c = p.classifier(i).ok_or("no such classifier")?;
         texts
             .iter()

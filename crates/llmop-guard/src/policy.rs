@@ -192,6 +192,11 @@ impl Policy {
             .any(|&i| matches!(self.rules[i].model, Some(Check::Classifier(_))))
     }
 
+    /// The longest text any check reads (`max_scan_bytes`).
+    pub fn max_scan_bytes(&self) -> usize {
+        self.max_scan
+    }
+
     /// A classifier by index (from [`Check::Classifier`]).
     pub fn classifier(&self, i: usize) -> Option<&Arc<crate::classifier::Classifier>> {
         self.classifiers.get(i)
