@@ -105,7 +105,8 @@ pub fn count(book: &Book) {
 pub struct Checks {
     http: reqwest::Client,
     remote: std::collections::HashMap<String, Remote>,
-    classifying: std::collections::HashMap<usize, Arc<tokio::sync::Semaphore>>,
+    /// Per classifier (by its index in the policy): the texts it may work on at once.
+    classifying: Vec<Arc<tokio::sync::Semaphore>>,
 }
 
 struct Remote {
@@ -159,17 +160,17 @@ impl Checks {
             );
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let mut classifying = std::collections::HashMap::new();
-        let mut i = 0;
-        while let Some(c) = policy.classifier(i) {
-            let permits = cfg
-                .classifiers
-                .get(c.name())
-                .and_then(|c| c.concurrency)
-                .unwrap_or(cores);
-            classifying.insert(i, Arc::new(tokio::sync::Semaphore::new(permits)));
-            i += 1;
-        }
+        let classifying: Vec<_> = (0..)
+            .map_while(|i| policy.classifier(i))
+            .map(|c| {
+                let permits = cfg
+                    .classifiers
+                    .get(c.name())
+                    .and_then(|c| c.concurrency)
+                    .unwrap_or(cores);
+                Arc::new(tokio::sync::Semaphore::new(permits))
+            })
+            .collect();
         if remote.is_empty() && classifying.is_empty() {
             return Ok(None);
         }
@@ -232,7 +233,7 @@ async fn classify(
     i: usize,
     texts: &[String],
 ) -> Result<ModelFinding, String> {
-    let Some(sem) = checks.classifying.get(&i) else {
+    let Some(sem) = checks.classifying.get(i) else {
         return Err("no such classifier".into());
     };
     let permit = sem

@@ -204,15 +204,8 @@ impl Policy {
 
     /// How long a call waits for a check.
     pub fn timeout(&self, c: &Check) -> std::time::Duration {
-        let key = match c {
-            Check::Classifier(i) => format!(
-                "classifier.{}",
-                self.classifiers.get(*i).map_or("", |c| c.name())
-            ),
-            Check::Remote(n) => format!("remote.{n}"),
-        };
         self.timeouts
-            .get(&key)
+            .get(&self.check_name(c))
             .copied()
             .unwrap_or(std::time::Duration::from_secs(1))
     }
@@ -891,6 +884,8 @@ impl Policy {
             late_text: model_on(GuardPart::Text).then(String::new),
             late_args: model_on(GuardPart::ToolArguments).then(Vec::new),
             ended: false,
+            bytes: 0,
+            late_settled: false,
             a,
             vault,
             restorer: Restorer::default(),
@@ -1200,15 +1195,21 @@ pub struct OutStream {
     late_text: Option<String>,
     late_args: Option<Vec<String>>,
     ended: bool,
+    /// Bytes of text and tool-call arguments received.
+    bytes: usize,
+    /// The model-based checks were settled early (the answer outgrew what they read).
+    late_settled: bool,
 }
 
 impl OutStream {
     /// Whether model-based checks run when the stream ends ([`OutStream::late_asks`]).
     pub fn has_late(&self) -> bool {
-        self.a
-            .output
-            .iter()
-            .any(|&i| self.policy.rules[i].model.is_some())
+        !self.late_settled
+            && self
+                .a
+                .output
+                .iter()
+                .any(|&i| self.policy.rules[i].model.is_some())
     }
 
     /// The model-based checks of the whole streamed answer (after [`OutStream::finish`]).
@@ -1261,6 +1262,11 @@ impl OutStream {
         if self.stopped {
             return Ok(());
         }
+        self.bytes += match &ev {
+            StreamEvent::Text(t) => t.len(),
+            StreamEvent::ToolCallDelta { arguments, .. } => arguments.len(),
+            _ => 0,
+        };
         let r = match self.pending.take() {
             Some(mut held) => {
                 let r = self.push_inner(ev, &mut held, book);
@@ -1268,12 +1274,76 @@ impl OutStream {
                 r
             }
             None => self.push_inner(ev, out, book),
-        };
+        }
+        .and_then(|()| self.bound(out, book));
         if r.is_err() {
             self.stopped = true;
             self.pending = None;
         }
         r
+    }
+
+    /// What is kept for the end-of-stream checks (the whole text, the held events) is
+    /// bounded by `max_scan_bytes`: past it those checks cannot run (a hostile or
+    /// runaway upstream would otherwise fill memory). Their rules' `on_error` decides
+    /// now: a `fail_closed` one ends the stream, `fail_open` ones record the error and
+    /// what was held is released.
+    fn bound(&mut self, out: &mut Vec<StreamEvent>, book: &mut Book) -> Result<(), Stop> {
+        let keeps = self.whole.is_some()
+            || self.late_text.is_some()
+            || self.late_args.is_some()
+            || self.pending.is_some();
+        if !keeps || self.bytes <= self.policy.max_scan {
+            return Ok(());
+        }
+        let reason = format!(
+            "the answer is longer than max_scan_bytes = {}",
+            self.policy.max_scan
+        );
+        for k in 0..self.tally.rules.len() {
+            let r = &self.policy.rules[self.tally.rules[k]];
+            if r.select
+                .iter()
+                .any(|s| matches!(s, Select::Schema(_) | Select::Language(_)))
+            {
+                self.tally.hits[k][0].error = Some(reason.clone());
+            }
+        }
+        self.whole = None;
+        let outcomes: Vec<(Ask, Result<ModelFinding, String>)> = self
+            .a
+            .output
+            .iter()
+            .filter_map(|&i| {
+                let r = &self.policy.rules[i];
+                let check = r.model.clone()?;
+                let ask = Ask {
+                    rule: i,
+                    rule_name: r.name.clone(),
+                    check,
+                    direction: "output",
+                    part: GuardPart::Text,
+                    texts: Vec::new(),
+                };
+                Some((ask, Err(reason.clone())))
+            })
+            .collect();
+        self.late_text = None;
+        self.late_args = None;
+        self.late_settled = true;
+        let settled = if outcomes.is_empty() {
+            Ok(())
+        } else {
+            self.policy
+                .clone()
+                .settle("output", outcomes, std::time::Duration::ZERO, book)
+        };
+        self.stop_if_blocked()?;
+        settled?;
+        if let Some(mut held) = self.pending.take() {
+            out.append(&mut held);
+        }
+        Ok(())
     }
 
     fn push_inner(

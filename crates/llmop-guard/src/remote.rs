@@ -36,12 +36,16 @@ fn read_llmop(v: &serde_json::Value, only: &[String]) -> Result<ModelFinding, St
     } else {
         labels.iter().any(|l| only.iter().any(|o| o == l))
     };
-    let mut evidence = labels
-        .iter()
-        .take(8)
-        .map(|l| clip(l))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let shown: Vec<String> = labels.iter().filter_map(|l| label(l)).collect();
+    let mut evidence = shown.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+    if shown.len() < labels.len() {
+        evidence = format!(
+            "{evidence} [{} labels not recorded]",
+            labels.len() - shown.len()
+        )
+        .trim()
+        .to_string();
+    }
     // Scores are probabilities; a service's other numbers are shown clamped, so what
     // is recorded stays short.
     if let Some(s) = v
@@ -63,6 +67,7 @@ fn read_moderation(v: &serde_json::Value, only: &[String]) -> Result<ModelFindin
         .ok_or("its answer has no `results`")?;
     let mut found = false;
     let mut hits: Vec<(String, f64)> = Vec::new();
+    let mut unshown = 0usize;
     for r in results {
         let flagged = r.get("flagged").and_then(|f| f.as_bool()).unwrap_or(false);
         let cats = r.get("categories").and_then(|c| c.as_object());
@@ -80,8 +85,10 @@ fn read_moderation(v: &serde_json::Value, only: &[String]) -> Result<ModelFindin
                 .and_then(|s| s.as_f64())
                 .unwrap_or(0.0)
                 .clamp(0.0, 1.0);
-            if !hits.iter().any(|(n, _)| n == name) {
-                hits.push((clip(name), score));
+            match label(name) {
+                Some(n) if !hits.iter().any(|(h, _)| *h == n) => hits.push((n, score)),
+                Some(_) => {}
+                None => unshown += 1,
             }
         }
         found |= if only.is_empty() {
@@ -91,18 +98,29 @@ fn read_moderation(v: &serde_json::Value, only: &[String]) -> Result<ModelFindin
         };
     }
     hits.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let evidence = hits
+    let mut evidence = hits
         .iter()
         .take(8)
         .map(|(n, s)| format!("{n} ({s:.2})"))
         .collect::<Vec<_>>()
         .join(", ");
+    if unshown > 0 {
+        evidence = format!("{evidence} [{unshown} labels not recorded]")
+            .trim()
+            .to_string();
+    }
     Ok(ModelFinding { found, evidence })
 }
 
-/// A label from outside, as recorded: at most 64 characters.
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
+/// A label from outside as recorded, if it looks like one: 1 to 64 letters, spaces and
+/// `_ - / .`. A service that echoes what it was sent (an email address, a key, a
+/// number) would otherwise write the very values the rules keep out of records into
+/// the verdict's evidence; such a "label" is counted, not shown.
+fn label(s: &str) -> Option<String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphabetic() || b" _-/.".contains(&b));
+    ok.then(|| s.to_string())
 }
 
 #[cfg(test)]
@@ -118,6 +136,15 @@ mod tests {
         assert_eq!(f.evidence, "hate, spam (0.93)");
         assert!(!read_llmop(&v, &["violence".into()]).unwrap().found);
         assert!(read_llmop(&json!({"labels": []}), &[]).is_err());
+        // A service echoing the text it was sent does not put it in the record.
+        let echo = json!({"flagged": true, "labels": ["pii", "ann@example.com", "ghp_8f3KzQ1vW7xY2bN5mR9tL0aC4dE6gH1jK3pS"]});
+        let f = read_llmop(&echo, &[]).unwrap();
+        assert_eq!(f.evidence, "pii [2 labels not recorded]");
+        let m = json!({"results": [{"flagged": true, "categories": {"violence": true, "4111 1111 1111 1111": true}, "category_scores": {"violence": 0.8}}]});
+        assert_eq!(
+            read_moderation(&m, &[]).unwrap().evidence,
+            "violence (0.80) [1 labels not recorded]"
+        );
 
         let m = json!({"id": "modr-1", "model": "omni-moderation-latest", "results": [
             {"flagged": false, "categories": {"violence": false}, "category_scores": {"violence": 0.01}},

@@ -562,3 +562,50 @@ action = "block"
         }
     }
 }
+
+#[test]
+fn a_held_stream_longer_than_max_scan_bytes_follows_the_fail_mode() {
+    for (mode, blocks) in [("fail_closed", true), ("fail_open", false)] {
+        let p = policy(&format!(
+            r#"
+[guardrails]
+max_scan_bytes = 1024
+[guardrails.remote.mod]
+url = "http://127.0.0.1:9/check"
+[[guardrails.rules]]
+name = "moderate"
+detect = ["remote.mod"]
+direction = "output"
+action = "block"
+on_error = "{mode}"
+"#
+        ));
+        let mut g = p.stream(all(&p), Vault::default());
+        let mut out = Vec::new();
+        let mut book = Book::default();
+        let mut stop = None;
+        for _ in 0..40 {
+            if let Err(s) = g.push(StreamEvent::Text("x".repeat(50)), &mut out, &mut book) {
+                stop = Some(s);
+                break;
+            }
+        }
+        // Held no further than the limit: then stopped, or released and let through.
+        assert_eq!(stop.is_some(), blocks, "{mode}: {stop:?}");
+        let sent: usize = out
+            .iter()
+            .map(|e| match e {
+                StreamEvent::Text(t) => t.len(),
+                _ => 0,
+            })
+            .sum();
+        if blocks {
+            assert_eq!(sent, 0, "{mode}");
+        } else {
+            assert!(sent > 1024 - 256, "{mode}: {sent}");
+            assert!(!g.has_late());
+        }
+        assert_eq!(book.verdicts.len(), 1);
+        assert_eq!(book.verdicts[0].outcome, "error");
+    }
+}
