@@ -53,6 +53,13 @@ pub const INTERNAL_ERROR: &str = "internal_error";
 pub const SHUTTING_DOWN: &str = "shutting_down";
 pub const GUARDRAIL_BLOCKED: &str = "guardrail_blocked";
 pub const GUARDRAIL_ERROR: &str = "guardrail_error";
+pub const TOOL_CALL_DENIED: &str = "tool_call_denied";
+pub const APPROVAL_REQUIRED: &str = "approval_required";
+pub const APPROVAL_PENDING: &str = "approval_pending";
+pub const APPROVAL_NOT_FOUND: &str = "approval_not_found";
+pub const INVALID_USER_TOKEN: &str = "invalid_user_token";
+pub const USER_SCOPES_REQUIRED: &str = "user_scopes_required";
+pub const INVALID_APPROVAL: &str = "invalid_approval";
 
 /// Every code above.
 pub const ALL: &[&str] = &[
@@ -107,4 +114,11 @@ pub const ALL: &[&str] = &[
     SHUTTING_DOWN,
     GUARDRAIL_BLOCKED,
     GUARDRAIL_ERROR,
+    TOOL_CALL_DENIED,
+    APPROVAL_REQUIRED,
+    APPROVAL_PENDING,
+    APPROVAL_NOT_FOUND,
+    INVALID_USER_TOKEN,
+    USER_SCOPES_REQUIRED,
+    INVALID_APPROVAL,
 ];

@@ -196,6 +196,14 @@ pub enum GatewayError {
     /// A valid key that may not do this (403).
     #[error("{message}")]
     Forbidden { message: String, code: &'static str },
+    /// A tool call the model proposed is held for a person's approval (403
+    /// `approval_required`): `POST /admin/approvals/{id}` decides, and the client's
+    /// retry with `x-llmop-approval: <id>` gets the held answer once approved.
+    #[error("{message}")]
+    Held {
+        message: String,
+        approval_id: String,
+    },
     #[error(transparent)]
     Provider(#[from] ProviderError),
     /// The deadline of the whole request passed.
@@ -231,6 +239,7 @@ impl GatewayError {
             GatewayError::Unauthorized { code, .. } => code,
             GatewayError::Forbidden { code, .. } => code,
             GatewayError::Limited { code, .. } => code,
+            GatewayError::Held { .. } => codes::APPROVAL_REQUIRED,
             GatewayError::Provider(e) => e.code(),
             GatewayError::DeadlineExceeded { .. } => codes::UPSTREAM_TIMEOUT,
             GatewayError::Unavailable { code, .. } => code,

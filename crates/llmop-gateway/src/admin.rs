@@ -577,3 +577,172 @@ pub async fn delete_budget(
     .await;
     answer(&rid, r)
 }
+
+fn approvals_store(app: &AppState) -> Result<&llmop_store::Store, GatewayError> {
+    app.recorder
+        .as_ref()
+        .map(|r| &r.store)
+        .ok_or_else(|| GatewayError::NotFound {
+            message:
+                "approvals need the record store: this gateway runs with [store] enabled = false"
+                    .into(),
+            code: codes::APPROVAL_NOT_FOUND,
+        })
+}
+
+/// An approval as the admin API shows it: the held tool calls whole (a person decides
+/// on what the call would do).
+fn approval_json(a: &llmop_store::Approval) -> serde_json::Value {
+    let calls: Vec<serde_json::Value> = a
+        .answer
+        .get("parts")
+        .and_then(|p| p.as_array())
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p.get("ToolCall").or_else(|| p.get("tool_call")))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "id": a.id,
+        "status": a.status,
+        "created_at_ms": a.created_at_ms,
+        "expires_at_ms": a.expires_at_ms,
+        "request_id": a.request_id,
+        "key_id": a.key_id,
+        "session": a.session,
+        "tool": a.tool,
+        "rule": a.rule,
+        "reason": a.reason,
+        "tool_calls": calls,
+        "decided_at_ms": a.decided_at_ms,
+        "decided_by": a.decided_by,
+        "note": a.decision_note,
+    })
+}
+
+/// `GET /admin/approvals?status=pending&limit=`: held tool calls, newest first.
+pub async fn approvals(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let r = async {
+        let store = approvals_store(&app)?;
+        let mut status = None;
+        let mut limit = 100i64;
+        for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
+            match &*k {
+                "status" => status = Some(v.into_owned()),
+                "limit" => {
+                    limit = v.parse().map_err(|_| {
+                        GatewayError::invalid("limit must be a number", Some("limit".into()))
+                    })?
+                }
+                _ => {}
+            }
+        }
+        let list = store
+            .approvals(status.as_deref(), limit.clamp(1, 1000))
+            .await
+            .map_err(store_error)?;
+        Ok(json!({"approvals": list.iter().map(approval_json).collect::<Vec<_>>()}))
+    }
+    .await;
+    answer(&rid, r)
+}
+
+/// `GET /admin/approvals/{id}`.
+pub async fn approval(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Response {
+    let r = async {
+        let store = approvals_store(&app)?;
+        match store.approval(&id).await.map_err(store_error)? {
+            Some(a) => Ok(approval_json(&a)),
+            None => Err(GatewayError::NotFound {
+                message: "no such approval".into(),
+                code: codes::APPROVAL_NOT_FOUND,
+            }),
+        }
+    }
+    .await;
+    answer(&rid, r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    /// `approve` or `deny`.
+    decision: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /admin/approvals/{id}` `{"decision": "approve"|"deny", "note"}`: decides a
+/// held tool call, once. The client's retry with `x-llmop-approval: <id>` then gets
+/// the held answer (approved) or its refusal (denied).
+pub async fn decide(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let store = approvals_store(&app)?;
+        let b: DecideBody = parse_body(&body)?;
+        let approve = match b.decision.as_str() {
+            "approve" | "approved" => true,
+            "deny" | "denied" => false,
+            _ => {
+                return Err(GatewayError::InvalidRequest {
+                    message: "decision must be `approve` or `deny`".into(),
+                    param: Some("decision".into()),
+                    code: codes::INVALID_APPROVAL,
+                })
+            }
+        };
+        let note = b.note.as_deref().map(|n| {
+            let mut n = n.to_string();
+            if n.len() > 2000 {
+                let mut cut = 2000;
+                while !n.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                n.truncate(cut);
+            }
+            n
+        });
+        let who = actor(&headers);
+        if !store
+            .decide_approval(&id, approve, &who, note.as_deref())
+            .await
+            .map_err(store_error)?
+        {
+            return match store.approval(&id).await.map_err(store_error)? {
+                Some(a) => Err(GatewayError::InvalidRequest {
+                    message: format!("approval `{}` is {} already", a.id, a.status),
+                    param: None,
+                    code: codes::INVALID_APPROVAL,
+                }),
+                None => Err(GatewayError::NotFound {
+                    message: "no such approval".into(),
+                    code: codes::APPROVAL_NOT_FOUND,
+                }),
+            };
+        }
+        tracing::info!(approval = %id, approve, by = %who, "approval decided");
+        metrics::counter!("llmop_agent_approvals_decided_total", "decision" => if approve { "approved" } else { "denied" }).increment(1);
+        match store.approval(&id).await.map_err(store_error)? {
+            Some(a) => Ok(approval_json(&a)),
+            None => Err(GatewayError::Internal("a decided approval vanished".into())),
+        }
+    }
+    .await;
+    answer(&rid, r)
+}

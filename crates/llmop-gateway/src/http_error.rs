@@ -21,7 +21,7 @@ pub fn status_of(e: &GatewayError) -> StatusCode {
         GatewayError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
         GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-        GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        GatewayError::Forbidden { .. } | GatewayError::Held { .. } => StatusCode::FORBIDDEN,
         GatewayError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
         GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -94,6 +94,19 @@ pub fn response(format: WireFormat, e: &GatewayError, request_id: &str) -> Respo
             }
         }
     }
+    if let GatewayError::Held { approval_id, .. } = e {
+        // The hint an agent loop acts on: a person decides, then the same call is
+        // retried with `x-llmop-approval`.
+        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            if let Some(err) = v.get_mut("error").and_then(|e| e.as_object_mut()) {
+                err.insert(
+                    "handoff".into(),
+                    serde_json::json!({"to": "human", "approval_id": approval_id, "retry_with_header": "x-llmop-approval"}),
+                );
+                body = serde_json::to_vec(&v).unwrap_or(body);
+            }
+        }
+    }
     let mut resp = (
         status,
         [(
@@ -118,6 +131,11 @@ pub fn response(format: WireFormat, e: &GatewayError, request_id: &str) -> Respo
     if let GatewayError::Limited { handoff: true, .. } = e {
         resp.headers_mut()
             .insert("x-llmop-handoff", HeaderValue::from_static("human"));
+    }
+    if let GatewayError::Held { approval_id, .. } = e {
+        if let Ok(v) = HeaderValue::from_str(approval_id) {
+            resp.headers_mut().insert("x-llmop-approval-id", v);
+        }
     }
     resp
 }

@@ -35,6 +35,7 @@
 //! - [`stage`], [`shutdown`]: stage names; SIGTERM/SIGINT, readiness, bounded draining.
 
 pub mod admin;
+pub mod agent;
 pub mod auth;
 pub mod breaker;
 pub mod context;

@@ -234,6 +234,9 @@ pub struct CallData {
     /// The call's guardrails (its rules, the pseudonym vault, the verdicts); `None`
     /// when no rule applies.
     pub guard: Option<Box<crate::guard::GuardCall>>,
+    /// The call's agent-safety decisions; `None` when the agent policy has nothing to
+    /// say about it.
+    pub agent: Option<Box<crate::agent::AgentCall>>,
     /// Wall time from the start to the hand-over; set when handed over.
     latency: Duration,
     /// `[store] max_field_bytes`, from the recorder.
@@ -331,6 +334,7 @@ impl CallData {
             kept: Vec::new(),
             stages: Stages::default(),
             guard: None,
+            agent: None,
             latency: Duration::ZERO,
             max_field_bytes,
             online,
@@ -674,6 +678,7 @@ impl IntoRecord for CallData {
                     .collect(),
             );
         }
+        r.agent = c.agent.and_then(|a| a.to_record());
         // Masked before anything is cut: a cut field keeps its text escaped.
         let scrubber = guard_scrubber(&mut r, c.guard, c.policy, c.request.as_deref());
         if let Some(s) = &scrubber {

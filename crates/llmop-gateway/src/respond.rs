@@ -142,6 +142,11 @@ struct Relay {
     released: Vec<StreamEvent>,
     /// The upstream ended and the guard's model-based checks are still to run.
     ending: bool,
+    /// The agent screen: tool calls held until the stream ends, then decided.
+    agent: Option<(
+        std::sync::Arc<crate::agent::AgentGate>,
+        crate::agent::AgentStream,
+    )>,
 }
 
 impl Drop for Relay {
@@ -172,7 +177,7 @@ impl Relay {
     fn relay(&mut self, ev: Option<StreamEvent>, out: &mut BytesMut) -> bool {
         let (Some(g), Some(gc)) = (self.guard.as_mut(), self.rec.guard.as_deref_mut()) else {
             if let Some(ev) = ev {
-                self.encoder.encode(&ev, out);
+                self.emit(ev, out);
             }
             return true;
         };
@@ -180,13 +185,54 @@ impl Relay {
             Some(ev) => g.push(ev, &mut self.released, &mut gc.book),
             None => g.finish(&mut self.released, &mut gc.book),
         };
-        for ev in self.released.drain(..) {
-            self.encoder.encode(&ev, out);
+        let mut released = std::mem::take(&mut self.released);
+        for ev in released.drain(..) {
+            self.emit(ev, out);
         }
+        self.released = released;
         match checked {
             Ok(()) => true,
             Err(stop) => {
                 self.guard_stopped(&stop, out);
+                false
+            }
+        }
+    }
+
+    /// An event on its way to the client: through the agent screen (which holds tool
+    /// calls until the stream ends), then encoded.
+    fn emit(&mut self, ev: StreamEvent, out: &mut BytesMut) {
+        if let Some((_, a)) = self.agent.as_mut() {
+            if !a.pass(&ev) {
+                return;
+            }
+        }
+        self.encoder.encode(&ev, out);
+    }
+
+    /// The agent screen's end: the tool calls it held are decided; the allowed ones
+    /// (and refusals in place of denied ones) go out, or an error event ends the stream
+    /// (a held call's approval, `deny_as = "error"`). False when the stream ended so.
+    async fn end_agent(&mut self, out: &mut BytesMut) -> bool {
+        let Some((gate, mut a)) = self.agent.take() else {
+            return true;
+        };
+        if !a.holds() {
+            return true;
+        }
+        self.rec.entered(crate::stage::Stage::AgentOut);
+        match gate.finish_stream(&mut a, &mut self.rec).await {
+            Ok(events) => {
+                for ev in &events {
+                    self.encoder.encode(ev, out);
+                }
+                true
+            }
+            Err(ge) => {
+                self.encoder.error(out, ge.code(), &ge.to_string());
+                self.rec.failed(&ge, 200);
+                self.close_guard();
+                self.done = true;
                 false
             }
         }
@@ -218,21 +264,28 @@ impl Relay {
         if !self.relay(None, out) {
             return;
         }
-        let (Some(g), Some(gc)) = (self.guard.as_mut(), self.rec.guard.as_deref_mut()) else {
-            self.end_ok(out);
-            return;
-        };
-        let asks = g.late_asks();
-        let started = std::time::Instant::now();
-        let outcomes = crate::guard::run_asks(&gc.policy, gc.checks.as_ref(), asks).await;
-        match g.settle_late(outcomes, started.elapsed(), &mut gc.book) {
-            Ok(()) => {
-                for ev in g.take_pending() {
-                    self.encoder.encode(&ev, out);
+        if let (Some(g), Some(gc)) = (
+            self.guard.as_mut().filter(|g| g.has_late()),
+            self.rec.guard.as_deref_mut(),
+        ) {
+            let asks = g.late_asks();
+            let started = std::time::Instant::now();
+            let outcomes = crate::guard::run_asks(&gc.policy, gc.checks.as_ref(), asks).await;
+            match g.settle_late(outcomes, started.elapsed(), &mut gc.book) {
+                Ok(()) => {
+                    let pending: Vec<StreamEvent> = g.take_pending().into_iter().collect();
+                    for ev in pending {
+                        self.emit(ev, out);
+                    }
                 }
-                self.end_ok(out);
+                Err(stop) => {
+                    self.guard_stopped(&stop, out);
+                    return;
+                }
             }
-            Err(stop) => self.guard_stopped(&stop, out),
+        }
+        if self.end_agent(out).await {
+            self.end_ok(out);
         }
     }
 
@@ -264,8 +317,9 @@ impl Relay {
                 false
             }
             None => {
-                if self.guard.as_ref().is_some_and(|g| g.has_late()) {
-                    // The model-based checks on the whole answer run (async) in `next`.
+                if self.guard.as_ref().is_some_and(|g| g.has_late()) || self.agent.is_some() {
+                    // The model-based checks on the whole answer, and the agent
+                    // screen's decisions, run (async) in `next`.
                     self.ending = true;
                     return false;
                 }
@@ -374,6 +428,10 @@ pub fn stream(
     if guard.is_some() {
         rec.entered(crate::stage::Stage::GuardOut);
     }
+    let agent = app
+        .agent
+        .as_ref()
+        .and_then(|g| g.stream(&rec).map(|s| (g.clone(), s)));
     let mut head = Response::new(Body::empty());
     call_headers(&mut head, &rec);
     let relay = Relay {
@@ -387,6 +445,7 @@ pub fn stream(
         guard,
         released: Vec::new(),
         ending: false,
+        agent,
     };
     let body = Body::from_stream(futures::stream::unfold(relay, Relay::next));
     let (mut parts, _) = head.into_parts();

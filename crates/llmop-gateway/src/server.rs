@@ -43,6 +43,11 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .route("/admin/features/{name}/rollback", post(admin::rollback))
         .route("/admin/features/{name}/history", get(admin::history))
         .route("/admin/quality", get(admin::quality))
+        .route("/admin/approvals", get(admin::approvals))
+        .route(
+            "/admin/approvals/{id}",
+            get(admin::approval).post(admin::decide),
+        )
         // Bodies of the admin and records APIs are read like the chat endpoints':
         // bounded in size (413) and in time (408), after the token is checked and
         // before any handler sees them.

@@ -19,6 +19,10 @@ pub enum Stage {
     Restore,
     /// `model` resolved, once, to an ordered list of targets.
     Route,
+    /// Agent safety on the way in: the end user's scopes (a bad token refused), tools
+    /// the user lacks a scope for taken out, the session's taint read, an approved
+    /// held call served.
+    AgentIn,
     /// Caps, session budgets, rate limits, budget reservations.
     Check,
     /// Input guardrails: the request's text, tool arguments and tool results checked,
@@ -28,6 +32,9 @@ pub enum Stage {
     Call,
     /// Output guardrails on a whole answer (a stream's are in its relay).
     GuardOut,
+    /// Agent safety on the way out: each proposed tool call allowed, denied or held for
+    /// approval (a stream's in its relay); the session's taint grows.
+    AgentOut,
     /// A feature's output parser and its failure policy.
     ParseOutput,
     /// The answer encoded in the entry point's format.
@@ -38,7 +45,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 14] = [
+    pub const ALL: [Stage; 16] = [
         Stage::Authenticate,
         Stage::Context,
         Stage::Parse,
@@ -46,10 +53,12 @@ impl Stage {
         Stage::Feature,
         Stage::Restore,
         Stage::Route,
+        Stage::AgentIn,
         Stage::Check,
         Stage::GuardIn,
         Stage::Call,
         Stage::GuardOut,
+        Stage::AgentOut,
         Stage::ParseOutput,
         Stage::Respond,
         Stage::Record,
@@ -64,10 +73,12 @@ impl Stage {
             Stage::Feature => "feature",
             Stage::Restore => "restore",
             Stage::Route => "route",
+            Stage::AgentIn => "agent_in",
             Stage::Check => "check",
             Stage::GuardIn => "guard_in",
             Stage::Call => "call",
             Stage::GuardOut => "guard_out",
+            Stage::AgentOut => "agent_out",
             Stage::ParseOutput => "parse_output",
             Stage::Respond => "respond",
             Stage::Record => "record",

@@ -33,6 +33,8 @@ pub struct AppState {
     /// Runs the model-based guardrail checks (classifiers, remote services); `None`
     /// when no rule has one.
     pub guard_checks: Option<Arc<crate::guard::Checks>>,
+    /// The compiled `[agents]` and its state; `None` when no tool or policy is declared.
+    pub agent: Option<Arc<crate::agent::AgentGate>>,
 }
 
 impl AppState {
@@ -55,6 +57,9 @@ impl AppState {
         if let Some(r) = recorder.as_mut() {
             r.guard.clone_from(&guard);
         }
+        let agent =
+            crate::agent::AgentGate::new(&config, recorder.as_ref().map(|r| r.store.clone()))?
+                .map(Arc::new);
         let providers = Providers::from_config(&config)?;
         let router = Router::new(&config, &providers)?;
         let features = recorder.as_ref().map(|r| {
@@ -92,6 +97,7 @@ impl AppState {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             guard,
             guard_checks,
+            agent,
         }))
     }
 

@@ -15,6 +15,7 @@
 //! The gateway decides which rules run where, and what a finding does (block, redact,
 //! pseudonymize, flag, shadow); this crate only finds and rewrites.
 
+pub mod agent;
 pub mod classifier;
 pub mod deny;
 pub mod eval;

@@ -25,6 +25,7 @@
 //! Invariants: no SQL outside this crate; inserts are idempotent (a record written twice,
 //! e.g. replayed from a spill file, stays one record); no secret is a field of a record.
 
+pub mod agents;
 pub mod cost;
 pub mod deployments;
 pub mod evals;
@@ -37,6 +38,7 @@ pub mod scores;
 mod store;
 pub mod writer;
 
+pub use agents::{Approval, NewApproval};
 pub use cost::{CostBy, CostRow};
 pub use deployments::{
     Arm, ChangeBy, DeployError, Deployment, DeploymentEvent, DeploymentState, EventKind,

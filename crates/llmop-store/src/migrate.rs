@@ -88,6 +88,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0015_guardrails.sql"),
         postgres: include_str!("../migrations/postgres/0015_guardrails.sql"),
     },
+    Migration {
+        version: 16,
+        sqlite: include_str!("../migrations/sqlite/0016_agents.sql"),
+        postgres: include_str!("../migrations/postgres/0016_agents.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

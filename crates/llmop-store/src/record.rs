@@ -125,6 +125,11 @@ pub struct Record {
     /// outcomes, fingerprints of what they found; never the values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guardrails: Vec<llmop_core::guard::GuardVerdict>,
+    /// What the agent policy decided for this call (`agent_decisions` in SQL): the end
+    /// user's scope source, the session's taint, tools removed, one decision per
+    /// proposed tool call with its reason; never argument values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Value>,
 }
 
 /// Reasoning state llmop keeps on a client's behalf, keyed by the tool-call id it
@@ -193,6 +198,7 @@ impl Record {
             online_evals: Vec::new(),
             online_scores: Vec::new(),
             guardrails: Vec::new(),
+            agent: None,
             client_request_id: None,
             truncated: false,
         }

@@ -96,6 +96,7 @@ const COLUMNS: &[&str] = &[
     "stages",
     "online_scores",
     "guardrails",
+    "agent",
 ];
 
 /// Most rows per INSERT statement: 64 rows x 53 columns = 3,392 parameters, under the
@@ -307,6 +308,7 @@ fn bind_record<'q>(
         .bind((!r.stages.is_empty()).then(|| r.stages.join(",")))
         .bind((!r.online_scores.is_empty()).then(|| json_text(&r.online_scores)))
         .bind((!r.guardrails.is_empty()).then(|| json_text(&r.guardrails)))
+        .bind(r.agent.as_ref().map(json_text))
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(
@@ -409,6 +411,13 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
             Some(t) => serde_json::from_str(&t)
                 .map_err(|e| StoreError::Corrupt(id.clone(), format!("guardrails: {e}")))?,
             None => Vec::new(),
+        },
+        agent: match row.try_get::<Option<String>, _>("agent")? {
+            Some(t) => Some(
+                serde_json::from_str(&t)
+                    .map_err(|e| StoreError::Corrupt(id.clone(), format!("agent: {e}")))?,
+            ),
+            None => None,
         },
         request_id: id,
     })

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
+mod agents;
 mod cost;
 mod features;
 mod guardrails;
@@ -24,6 +25,7 @@ mod routes;
 mod server;
 mod store;
 
+pub use agents::*;
 pub use cost::*;
 pub use features::*;
 pub use guardrails::*;
@@ -72,6 +74,10 @@ pub struct Config {
     /// Guardrails: detectors, rules and disclaimers (docs/guardrails.md).
     #[serde(default)]
     pub guardrails: GuardrailsConfig,
+    /// Agent safety: tool capabilities, session taint policies, end-user scopes
+    /// (docs/agents.md).
+    #[serde(default)]
+    pub agents: AgentsConfig,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -215,6 +221,7 @@ impl Config {
         features::validate_gates(self, &mut out);
         features::validate_online(self, &mut out);
         guardrails::validate(self, &mut out);
+        agents::validate(self, &mut out);
         out
     }
 }

@@ -252,6 +252,32 @@ async fn stages<E: Entry>(
         }
     };
 
+    // Agent safety on the way in: the end user's scopes, tools they may not use taken
+    // out before the model sees them, the session's taint; an approved held call is
+    // answered from its approval (no model call, no spend). Shadows are not agents'
+    // turns: nothing they propose reaches anyone.
+    let is_shadow = rec.feature.as_ref().is_some_and(|f| f.shadow_of.is_some());
+    if let Some(gate) = app.agent.as_ref().filter(|_| !is_shadow) {
+        if gate.applies(&req, entry.headers()) {
+            rec.entered(Stage::AgentIn);
+            match gate.admit(entry.headers(), &mut req, rec).await {
+                Ok(crate::agent::Admit::Go) => {}
+                Ok(crate::agent::Admit::Answer(resp)) => {
+                    let stream = req.stream;
+                    rec.request = Some(Arc::new(req));
+                    return Ok(Answered {
+                        answer: crate::agent::as_answer(resp, stream),
+                        feature,
+                    });
+                }
+                Err(e) => {
+                    rec.request = Some(Arc::new(req));
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     rec.entered(Stage::Check);
     if let Some(l) = plan.limits {
         match limits::admit(
@@ -314,6 +340,12 @@ async fn stages<E: Entry>(
     }?;
     let answer = match answer {
         Answer::Whole(mut resp) => {
+            // Agent safety on the way out: each proposed tool call decided (a stream's
+            // in its relay, `respond`).
+            if let (Some(gate), true) = (&app.agent, rec.agent.is_some()) {
+                rec.entered(Stage::AgentOut);
+                gate.screen(rec, &mut resp).await?;
+            }
             if let Some(g) = &rec.guard {
                 g.policy.disclaim(&g.applicable, &mut resp);
             }

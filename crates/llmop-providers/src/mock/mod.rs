@@ -8,10 +8,11 @@
 //!
 //! Knobs (`[providers.<name>]`): `latency_ms` before the answer, `tokens_per_second` for
 //! streams, `error_rate` + `error_status` for failures, `timeout_rate` for hangs, `reply`
-//! (`echo`, `json`, `lorem`, or any fixed text), `seed`, and `rules`: regex → reply pairs
+//! (`echo`, `json`, `lorem`, `gullible`, or any fixed text), `seed`, and `rules`: regex → reply pairs
 //! over the conversation's text, tried before `reply` (how judges, regressions and
 //! flipped items are staged without a real model).
 
+mod gullible;
 mod schema;
 
 use crate::tokenizer;
@@ -34,6 +35,8 @@ enum Reply {
     Echo,
     Json,
     Lorem,
+    /// A deliberately weak model that follows any instruction it reads (`gullible`).
+    Gullible,
     Fixed(String),
 }
 
@@ -90,6 +93,7 @@ impl MockProvider {
             None | Some("echo") => Reply::Echo,
             Some("json") => Reply::Json,
             Some("lorem") => Reply::Lorem,
+            Some("gullible") => Reply::Gullible,
             Some(t) => Reply::Fixed(t.to_string()),
         };
         MockProvider {
@@ -232,7 +236,13 @@ impl MockProvider {
         let last = req.messages.last();
         let answering_tool =
             last.is_some_and(|m| m.parts.iter().any(|p| matches!(p, Part::ToolResult { .. })));
-        let wants_tool = !req.tools.is_empty()
+        if self.reply == Reply::Gullible {
+            if let Some(a) = gullible::answer(req, rng) {
+                return a;
+            }
+        }
+        let wants_tool = self.reply != Reply::Gullible
+            && !req.tools.is_empty()
             && !answering_tool
             && !matches!(req.tool_choice, Some(ToolChoice::None));
         if wants_tool {
@@ -277,7 +287,7 @@ impl MockProvider {
             _ => {}
         }
         let text = match &self.reply {
-            Reply::Echo => req
+            Reply::Echo | Reply::Gullible => req
                 .last_user_text()
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(|| "Hello from the llmop mock provider.".to_string()),
