@@ -391,7 +391,9 @@ impl AgentGate {
     /// A stream's screen: its held tool-call events, decided at the stream's end.
     pub fn stream(&self, rec: &CallRecord) -> Option<AgentStream> {
         let req = rec.request.as_deref()?;
-        (rec.agent.is_some() && !req.tools.is_empty()).then(AgentStream::default)
+        // A retry's approved answer was decided already.
+        let undecided = rec.agent.as_ref().is_some_and(|a| a.approval.is_none());
+        (undecided && !req.tools.is_empty()).then(AgentStream::default)
     }
 
     /// Decides the tool calls a stream held, and gives the events the client gets.

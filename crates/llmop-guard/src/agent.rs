@@ -279,7 +279,7 @@ impl AgentPolicy {
                 continue;
             }
             let reason = if r.when.0 == 0 {
-                format!("`{}` is covered by policy `{}`", call.name, r.name)
+                format!("every call to `{}` is covered", call.name)
             } else {
                 format!(
                     "the session has {} and `{}` {}",

@@ -1,7 +1,7 @@
 -- Agent safety. A call's agent decisions in its own row (a JSON object: the user's
 -- scope source, the session's taint before the call, the tools removed, and one
 -- decision per proposed tool call with its outcome, rule and reason, never argument
--- values); `agent_decisions` shows them one row per decision, for SQL.
+-- values). `agent_decisions` shows them one row per decision, for SQL.
 ALTER TABLE records ADD COLUMN agent TEXT;
 -- The taint of each session (per key): a bit set of capabilities its tool calls had.
 -- Only ever grows (`taint | new`).
