@@ -27,6 +27,7 @@ pub mod evaluate;
 pub mod gate;
 pub mod gateway;
 pub mod online;
+pub mod redteam;
 pub mod run;
 pub mod spec;
 pub mod stats;

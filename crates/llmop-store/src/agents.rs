@@ -189,3 +189,104 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+/// A stored red-team run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedteamRun {
+    pub id: String,
+    pub target: String,
+    pub corpus_version: String,
+    pub seed: i64,
+    pub attacks: i64,
+    pub got_through: i64,
+    pub blocked: i64,
+    pub resisted: i64,
+    pub errors: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    /// The whole report (the red-team runner's JSON).
+    pub report: serde_json::Value,
+}
+
+const REDTEAM_COLUMNS: &str = "id, target, corpus_version, seed, attacks, got_through, blocked, resisted, errors, started_at_ms, finished_at_ms, report";
+
+fn redteam_of(row: &sqlx::any::AnyRow) -> Result<RedteamRun, StoreError> {
+    let id: String = row.try_get("id")?;
+    let report: String = row.try_get("report")?;
+    Ok(RedteamRun {
+        report: serde_json::from_str(&report)
+            .map_err(|e| StoreError::Corrupt(id.clone(), format!("redteam report: {e}")))?,
+        target: row.try_get("target")?,
+        corpus_version: row.try_get("corpus_version")?,
+        seed: row.try_get("seed")?,
+        attacks: row.try_get("attacks")?,
+        got_through: row.try_get("got_through")?,
+        blocked: row.try_get("blocked")?,
+        resisted: row.try_get("resisted")?,
+        errors: row.try_get("errors")?,
+        started_at_ms: row.try_get("started_at_ms")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+        id,
+    })
+}
+
+impl Store {
+    pub async fn insert_redteam_run(&self, r: &RedteamRun) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO redteam_runs ({REDTEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(r.id.clone())
+        .bind(r.target.clone())
+        .bind(r.corpus_version.clone())
+        .bind(r.seed)
+        .bind(r.attacks)
+        .bind(r.got_through)
+        .bind(r.blocked)
+        .bind(r.resisted)
+        .bind(r.errors)
+        .bind(r.started_at_ms)
+        .bind(r.finished_at_ms)
+        .bind(r.report.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Red-team runs, newest first, of one target or all.
+    pub async fn redteam_runs(
+        &self,
+        target: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RedteamRun>, StoreError> {
+        let rows = match target {
+            Some(t) => {
+                sqlx::query(&format!(
+                    "SELECT {REDTEAM_COLUMNS} FROM redteam_runs WHERE target = $1 ORDER BY started_at_ms DESC LIMIT $2"
+                ))
+                .bind(t.to_string())
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {REDTEAM_COLUMNS} FROM redteam_runs ORDER BY started_at_ms DESC LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
+        rows.iter().map(redteam_of).collect()
+    }
+
+    pub async fn redteam_run(&self, id: &str) -> Result<Option<RedteamRun>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {REDTEAM_COLUMNS} FROM redteam_runs WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(redteam_of).transpose()
+    }
+}

@@ -38,7 +38,7 @@ pub mod scores;
 mod store;
 pub mod writer;
 
-pub use agents::{Approval, NewApproval};
+pub use agents::{Approval, NewApproval, RedteamRun};
 pub use cost::{CostBy, CostRow};
 pub use deployments::{
     Arm, ChangeBy, DeployError, Deployment, DeploymentEvent, DeploymentState, EventKind,

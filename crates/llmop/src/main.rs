@@ -92,6 +92,9 @@ enum Command {
     Replay(cli::replay::ReplayArgs),
     /// Validate the config without serving. Exit code 0 when valid, 1 when not.
     Check(cli::check::CheckArgs),
+    /// Red teaming: the built-in attack corpus through the gateway against a feature or
+    /// route; exit 1 when attacks got through, 3 when the run could not tell.
+    Redteam(cli::redteam::RedteamArgs),
     /// Guardrail detectors: precision and recall on a labeled set.
     Guard {
         #[command(subcommand)]
@@ -121,5 +124,6 @@ fn main() -> ExitCode {
         Command::Replay(a) => cli::replay::run(config, a),
         Command::Check(a) => cli::check::run(config, a),
         Command::Guard { command } => cli::guard::run(command),
+        Command::Redteam(a) => cli::redteam::run(config, a),
     }
 }

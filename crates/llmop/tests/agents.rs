@@ -659,3 +659,142 @@ async fn deny_as_error_refuses_with_a_stable_code_whole_and_mid_stream() {
         assert!(e.to_string().contains("tool_call_denied"), "{e}");
     }
 }
+
+const REDTEAM_CONFIG: &str = r#"
+[providers.sim]
+kind = "mock"
+reply = "gullible"
+models = ["weak"]
+
+[routes.weak]
+targets = [{ provider = "sim", model = "weak" }]
+[routes.guarded]
+targets = [{ provider = "sim", model = "weak" }]
+
+[guardrails.deny.canary]
+patterns = ['LLMOP-CANARY-[0-9a-f]+']
+
+[[guardrails.rules]]
+name = "no-canary-out"
+detect = ["deny.canary"]
+direction = "output"
+action = "block"
+routes = ["guarded"]
+
+[[guardrails.rules]]
+name = "no-injection-in"
+detect = ["injection"]
+direction = "input"
+action = "block"
+routes = ["guarded"]
+
+[[guardrails.rules]]
+name = "no-pii-out"
+detect = ["pii"]
+direction = "output"
+action = "block"
+routes = ["guarded"]
+
+[agents.tools.fetch_url]
+capabilities = ["reads_untrusted"]
+[agents.tools.send_email]
+capabilities = ["sends_external"]
+
+[[agents.policies]]
+name = "no-send-after-untrusted"
+when_tainted = ["reads_untrusted"]
+tools_with = ["sends_external"]
+action = "deny"
+routes = ["guarded"]
+"#;
+
+fn redteam(gw: &Gateway, target: &str) -> (i32, Value) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_llmop"))
+        .args([
+            "redteam",
+            target,
+            "--gateway",
+            &gw.url,
+            "--store",
+            &gw.store_url(),
+            "--json",
+            "--seed",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let v: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{text}\n{}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.code().unwrap_or(-1), v)
+}
+
+/// `llmop redteam` finds the planted weaknesses of a weak route (its system prompt's
+/// canary extracted, injected tool-result instructions followed) and exits 1; behind
+/// guardrails and the agent policy the same attacks are stopped. Runs are stored.
+#[tokio::test]
+async fn redteam_finds_a_weak_targets_holes_and_sees_them_closed_behind_the_policies() {
+    let gw = Gateway::start(REDTEAM_CONFIG);
+    let (code, weak) = redteam(&gw, "weak");
+    assert_eq!(code, 1, "{weak}");
+    let through = |r: &Value, category: &str| {
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["category"] == category && o["outcome"] == "got_through")
+            .count()
+    };
+    for c in [
+        "system_prompt_extraction",
+        "tool_result_injection",
+        "foreign_language",
+        "unreadable_characters",
+        "pii_exfiltration",
+        "jailbreak",
+    ] {
+        assert!(
+            through(&weak, c) > 0,
+            "{c} did not get through the weak route: {weak}"
+        );
+    }
+    assert_eq!(weak["errors"], 0, "{weak}");
+    let (_, guarded) = redteam(&gw, "guarded");
+    for c in [
+        "system_prompt_extraction",
+        "tool_result_injection",
+        "foreign_language",
+        "unreadable_characters",
+        "pii_exfiltration",
+    ] {
+        assert_eq!(
+            through(&guarded, c),
+            0,
+            "{c} got through the guarded route: {guarded}"
+        );
+    }
+    assert!(guarded["blocked"].as_u64().unwrap() > 0, "{guarded}");
+    // Both runs are stored and listed.
+    let o = support::llmop(&["redteam", "--runs", "--store", &gw.store_url(), "--json"]);
+    let runs: Value = serde_json::from_str(&support::output_text(&o)).unwrap();
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&weak["id"].as_str().unwrap())
+            && ids.contains(&guarded["id"].as_str().unwrap()),
+        "{runs}"
+    );
+    let o = support::llmop(&[
+        "redteam",
+        "--show",
+        weak["id"].as_str().unwrap(),
+        "--store",
+        &gw.store_url(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(support::output_text(&o).contains("got_through"));
+}

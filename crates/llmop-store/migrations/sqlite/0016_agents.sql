@@ -37,3 +37,20 @@ SELECT r.request_id, r.created_at_ms, r.session_id AS session, r.feature, r.rout
        json_extract(j.value, '$.approval_id') AS approval_id
   FROM records r, json_each(json_extract(r.agent, '$.decisions')) j
  WHERE r.agent IS NOT NULL;
+-- Red-team runs (`llmop redteam`): the counts, and the whole report (one result per
+-- attack and variation) as JSON.
+CREATE TABLE redteam_runs (
+    id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    corpus_version TEXT NOT NULL,
+    seed BIGINT NOT NULL,
+    attacks BIGINT NOT NULL,
+    got_through BIGINT NOT NULL,
+    blocked BIGINT NOT NULL,
+    resisted BIGINT NOT NULL,
+    errors BIGINT NOT NULL,
+    started_at_ms BIGINT NOT NULL,
+    finished_at_ms BIGINT NOT NULL,
+    report TEXT NOT NULL
+);
+CREATE INDEX redteam_runs_target ON redteam_runs (target, started_at_ms)

@@ -36,6 +36,7 @@ pub mod keys;
 pub mod prices;
 pub mod quality;
 pub mod query;
+pub mod redteam;
 pub mod replay;
 pub mod requests;
 pub mod rollback;
