@@ -8,7 +8,7 @@ use super::{key, Config, KeySeg, Problems};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
     /// Tools by name, as the client declares them in its requests.
@@ -27,6 +27,18 @@ pub struct AgentsConfig {
     /// retry (seconds).
     #[serde(default = "default_approval_ttl")]
     pub approval_ttl_s: u64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            tools: BTreeMap::new(),
+            policies: Vec::new(),
+            users: AgentUsersConfig::default(),
+            deny_as: DenyAs::default(),
+            approval_ttl_s: default_approval_ttl(),
+        }
+    }
 }
 
 fn default_approval_ttl() -> u64 {
@@ -344,6 +356,12 @@ fn http_header_invalid(h: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_without_agents_is_valid() {
+        let c = AgentsConfig::default();
+        assert_eq!(c.approval_ttl_s, 3600);
+    }
 
     #[test]
     fn capabilities_have_distinct_bits() {
