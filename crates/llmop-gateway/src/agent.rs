@@ -8,7 +8,6 @@
 //! llmop relayed to the client (and those it sees in the request's history), so a
 //! client that cuts its history does not wash it.
 
-use crate::record::CallRecord;
 use axum::http::HeaderMap;
 use llmop_core::{codes, ChatRequest, ChatResponse, FinishReason, GatewayError, Part};
 use llmop_guard::agent::{AgentPolicy, Caps, Decision, Outcome, Removed, Scope, UserScopes};
@@ -44,6 +43,17 @@ pub struct AgentCall {
     session_key: Option<String>,
     #[serde(skip)]
     session: Option<String>,
+}
+
+/// Who and what a call is, as the agent stage needs it (not the whole record: the
+/// record holds an [`AgentCall`], so this module does not import the record's).
+#[derive(Clone, Copy)]
+pub struct Who<'a> {
+    pub request_id: &'a str,
+    pub key_id: Option<&'a str>,
+    pub session: Option<&'a str>,
+    pub route: Option<&'a str>,
+    pub feature: Option<&'a str>,
 }
 
 /// What the agent stage lets through.
@@ -114,16 +124,22 @@ impl AgentGate {
         &self,
         headers: &HeaderMap,
         req: &mut ChatRequest,
-        rec: &mut CallRecord,
-    ) -> Result<Admit, GatewayError> {
-        let user = self.user(headers, rec.key_id.as_deref(), req)?;
-        let session = rec.context.session.clone();
+        who: Who<'_>,
+    ) -> (Option<Box<AgentCall>>, Result<Admit, GatewayError>) {
+        let user = match self.user(headers, who.key_id, req) {
+            Ok(u) => u,
+            Err(e) => return (None, Err(e)),
+        };
+        let session = who.session.map(str::to_string);
         let session_key = session
             .as_deref()
-            .map(|s| format!("{}:{s}", rec.key_id.as_deref().unwrap_or("-")));
+            .map(|s| format!("{}:{s}", who.key_id.unwrap_or("-")));
         let mut taint = self.policy.history_taint(req).0;
         if let Some(k) = &session_key {
-            taint |= self.stored_taint(k).await?;
+            match self.stored_taint(k).await {
+                Ok(t) => taint |= t,
+                Err(e) => return (None, Err(e)),
+            }
         }
         let removed = self.policy.filter_tools(req, &user);
         let mut call = AgentCall {
@@ -144,13 +160,11 @@ impl AgentGate {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let Some(id) = approval else {
-            rec.agent = Some(Box::new(call));
-            return Ok(Admit::Go);
+            return (Some(Box::new(call)), Ok(Admit::Go));
         };
         call.approval = Some(id.clone());
-        let answered = self.approved(&id, &mut call, rec).await;
-        rec.agent = Some(Box::new(call));
-        answered
+        let answered = self.approved(&id, &mut call, who).await;
+        (Some(Box::new(call)), answered)
     }
 
     /// A retry with an approval: the held answer if a person approved it, its refusal if
@@ -159,7 +173,7 @@ impl AgentGate {
         &self,
         id: &str,
         call: &mut AgentCall,
-        rec: &CallRecord,
+        who: Who<'_>,
     ) -> Result<Admit, GatewayError> {
         let not_found = || GatewayError::NotFound {
             message: format!(
@@ -173,7 +187,7 @@ impl AgentGate {
             .approval(id)
             .await
             .map_err(store_down)?
-            .filter(|a| a.key_id == rec.key_id && a.session == call.session)
+            .filter(|a| a.key_id.as_deref() == who.key_id && a.session == call.session)
             .ok_or_else(not_found)?;
         let held: ChatResponse = serde_json::from_value(a.answer.clone())
             .map_err(|_| GatewayError::Internal("a held answer could not be read".into()))?;
@@ -282,16 +296,14 @@ impl AgentGate {
     /// call makes the answer wait for approval (403 `approval_required` with its id).
     pub async fn screen(
         &self,
-        rec: &mut CallRecord,
+        call: &mut AgentCall,
+        who: Who<'_>,
         resp: &mut ChatResponse,
     ) -> Result<(), GatewayError> {
-        let Some(mut call) = rec.agent.take() else {
-            return Ok(());
-        };
         let scope = Scope {
-            route: rec.route.as_deref(),
-            feature: rec.context.feature.as_deref(),
-            key: rec.key_id.as_deref(),
+            route: who.route,
+            feature: who.feature,
+            key: who.key_id,
         };
         let mut taint = call.taint;
         let mut bits = 0;
@@ -311,30 +323,15 @@ impl AgentGate {
                 call.decisions.push(d);
             }
         }
-        let result = self.apply(&mut call, rec, resp, held, bits).await;
-        rec.agent = Some(call);
-        result
-    }
-
-    async fn apply(
-        &self,
-        call: &mut AgentCall,
-        rec: &mut CallRecord,
-        resp: &mut ChatResponse,
-        held: Option<usize>,
-        bits: u32,
-    ) -> Result<(), GatewayError> {
         let denied = call.decisions.iter().any(|d| d.outcome == Outcome::Deny);
         if denied && self.policy.deny_as == llmop_core::config::DenyAs::Error {
-            rec.response = Some(resp.clone());
             return Err(denied_error(&call.decisions));
         }
         if denied {
             replace_denied(resp, &call.decisions);
         }
         if let Some(i) = held {
-            rec.response = Some(resp.clone());
-            return Err(self.hold(call, rec, resp, i).await);
+            return Err(self.hold(call, who, resp, i).await);
         }
         self.taint_with(call, bits).await
     }
@@ -343,7 +340,7 @@ impl AgentGate {
     async fn hold(
         &self,
         call: &mut AgentCall,
-        rec: &CallRecord,
+        who: Who<'_>,
         resp: &ChatResponse,
         i: usize,
     ) -> GatewayError {
@@ -363,8 +360,8 @@ impl AgentGate {
             .insert_approval(&llmop_store::NewApproval {
                 id: &id,
                 ttl_ms: self.ttl_ms,
-                request_id: &rec.request_id,
-                key_id: rec.key_id.as_deref(),
+                request_id: who.request_id,
+                key_id: who.key_id,
                 session: call.session.as_deref(),
                 tool: &d.tool,
                 rule: d.rule.as_deref().unwrap_or("agents"),
@@ -389,10 +386,14 @@ impl AgentGate {
     }
 
     /// A stream's screen: its held tool-call events, decided at the stream's end.
-    pub fn stream(&self, rec: &CallRecord) -> Option<AgentStream> {
-        let req = rec.request.as_deref()?;
+    pub fn stream(
+        &self,
+        call: Option<&AgentCall>,
+        req: Option<&ChatRequest>,
+    ) -> Option<AgentStream> {
+        let req = req?;
         // A retry's approved answer was decided already.
-        let undecided = rec.agent.as_ref().is_some_and(|a| a.approval.is_none());
+        let undecided = call.is_some_and(|a| a.approval.is_none());
         (undecided && !req.tools.is_empty()).then(AgentStream::default)
     }
 
@@ -400,7 +401,8 @@ impl AgentGate {
     pub async fn finish_stream(
         &self,
         s: &mut AgentStream,
-        rec: &mut CallRecord,
+        call: &mut AgentCall,
+        who: Who<'_>,
     ) -> Result<Vec<llmop_core::StreamEvent>, GatewayError> {
         use llmop_core::StreamEvent;
         let mut acc = llmop_core::StreamAccumulator::default();
@@ -421,7 +423,7 @@ impl AgentGate {
                 usage = Some(*u);
             }
         }
-        self.screen(rec, &mut resp).await?;
+        self.screen(call, who, &mut resp).await?;
         let mut calls = 0;
         for p in resp.parts {
             llmop_core::chat::push_part_events(p, &mut calls, &mut rest);
@@ -534,23 +536,5 @@ impl AgentCall {
     /// The record's JSON of this call's decisions.
     pub fn to_record(&self) -> Option<serde_json::Value> {
         serde_json::to_value(self).ok()
-    }
-}
-
-/// Serves a whole answer the agent stage produced as the entry's answer (a stream's
-/// events when the call asked for one).
-pub fn as_answer(resp: ChatResponse, stream: bool) -> crate::pipeline::Answer {
-    if !stream {
-        return crate::pipeline::Answer::Whole(resp);
-    }
-    let mut events = resp.into_events().into_iter();
-    let first = events.next().unwrap_or(llmop_core::StreamEvent::Start {
-        id: String::new(),
-        model: String::new(),
-    });
-    use futures::StreamExt;
-    crate::pipeline::Answer::Stream {
-        first,
-        rest: futures::stream::iter(events.map(Ok)).boxed(),
     }
 }

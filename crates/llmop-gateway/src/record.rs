@@ -292,6 +292,17 @@ impl Stages {
 }
 
 impl CallData {
+    /// The call as the agent stage sees it.
+    pub fn agent_who(&self) -> crate::agent::Who<'_> {
+        crate::agent::Who {
+            request_id: &self.request_id,
+            key_id: self.key_id.as_deref(),
+            session: self.context.session.as_deref(),
+            route: self.route.as_deref(),
+            feature: self.context.feature.as_deref(),
+        }
+    }
+
     fn entered_record(&mut self) {
         self.stages.mark(Stage::Record);
     }

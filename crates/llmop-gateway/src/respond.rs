@@ -221,7 +221,14 @@ impl Relay {
             return true;
         }
         self.rec.entered(crate::stage::Stage::AgentOut);
-        match gate.finish_stream(&mut a, &mut self.rec).await {
+        let Some(mut call) = self.rec.agent.take() else {
+            return true;
+        };
+        let screened = gate
+            .finish_stream(&mut a, &mut call, self.rec.agent_who())
+            .await;
+        self.rec.agent = Some(call);
+        match screened {
             Ok(events) => {
                 for ev in &events {
                     self.encoder.encode(ev, out);
@@ -428,10 +435,10 @@ pub fn stream(
     if guard.is_some() {
         rec.entered(crate::stage::Stage::GuardOut);
     }
-    let agent = app
-        .agent
-        .as_ref()
-        .and_then(|g| g.stream(&rec).map(|s| (g.clone(), s)));
+    let agent = app.agent.as_ref().and_then(|g| {
+        g.stream(rec.agent.as_deref(), rec.request.as_deref())
+            .map(|s| (g.clone(), s))
+    });
     let mut head = Response::new(Body::empty());
     call_headers(&mut head, &rec);
     let relay = Relay {

@@ -130,6 +130,7 @@ fn stages_do_not_take_the_whole_state() {
         "reasoning",
         "auth",
         "stage",
+        "agent",
     ] {
         assert!(
             !graph[m].contains("state"),

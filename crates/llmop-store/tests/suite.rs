@@ -93,13 +93,50 @@ fn small(id: &str, at: i64, feature: &str, user: &str, status: u16) -> Record {
     r
 }
 
+/// Agent safety's shared state: a session's taint only grows; an approval is decided
+/// once, and an expired one cannot be.
+async fn agent_state(store: &Store) {
+    assert_eq!(store.session_taint("k:s1").await.unwrap(), 0);
+    assert_eq!(store.add_session_taint("k:s1", 0b01).await.unwrap(), 0b01);
+    assert_eq!(store.add_session_taint("k:s1", 0b10).await.unwrap(), 0b11);
+    assert_eq!(store.add_session_taint("k:s1", 0b01).await.unwrap(), 0b11);
+    assert_eq!(store.session_taint("k:s2").await.unwrap(), 0);
+    let answer = serde_json::json!({"parts": [{"ToolCall": {"id": "c1", "name": "send_email", "arguments": "{}"}}]});
+    for (id, ttl) in [("apr_a", 60_000), ("apr_old", -1)] {
+        store
+            .insert_approval(&llmop_store::NewApproval {
+                id,
+                ttl_ms: ttl,
+                request_id: "r1",
+                key_id: Some("k"),
+                session: Some("s1"),
+                tool: "send_email",
+                rule: "rule_of_two",
+                reason: "why",
+                answer: &answer,
+            })
+            .await
+            .unwrap();
+    }
+    let pending = store.approvals(Some("pending"), 10).await.unwrap();
+    assert_eq!(pending.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["apr_a"]);
+    assert_eq!(store.approval("apr_old").await.unwrap().unwrap().status, "expired");
+    assert!(!store.decide_approval("apr_old", true, "me", None).await.unwrap());
+    assert!(store.decide_approval("apr_a", false, "me", Some("no")).await.unwrap());
+    assert!(!store.decide_approval("apr_a", true, "me", None).await.unwrap());
+    let a = store.approval("apr_a").await.unwrap().unwrap();
+    assert_eq!((a.status.as_str(), a.decided_by.as_deref(), a.decision_note.as_deref()), ("denied", Some("me"), Some("no")));
+    assert_eq!(a.answer, answer);
+}
+
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 15);
+    assert_eq!(store.schema_version().await.unwrap(), 16);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 15);
+    assert_eq!(again.schema_version().await.unwrap(), 16);
     again.close().await;
+    agent_state(&store).await;
 
     // Every field survives the round trip.
     let r = full_record("req-full", 1_700_000_000_000);

@@ -260,13 +260,15 @@ async fn stages<E: Entry>(
     if let Some(gate) = app.agent.as_ref().filter(|_| !is_shadow) {
         if gate.applies(&req, entry.headers()) {
             rec.entered(Stage::AgentIn);
-            match gate.admit(entry.headers(), &mut req, rec).await {
+            let (call, admitted) = gate.admit(entry.headers(), &mut req, rec.agent_who()).await;
+            rec.agent = call;
+            match admitted {
                 Ok(crate::agent::Admit::Go) => {}
                 Ok(crate::agent::Admit::Answer(resp)) => {
                     let stream = req.stream;
                     rec.request = Some(Arc::new(req));
                     return Ok(Answered {
-                        answer: crate::agent::as_answer(resp, stream),
+                        answer: as_answer(resp, stream),
                         feature,
                     });
                 }
@@ -342,9 +344,14 @@ async fn stages<E: Entry>(
         Answer::Whole(mut resp) => {
             // Agent safety on the way out: each proposed tool call decided (a stream's
             // in its relay, `respond`).
-            if let (Some(gate), true) = (&app.agent, rec.agent.is_some()) {
+            if let (Some(gate), Some(mut call)) = (&app.agent, rec.agent.take()) {
                 rec.entered(Stage::AgentOut);
-                gate.screen(rec, &mut resp).await?;
+                let screened = gate.screen(&mut call, rec.agent_who(), &mut resp).await;
+                rec.agent = Some(call);
+                if let Err(e) = screened {
+                    rec.response = Some(resp);
+                    return Err(e);
+                }
             }
             if let Some(g) = &rec.guard {
                 g.policy.disclaim(&g.applicable, &mut resp);
@@ -430,6 +437,24 @@ async fn guard_in(
     rec.guard = Some(Box::new(g));
     let checked = checked.map_err(|stop| crate::guard::stop_error(&rec.request_id, &stop));
     (req, checked)
+}
+
+/// A whole answer the agent stage produced (an approved held call) as the entry's
+/// answer: a stream of its events when the call asked for one.
+fn as_answer(resp: ChatResponse, stream: bool) -> Answer {
+    if !stream {
+        return Answer::Whole(resp);
+    }
+    let mut events = resp.into_events().into_iter();
+    let first = events.next().unwrap_or(llmop_core::StreamEvent::Start {
+        id: String::new(),
+        model: String::new(),
+    });
+    use futures::StreamExt;
+    Answer::Stream {
+        first,
+        rest: futures::stream::iter(events.map(Ok)).boxed(),
+    }
 }
 
 /// Requests whose scanned text is larger than this are scanned off the runtime.
