@@ -54,7 +54,13 @@ struct Args {
     /// Send this JSON body as is (with --path): `model` and `stream` do not apply.
     #[arg(long)]
     body: Option<String>,
+    /// `NAME:VALUE` headers on every request (e.g. `x-llmop-session:s1`).
+    #[arg(long = "header")]
+    headers: Vec<String>,
 }
+
+/// The `--header`s, set once at start.
+static HEADERS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -70,8 +76,11 @@ async fn one(
     body: &Bytes,
     scheduled: Instant,
 ) -> Result<(u64, u64), String> {
-    let req = hyper::Request::post(uri.clone())
-        .header("content-type", "application/json")
+    let mut req = hyper::Request::post(uri.clone()).header("content-type", "application/json");
+    for (k, v) in HEADERS.get().map(Vec::as_slice).unwrap_or_default() {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = req
         .body(Full::new(body.clone()))
         .map_err(|e| e.to_string())?;
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
@@ -110,6 +119,13 @@ fn record(stats: &Mutex<Stats>, r: Result<(u64, u64), String>) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
+    let _ = HEADERS.set(
+        args.headers
+            .iter()
+            .filter_map(|h| h.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect(),
+    );
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(4096)
         .pool_idle_timeout(Duration::from_secs(60))

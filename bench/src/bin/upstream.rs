@@ -14,6 +14,30 @@ struct Args {
     /// Chunks of content in a streamed answer.
     #[arg(long, default_value_t = 20)]
     chunks: usize,
+    /// Answer with a tool call (`send_email`) instead of text, whole and streamed.
+    #[arg(long)]
+    tool_call: bool,
+}
+
+const WHOLE_TOOL: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_bench1","type":"function","function":{"name":"send_email","arguments":"{\"to\":\"team@example.com\",\"body\":\"The weekly report is attached.\"}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":24,"completion_tokens":20,"total_tokens":44}}"#;
+
+fn stream_tool_body() -> String {
+    let head = r#"data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model","choices":[{"index":0,"delta":"#;
+    let mut s = String::new();
+    s.push_str(&format!("{head}{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"index\":0,\"id\":\"call_bench1\",\"type\":\"function\",\"function\":{{\"name\":\"send_email\",\"arguments\":\"\"}}}}]}},\"finish_reason\":null}}]}}\n\n"));
+    for piece in [
+        r#"{\"to\":\"team@"#,
+        r#"example.com\",\"body\":"#,
+        r#"\"The weekly report.\"}"#,
+    ] {
+        s.push_str(&format!("{head}{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":\"{piece}\"}}}}]}},\"finish_reason\":null}}]}}\n\n"));
+    }
+    s.push_str(&format!(
+        "{head}{{}},\"finish_reason\":\"tool_calls\"}}]}}\n\n"
+    ));
+    s.push_str("data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"bench-model\",\"choices\":[],\"usage\":{\"prompt_tokens\":24,\"completion_tokens\":20,\"total_tokens\":44}}\n\n");
+    s.push_str("data: [DONE]\n\n");
+    s
 }
 
 const WHOLE: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":20,"total_tokens":44,"prompt_tokens_details":{"cached_tokens":0}}}"#;
@@ -43,7 +67,12 @@ fn stream_body(chunks: usize) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     let args = Args::parse();
-    let streamed = Bytes::from(stream_body(args.chunks));
+    let streamed = Bytes::from(if args.tool_call {
+        stream_tool_body()
+    } else {
+        stream_body(args.chunks)
+    });
+    let whole: &'static str = if args.tool_call { WHOLE_TOOL } else { WHOLE };
     let app = axum::Router::new().fallback(move |body: Bytes| {
         let streamed = streamed.clone();
         async move {
@@ -51,7 +80,7 @@ async fn main() {
             let (ct, payload) = if is_stream {
                 ("text/event-stream", streamed)
             } else {
-                ("application/json", Bytes::from_static(WHOLE.as_bytes()))
+                ("application/json", Bytes::from_static(whole.as_bytes()))
             };
             let mut r = Response::new(Body::from(payload));
             r.headers_mut()

@@ -656,6 +656,23 @@ mod tests {
         assert_eq!(t.names(), ["reads_untrusted", "reads_private"]);
     }
 
+    proptest::proptest! {
+        /// Arguments and addresses come from a model: no value makes a decision panic,
+        /// and a reason never carries the value.
+        #[test]
+        fn any_arguments_are_decided_without_panic_or_echo(to in "[a-z0-9]{1,12}@[a-z0-9.\\-]{1,20}", raw in ".{0,120}") {
+            let p = policy(AgentAction::Deny);
+            let u = user(&["email:send"]);
+            let args = serde_json::json!({"to": to}).to_string();
+            let d = p.decide(&call("send_email", &args), Caps(0), &u, Scope::default());
+            if d.outcome == Outcome::Deny {
+                proptest::prop_assert!(!d.reason.contains(to.as_str()));
+            }
+            let _ = p.decide(&call("send_email", &raw), Caps(u32::MAX), &u, Scope::default());
+            let _ = domain_of(&raw);
+        }
+    }
+
     #[test]
     fn domains_are_read_from_addresses_and_urls() {
         assert_eq!(

@@ -119,13 +119,35 @@ async fn agent_state(store: &Store) {
             .unwrap();
     }
     let pending = store.approvals(Some("pending"), 10).await.unwrap();
-    assert_eq!(pending.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["apr_a"]);
-    assert_eq!(store.approval("apr_old").await.unwrap().unwrap().status, "expired");
-    assert!(!store.decide_approval("apr_old", true, "me", None).await.unwrap());
-    assert!(store.decide_approval("apr_a", false, "me", Some("no")).await.unwrap());
-    assert!(!store.decide_approval("apr_a", true, "me", None).await.unwrap());
+    assert_eq!(
+        pending.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["apr_a"]
+    );
+    assert_eq!(
+        store.approval("apr_old").await.unwrap().unwrap().status,
+        "expired"
+    );
+    assert!(!store
+        .decide_approval("apr_old", true, "me", None)
+        .await
+        .unwrap());
+    assert!(store
+        .decide_approval("apr_a", false, "me", Some("no"))
+        .await
+        .unwrap());
+    assert!(!store
+        .decide_approval("apr_a", true, "me", None)
+        .await
+        .unwrap());
     let a = store.approval("apr_a").await.unwrap().unwrap();
-    assert_eq!((a.status.as_str(), a.decided_by.as_deref(), a.decision_note.as_deref()), ("denied", Some("me"), Some("no")));
+    assert_eq!(
+        (
+            a.status.as_str(),
+            a.decided_by.as_deref(),
+            a.decision_note.as_deref()
+        ),
+        ("denied", Some("me"), Some("no"))
+    );
     assert_eq!(a.answer, answer);
 }
 
