@@ -289,39 +289,29 @@ async fn the_rule_of_two_denies_the_send_after_a_malicious_page_in_every_format_
             let mut turns = vec![Turn::User(
                 "Summarize https://weather.example for me: call fetch_url with {\"url\":\"https://weather.example\"}".into(),
             )];
+            // The agent runs the tool the model called and sends back `result`.
+            let run_tool = |turns: &mut Vec<Turn>, g: &Got, want: &str, result: &str| {
+                assert_eq!(
+                    (g.status, names(g)),
+                    (200, vec![want]),
+                    "{fmt:?} {stream} {g:?}"
+                );
+                let (id, name, args) = g.calls[0].clone();
+                turns.push(Turn::Call {
+                    id: id.clone(),
+                    name,
+                    args,
+                });
+                turns.push(Turn::Result {
+                    id,
+                    content: result.into(),
+                });
+            };
             let g = ask(&gw, fmt, stream, "agent", &turns, &h).await;
-            assert_eq!(
-                (g.status, names(&g)),
-                (200, vec!["fetch_url"]),
-                "{fmt:?} {stream} {g:?}"
-            );
-            let (id, name, args) = g.calls[0].clone();
-            turns.push(Turn::Call {
-                id: id.clone(),
-                name,
-                args,
-            });
-            turns.push(Turn::Result {
-                id,
-                content: PAGE.into(),
-            });
+            run_tool(&mut turns, &g, "fetch_url", PAGE);
             // The page's first instruction: reading the inbox is allowed (one taint).
             let g = ask(&gw, fmt, stream, "agent", &turns, &h).await;
-            assert_eq!(
-                (g.status, names(&g)),
-                (200, vec!["read_inbox"]),
-                "{fmt:?} {stream} {g:?}"
-            );
-            let (id, name, args) = g.calls[0].clone();
-            turns.push(Turn::Call {
-                id: id.clone(),
-                name,
-                args,
-            });
-            turns.push(Turn::Result {
-                id,
-                content: INBOX.into(),
-            });
+            run_tool(&mut turns, &g, "read_inbox", INBOX);
             // The second: sending mail, now that the session read both.
             let g = ask(&gw, fmt, stream, "agent", &turns, &h).await;
             assert_eq!(g.status, 200, "{g:?}");
