@@ -24,6 +24,7 @@ pub struct AgentGate {
     taint: quick_cache::sync::Cache<String, u32>,
     store: Option<Store>,
     ttl_ms: i64,
+    max_held: usize,
 }
 
 /// What the agent stage decided for one call; rides on its record.
@@ -79,6 +80,7 @@ impl AgentGate {
             taint: quick_cache::sync::Cache::new(100_000),
             store,
             ttl_ms: i64::try_from(a.approval_ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX),
+            max_held: a.max_held_bytes,
         }))
     }
 
@@ -87,34 +89,55 @@ impl AgentGate {
         self.policy.governs(req) || headers.contains_key(APPROVAL_HEADER)
     }
 
-    async fn stored_taint(&self, key: &str) -> Result<u32, GatewayError> {
+    /// The session's taint as far as this call can tell: what this replica knows is in
+    /// the store, and the store itself when more taint could change a decision here
+    /// (another replica may have tainted the session; see
+    /// [`AgentPolicy::more_taint_matters`]).
+    async fn session_taint(
+        &self,
+        key: &str,
+        known: u32,
+        who: Who<'_>,
+    ) -> Result<u32, GatewayError> {
         let mem = self.taint.get(key).unwrap_or(0);
         let Some(store) = &self.store else {
             return Ok(mem);
         };
-        // Another replica may have tainted the session: the store is read every time
-        // (one indexed row), the memory only adds what this replica knows.
+        let scope = Scope {
+            route: who.route,
+            feature: who.feature,
+            key: who.key_id,
+        };
+        if !self.policy.more_taint_matters(Caps(known | mem), scope) {
+            return Ok(mem);
+        }
         let stored = store.session_taint(key).await.map_err(store_down)?;
+        if stored & !mem != 0 {
+            self.taint.insert(key.to_string(), mem | stored);
+        }
         Ok(mem | stored)
     }
 
-    /// Adds an answer's allowed calls to the session's taint.
+    /// Adds to the session's account what this call saw: the taint its history showed
+    /// and its answer's allowed calls. The memory holds only what the store has (it is
+    /// written after the store), so a bit is written once per replica, and a capability
+    /// seen only in a client's history is kept even if the client later cuts it.
     async fn taint_with(&self, call: &AgentCall, bits: u32) -> Result<(), GatewayError> {
         let Some(key) = &call.session_key else {
             return Ok(());
         };
-        let before = self.taint.get(key).unwrap_or(0);
-        if before | bits != before {
-            self.taint.insert(key.clone(), before | bits);
+        let mem = self.taint.get(key).unwrap_or(0);
+        let new = call.taint.0 | bits;
+        if new & !mem == 0 {
+            return Ok(());
         }
         if let Some(store) = &self.store {
-            if bits & !call.taint.0 != 0 {
-                store
-                    .add_session_taint(key, bits)
-                    .await
-                    .map_err(store_down)?;
-            }
+            store
+                .add_session_taint(key, new)
+                .await
+                .map_err(store_down)?;
         }
+        self.taint.insert(key.clone(), mem | new);
         Ok(())
     }
 
@@ -136,7 +159,7 @@ impl AgentGate {
             .map(|s| format!("{}:{s}", who.key_id.unwrap_or("-")));
         let mut taint = self.policy.history_taint(req).0;
         if let Some(k) = &session_key {
-            match self.stored_taint(k).await {
+            match self.session_taint(k, taint, who).await {
                 Ok(t) => taint |= t,
                 Err(e) => return (None, Err(e)),
             }
@@ -394,39 +417,28 @@ impl AgentGate {
         let req = req?;
         // A retry's approved answer was decided already.
         let undecided = call.is_some_and(|a| a.approval.is_none());
-        (undecided && !req.tools.is_empty()).then(AgentStream::default)
+        (undecided && !req.tools.is_empty()).then(|| AgentStream::new(self.max_held))
     }
 
     /// Decides the tool calls a stream held, and gives the events the client gets.
     pub async fn finish_stream(
         &self,
-        s: &mut AgentStream,
+        s: AgentStream,
         call: &mut AgentCall,
         who: Who<'_>,
     ) -> Result<Vec<llmop_core::StreamEvent>, GatewayError> {
         use llmop_core::StreamEvent;
-        let mut acc = llmop_core::StreamAccumulator::default();
-        acc.push(&StreamEvent::Start {
-            id: String::new(),
-            model: String::new(),
-        });
-        let held = std::mem::take(&mut s.held);
-        for ev in &held {
-            acc.push(ev);
-        }
-        let mut resp = acc.finish(0);
-        let mut rest: Vec<StreamEvent> = Vec::new();
-        // What followed the tool calls (finish, usage) is re-emitted after them.
-        let mut usage = None;
-        for ev in &held {
-            if let StreamEvent::Usage(u) = ev {
-                usage = Some(*u);
-            }
-        }
+        let mut resp = s.acc.finish(0);
+        let usage = resp.usage.take();
+        let details = std::mem::take(&mut resp.details);
         self.screen(call, who, &mut resp).await?;
+        let mut rest: Vec<StreamEvent> = Vec::with_capacity(resp.parts.len() * 2 + 3);
         let mut calls = 0;
         for p in resp.parts {
             llmop_core::chat::push_part_events(p, &mut calls, &mut rest);
+        }
+        if details != llmop_core::chat::AnswerDetails::default() {
+            rest.push(StreamEvent::Details(details));
         }
         rest.push(StreamEvent::Finish(resp.finish_reason));
         if let Some(u) = usage {
@@ -436,30 +448,85 @@ impl AgentGate {
     }
 }
 
-/// A stream's agent screen: every event from the first tool call on is held until
-/// the stream ends, when each call is decided (a denied call never reaches the client).
-#[derive(Default)]
+/// A stream's agent screen: every event from the first tool call on is held (folded
+/// into the answer it builds, not kept as events) until the stream ends, when each call
+/// is decided, so a denied call never reaches the client. What it holds is bounded by
+/// `[agents] max_held_bytes`: past it the stream is cut, fail closed.
 pub struct AgentStream {
-    held: Vec<llmop_core::StreamEvent>,
+    acc: llmop_core::StreamAccumulator,
     holding: bool,
+    bytes: usize,
+    max: usize,
+}
+
+/// What the agent screen does with one event of a stream.
+pub enum Pass {
+    /// It goes out now.
+    Out(llmop_core::StreamEvent),
+    /// It is held until the stream ends.
+    Held,
+    /// The held events are more than `max_held_bytes`: the stream ends with this.
+    TooMuch(GatewayError),
 }
 
 impl AgentStream {
-    /// Whether an event goes out now (false: it is held).
-    pub fn pass(&mut self, ev: &llmop_core::StreamEvent) -> bool {
+    fn new(max: usize) -> AgentStream {
+        let mut acc = llmop_core::StreamAccumulator::default();
+        acc.push(&llmop_core::StreamEvent::Start {
+            id: String::new(),
+            model: String::new(),
+        });
+        AgentStream {
+            acc,
+            holding: false,
+            bytes: 0,
+            max,
+        }
+    }
+
+    /// Whether an event goes out now, is held, or is one too many.
+    pub fn pass(&mut self, ev: llmop_core::StreamEvent) -> Pass {
         use llmop_core::StreamEvent;
         if matches!(ev, StreamEvent::ToolCallStart { .. }) {
             self.holding = true;
         }
-        if self.holding {
-            self.held.push(ev.clone());
+        if !self.holding {
+            return Pass::Out(ev);
         }
-        !self.holding
+        self.bytes = self.bytes.saturating_add(held_size(&ev));
+        if self.bytes > self.max {
+            return Pass::TooMuch(GatewayError::Forbidden {
+                message: format!(
+                    "the answer's tool calls are more than [agents] max_held_bytes = {} and cannot be decided; the stream was cut",
+                    self.max
+                ),
+                code: codes::TOOL_CALL_DENIED,
+            });
+        }
+        self.acc.push(&ev);
+        Pass::Held
     }
 
     pub fn holds(&self) -> bool {
         self.holding
     }
+}
+
+/// What a held event adds to the answer being built (its text; a small constant for
+/// the rest, so a flood of empty events is bounded too).
+fn held_size(ev: &llmop_core::StreamEvent) -> usize {
+    use llmop_core::StreamEvent;
+    const EVENT: usize = 16;
+    EVENT
+        + match ev {
+            StreamEvent::Text(t)
+            | StreamEvent::ThinkingDelta(t)
+            | StreamEvent::SignatureDelta(t) => t.len(),
+            StreamEvent::ToolCallStart { id, name, .. } => id.len() + name.len(),
+            StreamEvent::ToolCallDelta { arguments, .. } => arguments.len(),
+            StreamEvent::Reasoning(r) => serde_json::to_vec(r).map_or(0, |v| v.len()),
+            _ => 0,
+        }
 }
 
 /// Denied calls replaced by the refusal text an agent reads; with no call left, the

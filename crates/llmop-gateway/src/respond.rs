@@ -176,20 +176,26 @@ impl Relay {
     /// stopped the stream (an error event ends it: nothing after the match is sent).
     fn relay(&mut self, ev: Option<StreamEvent>, out: &mut BytesMut) -> bool {
         let (Some(g), Some(gc)) = (self.guard.as_mut(), self.rec.guard.as_deref_mut()) else {
-            if let Some(ev) = ev {
-                self.emit(ev, out);
-            }
-            return true;
+            return match ev {
+                Some(ev) => self.emit(ev, out),
+                None => true,
+            };
         };
         let checked = match ev {
             Some(ev) => g.push(ev, &mut self.released, &mut gc.book),
             None => g.finish(&mut self.released, &mut gc.book),
         };
         let mut released = std::mem::take(&mut self.released);
+        let mut open = true;
         for ev in released.drain(..) {
-            self.emit(ev, out);
+            if open {
+                open = self.emit(ev, out);
+            }
         }
         self.released = released;
+        if !open {
+            return false;
+        }
         match checked {
             Ok(()) => true,
             Err(stop) => {
@@ -200,21 +206,33 @@ impl Relay {
     }
 
     /// An event on its way to the client: through the agent screen (which holds tool
-    /// calls until the stream ends), then encoded.
-    fn emit(&mut self, ev: StreamEvent, out: &mut BytesMut) {
-        if let Some((_, a)) = self.agent.as_mut() {
-            if !a.pass(&ev) {
-                return;
-            }
-        }
+    /// calls until the stream ends), then encoded. False when the screen ended the
+    /// stream (it held more than it may).
+    fn emit(&mut self, ev: StreamEvent, out: &mut BytesMut) -> bool {
+        let ev = match self.agent.as_mut() {
+            None => ev,
+            Some((_, a)) => match a.pass(ev) {
+                crate::agent::Pass::Out(ev) => ev,
+                crate::agent::Pass::Held => return true,
+                crate::agent::Pass::TooMuch(ge) => {
+                    self.agent = None;
+                    self.encoder.error(out, ge.code(), &ge.to_string());
+                    self.rec.failed(&ge, 200);
+                    self.close_guard();
+                    self.done = true;
+                    return false;
+                }
+            },
+        };
         self.encoder.encode(&ev, out);
+        true
     }
 
     /// The agent screen's end: the tool calls it held are decided; the allowed ones
     /// (and refusals in place of denied ones) go out, or an error event ends the stream
     /// (a held call's approval, `deny_as = "error"`). False when the stream ended so.
     async fn end_agent(&mut self, out: &mut BytesMut) -> bool {
-        let Some((gate, mut a)) = self.agent.take() else {
+        let Some((gate, a)) = self.agent.take() else {
             return true;
         };
         if !a.holds() {
@@ -224,9 +242,7 @@ impl Relay {
         let Some(mut call) = self.rec.agent.take() else {
             return true;
         };
-        let screened = gate
-            .finish_stream(&mut a, &mut call, self.rec.agent_who())
-            .await;
+        let screened = gate.finish_stream(a, &mut call, self.rec.agent_who()).await;
         self.rec.agent = Some(call);
         match screened {
             Ok(events) => {
@@ -282,7 +298,9 @@ impl Relay {
                 Ok(()) => {
                     let pending: Vec<StreamEvent> = g.take_pending().into_iter().collect();
                     for ev in pending {
-                        self.emit(ev, out);
+                        if !self.emit(ev, out) {
+                            return;
+                        }
                     }
                 }
                 Err(stop) => {

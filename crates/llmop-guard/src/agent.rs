@@ -203,6 +203,16 @@ impl AgentPolicy {
         Caps(caps)
     }
 
+    /// Whether more taint than `known` could change a decision in this scope: some rule
+    /// applies here whose condition `known` does not meet yet. Taint only grows and a
+    /// rule's condition is "the session has all of these", so when every applicable
+    /// rule is met already (or none applies), what another replica added cannot matter.
+    pub fn more_taint_matters(&self, known: Caps, scope: Scope<'_>) -> bool {
+        self.rules
+            .iter()
+            .any(|r| applies(r, scope) && !known.contains_all(r.when))
+    }
+
     /// Takes out of the request the tools the user lacks a scope for; the model never
     /// sees them.
     pub fn filter_tools(&self, req: &mut ChatRequest, user: &UserScopes) -> Vec<Removed> {
@@ -569,6 +579,70 @@ mod tests {
         assert_eq!(held.outcome, Outcome::RequiresApproval);
         let shadow = policy(AgentAction::Shadow).decide(&send, both, &u, Scope::default());
         assert_eq!(shadow.outcome, Outcome::WouldDeny);
+    }
+
+    /// The store is skipped only when it cannot matter: for every known taint under
+    /// which more taint "does not matter", every call's outcome is the same with any
+    /// taint added.
+    #[test]
+    fn more_taint_matters_only_while_some_rule_is_unmet() {
+        let p = policy(AgentAction::Deny);
+        let both = Capability::ReadsUntrusted.bit() | Capability::ReadsPrivate.bit();
+        assert!(p.more_taint_matters(Caps(0), Scope::default()));
+        assert!(p.more_taint_matters(Caps(Capability::ReadsUntrusted.bit()), Scope::default()));
+        assert!(!p.more_taint_matters(Caps(both), Scope::default()));
+        let u = user(&["email:send"]);
+        let calls = [
+            call("send_email", r#"{"to":"bob@example.com"}"#),
+            call("read_inbox", "{}"),
+            call("fetch_url", "{}"),
+        ];
+        for known in 0..32u32 {
+            if p.more_taint_matters(Caps(known), Scope::default()) {
+                continue;
+            }
+            for extra in 0..32u32 {
+                for c in &calls {
+                    assert_eq!(
+                        p.decide(c, Caps(known), &u, Scope::default()).outcome,
+                        p.decide(c, Caps(known | extra), &u, Scope::default())
+                            .outcome,
+                        "{known} {extra} {}",
+                        c.name
+                    );
+                }
+            }
+        }
+        // A rule scoped elsewhere never needs the store here.
+        let mut cfg = AgentsConfig::default();
+        cfg.tools.insert(
+            "send_email".into(),
+            AgentToolConfig {
+                capabilities: vec![Capability::SendsExternal],
+                ..Default::default()
+            },
+        );
+        cfg.policies.push(AgentPolicyConfig {
+            name: "only_there".into(),
+            when_tainted: vec![Capability::ReadsUntrusted],
+            tools_with: vec![Capability::SendsExternal],
+            tools: vec![],
+            action: AgentAction::Deny,
+            routes: vec!["there".into()],
+            features: vec![],
+            keys: vec![],
+        });
+        let p = AgentPolicy::new(&cfg, std::path::Path::new(".")).unwrap();
+        let here = Scope {
+            route: Some("here"),
+            ..Scope::default()
+        };
+        let there = Scope {
+            route: Some("there"),
+            ..Scope::default()
+        };
+        assert!(!p.more_taint_matters(Caps(0), here));
+        assert!(p.more_taint_matters(Caps(0), there));
     }
 
     #[test]

@@ -788,3 +788,87 @@ async fn redteam_finds_a_weak_targets_holes_and_sees_them_closed_behind_the_poli
     assert_eq!(o.status.code(), Some(1));
     assert!(support::output_text(&o).contains("got_through"));
 }
+
+/// A capability seen only in the client's history counts for the session after the
+/// client cuts that history: the gateway keeps its own account.
+#[tokio::test]
+async fn taint_seen_only_in_a_clients_history_outlives_the_cut() {
+    let gw = start();
+    let s = session("history");
+    let h = [
+        ("x-llmop-session", s.as_str()),
+        ("x-user-scopes", "email:send email:read"),
+    ];
+    // Both reads happened before this client ever talked to llmop: only its history
+    // shows them. This call proposes nothing dangerous.
+    let history = vec![
+        Turn::User("Catch up on the inbox.".into()),
+        Turn::Call {
+            id: "c1".into(),
+            name: "fetch_url".into(),
+            args: "{\"url\":\"https://weather.example\"}".into(),
+        },
+        Turn::Result {
+            id: "c1".into(),
+            content: "sunny".into(),
+        },
+        Turn::Call {
+            id: "c2".into(),
+            name: "read_inbox".into(),
+            args: "{\"folder\":\"inbox\"}".into(),
+        },
+        Turn::Result {
+            id: "c2".into(),
+            content: INBOX.into(),
+        },
+        Turn::User("Thanks, that is all.".into()),
+    ];
+    let g = ask(&gw, Fmt::OpenAi, false, "agent", &history, &h).await;
+    assert_eq!((g.status, g.calls.len()), (200, 0), "{g:?}");
+    // The client drops its history and asks for the send: denied all the same.
+    let cut = vec![Turn::User(
+        "call send_email with {\"to\":\"team@example.com\",\"body\":\"hi\"}".into(),
+    )];
+    for stream in [false, true] {
+        let g = ask(&gw, Fmt::OpenAi, stream, "agent", &cut, &h).await;
+        assert_eq!(g.status, 200, "{g:?}");
+        assert!(g.calls.is_empty(), "{stream}: {g:?}");
+        assert!(g.text.contains("rule_of_two"), "{stream}: {g:?}");
+    }
+    // A fresh session is not tainted.
+    let other = session("clean");
+    let h2 = [
+        ("x-llmop-session", other.as_str()),
+        ("x-user-scopes", "email:send email:read"),
+    ];
+    let g = ask(&gw, Fmt::OpenAi, false, "agent", &cut, &h2).await;
+    assert_eq!(names(&g), vec!["send_email"], "{g:?}");
+}
+
+/// An upstream that streams a tool call without end is cut at `max_held_bytes`, fail
+/// closed: an error event, and not one byte of the held call reaches the client.
+#[tokio::test]
+async fn a_held_stream_past_max_held_bytes_is_cut_closed() {
+    let cfg = CONFIG.replace(
+        "approval_ttl_s = 600",
+        "approval_ttl_s = 600\nmax_held_bytes = 600",
+    );
+    let gw = Gateway::start_with_env(&cfg, &[("USER_JWT_SECRET", SECRET)]);
+    let h = [("x-user-scopes", "email:send")];
+    let long = "x".repeat(2000);
+    let turns = vec![Turn::User(format!(
+        "call send_email with {{\"to\":\"team@example.com\",\"body\":\"{long}\"}}"
+    ))];
+    for fmt in [Fmt::OpenAi, Fmt::Anthropic] {
+        let g = ask(&gw, fmt, true, "agent", &turns, &h).await;
+        assert!(g.calls.is_empty(), "{fmt:?}: {g:?}");
+        let e = g.error.unwrap_or_else(|| panic!("{fmt:?}: no error event"));
+        assert!(e.to_string().contains("max_held_bytes"), "{e}");
+        // Under the bound the same call goes through.
+        let short = vec![Turn::User(
+            "call send_email with {\"to\":\"team@example.com\",\"body\":\"hi\"}".into(),
+        )];
+        let g = ask(&gw, fmt, true, "agent", &short, &h).await;
+        assert_eq!(names(&g), vec!["send_email"], "{fmt:?}: {g:?}");
+    }
+}

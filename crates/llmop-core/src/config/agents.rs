@@ -27,6 +27,12 @@ pub struct AgentsConfig {
     /// retry (seconds).
     #[serde(default = "default_approval_ttl")]
     pub approval_ttl_s: u64,
+    /// The most a stream's held tool calls (and what follows them) may add up to
+    /// before the stream is cut, fail closed: a stream that proposes tool calls is
+    /// held from its first call to its end, so an upstream that never stops must not
+    /// make the gateway keep it all (bytes).
+    #[serde(default = "default_max_held_bytes")]
+    pub max_held_bytes: usize,
 }
 
 impl Default for AgentsConfig {
@@ -37,12 +43,17 @@ impl Default for AgentsConfig {
             users: AgentUsersConfig::default(),
             deny_as: DenyAs::default(),
             approval_ttl_s: default_approval_ttl(),
+            max_held_bytes: default_max_held_bytes(),
         }
     }
 }
 
 fn default_approval_ttl() -> u64 {
     3600
+}
+
+fn default_max_held_bytes() -> usize {
+    1 << 20
 }
 
 /// What a tool can do, as far as the session's safety is concerned.
@@ -253,6 +264,12 @@ pub const USER_KEY_ALGS: &[&str] = &[
 
 pub(super) fn validate(c: &Config, out: &mut Problems) {
     let a = &c.agents;
+    if a.max_held_bytes == 0 {
+        out.push((
+            key(&["agents", "max_held_bytes"]),
+            "must be at least 1".into(),
+        ));
+    }
     for (name, t) in &a.tools {
         for (i, arg) in t.args.iter().enumerate() {
             let at = |f: &str| {

@@ -66,8 +66,7 @@ pub fn run(config: &Path, a: RedteamArgs) -> ExitCode {
 async fn work(config: &Path, a: RedteamArgs) -> anyhow::Result<ExitCode> {
     if a.runs {
         let store = open(&store_url(config, a.store.store.clone())?).await?;
-        let target = a.target.as_deref().map(model_of);
-        let runs = store.redteam_runs(target.as_deref(), 50).await?;
+        let runs = store.redteam_runs(a.target.as_deref(), 50).await?;
         if a.json {
             let brief: Vec<serde_json::Value> = runs
                 .iter()
@@ -119,7 +118,6 @@ async fn work(config: &Path, a: RedteamArgs) -> anyhow::Result<ExitCode> {
         .target
         .as_deref()
         .ok_or_else(|| anyhow!("name the feature or route to attack"))?;
-    let model = model_of(target);
     let mut headers = Vec::new();
     for h in &a.headers {
         let (k, v) = h
@@ -128,7 +126,9 @@ async fn work(config: &Path, a: RedteamArgs) -> anyhow::Result<ExitCode> {
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
     let plan = Plan {
-        target: model,
+        // The chat endpoint's `model`: a route's name, or `feature/<name>`; the
+        // gateway says if it is neither.
+        target: target.to_string(),
         seed: a.seed,
         variations: a.variations.clamp(1, 20),
         canary: a.canary.clone(),
@@ -175,12 +175,6 @@ async fn work(config: &Path, a: RedteamArgs) -> anyhow::Result<ExitCode> {
         Err(e) => eprintln!("llmop: the run was not stored: {e:#}"),
     }
     Ok(print_report(&report, a.json, a.max_got_through))
-}
-
-/// A target as the chat endpoint's `model`: names with no slash that are not routes are
-/// taken as routes too (the gateway says if they are not); `feature/x` stays.
-fn model_of(target: &str) -> String {
-    target.to_string()
 }
 
 fn print_report(r: &Report, json: bool, max: usize) -> ExitCode {
