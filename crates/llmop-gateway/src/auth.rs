@@ -124,6 +124,11 @@ impl Auth {
         }
     }
 
+    /// Whether the admin side is open: no admin token, and no client keys in force.
+    pub fn open(&self) -> bool {
+        self.admin.is_none() && !self.enforcing()
+    }
+
     /// The admin token check (admin API, records API).
     pub fn admin(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
         match &self.admin {

@@ -56,8 +56,11 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
             app.clone(),
             admin::require_admin,
         ));
-    axum::Router::new()
-        .route("/v1/chat/completions", post(handlers::chat_completions))
+    let mut root = axum::Router::new();
+    if let Some(c) = &app.console {
+        root = root.nest_service("/ui", llmop_console::router(c.clone()));
+    }
+    root.route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/messages", post(handlers::messages))
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{*id}", get(handlers::model))

@@ -35,6 +35,8 @@ pub struct AppState {
     pub guard_checks: Option<Arc<crate::guard::Checks>>,
     /// The compiled `[agents]` and its state; `None` when no tool or policy is declared.
     pub agent: Option<Arc<crate::agent::AgentGate>>,
+    /// The web console (`/ui`); `None` when `[console] enabled = false`.
+    pub console: Option<Arc<llmop_console::Console>>,
 }
 
 impl AppState {
@@ -83,7 +85,34 @@ impl AppState {
             recorder.as_ref().map(|r| r.store.clone()),
             admin_token.as_deref(),
         ));
+        let console = if config.console.enabled {
+            let viewer = match &config.console.viewer_token_env {
+                Some(var) => match std::env::var(var) {
+                    Ok(t) if !t.is_empty() => {
+                        llmop_core::secret::register(&t);
+                        Some(t)
+                    }
+                    _ => {
+                        return Err(format!(
+                            "[console] viewer_token_env names `{var}`, which is not set (or empty)"
+                        ))
+                    }
+                },
+                None => None,
+            };
+            let a = auth.clone();
+            Some(Arc::new(llmop_console::Console::new(
+                recorder.as_ref().map(|r| r.store.clone()),
+                admin_token.as_deref(),
+                viewer.as_deref(),
+                Arc::new(move || a.open()),
+                config.console.session_ttl_s,
+            )))
+        } else {
+            None
+        };
         Ok(Arc::new(AppState {
+            console,
             limits: limits.map(Arc::new),
             auth,
             features,

@@ -239,6 +239,19 @@ pub struct ListFilter {
     pub user: Option<String>,
     pub session: Option<String>,
     pub status: Option<StatusFilter>,
+    /// Any id a person may hold: llmop's request id, the client's, the provider's answer
+    /// id, or a session id.
+    pub q: Option<String>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// The API key's id (never the key).
+    pub key: Option<String>,
+    pub version: Option<i64>,
+    pub degraded: Option<bool>,
+    pub min_latency_ms: Option<i64>,
+    pub max_latency_ms: Option<i64>,
+    pub min_cost_usd: Option<f64>,
+    pub max_cost_usd: Option<f64>,
     /// Inclusive lower bound, Unix ms.
     pub since_ms: Option<i64>,
     /// Exclusive upper bound, Unix ms.
@@ -264,6 +277,47 @@ impl ListFilter {
                 "user" => f.user = Some(v),
                 "session" => f.session = Some(v),
                 "status" => f.status = Some(v.parse().map_err(bad)?),
+                "q" => f.q = Some(v.trim().to_string()).filter(|v| !v.is_empty()),
+                "model" => f.model = Some(v),
+                "provider" => f.provider = Some(v),
+                "key" => f.key = Some(v),
+                "version" => {
+                    f.version = Some(
+                        v.parse()
+                            .map_err(|_| bad("version must be a whole number".into()))?,
+                    )
+                }
+                "degraded" => {
+                    f.degraded = Some(match &*v {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => return Err(bad("degraded must be true or false".into())),
+                    })
+                }
+                "min_latency_ms" | "max_latency_ms" => {
+                    let n: i64 = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| bad(format!("{k} must be a number of milliseconds")))?;
+                    if k == "min_latency_ms" {
+                        f.min_latency_ms = Some(n)
+                    } else {
+                        f.max_latency_ms = Some(n)
+                    }
+                }
+                "min_cost_usd" | "max_cost_usd" => {
+                    let n: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|n: &f64| n.is_finite() && *n >= 0.0)
+                        .ok_or_else(|| bad(format!("{k} must be an amount in USD")))?;
+                    if k == "min_cost_usd" {
+                        f.min_cost_usd = Some(n)
+                    } else {
+                        f.max_cost_usd = Some(n)
+                    }
+                }
                 "since" => f.since_ms = Some(parse_time(&v, now_ms).map_err(bad)?),
                 "until" => f.until_ms = Some(parse_time(&v, now_ms).map_err(bad)?),
                 "limit" => {
@@ -284,7 +338,7 @@ impl ListFilter {
                 }
                 other => {
                     return Err(bad(format!(
-                        "unknown parameter `{other}`: use feature, user, session, status, since, until, limit or cursor"
+                        "unknown parameter `{other}`: use q, feature, version, model, provider, key, user, session, status, degraded, min_latency_ms, max_latency_ms, min_cost_usd, max_cost_usd, since, until, limit or cursor"
                     )))
                 }
             }

@@ -426,6 +426,7 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
 /// A value bound to a dynamically built query.
 enum Arg {
     I64(i64),
+    F64(f64),
     Str(String),
 }
 
@@ -702,10 +703,19 @@ impl Store {
             let p = next(Arg::Str(id.clone()), &mut args);
             conds.push(format!("(request_id = {p} OR client_request_id = {p})"));
         }
+        if let Some(q) = &filter.q {
+            let p = next(Arg::Str(q.clone()), &mut args);
+            conds.push(format!(
+                "(request_id = {p} OR client_request_id = {p} OR upstream_id = {p} OR session_id = {p})"
+            ));
+        }
         for (col, v) in [
             ("feature", &filter.feature),
             ("user_id", &filter.user),
             ("session_id", &filter.session),
+            ("model", &filter.model),
+            ("provider", &filter.provider),
+            ("key_id", &filter.key),
         ] {
             if let Some(v) = v {
                 let p = next(Arg::Str(v.clone()), &mut args);
@@ -724,6 +734,25 @@ impl Store {
                 conds.push(format!("status = {p}"));
             }
             None => {}
+        }
+        if let Some(v) = filter.version {
+            let p = next(Arg::I64(v), &mut args);
+            conds.push(format!("feature_version = {p}"));
+        }
+        if let Some(d) = filter.degraded {
+            conds.push(format!("degraded = {}", i64::from(d)));
+        }
+        for (cmp, v) in [(">=", filter.min_latency_ms), ("<=", filter.max_latency_ms)] {
+            if let Some(v) = v {
+                let p = next(Arg::I64(v), &mut args);
+                conds.push(format!("latency_ms {cmp} {p}"));
+            }
+        }
+        for (cmp, v) in [(">=", filter.min_cost_usd), ("<=", filter.max_cost_usd)] {
+            if let Some(v) = v {
+                let p = next(Arg::F64(v), &mut args);
+                conds.push(format!("cost_usd {cmp} {p}"));
+            }
         }
         if let Some(s) = filter.since_ms {
             let p = next(Arg::I64(s), &mut args);
@@ -755,6 +784,7 @@ impl Store {
         for a in args {
             q = match a {
                 Arg::I64(v) => q.bind(v),
+                Arg::F64(v) => q.bind(v),
                 Arg::Str(v) => q.bind(v),
             };
         }

@@ -153,10 +153,10 @@ async fn agent_state(store: &Store) {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 16);
+    assert_eq!(store.schema_version().await.unwrap(), 17);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 16);
+    assert_eq!(again.schema_version().await.unwrap(), 17);
     again.close().await;
     agent_state(&store).await;
 
@@ -193,7 +193,16 @@ async fn run_suite(url: &str) {
         let feature = if i % 3 == 0 { "a" } else { "b" };
         let user = if i % 2 == 0 { "u-even" } else { "u-odd" };
         let status = if i % 5 == 0 { 502 } else { 200 };
-        batch.push(small(&format!("r{i:02}"), at, feature, user, status));
+        let mut r = small(&format!("r{i:02}"), at, feature, user, status);
+        // The console's filters: model, provider, key, version, degraded, latency, cost.
+        r.model = Some(if i % 4 == 0 { "big" } else { "small" }.into());
+        r.provider = Some("p".into());
+        r.key_id = Some(if i < 5 { "k-early" } else { "k-late" }.into());
+        r.feature_version = Some(1 + (i % 2) as i64);
+        r.degraded = i == 7;
+        r.cost_usd = Some(0.001 * i as f64);
+        r.upstream_id = Some(format!("chatcmpl-{i}"));
+        batch.push(r);
     }
     store.insert_batch(&batch).await.unwrap();
     let mut seen = Vec::new();
@@ -278,6 +287,68 @@ async fn run_suite(url: &str) {
     assert_eq!(
         count(ListFilter {
             status: Some(StatusFilter::Exactly(502)),
+            ..Default::default()
+        })
+        .await,
+        5
+    );
+    // Any id finds its call: the provider's answer id, a session.
+    let by = |q: &str| ListFilter {
+        q: Some(q.into()),
+        ..Default::default()
+    };
+    assert_eq!(count(by("chatcmpl-13")).await, 1);
+    assert_eq!(count(by("r13")).await, 1);
+    assert_eq!(count(by("s-u-odd")).await, 12);
+    assert_eq!(count(by("nothing-like-it")).await, 0);
+    assert_eq!(
+        count(ListFilter {
+            model: Some("big".into()),
+            provider: Some("p".into()),
+            ..Default::default()
+        })
+        .await,
+        7
+    );
+    assert_eq!(
+        count(ListFilter {
+            key: Some("k-early".into()),
+            version: Some(2),
+            ..Default::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(ListFilter {
+            degraded: Some(true),
+            ..Default::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(
+        count(ListFilter {
+            min_latency_ms: Some(10),
+            max_latency_ms: Some(10),
+            since_ms: Some(1_800_000_000_000),
+            ..Default::default()
+        })
+        .await,
+        25
+    );
+    assert_eq!(
+        count(ListFilter {
+            min_latency_ms: Some(11),
+            since_ms: Some(1_800_000_000_000),
+            ..Default::default()
+        })
+        .await,
+        0
+    );
+    assert_eq!(
+        count(ListFilter {
+            min_cost_usd: Some(0.0195),
             ..Default::default()
         })
         .await,

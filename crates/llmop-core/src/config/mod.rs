@@ -17,6 +17,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 mod agents;
+mod console;
 mod cost;
 mod features;
 mod guardrails;
@@ -26,6 +27,7 @@ mod server;
 mod store;
 
 pub use agents::*;
+pub use console::*;
 pub use cost::*;
 pub use features::*;
 pub use guardrails::*;
@@ -78,6 +80,9 @@ pub struct Config {
     /// (docs/agents.md).
     #[serde(default)]
     pub agents: AgentsConfig,
+    /// The web console at `/ui` (docs/console.md).
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -222,6 +227,7 @@ impl Config {
         features::validate_online(self, &mut out);
         guardrails::validate(self, &mut out);
         agents::validate(self, &mut out);
+        console::validate(self, &mut out);
         out
     }
 }

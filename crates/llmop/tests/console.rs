@@ -1,0 +1,399 @@
+//! The web console over HTTP, as a browser would use it: every page behind a session
+//! once the gateway is closed, the login (admin and read-only tokens), finding a call
+//! by any id and reading its story, filters in the URL, CSV and JSONL exports, an
+//! agent session's calls, CSRF on every change, no secret on any page, and recorded
+//! text shown as text, never as markup.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::Gateway;
+
+const ADMIN: &str = "console-admin-token-0123456789abcdef";
+const VIEWER: &str = "console-viewer-token-0123456789abcdef";
+
+fn config() -> String {
+    r#"
+[server]
+admin_token_env = "ADMIN_TOKEN"
+
+[console]
+viewer_token_env = "VIEWER_TOKEN"
+
+[providers.sim]
+kind = "mock"
+models = ["small", "large"]
+rules = [{ when = "explode", reply = "boom" }]
+
+[routes.chat]
+targets = [{ provider = "sim", model = "small" }]
+[routes.big]
+targets = [{ provider = "sim", model = "large" }]
+"#
+    .to_string()
+}
+
+fn start() -> Gateway {
+    Gateway::start_with_env(
+        &config(),
+        &[("ADMIN_TOKEN", ADMIN), ("VIEWER_TOKEN", VIEWER)],
+    )
+}
+
+/// A browser that does not follow redirects (the tests read them).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+async fn chat(gw: &Gateway, route: &str, id: &str, text: &str, session: Option<&str>) {
+    let mut r = support::client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", id)
+        .header("x-llmop-user", "ada");
+    if let Some(s) = session {
+        r = r.header("x-llmop-session", s);
+    }
+    let resp = r
+        .json(&json!({"model": route, "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
+/// Logs in; the session cookie.
+async fn login(gw: &Gateway, token: &str) -> String {
+    let r = browser()
+        .post(format!("{}/ui/login", gw.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={token}&next=requests"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "requests");
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(set.contains("SameSite=Strict"), "{set}");
+    set.split(';').next().unwrap().to_string()
+}
+
+async fn page(gw: &Gateway, cookie: &str, path: &str) -> (u16, String, Option<String>) {
+    let r = browser()
+        .get(format!("{}/ui/{path}", gw.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, r.text().await.unwrap(), loc)
+}
+
+/// Waits (bounded) until the call's record is committed and its page shows.
+async fn story(gw: &Gateway, cookie: &str, id: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let (s, body, _) = page(gw, cookie, &format!("requests/{id}")).await;
+        if s == 200 {
+            return body;
+        }
+        assert_eq!(s, 404, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no record of {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+fn no_secrets(body: &str) {
+    for s in [ADMIN, VIEWER] {
+        assert!(!body.contains(s), "a secret was rendered");
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_reachable_without_a_session() {
+    let gw = start();
+    for path in [
+        "requests",
+        "requests?feature=x",
+        "requests/abc",
+        "sessions/s1",
+        "requests.csv",
+        "requests.jsonl",
+        "",
+    ] {
+        let r = browser()
+            .get(format!("{}/ui/{path}", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        let loc = r.headers()["location"].to_str().unwrap();
+        assert!(loc.contains("login"), "{path}: {loc}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("<table"), "{path}");
+    }
+    // A page two deep sends the browser back up, relative (works behind a prefix).
+    let r = browser()
+        .get(format!("{}/ui/requests/abc", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "../login?next=requests%2Fabc");
+    // A change without a session, a forged cookie, a wrong token.
+    let r = browser()
+        .post(format!("{}/ui/logout", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (s, _, _) = page(
+        &gw,
+        "llmop_console=djF8YWRtaW58OTk5OTk5OTk5OXx4.AAAA",
+        "requests",
+    )
+    .await;
+    assert_eq!(s, 303);
+    let r = browser()
+        .post(format!("{}/ui/login", gw.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=wrong&next=requests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    // The login never sends the browser off the console.
+    let r = browser()
+        .post(format!("{}/ui/login", gw.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN}&next=https%3A%2F%2Fevil.example%2F"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "requests");
+    // Hardened headers on every page.
+    let r = browser()
+        .get(format!("{}/ui/login", gw.url))
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn find_a_call_by_the_id_a_client_got_and_read_its_story() {
+    let gw = start();
+    let run = format!("{:x}", std::process::id());
+    let id = format!("cust-{run}-42");
+    chat(
+        &gw,
+        "chat",
+        &id,
+        "Where is my order <script>alert(1)</script>?",
+        Some(&format!("sess-{run}")),
+    )
+    .await;
+    chat(
+        &gw,
+        "big",
+        &format!("cust-{run}-43"),
+        "second",
+        Some(&format!("sess-{run}")),
+    )
+    .await;
+    chat(&gw, "chat", &format!("cust-{run}-44"), "third", None).await;
+    let cookie = login(&gw, ADMIN).await;
+    let body = story(&gw, &cookie, &id).await;
+    assert!(body.contains(&id));
+    assert!(body.contains("sim / small"), "provider and model");
+    assert!(body.contains("Attempts"));
+    // Recorded text is text: never markup.
+    assert!(
+        body.contains("Where is my order &lt;script&gt;alert(1)"),
+        "{body}"
+    );
+    assert!(!body.contains("<script>alert(1)"));
+    no_secrets(&body);
+    // The search box takes the id the client quoted: straight to its story.
+    let (s, _, loc) = page(&gw, &cookie, &format!("requests?q={id}")).await;
+    assert_eq!(s, 303);
+    assert_eq!(loc.as_deref(), Some(format!("requests/{id}").as_str()));
+    // and a session id: its calls.
+    let (s, list, _) = page(&gw, &cookie, &format!("requests?q=sess-{run}")).await;
+    assert_eq!(s, 200);
+    assert!(list.contains(&format!("cust-{run}-43")) && list.contains(&id));
+    assert!(!list.contains(&format!("cust-{run}-44")));
+    no_secrets(&list);
+    // Filters live in the URL.
+    let (_, list, _) = page(&gw, &cookie, "requests?model=large").await;
+    assert!(list.contains(&format!("cust-{run}-43")));
+    assert!(!list.contains(&id));
+    let (s, list, _) = page(&gw, &cookie, "requests?version=abc").await;
+    assert_eq!(s, 400);
+    assert!(list.contains("version must be a whole number"), "{list}");
+    // Keyset paging: one per page, three pages, every call once.
+    let mut seen = Vec::new();
+    let mut next = Some("requests?limit=1&user=ada".to_string());
+    while let Some(p) = next.take() {
+        let (s, html, _) = page(&gw, &cookie, &p).await;
+        assert_eq!(s, 200, "{p}");
+        for i in 42..45 {
+            let want = format!(">cust-{run}-{i}<");
+            if html.contains(&want) {
+                seen.push(i);
+            }
+        }
+        next = html.find("rel=\"next\" href=\"").map(|at| {
+            html[at + 17..]
+                .split('"')
+                .next()
+                .unwrap()
+                .replace("&amp;", "&")
+        });
+        assert!(seen.len() <= 3);
+    }
+    seen.sort();
+    assert_eq!(seen, vec![42, 43, 44]);
+    // An agent session's calls in order, with the running cost.
+    let (s, sess, _) = page(&gw, &cookie, &format!("sessions/sess-{run}")).await;
+    assert_eq!(s, 200);
+    let (a, b) = (
+        sess.find(&id).unwrap(),
+        sess.find(&format!("cust-{run}-43")).unwrap(),
+    );
+    assert!(a < b, "oldest first");
+    assert!(sess.contains("Running cost"));
+    // A viewer reads every page too.
+    let viewer = login(&gw, VIEWER).await;
+    let (s, body, _) = page(&gw, &viewer, &format!("requests/{id}")).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("viewer"));
+    no_secrets(&body);
+}
+
+#[tokio::test]
+async fn exports_stream_the_filtered_view() {
+    let gw = start();
+    let run = format!("x{:x}", std::process::id());
+    for i in 0..7 {
+        chat(
+            &gw,
+            if i % 2 == 0 { "chat" } else { "big" },
+            &format!("{run}-{i}"),
+            "=1+2",
+            None,
+        )
+        .await;
+    }
+    let cookie = login(&gw, ADMIN).await;
+    story(&gw, &cookie, &format!("{run}-6")).await;
+    let (s, csv, _) = page(&gw, &cookie, "requests.csv?model=small&user=ada").await;
+    assert_eq!(s, 200);
+    let mut rd = csv::Reader::from_reader(csv.as_bytes());
+    let headers = rd.headers().unwrap().clone();
+    assert_eq!(&headers[0], "request_id");
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    let model = headers.iter().position(|h| h == "model").unwrap();
+    assert!(rows.iter().all(|r| &r[model] == "small"));
+    no_secrets(&csv);
+    let (s, jsonl, _) = page(&gw, &cookie, "requests.jsonl?model=large").await;
+    assert_eq!(s, 200);
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["model"] == "large"));
+    no_secrets(&jsonl);
+}
+
+#[tokio::test]
+async fn logging_out_needs_the_sessions_csrf_token() {
+    let gw = start();
+    let cookie = login(&gw, ADMIN).await;
+    let (_, html, _) = page(&gw, &cookie, "requests").await;
+    let csrf = csrf_of(&html);
+    let other = login(&gw, ADMIN).await;
+    let (_, other_html, _) = page(&gw, &other, "requests").await;
+    let post = |c: String, body: String| {
+        let url = format!("{}/ui/logout", gw.url);
+        async move {
+            browser()
+                .post(url)
+                .header("cookie", c)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(post(cookie.clone(), String::new()).await.status(), 403);
+    // Another session's token is not this one's.
+    assert_eq!(
+        post(cookie.clone(), format!("csrf={}", csrf_of(&other_html)))
+            .await
+            .status(),
+        403
+    );
+    let r = post(cookie.clone(), format!("csrf={}", urlencode(&csrf))).await;
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(set.contains("Max-Age=0"), "{set}");
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn an_open_gateway_opens_the_console_too() {
+    let gw = Gateway::start(
+        r#"
+[providers.sim]
+kind = "mock"
+models = ["small"]
+[routes.chat]
+targets = [{ provider = "sim", model = "small" }]
+"#,
+    );
+    let r = browser()
+        .get(format!("{}/ui/requests", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("set-cookie").is_some());
+    let r = browser()
+        .get(format!("{}/ui", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "ui/requests");
+    let r = browser()
+        .get(format!("{}/ui/", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "requests");
+}

@@ -1,0 +1,103 @@
+"""The console in a real headless Chromium: log in, find a call by the id a client
+got and open its story, filter, page and export; every page free of console errors;
+screenshots saved under target/console-screenshots."""
+
+import csv
+import io
+import time
+import uuid
+
+from conftest import ADMIN, chat, shot
+
+
+def wait_for_record(page, url, rid):
+    """Records land moments after the response: reload the story until it shows."""
+    deadline = time.time() + 5
+    while True:
+        resp = page.goto(f"{url}/ui/requests/{rid}")
+        if resp.status == 200:
+            return
+        assert resp.status == 404, resp.status
+        assert time.time() < deadline, f"no record of {rid}"
+        time.sleep(0.05)
+
+
+def test_log_in_find_a_call_by_its_id_filter_and_export(gateway, page):
+    run = uuid.uuid4().hex[:8]
+    order = f"order-{run}"
+    ids = [
+        chat(gateway, "support", f"{order}-1", "Where is my parcel?", session=f"sess-{run}"),
+        chat(gateway, "triage", f"{order}-2", "Classify: refund request", session=f"sess-{run}"),
+        chat(gateway, "support", f"{order}-3", "<b>bold</b> & <script>x()</script>"),
+    ]
+
+    # Without a session, every page leads to the login.
+    page.goto(f"{gateway}/ui/requests")
+    assert "/ui/login" in page.url
+    shot(page, "login")
+    page.fill("input[name=token]", "not-the-token")
+    page.click("button[type=submit]")
+    assert page.locator(".error").inner_text().startswith("That is not")
+    page.fill("input[name=token]", ADMIN)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/ui/requests")
+
+    wait_for_record(page, gateway, ids[2])
+    page.goto(f"{gateway}/ui/requests")
+    assert page.locator("table.requests tbody tr").count() >= 3
+    shot(page, "requests")
+
+    # The search box takes the id the customer quoted: straight to the call's story.
+    page.fill("header input[name=q]", ids[1])
+    page.press("header input[name=q]", "Enter")
+    page.wait_for_url(f"**/ui/requests/{ids[1]}")
+    assert ids[1] in page.locator("h1").inner_text()
+    assert "sim / large" in page.locator("dl.facts").inner_text()
+    assert "Classify: refund request" in page.locator(".messages").inner_text()
+    shot(page, "call")
+
+    # Its session, oldest call first, with the running cost.
+    page.click(f"dl.facts a:has-text('sess-{run}')")
+    page.wait_for_url(f"**/ui/sessions/sess-{run}")
+    rows = page.locator("table.requests tbody tr")
+    assert rows.count() == 2
+    assert ids[0] in rows.nth(0).inner_text()
+    shot(page, "session")
+
+    # Recorded markup is shown as text.
+    page.goto(f"{gateway}/ui/requests/{ids[2]}")
+    assert "<b>bold</b> & <script>x()</script>" in page.locator(".messages").inner_text()
+    assert page.locator(".messages b").count() == 0
+
+    # Filters live in the URL: a filtered view is a bookmark.
+    page.goto(f"{gateway}/ui/requests")
+    page.fill("form.filters input[name=model]", "small")
+    page.fill("form.filters input[name=user]", "ada")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**/ui/requests?*model=small*")
+    text = page.locator("table.requests tbody").inner_text()
+    assert ids[0] in text and ids[2] in text and ids[1] not in text
+    bookmark = page.url
+    page.goto(f"{gateway}/ui/requests")
+    page.goto(bookmark)
+    assert page.locator("form.filters input[name=model]").input_value() == "small"
+
+    # Export the filtered view.
+    with page.expect_download() as d:
+        page.click("a:has-text('CSV')")
+    body = open(d.value.path(), encoding="utf-8").read()
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert {r["request_id"] for r in rows} >= {ids[0], ids[2]}
+    assert all(r["model"] == "small" for r in rows)
+    assert ADMIN not in body
+
+    # Nothing on any page shows the admin token.
+    for path in ["requests", f"requests/{ids[0]}", f"sessions/sess-{run}"]:
+        page.goto(f"{gateway}/ui/{path}")
+        assert ADMIN not in page.content()
+
+    # Logging out ends the session.
+    page.click("form.logout button")
+    page.wait_for_url("**/ui/login")
+    page.goto(f"{gateway}/ui/requests")
+    assert "/ui/login" in page.url
