@@ -64,6 +64,29 @@ def chat(url, route, request_id, text, session=None):
         return r.headers["x-request-id"]
 
 
+def admin_push(url, text):
+    """Registers a feature version through the admin API; returns its number."""
+    req = urllib.request.Request(
+        f"{url}/admin/features",
+        data=text.encode(),
+        headers={"authorization": f"Bearer {ADMIN}", "content-type": "application/toml"},
+    )
+    with urllib.request.urlopen(req, timeout=20) as r:
+        return json.loads(r.read())["version"]
+
+
+def invoke(url, feature, who):
+    """The next call of a feature in prod: its answer's text."""
+    body = json.dumps({"model": f"feature/{feature}", "metadata": {"who": who}, "messages": []}).encode()
+    req = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=body,
+        headers={"content-type": "application/json", "x-llmop-env": "prod"},
+    )
+    with urllib.request.urlopen(req, timeout=20) as r:
+        return json.loads(r.read())["choices"][0]["message"]["content"]
+
+
 @pytest.fixture(scope="session")
 def browser():
     exe = "/usr/bin/chromium"

@@ -7,7 +7,7 @@ import io
 import time
 import uuid
 
-from conftest import ADMIN, chat, shot
+from conftest import ADMIN, admin_push, chat, invoke, shot
 
 
 def wait_for_record(page, url, rid):
@@ -101,3 +101,63 @@ def test_log_in_find_a_call_by_its_id_filter_and_export(gateway, page):
     page.wait_for_url("**/ui/login")
     page.goto(f"{gateway}/ui/requests")
     assert "/ui/login" in page.url
+
+
+FEATURE = """name = "{name}"
+model = "sim/small"
+[variables]
+who = {{ type = "string" }}
+[[messages]]
+role = "user"
+template = "{tag} hello {{{{ who }}}}"
+"""
+
+
+def log_in(page, url):
+    page.goto(f"{url}/ui/login")
+    page.fill("input[name=token]", ADMIN)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/ui/requests")
+
+
+def test_deploy_and_roll_back_a_feature_and_the_next_call_follows(gateway, page):
+    name = f"greet_{uuid.uuid4().hex[:6]}"
+    assert admin_push(gateway, FEATURE.format(name=name, tag="V1")) == 1
+    assert admin_push(gateway, FEATURE.format(name=name, tag="V2")) == 2
+    log_in(page, gateway)
+    page.click("nav a:has-text('Features')")
+    page.click(f"a:has-text('{name}')")
+    page.wait_for_url(f"**/ui/features/{name}")
+
+    def deploy(version, reason):
+        page.fill("form.deploy input[name=env]", "prod")
+        page.select_option("form.deploy select[name=version]", str(version))
+        page.fill("form.deploy input[name=reason]", reason)
+        page.click("form.deploy button[type=submit]")
+        page.wait_for_url(f"**/ui/features/{name}?done=*")
+        assert "Done: deployed to prod" in page.locator("p.ok").inner_text()
+
+    deploy(1, "first light")
+    assert invoke(gateway, name, "ada").startswith("V1")
+    deploy(2, "a warmer greeting")
+    assert invoke(gateway, name, "ada").startswith("V2")
+    assert page.locator("table.envs td.serves").inner_text() == "v2"
+    shot(page, "feature")
+
+    # Roll back, with a reason: the very next call is served by version 1 again.
+    page.fill("form.rollback input[name=reason]", "customers preferred V1")
+    page.click("form.rollback button[type=submit]")
+    page.wait_for_url(f"**/ui/features/{name}?done=*")
+    assert invoke(gateway, name, "ada").startswith("V1")
+    history = page.locator("table.history").inner_text()
+    assert "customers preferred V1" in history and "a warmer greeting" in history
+
+    # What changed between the two versions.
+    page.click("a:has-text('diff with 1')")
+    assert "V2 hello" in page.locator("pre.diff").inner_text()
+
+    # Without a reason the browser does not even send the form (required), and the
+    # server refuses one sent without it.
+    page.fill("form.deploy input[name=reason]", "")
+    page.click("form.deploy button[type=submit]")
+    assert invoke(gateway, name, "ada").startswith("V1")

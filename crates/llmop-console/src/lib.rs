@@ -12,6 +12,7 @@
 //! the store only: it never sits on the request path.
 
 mod export;
+mod ops;
 mod pages;
 pub mod session;
 mod view;
@@ -47,7 +48,12 @@ pub struct Console {
     env: minijinja::Environment<'static>,
     /// Failed logins in the current minute (`minute << 32 | count`).
     failures: AtomicU64,
+    /// The gateway's admin API, called in process for changes and live state.
+    admin: std::sync::OnceLock<AdminFn>,
 }
+
+/// Builds the gateway's admin API router (`None` once the gateway is gone).
+pub type AdminFn = Arc<dyn Fn() -> Option<axum::Router> + Send + Sync>;
 
 /// Most failed logins per minute (per process) before logins are refused for the rest
 /// of the minute: the tokens are long, this makes guessing slower still.
@@ -72,7 +78,14 @@ impl Console {
             ttl_s: ttl_s.max(60),
             env: view::environment(),
             failures: AtomicU64::new(0),
+            admin: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The gateway's admin API (its routes, without the token check: the console's own
+    /// session and CSRF checks stand in front of every call). Set once.
+    pub fn attach_admin(&self, admin: AdminFn) {
+        let _ = self.admin.set(admin);
     }
 
     /// The role a presented token grants.
@@ -226,6 +239,11 @@ pub fn router(c: Arc<Console>) -> axum::Router {
         .route("/requests.jsonl", get(export::jsonl))
         .route("/requests/{id}", get(pages::call))
         .route("/sessions/{id}", get(pages::session))
+        .route("/features", get(ops::features))
+        .route("/features/{name}", get(ops::feature))
+        .route("/features/{name}/deploy", post(ops::deploy))
+        .route("/features/{name}/rollback", post(ops::rollback))
+        .route("/circuits", get(ops::circuits))
         .route("/logout", post(pages::logout))
         .route_layer(middleware::from_fn_with_state(c.clone(), require_session));
     axum::Router::new()

@@ -13,7 +13,12 @@ use minijinja::context;
 use std::sync::Arc;
 
 /// A rendered page, or a plain error page when the template cannot render.
-fn render(c: &Console, name: &str, status: StatusCode, ctx: minijinja::Value) -> Response {
+pub(crate) fn render(
+    c: &Console,
+    name: &str,
+    status: StatusCode,
+    ctx: minijinja::Value,
+) -> Response {
     match c.env.get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
@@ -28,7 +33,7 @@ fn render(c: &Console, name: &str, status: StatusCode, ctx: minijinja::Value) ->
 }
 
 /// What every page's frame needs.
-fn frame(c: &Console, s: &Session, depth: usize) -> minijinja::Value {
+pub(crate) fn frame(c: &Console, s: &Session, depth: usize) -> minijinja::Value {
     context! {
         base => view::base(depth),
         role => s.role,
@@ -37,7 +42,7 @@ fn frame(c: &Console, s: &Session, depth: usize) -> minijinja::Value {
     }
 }
 
-fn see_other(to: &str) -> Response {
+pub(crate) fn see_other(to: &str) -> Response {
     let mut resp = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -45,13 +50,13 @@ fn see_other(to: &str) -> Response {
     resp
 }
 
-fn form(body: &Bytes) -> Vec<(String, String)> {
+pub(crate) fn form(body: &Bytes) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
-fn field<'a>(f: &'a [(String, String)], k: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(f: &'a [(String, String)], k: &str) -> Option<&'a str> {
     f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 

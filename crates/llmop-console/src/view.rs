@@ -12,6 +12,9 @@ pub fn environment() -> Environment<'static> {
         ("requests.html", include_str!("../templates/requests.html")),
         ("call.html", include_str!("../templates/call.html")),
         ("session.html", include_str!("../templates/session.html")),
+        ("features.html", include_str!("../templates/features.html")),
+        ("feature.html", include_str!("../templates/feature.html")),
+        ("circuits.html", include_str!("../templates/circuits.html")),
     ] {
         // The templates are part of the binary and tested: a broken one is a build
         // defect, reported on first render rather than here.
@@ -53,6 +56,10 @@ fn pretty(v: Value) -> String {
 
 /// A value as one URL path segment (an id may hold `/`, `?` or `#`).
 fn seg(v: String) -> String {
+    seg_of(&v)
+}
+
+pub fn seg_of(v: &str) -> String {
     url::form_urlencoded::byte_serialize(v.as_bytes())
         .collect::<String>()
         .replace('+', "%20")

@@ -18,9 +18,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub fn router(app: Arc<AppState>) -> axum::Router {
-    // The admin API and the records API: the admin token once keys are in force.
-    let admin = axum::Router::new()
+/// The admin API and the records API, without their guards.
+fn admin_routes() -> axum::Router<Arc<AppState>> {
+    axum::Router::new()
         .route("/v1/requests", get(records_api::list))
         .route("/v1/requests/{id}", get(records_api::get))
         .route("/v1/requests/{id}/feedback", post(records_api::feedback))
@@ -48,6 +48,24 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
             "/admin/approvals/{id}",
             get(admin::approval).post(admin::decide),
         )
+}
+
+pub fn router(app: Arc<AppState>) -> axum::Router {
+    // The console calls the admin API in process, behind its own session and CSRF
+    // checks (it changes deployments through the same code as `POST /admin/...`). It
+    // holds the state weakly: the state holds the console.
+    if let Some(c) = &app.console {
+        let weak = Arc::downgrade(&app);
+        c.attach_admin(Arc::new(move || {
+            weak.upgrade().map(|app| {
+                admin_routes()
+                    .layer(middleware::from_fn(request_id))
+                    .with_state(app)
+            })
+        }));
+    }
+    // The admin API and the records API: the admin token once keys are in force.
+    let admin = admin_routes()
         // Bodies of the admin and records APIs are read like the chat endpoints':
         // bounded in size (413) and in time (408), after the token is checked and
         // before any handler sees them.

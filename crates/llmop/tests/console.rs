@@ -397,3 +397,195 @@ targets = [{ provider = "sim", model = "small" }]
         .unwrap();
     assert_eq!(r.headers()["location"], "requests");
 }
+
+fn greet(tag: &str) -> String {
+    format!(
+        r#"name = "greet"
+model = "sim/echo"
+[variables]
+who = {{ type = "string" }}
+[[messages]]
+role = "user"
+template = "{tag} hello {{{{ who }}}}"
+"#
+    )
+}
+
+/// What the next call of `greet` in prod answers with.
+async fn greet_now(gw: &Gateway) -> String {
+    let r = support::client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-llmop-env", "prod")
+        .json(&json!({"model": "feature/greet", "metadata": {"who": "ada"}, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
+}
+
+async fn form_post(
+    gw: &Gateway,
+    cookie: &str,
+    path: &str,
+    body: &[(&str, &str)],
+) -> (u16, String, Option<String>) {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in body {
+        s.append_pair(k, v);
+    }
+    let r = browser()
+        .post(format!("{}/ui/{path}", gw.url))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(s.finish())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, r.text().await.unwrap(), loc)
+}
+
+/// Deploy and roll back from the console: the very next call is served by the version
+/// deployed; every change carries the session's CSRF token and a reason, and lands in
+/// the audited history as the console's.
+#[tokio::test]
+async fn deploy_and_roll_back_a_feature_from_the_console() {
+    let gw = Gateway::start("[providers.sim]\nkind = \"mock\"\n");
+    assert_eq!(gw.push_feature(&greet("V1")).await, 1);
+    assert_eq!(gw.push_feature(&greet("V2")).await, 2);
+    // An open gateway's console issues a session on the first visit.
+    let r = browser()
+        .get(format!("{}/ui/features", gw.url))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let list = r.text().await.unwrap();
+    assert!(
+        list.contains("greet") && list.contains("not deployed"),
+        "{list}"
+    );
+    let (s, html, _) = page(&gw, &cookie, "features/greet").await;
+    assert_eq!(s, 200);
+    let csrf = csrf_of(&html);
+
+    let deploy = |v: &'static str, reason: &'static str, csrf: String| {
+        let gw = &gw;
+        let cookie = cookie.clone();
+        async move {
+            form_post(
+                gw,
+                &cookie,
+                "features/greet/deploy",
+                &[
+                    ("csrf", &csrf),
+                    ("env", "prod"),
+                    ("version", v),
+                    ("reason", reason),
+                ],
+            )
+            .await
+        }
+    };
+    // No CSRF token, no change.
+    let (s, _, _) = deploy("1", "first", String::new()).await;
+    assert_eq!(s, 403);
+    // No reason, no change.
+    let (s, body, _) = deploy("1", "", csrf.clone()).await;
+    assert_eq!(s, 400);
+    assert!(body.contains("needs a reason"), "{body}");
+    let (s, _, loc) = deploy("1", "first light", csrf.clone()).await;
+    assert_eq!(s, 303);
+    assert_eq!(loc.as_deref(), Some("../greet?done=deployed+to+prod"));
+    assert!(greet_now(&gw).await.starts_with("V1"));
+    let (s, _, _) = deploy("2", "new greeting", csrf.clone()).await;
+    assert_eq!(s, 303);
+    assert!(greet_now(&gw).await.starts_with("V2"));
+    // A version this feature does not have: the admin API's refusal, shown on the page.
+    let (s, body, _) = deploy("9", "typo", csrf.clone()).await;
+    assert!(s >= 400, "{s}");
+    assert!(body.contains("class=\"error\""), "{body}");
+    // Roll back: the version before.
+    let (s, _, loc) = form_post(
+        &gw,
+        &cookie,
+        "features/greet/rollback",
+        &[
+            ("csrf", &csrf),
+            ("env", "prod"),
+            ("reason", "customers prefer V1"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (s, loc.as_deref()),
+        (303, Some("../greet?done=rolled+back+prod"))
+    );
+    assert!(greet_now(&gw).await.starts_with("V1"));
+    // The audited history says who and why; the diff shows what changed.
+    let (_, html, _) = page(&gw, &cookie, "features/greet?diff=1..2").await;
+    assert!(html.contains("customers prefer V1") && html.contains("new greeting"));
+    assert!(html.contains("admin-api:console"), "{html}");
+    assert!(
+        html.contains("-template = &quot;V1") || html.contains("-template = \"V1"),
+        "{html}"
+    );
+    assert!(
+        html.contains("+template = &quot;V2") || html.contains("+template = \"V2"),
+        "{html}"
+    );
+    // Circuits render (no breaker configured here).
+    let (s, html, _) = page(&gw, &cookie, "circuits").await;
+    assert_eq!(s, 200);
+    assert!(html.contains("No route target has a circuit breaker"));
+}
+
+/// A read-only console token reads features but cannot change them.
+#[tokio::test]
+async fn a_viewer_cannot_deploy() {
+    let gw = start();
+    let r = support::client()
+        .post(format!("{}/admin/features", gw.url))
+        .bearer_auth(ADMIN)
+        .body(greet("V1").replace("sim/echo", "sim/small"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let viewer = login(&gw, VIEWER).await;
+    let (s, html, _) = page(&gw, &viewer, "features/greet").await;
+    assert_eq!(s, 200);
+    assert!(
+        !html.contains("Deploy</button>"),
+        "no deploy form for a viewer"
+    );
+    let csrf = csrf_of(&html);
+    let (s, _, _) = form_post(
+        &gw,
+        &viewer,
+        "features/greet/deploy",
+        &[
+            ("csrf", &csrf),
+            ("env", "prod"),
+            ("version", "1"),
+            ("reason", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 403);
+    no_secrets(&html);
+}
