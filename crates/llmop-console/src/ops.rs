@@ -248,23 +248,35 @@ async fn feature_page(
     )
 }
 
-/// Checks a change's session: an admin's, with its CSRF token. The form, or the
-/// answer to send instead.
+/// Why a change was refused before it was looked at.
+#[derive(Debug)]
+enum Refused {
+    Csrf,
+    ReadOnly,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let m = match self {
+            Refused::Csrf => "missing or wrong CSRF token",
+            Refused::ReadOnly => "the read-only console token cannot change deployments",
+        };
+        (StatusCode::FORBIDDEN, m).into_response()
+    }
+}
+
+/// Checks a change's session: an admin's, with its CSRF token. The form if so.
 fn change_allowed(
     c: &Console,
     s: &Session,
     body: &Bytes,
-) -> Result<Vec<(String, String)>, Response> {
+) -> Result<Vec<(String, String)>, Refused> {
     let f = form(body);
     if !c.signer.csrf_ok(s, field(&f, "csrf").unwrap_or_default()) {
-        return Err((StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response());
+        return Err(Refused::Csrf);
     }
     if s.role != Role::Admin {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "the read-only console token cannot change deployments",
-        )
-            .into_response());
+        return Err(Refused::ReadOnly);
     }
     Ok(f)
 }
