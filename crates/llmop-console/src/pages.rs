@@ -199,14 +199,19 @@ pub fn filter_of(q: &str) -> Result<(ListFilter, Pairs), (String, String)> {
     Ok((f, pairs))
 }
 
-fn store_missing(c: &Console, s: &Session, depth: usize) -> Option<Response> {
-    c.store.is_none().then(|| {
-        render(
+/// The record store, or the page that says recording is off.
+fn store_or_page<'a>(
+    c: &'a Console,
+    s: &Session,
+    depth: usize,
+) -> Result<&'a llmop_store::Store, Box<Response>> {
+    c.store.as_ref().ok_or_else(|| {
+        Box::new(render(
             c,
             "requests.html",
             StatusCode::NOT_FOUND,
-            context! { ..frame(c, s, depth), ..context! { error => "Recording is off ([store] enabled = false): there are no records to show." } },
-        )
+            context! { error => "Recording is off ([store] enabled = false): there are no records to show.", ..frame(c, s, depth) },
+        ))
     })
 }
 
@@ -216,11 +221,9 @@ pub async fn requests(
     Extension(s): Extension<Session>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    if let Some(r) = store_missing(&c, &s, 0) {
-        return r;
-    }
-    let Some(store) = &c.store else {
-        return StatusCode::NOT_FOUND.into_response();
+    let store = match store_or_page(&c, &s, 0) {
+        Ok(st) => st,
+        Err(r) => return *r,
     };
     let q = q.unwrap_or_default();
     let (mut f, pairs) = match filter_of(&q) {
@@ -352,11 +355,9 @@ pub async fn call(
     Extension(s): Extension<Session>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(r) = store_missing(&c, &s, 1) {
-        return r;
-    }
-    let Some(store) = &c.store else {
-        return StatusCode::NOT_FOUND.into_response();
+    let store = match store_or_page(&c, &s, 1) {
+        Ok(st) => st,
+        Err(r) => return *r,
     };
     let found = match store.get(&id).await {
         Ok(Some(r)) => Ok(Some(r)),
@@ -552,11 +553,9 @@ pub async fn session(
     Extension(s): Extension<Session>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(r) = store_missing(&c, &s, 1) {
-        return r;
-    }
-    let Some(store) = &c.store else {
-        return StatusCode::NOT_FOUND.into_response();
+    let store = match store_or_page(&c, &s, 1) {
+        Ok(st) => st,
+        Err(r) => return *r,
     };
     let f = ListFilter {
         session: Some(id.clone()),

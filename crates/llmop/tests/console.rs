@@ -66,6 +66,15 @@ async fn chat(gw: &Gateway, route: &str, id: &str, text: &str, session: Option<&
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 }
 
+/// A GET without any cookie.
+async fn bare(gw: &Gateway, path: &str) -> reqwest::Response {
+    browser()
+        .get(format!("{}/ui/{path}", gw.url))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Logs in; the session cookie.
 async fn login(gw: &Gateway, token: &str) -> String {
     let r = browser()
@@ -138,11 +147,7 @@ async fn nothing_is_reachable_without_a_session() {
         "requests.jsonl",
         "",
     ] {
-        let r = browser()
-            .get(format!("{}/ui/{path}", gw.url))
-            .send()
-            .await
-            .unwrap();
+        let r = bare(&gw, path).await;
         assert_eq!(r.status(), 303, "{path}");
         let loc = r.headers()["location"].to_str().unwrap();
         assert!(loc.contains("login"), "{path}: {loc}");
@@ -150,11 +155,7 @@ async fn nothing_is_reachable_without_a_session() {
         assert!(!body.contains("<table"), "{path}");
     }
     // A page two deep sends the browser back up, relative (works behind a prefix).
-    let r = browser()
-        .get(format!("{}/ui/requests/abc", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let r = bare(&gw, "requests/abc").await;
     assert_eq!(r.headers()["location"], "../login?next=requests%2Fabc");
     // A change without a session, a forged cookie, a wrong token.
     let r = browser()
@@ -189,11 +190,7 @@ async fn nothing_is_reachable_without_a_session() {
         .unwrap();
     assert_eq!(r.headers()["location"], "requests");
     // Hardened headers on every page.
-    let r = browser()
-        .get(format!("{}/ui/login", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let r = bare(&gw, "login").await;
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(r.headers()["cache-control"], "no-store");
@@ -377,24 +374,17 @@ models = ["small"]
 targets = [{ provider = "sim", model = "small" }]
 "#,
     );
-    let r = browser()
-        .get(format!("{}/ui/requests", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let r = bare(&gw, "requests").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("set-cookie").is_some());
+    // `/ui` itself and `/ui/`: each redirect resolves to `/ui/requests`.
     let r = browser()
         .get(format!("{}/ui", gw.url))
         .send()
         .await
         .unwrap();
     assert_eq!(r.headers()["location"], "ui/requests");
-    let r = browser()
-        .get(format!("{}/ui/", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let r = bare(&gw, "").await;
     assert_eq!(r.headers()["location"], "requests");
 }
 
@@ -462,11 +452,7 @@ async fn deploy_and_roll_back_a_feature_from_the_console() {
     assert_eq!(gw.push_feature(&greet("V1")).await, 1);
     assert_eq!(gw.push_feature(&greet("V2")).await, 2);
     // An open gateway's console issues a session on the first visit.
-    let r = browser()
-        .get(format!("{}/ui/features", gw.url))
-        .send()
-        .await
-        .unwrap();
+    let r = bare(&gw, "features").await;
     let cookie = r.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -588,4 +574,18 @@ async fn a_viewer_cannot_deploy() {
     .await;
     assert_eq!(s, 403);
     no_secrets(&html);
+}
+
+/// Without a store the console says so, on every page that reads records.
+#[tokio::test]
+async fn without_a_store_the_console_says_recording_is_off() {
+    let gw = Gateway::start("[store]\nenabled = false\n[providers.sim]\nkind = \"mock\"\n");
+    for path in ["requests", "requests/x", "sessions/s"] {
+        let r = bare(&gw, path).await;
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(
+            r.text().await.unwrap().contains("Recording is off"),
+            "{path}"
+        );
+    }
 }
