@@ -244,6 +244,7 @@ pub fn router(c: Arc<Console>) -> axum::Router {
         .route("/features/{name}/deploy", post(ops::deploy))
         .route("/features/{name}/rollback", post(ops::rollback))
         .route("/circuits", get(ops::circuits))
+        .route("/budgets", get(ops::budgets))
         .route("/logout", post(pages::logout))
         .route_layer(middleware::from_fn_with_state(c.clone(), require_session));
     axum::Router::new()

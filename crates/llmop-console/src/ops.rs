@@ -434,3 +434,42 @@ pub async fn circuits(State(c): State<Arc<Console>>, Extension(s): Extension<Ses
         context! { nav => "circuits", circuits => list, ..frame(&c, &s, 0) },
     )
 }
+
+/// `/ui/budgets`: every budget's spend in its window against its limits, the burn rate
+/// and where the window will end at that rate (the admin API's report, from the store).
+pub async fn budgets(State(c): State<Arc<Console>>, Extension(s): Extension<Session>) -> Response {
+    let v = match admin(&c, Method::GET, "/admin/budgets", None).await {
+        Ok((st, v)) if st.is_success() => v,
+        Ok((_, v)) => return (StatusCode::SERVICE_UNAVAILABLE, message_of(&v)).into_response(),
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    };
+    let rows: Vec<Value> = v["budgets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut b| {
+            // How full the hard limit is, for the bar (capped at 100 %).
+            let pct = match (b["spent_usd"].as_f64(), b["hard_usd"].as_f64()) {
+                (Some(sp), Some(h)) if h > 0.0 => (sp / h * 100.0).clamp(0.0, 100.0),
+                _ => 0.0,
+            };
+            b["pct"] = json!(pct.round());
+            b["over_soft"] = json!(matches!(
+                (b["spent_usd"].as_f64(), b["soft_usd"].as_f64()),
+                (Some(sp), Some(so)) if sp >= so
+            ));
+            b["projected_over"] = json!(matches!(
+                (b["projected_usd"].as_f64(), b["hard_usd"].as_f64()),
+                (Some(p), Some(h)) if p > h
+            ));
+            b
+        })
+        .collect();
+    render(
+        &c,
+        "budgets.html",
+        StatusCode::OK,
+        context! { nav => "budgets", budgets => rows, added => v["added"].clone(), ..frame(&c, &s, 0) },
+    )
+}

@@ -15,6 +15,7 @@ pub fn environment() -> Environment<'static> {
         ("features.html", include_str!("../templates/features.html")),
         ("feature.html", include_str!("../templates/feature.html")),
         ("circuits.html", include_str!("../templates/circuits.html")),
+        ("budgets.html", include_str!("../templates/budgets.html")),
     ] {
         // The templates are part of the binary and tested: a broken one is a build
         // defect, reported on first render rather than here.

@@ -589,3 +589,52 @@ async fn without_a_store_the_console_says_recording_is_off() {
         );
     }
 }
+
+/// Budgets: spend in the window against the limits, burn and projection, from the
+/// records.
+#[tokio::test]
+async fn the_budgets_page_shows_spend_against_limits() {
+    let gw = Gateway::start(
+        r#"
+[providers.sim]
+kind = "mock"
+[prices."sim/*"]
+input = 100.0
+output = 100.0
+[[budgets]]
+scope = "global"
+window = "month"
+soft_usd = 0.0001
+hard_usd = 1000
+"#,
+    );
+    let r = support::client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "budget-1")
+        .json(&json!({"model": "sim/echo", "messages": [{"role": "user", "content": "spend a little"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = bare(&gw, "budgets").await;
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    story(&gw, &cookie, "budget-1").await;
+    let (s, html, _) = page(&gw, &cookie, "budgets").await;
+    assert_eq!(s, 200);
+    assert!(
+        html.contains("<td>global</td>") && html.contains("<td>month</td>"),
+        "{html}"
+    );
+    assert!(html.contains("$1000.0000"), "the hard limit: {html}");
+    assert!(
+        html.contains("class=\"warn\""),
+        "past the soft limit: {html}"
+    );
+    assert!(html.contains("<meter"), "{html}");
+}
