@@ -99,6 +99,11 @@ async fn page(gw: &Gateway, cookie: &str, path: &str) -> (u16, String, Option<St
         .send()
         .await
         .unwrap();
+    seen(r).await
+}
+
+/// What a browser sees of an answer: status, body, where it redirects.
+async fn seen(r: reqwest::Response) -> (u16, String, Option<String>) {
     let status = r.status().as_u16();
     let loc = r
         .headers()
@@ -435,12 +440,7 @@ async fn form_post(
         .send()
         .await
         .unwrap();
-    let status = r.status().as_u16();
-    let loc = r
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_string());
-    (status, r.text().await.unwrap(), loc)
+    seen(r).await
 }
 
 /// Deploy and roll back from the console: the very next call is served by the version
