@@ -91,8 +91,23 @@ def test_log_in_find_a_call_by_its_id_filter_and_export(gateway, page):
     assert all(r["model"] == "small" for r in rows)
     assert ADMIN not in body
 
+    # The overview: totals, three charts, a breakdown by model that narrows the view
+    # and leads to the calls.
+    page.goto(f"{gateway}/ui/overview?range=1h&by=model")
+    assert int(page.locator("#total-calls").inner_text()) >= 3
+    assert page.locator("svg.chart").count() == 3
+    assert page.locator("svg.chart rect.s-ok").count() >= 1
+    shot(page, "overview")
+    page.click("table.groups a:text-is('small')")
+    page.wait_for_url("**/ui/overview?*model=small*")
+    assert page.locator("span.tag:has-text('model = small')").count() == 1
+    page.click("table.groups tr:has-text('small') a:text-is('calls')")
+    page.wait_for_url("**/ui/requests?*model=small*")
+    text = page.locator("table.requests tbody").inner_text()
+    assert ids[0] in text and ids[1] not in text
+
     # Nothing on any page shows the admin token.
-    for path in ["requests", f"requests/{ids[0]}", f"sessions/sess-{run}"]:
+    for path in ["overview", "requests", f"requests/{ids[0]}", f"sessions/sess-{run}"]:
         page.goto(f"{gateway}/ui/{path}")
         assert ADMIN not in page.content()
 
@@ -117,7 +132,7 @@ def log_in(page, url):
     page.goto(f"{url}/ui/login")
     page.fill("input[name=token]", ADMIN)
     page.click("button[type=submit]")
-    page.wait_for_url("**/ui/requests")
+    page.wait_for_url("**/ui/overview")
 
 
 def test_deploy_and_roll_back_a_feature_and_the_next_call_follows(gateway, page):

@@ -11,8 +11,10 @@
 //! Links are relative, so the console works behind a path prefix. The console reads
 //! the store only: it never sits on the request path.
 
+mod chart;
 mod export;
 mod ops;
+mod overview;
 mod pages;
 pub mod session;
 mod view;
@@ -234,6 +236,7 @@ async fn hardened(req: Request, next: Next) -> Response {
 pub fn router(c: Arc<Console>) -> axum::Router {
     let guarded = axum::Router::new()
         .route("/", get(pages::home))
+        .route("/overview", get(overview::overview))
         .route("/requests", get(pages::requests))
         .route("/requests.csv", get(export::csv))
         .route("/requests.jsonl", get(export::jsonl))

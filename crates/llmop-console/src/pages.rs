@@ -60,14 +60,14 @@ pub(crate) fn field<'a>(f: &'a [(String, String)], k: &str) -> Option<&'a str> {
     f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
-/// `/ui` and `/ui/`: the requests page (relative to where the client is).
+/// `/ui` and `/ui/`: the overview (relative to where the client is).
 pub async fn home(OriginalUri(uri): OriginalUri) -> Response {
     if uri.path().ends_with('/') {
-        see_other("requests")
+        see_other("overview")
     } else {
-        // `/ui` itself: a relative `requests` would leave the console's directory.
+        // `/ui` itself: a relative `overview` would leave the console's directory.
         let last = uri.path().rsplit('/').next().unwrap_or("ui");
-        see_other(&format!("{last}/requests"))
+        see_other(&format!("{last}/overview"))
     }
 }
 

@@ -9,6 +9,7 @@ pub fn environment() -> Environment<'static> {
     for (name, src) in [
         ("base.html", include_str!("../templates/base.html")),
         ("login.html", include_str!("../templates/login.html")),
+        ("overview.html", include_str!("../templates/overview.html")),
         ("requests.html", include_str!("../templates/requests.html")),
         ("call.html", include_str!("../templates/call.html")),
         ("session.html", include_str!("../templates/session.html")),
@@ -102,7 +103,7 @@ pub fn safe_next(next: &str) -> String {
     if ok {
         next.to_string()
     } else {
-        "requests".into()
+        "overview".into()
     }
 }
 
@@ -129,7 +130,7 @@ mod tests {
             "java\u{0}script:x",
             "",
         ] {
-            assert_eq!(safe_next(bad), "requests", "{bad}");
+            assert_eq!(safe_next(bad), "overview", "{bad}");
         }
         assert_eq!(safe_next("requests/abc?x=1"), "requests/abc?x=1");
         assert_eq!(
@@ -149,9 +150,14 @@ mod tests {
         for n in [
             "base.html",
             "login.html",
+            "overview.html",
             "requests.html",
             "call.html",
             "session.html",
+            "features.html",
+            "feature.html",
+            "circuits.html",
+            "budgets.html",
         ] {
             assert!(env.get_template(n).is_ok(), "{n}");
         }

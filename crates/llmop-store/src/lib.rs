@@ -12,6 +12,8 @@
 //! - [`evals`]: dataset versions, eval runs and results, the answer cache, compares
 //!   and judge calibrations.
 //! - [`cost`]: spend over the records, grouped (`llmop cost`).
+//! - [`overview`]: calls over time from per-minute rollups the writer keeps (the
+//!   console's overview).
 //! - [`scores`]: scores of calls (online evaluators, feedback) and the durable queue of
 //!   online evaluation work.
 //! - [`keys`]: client API keys (hashed, scoped, revocable).
@@ -32,6 +34,7 @@ pub mod evals;
 pub mod features;
 pub mod keys;
 mod migrate;
+pub mod overview;
 mod query;
 pub mod record;
 pub mod scores;
@@ -46,6 +49,7 @@ pub use deployments::{
 pub use evals::{Calibration, DatasetVersion, EvalCompare, EvalRun};
 pub use features::{FeatureVersion, Pushed, ShadowReport, ShadowSide};
 pub use keys::{hash_key, key_id_of, ApiKey, KeyScopes, StoredBudget};
+pub use overview::{Dim, Overview, OverviewQuery};
 pub use query::{QueryError, QueryResult};
 pub use record::{
     parse_time, Attempt, Feedback, KeptState, ListFilter, Page, Record, StatusFilter,

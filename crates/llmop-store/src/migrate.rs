@@ -98,6 +98,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0017_console.sql"),
         postgres: include_str!("../migrations/postgres/0017_console.sql"),
     },
+    Migration {
+        version: 18,
+        sqlite: include_str!("../migrations/sqlite/0018_rollups.sql"),
+        postgres: include_str!("../migrations/postgres/0018_rollups.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

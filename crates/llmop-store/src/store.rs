@@ -131,7 +131,7 @@ fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
 fn insert_sql(rows: usize, backend: Backend) -> String {
     let mut sql = format!("INSERT INTO records ({}) VALUES ", COLUMNS.join(", "));
     push_rows(&mut sql, rows, COLUMNS.len(), backend);
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
     sql
 }
 
@@ -536,6 +536,7 @@ impl Store {
         let mut rest = records;
         // Records stored under another key (a reused request id): index → key.
         let mut moved: HashMap<usize, String> = HashMap::new();
+        let mut rollup = crate::overview::Rollup::default();
         let mut at = 0;
         for size in statement_sizes(records.len()) {
             let (chunk, after) = rest.split_at(size);
@@ -544,14 +545,34 @@ impl Store {
             for r in chunk {
                 q = bind_record(q, r);
             }
-            let inserted = q.execute(&mut *tx).await?.rows_affected();
-            if inserted < chunk.len() as u64 {
-                for (i, key) in Self::rekey_reused(&mut tx, chunk, backend).await? {
+            // The ids stored by this statement (not those already held): only they are
+            // new calls for the rollups, so a record written twice is counted once.
+            let inserted: Vec<String> = q
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()?;
+            if inserted.len() == chunk.len() {
+                chunk.iter().for_each(|r| rollup.add(r));
+            } else {
+                let mut fresh: std::collections::HashSet<&str> =
+                    inserted.iter().map(String::as_str).collect();
+                for r in chunk {
+                    if fresh.remove(r.request_id.as_str()) {
+                        rollup.add(r);
+                    }
+                }
+                for (i, key, stored) in Self::rekey_reused(&mut tx, chunk, backend).await? {
+                    if stored {
+                        rollup.add(&chunk[i]);
+                    }
                     moved.insert(at + i, key);
                 }
             }
             at += size;
         }
+        rollup.write(&mut tx).await?;
         let key = |i: usize, r: &Record| -> String {
             moved
                 .get(&i)
@@ -637,12 +658,13 @@ impl Store {
     /// call means a client reused its `x-request-id`: this call is stored under
     /// `<id>~<call_uid>` instead, never dropped.
     /// Stores each record of `chunk` that a stored record of another call already
-    /// holds the key of under its own key; returns (index in `chunk`, key) of those.
+    /// holds the key of under its own key; returns (index in `chunk`, key, whether this
+    /// statement stored it: `false` when that key too was already stored) of those.
     async fn rekey_reused(
         tx: &mut sqlx::Transaction<'_, Any>,
         chunk: &[Record],
         backend: Backend,
-    ) -> Result<Vec<(usize, String)>, StoreError> {
+    ) -> Result<Vec<(usize, String, bool)>, StoreError> {
         let mut moved_keys = Vec::new();
         for (i, r) in chunk.iter().enumerate() {
             let held: Option<AnyRow> = sqlx::query(
@@ -670,10 +692,11 @@ impl Store {
                 "a client reused a request id: this call is recorded under its own key"
             );
             metrics::counter!("llmop_records_reused_id_total").increment(1);
-            bind_record(sqlx::query(batch_insert_sql(1, backend)), &moved)
-                .execute(&mut **tx)
-                .await?;
-            moved_keys.push((i, moved.request_id));
+            let stored = bind_record(sqlx::query(batch_insert_sql(1, backend)), &moved)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some();
+            moved_keys.push((i, moved.request_id, stored));
         }
         Ok(moved_keys)
     }
@@ -831,6 +854,16 @@ impl Store {
         // Kept reasoning state goes with its records.
         self.purge_table("reasoning_state", "call_id", cutoff_ms)
             .await?;
+        // Rollups of the minutes wholly before the cutoff go with their records (the
+        // cutoff's own minute keeps its counts until a later purge passes it).
+        for table in ["rollup_calls", "rollup_users"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE minute_ms + 60000 <= $1"
+            ))
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?;
+        }
         self.purge_table("records", "request_id", cutoff_ms).await
     }
 

@@ -153,10 +153,10 @@ async fn agent_state(store: &Store) {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 17);
+    assert_eq!(store.schema_version().await.unwrap(), 18);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 17);
+    assert_eq!(again.schema_version().await.unwrap(), 18);
     again.close().await;
     agent_state(&store).await;
 
@@ -521,6 +521,7 @@ async fn run_suite(url: &str) {
 
     deployments(&store).await;
     cost_report(&store).await;
+    overview(&store).await;
     nulls_then_values(&store).await;
     keys(&store).await;
     evals(&store).await;
@@ -1103,6 +1104,157 @@ async fn cost_report(store: &Store) {
     let by_model = store.cost_by(&CostBy::Model, at).await.unwrap();
     assert_eq!(by_model[0].group.as_deref(), Some("openai/gpt-4o"));
     assert_eq!(by_model[0].calls, 3);
+}
+
+/// The overview: per-minute rollups kept by the writer agree with the records they
+/// count (a record written twice counted once, a reused id counted as its own call),
+/// and with the migration's SQL backfill.
+async fn overview(store: &Store) {
+    use llmop_store::overview::{Counts, Dim, Overview, OverviewQuery};
+    let at = 2_200_000_000_000; // a whole minute
+    let mut recs = Vec::new();
+    for i in 0..120i64 {
+        let mut r = small(
+            &format!("ov-{i}"),
+            at + i * 7_000,
+            ["f1", "f2", "f3"][(i % 3) as usize],
+            &format!("u{}", i % 4),
+            if i % 10 == 0 { 502 } else { 200 },
+        );
+        r.provider = Some(["openai", "anthropic"][(i % 2) as usize].into());
+        r.model = Some(["m-small", "m-large"][(i % 5 == 0) as usize].into());
+        r.key_id = (i % 6 != 0).then(|| format!("key_{}", i % 2));
+        r.latency_ms = 3 + i * 97;
+        r.cost_usd = (i % 7 != 0).then_some(0.001 * i as f64);
+        r.input_tokens = Some(100 + i);
+        r.output_tokens = Some(10);
+        r.degraded = i % 11 == 1;
+        if i % 13 == 2 {
+            r.status = 429;
+            r.error_code = Some("budget_exceeded".into());
+        }
+        if i % 9 == 4 {
+            let a = |p: &str, e: Option<&'static str>| Attempt {
+                provider: p.into(),
+                model: "m".into(),
+                error: e.map(Into::into),
+                upstream_status: None,
+                latency_ms: 5,
+                retry_reason: None,
+            };
+            r.attempts = vec![a("openai", Some("timeout")), a("anthropic", None)];
+        }
+        r.call_uid = format!("uid-{i}");
+        recs.push(r);
+    }
+    store.insert_batch(&recs).await.unwrap();
+    // The same records again (a spill replayed): stored once, counted once.
+    store.insert_batch(&recs[..40]).await.unwrap();
+    // A client reused an id: another call, counted.
+    let mut reused = recs[5].clone();
+    reused.call_uid = "uid-other".into();
+    store.insert_batch(&[reused]).await.unwrap();
+
+    let q = |only: Vec<(Dim, String)>, by: Dim| OverviewQuery {
+        since_ms: at,
+        until_ms: at + 120 * 7_000,
+        bucket_ms: 300_000,
+        only,
+        by,
+        top: 50,
+    };
+    fn rounded(mut o: Overview) -> Overview {
+        let r = |c: &mut Counts| c.cost_usd = (c.cost_usd * 1e9).round() / 1e9;
+        o.buckets.iter_mut().for_each(|b| r(&mut b.counts));
+        o.groups.iter_mut().for_each(|g| r(&mut g.counts));
+        r(&mut o.totals);
+        o.from_rollups = true;
+        o
+    }
+    let all = store.overview(&q(vec![], Dim::Feature)).await.unwrap();
+    assert!(all.from_rollups);
+    assert_eq!(all.totals.calls, 121);
+    assert_eq!(all.buckets.len(), 3, "14 minutes in 5-minute buckets");
+    assert_eq!(all.buckets.iter().map(|b| b.counts.calls).sum::<i64>(), 121);
+    let expect = |f: &dyn Fn(i64) -> bool| (0..120).filter(|&i| f(i)).count() as i64;
+    assert_eq!(
+        all.totals.errors,
+        // (the reused id's call, a copy of call 5, did not fail)
+        expect(&|i| i % 10 == 0 || i % 13 == 2)
+    );
+    assert_eq!(all.totals.refusals, expect(&|i| i % 13 == 2));
+    assert_eq!(all.totals.degraded, expect(&|i| i % 11 == 1));
+    assert_eq!(
+        all.totals.fallbacks,
+        expect(&|i| i % 9 == 4 && i % 10 != 0 && i % 13 != 2 && i % 11 != 1)
+    );
+    assert_eq!(all.totals.unpriced, expect(&|i| i % 7 == 0));
+    assert_eq!(all.groups.len(), 3);
+    let median = all.totals.latency_quantile(0.5).unwrap();
+    assert!((5_000.0..=7_500.0).contains(&median), "median {median}");
+
+    let queries = [
+        q(vec![], Dim::Feature),
+        q(vec![], Dim::Model),
+        q(vec![], Dim::Provider),
+        q(vec![], Dim::Key),
+        q(vec![(Dim::Feature, "f2".into())], Dim::Key),
+        q(vec![(Dim::Key, "".into())], Dim::Model),
+        q(
+            vec![
+                (Dim::Provider, "openai".into()),
+                (Dim::Model, "m-large".into()),
+            ],
+            Dim::Feature,
+        ),
+    ];
+    for query in &queries {
+        let rolled = store.overview(query).await.unwrap();
+        let counted = store.overview_from_records(query).await.unwrap();
+        assert_eq!(rounded(rolled), rounded(counted), "{query:?}");
+    }
+    // By user: calls, errors and cost from the users' rollup.
+    let users = store.overview(&q(vec![], Dim::User)).await.unwrap();
+    let counted = store
+        .overview_from_records(&q(vec![], Dim::User))
+        .await
+        .unwrap();
+    assert_eq!(users.groups.len(), 4);
+    for (a, b) in users.groups.iter().zip(&counted.groups) {
+        assert_eq!(a.group, b.group);
+        assert_eq!(
+            (a.counts.calls, a.counts.errors),
+            (b.counts.calls, b.counts.errors)
+        );
+        assert!((a.counts.cost_usd - b.counts.cost_usd).abs() < 1e-9);
+    }
+    // A filter on a user reads the user's records.
+    let one = store
+        .overview(&q(vec![(Dim::User, "u1".into())], Dim::Feature))
+        .await
+        .unwrap();
+    assert!(!one.from_rollups);
+    assert_eq!(one.totals.calls, 31, "30 calls and the reused id's");
+
+    // The migration's SQL backfill rolls up the same numbers.
+    let before: Vec<Overview> = {
+        let mut v = Vec::new();
+        for query in &queries {
+            v.push(rounded(store.overview(query).await.unwrap()));
+        }
+        v
+    };
+    store.rebuild_rollups().await.unwrap();
+    for (query, was) in queries.iter().zip(before) {
+        assert_eq!(
+            rounded(store.overview(query).await.unwrap()),
+            was,
+            "{query:?}"
+        );
+    }
+    let after = store.overview(&q(vec![], Dim::User)).await.unwrap();
+    assert_eq!(after.groups.len(), 4);
+    assert_eq!(after.totals.calls, 121);
 }
 
 /// Deploy, split, shadow, rollback (twice), history and races.

@@ -144,6 +144,8 @@ fn no_secrets(body: &str) {
 async fn nothing_is_reachable_without_a_session() {
     let gw = start();
     for path in [
+        "overview",
+        "overview?by=user&range=7d",
         "requests",
         "requests?feature=x",
         "requests/abc",
@@ -193,7 +195,7 @@ async fn nothing_is_reachable_without_a_session() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["location"], "requests");
+    assert_eq!(r.headers()["location"], "overview");
     // Hardened headers on every page.
     let r = bare(&gw, "login").await;
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
@@ -382,15 +384,15 @@ targets = [{ provider = "sim", model = "small" }]
     let r = bare(&gw, "requests").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("set-cookie").is_some());
-    // `/ui` itself and `/ui/`: each redirect resolves to `/ui/requests`.
+    // `/ui` itself and `/ui/`: each redirect resolves to `/ui/overview`.
     let r = browser()
         .get(format!("{}/ui", gw.url))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["location"], "ui/requests");
+    assert_eq!(r.headers()["location"], "ui/overview");
     let r = bare(&gw, "").await;
-    assert_eq!(r.headers()["location"], "requests");
+    assert_eq!(r.headers()["location"], "overview");
 }
 
 fn greet(tag: &str) -> String {
@@ -637,4 +639,129 @@ hard_usd = 1000
         "past the soft limit: {html}"
     );
     assert!(html.contains("<meter"), "{html}");
+}
+
+/// The overview counts what happened in the range: calls, errors, a fallback, budget
+/// refusals and cost, broken down by model and by user, linked to the calls.
+#[tokio::test]
+async fn the_overview_shows_calls_errors_fallbacks_and_refusals() {
+    let gw = Gateway::start(
+        r#"
+[providers.sim]
+kind = "mock"
+[providers.down]
+kind = "mock"
+error_rate = 1.0
+error_status = 503
+[prices."sim/*"]
+input = 1.0
+output = 1.0
+[routes.chain]
+targets = [{ provider = "down", model = "primary" }, { provider = "sim", model = "backup" }]
+[routes.broken]
+targets = [{ provider = "down", model = "primary" }]
+[[budgets]]
+scope = "user:mallory"
+window = "day"
+hard_usd = 0.000001
+"#,
+    );
+    let call = |model: &str, user: &str, id: String| {
+        let gw_url = gw.url.clone();
+        let model = model.to_string();
+        let user = user.to_string();
+        async move {
+            support::client()
+                .post(format!("{gw_url}/v1/chat/completions"))
+                .header("x-request-id", id)
+                .header("x-llmop-user", user)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(call("sim/echo", "ada", format!("ov-ok-{i}")).await, 200);
+    }
+    assert_eq!(call("chain", "ada", "ov-fallback".into()).await, 200);
+    assert_ne!(call("broken", "bob", "ov-broken".into()).await, 200);
+    // Mallory's tiny budget refuses her (at the latest once her first call spent it).
+    let mut refused = 0;
+    for i in 0..3 {
+        if call("sim/echo", "mallory", format!("ov-m-{i}")).await == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 2, "{refused}");
+    let r = bare(&gw, "overview").await;
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    story(&gw, &cookie, "ov-m-2").await; // every record is stored
+    let (s, html, _) = page(&gw, &cookie, "overview?range=1h&by=model").await;
+    assert_eq!(s, 200, "{html}");
+    let dd = |label: &str| -> String {
+        let at = html
+            .find(&format!("<dt>{label}</dt>"))
+            .unwrap_or_else(|| panic!("{label}: {html}"));
+        let rest = &html[at..];
+        let dd = &rest[rest.find("<dd").unwrap()..];
+        dd[dd.find('>').unwrap() + 1..dd.find("</dd>").unwrap()].to_string()
+    };
+    assert_eq!(dd("Calls"), "8");
+    assert!(
+        dd("Errors").starts_with(&format!("{} ", 1 + refused)),
+        "{}",
+        dd("Errors")
+    );
+    assert_eq!(dd("Fallbacks"), "1");
+    assert_eq!(dd("Budget refusals"), refused.to_string());
+    assert!(
+        dd("Cost").starts_with('$') && dd("Cost") != "$0",
+        "{}",
+        dd("Cost")
+    );
+    assert_eq!(
+        html.matches("<svg class=\"chart\"").count(),
+        3,
+        "three charts"
+    );
+    // The breakdown by model links to the overview narrowed to it, and to its calls.
+    assert!(
+        html.contains(">echo</a>") && html.contains(">backup</a>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("overview?by=model&amp;model=echo&amp;range=1h"),
+        "{html}"
+    );
+    assert!(html.contains("requests?model=echo&amp;since="), "{html}");
+    // Narrowed to one user (read from that user's records): only hers.
+    let (s, html, _) = page(&gw, &cookie, "overview?range=1h&user=mallory").await;
+    assert_eq!(s, 200);
+    assert!(html.contains("<dd id=\"total-calls\">3</dd>"), "{html}");
+    assert!(html.contains("from the user's records"));
+    // By user: from the users' rollup.
+    let (_, html, _) = page(&gw, &cookie, "overview?range=1h&by=user").await;
+    assert!(
+        html.contains(">ada</a>") && html.contains(">mallory</a>") && html.contains(">bob</a>")
+    );
+    // A wrong parameter says which and why.
+    let (s, html, _) = page(&gw, &cookie, "overview?range=2y").await;
+    assert_eq!(s, 400);
+    assert!(html.contains("range: `2y`"), "{html}");
+    // An older range holds nothing.
+    let (s, html, _) = page(&gw, &cookie, "overview?since=2020-01-01&until=2020-01-02").await;
+    assert_eq!(s, 200);
+    assert!(
+        html.contains("<dd id=\"total-calls\">0</dd>") && html.contains("No calls in this range.")
+    );
+    no_secrets(&html);
 }
