@@ -36,7 +36,14 @@ JAR="$WORK/cookies"
 curl -s -c "$JAR" -o /dev/null "$URL/ui/requests"
 
 mid=$(printf 'bench-%09d' $((RECORDS / 2)))
+# The bench's records span 1,000 s from 1700000000000 (2023-11-14T22:13:20Z).
+R="since=1700000000000&until=1700001000000"
 pages=(
+  "overview?$R"
+  "overview?$R&by=user"
+  "overview?$R&feature=feature-7&by=model"
+  "overview?$R&user=user-42"
+  "overview?since=2023-11-01&until=2023-12-01&by=model"
   "requests"
   "requests?q=$mid"
   "requests/$mid"

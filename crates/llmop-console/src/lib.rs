@@ -16,6 +16,7 @@ mod export;
 mod ops;
 mod overview;
 mod pages;
+mod replay;
 pub mod session;
 mod view;
 
@@ -241,6 +242,8 @@ pub fn router(c: Arc<Console>) -> axum::Router {
         .route("/requests.csv", get(export::csv))
         .route("/requests.jsonl", get(export::jsonl))
         .route("/requests/{id}", get(pages::call))
+        .route("/requests/{id}/replay", post(replay::replay))
+        .route("/requests/{id}/replays/{replay}", get(replay::compare))
         .route("/sessions/{id}", get(pages::session))
         .route("/features", get(ops::features))
         .route("/features/{name}", get(ops::feature))

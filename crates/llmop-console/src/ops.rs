@@ -31,14 +31,36 @@ async fn admin(
     path: &str,
     body: Option<Value>,
 ) -> Result<(StatusCode, Value), String> {
+    in_process(
+        c,
+        method,
+        path,
+        &[("x-llmop-actor", "console".to_string())],
+        body,
+    )
+    .await
+}
+
+/// Calls the gateway's in-process API (the admin API; the chat and feature endpoints
+/// as an operator's call, for replays); `(status, JSON answer)`.
+pub(crate) async fn in_process(
+    c: &Console,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<Value>,
+) -> Result<(StatusCode, Value), String> {
     let Some(router) = c.admin.get().and_then(|f| f()) else {
         return Err("the admin API is not attached to the console".into());
     };
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
-        .header("content-type", "application/json")
-        .header("x-llmop-actor", "console")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let req = req
         .body(match body {
             Some(b) => Body::from(serde_json::to_vec(&b).unwrap_or_default()),
             None => Body::empty(),
@@ -250,7 +272,7 @@ async fn feature_page(
 
 /// Why a change was refused before it was looked at.
 #[derive(Debug)]
-enum Refused {
+pub(crate) enum Refused {
     Csrf,
     ReadOnly,
 }
@@ -259,14 +281,16 @@ impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         let m = match self {
             Refused::Csrf => "missing or wrong CSRF token",
-            Refused::ReadOnly => "the read-only console token cannot change deployments",
+            Refused::ReadOnly => {
+                "the read-only console token cannot change deployments or replay calls"
+            }
         };
         (StatusCode::FORBIDDEN, m).into_response()
     }
 }
 
 /// Checks a change's session: an admin's, with its CSRF token. The form if so.
-fn change_allowed(
+pub(crate) fn change_allowed(
     c: &Console,
     s: &Session,
     body: &Bytes,
@@ -281,7 +305,7 @@ fn change_allowed(
     Ok(f)
 }
 
-fn opt_i64(f: &[(String, String)], k: &str) -> Result<Option<i64>, String> {
+pub(crate) fn opt_i64(f: &[(String, String)], k: &str) -> Result<Option<i64>, String> {
     match field(f, k).map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v
@@ -291,7 +315,7 @@ fn opt_i64(f: &[(String, String)], k: &str) -> Result<Option<i64>, String> {
     }
 }
 
-fn text(f: &[(String, String)], k: &str) -> Option<String> {
+pub(crate) fn text(f: &[(String, String)], k: &str) -> Option<String> {
     field(f, k)
         .map(str::trim)
         .filter(|v| !v.is_empty())

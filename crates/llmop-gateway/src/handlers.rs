@@ -2,7 +2,7 @@
 //! invoke) are thin format adapters ([`Entry`]): they read their key, context and body
 //! and encode the outcome; the pipeline's conductor runs every stage in between.
 
-use crate::auth;
+use crate::auth::{self, Auth};
 use crate::context::{self, RequestId};
 use crate::features::InvokeBody;
 use crate::http_error::{self, WireFormat};
@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use llmop_core::codes;
 use llmop_core::{ChatRequest, GatewayError};
+use llmop_store::ApiKey;
 use llmop_wire::{anthropic, openai};
 use serde_json::json;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 pub async fn chat_completions(
     State(app): State<Arc<AppState>>,
     Extension(RequestId(rid)): Extension<RequestId>,
+    operator: Option<Extension<Operator>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -36,6 +38,7 @@ pub async fn chat_completions(
         format: WireFormat::OpenAi,
         headers,
         body: Some(body),
+        operator: operator.is_some(),
     };
     Box::pin(pipeline::conduct(&app, &rid, entry)).await
 }
@@ -50,6 +53,7 @@ pub async fn messages(
         format: WireFormat::Anthropic,
         headers,
         body: Some(body),
+        operator: false,
     };
     Box::pin(pipeline::conduct(&app, &rid, entry)).await
 }
@@ -60,6 +64,7 @@ pub async fn messages(
 pub async fn invoke(
     State(app): State<Arc<AppState>>,
     Extension(RequestId(rid)): Extension<RequestId>,
+    operator: Option<Extension<Operator>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -68,8 +73,29 @@ pub async fn invoke(
         name,
         headers,
         body: Some(body),
+        operator: operator.is_some(),
     };
     Box::pin(pipeline::conduct(&app, &rid, entry)).await
+}
+
+/// Marks a call the console makes in process for an operator behind its own session
+/// and CSRF checks (a replay): it needs no client key. Only in-process code can attach
+/// a request extension; nothing a client sends over HTTP can.
+#[derive(Clone, Copy)]
+pub struct Operator;
+
+/// The key of a call: none for an operator's call (the console authenticated it), else
+/// the client's.
+fn client_key(
+    operator: bool,
+    auth: &Auth,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<ApiKey>>, GatewayError> {
+    if operator {
+        Ok(None)
+    } else {
+        auth.client(headers)
+    }
 }
 
 /// The chat endpoints: `/v1/chat/completions` (OpenAI) and `/v1/messages` (Anthropic).
@@ -77,6 +103,7 @@ struct Chat {
     format: WireFormat,
     headers: HeaderMap,
     body: Option<Body>,
+    operator: bool,
 }
 
 impl Entry for Chat {
@@ -91,6 +118,14 @@ impl Entry for Chat {
 
     fn headers(&self) -> &HeaderMap {
         &self.headers
+    }
+
+    fn authenticate(
+        &self,
+        auth: &Auth,
+        _rec: &mut CallRecord,
+    ) -> Result<Option<Arc<ApiKey>>, GatewayError> {
+        client_key(self.operator, auth, &self.headers)
     }
 
     async fn parse(&mut self, app: &AppState, rec: &mut CallRecord) -> Result<Ask, GatewayError> {
@@ -165,6 +200,7 @@ struct Invoke {
     name: String,
     headers: HeaderMap,
     body: Option<Body>,
+    operator: bool,
 }
 
 impl Entry for Invoke {
@@ -180,6 +216,14 @@ impl Entry for Invoke {
 
     fn headers(&self) -> &HeaderMap {
         &self.headers
+    }
+
+    fn authenticate(
+        &self,
+        auth: &Auth,
+        _rec: &mut CallRecord,
+    ) -> Result<Option<Arc<ApiKey>>, GatewayError> {
+        client_key(self.operator, auth, &self.headers)
     }
 
     /// The body's metadata (`env`, `user`, `session`, `tags`) is held to the rules of

@@ -11,6 +11,7 @@
 //!   history of every change (deploy, split, shadow, rollback).
 //! - [`evals`]: dataset versions, eval runs and results, the answer cache, compares
 //!   and judge calibrations.
+//! - [`replay`]: the request that replays a recorded call (`llmop replay`, the console).
 //! - [`cost`]: spend over the records, grouped (`llmop cost`).
 //! - [`overview`]: calls over time from per-minute rollups the writer keeps (the
 //!   console's overview).
@@ -37,6 +38,7 @@ mod migrate;
 pub mod overview;
 mod query;
 pub mod record;
+pub mod replay;
 pub mod scores;
 mod store;
 pub mod writer;

@@ -765,3 +765,86 @@ hard_usd = 0.000001
     );
     no_secrets(&html);
 }
+
+/// Replay from a call's page: an admin asks again on another model (a new call,
+/// recorded with `replay_of`, made without a client key even once keys are in force)
+/// and sees both answers side by side; a viewer and a form without the CSRF token are
+/// refused.
+#[tokio::test]
+async fn replay_a_call_on_another_model_and_compare() {
+    let gw = start();
+    let run = format!("r{:x}", std::process::id());
+    let id = format!("{run}-orig");
+    chat(&gw, "chat", &id, "replay me", None).await;
+    let cookie = login(&gw, ADMIN).await;
+    let html = story(&gw, &cookie, &id).await;
+    assert!(html.contains(">Replay</button>"), "{html}");
+    let csrf = csrf_of(&html);
+    // Keys in force: a client without one is refused; the console's replay is not.
+    let o = support::llmop(&[
+        "keys",
+        "create",
+        "--name",
+        "app",
+        "--store",
+        &gw.store_url(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = support::client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 401 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "keys never enforced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let path = format!("requests/{id}/replay");
+    let (s, _, _) = form_post(&gw, &cookie, &path, &[("model", "big")]).await;
+    assert_eq!(s, 403, "no CSRF token");
+    let viewer = login(&gw, VIEWER).await;
+    let vcsrf = csrf_of(&page(&gw, &viewer, &format!("requests/{id}")).await.1);
+    let (s, _, _) = form_post(&gw, &viewer, &path, &[("csrf", &vcsrf), ("model", "big")]).await;
+    assert_eq!(s, 403, "a viewer cannot replay");
+    let (s, body, loc) = form_post(&gw, &cookie, &path, &[("csrf", &csrf), ("model", "big")]).await;
+    assert_eq!(s, 303, "{body}");
+    let loc = loc.unwrap();
+    let new_id = loc.strip_prefix("replays/").unwrap().to_string();
+    assert!(new_id.starts_with("replay-"), "{loc}");
+    let (s, cmp, _) = page(&gw, &cookie, &format!("requests/{id}/{loc}")).await;
+    assert_eq!(s, 200, "{cmp}");
+    assert!(
+        cmp.contains("sim / small") && cmp.contains("sim / large"),
+        "{cmp}"
+    );
+    assert!(cmp.contains(&id) && cmp.contains(&new_id));
+    let replayed: Value = support::client()
+        .get(format!("{}/v1/requests/{new_id}", gw.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replayed["replay_of"], id.as_str());
+    assert_eq!(replayed["model"], "large");
+    assert!(
+        replayed["key_id"].is_null(),
+        "an operator's call: {replayed}"
+    );
+    // A record that is not a replay of this call is not shown as one.
+    let (s, _, _) = page(&gw, &cookie, &format!("requests/{id}/replays/{id}")).await;
+    assert_eq!(s, 404);
+    // A replay the gateway refuses says why.
+    let (s, body, _) = form_post(&gw, &cookie, &path, &[("csrf", &csrf), ("version", "2")]).await;
+    assert_eq!(s, 400);
+    assert!(body.contains("not a feature call"), "{body}");
+    no_secrets(&cmp);
+}
