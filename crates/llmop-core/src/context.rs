@@ -20,6 +20,74 @@ pub struct RequestContext {
     /// `x-llmop-timeout-ms`: the client's own deadline, which can only shorten the
     /// route's.
     pub timeout_ms: Option<u64>,
+    /// The W3C `traceparent` the client sent (a valid one; an invalid one is ignored,
+    /// as the spec asks): the call's span joins that trace.
+    pub traceparent: Option<TraceParent>,
+}
+
+/// A W3C trace context parent: the trace a call belongs to and the span that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub parent_id: [u8; 8],
+    pub sampled: bool,
+}
+
+impl TraceParent {
+    /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`. A later version may
+    /// carry more fields after the flags (`-…`), which are ignored; version `ff`, ids of
+    /// all zeros, upper-case hex and wrong lengths are invalid (`None`).
+    pub fn parse(s: &str) -> Option<TraceParent> {
+        let s = s.trim();
+        let mut parts = s.splitn(5, '-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let parent = parts.next()?;
+        let flags = parts.next()?;
+        let rest = parts.next();
+        let lower_hex = |x: &str, n: usize| {
+            x.len() == n
+                && x.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !lower_hex(version, 2) || version == "ff" || (version == "00" && rest.is_some()) {
+            return None;
+        }
+        if !lower_hex(trace, 32) || !lower_hex(parent, 16) || !lower_hex(flags, 2) {
+            return None;
+        }
+        let mut trace_id = [0u8; 16];
+        let mut parent_id = [0u8; 8];
+        hex_into(trace, &mut trace_id)?;
+        hex_into(parent, &mut parent_id)?;
+        if trace_id == [0; 16] || parent_id == [0; 8] {
+            return None;
+        }
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(TraceParent {
+            trace_id,
+            parent_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// The header form (version 00).
+    pub fn to_header(&self) -> String {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        format!(
+            "00-{}-{}-{:02x}",
+            hex(&self.trace_id),
+            hex(&self.parent_id),
+            u8::from(self.sampled)
+        )
+    }
+}
+
+fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(())
 }
 
 /// A client's request id is echoed only if it is short and made of visible ASCII
@@ -140,6 +208,42 @@ mod tests {
         #[test]
         fn tag_parser_never_panics(s in ".*") {
             let _ = parse_tags(&s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod traceparent_tests {
+    use super::TraceParent;
+
+    #[test]
+    fn traceparents_are_parsed_as_the_spec_says() {
+        let t = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .expect("valid");
+        assert_eq!(t.trace_id[0], 0x4b);
+        assert_eq!(t.parent_id[7], 0xb7);
+        assert!(t.sampled);
+        assert_eq!(
+            t.to_header(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        // A later version with more fields: the known ones are read.
+        assert!(
+            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-x")
+                .is_some()
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba9é2b7-01",
+        ] {
+            assert!(TraceParent::parse(bad).is_none(), "{bad}");
         }
     }
 }

@@ -87,6 +87,10 @@ pub fn from_headers(headers: &HeaderMap, request_id: &str) -> Result<RequestCont
             ),
             None => None,
         },
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(llmop_core::context::TraceParent::parse),
     })
 }
 

@@ -5,12 +5,26 @@
 //! renders them. Counters that already live as atomics elsewhere (the record writer's)
 //! are copied in at scrape time rather than counted twice on the request path.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Installs the process-wide recorder; `None` if one is already installed (tests that
 /// start several gateways in one process).
 pub fn install() -> Option<PrometheusHandle> {
-    let recorder = PrometheusBuilder::new().build_recorder();
+    // The GenAI client histograms, with the buckets the conventions advise.
+    let builder = PrometheusBuilder::new();
+    let builder = builder
+        .set_buckets_for_metric(
+            Matcher::Full("gen_ai_client_token_usage".into()),
+            llmop_telemetry::TOKEN_BUCKETS,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("gen_ai_client_operation_duration_seconds".into()),
+                llmop_telemetry::DURATION_BUCKETS,
+            )
+        })
+        .unwrap_or_else(|_| PrometheusBuilder::new());
+    let recorder = builder.build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).ok()?;
     describe();
@@ -18,7 +32,20 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        "gen_ai_client_operation_duration_seconds",
+        metrics::Unit::Seconds,
+        "GenAI operation duration (OpenTelemetry GenAI conventions), from the records"
+    );
+    describe_histogram!(
+        "gen_ai_client_token_usage",
+        "Tokens per GenAI operation by gen_ai_token_type (input, output), from the records"
+    );
+    describe_counter!(
+        "llmop_telemetry_spans_total",
+        "OpenTelemetry spans by outcome: exported, dropped_queue_full, dropped_export_failed, dropped_rejected, not_sampled"
+    );
     describe_counter!(
         "llmop_feature_parse_failures_total",
         "Feature outputs that did not pass their parser (before the parse-failure policy), by feature"

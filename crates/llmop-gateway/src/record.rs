@@ -144,7 +144,11 @@ fn online_sampler(config: &Config) -> Option<Arc<llmop_eval::online::Sampler>> {
 
 impl Recorder {
     /// Opens the store named by `[store]`, replays any spill file and starts the writer.
-    pub async fn open(config: &Config) -> Result<Recorder, llmop_store::StoreError> {
+    /// `tap` sees every committed batch (the telemetry exporter).
+    pub async fn open(
+        config: &Config,
+        tap: Option<llmop_store::writer::Tap>,
+    ) -> Result<Recorder, llmop_store::StoreError> {
         let store = Store::open(&config.store.resolved_url(&config.dir)).await?;
         let writer = RecordWriter::start(
             store.clone(),
@@ -160,6 +164,7 @@ impl Recorder {
                 } else {
                     Duration::from_millis(20)
                 },
+                tap,
                 ..WriterConfig::default()
             },
         )
@@ -635,6 +640,7 @@ impl IntoRecord for CallData {
         r.feature = c.context.feature;
         r.tags = c.context.tags;
         r.replay_of = c.context.replay_of;
+        r.traceparent = c.context.traceparent.map(|t| t.to_header());
         r.route = c.route;
         r.stream = c.stream;
         r.provider = c.provider;

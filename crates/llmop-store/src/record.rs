@@ -117,6 +117,10 @@ pub struct Record {
     /// call when its record was built: stored in the record's own row.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub online_scores: Vec<crate::scores::InlineScore>,
+    /// The W3C `traceparent` the client sent, for the call's exported span (kept in
+    /// the spill file, not in the record's row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The pipeline stages this call went through, in order (`authenticate`, `context`,
     /// `parse`, …, `record`): where a refused or failed call stopped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -193,6 +197,7 @@ impl Record {
             system_fingerprint: None,
             service_tier: None,
             upstream_model: None,
+            traceparent: None,
             stages: Vec::new(),
             reasoning_state: Vec::new(),
             online_evals: Vec::new(),

@@ -401,6 +401,7 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
             .map(|s| s.split(',').map(str::to_string).collect())
             .unwrap_or_default(),
         reasoning_state: Vec::new(),
+        traceparent: None,
         online_evals: Vec::new(),
         online_scores: match row.try_get::<Option<String>, _>("online_scores")? {
             Some(t) => serde_json::from_str(&t)

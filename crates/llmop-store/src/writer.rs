@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WriterConfig {
     /// Records the queue holds before submitters wait.
     pub capacity: usize,
@@ -35,6 +35,24 @@ pub struct WriterConfig {
     /// records nobody waits for (default durability). Fewer, larger commits leave more
     /// CPU to the request path under load; strict submits are never held back.
     pub linger: Duration,
+    /// Shown every batch of records once it is committed, on the writer's task (off the
+    /// request path): the OpenTelemetry exporter builds its spans here. Must not block.
+    pub tap: Option<Tap>,
+}
+
+/// What [`WriterConfig::tap`] calls with each committed batch.
+pub type Tap = Arc<dyn Fn(&[Record]) + Send + Sync>;
+
+impl std::fmt::Debug for WriterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterConfig")
+            .field("capacity", &self.capacity)
+            .field("max_batch", &self.max_batch)
+            .field("spill_path", &self.spill_path)
+            .field("linger", &self.linger)
+            .field("tap", &self.tap.is_some())
+            .finish()
+    }
 }
 
 impl Default for WriterConfig {
@@ -44,6 +62,7 @@ impl Default for WriterConfig {
             max_batch: 512,
             spill_path: None,
             linger: Duration::ZERO,
+            tap: None,
         }
     }
 }
@@ -279,6 +298,9 @@ async fn run<T: IntoRecord>(
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
                     for ack in acks.into_iter().flatten() {
                         let _ = ack.send(());
+                    }
+                    if let Some(tap) = &cfg.tap {
+                        tap(&records);
                     }
                     break;
                 }

@@ -65,6 +65,37 @@ async fn strict_submit_returns_after_the_commit() {
     w.shutdown(Duration::from_secs(5)).await;
 }
 
+/// The tap (the telemetry exporter's hook) sees each record once, after its commit.
+#[tokio::test(flavor = "current_thread")]
+async fn the_tap_sees_every_committed_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(&dir).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s2 = seen.clone();
+    let w = RecordWriter::<Record>::start(
+        store.clone(),
+        WriterConfig {
+            max_batch: 7,
+            tap: Some(std::sync::Arc::new(move |rs: &[Record]| {
+                let mut v = s2.lock().unwrap();
+                v.extend(rs.iter().map(|r| r.request_id.clone()));
+            })),
+            ..WriterConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    for i in 0..30 {
+        w.submit(rec(i)).await.unwrap();
+    }
+    w.submit_strict(rec(30)).await.unwrap();
+    w.shutdown(Duration::from_secs(5)).await;
+    let mut v = seen.lock().unwrap().clone();
+    v.sort();
+    let want: Vec<String> = (0..31).map(|i| format!("w-{i:05}")).collect();
+    assert_eq!(v, want);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_queue_delays_instead_of_dropping() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,6 +107,7 @@ async fn a_full_queue_delays_instead_of_dropping() {
             max_batch: 4,
             spill_path: None,
             linger: Duration::from_millis(2),
+            ..WriterConfig::default()
         },
     )
     .await
@@ -106,6 +138,7 @@ async fn a_failing_store_loses_nothing() {
         max_batch: 16,
         spill_path: Some(spill.clone()),
         linger: Duration::ZERO,
+        ..WriterConfig::default()
     };
     let w = RecordWriter::<Record>::start(store.clone(), cfg.clone())
         .await

@@ -25,6 +25,7 @@ mod providers;
 mod routes;
 mod server;
 mod store;
+mod telemetry;
 
 pub use agents::*;
 pub use console::*;
@@ -35,6 +36,7 @@ pub use providers::*;
 pub use routes::*;
 pub use server::*;
 pub use store::*;
+pub use telemetry::*;
 
 /// Problems found by validation: (key path, message).
 type Problems = Vec<(Vec<KeySeg>, String)>;
@@ -83,6 +85,9 @@ pub struct Config {
     /// The web console at `/ui` (docs/console.md).
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// OpenTelemetry export of the recorded calls (docs/telemetry.md).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -228,6 +233,7 @@ impl Config {
         guardrails::validate(self, &mut out);
         agents::validate(self, &mut out);
         console::validate(self, &mut out);
+        telemetry::validate(self, &mut out);
         out
     }
 }

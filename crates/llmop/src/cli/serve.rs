@@ -54,8 +54,23 @@ async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
         // off the runtime, rather than on the first request.
         tokio::task::spawn_blocking(llmop_providers::tokenizer::warm);
     }
+    // Spans and GenAI metrics from the committed records (docs/telemetry.md).
+    let kinds = config
+        .providers
+        .iter()
+        .map(|(name, p)| (name.clone(), p.kind.as_str()))
+        .collect();
+    let exporter = llmop_telemetry::Exporter::start(&config.telemetry, kinds)
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    if let Some(e) = &config.telemetry.endpoint {
+        if config.store.enabled {
+            tracing::info!(endpoint = %redact_url(e), sample_ratio = config.telemetry.sample_ratio, "telemetry: exporting a span per call over OTLP/HTTP");
+        } else {
+            tracing::warn!("[telemetry] endpoint is set but [store] enabled = false: spans are built from the records, so none are exported");
+        }
+    }
     let recorder = if config.store.enabled {
-        let r = llmop_gateway::record::Recorder::open(&config)
+        let r = llmop_gateway::record::Recorder::open(&config, Some(exporter.tap()))
             .await
             .with_context(|| format!("cannot open the record store `{}`", config.store.url))?;
         let replayed = r.writer.stats().snapshot().replayed;
