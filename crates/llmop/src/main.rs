@@ -38,6 +38,9 @@ struct Cli {
 enum Command {
     /// Serve the gateway.
     Serve(cli::serve::ServeArgs),
+    /// A gateway on mock providers with demo features, budgets and a flaky target, fed
+    /// a few minutes of realistic traffic: a populated console in one command.
+    Demo(cli::demo::DemoArgs),
     /// Versioned features: register, list and compare versions.
     Feature {
         #[command(subcommand)]
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
     let config = config.as_path();
     match command {
         Command::Serve(a) => cli::serve::run(config, a),
+        Command::Demo(a) => cli::demo::run(a),
         Command::Feature { command } => cli::feature::run(config, command),
         Command::Deploy(a) => cli::deploy::run(config, a),
         Command::Rollback(a) => cli::rollback::run(config, a),

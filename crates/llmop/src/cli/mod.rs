@@ -28,6 +28,7 @@ pub mod budgets;
 pub mod check;
 pub mod cost;
 pub mod dataset;
+pub mod demo;
 pub mod deploy;
 pub mod eval;
 pub mod feature;

@@ -20,7 +20,7 @@ pub struct ServeArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
@@ -35,7 +35,7 @@ pub fn run(config: &Path, a: ServeArgs) -> ExitCode {
     )
 }
 
-async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
+pub(crate) async fn serve(path: &Path, listen: Option<String>) -> anyhow::Result<()> {
     let mut config = Config::load(path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     if let Some(l) = listen {
         config.server.listen = l;
@@ -144,7 +144,7 @@ fn redact_url(url: &str) -> String {
 /// Logs go to stderr through a background writer thread: a request-path log line never
 /// waits on a slow terminal or pipe. Lines are never dropped (the queue blocks when
 /// full rather than lose the record of a call).
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+pub(crate) fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LLMOP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
