@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS=${1:-1000000}
 N=${2:-20}
-cargo build --release --locked -p llmop -p llmop-bench
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p llmop -p llmop-bench
 BIN=target/release
 WORK=$(mktemp -d)
 mkdir -p bench/results

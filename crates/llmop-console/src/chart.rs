@@ -123,6 +123,18 @@ impl Frame {
         H - BOTTOM - (v / self.top).clamp(0.0, 1.0) * plot
     }
 
+    /// The tooltip (already escaped) of bucket `i`, over its whole slot, so a thin bar
+    /// or a lone point is easy to point at.
+    fn hit(&mut self, i: usize, tip: &str) {
+        let _ = write!(
+            self.svg,
+            r#"<rect class="hit" x="{:.1}" y="0" width="{:.1}" height="{:.1}"><title>{tip}</title></rect>"#,
+            self.x(i),
+            self.slot(),
+            H - BOTTOM
+        );
+    }
+
     fn end(mut self) -> String {
         self.svg.push_str("</svg>");
         self.svg
@@ -181,14 +193,7 @@ pub fn bars(
                 row += 1.0;
             }
         }
-        // The whole slot carries the tooltip, so a thin bar is easy to point at.
-        let _ = write!(
-            f.svg,
-            r#"<rect class="hit" x="{:.1}" y="0" width="{:.1}" height="{:.1}"><title>{tip}</title></rect>"#,
-            f.x(i),
-            f.slot(),
-            H - BOTTOM
-        );
+        f.hit(i, &tip);
     }
     f.end()
 }
@@ -258,13 +263,7 @@ pub fn lines(
                 v.map(|v| esc(&fmt(v))).unwrap_or_else(|| "–".into())
             );
         }
-        let _ = write!(
-            f.svg,
-            r#"<rect class="hit" x="{:.1}" y="0" width="{:.1}" height="{:.1}"><title>{tip}</title></rect>"#,
-            f.x(i),
-            f.slot(),
-            H - BOTTOM
-        );
+        f.hit(i, &tip);
     }
     f.end()
 }

@@ -66,6 +66,12 @@ async fn chat(gw: &Gateway, route: &str, id: &str, text: &str, session: Option<&
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 }
 
+/// The session cookie an open gateway's console issued with `r` (`name=value`).
+fn issued(r: &reqwest::Response) -> String {
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
 /// A GET without any cookie.
 async fn bare(gw: &Gateway, path: &str) -> reqwest::Response {
     browser()
@@ -455,13 +461,7 @@ async fn deploy_and_roll_back_a_feature_from_the_console() {
     assert_eq!(gw.push_feature(&greet("V2")).await, 2);
     // An open gateway's console issues a session on the first visit.
     let r = bare(&gw, "features").await;
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = issued(&r);
     let list = r.text().await.unwrap();
     assert!(
         list.contains("greet") && list.contains("not deployed"),
@@ -619,13 +619,7 @@ hard_usd = 1000
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = bare(&gw, "budgets").await;
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = issued(&r);
     story(&gw, &cookie, "budget-1").await;
     let (s, html, _) = page(&gw, &cookie, "budgets").await;
     assert_eq!(s, 200);
@@ -697,13 +691,7 @@ hard_usd = 0.000001
     }
     assert!(refused >= 2, "{refused}");
     let r = bare(&gw, "overview").await;
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = issued(&r);
     story(&gw, &cookie, "ov-m-2").await; // every record is stored
     let (s, html, _) = page(&gw, &cookie, "overview?range=1h&by=model").await;
     assert_eq!(s, 200, "{html}");
