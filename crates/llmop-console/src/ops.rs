@@ -490,10 +490,93 @@ pub async fn budgets(State(c): State<Arc<Console>>, Extension(s): Extension<Sess
             b
         })
         .collect();
+    let limits = match key_limits(&c).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "console: key limits could not be read");
+            Vec::new()
+        }
+    };
     render(
         &c,
         "budgets.html",
         StatusCode::OK,
-        context! { nav => "budgets", budgets => rows, added => v["added"].clone(), ..frame(&c, &s, 0) },
+        context! { nav => "budgets", budgets => rows, added => v["added"].clone(), limits => limits, ..frame(&c, &s, 0) },
     )
+}
+
+/// A key's own limits (`llmop keys create --rpm --tpm --budget-usd-day`) against its use
+/// from the records: calls and tokens in the last minute, spend since midnight UTC.
+#[derive(serde::Serialize)]
+struct KeyLimit {
+    id: String,
+    name: String,
+    rpm: Option<u32>,
+    calls_last_minute: i64,
+    tpm: Option<u32>,
+    tokens_last_minute: i64,
+    budget_usd_day: Option<f64>,
+    spent_today_usd: f64,
+    /// The fullest of the three, in percent (for the bar).
+    pct: f64,
+}
+
+async fn key_limits(c: &Console) -> Result<Vec<KeyLimit>, llmop_store::StoreError> {
+    let Some(store) = c.store.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let keys: Vec<_> = store
+        .keys()
+        .await?
+        .into_iter()
+        .filter(|k| {
+            k.active()
+                && (k.scopes.rpm.is_some()
+                    || k.scopes.tpm.is_some()
+                    || k.scopes.budget_usd_day.is_some())
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = crate::now_ms();
+    let minute = store
+        .cost_by(&llmop_store::CostBy::Key, now - 60_000)
+        .await?;
+    let today = store
+        .cost_by(&llmop_store::CostBy::Key, now - now.rem_euclid(86_400_000))
+        .await?;
+    let of = |rows: &[llmop_store::CostRow], id: &str| {
+        rows.iter()
+            .find(|r| r.group.as_deref() == Some(id))
+            .map(|r| (r.calls, r.input_tokens + r.output_tokens, r.cost_usd))
+            .unwrap_or((0, 0, 0.0))
+    };
+    Ok(keys
+        .into_iter()
+        .map(|k| {
+            let (calls, tokens, _) = of(&minute, &k.id);
+            let (_, _, spent) = of(&today, &k.id);
+            let share = |used: f64, limit: Option<f64>| match limit {
+                Some(l) if l > 0.0 => used / l * 100.0,
+                _ => 0.0,
+            };
+            let pct = share(calls as f64, k.scopes.rpm.map(f64::from))
+                .max(share(tokens as f64, k.scopes.tpm.map(f64::from)))
+                .max(share(spent, k.scopes.budget_usd_day))
+                .clamp(0.0, 100.0)
+                .round();
+            KeyLimit {
+                id: k.id.clone(),
+                name: k.name.clone(),
+                rpm: k.scopes.rpm,
+                calls_last_minute: calls,
+                tpm: k.scopes.tpm,
+                tokens_last_minute: tokens,
+                budget_usd_day: k.scopes.budget_usd_day,
+                spent_today_usd: spent,
+                pct,
+            }
+        })
+        .collect())
 }

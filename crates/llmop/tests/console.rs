@@ -836,3 +836,73 @@ async fn replay_a_call_on_another_model_and_compare() {
     assert!(body.contains("not a feature call"), "{body}");
     no_secrets(&cmp);
 }
+
+/// The budgets page lists each key's own limits against its use from the records.
+#[tokio::test]
+async fn the_budgets_page_shows_each_keys_limits() {
+    let gw = start();
+    let o = support::llmop(&[
+        "keys",
+        "create",
+        "--name",
+        "mobile-app",
+        "--rpm",
+        "5",
+        "--budget-usd-day",
+        "1",
+        "--store",
+        &gw.store_url(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (id, key) = (
+        v["id"].as_str().unwrap().to_string(),
+        v["key"].as_str().unwrap().to_string(),
+    );
+    // Once the gateway has read the key (a call without one is refused): two with it.
+    for _ in 0..100 {
+        let r = support::client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ok = 0;
+    for i in 0..2 {
+        let r = support::client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .bearer_auth(&key)
+            .header("x-request-id", format!("lim-{i}"))
+            .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 2);
+    let cookie = login(&gw, ADMIN).await;
+    let mut html = String::new();
+    for _ in 0..50 {
+        html = page(&gw, &cookie, "budgets").await.1;
+        if html.contains("<td>2 of 5</td>") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(html.contains(&format!("<code>{id}</code>")), "{html}");
+    assert!(html.contains("<td>mobile-app</td>"), "{html}");
+    assert!(
+        html.contains("<td>2 of 5</td>"),
+        "two calls of five a minute: {html}"
+    );
+    assert!(!html.contains(&key), "never the key itself");
+    no_secrets(&html);
+}
