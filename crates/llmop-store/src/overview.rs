@@ -14,7 +14,7 @@
 //! carry users) reads the user's records themselves through their index.
 
 use crate::record::Record;
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{statement_sizes, Backend, RowsInsert, Store, StoreError};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
@@ -262,47 +262,72 @@ impl Rollup {
         self.calls.entry((m, dims)).or_default().add(&c);
     }
 
-    pub(crate) async fn write(self, tx: &mut sqlx::Transaction<'_, Any>) -> Result<(), StoreError> {
-        for ((m, [feature, provider, model, key]), c) in self.calls {
-            let mut q = sqlx::query(upsert_calls_sql())
-                .bind(m)
-                .bind(feature)
-                .bind(provider)
-                .bind(model)
-                .bind(key)
-                .bind(c.calls)
-                .bind(c.errors)
-                .bind(c.degraded)
-                .bind(c.fallbacks)
-                .bind(c.refusals)
-                .bind(c.cost_usd)
-                .bind(c.unpriced)
-                .bind(c.input_tokens)
-                .bind(c.output_tokens);
-            for i in 0..BINS {
-                q = q.bind(c.latency.get(i).copied().unwrap_or(0));
+    /// Upserts the sums, many rows per statement (like the records' own inserts): a
+    /// batch of 512 records from 500 users is a handful of statements, not 500.
+    pub(crate) async fn write(
+        self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        backend: Backend,
+    ) -> Result<(), StoreError> {
+        let calls: Vec<_> = self.calls.into_iter().collect();
+        let mut rest = &calls[..];
+        for size in statement_sizes(calls.len()) {
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let mut q = sqlx::query(CALLS_UPSERT.sql(size, backend));
+            for ((m, [feature, provider, model, key]), c) in chunk {
+                q = q
+                    .bind(*m)
+                    .bind(feature.clone())
+                    .bind(provider.clone())
+                    .bind(model.clone())
+                    .bind(key.clone())
+                    .bind(c.calls)
+                    .bind(c.errors)
+                    .bind(c.degraded)
+                    .bind(c.fallbacks)
+                    .bind(c.refusals)
+                    .bind(c.cost_usd)
+                    .bind(c.unpriced)
+                    .bind(c.input_tokens)
+                    .bind(c.output_tokens);
+                for i in 0..BINS {
+                    q = q.bind(c.latency.get(i).copied().unwrap_or(0));
+                }
             }
             q.execute(&mut **tx).await?;
         }
-        for ((m, user), c) in self.users {
-            sqlx::query(
-                "INSERT INTO rollup_users (minute_ms, user_id, calls, errors, cost_usd) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (minute_ms, user_id) DO UPDATE SET \
-                 calls = rollup_users.calls + excluded.calls, \
-                 errors = rollup_users.errors + excluded.errors, \
-                 cost_usd = rollup_users.cost_usd + excluded.cost_usd",
-            )
-            .bind(m)
-            .bind(user)
-            .bind(c.calls)
-            .bind(c.errors)
-            .bind(c.cost_usd)
-            .execute(&mut **tx)
-            .await?;
+        let users: Vec<_> = self.users.into_iter().collect();
+        let mut rest = &users[..];
+        for size in statement_sizes(users.len()) {
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
+            let mut q = sqlx::query(USERS_UPSERT.sql(size, backend));
+            for ((m, user), c) in chunk {
+                q = q
+                    .bind(*m)
+                    .bind(user.clone())
+                    .bind(c.calls)
+                    .bind(c.errors)
+                    .bind(c.cost_usd);
+            }
+            q.execute(&mut **tx).await?;
         }
         Ok(())
     }
 }
+
+/// The rollups' upserts: columns in bind order; a conflicting row adds to the stored one.
+static CALLS_UPSERT: RowsInsert = RowsInsert::new(
+    "INSERT INTO rollup_calls (minute_ms, feature, provider, model, key_id, calls, errors, degraded, fallbacks, refusals, cost_usd, unpriced, input_tokens, output_tokens, l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13, l14, l15, l16, l17, l18, l19, l20, l21, l22, l23) VALUES",
+    5 + COUNTERS.len() + BINS,
+    "ON CONFLICT (minute_ms, feature, provider, model, key_id) DO UPDATE SET calls = rollup_calls.calls + excluded.calls, errors = rollup_calls.errors + excluded.errors, degraded = rollup_calls.degraded + excluded.degraded, fallbacks = rollup_calls.fallbacks + excluded.fallbacks, refusals = rollup_calls.refusals + excluded.refusals, cost_usd = rollup_calls.cost_usd + excluded.cost_usd, unpriced = rollup_calls.unpriced + excluded.unpriced, input_tokens = rollup_calls.input_tokens + excluded.input_tokens, output_tokens = rollup_calls.output_tokens + excluded.output_tokens, l0 = rollup_calls.l0 + excluded.l0, l1 = rollup_calls.l1 + excluded.l1, l2 = rollup_calls.l2 + excluded.l2, l3 = rollup_calls.l3 + excluded.l3, l4 = rollup_calls.l4 + excluded.l4, l5 = rollup_calls.l5 + excluded.l5, l6 = rollup_calls.l6 + excluded.l6, l7 = rollup_calls.l7 + excluded.l7, l8 = rollup_calls.l8 + excluded.l8, l9 = rollup_calls.l9 + excluded.l9, l10 = rollup_calls.l10 + excluded.l10, l11 = rollup_calls.l11 + excluded.l11, l12 = rollup_calls.l12 + excluded.l12, l13 = rollup_calls.l13 + excluded.l13, l14 = rollup_calls.l14 + excluded.l14, l15 = rollup_calls.l15 + excluded.l15, l16 = rollup_calls.l16 + excluded.l16, l17 = rollup_calls.l17 + excluded.l17, l18 = rollup_calls.l18 + excluded.l18, l19 = rollup_calls.l19 + excluded.l19, l20 = rollup_calls.l20 + excluded.l20, l21 = rollup_calls.l21 + excluded.l21, l22 = rollup_calls.l22 + excluded.l22, l23 = rollup_calls.l23 + excluded.l23",
+);
+static USERS_UPSERT: RowsInsert = RowsInsert::new(
+    "INSERT INTO rollup_users (minute_ms, user_id, calls, errors, cost_usd) VALUES",
+    5,
+    "ON CONFLICT (minute_ms, user_id) DO UPDATE SET calls = rollup_users.calls + excluded.calls, errors = rollup_users.errors + excluded.errors, cost_usd = rollup_users.cost_usd + excluded.cost_usd",
+);
 
 const COUNTERS: [&str; 9] = [
     "calls",
@@ -318,31 +343,6 @@ const COUNTERS: [&str; 9] = [
 
 fn latency_columns() -> impl Iterator<Item = String> {
     (0..BINS).map(|i| format!("l{i}"))
-}
-
-fn upsert_calls_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
-        let cols: Vec<String> = ["minute_ms", "feature", "provider", "model", "key_id"]
-            .into_iter()
-            .chain(COUNTERS)
-            .map(str::to_string)
-            .chain(latency_columns())
-            .collect();
-        let params: Vec<String> = (1..=cols.len()).map(|i| format!("${i}")).collect();
-        let sums: Vec<String> = COUNTERS
-            .iter()
-            .map(|c| c.to_string())
-            .chain(latency_columns())
-            .map(|c| format!("{c} = rollup_calls.{c} + excluded.{c}"))
-            .collect();
-        format!(
-            "INSERT INTO rollup_calls ({}) VALUES ({}) ON CONFLICT (minute_ms, feature, provider, model, key_id) DO UPDATE SET {}",
-            cols.join(", "),
-            params.join(", "),
-            sums.join(", ")
-        )
-    })
 }
 
 /// `SUM(calls) AS calls, …` over a rollup table's counters.

@@ -109,7 +109,7 @@ const ROWS_PER_INSERT: usize = 64;
 /// to 99 statements of up to 4,700 parameters on each connection (megabytes of SQLite
 /// memory that stayed). Powers of two bound it to 7 shapes for a cost of at most 6
 /// extra executions per batch.
-fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+pub(crate) fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
         if n == 0 {
             return None;
@@ -573,7 +573,7 @@ impl Store {
             }
             at += size;
         }
-        rollup.write(&mut tx).await?;
+        rollup.write(&mut tx, backend).await?;
         let key = |i: usize, r: &Record| -> String {
             moved
                 .get(&i)
