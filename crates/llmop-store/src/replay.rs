@@ -95,7 +95,9 @@ fn replay_body(r: &Record, model: Option<&str>) -> Result<Value, String> {
         return Err(format!(
             "request {} was refused as invalid ({}): there is nothing to replay",
             r.request_id,
-            r.error_code.as_deref().unwrap_or("invalid_request")
+            r.error_code
+                .as_deref()
+                .unwrap_or(llmop_core::codes::INVALID_REQUEST)
         ));
     }
     let msgs = r.input_messages.as_array().filter(|m| !m.is_empty());
