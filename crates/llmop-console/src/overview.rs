@@ -66,7 +66,10 @@ pub(crate) fn asked(q: &str, now_ms: i64) -> Result<Asked, (String, String)> {
             .map(|v| llmop_store::parse_time(v, now_ms).map_err(|e| (k.to_string(), e)))
             .transpose()
     };
-    let until_ms = time("until")?.unwrap_or(now_ms);
+    // Times are held to 1970 … 9999 (a hand-typed `since=-9223372036854775808` must not
+    // overflow the arithmetic below).
+    const LATEST_MS: i64 = 253_402_300_799_000;
+    let until_ms = time("until")?.unwrap_or(now_ms).clamp(0, LATEST_MS);
     let since_ms = match time("since")? {
         Some(s) => s,
         None => {
@@ -86,7 +89,8 @@ pub(crate) fn asked(q: &str, now_ms: i64) -> Result<Asked, (String, String)> {
                 })?;
             until_ms - ms
         }
-    };
+    }
+    .clamp(0, LATEST_MS);
     if since_ms >= until_ms {
         return Err(("since".into(), "must be before until".into()));
     }
@@ -441,6 +445,10 @@ mod tests {
         assert!((a.query.until_ms - a.query.since_ms) / a.query.bucket_ms <= MAX_BUCKETS);
         let a = asked("since=3650d", now).unwrap_or_else(|_| panic!());
         assert!((a.query.until_ms - a.query.since_ms) / a.query.bucket_ms <= MAX_BUCKETS);
+        // Extreme times are held to a sane range, not overflowed.
+        let a = asked("since=-9223372036854775808&until=9223372036854775807", now)
+            .unwrap_or_else(|_| panic!());
+        assert!(a.query.since_ms == 0 && a.query.bucket_ms > 0);
         for bad in [
             "range=2y",
             "by=price",
