@@ -490,11 +490,17 @@ impl Store {
                     ..finish(q, series, HashMap::new(), true)
                 });
             }
-            let sql = "SELECT user_id AS grp, CAST(SUM(calls) AS BIGINT) AS calls, \
+            // Only the largest groups leave the database: a range with a million users
+            // must not become a million rows in memory.
+            let sql = format!(
+                "SELECT user_id AS grp, CAST(SUM(calls) AS BIGINT) AS calls, \
                        CAST(SUM(errors) AS BIGINT) AS errors, \
                        CAST(SUM(cost_usd) AS DOUBLE PRECISION) AS cost_usd \
-                       FROM rollup_users WHERE minute_ms >= $1 AND minute_ms < $2 GROUP BY user_id";
-            for row in sqlx::query(sql)
+                       FROM rollup_users WHERE minute_ms >= $1 AND minute_ms < $2 GROUP BY user_id \
+                       ORDER BY SUM(cost_usd) DESC, SUM(calls) DESC LIMIT {}",
+                q.top + 1
+            );
+            for row in sqlx::query(&sql)
                 .bind(start)
                 .bind(end_minute(q.until_ms))
                 .fetch_all(self.pool())
@@ -513,9 +519,11 @@ impl Store {
         } else {
             let col = q.by.column();
             let sql = format!(
-                "SELECT {col} AS grp, {} FROM rollup_calls WHERE {} GROUP BY {col}",
+                "SELECT {col} AS grp, {} FROM rollup_calls WHERE {} GROUP BY {col} \
+                 ORDER BY SUM(cost_usd) DESC, SUM(calls) DESC LIMIT {}",
                 sums(true),
-                conds.join(" AND ")
+                conds.join(" AND "),
+                q.top + 1
             );
             for row in with(&sql, start, end, &q.only)
                 .fetch_all(self.pool())

@@ -1228,6 +1228,23 @@ async fn overview(store: &Store) {
         );
         assert!((a.counts.cost_usd - b.counts.cost_usd).abs() < 1e-9);
     }
+    // Only the largest groups are read, and the page is told there are more.
+    for by in [Dim::Feature, Dim::User] {
+        let top = store
+            .overview(&OverviewQuery {
+                top: 1,
+                ..q(vec![], by)
+            })
+            .await
+            .unwrap();
+        assert_eq!(top.groups.len(), 1, "{by:?}");
+        assert!(top.more_groups, "{by:?}");
+        let all = store.overview(&q(vec![], by)).await.unwrap();
+        assert_eq!(
+            top.groups[0].group, all.groups[0].group,
+            "the largest, {by:?}"
+        );
+    }
     // A filter on a user reads the user's records.
     let one = store
         .overview(&q(vec![(Dim::User, "u1".into())], Dim::Feature))
