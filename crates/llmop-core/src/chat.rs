@@ -263,6 +263,47 @@ pub struct ChatRequest {
     /// others).
     pub metadata: Map<String, Value>,
     pub origin: WireFormat,
+    /// Provider prompt caching: the client's own breakpoints, and llmop's.
+    #[serde(default, skip_serializing_if = "PromptCache::is_empty")]
+    pub prompt_cache: PromptCache,
+}
+
+/// Provider prompt caching for one request. Anthropic caches a prefix up to each
+/// `cache_control` breakpoint (at most 4 per request); OpenAI caches prefixes by
+/// itself, routed by `prompt_cache_key`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromptCache {
+    /// Breakpoints the client set (an Anthropic request's `cache_control`), or a
+    /// feature's templates marked: kept wherever the request goes.
+    pub marks: Vec<CacheMark>,
+    /// llmop places breakpoints on the stable prefix (tools, the system prompt, the
+    /// conversation so far) where the client placed none.
+    pub auto: bool,
+    /// OpenAI `prompt_cache_key` (a client's own, in `extra`, wins).
+    pub key: Option<String>,
+}
+
+impl PromptCache {
+    pub fn is_empty(&self) -> bool {
+        self.marks.is_empty() && !self.auto && self.key.is_none()
+    }
+}
+
+/// One breakpoint: the block it closes, and its `cache_control` object as the client
+/// gave it (`{"type":"ephemeral","ttl":"1h"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheMark {
+    pub at: MarkAt,
+    pub control: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkAt {
+    /// Part `part` of message `message` (in `ChatRequest::messages`).
+    Part { message: usize, part: usize },
+    /// The tool definition at this index.
+    Tool(usize),
 }
 
 impl ChatRequest {
@@ -280,6 +321,7 @@ impl ChatRequest {
             extra: Map::new(),
             metadata: Map::new(),
             origin,
+            prompt_cache: PromptCache::default(),
         }
     }
 
@@ -475,7 +517,7 @@ pub enum StreamEvent {
 /// and how non-streaming clients can be served from a streaming upstream. Parts keep
 /// the order they arrived in (reasoning, text, tool calls interleaved as the model
 /// produced them).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct StreamAccumulator {
     id: String,
     model: String,
@@ -548,6 +590,11 @@ impl StreamAccumulator {
             StreamEvent::Finish(f) => self.finish = Some(f.clone()),
             StreamEvent::Usage(u) => self.usage = Some(*u),
         }
+    }
+
+    /// Whether the stream ended with a finish reason (a whole answer).
+    pub fn is_finished(&self) -> bool {
+        self.finish.is_some()
     }
 
     pub fn usage(&self) -> Option<Usage> {

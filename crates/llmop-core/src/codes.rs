@@ -60,6 +60,9 @@ pub const APPROVAL_NOT_FOUND: &str = "approval_not_found";
 pub const INVALID_USER_TOKEN: &str = "invalid_user_token";
 pub const USER_SCOPES_REQUIRED: &str = "user_scopes_required";
 pub const INVALID_APPROVAL: &str = "invalid_approval";
+pub const IDEMPOTENCY_KEY_REUSED: &str = "idempotency_key_reused";
+pub const IDEMPOTENCY_IN_PROGRESS: &str = "idempotency_in_progress";
+pub const CACHE_UNAVAILABLE: &str = "cache_unavailable";
 
 /// Every code above.
 pub const ALL: &[&str] = &[
@@ -121,4 +124,7 @@ pub const ALL: &[&str] = &[
     INVALID_USER_TOKEN,
     USER_SCOPES_REQUIRED,
     INVALID_APPROVAL,
+    IDEMPOTENCY_KEY_REUSED,
+    IDEMPOTENCY_IN_PROGRESS,
+    CACHE_UNAVAILABLE,
 ];

@@ -213,6 +213,10 @@ pub enum GatewayError {
     /// parse-failure policy says to surface it (422).
     #[error("{message}")]
     Unprocessable { message: String, code: &'static str },
+    /// The request conflicts with an earlier one (an idempotency key reused with
+    /// another body, or still running) (409).
+    #[error("{message}")]
+    Conflict { message: String, code: &'static str },
     /// A dependency of the gateway (the record store) cannot serve now.
     #[error("{message}")]
     Unavailable { message: String, code: &'static str },
@@ -244,6 +248,7 @@ impl GatewayError {
             GatewayError::DeadlineExceeded { .. } => codes::UPSTREAM_TIMEOUT,
             GatewayError::Unavailable { code, .. } => code,
             GatewayError::Unprocessable { code, .. } => code,
+            GatewayError::Conflict { code, .. } => code,
             GatewayError::Internal(_) => codes::INTERNAL_ERROR,
         }
     }

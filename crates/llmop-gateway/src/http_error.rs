@@ -26,6 +26,7 @@ pub fn status_of(e: &GatewayError) -> StatusCode {
         GatewayError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        GatewayError::Conflict { .. } => StatusCode::CONFLICT,
         GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         GatewayError::Provider(p) => match p {
             ProviderError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -54,7 +55,7 @@ pub fn status_of(e: &GatewayError) -> StatusCode {
 
 fn openai_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        400 | 404 | 408 | 413 | 422 => "invalid_request_error",
+        400 | 404 | 408 | 409 | 413 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         429 => "rate_limit_error",

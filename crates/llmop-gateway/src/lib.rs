@@ -38,6 +38,7 @@ pub mod admin;
 pub mod agent;
 pub mod auth;
 pub mod breaker;
+pub mod caching;
 pub mod context;
 pub mod features;
 pub mod guard;

@@ -242,6 +242,8 @@ pub struct CallData {
     /// The call's agent-safety decisions; `None` when the agent policy has nothing to
     /// say about it.
     pub agent: Option<Box<crate::agent::AgentCall>>,
+    /// What the response cache and idempotency did for the call.
+    pub cache: crate::caching::CacheUse,
     /// Wall time from the start to the hand-over; set when handed over.
     latency: Duration,
     /// `[store] max_field_bytes`, from the recorder.
@@ -351,6 +353,7 @@ impl CallData {
             stages: Stages::default(),
             guard: None,
             agent: None,
+            cache: Default::default(),
             latency: Duration::ZERO,
             max_field_bytes,
             online,
@@ -446,6 +449,10 @@ impl CallRecord {
     /// The call's cost in USD, once its usage is known; `None` when the usage or the
     /// price is unknown.
     pub fn cost_usd(&self) -> Option<f64> {
+        if self.cache.served() {
+            // Answered from a kept answer: no provider was paid.
+            return Some(0.0);
+        }
         let last = self.price?.cost(self.usage.as_ref()?);
         let total = match &self.discarded {
             Some(d) => last + d.cost?,
@@ -506,12 +513,41 @@ impl CallRecord {
         }
     }
 
+    /// A successful call's answer, as its client got it, kept where its cache ticket
+    /// says (response cache, idempotency lease); a failed one's ticket is dropped, which
+    /// lets the next idempotent retry run.
+    fn keep_answer(&mut self) {
+        let Some(ticket) = self.cache.ticket.take() else {
+            return;
+        };
+        let ok = self.status == Some(200) && !self.degraded && self.error_code.is_none();
+        if !ok {
+            return;
+        }
+        let mut ticket = ticket;
+        let raw = ticket.raw.take().or_else(|| {
+            self.stream_acc
+                .as_ref()
+                .filter(|a| a.is_finished())
+                .map(|a| a.clone().finish(0))
+        });
+        let client = self.response.clone().or_else(|| {
+            self.cache
+                .sent
+                .take()
+                .filter(|a| a.is_finished())
+                .map(|a| a.finish(0))
+        });
+        ticket.complete(self, raw, client);
+    }
+
     /// Emits the call summary and moves the call's parts out; `None` when already done.
     fn take(&mut self) -> Option<CallData> {
         if self.emitted {
             return None;
         }
         self.emitted = true;
+        self.keep_answer();
         if let Some(adm) = self.admission.take() {
             if self.usage.is_none() {
                 self.usage = self.stream_acc.as_ref().and_then(StreamAccumulator::usage);
@@ -752,8 +788,23 @@ impl IntoRecord for CallData {
                 }
             }
         }
-        let usage = c.usage.or(answer.as_ref().and_then(|a| a.usage));
+        r.cache = c.cache.outcome.map(str::to_string);
+        let served = c.cache.served();
+        let usage = if served {
+            // No provider was called: no tokens, no cost; what it saved is recorded.
+            r.saved_usd = c.cache.saved_usd;
+            r.cache_source = c.cache.source;
+            r.input_tokens = Some(0);
+            r.output_tokens = Some(0);
+            r.cached_tokens = Some(0);
+            r.cost_usd = Some(0.0);
+            None
+        } else {
+            c.usage.or(answer.as_ref().and_then(|a| a.usage))
+        };
         if let Some(u) = usage {
+            let d0 = c.discarded.map_or(0, |d| d.usage.cache_write_tokens);
+            r.cache_write_tokens = Some((u.cache_write_tokens + d0) as i64);
             let d = c.discarded.map_or(Usage::default(), |d| d.usage);
             r.input_tokens = Some((u.input_tokens + d.input_tokens) as i64);
             r.output_tokens = Some((u.output_tokens + d.output_tokens) as i64);

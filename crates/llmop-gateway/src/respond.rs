@@ -44,6 +44,23 @@ pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
     if rec.degraded {
         h.insert("x-llmop-degraded", HeaderValue::from_static("true"));
     }
+    match rec.cache.outcome {
+        Some("replay") => {
+            h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        Some(o) => {
+            h.insert("x-llmop-cache", HeaderValue::from_static(o));
+        }
+        None => {}
+    }
+    if let Some(v) = rec
+        .cache
+        .source
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
+        h.insert("x-llmop-cache-source", v);
+    }
     if let Some(v) = rec
         .cost_usd()
         .and_then(|c| HeaderValue::from_str(&llmop_cost::format_usd(c)).ok())
@@ -224,6 +241,9 @@ impl Relay {
                 }
             },
         };
+        if let Some(s) = self.rec.cache.sent.as_mut() {
+            s.push(&ev);
+        }
         self.encoder.encode(&ev, out);
         true
     }
@@ -247,6 +267,9 @@ impl Relay {
         match screened {
             Ok(events) => {
                 for ev in &events {
+                    if let Some(s) = self.rec.cache.sent.as_mut() {
+                        s.push(ev);
+                    }
                     self.encoder.encode(ev, out);
                 }
                 true
@@ -445,6 +468,9 @@ pub fn stream(
         WireFormat::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new(id, model)),
     };
     rec.stream_acc = Some(Default::default());
+    if rec.cache.ticket.as_ref().is_some_and(|t| t.lease.is_some()) {
+        rec.cache.sent = Some(Default::default());
+    }
     let guard = rec
         .guard
         .as_deref()

@@ -15,6 +15,9 @@ pub enum Stage {
     Authorize,
     /// A feature's version chosen and rendered into the request.
     Feature,
+    /// An `idempotency-key`: an earlier answer replayed, a duplicate waiting for the
+    /// first, or this call leading.
+    Idempotency,
     /// Reasoning state llmop kept for this conversation put back.
     Restore,
     /// `model` resolved, once, to an ordered list of targets.
@@ -28,6 +31,8 @@ pub enum Stage {
     /// Input guardrails: the request's text, tool arguments and tool results checked,
     /// masked or refused before any provider sees them.
     GuardIn,
+    /// The response cache: a kept answer served, or the answer kept when it comes.
+    Cache,
     /// The targets, with retries, fallbacks and breakers.
     Call,
     /// Output guardrails on a whole answer (a stream's are in its relay).
@@ -45,17 +50,19 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 16] = [
+    pub const ALL: [Stage; 18] = [
         Stage::Authenticate,
         Stage::Context,
         Stage::Parse,
         Stage::Authorize,
         Stage::Feature,
+        Stage::Idempotency,
         Stage::Restore,
         Stage::Route,
         Stage::AgentIn,
         Stage::Check,
         Stage::GuardIn,
+        Stage::Cache,
         Stage::Call,
         Stage::GuardOut,
         Stage::AgentOut,
@@ -71,11 +78,13 @@ impl Stage {
             Stage::Parse => "parse",
             Stage::Authorize => "authorize",
             Stage::Feature => "feature",
+            Stage::Idempotency => "idempotency",
             Stage::Restore => "restore",
             Stage::Route => "route",
             Stage::AgentIn => "agent_in",
             Stage::Check => "check",
             Stage::GuardIn => "guard_in",
+            Stage::Cache => "cache",
             Stage::Call => "call",
             Stage::GuardOut => "guard_out",
             Stage::AgentOut => "agent_out",

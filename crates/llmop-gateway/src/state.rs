@@ -37,6 +37,8 @@ pub struct AppState {
     pub agent: Option<Arc<crate::agent::AgentGate>>,
     /// The web console (`/ui`); `None` when `[console] enabled = false`.
     pub console: Option<Arc<llmop_console::Console>>,
+    /// The response cache and idempotent calls (docs/caching.md).
+    pub cache: Arc<crate::caching::Caching>,
 }
 
 impl AppState {
@@ -111,7 +113,9 @@ impl AppState {
         } else {
             None
         };
+        let cache = Arc::new(crate::caching::Caching::new(&config.cache)?);
         Ok(Arc::new(AppState {
+            cache,
             console,
             limits: limits.map(Arc::new),
             auth,

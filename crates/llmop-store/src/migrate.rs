@@ -103,6 +103,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0018_rollups.sql"),
         postgres: include_str!("../migrations/postgres/0018_rollups.sql"),
     },
+    Migration {
+        version: 19,
+        sqlite: include_str!("../migrations/sqlite/0019_caching.sql"),
+        postgres: include_str!("../migrations/postgres/0019_caching.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

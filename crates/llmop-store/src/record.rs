@@ -134,6 +134,23 @@ pub struct Record {
     /// proposed tool call with its reason; never argument values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<Value>,
+    /// What caching did: `hit | miss | bypass` (response cache), `replay` (an
+    /// idempotent retry); `None` when none applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    /// For a served call (`hit`, `replay`): what its answer cost when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_usd: Option<f64>,
+    /// For a served call: the request id of the call that made its answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_source: Option<String>,
+    /// Input tokens written to the provider's prompt cache (`cached_tokens` are read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<i64>,
+    /// A cascade's answer: what the same tokens would have cost on the route's last
+    /// (most capable) target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_usd: Option<f64>,
 }
 
 /// Reasoning state llmop keeps on a client's behalf, keyed by the tool-call id it
@@ -206,6 +223,11 @@ impl Record {
             agent: None,
             client_request_id: None,
             truncated: false,
+            cache: None,
+            saved_usd: None,
+            cache_source: None,
+            cache_write_tokens: None,
+            baseline_usd: None,
         }
     }
 }

@@ -97,9 +97,14 @@ const COLUMNS: &[&str] = &[
     "online_scores",
     "guardrails",
     "agent",
+    "cache",
+    "saved_usd",
+    "cache_source",
+    "cache_write_tokens",
+    "baseline_usd",
 ];
 
-/// Most rows per INSERT statement: 64 rows x 53 columns = 3,392 parameters, under the
+/// Most rows per INSERT statement: 64 rows x 58 columns = 3,712 parameters, under the
 /// limits of both SQLite (32,766) and PostgreSQL (65,535).
 const ROWS_PER_INSERT: usize = 64;
 
@@ -309,6 +314,11 @@ fn bind_record<'q>(
         .bind((!r.online_scores.is_empty()).then(|| json_text(&r.online_scores)))
         .bind((!r.guardrails.is_empty()).then(|| json_text(&r.guardrails)))
         .bind(r.agent.as_ref().map(json_text))
+        .bind(r.cache.clone())
+        .bind_f64(r.saved_usd)
+        .bind(r.cache_source.clone())
+        .bind(r.cache_write_tokens)
+        .bind_f64(r.baseline_usd)
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(
@@ -413,6 +423,11 @@ fn read_record(row: &AnyRow) -> Result<Record, StoreError> {
                 .map_err(|e| StoreError::Corrupt(id.clone(), format!("guardrails: {e}")))?,
             None => Vec::new(),
         },
+        cache: row.try_get("cache")?,
+        saved_usd: row.try_get("saved_usd")?,
+        cache_source: row.try_get("cache_source")?,
+        cache_write_tokens: row.try_get("cache_write_tokens")?,
+        baseline_usd: row.try_get("baseline_usd")?,
         agent: match row.try_get::<Option<String>, _>("agent")? {
             Some(t) => Some(
                 serde_json::from_str(&t)

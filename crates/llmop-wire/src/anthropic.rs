@@ -8,9 +8,9 @@ use crate::Unsupported;
 use crate::{from_json, sse, TextOr, WireError};
 use bytes::BytesMut;
 use llmop_core::{
-    AnswerDetails, ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, Reasoning,
-    ReasoningParams, ResponseFormat, Role, StreamEvent, Tool, ToolCall, ToolChoice, Usage,
-    WireFormat,
+    AnswerDetails, CacheMark, ChatRequest, ChatResponse, FinishReason, ImageSource, MarkAt,
+    Message, Part, Reasoning, ReasoningParams, ResponseFormat, Role, StreamEvent, Tool, ToolCall,
+    ToolChoice, Usage, WireFormat,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -97,6 +97,9 @@ struct InBlock {
     signature: Option<String>,
     #[serde(default)]
     data: Option<String>,
+    /// A prompt-cache breakpoint closing this block.
+    #[serde(default)]
+    cache_control: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +123,8 @@ struct InTool {
     input_schema: Option<Value>,
     #[serde(default)]
     strict: Option<bool>,
+    #[serde(default)]
+    cache_control: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -138,10 +143,20 @@ fn block_err(path: &str, msg: impl Into<String>) -> WireError {
 
 /// Converts blocks into parts. Thinking blocks become reasoning parts, kept whole: the
 /// API wants them back exactly as it gave them.
-fn blocks_to_parts(blocks: Vec<InBlock>, path: &str) -> Result<Vec<Part>, WireError> {
+/// The blocks as parts; each block's `cache_control` goes to `marks` as (part index,
+/// control).
+fn blocks_to_parts(
+    blocks: Vec<InBlock>,
+    path: &str,
+    marks: &mut Vec<(usize, Value)>,
+) -> Result<Vec<Part>, WireError> {
     let mut parts = Vec::with_capacity(blocks.len());
-    for (i, b) in blocks.into_iter().enumerate() {
+    for (i, mut b) in blocks.into_iter().enumerate() {
         let at = format!("{path}[{i}]");
+        if let Some(cc) = b.cache_control.take().filter(|c| !c.is_null()) {
+            // Each block becomes exactly one part: this is its index.
+            marks.push((parts.len(), cc));
+        }
         match b.kind.as_str() {
             "text" => parts
                 .push(Part::Text(b.text.ok_or_else(|| {
@@ -226,15 +241,24 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
         ));
     }
     let mut messages = Vec::with_capacity(r.messages.len() + 1);
+    let mut cache_marks: Vec<CacheMark> = Vec::new();
+    let mut block_marks: Vec<(usize, Value)> = Vec::new();
     let has_system = r.system.is_some();
     match r.system {
         None => {}
         Some(TextOr::Text(t)) => messages.push(Message::text(Role::System, t)),
-        Some(TextOr::List(bs)) => messages.push(Message {
-            role: Role::System,
-            parts: blocks_to_parts(bs, "system")?,
-            name: None,
-        }),
+        Some(TextOr::List(bs)) => {
+            let parts = blocks_to_parts(bs, "system", &mut block_marks)?;
+            cache_marks.extend(block_marks.drain(..).map(|(part, control)| CacheMark {
+                at: MarkAt::Part { message: 0, part },
+                control,
+            }));
+            messages.push(Message {
+                role: Role::System,
+                parts,
+                name: None,
+            })
+        }
     }
     for (i, m) in r.messages.into_iter().enumerate() {
         let role = match m.role.as_str() {
@@ -249,8 +273,15 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
         };
         let parts = match m.content {
             TextOr::Text(t) => vec![Part::Text(t)],
-            TextOr::List(bs) => blocks_to_parts(bs, &format!("messages[{i}].content"))?,
+            TextOr::List(bs) => {
+                blocks_to_parts(bs, &format!("messages[{i}].content"), &mut block_marks)?
+            }
         };
+        let message = messages.len();
+        cache_marks.extend(block_marks.drain(..).map(|(part, control)| CacheMark {
+            at: MarkAt::Part { message, part },
+            control,
+        }));
         messages.push(Message {
             role,
             parts,
@@ -296,6 +327,16 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
         .tools
         .unwrap_or_default()
         .into_iter()
+        .enumerate()
+        .map(|(i, mut t)| {
+            if let Some(cc) = t.cache_control.take().filter(|c| !c.is_null()) {
+                cache_marks.push(CacheMark {
+                    at: MarkAt::Tool(i),
+                    control: cc,
+                });
+            }
+            t
+        })
         .map(|t| Tool {
             name: t.name,
             description: t.description,
@@ -337,6 +378,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, WireError> {
         req.metadata = m.other;
     }
     req.extra = extra;
+    req.prompt_cache.marks = cache_marks;
     crate::check_tool_results(&req.messages, |m, p| {
         format!(
             "messages[{}].content[{p}].tool_use_id",
@@ -443,6 +485,96 @@ fn out_block(p: &Part) -> Option<Value> {
     })
 }
 
+/// Anthropic allows at most this many `cache_control` breakpoints in one request.
+const MAX_BREAKPOINTS: usize = 4;
+
+/// The `cache_control` breakpoints of one request: the client's own (and a feature's
+/// marked templates), then, when llmop places them (`prompt_cache.auto`), one after the
+/// tools, one after the system prompt and one after the conversation so far, each where
+/// the client put none, while fewer than [`MAX_BREAKPOINTS`] are set. Anthropic caches
+/// the prefix up to a breakpoint; the next turn of an agent loop reads the conversation
+/// prefix the previous turn wrote.
+struct Breakpoints<'a> {
+    marks: Vec<(MarkAt, std::borrow::Cow<'a, Value>)>,
+}
+
+impl<'a> Breakpoints<'a> {
+    fn of(req: &'a ChatRequest) -> Self {
+        use std::borrow::Cow;
+        let pc = &req.prompt_cache;
+        let mut marks: Vec<(MarkAt, Cow<'a, Value>)> = pc
+            .marks
+            .iter()
+            .map(|m| (m.at, Cow::Borrowed(&m.control)))
+            .collect();
+        if !pc.auto {
+            return Breakpoints { marks };
+        }
+        let ephemeral = || Cow::Owned(json!({"type": "ephemeral"}));
+        let is_system = |at: &MarkAt| match at {
+            MarkAt::Part { message, .. } => req
+                .messages
+                .get(*message)
+                .is_some_and(|m| m.role == Role::System),
+            MarkAt::Tool(_) => false,
+        };
+        // A block that can carry a breakpoint (thinking blocks cannot).
+        let markable = |p: &Part| match p {
+            Part::Text(t) => !t.is_empty(),
+            Part::Reasoning(_) => false,
+            _ => true,
+        };
+        let mut wanted: Vec<MarkAt> = Vec::new();
+        if !req.tools.is_empty() && !marks.iter().any(|(a, _)| matches!(a, MarkAt::Tool(_))) {
+            wanted.push(MarkAt::Tool(req.tools.len() - 1));
+        }
+        if !marks.iter().any(|(a, _)| is_system(a)) {
+            let last_system = req.messages.iter().enumerate().rev().find_map(|(mi, m)| {
+                (m.role == Role::System)
+                    .then(|| m.parts.iter().rposition(markable).map(|pi| (mi, pi)))
+                    .flatten()
+            });
+            if let Some((message, part)) = last_system {
+                wanted.push(MarkAt::Part { message, part });
+            }
+        }
+        let last_turn = req.messages.iter().enumerate().rev().find_map(|(mi, m)| {
+            (m.role != Role::System)
+                .then(|| m.parts.iter().rposition(markable).map(|pi| (mi, pi)))
+                .flatten()
+        });
+        if let Some((message, part)) = last_turn {
+            let at = MarkAt::Part { message, part };
+            if !marks.iter().any(|(a, _)| *a == at) {
+                wanted.push(at);
+            }
+        }
+        for at in wanted {
+            if marks.len() >= MAX_BREAKPOINTS {
+                break;
+            }
+            marks.push((at, ephemeral()));
+        }
+        Breakpoints { marks }
+    }
+
+    fn close_part(&self, message: usize, part: usize, block: &mut Value) {
+        self.close(MarkAt::Part { message, part }, block);
+    }
+
+    fn close_tool(&self, i: usize, tool: &mut Value) {
+        self.close(MarkAt::Tool(i), tool);
+    }
+
+    fn close(&self, at: MarkAt, v: &mut Value) {
+        if let Some((_, c)) = self.marks.iter().find(|(a, _)| *a == at) {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("cache_control".into(), c.as_ref().clone());
+            }
+        }
+    }
+}
+
 /// Builds the body sent to Anthropic for `model`. Fails when the request asks for
 /// something the Messages API cannot express.
 pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec<u8>, Unsupported> {
@@ -459,13 +591,16 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec
     // Alternating user/assistant turns; tool results travel in user turns, and
     // consecutive turns of one role are merged (the API refuses two in a row).
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
-    for m in &req.messages {
+    let marks = Breakpoints::of(req);
+    for (mi, m) in req.messages.iter().enumerate() {
         let role = match m.role {
             Role::System => {
-                for p in &m.parts {
+                for (pi, p) in m.parts.iter().enumerate() {
                     if let Part::Text(t) = p {
                         if !t.is_empty() {
-                            system.push(json!({"type": "text", "text": t}));
+                            let mut b = json!({"type": "text", "text": t});
+                            marks.close_part(mi, pi, &mut b);
+                            system.push(b);
                         }
                     }
                 }
@@ -477,8 +612,13 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec
         let blocks: Vec<Value> = m
             .parts
             .iter()
-            .filter(|p| !matches!(p, Part::Text(t) if t.is_empty()))
-            .filter_map(out_block)
+            .enumerate()
+            .filter(|(_, p)| !matches!(p, Part::Text(t) if t.is_empty()))
+            .filter_map(|(pi, p)| {
+                let mut b = out_block(p)?;
+                marks.close_part(mi, pi, &mut b);
+                Some(b)
+            })
             .collect();
         if blocks.is_empty() {
             continue;
@@ -515,7 +655,7 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec
     body.insert("model".into(), json!(model));
     match system.as_slice() {
         [] => {}
-        [one] => {
+        [one] if one.get("cache_control").is_none() => {
             body.insert("system".into(), one["text"].clone());
         }
         _ => {
@@ -559,7 +699,9 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec
     let messages: Vec<Value> = turns
         .into_iter()
         .map(|(role, blocks)| match blocks.as_slice() {
-            [b] if b["type"] == "text" => json!({"role": role, "content": b["text"]}),
+            [b] if b["type"] == "text" && b.get("cache_control").is_none() => {
+                json!({"role": role, "content": b["text"]})
+            }
             _ => json!({"role": role, "content": blocks}),
         })
         .collect();
@@ -581,7 +723,8 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec
         let tools: Vec<Value> = req
             .tools
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
                 let mut v = json!({"name": t.name, "input_schema": t.parameters});
                 if let Some(d) = &t.description {
                     v["description"] = json!(d);
@@ -589,6 +732,7 @@ pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec
                 if let Some(s) = t.strict {
                     v["strict"] = json!(s);
                 }
+                marks.close_tool(i, &mut v);
                 v
             })
             .collect();
@@ -1201,7 +1345,7 @@ pub fn parse_error_message(body: &[u8]) -> Option<String> {
 /// Anthropic's error `type` for an HTTP status.
 pub fn error_type_for_status(status: u16) -> &'static str {
     match status {
-        400 | 422 => "invalid_request_error",
+        400 | 409 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",

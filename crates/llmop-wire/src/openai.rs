@@ -648,6 +648,10 @@ struct OutRequest<'a> {
     top_logprobs: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_effort: Option<&'a str>,
+    /// Routes requests sharing a prefix to the same cache (`[cache]` `prompt = true`);
+    /// a client's own key (in `extra`) wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_cache_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
     /// Always asked for on streams: the gateway needs usage even when the client did not.
@@ -739,6 +743,11 @@ fn out_request<'a>(req: &'a ChatRequest, model: &'a str, stream: bool) -> OutReq
         logprobs: p.logprobs,
         top_logprobs: p.top_logprobs,
         reasoning_effort: reasoning_effort(req, model),
+        prompt_cache_key: req
+            .prompt_cache
+            .key
+            .as_deref()
+            .filter(|_| !extra.is_some_and(|e| e.contains_key("prompt_cache_key"))),
         stream: stream.then_some(true),
         stream_options: stream.then_some(OutStreamOptions {
             include_usage: true,

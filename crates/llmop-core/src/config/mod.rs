@@ -17,6 +17,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 mod agents;
+mod cache;
 mod console;
 mod cost;
 mod features;
@@ -28,6 +29,7 @@ mod store;
 mod telemetry;
 
 pub use agents::*;
+pub use cache::*;
 pub use console::*;
 pub use cost::*;
 pub use features::*;
@@ -88,6 +90,10 @@ pub struct Config {
     /// OpenTelemetry export of the recorded calls (docs/telemetry.md).
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The response cache, idempotency keys, provider prompt caching
+    /// (docs/caching.md).
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// Directory of the config file: relative paths in it are relative to this.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -234,6 +240,7 @@ impl Config {
         agents::validate(self, &mut out);
         console::validate(self, &mut out);
         telemetry::validate(self, &mut out);
+        cache::validate(self, &mut out);
         out
     }
 }

@@ -218,6 +218,25 @@ async fn stages<E: Entry>(
         &app.config.features.default_env,
     )?;
 
+    // An idempotent call's fingerprint: the body as the client sent it (before a
+    // feature renders it), so that a retry after a redeploy is still the same call.
+    let idempotent = match crate::caching::idempotency_key(entry.headers())? {
+        Some(k) => {
+            let vars = ask.feature.as_ref().map(|f| {
+                let mut m = Map::new();
+                m.insert("feature".into(), Value::String(f.name.clone()));
+                if let Vars::Given(v) = &f.vars {
+                    m.insert("variables".into(), Value::Object(v.clone()));
+                }
+                m
+            });
+            let fp = llmop_cache::key::body_fingerprint(&ask.req, vars.as_ref());
+            let scope = key.as_deref().map_or("-", |k| k.id.as_str());
+            Some((format!("{scope}:{k}"), fp))
+        }
+        None => None,
+    };
+
     let (mut req, feature) = match ask.feature {
         Some(f) => {
             rec.entered(Stage::Feature);
@@ -229,6 +248,26 @@ async fn stages<E: Entry>(
         }
         None => (ask.req, None),
     };
+
+    if let Some((scoped, fp)) = idempotent {
+        rec.entered(Stage::Idempotency);
+        let mut wait = app.default_timeout();
+        if let Some(ms) = rec.context.timeout_ms {
+            wait = wait.min(Duration::from_millis(ms));
+        }
+        if let Some(e) =
+            crate::caching::begin_idempotent(&app.cache, &scoped, &fp, wait, rec).await?
+        {
+            rec.cache.outcome = Some("replay");
+            crate::caching::serve(rec, &e);
+            let stream = req.stream;
+            rec.request = Some(Arc::new(req));
+            return Ok(Answered {
+                answer: as_answer(e.response.clone(), stream),
+                feature,
+            });
+        }
+    }
 
     // Once the key may make this call; before the check, whose estimate counts it.
     rec.entered(Stage::Restore);
@@ -257,6 +296,16 @@ async fn stages<E: Entry>(
     // answered from its approval (no model call, no spend). Shadows are not agents'
     // turns: nothing they propose reaches anyone.
     let is_shadow = rec.feature.as_ref().is_some_and(|f| f.shadow_of.is_some());
+    let cache_rule = app
+        .cache
+        .config
+        .rule(rec.route.as_deref(), rec.context.feature.as_deref());
+    if let Some(rule) = cache_rule {
+        let fv = feature
+            .as_ref()
+            .map(|f| (f.version.name(), f.version.version));
+        crate::caching::prompt_caching(rule, &mut req, rec.route.as_deref(), fv);
+    }
     if let Some(gate) = app.agent.as_ref().filter(|_| !is_shadow) {
         if gate.applies(&req, entry.headers()) {
             rec.entered(Stage::AgentIn);
@@ -310,10 +359,56 @@ async fn stages<E: Entry>(
         }
     }
 
+    // The response cache: after every refusal and the input guard (the key is the
+    // request as the provider would get it), before any spend. Shadows, replays and
+    // agents' turns (whose tool calls are decided per session) never use it.
+    let mut hit = None;
+    if let Some(rule) = cache_rule.filter(|r| r.response) {
+        rec.entered(Stage::Cache);
+        let special = is_shadow || rec.context.replay_of.is_some() || rec.agent.is_some();
+        let target = match &feature {
+            Some(fc) => format!("feature/{}@{}", fc.version.name(), fc.version.content_hash),
+            None => req.model.clone(),
+        };
+        hit = crate::caching::lookup(
+            &app.cache,
+            rule,
+            entry.headers(),
+            &req,
+            &target,
+            special,
+            rec,
+        )
+        .await;
+    }
+
     // Shared with the record from here, so that a call abandoned mid-way by its client
     // is still recorded with its input.
     let req = Arc::new(req);
     rec.request = Some(req.clone());
+
+    if let Some(e) = hit {
+        // A kept answer, as the provider gave it: the output stages run on it as on a
+        // fresh one (guardrails, placeholders, disclaimers, a feature's parser).
+        crate::caching::serve(rec, &e);
+        let mut resp = e.response.clone();
+        let answer = if req.stream {
+            as_answer(resp, true)
+        } else {
+            guard_out(rec, &mut resp).await?;
+            if let Some(fc) = feature.as_ref().filter(|fc| fc.version.parses()) {
+                rec.entered(Stage::ParseOutput);
+                if let Ok(parsed) = fc.version.parse_output(&resp.text()) {
+                    features::set_parse(rec, "ok", Some(parsed));
+                }
+            }
+            if let Some(g) = &rec.guard {
+                g.policy.disclaim(&g.applicable, &mut resp);
+            }
+            Answer::Whole(resp)
+        };
+        return Ok(Answered { answer, feature });
+    }
 
     rec.entered(Stage::Call);
     let answer = match &feature {
@@ -332,6 +427,7 @@ async fn stages<E: Entry>(
             }
             match targets::call(&plan, &req, &plan.estimate, rec, &[]).await? {
                 Answer::Whole(mut resp) => {
+                    keep_raw(rec, &resp);
                     guard_out(rec, &mut resp).await?;
                     Ok(Answer::Whole(resp))
                 }
@@ -365,6 +461,14 @@ async fn stages<E: Entry>(
         shadow::spawn(app, fc, rec);
     }
     Ok(Answered { answer, feature })
+}
+
+/// A whole answer as the provider gave it, for the response cache (only when the call
+/// keeps its answer there).
+fn keep_raw(rec: &mut CallRecord, resp: &ChatResponse) {
+    if let Some(t) = rec.cache.ticket.as_mut().filter(|t| t.put.is_some()) {
+        t.raw = Some(resp.clone());
+    }
 }
 
 /// The input guard stage: the call's rules chosen (by route, feature and key) and
@@ -665,6 +769,7 @@ async fn parse_output(
             Err(e) => return features::feature_fallback(v, e, rec),
         };
         let mut resp = resp;
+        keep_raw(rec, &resp);
         guard_out(rec, &mut resp).await?;
         if rec.degraded || !v.parses() {
             return Ok(resp);
