@@ -110,6 +110,10 @@ pub struct MessageTemplate {
     pub role: Role,
     /// A minijinja template; undefined variables are errors.
     pub template: String,
+    /// A long static part (a policy, a document): with provider prompt caching on, a
+    /// cache breakpoint closes this message (docs/caching.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -387,6 +387,21 @@ pub(crate) fn build_request(
             )
         })
         .collect();
+    // Messages the feature marks as a cacheable prefix.
+    req.prompt_cache.marks = spec
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.cache)
+        .map(|(i, _)| llmop_core::CacheMark {
+            at: llmop_core::MarkAt::Part {
+                message: i,
+                part: 0,
+            },
+            control: serde_json::json!({"type": "ephemeral"}),
+        })
+        .take(4)
+        .collect();
     let p = &spec.params;
     if p.temperature.is_some() {
         req.params.temperature = p.temperature;

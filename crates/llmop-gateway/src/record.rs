@@ -244,6 +244,8 @@ pub struct CallData {
     pub agent: Option<Box<crate::agent::AgentCall>>,
     /// What the response cache and idempotency did for the call.
     pub cache: crate::caching::CacheUse,
+    /// A cascade's answer: what it would have cost on the route's last target.
+    pub baseline_usd: Option<f64>,
     /// Wall time from the start to the hand-over; set when handed over.
     latency: Duration,
     /// `[store] max_field_bytes`, from the recorder.
@@ -354,6 +356,7 @@ impl CallData {
             guard: None,
             agent: None,
             cache: Default::default(),
+            baseline_usd: None,
             latency: Duration::ZERO,
             max_field_bytes,
             online,
@@ -525,6 +528,15 @@ impl CallRecord {
             return;
         }
         let mut ticket = ticket;
+        // A feature answer its parser refused (answered by the static response, or an
+        // error) is not one to serve again.
+        if self
+            .feature
+            .as_ref()
+            .is_some_and(|f| matches!(f.parse_status, Some("static" | "failed")))
+        {
+            ticket.put = None;
+        }
         let raw = ticket.raw.take().or_else(|| {
             self.stream_acc
                 .as_ref()
@@ -789,6 +801,7 @@ impl IntoRecord for CallData {
             }
         }
         r.cache = c.cache.outcome.map(str::to_string);
+        r.baseline_usd = c.baseline_usd;
         let served = c.cache.served();
         let usage = if served {
             // No provider was called: no tokens, no cost; what it saved is recorded.

@@ -34,7 +34,83 @@ pub struct Target {
     pub quota: Option<(Option<u32>, Option<u32>)>,
 }
 
+/// A cascade route's acceptance checks, compiled once.
+pub struct Accept {
+    json: bool,
+    schema: Option<jsonschema::Validator>,
+    min_chars: Option<usize>,
+    reject: Vec<regex::Regex>,
+    complete: bool,
+}
+
+impl Accept {
+    pub fn new(c: &llmop_core::config::AcceptConfig) -> Result<Accept, String> {
+        let schema = match &c.json_schema {
+            Some(s) => {
+                Some(jsonschema::validator_for(s).map_err(|e| format!("accept.json_schema: {e}"))?)
+            }
+            None => None,
+        };
+        let reject = c
+            .reject_patterns
+            .iter()
+            .map(|p| {
+                regex::RegexBuilder::new(p)
+                    .case_insensitive(true)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| format!("accept.reject_patterns: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Accept {
+            json: c.json || c.json_schema.is_some(),
+            schema,
+            min_chars: c.min_chars,
+            reject,
+            complete: c.complete,
+        })
+    }
+
+    /// `Err(reason)` when the answer is not good enough to take: the reason is recorded
+    /// on the attempt (`retry_reason`).
+    pub fn check(&self, resp: &llmop_core::ChatResponse) -> Result<(), &'static str> {
+        if self.complete && resp.finish_reason == llmop_core::FinishReason::Length {
+            return Err("cascade_incomplete");
+        }
+        let has_calls = resp
+            .parts
+            .iter()
+            .any(|p| matches!(p, llmop_core::Part::ToolCall(_)));
+        let text = resp.text();
+        if has_calls && text.trim().is_empty() {
+            // A tool call is an answer of its own kind: the text checks do not apply.
+            return Ok(());
+        }
+        if self
+            .min_chars
+            .is_some_and(|m| text.trim().chars().count() < m)
+        {
+            return Err("cascade_too_short");
+        }
+        if self.reject.iter().any(|r| r.is_match(&text)) {
+            return Err("cascade_rejected_pattern");
+        }
+        if self.json {
+            let v: serde_json::Value = match serde_json::from_str(text.trim()) {
+                Ok(v) => v,
+                Err(_) => return Err("cascade_not_json"),
+            };
+            if self.schema.as_ref().is_some_and(|s| !s.is_valid(&v)) {
+                return Err("cascade_schema_mismatch");
+            }
+        }
+        Ok(())
+    }
+}
+
 pub struct Route {
+    /// A cascade's acceptance checks.
+    pub accept: Option<Arc<Accept>>,
     pub name: Arc<str>,
     pub strategy: Strategy,
     pub targets: Vec<Target>,
@@ -53,6 +129,8 @@ pub struct Resolved<'a> {
     /// The route's degraded answer, when every target failed.
     pub fallback: Option<Arc<str>>,
     pub fallback_on_content_policy: bool,
+    /// A cascade route's acceptance checks.
+    pub accept: Option<Arc<Accept>>,
 }
 
 pub struct Router {
@@ -99,6 +177,13 @@ impl Router {
             routes.insert(
                 name.clone(),
                 Route {
+                    accept: match (&rc.accept, rc.strategy) {
+                        (a, Strategy::Cascade) => Some(Arc::new(
+                            Accept::new(&a.clone().unwrap_or_default())
+                                .map_err(|e| format!("routes.{name}.{e}"))?,
+                        )),
+                        _ => None,
+                    },
                     name: Arc::from(name.as_str()),
                     strategy: rc.strategy,
                     targets,
@@ -130,6 +215,7 @@ impl Router {
                 timeout: route.timeout,
                 fallback: route.fallback.clone(),
                 fallback_on_content_policy: route.fallback_on_content_policy,
+                accept: route.accept.clone(),
             });
         }
         if let Some((provider, m)) = model.split_once('/') {
@@ -157,6 +243,7 @@ impl Router {
                     timeout: None,
                     fallback: None,
                     fallback_on_content_policy: false,
+                    accept: None,
                 });
             }
         }

@@ -44,7 +44,7 @@ mod store;
 pub mod writer;
 
 pub use agents::{Approval, NewApproval, RedteamRun};
-pub use cost::{CostBy, CostRow};
+pub use cost::{CostBy, CostRow, SavingsRow, SessionRow, Turn};
 pub use deployments::{
     Arm, ChangeBy, DeployError, Deployment, DeploymentEvent, DeploymentState, EventKind,
 };

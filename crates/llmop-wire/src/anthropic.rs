@@ -1497,3 +1497,87 @@ mod tests {
         assert_eq!(back, evs);
     }
 }
+
+#[cfg(test)]
+mod breakpoint_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn count(v: &Value) -> usize {
+        match v {
+            Value::Object(o) => {
+                usize::from(o.contains_key("cache_control")) + o.values().map(count).sum::<usize>()
+            }
+            Value::Array(a) => a.iter().map(count).sum(),
+            _ => 0,
+        }
+    }
+
+    fn part(kind: u8, i: usize) -> Part {
+        match kind % 4 {
+            0 => Part::Text(format!("text {i}")),
+            1 => Part::Text(String::new()),
+            2 => Part::Reasoning(Reasoning::Thinking {
+                text: "t".into(),
+                signature: "s".into(),
+            }),
+            _ => Part::ToolResult {
+                call_id: format!("c{i}"),
+                content: "r".into(),
+                is_error: false,
+            },
+        }
+    }
+
+    proptest! {
+        /// Whatever the conversation, llmop's breakpoints stay within Anthropic's limit of
+        /// four, never sit on a thinking block or an empty text, and a client's own are
+        /// kept.
+        #[test]
+        fn breakpoints_stay_within_the_limit(
+            shape in proptest::collection::vec((0u8..3, proptest::collection::vec(0u8..4, 1..4)), 1..8),
+            tools in 0usize..3,
+            client_marks in 0usize..3,
+        ) {
+            let messages: Vec<Message> = shape.iter().enumerate().map(|(i, (role, kinds))| Message {
+                role: match role { 0 => Role::System, 1 => Role::User, _ => Role::Assistant },
+                parts: kinds.iter().enumerate().map(|(j, k)| part(*k, i * 10 + j)).collect(),
+                name: None,
+            }).collect();
+            let mut req = ChatRequest::new("m", messages, WireFormat::OpenAi);
+            for t in 0..tools {
+                req.tools.push(Tool { name: format!("t{t}"), description: None, parameters: json!({"type": "object"}), strict: None });
+            }
+            // The client's own marks on text parts.
+            let mut marked = 0;
+            for (mi, m) in req.messages.iter().enumerate() {
+                for (pi, p) in m.parts.iter().enumerate() {
+                    if marked < client_marks && matches!(p, Part::Text(t) if !t.is_empty()) {
+                        req.prompt_cache.marks.push(CacheMark { at: MarkAt::Part { message: mi, part: pi }, control: json!({"type": "ephemeral", "ttl": "1h"}) });
+                        marked += 1;
+                    }
+                }
+            }
+            req.prompt_cache.auto = true;
+            let body: Value = match build_request(&req, "claude", false) {
+                Ok(b) => serde_json::from_slice(&b).unwrap(),
+                Err(_) => return Ok(()),
+            };
+            let n = count(&body);
+            prop_assert!(n <= MAX_BREAKPOINTS, "{n} breakpoints: {body}");
+            prop_assert!(n >= marked, "the client's marks are kept: {body}");
+            let text = body.to_string();
+            prop_assert_eq!(text.matches("\"ttl\":\"1h\"").count(), marked);
+            for m in body["messages"].as_array().unwrap() {
+                if let Some(blocks) = m["content"].as_array() {
+                    for b in blocks {
+                        if b.get("cache_control").is_some() {
+                            prop_assert!(b["type"] != "thinking", "{b}");
+                            prop_assert!(b["type"] != "text" || b["text"] != "", "{b}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -58,6 +58,9 @@ enum Command {
     },
     /// Spend over the recorded calls, grouped.
     Cost(cli::cost::CostArgs),
+    /// Agent loops: recent sessions, or one session's turns (input growth per turn, how
+    /// much the provider's prompt cache served).
+    Sessions(cli::sessions::SessionsArgs),
     /// Each budget's spend in its current window, its limits and burn rate.
     Budgets(cli::budgets::BudgetsArgs),
     /// The price each configured model gets: config override, built-in catalog, or
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
         Command::Rollback(a) => cli::rollback::run(config, a),
         Command::Keys { command } => cli::keys::run(config, command),
         Command::Cost(a) => cli::cost::run(config, a),
+        Command::Sessions(a) => cli::sessions::run(config, a),
         Command::Budgets(a) => cli::budgets::run(config, a),
         Command::Prices(a) => cli::prices::run(config, a),
         Command::Dataset { command } => cli::dataset::run(config, command),

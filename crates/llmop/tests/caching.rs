@@ -515,3 +515,189 @@ async fn an_anthropic_clients_own_breakpoints_reach_anthropic() {
         "no rule: llmop adds none"
     );
 }
+
+fn completion(text: &str) -> String {
+    json!({"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "m",
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+           "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_cascade_escalates_exactly_when_acceptance_fails() {
+    // The cheap model knows the easy questions; on the others it hedges.
+    let cheap = Upstream::start(|c, _| {
+        let q = c.body["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        Reply::ok(completion(if q.contains("easy") {
+            r#"{"answer": "cheap"}"#
+        } else if q.contains("prose") {
+            "Here you go: answer"
+        } else {
+            "I am not sure."
+        }))
+    })
+    .await;
+    let big = Upstream::start(|_, _| Reply::ok(completion(r#"{"answer": "big"}"#))).await;
+    let gw = Gateway::start_with_env(
+        &format!(
+            "[providers.cheap]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"UP_KEY\"\n\
+             [providers.big]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"UP_KEY\"\n\
+             [prices.\"cheap/*\"]\ninput = 0.1\noutput = 0.4\n[prices.\"big/*\"]\ninput = 10.0\noutput = 40.0\n\
+             [routes.tiered]\nstrategy = \"cascade\"\ntimeout_ms = 5000\n\
+             targets = [{{ provider = \"cheap\", model = \"small\" }}, {{ provider = \"big\", model = \"large\" }}]\n\
+             accept = {{ json = true, reject_patterns = [\"not sure\"] }}\n",
+            cheap.url, big.url
+        ),
+        &[("UP_KEY", "k")],
+    );
+    let ask = |id: &'static str, q: &'static str, stream: bool| {
+        chat_owned(
+            &gw,
+            id,
+            json!({"model": "tiered", "stream": stream, "messages": [{"role": "user", "content": q}]}),
+        )
+    };
+    let r = ask("x-easy", "an easy one", false).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        r#"{"answer": "cheap"}"#
+    );
+    let r = ask("x-hard", "a hard one", false).await;
+    assert_eq!(r.headers()["x-llmop-provider"], "big");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        r#"{"answer": "big"}"#
+    );
+    let r = ask("x-prose", "prose please", false).await;
+    assert_eq!(
+        r.headers()["x-llmop-provider"],
+        "big",
+        "not JSON: escalated"
+    );
+    // A stream is checked whole, then relayed.
+    let r = ask("x-stream", "a hard one", true).await;
+    let text: String = sse_events(&r.text().await.unwrap())
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(text, r#"{"answer": "big"}"#);
+    assert_eq!(cheap.count(), 4);
+    assert_eq!(big.count(), 3, "only the rejected answers escalated");
+
+    // Each escalation is an attempt with its reason; both answers are paid for.
+    let rec = gw.record("x-hard").await;
+    let attempts = rec["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["retry_reason"], "cascade_rejected_pattern");
+    assert_eq!(
+        gw.record("x-prose").await["attempts"][0]["retry_reason"],
+        "cascade_not_json"
+    );
+    let cheap_cost = (100.0 * 0.1 + 20.0 * 0.4) / 1e6;
+    let big_cost = (100.0 * 10.0 + 20.0 * 40.0) / 1e6;
+    assert!((rec["cost_usd"].as_f64().unwrap() - (cheap_cost + big_cost)).abs() < 1e-12);
+    assert!((rec["baseline_usd"].as_f64().unwrap() - big_cost).abs() < 1e-12);
+    let easy = gw.record("x-easy").await;
+    assert_eq!(easy["attempts"].as_array().unwrap().len(), 1);
+    assert!((easy["baseline_usd"].as_f64().unwrap() - big_cost).abs() < 1e-12);
+
+    // `llmop cost --savings` reports the cascade against the last target.
+    let o = gw.cli(&["cost", "--savings", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let calls: i64 = rows
+        .iter()
+        .map(|r| r["cascade_calls"].as_i64().unwrap())
+        .sum();
+    let escalated: i64 = rows
+        .iter()
+        .map(|r| r["cascade_escalated"].as_i64().unwrap())
+        .sum();
+    assert_eq!((calls, escalated), (4, 3));
+    let o = gw.cli(&["cost", "--savings"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("escalated") && text.contains("saved"),
+        "{text}"
+    );
+}
+
+async fn chat_owned(gw: &Gateway, id: &'static str, body: Value) -> reqwest::Response {
+    chat(gw, id, &body, &[]).await
+}
+
+#[tokio::test]
+async fn a_session_shows_its_input_growth_and_what_the_prompt_cache_served() {
+    // Anthropic reports the input apart from what its cache read and wrote: each turn
+    // re-sends the history, of which all but the newest part is read from the cache.
+    let an = Upstream::start(|c, _| {
+        let turns = c.body["messages"].as_array().map_or(0, Vec::len) as u64;
+        Reply::ok(
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514",
+                   "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+                   "usage": {"input_tokens": 50, "cache_read_input_tokens": 400 * (turns - 1),
+                             "cache_creation_input_tokens": 400, "output_tokens": 20}})
+            .to_string(),
+        )
+    })
+    .await;
+    let up = openai_up().await;
+    let gw = gateway(&up, &an, "[cache.routes.claude]\nprompt = true\n");
+    let mut messages = vec![json!({"role": "user", "content": "step 1"})];
+    for turn in 1..=3 {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("x-llmop-session", "agent-run-1")
+            .header("x-request-id", format!("turn-{turn}"))
+            .json(&json!({"model": "claude", "max_tokens": 50, "messages": messages}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        messages.push(json!({"role": "assistant", "content": "ok"}));
+        messages.push(json!({"role": "user", "content": format!("step {}", turn + 1)}));
+    }
+    // Wait for the last record, then read the session.
+    gw.record("turn-3").await;
+    let o = gw.cli(&["sessions", "agent-run-1", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let turns: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let input: Vec<i64> = turns
+        .iter()
+        .map(|t| t["input_tokens"].as_i64().unwrap())
+        .collect();
+    let cached: Vec<i64> = turns
+        .iter()
+        .map(|t| t["cached_tokens"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        input,
+        vec![450, 1250, 2050],
+        "the input grows with the history"
+    );
+    assert_eq!(
+        cached,
+        vec![0, 800, 1600],
+        "and the cache serves the repeated prefix"
+    );
+    let o = gw.cli(&["sessions", "agent-run-1"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("+800") && text.contains("read from the provider's prompt cache"),
+        "{text}"
+    );
+    let o = gw.cli(&["sessions", "--json"]);
+    let list: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["session"], "agent-run-1");
+    assert_eq!(list[0]["calls"], 3);
+}

@@ -13,6 +13,46 @@ pub enum Strategy {
     /// The target with the lowest recent latency (decaying average, penalized by its
     /// recent error rate) first, the others after it in the same order.
     LeastLatency,
+    /// Targets in order, cheapest first: an answer is taken only if it passes the
+    /// route's `accept` checks, else the call escalates to the next target (within the
+    /// same deadline); the last target's answer is taken as it is.
+    Cascade,
+}
+
+/// `accept = { … }` on a cascade route: what a cheap target's answer must pass to be
+/// taken. (A feature call's own parser and schema apply too.)
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptConfig {
+    /// The answer must be JSON.
+    #[serde(default)]
+    pub json: bool,
+    /// The answer must be JSON valid under this schema.
+    pub json_schema: Option<serde_json::Value>,
+    /// Fewer characters than this is not an answer.
+    pub min_chars: Option<usize>,
+    /// Regexes (case-insensitive) that mark a non-answer ("I'm not sure", "I cannot").
+    #[serde(default)]
+    pub reject_patterns: Vec<String>,
+    /// An answer cut by `max_tokens` (finish reason `length`) is not taken.
+    #[serde(default = "yes")]
+    pub complete: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AcceptConfig {
+    fn default() -> Self {
+        AcceptConfig {
+            json: false,
+            json_schema: None,
+            min_chars: None,
+            reject_patterns: Vec::new(),
+            complete: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +79,8 @@ pub struct RouteConfig {
     /// The answer when every target failed: returned as a normal answer, marked
     /// `x-llmop-degraded: true` and `degraded` in the record.
     pub fallback_response: Option<FallbackResponse>,
+    /// A cascade's acceptance checks (`strategy = "cascade"`).
+    pub accept: Option<AcceptConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -171,6 +213,34 @@ pub(super) fn validate(c: &Config, out: &mut Problems) {
                 "route names must be non-empty and contain no `/` (that form means provider/model)"
                     .into(),
             ));
+        }
+        if r.strategy == Strategy::Cascade && r.targets.len() < 2 {
+            out.push((
+                k(&["routes", name, "targets"]),
+                "a cascade needs at least two targets (cheapest first)".into(),
+            ));
+        }
+        if r.accept.is_some() && r.strategy != Strategy::Cascade {
+            out.push((
+                k(&["routes", name, "accept"]),
+                "accept applies to strategy = \"cascade\" only".into(),
+            ));
+        }
+        if let Some(a) = &r.accept {
+            for (i, p) in a.reject_patterns.iter().enumerate() {
+                if let Err(e) = regex::Regex::new(p) {
+                    out.push((
+                        vec![
+                            Key("routes".into()),
+                            Key(name.clone()),
+                            Key("accept".into()),
+                            Key("reject_patterns".into()),
+                            Idx(i),
+                        ],
+                        format!("not a regex: {e}"),
+                    ));
+                }
+            }
         }
         if r.targets.is_empty() {
             out.push((

@@ -9,6 +9,9 @@
 //! 4. **authorize** — the key's scope: this model or feature, in this environment.
 //! 5. **feature** — a feature's version chosen (deployment, split arm, pinned) and
 //!    rendered into the request; the key's scope checked against its route.
+//!    **5a. idempotency** — an `idempotency-key`: an earlier answer replayed, a
+//!    duplicate waiting for the first, another body refused, or this call leading
+//!    (`caching`).
 //! 6. **restore** — reasoning state llmop kept for this conversation put back.
 //! 7. **route** — `model` resolved once to an ordered list of targets; the deadline set.
 //! 8. **check** — caps, session budgets, rate limits, budget reservations, with the
@@ -16,6 +19,9 @@
 //! 9. **guard_in** — input guardrails (`llmop_guard::policy`): the rules for this
 //!    route, feature and key check the request's text, tool arguments and tool results;
 //!    they block, redact or pseudonymize before any provider sees it.
+//!    **9a. cache** — the response cache looked up (`caching`): a hit skips *call* and
+//!    runs the output stages on the kept answer; provider prompt caching was set on the
+//!    request at *route*.
 //! 10. **call** — the targets with retries, breakers, quotas and fallbacks ([`targets`]).
 //! 11. **guard_out** — output guardrails on a whole answer, placeholders restored (a
 //!     stream's output guard runs in its relay, `respond`, with a hold-back window).
@@ -26,10 +32,9 @@
 //! 14. **record** — the call's record handed to the writer (`record`), exactly once;
 //!     guardrail verdicts go with it, and every value a rule found is masked in it.
 //!
-//! Where later capabilities plug in: cache and idempotency lookups right before *call*
-//! (after every refusal and the input guard, before any spend); sampling for online
-//! evaluation and telemetry after *record*, off the request path. They live in their own crates
-//! (see ARCHITECTURE.md) and are called from here.
+//! Capabilities beyond the request path live in their own crates (see ARCHITECTURE.md)
+//! and are called from here: caching (`llmop-cache`) in 5a and 9a, guardrails
+//! (`llmop-guard`), online evaluation and telemetry after *record*, off the request path.
 //!
 //! Entry points ([`Entry`]) are thin format adapters: they authenticate, read their
 //! context, parse their body and encode the outcome. Chat completions and messages
@@ -425,7 +430,14 @@ async fn stages<E: Entry>(
                     }
                 }
             }
-            match targets::call(&plan, &req, &plan.estimate, rec, &[]).await? {
+            let called = match &plan.resolved.accept {
+                Some(accept) => {
+                    let resp = cascade(&plan, accept, &req, rec).await?;
+                    as_answer(resp, req.stream)
+                }
+                None => targets::call(&plan, &req, &plan.estimate, rec, &[]).await?,
+            };
+            match called {
                 Answer::Whole(mut resp) => {
                     keep_raw(rec, &resp);
                     guard_out(rec, &mut resp).await?;
@@ -461,6 +473,82 @@ async fn stages<E: Entry>(
         shadow::spawn(app, fc, rec);
     }
     Ok(Answered { answer, feature })
+}
+
+/// A cascade: the route's targets in order, each answer taken only if it passes the
+/// route's acceptance checks, else the next target is asked (within the same deadline);
+/// the last target's answer is taken as it is. A stream is asked whole (its answer must
+/// be checked before the client sees any of it) and relayed as events afterwards. Each
+/// rejected answer is an attempt with its reason, and its cost counts.
+async fn cascade(
+    plan: &Plan<'_>,
+    accept: &crate::routing::Accept,
+    req: &ChatRequest,
+    rec: &mut CallRecord,
+) -> Result<ChatResponse, GatewayError> {
+    let whole;
+    let req = if req.stream {
+        let mut w = req.clone();
+        w.stream = false;
+        whole = w;
+        &whole
+    } else {
+        req
+    };
+    let mut tried: Vec<(String, String)> = Vec::new();
+    loop {
+        let resp = match targets::call(plan, req, &plan.estimate, rec, &tried).await? {
+            Answer::Whole(r) => r,
+            Answer::Stream { .. } => {
+                return Err(GatewayError::Internal("a cascade got a stream".into()))
+            }
+        };
+        let (Some(p), Some(m)) = (rec.provider.clone(), rec.model.clone()) else {
+            return Ok(resp);
+        };
+        let left = targets_left(plan, &p, &m, &tried);
+        let verdict = accept.check(&resp);
+        metrics::counter!(
+            "llmop_cascade_answers_total",
+            "route" => rec.route.clone().unwrap_or_default(),
+            "outcome" => match (&verdict, left) {
+                (Ok(()), _) => "accepted",
+                (Err(_), 0) => "last_target",
+                (Err(_), _) => "escalated",
+            }
+        )
+        .increment(1);
+        match verdict {
+            Err(reason) if left > 0 => {
+                rec.discard(resp.usage);
+                rec.moving_on(reason);
+                tried.push((p, m));
+            }
+            _ => {
+                // What the same tokens would have cost on the last (most capable)
+                // target: the saving the cascade reports.
+                if let (Some(t), Some(u)) = (plan.resolved.targets.last(), resp.usage.as_ref()) {
+                    rec.baseline_usd = t.price.map(|pr| llmop_cost::round_usd(pr.cost(u)));
+                }
+                return Ok(resp);
+            }
+        }
+    }
+}
+
+/// Targets of the plan still to ask after `(provider, model)` answered, leaving out
+/// those in `tried`.
+fn targets_left(plan: &Plan<'_>, provider: &str, model: &str, tried: &[(String, String)]) -> usize {
+    plan.resolved
+        .targets
+        .iter()
+        .filter(|t| {
+            (t.provider.name() != provider || &*t.model != model)
+                && !tried
+                    .iter()
+                    .any(|(tp, tm)| t.provider.name() == tp && &*t.model == tm.as_str())
+        })
+        .count()
 }
 
 /// A whole answer as the provider gave it, for the response cache (only when the call
@@ -769,6 +857,33 @@ async fn parse_output(
             Err(e) => return features::feature_fallback(v, e, rec),
         };
         let mut resp = resp;
+        // A cascade route: a feature's answer passes the route's checks and its parser,
+        // or the next target is asked.
+        if let (Some(a), false, Some(p), Some(m)) = (
+            &plan.resolved.accept,
+            rec.degraded,
+            rec.provider.clone(),
+            rec.model.clone(),
+        ) {
+            if targets_left(plan, &p, &m, &answered) > 0 {
+                let verdict = a.check(&resp).and_then(|()| {
+                    if v.parses() && v.parse_output(&resp.text()).is_err() {
+                        Err("cascade_parse_failed")
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(reason) = verdict {
+                    rec.discard(resp.usage);
+                    rec.moving_on(reason);
+                    answered.push((p, m));
+                    continue;
+                }
+            }
+            if let (Some(t), Some(u)) = (plan.resolved.targets.last(), resp.usage.as_ref()) {
+                rec.baseline_usd = t.price.map(|pr| llmop_cost::round_usd(pr.cost(u)));
+            }
+        }
         keep_raw(rec, &resp);
         guard_out(rec, &mut resp).await?;
         if rec.degraded || !v.parses() {

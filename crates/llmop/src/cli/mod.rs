@@ -43,6 +43,7 @@ pub mod requests;
 pub mod rollback;
 pub mod scores;
 pub mod serve;
+pub mod sessions;
 pub mod shadow;
 
 #[derive(Args)]
