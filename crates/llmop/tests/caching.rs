@@ -92,6 +92,19 @@ async fn identical_requests_hit_and_every_input_misses() {
     assert_eq!(made["cache"], "miss");
     assert_eq!(rec["saved_usd"], made["cost_usd"]);
     assert!(made["cost_usd"].as_f64().unwrap() > 0.0);
+    // The console's page of the call says so (an open gateway's console needs no login).
+    let page = client()
+        .get(format!("{}/ui/requests/c-2", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<dt>Cache</dt><dd>hit · answer made by"),
+        "{html}"
+    );
+    assert!(html.contains("saved $"), "{html}");
 
     // Each input of the answer is part of the key.
     let variants = [
@@ -700,4 +713,119 @@ async fn a_session_shows_its_input_growth_and_what_the_prompt_cache_served() {
     let list: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(list[0]["session"], "agent-run-1");
     assert_eq!(list[0]["calls"], 3);
+}
+
+/// A cheap upstream that hedges on everything, an expensive one that answers JSON; each
+/// waits `delay` before answering.
+async fn tiers(delay: Duration) -> (Upstream, Upstream) {
+    let cheap = Upstream::start(move |_, _| {
+        std::thread::sleep(delay);
+        Reply::ok(completion("I am not sure."))
+    })
+    .await;
+    let big = Upstream::start(move |_, _| {
+        std::thread::sleep(delay);
+        Reply::ok(completion(r#"{"summary": "big", "urgent": false}"#))
+    })
+    .await;
+    (cheap, big)
+}
+
+fn tiered_config(cheap: &Upstream, big: &Upstream, timeout_ms: u64, extra: &str) -> String {
+    format!(
+        "[providers.cheap]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"UP_KEY\"\n\
+         [providers.big]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"UP_KEY\"\n\
+         [routes.tiered]\nstrategy = \"cascade\"\ntimeout_ms = {timeout_ms}\n\
+         targets = [{{ provider = \"cheap\", model = \"small\" }}, {{ provider = \"big\", model = \"large\" }}]\n\
+         [features]\nrefresh_ms = 50\n{extra}",
+        cheap.url, big.url
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_stays_within_the_routes_deadline() {
+    // Each answer takes 400 ms; the route allows 600: the escalation cannot finish.
+    let (cheap, big) = tiers(Duration::from_millis(400)).await;
+    let gw = Gateway::start_with_env(
+        &tiered_config(
+            &cheap,
+            &big,
+            600,
+            "[routes.tiered.accept]\nreject_patterns = [\"not sure\"]\n",
+        ),
+        &[("UP_KEY", "k")],
+    );
+    let r = chat(
+        &gw,
+        "d-1",
+        &json!({"model": "tiered", "messages": [{"role": "user", "content": "q"}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 504, "{:?}", r.text().await);
+    // The escalation was cut by the deadline (the gateway's own account of it).
+    let rec = gw.record("d-1").await;
+    assert_eq!(rec["error_code"], "upstream_timeout", "{rec}");
+    assert_eq!(
+        rec["attempts"][0]["retry_reason"],
+        "cascade_rejected_pattern"
+    );
+    assert_eq!(rec["attempts"][1]["provider"], "big", "{rec}");
+    assert_eq!(rec["attempts"][1]["error"], "upstream_timeout", "{rec}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feature_on_a_cascade_route_escalates_when_its_parser_refuses_and_is_cached() {
+    let (cheap, big) = tiers(Duration::ZERO).await;
+    let gw = Gateway::start_with_env(
+        &tiered_config(
+            &cheap,
+            &big,
+            5000,
+            "[cache.features.triage]\nresponse = true\n",
+        ),
+        &[("UP_KEY", "k")],
+    );
+    let v = gw
+        .push_feature(
+            "name = \"triage\"\nroute = \"tiered\"\n[variables]\nticket = { type = \"string\" }\n\
+             [params]\ntemperature = 0\n\
+             [[messages]]\nrole = \"system\"\ntemplate = \"Long static policy text.\"\ncache = true\n\
+             [[messages]]\nrole = \"user\"\ntemplate = \"{{ ticket }}\"\n\
+             [output]\nparser = \"json\"\n\
+             schema = { type = \"object\", required = [\"summary\", \"urgent\"] }\n\
+             on_parse_failure = \"error\"\n",
+        )
+        .await;
+    gw.admin_features(
+        "/triage/deploy",
+        json!({"env": "prod", "version": v, "reason": "t"}),
+    )
+    .await;
+    let invoke = |id: &'static str| {
+        client()
+            .post(format!("{}/v1/features/triage/invoke", gw.url))
+            .header("x-request-id", id)
+            .json(&json!({"variables": {"ticket": "the box is damaged"}}))
+            .send()
+    };
+    let r = invoke("f-1").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-llmop-provider"], "big");
+    assert_eq!(cache_header(&r), "miss");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["output"]["parsed"]["summary"], "big");
+    let rec = gw.record("f-1").await;
+    assert_eq!(rec["attempts"][0]["retry_reason"], "cascade_parse_failed");
+    // The system message the feature marked carries a breakpoint only to Anthropic;
+    // an OpenAI target never sees cache_control.
+    assert!(!big.last().body.to_string().contains("cache_control"));
+    // The same invoke again: served from the cache, parsed as before, nothing called.
+    let (nc, nb) = (cheap.count(), big.count());
+    let r = invoke("f-2").await.unwrap();
+    assert_eq!(cache_header(&r), "hit");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["output"]["parsed"]["summary"], "big");
+    assert_eq!(body["parse_status"], "ok");
+    assert_eq!((cheap.count(), big.count()), (nc, nb));
 }
