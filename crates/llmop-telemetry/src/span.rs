@@ -103,6 +103,14 @@ pub const ATTRIBUTES: &[(&str, &str)] = &[
     ("llmop.parse_status", "the feature's output parse status"),
     ("llmop.shadow_of", "for a shadow call: the call it copied"),
     ("llmop.replay_of", "for a replay: the call it replayed"),
+    (
+        "llmop.cache",
+        "what caching did: hit, miss, bypass, replay (an idempotent retry)",
+    ),
+    (
+        "llmop.cache.saved_usd",
+        "for a served call: what its answer cost when it was made",
+    ),
 ];
 
 /// The `gen_ai.provider.name` of a provider kind.
@@ -279,6 +287,7 @@ pub fn span_of(
         ("llmop.parse_status", &r.parse_status),
         ("llmop.shadow_of", &r.shadow_of),
         ("llmop.replay_of", &r.replay_of),
+        ("llmop.cache", &r.cache),
     ] {
         if let Some(v) = v {
             a.push(s(k, v.clone()));
@@ -293,6 +302,9 @@ pub fn span_of(
     a.push(i("llmop.http.status_code", i64::from(r.status)));
     if let Some(c) = r.cost_usd {
         a.push(f("llmop.cost_usd", c));
+    }
+    if let Some(v) = r.saved_usd {
+        a.push(f("llmop.cache.saved_usd", v));
     }
     a.push(b("llmop.degraded", r.degraded));
     a.push(b("llmop.stream", r.stream));
@@ -377,6 +389,8 @@ mod tests {
         r.stream = true;
         r.shadow_of = Some("p-1".into());
         r.replay_of = Some("o-1".into());
+        r.cache = Some("hit".into());
+        r.saved_usd = Some(0.002);
         r.request_params =
             json!({"model": "smart", "temperature": 0.2, "top_p": 0.9, "max_tokens": 64});
         r.input_messages = json!([
