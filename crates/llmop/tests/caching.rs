@@ -829,3 +829,26 @@ async fn a_feature_on_a_cascade_route_escalates_when_its_parser_refuses_and_is_c
     assert_eq!(body["parse_status"], "ok");
     assert_eq!((cheap.count(), big.count()), (nc, nb));
 }
+
+#[test]
+fn check_warns_about_a_cascade_not_ordered_cheapest_first() {
+    let o = support::llmop_with_config(
+        &["check"],
+        "[providers.oa]\nkind = \"openai\"\napi_key_env = \"NOT_SET_HERE\"\n\
+         [routes.tiered]\nstrategy = \"cascade\"\n\
+         targets = [{ provider = \"oa\", model = \"gpt-4o\" }, { provider = \"oa\", model = \"gpt-4o-mini\" }]\n",
+    );
+    let text = support::output_text(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("list cascade targets cheapest first"),
+        "{text}"
+    );
+    let o = support::llmop_with_config(
+        &["check"],
+        "[providers.oa]\nkind = \"openai\"\napi_key_env = \"NOT_SET_HERE\"\n\
+         [routes.tiered]\nstrategy = \"cascade\"\ntargets = [{ provider = \"oa\", model = \"gpt-4o\" }]\n",
+    );
+    assert!(!o.status.success());
+    assert!(support::output_text(&o).contains("a cascade needs at least two targets"));
+}

@@ -14,6 +14,46 @@ pub struct CheckArgs {
     json: bool,
 }
 
+/// A cascade tries its targets in order and should go from cheap to expensive: a target
+/// priced above the next one, or one without a price, is worth a warning.
+fn cascade_warnings(config: &Config) -> Vec<String> {
+    let pricing = llmop_cost::Pricing::new(&config.prices);
+    let mut out = Vec::new();
+    for (name, r) in &config.routes {
+        if r.strategy != llmop_core::config::Strategy::Cascade {
+            continue;
+        }
+        // A typical call's price: 1,000 tokens in, 200 out.
+        let price = |t: &llmop_core::config::TargetConfig| {
+            let kind = config.providers.get(&t.provider)?.kind;
+            let p = pricing.price(&t.provider, kind, &t.model)?;
+            Some(p.input * 1000.0 / 1e6 + p.output * 200.0 / 1e6)
+        };
+        let prices: Vec<Option<f64>> = r.targets.iter().map(price).collect();
+        for (t, p) in r.targets.iter().zip(&prices) {
+            if p.is_none() {
+                out.push(format!(
+                    "route `{name}`: cascade target {}/{} has no price: its savings cannot be reported",
+                    t.provider, t.model
+                ));
+            }
+        }
+        for (i, w) in prices.windows(2).enumerate() {
+            if let [Some(a), Some(b)] = w {
+                if a > b {
+                    out.push(format!(
+                        "route `{name}`: cascade target {} ({}/{}) costs more than the one after it: list cascade targets cheapest first",
+                        i + 1,
+                        r.targets[i].provider,
+                        r.targets[i].model
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 pub fn run(path: &Path, a: CheckArgs) -> ExitCode {
     let json = a.json;
     // What serde and validation cannot see: the guardrails' detector names and deny
@@ -40,13 +80,14 @@ pub fn run(path: &Path, a: CheckArgs) -> ExitCode {
         Ok(config) => {
             // Keys are read at serve time; here a missing one is a warning, since the
             // machine that checks is often not the one that serves.
-            let warnings: Vec<String> = config
+            let mut warnings: Vec<String> = config
                 .providers
                 .iter()
                 .filter_map(|(name, p)| {
                     p.api_key().err().map(|e| format!("provider `{name}`: {e}"))
                 })
                 .collect();
+            warnings.extend(cascade_warnings(&config));
             if json {
                 println!(
                     "{}",
