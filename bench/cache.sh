@@ -46,19 +46,22 @@ MISS='{"model":"cached","temperature":0,"max_tokens":64,"messages":[{"role":"use
 OFF='{"model":"bench","temperature":0,"max_tokens":64,"messages":[{"role":"user","content":"Write one sentence about foxes and dogs."}]}'
 OUT=bench/results/cache.json
 mkdir -p bench/results; : > "$OUT"
-run() { # label body extra-args...
+run() { # label body extra-args...   (TARGET=url overrides the gateway)
   local label=$1 body=$2; shift 2
   local before after line
   before=$(ticks $pid)
-  line=$(taskset -c 1 $BIN/bench-load --url "$url" --body "$body" --seconds "$SECS" --warmup 1 --label "$label" "$@")
+  line=$(taskset -c 1 $BIN/bench-load --url "${TARGET:-$url}" --body "$body" --seconds "$SECS" --warmup 1 --label "$label" "$@")
   after=$(ticks $pid)
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); t=(int(sys.argv[2])-int(sys.argv[3]))/int(sys.argv[4]); r["cpu_us_per_req"]=t*1e6/max(r["completed"],1); print(json.dumps(r))' "$line" "$after" "$before" "$TCK" | tee -a "$OUT" >&2
 }
+# The method's floor: the load generator straight to the upstream (no gateway).
+TARGET=$UP run "direct, 1000/s" "$OFF" --rate 1000
 run "no cache, 1000/s" "$OFF" --rate 1000
 run "hit, 1000/s" "$HIT" --rate 1000
 run "miss, 1000/s" "$MISS" --vary --rate 1000
 run "no cache, saturation" "$OFF" --max --concurrency 64
 run "hit, saturation" "$HIT" --max --concurrency 64
+TARGET=$UP run "direct, saturation" "$OFF" --max --concurrency 64
 curl -s "$url/metrics" | grep '^llmop_cache_lookups_total' >&2 || true
 kill $pid; wait $pid 2>/dev/null || true
 
@@ -68,7 +71,12 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print("| run | req/s | p50 ms | p99 ms | CPU µs/req | errors |")
 print("|---|---:|---:|---:|---:|---:|")
 for r in rows:
-    print(f"| {r['label']} | {r.get('rps', 0):.0f} | {r.get('p50_ms', 0):.2f} | {r.get('p99_ms', 0):.2f} | {r['cpu_us_per_req']:.0f} | {r.get('errors', 0)} |")
+    cpu = "-" if r['label'].startswith("direct") else f"{r['cpu_us_per_req']:.0f}"
+    print(f"| {r['label']} | {r.get('rps', 0):.0f} | {r.get('p50_ms', 0):.2f} | {r.get('p99_ms', 0):.2f} | {cpu} | {r.get('errors', 0)} |")
+by = {r['label']: r for r in rows}
+d = by["direct, 1000/s"]
+for k in ("hit, 1000/s", "miss, 1000/s", "no cache, 1000/s"):
+    print(f"p99 added over direct at 1,000 req/s, {k.split(',')[0]}: {by[k]['p99_ms'] - d['p99_ms']:+.2f} ms (p50 {by[k]['p50_ms'] - d['p50_ms']:+.2f} ms)")
 PY
 
 # --- Part 2: the cascade simulation -------------------------------------------------
@@ -142,7 +150,8 @@ $BIN/llmop query --config "$cdir/llmop.toml" --json "SELECT route, COUNT(*) AS c
 python3 - "$cdir/savings.json" "$cdir/routes.json" <<'PY'
 import json, sys
 sav = json.load(open(sys.argv[1]))
-routes = {r["route"]: r for r in json.load(open(sys.argv[2]))}
+q = json.load(open(sys.argv[2]))
+routes = {row[0]: dict(zip(q["columns"], row)) for row in q["rows"]}
 cc = sum(r["cascade_calls"] for r in sav); esc = sum(r["cascade_escalated"] for r in sav)
 base = sum(r["cascade_baseline_usd"] for r in sav); paid = sum(r["cascade_cost_usd"] for r in sav)
 t, b = routes["tiered"], routes["always-big"]
