@@ -269,24 +269,6 @@ async fn keys_and_route_targets_are_rate_limited() {
     assert!((1..=20).contains(&retry), "{retry}");
 }
 
-/// Deletes the test's Redis keys.
-async fn redis_cleanup(prefix: &str) {
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-}
-
 #[tokio::test]
 async fn two_replicas_sharing_redis_never_overspend_under_64_concurrent_calls() {
     let db = PgDb::create().await;
@@ -329,7 +311,7 @@ async fn two_replicas_sharing_redis_never_overspend_under_64_concurrent_calls() 
     // The next call is refused on both replicas once the window's spend is settled.
     store.close().await;
     drop((a, b));
-    redis_cleanup(&prefix).await;
+    support::redis_cleanup(&prefix).await;
     db.drop_db().await;
 }
 

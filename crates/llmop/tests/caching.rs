@@ -179,18 +179,9 @@ async fn streamed_hits_replay_in_both_formats() {
     b["stream"] = json!(true);
     let r = chat(&gw, "s-1", &b, &[]).await;
     assert_eq!(cache_header(&r), "hit");
-    let events = sse_events(&r.text().await.unwrap());
-    let got: String = events
-        .iter()
-        .filter(|(_, d)| d != "[DONE]")
-        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
-    assert_eq!(got, text);
+    let sse = r.text().await.unwrap();
+    let events = sse_events(&sse);
+    assert_eq!(support::openai_stream_text(&sse), text);
     assert_eq!(events.last().unwrap().1, "[DONE]");
 
     // The Anthropic format is another request (its own key): made once, then replayed.
@@ -321,21 +312,7 @@ async fn a_redis_cache_is_seen_by_two_replicas() {
     }
     assert!(replayed);
     assert_eq!(up.count(), n, "the replay called no provider");
-    // Clean up this test's keys.
-    let c = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-    let mut conn = c.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+    support::redis_cleanup(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,17 +375,7 @@ async fn idempotent_calls_cost_one_upstream_call() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     let again = again.text().await.unwrap();
     assert_eq!(up.count(), n);
-    let content = |t: &str| -> String {
-        sse_events(t)
-            .iter()
-            .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
-            .filter_map(|v| {
-                v["choices"][0]["delta"]["content"]
-                    .as_str()
-                    .map(String::from)
-            })
-            .collect()
-    };
+    let content = support::openai_stream_text;
     assert!(!content(&first).is_empty());
     assert_eq!(
         content(&first),
@@ -594,15 +561,7 @@ async fn a_cascade_escalates_exactly_when_acceptance_fails() {
     );
     // A stream is checked whole, then relayed.
     let r = ask("x-stream", "a hard one", true).await;
-    let text: String = sse_events(&r.text().await.unwrap())
-        .iter()
-        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
+    let text = support::openai_stream_text(&r.text().await.unwrap());
     assert_eq!(text, r#"{"answer": "big"}"#);
     assert_eq!(cheap.count(), 4);
     assert_eq!(big.count(), 3, "only the rejected answers escalated");
