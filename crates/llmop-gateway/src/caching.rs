@@ -3,7 +3,6 @@
 //! the answer kept when a call is over. The store and the fingerprints are
 //! `llmop_cache`'s.
 
-use crate::record::CallRecord;
 use axum::http::HeaderMap;
 use llmop_cache::{key, Begin, Entry, Idempotency, Lease, Store};
 use llmop_core::config::{CacheBackend, CacheConfig, CacheRule, OnCounterError};
@@ -97,6 +96,16 @@ impl Ticket {
     }
 }
 
+/// Who made an answer being kept: from the call's record.
+pub struct Made {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub cost_usd: Option<f64>,
+    pub request_id: String,
+    /// A feature call's parsed output.
+    pub parsed: Option<serde_json::Value>,
+}
+
 pub struct Put {
     pub store: Arc<Store>,
     pub key: String,
@@ -111,23 +120,18 @@ impl Ticket {
     /// `raw` (the provider's answer) goes to the response cache, whose hits run the
     /// output stages again; `client` (what the client got) to the idempotency lease,
     /// whose replays are sent as they are.
-    pub fn complete(
-        self,
-        rec: &CallRecord,
-        raw: Option<ChatResponse>,
-        client: Option<ChatResponse>,
-    ) {
+    pub fn complete(self, made: Made, raw: Option<ChatResponse>, client: Option<ChatResponse>) {
         let now = llmop_cache::now_ms();
         let entry = |response: ChatResponse| Entry {
             response,
-            provider: rec.provider.clone(),
-            model: rec.model.clone(),
-            cost_usd: rec.cost_usd(),
-            request_id: rec.request_id.clone(),
+            provider: made.provider.clone(),
+            model: made.model.clone(),
+            cost_usd: made.cost_usd,
+            request_id: made.request_id.clone(),
             stored_at_ms: now,
             expires_at_ms: now,
             fingerprint: None,
-            parsed: rec.feature.as_ref().and_then(|f| f.parsed.clone()),
+            parsed: made.parsed.clone(),
         };
         if let (Some(p), Some(raw)) = (self.put, raw) {
             let mut e = entry(raw);
@@ -179,14 +183,14 @@ pub async fn begin_idempotent(
     scoped: &str,
     fingerprint: &str,
     wait: Duration,
-    rec: &mut CallRecord,
+    cache: &mut CacheUse,
 ) -> Result<Option<Arc<Entry>>, GatewayError> {
     // A crashed leader's lock expires after its deadline (and a margin).
     let lock_for = wait + Duration::from_secs(5);
     match c.idem.begin(scoped, fingerprint, wait, lock_for).await {
         Ok(Begin::Lead(lease)) => {
             metrics::counter!("llmop_idempotency_total", "outcome" => "first").increment(1);
-            let t = rec.cache.ticket.get_or_insert_with(Ticket::empty);
+            let t = cache.ticket.get_or_insert_with(Ticket::empty);
             t.lease = Some(lease);
             Ok(None)
         }
@@ -269,11 +273,12 @@ pub async fn lookup(
     req: &ChatRequest,
     target: &str,
     special: bool,
-    rec: &mut CallRecord,
+    key_id: Option<&str>,
+    cache: &mut CacheUse,
 ) -> Option<Arc<Entry>> {
     let (may_read, may_store) = client_directives(headers);
     if let Some(why) = bypass_reason(rule, req, special).or((!may_store).then_some("no-store")) {
-        rec.cache.outcome = Some("bypass");
+        cache.outcome = Some("bypass");
         metrics::counter!("llmop_cache_lookups_total", "outcome" => "bypass", "reason" => why)
             .increment(1);
         return None;
@@ -281,13 +286,13 @@ pub async fn lookup(
     let scope = if rule.shared {
         "*"
     } else {
-        rec.key_id.as_deref().unwrap_or("-")
+        key_id.unwrap_or("-")
     };
     let k = key::response_key(req, scope, target);
     if may_read {
         match c.store.get(&llmop_cache::response_slot(&k)).await {
             Ok(Some(e)) => {
-                rec.cache.outcome = Some("hit");
+                cache.outcome = Some("hit");
                 metrics::counter!("llmop_cache_lookups_total", "outcome" => "hit", "reason" => "")
                     .increment(1);
                 return Some(e);
@@ -299,14 +304,14 @@ pub async fn lookup(
             }
         }
     }
-    rec.cache.outcome = Some(if may_read { "miss" } else { "bypass" });
+    cache.outcome = Some(if may_read { "miss" } else { "bypass" });
     metrics::counter!(
         "llmop_cache_lookups_total",
         "outcome" => if may_read { "miss" } else { "bypass" },
         "reason" => if may_read { "" } else { "no-cache" }
     )
     .increment(1);
-    let t = rec.cache.ticket.get_or_insert_with(Ticket::empty);
+    let t = cache.ticket.get_or_insert_with(Ticket::empty);
     t.put = Some(Put {
         store: c.store.clone(),
         key: k,
@@ -314,20 +319,6 @@ pub async fn lookup(
         max_bytes: c.config.max_entry_bytes,
     });
     None
-}
-
-/// Serves `e` as this call's answer: who made it, what it saved.
-pub fn serve(rec: &mut CallRecord, e: &Entry) {
-    rec.provider.clone_from(&e.provider);
-    rec.model.clone_from(&e.model);
-    rec.cache.saved_usd = e.cost_usd;
-    rec.cache.source = Some(e.request_id.clone());
-    if let Some(f) = rec.feature.as_mut() {
-        if e.parsed.is_some() {
-            f.parse_status = Some("ok");
-            f.parsed.clone_from(&e.parsed);
-        }
-    }
 }
 
 /// Provider prompt caching for a call under `rule`: llmop's breakpoints and the

@@ -550,7 +550,14 @@ impl CallRecord {
                 .filter(|a| a.is_finished())
                 .map(|a| a.finish(0))
         });
-        ticket.complete(self, raw, client);
+        let made = crate::caching::Made {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            cost_usd: self.cost_usd(),
+            request_id: self.request_id.clone(),
+            parsed: self.feature.as_ref().and_then(|f| f.parsed.clone()),
+        };
+        ticket.complete(made, raw, client);
     }
 
     /// Emits the call summary and moves the call's parts out; `None` when already done.

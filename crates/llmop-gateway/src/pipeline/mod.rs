@@ -261,10 +261,10 @@ async fn stages<E: Entry>(
             wait = wait.min(Duration::from_millis(ms));
         }
         if let Some(e) =
-            crate::caching::begin_idempotent(&app.cache, &scoped, &fp, wait, rec).await?
+            crate::caching::begin_idempotent(&app.cache, &scoped, &fp, wait, &mut rec.cache).await?
         {
             rec.cache.outcome = Some("replay");
-            crate::caching::serve(rec, &e);
+            serve_kept(rec, &e);
             let stream = req.stream;
             rec.request = Some(Arc::new(req));
             return Ok(Answered {
@@ -375,6 +375,7 @@ async fn stages<E: Entry>(
             Some(fc) => format!("feature/{}@{}", fc.version.name(), fc.version.content_hash),
             None => req.model.clone(),
         };
+        let key_id = rec.key_id.clone();
         hit = crate::caching::lookup(
             &app.cache,
             rule,
@@ -382,7 +383,8 @@ async fn stages<E: Entry>(
             &req,
             &target,
             special,
-            rec,
+            key_id.as_deref(),
+            &mut rec.cache,
         )
         .await;
     }
@@ -395,7 +397,7 @@ async fn stages<E: Entry>(
     if let Some(e) = hit {
         // A kept answer, as the provider gave it: the output stages run on it as on a
         // fresh one (guardrails, placeholders, disclaimers, a feature's parser).
-        crate::caching::serve(rec, &e);
+        serve_kept(rec, &e);
         let mut resp = e.response.clone();
         let answer = if req.stream {
             as_answer(resp, true)
@@ -549,6 +551,21 @@ fn targets_left(plan: &Plan<'_>, provider: &str, model: &str, tried: &[(String, 
                     .any(|(tp, tm)| t.provider.name() == tp && &*t.model == tm.as_str())
         })
         .count()
+}
+
+/// Serves a kept answer `e` (a cache hit, an idempotent replay) as this call's: who
+/// made it, what it saved, a feature's parsed output.
+fn serve_kept(rec: &mut CallRecord, e: &llmop_cache::Entry) {
+    rec.provider.clone_from(&e.provider);
+    rec.model.clone_from(&e.model);
+    rec.cache.saved_usd = e.cost_usd;
+    rec.cache.source = Some(e.request_id.clone());
+    if let Some(f) = rec.feature.as_mut() {
+        if e.parsed.is_some() {
+            f.parse_status = Some("ok");
+            f.parsed.clone_from(&e.parsed);
+        }
+    }
 }
 
 /// A whole answer as the provider gave it, for the response cache (only when the call
