@@ -153,10 +153,10 @@ async fn agent_state(store: &Store) {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 18);
+    assert_eq!(store.schema_version().await.unwrap(), 19);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 18);
+    assert_eq!(again.schema_version().await.unwrap(), 19);
     again.close().await;
     agent_state(&store).await;
 
