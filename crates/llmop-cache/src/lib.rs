@@ -44,8 +44,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// About the bytes it holds, for the in-process store's bound.
-    fn weight(&self) -> u64 {
+    /// About the bytes it holds: the in-process store's bound, and `max_entry_bytes`.
+    pub fn weight(&self) -> u64 {
         let parts: usize = self
             .response
             .parts
@@ -175,24 +175,6 @@ impl Store {
                     .arg(text)
                     .arg("PX")
                     .arg(ttl_ms)
-                    .query_async(&mut c)
-                    .await?;
-                Ok(())
-            }
-        }
-    }
-
-    /// Takes `key` out (a test's or an operator's purge).
-    pub async fn remove(&self, key: &str) -> Result<(), CacheError> {
-        match self {
-            Store::Memory(m) => {
-                m.remove(key);
-                Ok(())
-            }
-            Store::Redis { conn, prefix } => {
-                let mut c = conn.clone();
-                let _: () = redis::cmd("DEL")
-                    .arg(format!("{prefix}{key}"))
                     .query_async(&mut c)
                     .await?;
                 Ok(())

@@ -325,6 +325,21 @@ impl ChatRequest {
         }
     }
 
+    /// Bytes of text in the messages (texts, tool-call arguments, tool results): what
+    /// scanning or hashing the request costs, roughly.
+    pub fn text_bytes(&self) -> usize {
+        self.messages
+            .iter()
+            .flat_map(|m| &m.parts)
+            .map(|p| match p {
+                Part::Text(t) => t.len(),
+                Part::ToolCall(c) => c.arguments.len(),
+                Part::ToolResult { content, .. } => content.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Text of the last user message, if any.
     pub fn last_user_text(&self) -> Option<String> {
         self.messages

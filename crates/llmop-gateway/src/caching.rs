@@ -89,11 +89,6 @@ impl Ticket {
             raw: None,
         })
     }
-
-    /// Whether it keeps anything (a lease, a cache slot).
-    pub fn wants_answer(&self) -> bool {
-        self.put.is_some() || self.lease.is_some()
-    }
 }
 
 /// Who made an answer being kept: from the call's record.
@@ -136,7 +131,7 @@ impl Ticket {
         if let (Some(p), Some(raw)) = (self.put, raw) {
             let mut e = entry(raw);
             e.expires_at_ms = now + p.ttl.as_millis() as i64;
-            if approx_bytes(&e) <= p.max_bytes {
+            if e.weight() <= p.max_bytes {
                 p.store
                     .put_detached(llmop_cache::response_slot(&p.key), Arc::new(e));
                 metrics::counter!("llmop_cache_stores_total").increment(1);
@@ -146,18 +141,6 @@ impl Ticket {
             l.complete(entry(client));
         }
     }
-}
-
-fn approx_bytes(e: &Entry) -> u64 {
-    e.response.text().len() as u64
-        + e.response
-            .parts
-            .iter()
-            .map(|p| match p {
-                llmop_core::Part::ToolCall(c) => c.arguments.len() as u64 + 64,
-                _ => 16,
-            })
-            .sum::<u64>()
 }
 
 /// An `idempotency-key` header, checked: 1 to 255 visible ASCII characters.
@@ -231,6 +214,22 @@ pub async fn begin_idempotent(
     }
 }
 
+/// Requests with more text than this are hashed with the runtime told the thread blocks.
+const HASH_INLINE_BYTES: usize = 64 * 1024;
+
+/// Runs a hash over a request of `bytes` of text. A large request (up to the body limit:
+/// a few ms per MB) would hold this runtime thread: on a multi-threaded runtime it runs
+/// in `block_in_place`, so the other calls on this worker move to another one.
+pub fn heavy<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if bytes > HASH_INLINE_BYTES && multi {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 /// How the client's `cache-control` asks: (`may_read`, `may_store`).
 fn client_directives(headers: &HeaderMap) -> (bool, bool) {
     let mut read = true;
@@ -288,7 +287,7 @@ pub async fn lookup(
     } else {
         key_id.unwrap_or("-")
     };
-    let k = key::response_key(req, scope, target);
+    let k = heavy(req.text_bytes(), || key::response_key(req, scope, target));
     if may_read {
         match c.store.get(&llmop_cache::response_slot(&k)).await {
             Ok(Some(e)) => {

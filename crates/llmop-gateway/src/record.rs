@@ -537,19 +537,27 @@ impl CallRecord {
         {
             ticket.put = None;
         }
-        let raw = ticket.raw.take().or_else(|| {
-            self.stream_acc
-                .as_ref()
-                .filter(|a| a.is_finished())
-                .map(|a| a.clone().finish(0))
-        });
-        let client = self.response.clone().or_else(|| {
-            self.cache
-                .sent
-                .take()
-                .filter(|a| a.is_finished())
-                .map(|a| a.finish(0))
-        });
+        // Each answer is built only for the place that keeps it: a call with a cache
+        // slot and no lease clones nothing for the lease, and the reverse.
+        let raw = match ticket.put {
+            Some(_) => ticket.raw.take().or_else(|| {
+                self.stream_acc
+                    .as_ref()
+                    .filter(|a| a.is_finished())
+                    .map(|a| a.clone().finish(0))
+            }),
+            None => None,
+        };
+        let client = match ticket.lease {
+            Some(_) => self.response.clone().or_else(|| {
+                self.cache
+                    .sent
+                    .take()
+                    .filter(|a| a.is_finished())
+                    .map(|a| a.finish(0))
+            }),
+            None => None,
+        };
         let made = crate::caching::Made {
             provider: self.provider.clone(),
             model: self.model.clone(),

@@ -811,3 +811,20 @@ fn check_warns_about_a_cascade_not_ordered_cheapest_first() {
     assert!(!o.status.success());
     assert!(support::output_text(&o).contains("a cascade needs at least two targets"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_single_token_run_is_cached_and_idempotent_like_any_request() {
+    let (up, an) = (openai_up().await, anthropic_up().await);
+    let gw = gateway(&up, &an, CACHED);
+    // 4 MB of one character: hashed off the runtime's hot thread, keyed like any other.
+    let huge = body(&"x".repeat(4 << 20));
+    let h = [("idempotency-key", "huge-1")];
+    let r = chat(&gw, "h-1", &huge, &h).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cache_header(&r), "miss");
+    let r = chat(&gw, "h-2", &huge, &h).await;
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let r = chat(&gw, "h-3", &huge, &[]).await;
+    assert_eq!(cache_header(&r), "hit");
+    assert_eq!(up.count(), 1);
+}

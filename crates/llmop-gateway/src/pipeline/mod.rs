@@ -235,7 +235,9 @@ async fn stages<E: Entry>(
                 }
                 m
             });
-            let fp = llmop_cache::key::body_fingerprint(&ask.req, vars.as_ref());
+            let fp = crate::caching::heavy(ask.req.text_bytes(), || {
+                llmop_cache::key::body_fingerprint(&ask.req, vars.as_ref())
+            });
             let scope = key.as_deref().map_or("-", |k| k.id.as_str());
             Some((format!("{scope}:{k}"), fp))
         }
@@ -527,15 +529,18 @@ async fn cascade(
                 tried.push((p, m));
             }
             _ => {
-                // What the same tokens would have cost on the last (most capable)
-                // target: the saving the cascade reports.
-                if let (Some(t), Some(u)) = (plan.resolved.targets.last(), resp.usage.as_ref()) {
-                    rec.baseline_usd = t.price.map(|pr| llmop_cost::round_usd(pr.cost(u)));
-                }
+                rec.baseline_usd = baseline(plan, &resp);
                 return Ok(resp);
             }
         }
     }
+}
+
+/// What the tokens of a cascade's taken answer would have cost on the route's last (most
+/// capable) target: the saving the cascade reports.
+fn baseline(plan: &Plan<'_>, resp: &ChatResponse) -> Option<f64> {
+    let price = plan.resolved.targets.last()?.price?;
+    Some(llmop_cost::round_usd(price.cost(resp.usage.as_ref()?)))
 }
 
 /// Targets of the plan still to ask after `(provider, model)` answered, leaving out
@@ -594,7 +599,7 @@ async fn guard_in(
         return (req, Ok(()));
     }
     let mut g = crate::guard::GuardCall::new(policy.clone(), checks.cloned(), applicable);
-    let checked = if scanned_bytes(&req) <= SCAN_INLINE_BYTES {
+    let checked = if req.text_bytes() <= SCAN_INLINE_BYTES {
         let p = g.policy.clone();
         p.check_input(&g.applicable, &mut req, &mut g.vault, &mut g.book)
     } else {
@@ -668,20 +673,6 @@ fn as_answer(resp: ChatResponse, stream: bool) -> Answer {
 
 /// Requests whose scanned text is larger than this are scanned off the runtime.
 const SCAN_INLINE_BYTES: usize = 64 * 1024;
-
-/// Bytes of text the input guard scans in a request.
-fn scanned_bytes(req: &ChatRequest) -> usize {
-    req.messages
-        .iter()
-        .flat_map(|m| &m.parts)
-        .map(|p| match p {
-            llmop_core::Part::Text(t) => t.len(),
-            llmop_core::Part::ToolCall(c) => c.arguments.len(),
-            llmop_core::Part::ToolResult { content, .. } => content.len(),
-            _ => 0,
-        })
-        .sum()
-}
 
 /// The output guard stage of a whole answer: the call's output rules, then its
 /// placeholders restored. A stop keeps the answer in the record (masked there).
@@ -897,9 +888,7 @@ async fn parse_output(
                     continue;
                 }
             }
-            if let (Some(t), Some(u)) = (plan.resolved.targets.last(), resp.usage.as_ref()) {
-                rec.baseline_usd = t.price.map(|pr| llmop_cost::round_usd(pr.cost(u)));
-            }
+            rec.baseline_usd = baseline(plan, &resp);
         }
         keep_raw(rec, &resp);
         guard_out(rec, &mut resp).await?;
