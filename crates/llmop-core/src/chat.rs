@@ -15,6 +15,8 @@ use serde_json::{Map, Value};
 pub enum WireFormat {
     OpenAi,
     Anthropic,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

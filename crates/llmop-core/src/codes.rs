@@ -63,6 +63,8 @@ pub const INVALID_APPROVAL: &str = "invalid_approval";
 pub const IDEMPOTENCY_KEY_REUSED: &str = "idempotency_key_reused";
 pub const IDEMPOTENCY_IN_PROGRESS: &str = "idempotency_in_progress";
 pub const CACHE_UNAVAILABLE: &str = "cache_unavailable";
+pub const RESPONSE_NOT_FOUND: &str = "response_not_found";
+pub const PREVIOUS_RESPONSE_NOT_FOUND: &str = "previous_response_not_found";
 
 /// Every code above.
 pub const ALL: &[&str] = &[
@@ -127,4 +129,6 @@ pub const ALL: &[&str] = &[
     IDEMPOTENCY_KEY_REUSED,
     IDEMPOTENCY_IN_PROGRESS,
     CACHE_UNAVAILABLE,
+    RESPONSE_NOT_FOUND,
+    PREVIOUS_RESPONSE_NOT_FOUND,
 ];

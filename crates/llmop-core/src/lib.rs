@@ -16,6 +16,7 @@ pub mod chat;
 pub mod codes;
 pub mod config;
 pub mod context;
+pub mod embed;
 pub mod error;
 pub mod guard;
 pub mod secret;

@@ -9,6 +9,7 @@ use crate::http_error::{self, WireFormat};
 use crate::pipeline::{self, Answer, Answered, Ask, Entry, FeatureAsk, Pick, Vars};
 use crate::record::CallRecord;
 use crate::respond;
+use crate::responses_api;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -20,7 +21,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use llmop_core::codes;
 use llmop_core::{ChatRequest, GatewayError};
 use llmop_store::ApiKey;
-use llmop_wire::{anthropic, openai};
+use llmop_wire::{anthropic, openai, responses};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -51,6 +52,22 @@ pub async fn messages(
 ) -> Response {
     let entry = Chat {
         format: WireFormat::Anthropic,
+        headers,
+        body: Some(body),
+        operator: false,
+    };
+    Box::pin(pipeline::conduct(&app, &rid, entry)).await
+}
+
+/// `POST /v1/responses`: the OpenAI Responses API, whole or as its typed event stream.
+pub async fn responses(
+    State(app): State<Arc<AppState>>,
+    Extension(RequestId(rid)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let entry = Chat {
+        format: WireFormat::Responses,
         headers,
         body: Some(body),
         operator: false,
@@ -98,7 +115,8 @@ fn client_key(
     }
 }
 
-/// The chat endpoints: `/v1/chat/completions` (OpenAI) and `/v1/messages` (Anthropic).
+/// The chat endpoints: `/v1/chat/completions` (OpenAI), `/v1/messages` (Anthropic) and
+/// `/v1/responses` (OpenAI Responses).
 struct Chat {
     format: WireFormat,
     headers: HeaderMap,
@@ -113,6 +131,7 @@ impl Entry for Chat {
         match self.format {
             WireFormat::OpenAi => "/v1/chat/completions",
             WireFormat::Anthropic => "/v1/messages",
+            WireFormat::Responses => "/v1/responses",
         }
     }
 
@@ -131,10 +150,11 @@ impl Entry for Chat {
     async fn parse(&mut self, app: &AppState, rec: &mut CallRecord) -> Result<Ask, GatewayError> {
         let bytes = read_body_within(app, &self.headers, self.body.take()).await?;
         let parsed = match self.format {
-            WireFormat::OpenAi => openai::parse_request(&bytes),
-            WireFormat::Anthropic => anthropic::parse_request(&bytes),
+            WireFormat::OpenAi => openai::parse_request(&bytes).map(|r| (r, None)),
+            WireFormat::Anthropic => anthropic::parse_request(&bytes).map(|r| (r, None)),
+            WireFormat::Responses => responses::parse_request(&bytes).map(|(r, e)| (r, Some(e))),
         };
-        let req = match parsed {
+        let (mut req, echo) = match parsed {
             Ok(r) => r,
             Err(e) => {
                 rec.keep_invalid_body(&bytes);
@@ -147,10 +167,35 @@ impl Entry for Chat {
         };
         rec.model_requested.clone_from(&req.model);
         rec.stream = req.stream;
+        if let Some(echo) = echo {
+            if let Some(prev) = &echo.previous_response_id {
+                // The earlier response's conversation goes after this request's
+                // instructions and before its input.
+                let store = app.recorder.as_ref().map(|r| &r.store);
+                let earlier = responses_api::load(
+                    store,
+                    prev,
+                    rec.key_id.as_deref(),
+                    Some("previous_response_id"),
+                )
+                .await?;
+                let history = responses_api::conversation(&earlier, prev)?;
+                let at = usize::from(echo.has_instructions);
+                req.messages.splice(at..at, history);
+                responses::check_calls(&req.messages).map_err(|e| {
+                    GatewayError::InvalidRequest {
+                        message: e.to_string(),
+                        param: e.param,
+                        code: codes::INVALID_REQUEST,
+                    }
+                })?;
+            }
+            rec.responses = Some(Box::new(echo));
+        }
         if let Some(u) = &req.user {
             // Held to the header's rules: a 100 KB user id is refused, not stored.
             let field = match self.format {
-                WireFormat::OpenAi => "user",
+                WireFormat::OpenAi | WireFormat::Responses => "user",
                 WireFormat::Anthropic => "metadata.user_id",
             };
             let u = context::body_meta(u, field)?;
@@ -326,7 +371,7 @@ impl Entry for Invoke {
 }
 
 /// The body, within `[server] body_timeout_ms` and `max_body_bytes`.
-async fn read_body_within(
+pub(crate) async fn read_body_within(
     app: &AppState,
     headers: &HeaderMap,
     body: Option<Body>,
@@ -372,40 +417,90 @@ pub(crate) async fn read_body(
     }
 }
 
+/// What a listed model can do: `chat` (chat completions, messages, responses; with
+/// streaming and tools) or `embeddings`; `feature` for a deployed feature.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Route,
+    EmbeddingRoute,
+    Feature,
+    Chat,
+    Embedding,
+}
+
+impl Kind {
+    fn owner(self) -> &'static str {
+        match self {
+            Kind::Route | Kind::EmbeddingRoute => "llmop-route",
+            Kind::Feature => "llmop-feature",
+            Kind::Chat | Kind::Embedding => "llmop-provider",
+        }
+    }
+
+    fn capabilities(self) -> serde_json::Value {
+        let chat = !matches!(self, Kind::EmbeddingRoute | Kind::Embedding);
+        json!({
+            "chat_completions": chat,
+            "messages": chat,
+            "responses": chat,
+            "streaming": chat,
+            "tools": chat,
+            "embeddings": !chat,
+            "count_tokens": chat,
+            "feature": self == Kind::Feature,
+        })
+    }
+}
+
 /// Every model id visible to clients: deployed features (`feature/<name>`), route
-/// names and `<provider>/<model>`s, sorted.
-fn model_ids(app: &AppState) -> Vec<(String, &'static str)> {
-    let mut ids: Vec<(String, &'static str)> = app
+/// names, `<provider>/<model>`s and `<provider>/<embedding model>`s, sorted.
+fn model_ids(app: &AppState) -> Vec<(String, Kind)> {
+    let mut ids: Vec<(String, Kind)> = app
         .router
         .routes()
-        .map(|r| (r.name.to_string(), "llmop-route"))
+        .map(|r| {
+            let k = if r.embeddings {
+                Kind::EmbeddingRoute
+            } else {
+                Kind::Route
+            };
+            (r.name.to_string(), k)
+        })
         .collect();
     if let Some(f) = &app.features {
         ids.extend(
             f.deployed()
                 .into_iter()
-                .map(|n| (format!("feature/{n}"), "llmop-feature")),
+                .map(|n| (format!("feature/{n}"), Kind::Feature)),
         );
     }
     for (name, p) in app.providers.iter() {
         for m in p.models() {
-            ids.push((format!("{name}/{m}"), "llmop-provider"));
+            ids.push((format!("{name}/{m}"), Kind::Chat));
+        }
+        if let Some(pc) = app.config.providers.get(name) {
+            for m in &pc.embedding_models {
+                ids.push((format!("{name}/{m}"), Kind::Embedding));
+            }
         }
     }
     ids.sort();
+    ids.dedup_by(|a, b| a.0 == b.0);
     ids
 }
 
-fn openai_model(id: &str, owner: &str) -> serde_json::Value {
-    json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+fn openai_model(id: &str, kind: Kind) -> serde_json::Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": kind.owner(), "capabilities": kind.capabilities()})
 }
 
-fn anthropic_model(id: &str) -> serde_json::Value {
-    json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+fn anthropic_model(id: &str, kind: Kind) -> serde_json::Value {
+    json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z", "capabilities": kind.capabilities()})
 }
 
-/// `GET /v1/models`: routes and configured direct models. Answers in Anthropic's list
-/// shape when the client sends `anthropic-version` (the Anthropic SDK does).
+/// `GET /v1/models`: routes, deployed features, and configured direct and embedding
+/// models, with what each can do; only what the calling key may call. Answers in
+/// Anthropic's list shape when the client sends `anthropic-version` (the Anthropic SDK
+/// does).
 pub async fn models(
     State(app): State<Arc<AppState>>,
     Extension(RequestId(rid)): Extension<RequestId>,
@@ -419,13 +514,10 @@ pub async fn models(
         Err(e) => return http_error::response(WireFormat::OpenAi, &e, &rid),
     }
     let body = if headers.contains_key("anthropic-version") {
-        let data: Vec<_> = ids.iter().map(|(id, _)| anthropic_model(id)).collect();
+        let data: Vec<_> = ids.iter().map(|(id, k)| anthropic_model(id, *k)).collect();
         json!({"data": data, "has_more": false, "first_id": ids.first().map(|i| &i.0), "last_id": ids.last().map(|i| &i.0)})
     } else {
-        let data: Vec<_> = ids
-            .iter()
-            .map(|(id, owner)| openai_model(id, owner))
-            .collect();
+        let data: Vec<_> = ids.iter().map(|(id, k)| openai_model(id, *k)).collect();
         json!({"object": "list", "data": data})
     };
     axum::Json(body).into_response()
@@ -448,23 +540,27 @@ pub async fn model(
     });
     if deployed_feature {
         let body = if anthropic {
-            anthropic_model(&id)
+            anthropic_model(&id, Kind::Feature)
         } else {
-            openai_model(&id, "llmop-feature")
+            openai_model(&id, Kind::Feature)
         };
         return axum::Json(body).into_response();
     }
     match app.router.resolve(&id) {
         Ok(resolved) => {
-            let owner = if resolved.route.is_some() {
-                "llmop-route"
-            } else {
-                "llmop-provider"
-            };
+            let kind = model_ids(&app)
+                .into_iter()
+                .find(|(i, _)| *i == id)
+                .map(|(_, k)| k)
+                .unwrap_or(if resolved.route.is_some() {
+                    Kind::Route
+                } else {
+                    Kind::Chat
+                });
             let body = if anthropic {
-                anthropic_model(&id)
+                anthropic_model(&id, kind)
             } else {
-                openai_model(&id, owner)
+                openai_model(&id, kind)
             };
             axum::Json(body).into_response()
         }

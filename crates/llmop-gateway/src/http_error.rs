@@ -69,7 +69,7 @@ pub fn response(format: WireFormat, e: &GatewayError, request_id: &str) -> Respo
     let status = status_of(e);
     let message = e.to_string();
     let mut body = match format {
-        WireFormat::OpenAi => openai::error_body(
+        WireFormat::OpenAi | WireFormat::Responses => openai::error_body(
             openai_type(status),
             e.code(),
             &message,

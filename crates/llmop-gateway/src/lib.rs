@@ -6,8 +6,9 @@
 //!
 //! # Layout, in layers (a module uses only those below it; a test checks for loops)
 //! - [`server`]: builds the router and serves it until shutdown.
-//! - [`handlers`], [`admin`], [`records_api`]: endpoints. The calling endpoints (chat
-//!   completions, messages, invoke) are thin format adapters: they implement
+//! - [`handlers`], [`admin`], [`records_api`], [`responses_api`], [`embeddings`]:
+//!   endpoints (`embeddings` also answers Anthropic's `count_tokens`). The calling
+//!   endpoints (chat completions, messages, responses, invoke) are thin format adapters: they implement
 //!   [`pipeline::Entry`] and leave every stage to the conductor.
 //! - [`pipeline`]: the conductor. Every call from every entry point runs its stages in
 //!   one order ([`stage::Stage::ALL`]): authenticate, context, parse, authorize, feature,
@@ -40,6 +41,7 @@ pub mod auth;
 pub mod breaker;
 pub mod caching;
 pub mod context;
+pub mod embeddings;
 pub mod features;
 pub mod guard;
 pub mod handlers;
@@ -53,6 +55,7 @@ pub mod record;
 pub mod records_api;
 pub mod resilience;
 pub mod respond;
+pub mod responses_api;
 pub mod routing;
 pub mod server;
 pub mod shutdown;

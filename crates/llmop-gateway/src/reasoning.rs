@@ -116,7 +116,9 @@ pub type KeptFor = Vec<(String, Arc<Kept>)>;
 fn carries(format: WireFormat, r: &Reasoning) -> bool {
     match format {
         WireFormat::Anthropic => r.is_anthropic(),
-        WireFormat::OpenAi => false,
+        // Responses: the gateway keeps it, as for Chat Completions (the `responses`
+        // wire module's docs say why).
+        WireFormat::OpenAi | WireFormat::Responses => false,
     }
 }
 

@@ -246,6 +246,11 @@ pub struct CallData {
     pub cache: crate::caching::CacheUse,
     /// A cascade's answer: what it would have cost on the route's last target.
     pub baseline_usd: Option<f64>,
+    /// A `/v1/responses` call: what its response object echoes, and llmop's own
+    /// `store` and `previous_response_id` (recorded under `request_params.responses`).
+    pub responses: Option<Box<llmop_wire::responses::Echo>>,
+    /// An embeddings call: what its record keeps (`embeddings`).
+    pub embed: Option<Box<EmbedRecord>>,
     /// Wall time from the start to the hand-over; set when handed over.
     latency: Duration,
     /// `[store] max_field_bytes`, from the recorder.
@@ -255,6 +260,15 @@ pub struct CallData {
     online: Option<Arc<llmop_eval::online::Sampler>>,
     /// The guardrails policy, from the recorder.
     policy: Option<Arc<llmop_guard::policy::Policy>>,
+}
+
+/// What an embeddings call's record keeps: its parameters, its inputs (or their
+/// hashes) and, when `[store] embedding_vectors`, its vectors.
+#[derive(Debug, Default)]
+pub struct EmbedRecord {
+    pub params: Value,
+    pub inputs: Value,
+    pub vectors: Option<Value>,
 }
 
 /// A call on its way through the pipeline: its [`CallData`] and where it goes when the
@@ -357,6 +371,8 @@ impl CallData {
             agent: None,
             cache: Default::default(),
             baseline_usd: None,
+            responses: None,
+            embed: None,
             latency: Duration::ZERO,
             max_field_bytes,
             online,
@@ -718,7 +734,19 @@ impl IntoRecord for CallData {
         r.attempts = c.attempts;
         match &c.request {
             Some(req) => {
-                let (params, messages) = split_request(req);
+                let (mut params, messages) = split_request(req);
+                if let (Some(e), Value::Object(m)) = (&c.responses, &mut params) {
+                    // What rebuilding the conversation (`previous_response_id`) and
+                    // reading the response back (`GET /v1/responses/{id}`) need.
+                    m.insert(
+                        "responses".into(),
+                        serde_json::json!({
+                            "store": e.store,
+                            "instructions": e.has_instructions,
+                            "previous_response_id": e.previous_response_id,
+                        }),
+                    );
+                }
                 r.request_params = params;
                 r.input_messages = messages;
             }
@@ -732,6 +760,11 @@ impl IntoRecord for CallData {
                 }
                 r.request_params = Value::Object(params);
             }
+        }
+        if let Some(e) = c.embed {
+            r.request_params = e.params;
+            r.input_messages = e.inputs;
+            r.parsed_output = e.vectors;
         }
         r.reasoning_state = crate::reasoning::to_store(c.kept);
         let answer = c.response.or_else(|| c.stream_acc.map(|a| a.finish(0)));
@@ -778,6 +811,9 @@ impl IntoRecord for CallData {
         r.truncated |= cap_json(&mut r.input_messages, cap);
         r.truncated |= cap_json(&mut r.request_params, cap);
         r.truncated |= cap_json(&mut r.output_tool_calls, cap);
+        if let Some(v) = r.parsed_output.as_mut() {
+            r.truncated |= cap_json(v, cap);
+        }
         if let Some(f) = c.feature {
             let f = *f;
             r.feature_version = Some(f.version);

@@ -11,7 +11,7 @@ use futures::{FutureExt, StreamExt};
 use llmop_core::codes;
 use llmop_core::{ChatResponse, GatewayError, StreamEvent};
 use llmop_providers::EventStream;
-use llmop_wire::{anthropic, openai};
+use llmop_wire::{anthropic, openai, responses};
 use std::convert::Infallible;
 
 /// The id a client sees for an answer whose upstream gave none.
@@ -19,7 +19,19 @@ fn fallback_id(format: WireFormat, request_id: &str) -> String {
     match format {
         WireFormat::OpenAi => format!("chatcmpl-{request_id}"),
         WireFormat::Anthropic => format!("msg_{request_id}"),
+        WireFormat::Responses => response_id(request_id),
     }
+}
+
+/// The id of a `/v1/responses` answer: always the gateway's, so that
+/// `GET /v1/responses/{id}` and `previous_response_id` find its record.
+pub fn response_id(request_id: &str) -> String {
+    format!("resp_{request_id}")
+}
+
+/// The request id of a response id, if it is one llmop issued.
+pub fn request_id_of(response_id: &str) -> Option<&str> {
+    response_id.strip_prefix("resp_").filter(|r| !r.is_empty())
 }
 
 pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
@@ -88,7 +100,7 @@ pub fn whole(
     if !resp.id.is_empty() {
         rec.upstream_id = Some(resp.id.clone());
     }
-    if resp.id.is_empty() {
+    if resp.id.is_empty() || format == WireFormat::Responses {
         resp.id = fallback_id(format, &rec.request_id);
     }
     if resp.model.is_empty() {
@@ -97,6 +109,11 @@ pub fn whole(
     let body = match format {
         WireFormat::OpenAi => openai::encode_response(&resp),
         WireFormat::Anthropic => anthropic::encode_response(&resp),
+        WireFormat::Responses => {
+            let empty = serde_json::Map::new();
+            let echo = rec.responses.as_deref().map_or(&empty, |e| &e.fields);
+            responses::encode_response(&resp, &resp.id, echo)
+        }
     };
     rec.succeeded(resp);
     let mut r = (
@@ -115,6 +132,7 @@ pub fn whole(
 enum Encoder {
     OpenAi(openai::StreamEncoder),
     Anthropic(anthropic::StreamEncoder),
+    Responses(Box<responses::StreamEncoder>),
 }
 
 impl Encoder {
@@ -122,18 +140,21 @@ impl Encoder {
         match self {
             Encoder::OpenAi(e) => e.encode(ev, out),
             Encoder::Anthropic(e) => e.encode(ev, out),
+            Encoder::Responses(e) => e.encode(ev, out),
         }
     }
     fn finish(&mut self, out: &mut BytesMut) {
         match self {
             Encoder::OpenAi(e) => e.finish(out),
             Encoder::Anthropic(e) => e.finish(out),
+            Encoder::Responses(e) => e.finish(out),
         }
     }
     fn error(&mut self, out: &mut BytesMut, code: &str, message: &str) {
         match self {
             Encoder::OpenAi(e) => e.error(out, code, message),
             Encoder::Anthropic(e) => e.error(out, code, message),
+            Encoder::Responses(e) => e.error(out, code, message),
         }
     }
 }
@@ -452,10 +473,12 @@ pub fn stream(
         StreamEvent::Start { id, model } => (id.clone(), model.clone()),
         _ => (String::new(), String::new()),
     };
-    let id = if id.is_empty() {
+    if !id.is_empty() {
+        rec.upstream_id = Some(id.clone());
+    }
+    let id = if id.is_empty() || format == WireFormat::Responses {
         fallback_id(format, &rec.request_id)
     } else {
-        rec.upstream_id = Some(id.clone());
         id
     };
     let model = if model.is_empty() {
@@ -466,6 +489,14 @@ pub fn stream(
     let encoder = match format {
         WireFormat::OpenAi => Encoder::OpenAi(openai::StreamEncoder::new(id, model, include_usage)),
         WireFormat::Anthropic => Encoder::Anthropic(anthropic::StreamEncoder::new(id, model)),
+        WireFormat::Responses => Encoder::Responses(Box::new(responses::StreamEncoder::new(
+            id,
+            model,
+            rec.responses
+                .as_deref()
+                .map(|e| e.fields.clone())
+                .unwrap_or_default(),
+        ))),
     };
     rec.stream_acc = Some(Default::default());
     if rec.cache.ticket.as_ref().is_some_and(|t| t.lease.is_some()) {

@@ -32,6 +32,9 @@ pub struct Target {
     pub price: Option<llmop_cost::Price>,
     /// The provider's quota for this target: (requests, tokens) per minute.
     pub quota: Option<(Option<u32>, Option<u32>)>,
+    /// The embedding model this target serves (its `embedding_model`, else its
+    /// `model`): embeddings fall back only between targets with the same one.
+    pub embedding: Arc<str>,
 }
 
 /// A cascade route's acceptance checks, compiled once.
@@ -117,6 +120,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub fallback: Option<Arc<str>>,
     pub fallback_on_content_policy: bool,
+    /// An embeddings route (`embeddings = true`).
+    pub embeddings: bool,
 }
 
 /// What a request's `model` resolved to.
@@ -172,6 +177,7 @@ impl Router {
                     }),
                     price: pricing.price(&t.provider, provider.kind(), &t.model),
                     quota: (t.rpm.is_some() || t.tpm.is_some()).then_some((t.rpm, t.tpm)),
+                    embedding: Arc::from(t.embedding_identity()),
                 });
             }
             routes.insert(
@@ -193,6 +199,7 @@ impl Router {
                         .as_ref()
                         .map(|f| Arc::from(f.text.as_str())),
                     fallback_on_content_policy: rc.fallback_on_content_policy,
+                    embeddings: rc.embeddings,
                 },
             );
         }
@@ -239,6 +246,7 @@ impl Router {
                         breaker: None,
                         price: self.pricing.price(provider, p.kind(), m),
                         quota: None,
+                        embedding: Arc::from(m),
                     }],
                     timeout: None,
                     fallback: None,

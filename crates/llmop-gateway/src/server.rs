@@ -3,9 +3,11 @@
 use crate::admin;
 
 use crate::context::{request_id_from, RequestId};
+use crate::embeddings;
 use crate::handlers;
 
 use crate::records_api;
+use crate::responses_api;
 use crate::state::AppState;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -85,6 +87,10 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
     }
     root.route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/messages", post(handlers::messages))
+        .route("/v1/responses", post(handlers::responses))
+        .route("/v1/embeddings", post(embeddings::create))
+        .route("/v1/messages/count_tokens", post(embeddings::count_tokens))
+        .route("/v1/responses/{id}", get(responses_api::get))
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{*id}", get(handlers::model))
         .route("/v1/features/{name}/invoke", post(handlers::invoke))

@@ -9,11 +9,12 @@ use crate::EventStream;
 use bytes::Bytes;
 use futures::StreamExt;
 use llmop_core::config::{ProviderConfig, ProviderKind};
+use llmop_core::embed::{EmbedRequest, Embeddings};
 use llmop_core::error::TimeoutStage;
 use llmop_core::secret::Secret;
 use llmop_core::{ChatRequest, ChatResponse, ProviderError, StreamAccumulator, StreamEvent};
 use llmop_wire::sse::{SseEvent, SseParser};
-use llmop_wire::{anthropic, gemini, openai, WireError};
+use llmop_wire::{anthropic, embeddings, gemini, openai, WireError};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -217,6 +218,135 @@ impl HttpProvider {
         self.read_whole(resp, deadline)
             .await
             .map_err(ProviderError::scrubbed)
+    }
+
+    /// POSTs `body` to `path` (under `base_url`) with the provider's credentials and
+    /// reads the answer within the deadline and `max_response_bytes`: the side
+    /// endpoints (embeddings, token counting).
+    async fn post_json(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        deadline: Instant,
+        request_id: &str,
+    ) -> Result<Bytes, ProviderError> {
+        let mut rb = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .header("x-request-id", request_id)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body);
+        if self.kind == ProviderKind::Anthropic {
+            rb = rb.header("anthropic-version", anthropic::API_VERSION);
+        }
+        if let Some(key) = &self.api_key {
+            rb = match self.kind {
+                ProviderKind::Anthropic => rb.header("x-api-key", key.expose()),
+                ProviderKind::Gemini => rb.header("x-goog-api-key", key.expose()),
+                _ => rb.header(AUTHORIZATION, format!("Bearer {}", key.expose())),
+            };
+        }
+        let resp = self
+            .send(rb, deadline)
+            .await
+            .map_err(ProviderError::scrubbed)?;
+        let limit = self.max_response_bytes;
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(ProviderError::Protocol {
+                provider: self.name.clone(),
+                message: format!("the answer is larger than max_response_bytes ({limit} bytes)"),
+            });
+        }
+        let mut out = Vec::new();
+        let mut chunks = resp.bytes_stream();
+        loop {
+            match timeout_at(deadline, chunks.next()).await {
+                Err(_) => return Err(self.timeout(TimeoutStage::Total)),
+                Ok(Some(Err(e))) => {
+                    return Err(ProviderError::Stream {
+                        provider: self.name.clone(),
+                        message: error_chain(&e.without_url()),
+                    })
+                }
+                Ok(Some(Ok(c))) => {
+                    if out.len() + c.len() > limit {
+                        return Err(ProviderError::Protocol {
+                            provider: self.name.clone(),
+                            message: format!(
+                                "the answer is larger than max_response_bytes ({limit} bytes)"
+                            ),
+                        });
+                    }
+                    out.extend_from_slice(&c);
+                }
+                Ok(None) => break,
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Embeddings: OpenAI-format providers' `/embeddings`, Gemini's
+    /// `batchEmbedContents`; Anthropic has none.
+    pub async fn embed(
+        &self,
+        req: &EmbedRequest,
+        model: &str,
+        deadline: Instant,
+        request_id: &str,
+    ) -> Result<Embeddings, ProviderError> {
+        let unsupported = |message: &str| ProviderError::Unsupported {
+            provider: self.name.clone(),
+            param: "input".into(),
+            message: message.into(),
+        };
+        let n = req.input.len();
+        match self.kind {
+            ProviderKind::Gemini => {
+                let body = embeddings::build_gemini(req, model)
+                    .ok_or_else(|| unsupported("Gemini embeds text, not token ids"))?;
+                let b = self
+                    .post_json(&embeddings::gemini_path(model), body, deadline, request_id)
+                    .await?;
+                embeddings::parse_gemini(&b, n, model).map_err(|e| self.protocol(e))
+            }
+            ProviderKind::Anthropic => Err(unsupported("Anthropic offers no embeddings")),
+            _ => {
+                let b = self
+                    .post_json(
+                        "/embeddings",
+                        embeddings::build_openai(req, model),
+                        deadline,
+                        request_id,
+                    )
+                    .await?;
+                embeddings::parse_openai(&b, n).map_err(|e| self.protocol(e))
+            }
+        }
+    }
+
+    /// Anthropic's `POST /v1/messages/count_tokens`; `None` for other kinds.
+    pub async fn count_tokens(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        deadline: Instant,
+        request_id: &str,
+    ) -> Result<Option<u64>, ProviderError> {
+        if self.kind != ProviderKind::Anthropic {
+            return Ok(None);
+        }
+        let body =
+            anthropic::build_count_tokens(req, model).map_err(|u| ProviderError::Unsupported {
+                provider: self.name.clone(),
+                param: u.param,
+                message: u.message,
+            })?;
+        let b = self
+            .post_json("/v1/messages/count_tokens", body, deadline, request_id)
+            .await?;
+        anthropic::parse_count_tokens(&b)
+            .map(Some)
+            .map_err(|e| self.protocol(e))
     }
 
     /// Reads and parses a whole (non-SSE) answer body within the deadline.

@@ -79,6 +79,35 @@ impl Provider {
         }
     }
 
+    /// Embeddings of every input from `model`, within `deadline`.
+    pub async fn embed(
+        &self,
+        req: &llmop_core::embed::EmbedRequest,
+        model: &str,
+        deadline: Instant,
+        request_id: &str,
+    ) -> Result<llmop_core::embed::Embeddings, ProviderError> {
+        match self {
+            Provider::Http(p) => p.embed(req, model, deadline, request_id).await,
+            Provider::Mock(p) => p.embed(req, model, deadline).await,
+        }
+    }
+
+    /// Input tokens of `req` as `model` counts them, when the provider offers counting
+    /// (Anthropic's `count_tokens`); `Ok(None)` when it does not.
+    pub async fn count_tokens(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        deadline: Instant,
+        request_id: &str,
+    ) -> Result<Option<u64>, ProviderError> {
+        match self {
+            Provider::Http(p) => p.count_tokens(req, model, deadline, request_id).await,
+            Provider::Mock(_) => Ok(None),
+        }
+    }
+
     /// Models this provider lists in `GET /v1/models`.
     pub fn models(&self) -> &[String] {
         match self {

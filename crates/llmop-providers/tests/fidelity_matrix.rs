@@ -6,7 +6,7 @@
 use llmop_core::config::ProviderKind;
 use llmop_core::{ChatRequest, Message, ResponseFormat, Role, WireFormat};
 use llmop_providers::http::status_error;
-use llmop_wire::{anthropic, gemini, openai};
+use llmop_wire::{anthropic, gemini, openai, responses};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -42,6 +42,7 @@ fn encode(client: WireFormat, r: &llmop_core::ChatResponse) -> String {
     String::from_utf8(match client {
         WireFormat::OpenAi => openai::encode_response(r),
         WireFormat::Anthropic => anthropic::encode_response(r),
+        WireFormat::Responses => responses::encode_response(r, "resp_probe", &Default::default()),
     })
     .unwrap()
 }
@@ -107,6 +108,8 @@ fn usage_cell(client: WireFormat, k: Kind) -> String {
     if out["usage"]["completion_tokens_details"]["reasoning_tokens"] == reasoning {
         "reasoning tokens itemised (`completion_tokens_details.reasoning_tokens`) and recorded"
             .into()
+    } else if out["usage"]["output_tokens_details"]["reasoning_tokens"] == reasoning {
+        "reasoning tokens itemised (`output_tokens_details.reasoning_tokens`) and recorded".into()
     } else {
         "reasoning tokens inside `output_tokens` (no field in Messages); recorded apart".into()
     }
@@ -236,11 +239,16 @@ fn errors_cell(k: Kind) -> String {
 
 fn matrix() -> String {
     let mut out = String::from("| client → provider | reasoning state | structured output | usage details | tool calls | errors |\n|---|---|---|---|---|---|\n");
-    for client in [WireFormat::OpenAi, WireFormat::Anthropic] {
+    for client in [
+        WireFormat::OpenAi,
+        WireFormat::Anthropic,
+        WireFormat::Responses,
+    ] {
         for k in [Kind::OpenAi, Kind::Anthropic, Kind::Gemini] {
             let c = match client {
                 WireFormat::OpenAi => "OpenAI client",
                 WireFormat::Anthropic => "Anthropic client",
+                WireFormat::Responses => "Responses client",
             };
             out.push_str(&format!(
                 "| {c} → `{}` | {} | {} | {} | {} | {} |\n",

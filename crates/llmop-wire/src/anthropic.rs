@@ -829,6 +829,43 @@ fn finish_from(s: Option<&str>) -> FinishReason {
     }
 }
 
+/// The fields of a Messages request that `POST /v1/messages/count_tokens` takes.
+const COUNT_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+];
+
+/// Parses an inbound `count_tokens` body: a Messages request without `max_tokens`.
+pub fn parse_count_request(body: &[u8]) -> Result<ChatRequest, WireError> {
+    let mut v: Map<String, Value> = from_json(body)?;
+    // Counted as the request would be sent: `max_tokens` is not part of the count.
+    v.entry("max_tokens").or_insert(json!(1));
+    let bytes = serde_json::to_vec(&v).map_err(|e| WireError::new(e.to_string(), None))?;
+    parse_request(&bytes)
+}
+
+/// The `count_tokens` body for `model`: the Messages request, only the fields the
+/// endpoint takes.
+pub fn build_count_tokens(req: &ChatRequest, model: &str) -> Result<Vec<u8>, Unsupported> {
+    let body = build_request(req, model, false)?;
+    let mut v: Map<String, Value> = serde_json::from_slice(&body).unwrap_or_default();
+    v.retain(|k, _| COUNT_FIELDS.contains(&k.as_str()));
+    Ok(serde_json::to_vec(&v).unwrap_or_default())
+}
+
+/// Reads `{"input_tokens": n}`.
+pub fn parse_count_tokens(body: &[u8]) -> Result<u64, WireError> {
+    #[derive(Deserialize)]
+    struct Count {
+        input_tokens: u64,
+    }
+    from_json::<Count>(body).map(|c| c.input_tokens)
+}
+
 pub fn stop_reason_str(f: &FinishReason) -> &'static str {
     match f {
         FinishReason::Stop => "end_turn",

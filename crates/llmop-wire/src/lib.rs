@@ -6,7 +6,10 @@
 //!   by `openai`-kind providers (OpenAI and every compatible server).
 //! - [`anthropic`]: Anthropic Messages, spoken by clients (`/v1/messages`) and by
 //!   `anthropic`-kind providers.
+//! - [`responses`]: OpenAI Responses, spoken by clients (`/v1/responses`).
 //! - [`gemini`]: Gemini `generateContent`, spoken by `gemini`-kind providers.
+//! - [`embeddings`]: OpenAI embeddings (clients and `openai`-kind providers) and
+//!   Gemini `batchEmbedContents`.
 //! - [`sse`]: writing server-sent-event frames.
 //!
 //! Each format module has the same shape: `parse_request`/`build_request` for requests,
@@ -18,8 +21,10 @@
 //! only crate that knows the field names of any wire format.
 
 pub mod anthropic;
+pub mod embeddings;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 
 use std::fmt;

@@ -129,3 +129,41 @@ test("errors are typed", async () => {
     (e) => e instanceof OpenAI.BadRequestError && e.param === "messages",
   );
 });
+
+test("responses: whole, streamed, a function call, and embeddings", async () => {
+  const r = await client.responses.create({ model: "sim/echo", input: "hello from node", instructions: "brief" });
+  assert.ok(r.id.startsWith("resp_"));
+  assert.match(r.output_text, /hello from node/);
+  assert.ok(r.usage.output_tokens > 0);
+
+  const stream = await client.responses.create({ model: "sim/echo", input: "node stream", stream: true });
+  let text = "";
+  let completed;
+  for await (const ev of stream) {
+    if (ev.type === "response.output_text.delta") text += ev.delta;
+    if (ev.type === "response.completed") completed = ev.response;
+  }
+  assert.equal(completed.output_text ?? completed.output[0].content[0].text, text);
+  assert.match(text, /node stream/);
+
+  const tool = {
+    type: "function",
+    name: "get_weather",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"], additionalProperties: false },
+    strict: true,
+  };
+  const first = await client.responses.create({ model: "sim/echo", input: "Weather?", tools: [tool] });
+  const call = first.output.find((o) => o.type === "function_call");
+  assert.equal(call.name, "get_weather");
+  const second = await client.responses.create({
+    model: "sim/echo",
+    previous_response_id: first.id,
+    input: [{ type: "function_call_output", call_id: call.call_id, output: "sunny" }],
+    tools: [tool],
+  });
+  assert.match(second.output_text, /sunny/);
+
+  const e = await client.embeddings.create({ model: "vectors", input: ["a", "b"], dimensions: 16 });
+  assert.equal(e.data.length, 2);
+  assert.equal(e.data[1].embedding.length, 16);
+});

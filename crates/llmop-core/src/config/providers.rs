@@ -57,6 +57,9 @@ pub struct ProviderConfig {
     /// Models listed by `GET /v1/models` as `<provider>/<model>`.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Embedding models listed by `GET /v1/models` (capability `embeddings`).
+    #[serde(default)]
+    pub embedding_models: Vec<String>,
     // Knobs of the built-in `mock` provider.
     pub latency_ms: Option<u64>,
     pub tokens_per_second: Option<f64>,

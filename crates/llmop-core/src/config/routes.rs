@@ -81,6 +81,11 @@ pub struct RouteConfig {
     pub fallback_response: Option<FallbackResponse>,
     /// A cascade's acceptance checks (`strategy = "cascade"`).
     pub accept: Option<AcceptConfig>,
+    /// An embeddings route (`POST /v1/embeddings`): every target must embed with the
+    /// same model (its `embedding_model`, else its `model`), because vectors from
+    /// different models are not interchangeable.
+    #[serde(default)]
+    pub embeddings: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -165,6 +170,17 @@ pub struct TargetConfig {
     pub rpm: Option<u32>,
     /// The provider's quota: tokens per minute (estimated before the call).
     pub tpm: Option<u32>,
+    /// The embedding model this target serves, when its `model` is a deployment name
+    /// (an Azure-style or self-hosted server): targets that declare the same embedding
+    /// model may stand in for each other.
+    pub embedding_model: Option<String>,
+}
+
+impl TargetConfig {
+    /// What this target's vectors are comparable with.
+    pub fn embedding_identity(&self) -> &str {
+        self.embedding_model.as_deref().unwrap_or(&self.model)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -219,6 +235,26 @@ pub(super) fn validate(c: &Config, out: &mut Problems) {
                 k(&["routes", name, "targets"]),
                 "a cascade needs at least two targets (cheapest first)".into(),
             ));
+        }
+        if r.embeddings {
+            if let Some(first) = r.targets.first() {
+                let id = first.embedding_identity();
+                if let Some(i) = r.targets.iter().position(|t| t.embedding_identity() != id) {
+                    out.push((
+                        k(&["routes", name, "targets"]),
+                        format!(
+                            "an embeddings route mixes embedding models (`{id}` and `{}` at targets[{i}]): their vectors are not interchangeable, so one cannot stand in for the other; declare `embedding_model` on targets that serve the same model under another name",
+                            r.targets[i].embedding_identity()
+                        ),
+                    ));
+                }
+            }
+            if r.strategy == Strategy::Cascade {
+                out.push((
+                    k(&["routes", name, "strategy"]),
+                    "an embeddings route cannot cascade (there is no answer to check)".into(),
+                ));
+            }
         }
         if r.accept.is_some() && r.strategy != Strategy::Cascade {
             out.push((

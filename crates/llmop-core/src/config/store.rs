@@ -31,6 +31,22 @@ pub struct StoreConfig {
     /// a larger one is cut and the record flagged `truncated`.
     #[serde(default = "default_max_field_bytes")]
     pub max_field_bytes: usize,
+    /// What an embeddings call's record keeps of its inputs: the texts (`store`, the
+    /// default, like a chat call's messages) or only their SHA-256 (`hash`).
+    #[serde(default)]
+    pub embedding_inputs: EmbeddingInputs,
+    /// Whether an embeddings call's record keeps the vectors (off by default: large,
+    /// and derived from the inputs).
+    #[serde(default)]
+    pub embedding_vectors: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingInputs {
+    #[default]
+    Store,
+    Hash,
 }
 
 fn default_max_field_bytes() -> usize {
@@ -47,6 +63,8 @@ impl Default for StoreConfig {
             spill_path: None,
             queue_capacity: default_queue_capacity(),
             max_field_bytes: default_max_field_bytes(),
+            embedding_inputs: EmbeddingInputs::default(),
+            embedding_vectors: false,
         }
     }
 }

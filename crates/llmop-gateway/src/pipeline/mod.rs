@@ -162,10 +162,10 @@ pub struct Plan<'a> {
 
 /// A call counted in `AppState::in_flight` for as long as it is alive (cancelled
 /// calls included).
-struct Load<'a>(&'a AppState);
+pub(crate) struct Load<'a>(&'a AppState);
 
 impl<'a> Load<'a> {
-    fn enter(app: &'a AppState) -> Load<'a> {
+    pub(crate) fn enter(app: &'a AppState) -> Load<'a> {
         app.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Load(app)

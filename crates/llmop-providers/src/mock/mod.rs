@@ -12,6 +12,7 @@
 //! over the conversation's text, tried before `reply` (how judges, regressions and
 //! flipped items are staged without a real model).
 
+mod embed;
 mod gullible;
 mod schema;
 
@@ -377,6 +378,20 @@ impl MockProvider {
         deadline: Instant,
     ) -> Result<ChatResponse, ProviderError> {
         self.respond(req, model, deadline).await.map(|(r, _)| r)
+    }
+
+    /// Deterministic embeddings ([`embed`]), with the provider's latency and failure
+    /// knobs.
+    pub async fn embed(
+        &self,
+        req: &llmop_core::embed::EmbedRequest,
+        model: &str,
+        deadline: Instant,
+    ) -> Result<llmop_core::embed::Embeddings, ProviderError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        self.begin(&mut rng, deadline).await?;
+        let big = req.input.len() > 16;
+        Ok(cpu_work(big, || embed::embed(self.seed, model, req)))
     }
 
     pub async fn stream(

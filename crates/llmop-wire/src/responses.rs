@@ -1,0 +1,1174 @@
+//! OpenAI Responses (`POST /v1/responses`), spoken by clients.
+//!
+//! Reference: the OpenAI API reference for the Responses API: the request (`input` as
+//! text or items, `instructions`, function `tools`, `text.format`, `reasoning`), the
+//! response object (`output` items: `message` with `output_text` parts, `function_call`,
+//! `reasoning`) and its typed streaming events (`response.created`,
+//! `response.output_item.added`, `response.output_text.delta`, …,
+//! `response.completed`), each with a `sequence_number`.
+//!
+//! A Responses request becomes the chat model like any other format, so it reaches
+//! every provider. What the chat model has no place for is refused by name rather than
+//! dropped: built-in tools (`web_search`, `file_search`, …), `item_reference` items,
+//! `background`, `conversation`, stored prompts. `previous_response_id` and `store`
+//! are llmop's own (the gateway rebuilds the conversation from its records): the parser
+//! hands them over in [`Echo`] for the handler.
+//!
+//! Reasoning state: an upstream's opaque reasoning (Anthropic thinking, Gemini
+//! signatures) is kept by the gateway as for a Chat Completions client, under the ids of
+//! the tool calls that follow it; `reasoning` input items a client sends back are
+//! accepted and ignored (llmop restores the state itself).
+
+use crate::{from_json, sse, unix_now, TextOr, WireError};
+use bytes::BytesMut;
+use llmop_core::{
+    ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ReasoningParams,
+    ResponseFormat, Role, StreamAccumulator, StreamEvent, Tool, ToolCall, ToolChoice, Usage,
+    WireFormat,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+// ---------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct InRequest {
+    model: String,
+    #[serde(default)]
+    input: Option<TextOr<InItem>>,
+    #[serde(default)]
+    instructions: Option<String>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    max_output_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    top_logprobs: Option<u32>,
+    #[serde(default)]
+    tools: Option<Vec<InTool>>,
+    #[serde(default)]
+    tool_choice: Option<InToolChoice>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(default)]
+    text: Option<InText>,
+    #[serde(default)]
+    reasoning: Option<InReasoning>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    safety_identifier: Option<String>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    store: Option<bool>,
+    #[serde(default)]
+    previous_response_id: Option<String>,
+    #[serde(default)]
+    prompt_cache_key: Option<String>,
+    #[serde(default)]
+    background: Option<bool>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+/// Fields the Responses API has that change nothing llmop does, accepted and ignored:
+/// `include` (llmop returns what it has), `truncation` (llmop never drops input),
+/// `service_tier` (the route decides), `stream_options`, `max_tool_calls`, `seed`.
+const IGNORED: &[&str] = &[
+    "include",
+    "truncation",
+    "service_tier",
+    "stream_options",
+    "max_tool_calls",
+    "seed",
+];
+
+/// One input item. Items are told apart by `type`, which a message may leave out, so
+/// every item's fields are read in one flat struct (one pass, paths kept in errors).
+#[derive(Deserialize)]
+struct InItem {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    content: Option<TextOr<InContent>>,
+    #[serde(default)]
+    call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+    #[serde(default)]
+    output: Option<TextOr<InContent>>,
+}
+
+#[derive(Deserialize)]
+struct InContent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(default)]
+    image_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InTool {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+    #[serde(default)]
+    strict: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum InToolChoice {
+    Mode(String),
+    Named {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Deserialize)]
+struct InText {
+    #[serde(default)]
+    format: Option<InFormat>,
+}
+
+#[derive(Deserialize)]
+struct InFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    schema: Option<Value>,
+    #[serde(default)]
+    strict: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct InReasoning {
+    #[serde(default)]
+    effort: Option<String>,
+    #[serde(default)]
+    summary: Option<String>,
+}
+
+/// What a Responses request says beyond the chat model: llmop's own handling
+/// (`previous_response_id`, `store`) and the request fields a response object echoes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Echo {
+    /// The response whose conversation this request continues.
+    pub previous_response_id: Option<String>,
+    /// Whether the response may be read back (`GET /v1/responses/{id}`) and continued
+    /// (`previous_response_id`). Default true, as OpenAI's.
+    pub store: bool,
+    /// Whether `instructions` became the request's first (system) message: a rebuilt
+    /// conversation leaves the earlier response's instructions out, as OpenAI does.
+    pub has_instructions: bool,
+    /// The echoed request fields of a response object (`instructions`, `tools`,
+    /// `text`, `temperature`, …), built once at parse time.
+    pub fields: Map<String, Value>,
+}
+
+fn err(message: impl Into<String>, param: impl Into<String>) -> WireError {
+    WireError::new(message, Some(param.into()))
+}
+
+fn content_parts(c: TextOr<InContent>, path: &str) -> Result<Vec<Part>, WireError> {
+    match c {
+        TextOr::Text(t) => Ok(vec![Part::Text(t)]),
+        TextOr::List(ps) => {
+            let mut out = Vec::with_capacity(ps.len());
+            for (j, p) in ps.into_iter().enumerate() {
+                let part = match p.kind.as_str() {
+                    "input_text" | "output_text" | "text" | "summary_text" => {
+                        Part::Text(p.text.unwrap_or_default())
+                    }
+                    "refusal" => Part::Text(p.refusal.or(p.text).unwrap_or_default()),
+                    "input_image" => match p.image_url {
+                        Some(url) => Part::Image(image_source(url)),
+                        None => {
+                            return Err(err(
+                                "only `image_url` images are supported (llmop has no file store for `file_id`)",
+                                format!("{path}[{j}].image_url"),
+                            ))
+                        }
+                    },
+                    other => {
+                        return Err(err(
+                            format!("content part type `{other}` is not supported (expected input_text, output_text, refusal or input_image)"),
+                            format!("{path}[{j}].type"),
+                        ))
+                    }
+                };
+                out.push(part);
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn image_source(url: String) -> ImageSource {
+    if let Some(rest) = url.strip_prefix("data:") {
+        if let Some((media, data)) = rest.split_once(";base64,") {
+            return ImageSource::Base64 {
+                media_type: media.to_string(),
+                data: data.to_string(),
+            };
+        }
+    }
+    ImageSource::Url(url)
+}
+
+/// Appends `part` to the conversation's last assistant message, or starts one: a
+/// Responses conversation lists an assistant's text and each of its function calls as
+/// separate items; the chat model (and every provider) wants them in one turn.
+fn push_assistant(messages: &mut Vec<Message>, part: Part) {
+    match messages.last_mut() {
+        Some(m) if m.role == Role::Assistant => m.parts.push(part),
+        _ => messages.push(Message {
+            role: Role::Assistant,
+            parts: vec![part],
+            name: None,
+        }),
+    }
+}
+
+/// The conversation items of `input`, in the chat model.
+fn input_messages(input: TextOr<InItem>) -> Result<Vec<Message>, WireError> {
+    let items = match input {
+        TextOr::Text(t) => return Ok(vec![Message::text(Role::User, t)]),
+        TextOr::List(items) => items,
+    };
+    let mut messages: Vec<Message> = Vec::with_capacity(items.len());
+    for (i, it) in items.into_iter().enumerate() {
+        let kind = it.kind.as_deref().unwrap_or("message");
+        match kind {
+            "message" => {
+                let role = match it.role.as_deref() {
+                    Some("user") => Role::User,
+                    Some("assistant") => Role::Assistant,
+                    Some("system" | "developer") => Role::System,
+                    Some(other) => {
+                        return Err(err(
+                            format!("unknown role `{other}` (expected user, assistant, system or developer)"),
+                            format!("input[{i}].role"),
+                        ))
+                    }
+                    None => return Err(err("is required", format!("input[{i}].role"))),
+                };
+                let content = it
+                    .content
+                    .ok_or_else(|| err("is required", format!("input[{i}].content")))?;
+                let parts = content_parts(content, &format!("input[{i}].content"))?;
+                if role == Role::Assistant {
+                    for p in parts {
+                        if !matches!(&p, Part::Text(t) if t.is_empty()) {
+                            push_assistant(&mut messages, p);
+                        }
+                    }
+                } else {
+                    messages.push(Message {
+                        role,
+                        parts,
+                        name: None,
+                    });
+                }
+            }
+            "function_call" => {
+                let call_id = it
+                    .call_id
+                    .ok_or_else(|| err("is required", format!("input[{i}].call_id")))?;
+                let name = it
+                    .name
+                    .ok_or_else(|| err("is required", format!("input[{i}].name")))?;
+                push_assistant(
+                    &mut messages,
+                    Part::ToolCall(ToolCall {
+                        id: call_id,
+                        name,
+                        arguments: it.arguments.unwrap_or_else(|| "{}".into()),
+                    }),
+                );
+            }
+            "function_call_output" => {
+                let call_id = it
+                    .call_id
+                    .ok_or_else(|| err("is required", format!("input[{i}].call_id")))?;
+                let output = it
+                    .output
+                    .ok_or_else(|| err("is required", format!("input[{i}].output")))?;
+                let content: String = content_parts(output, &format!("input[{i}].output"))?
+                    .into_iter()
+                    .filter_map(|p| match p {
+                        Part::Text(t) => Some(t),
+                        _ => None,
+                    })
+                    .collect();
+                messages.push(Message {
+                    role: Role::Tool,
+                    parts: vec![Part::ToolResult {
+                        call_id,
+                        content,
+                        is_error: false,
+                    }],
+                    name: None,
+                });
+            }
+            // The gateway keeps reasoning state itself (module docs).
+            "reasoning" => {}
+            "item_reference" => {
+                return Err(err(
+                    "item references are not supported: send the item itself, or continue with previous_response_id",
+                    format!("input[{i}].type"),
+                ))
+            }
+            other => {
+                return Err(err(
+                    format!("input item type `{other}` is not supported (expected message, function_call, function_call_output or reasoning)"),
+                    format!("input[{i}].type"),
+                ))
+            }
+        }
+    }
+    Ok(messages)
+}
+
+/// Every function-call output answers a function call earlier in the conversation.
+pub fn check_calls(messages: &[Message]) -> Result<(), WireError> {
+    crate::check_tool_results(messages, |_, _| "input".to_string())
+}
+
+/// Parses an inbound Responses body.
+pub fn parse_request(body: &[u8]) -> Result<(ChatRequest, Echo), WireError> {
+    let r: InRequest = from_json(body)?;
+    if r.model.is_empty() {
+        return Err(err("must not be empty", "model"));
+    }
+    for (k, v) in &r.extra {
+        if v.is_null() || IGNORED.contains(&k.as_str()) {
+            continue;
+        }
+        let why = match k.as_str() {
+            "conversation" => "conversations are not supported: use previous_response_id",
+            "prompt" => "stored prompts are not supported: use a feature (model `feature/<name>`)",
+            _ => "is not a field llmop supports on /v1/responses",
+        };
+        return Err(err(why, k.clone()));
+    }
+    if r.background == Some(true) {
+        return Err(err("background responses are not supported", "background"));
+    }
+    let mut fields = Map::new();
+    let mut messages = Vec::new();
+    if let Some(i) = &r.instructions {
+        messages.push(Message::text(Role::System, i.clone()));
+        fields.insert("instructions".into(), Value::String(i.clone()));
+    } else {
+        fields.insert("instructions".into(), Value::Null);
+    }
+    let has_instructions = r.instructions.is_some();
+    if let Some(input) = r.input {
+        messages.extend(input_messages(input)?);
+    }
+    if messages.iter().all(|m| m.role == Role::System)
+        && r.previous_response_id.is_none()
+        && !r.model.starts_with("feature/")
+    {
+        return Err(err("at least one input item is required", "input"));
+    }
+    let mut req = ChatRequest::new(r.model, messages, WireFormat::Responses);
+    req.params.max_tokens = r.max_output_tokens;
+    req.params.temperature = r.temperature;
+    req.params.top_p = r.top_p;
+    req.params.parallel_tool_calls = r.parallel_tool_calls;
+    if let Some(n) = r.top_logprobs {
+        req.params.logprobs = Some(true);
+        req.params.top_logprobs = Some(n);
+    }
+    let mut tools_echo = Vec::new();
+    for (i, t) in r.tools.unwrap_or_default().into_iter().enumerate() {
+        if t.kind != "function" {
+            return Err(err(
+                format!("built-in tool `{}` is not supported: declare a function tool and run it in the application", t.kind),
+                format!("tools[{i}].type"),
+            ));
+        }
+        let name = t
+            .name
+            .ok_or_else(|| err("is required", format!("tools[{i}].name")))?;
+        let parameters = t
+            .parameters
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        tools_echo.push(json!({
+            "type": "function", "name": name, "description": t.description,
+            "parameters": parameters, "strict": t.strict.unwrap_or(true),
+        }));
+        req.tools.push(Tool {
+            name,
+            description: t.description,
+            parameters,
+            strict: t.strict,
+        });
+    }
+    fields.insert("tools".into(), Value::Array(tools_echo));
+    req.tool_choice = match r.tool_choice {
+        None => None,
+        Some(InToolChoice::Mode(m)) => Some(match m.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => return Err(err(
+                format!(
+                    "unknown tool_choice `{other}` (expected auto, none, required or a function)"
+                ),
+                "tool_choice",
+            )),
+        }),
+        Some(InToolChoice::Named { kind, name }) => match (kind.as_str(), name) {
+            ("function", Some(n)) => Some(ToolChoice::Named(n)),
+            ("function", None) => return Err(err("is required", "tool_choice.name")),
+            (other, _) => {
+                return Err(err(
+                    format!("tool_choice type `{other}` is not supported (expected function)"),
+                    "tool_choice.type",
+                ))
+            }
+        },
+    };
+    fields.insert(
+        "tool_choice".into(),
+        match &req.tool_choice {
+            None | Some(ToolChoice::Auto) => json!("auto"),
+            Some(ToolChoice::None) => json!("none"),
+            Some(ToolChoice::Required) => json!("required"),
+            Some(ToolChoice::Named(n)) => json!({"type": "function", "name": n}),
+        },
+    );
+    let format = r.text.and_then(|t| t.format);
+    req.response_format = match format {
+        None => None,
+        Some(f) => Some(match f.kind.as_str() {
+            "text" => ResponseFormat::Text,
+            "json_object" => ResponseFormat::JsonObject,
+            "json_schema" => ResponseFormat::JsonSchema {
+                name: f
+                    .name
+                    .ok_or_else(|| err("is required", "text.format.name"))?,
+                schema: f
+                    .schema
+                    .ok_or_else(|| err("is required", "text.format.schema"))?,
+                strict: f.strict,
+            },
+            other => {
+                return Err(err(
+                    format!("unknown format `{other}` (expected text, json_object or json_schema)"),
+                    "text.format.type",
+                ))
+            }
+        }),
+    };
+    fields.insert(
+        "text".into(),
+        json!({"format": match &req.response_format {
+            None | Some(ResponseFormat::Text) => json!({"type": "text"}),
+            Some(ResponseFormat::JsonObject) => json!({"type": "json_object"}),
+            Some(ResponseFormat::JsonSchema { name, schema, strict }) => json!({
+                "type": "json_schema", "name": name, "schema": schema, "strict": strict,
+            }),
+        }}),
+    );
+    if let Some(rp) = r.reasoning {
+        fields.insert(
+            "reasoning".into(),
+            json!({"effort": rp.effort, "summary": rp.summary}),
+        );
+        if rp.effort.is_some() || rp.summary.is_some() {
+            req.params.reasoning = Some(ReasoningParams {
+                effort: rp.effort,
+                include_thoughts: rp.summary.map(|s| s != "none"),
+                ..ReasoningParams::default()
+            });
+        }
+    } else {
+        fields.insert("reasoning".into(), json!({"effort": null, "summary": null}));
+    }
+    req.stream = r.stream.unwrap_or(false);
+    req.user = r.user.or(r.safety_identifier);
+    req.prompt_cache.key = r.prompt_cache_key;
+    let metadata = r.metadata.unwrap_or_default();
+    req.metadata.clone_from(&metadata);
+    fields.insert("metadata".into(), Value::Object(metadata));
+    fields.insert("temperature".into(), json!(r.temperature.unwrap_or(1.0)));
+    fields.insert("top_p".into(), json!(r.top_p.unwrap_or(1.0)));
+    fields.insert("max_output_tokens".into(), json!(r.max_output_tokens));
+    fields.insert(
+        "parallel_tool_calls".into(),
+        json!(r.parallel_tool_calls.unwrap_or(true)),
+    );
+    fields.insert("previous_response_id".into(), json!(r.previous_response_id));
+    let store = r.store.unwrap_or(true);
+    fields.insert("store".into(), json!(store));
+    fields.insert("user".into(), json!(req.user));
+    fields.insert("truncation".into(), json!("disabled"));
+    // A continuation may answer calls of the earlier response: the handler checks the
+    // rebuilt conversation.
+    if r.previous_response_id.is_none() {
+        check_calls(&req.messages)?;
+    }
+    Ok((
+        req,
+        Echo {
+            previous_response_id: r.previous_response_id,
+            store,
+            has_instructions,
+            fields,
+        },
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------
+
+/// The item id of the message item at `output_index` of response `id`.
+fn message_item_id(id: &str, output_index: usize) -> String {
+    let base = id.strip_prefix("resp_").unwrap_or(id);
+    format!("msg_{base}_{output_index}")
+}
+
+fn call_item_id(call_id: &str) -> String {
+    format!("fc_{call_id}")
+}
+
+fn text_part(text: &str) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+}
+
+fn message_item(id: String, text: &str, status: &str) -> Value {
+    json!({
+        "id": id, "type": "message", "status": status, "role": "assistant",
+        "content": if status == "in_progress" { json!([]) } else { json!([text_part(text)]) },
+    })
+}
+
+fn call_item(c: &ToolCall, status: &str) -> Value {
+    json!({
+        "id": call_item_id(&c.id), "type": "function_call", "status": status,
+        "call_id": c.id, "name": c.name, "arguments": c.arguments,
+    })
+}
+
+/// The output items of an answer: consecutive text parts make one `message` item,
+/// each tool call a `function_call` item. Reasoning state is the gateway's (module
+/// docs) and is not listed.
+pub fn output_items(id: &str, parts: &[Part]) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut text: Option<String> = None;
+    for p in parts {
+        match p {
+            Part::Text(t) => text.get_or_insert_with(String::new).push_str(t),
+            Part::ToolCall(c) => {
+                if let Some(t) = text.take() {
+                    out.push(message_item(
+                        message_item_id(id, out.len()),
+                        &t,
+                        "completed",
+                    ));
+                }
+                out.push(call_item(c, "completed"));
+            }
+            _ => {}
+        }
+    }
+    if let Some(t) = text.take() {
+        out.push(message_item(
+            message_item_id(id, out.len()),
+            &t,
+            "completed",
+        ));
+    }
+    out
+}
+
+fn usage_value(u: &Usage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_input_tokens},
+        "output_tokens": u.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.total(),
+    })
+}
+
+/// `status` and `incomplete_details` of a finished answer.
+fn status_of(f: &FinishReason) -> (&'static str, Value) {
+    match f {
+        FinishReason::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
+        FinishReason::ContentFilter => ("incomplete", json!({"reason": "content_filter"})),
+        FinishReason::Stop | FinishReason::ToolCalls => ("completed", Value::Null),
+    }
+}
+
+/// A response object. `output` and `usage` are absent while it is in progress.
+#[allow(clippy::too_many_arguments)]
+fn response_object(
+    id: &str,
+    created: i64,
+    model: &str,
+    status: &str,
+    incomplete: Value,
+    output: Vec<Value>,
+    usage: Option<&Usage>,
+    echo: &Map<String, Value>,
+) -> Value {
+    let mut m = Map::with_capacity(echo.len() + 10);
+    m.insert("id".into(), json!(id));
+    m.insert("object".into(), json!("response"));
+    m.insert("created_at".into(), json!(created));
+    m.insert("status".into(), json!(status));
+    m.insert("error".into(), Value::Null);
+    m.insert("incomplete_details".into(), incomplete);
+    m.insert("model".into(), json!(model));
+    m.insert("output".into(), Value::Array(output));
+    m.insert(
+        "usage".into(),
+        usage.map(usage_value).unwrap_or(Value::Null),
+    );
+    for (k, v) in echo {
+        m.insert(k.clone(), v.clone());
+    }
+    Value::Object(m)
+}
+
+/// Encodes a whole answer as a response object; `id` is the response's (`resp_…`),
+/// `echo` the request fields it repeats ([`Echo::fields`]).
+pub fn encode_response(resp: &ChatResponse, id: &str, echo: &Map<String, Value>) -> Vec<u8> {
+    let (status, incomplete) = status_of(&resp.finish_reason);
+    let body = response_object(
+        id,
+        resp.created,
+        &resp.model,
+        status,
+        incomplete,
+        output_items(id, &resp.parts),
+        resp.usage.as_ref(),
+        echo,
+    );
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Streams
+// ---------------------------------------------------------------------------
+
+/// The item open in a stream.
+enum Open {
+    None,
+    /// A message item at this output index, with the text so far.
+    Message {
+        index: usize,
+        text: String,
+    },
+    /// A function-call item at this output index, for tool-call `call`.
+    Call {
+        index: usize,
+        call: u32,
+    },
+}
+
+/// Encodes stream events as the Responses API's typed events. Every event carries a
+/// `sequence_number`; items open and close in order (one at a time, as OpenAI streams
+/// them), and `response.completed` (or `response.incomplete`) carries the whole
+/// response.
+pub struct StreamEncoder {
+    id: String,
+    model: String,
+    created: i64,
+    echo: Map<String, Value>,
+    seq: u64,
+    /// Output items so far (the whole answer is rebuilt from it at the end).
+    acc: StreamAccumulator,
+    items: usize,
+    open: Open,
+    /// Per tool-call index: `(call id, name, arguments so far, output index)`.
+    calls: Vec<(String, String, String, usize)>,
+    started: bool,
+}
+
+impl StreamEncoder {
+    pub fn new(id: String, model: String, echo: Map<String, Value>) -> Self {
+        StreamEncoder {
+            id,
+            model,
+            created: unix_now(),
+            echo,
+            seq: 0,
+            acc: StreamAccumulator::default(),
+            items: 0,
+            open: Open::None,
+            calls: Vec::new(),
+            started: false,
+        }
+    }
+
+    fn emit(&mut self, out: &mut BytesMut, kind: &str, mut v: Value) {
+        if let Value::Object(m) = &mut v {
+            m.insert("type".into(), json!(kind));
+            m.insert("sequence_number".into(), json!(self.seq));
+        }
+        self.seq += 1;
+        sse::write_event(out, kind, &v);
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let r = response_object(
+            &self.id,
+            self.created,
+            &self.model,
+            "in_progress",
+            Value::Null,
+            Vec::new(),
+            None,
+            &self.echo,
+        );
+        self.emit(out, "response.created", json!({"response": r}));
+        self.emit(out, "response.in_progress", json!({"response": r}));
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        match std::mem::replace(&mut self.open, Open::None) {
+            Open::None => {}
+            Open::Message { index, text } => {
+                let item_id = message_item_id(&self.id, index);
+                self.emit(
+                    out,
+                    "response.output_text.done",
+                    json!({"item_id": item_id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
+                );
+                self.emit(
+                    out,
+                    "response.content_part.done",
+                    json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": text_part(&text)}),
+                );
+                let item = message_item(item_id, &text, "completed");
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                );
+            }
+            Open::Call { index, call } => {
+                let Some((cid, name, args, _)) = self.calls.get(call as usize).cloned() else {
+                    return;
+                };
+                self.emit(
+                    out,
+                    "response.function_call_arguments.done",
+                    json!({"item_id": call_item_id(&cid), "output_index": index, "arguments": args, "name": name}),
+                );
+                let item = call_item(
+                    &ToolCall {
+                        id: cid,
+                        name,
+                        arguments: args,
+                    },
+                    "completed",
+                );
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                );
+            }
+        }
+    }
+
+    pub fn encode(&mut self, ev: &StreamEvent, out: &mut BytesMut) {
+        self.acc.push(ev);
+        match ev {
+            StreamEvent::Start { model, .. } => {
+                if self.model.is_empty() {
+                    self.model.clone_from(model);
+                }
+                self.start(out);
+            }
+            StreamEvent::Text(t) => {
+                self.start(out);
+                if !matches!(self.open, Open::Message { .. }) {
+                    self.close(out);
+                    let index = self.items;
+                    self.items += 1;
+                    let item_id = message_item_id(&self.id, index);
+                    let item = message_item(item_id.clone(), "", "in_progress");
+                    self.emit(
+                        out,
+                        "response.output_item.added",
+                        json!({"output_index": index, "item": item}),
+                    );
+                    self.emit(
+                        out,
+                        "response.content_part.added",
+                        json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": text_part("")}),
+                    );
+                    self.open = Open::Message {
+                        index,
+                        text: String::new(),
+                    };
+                }
+                if let Open::Message { index, text } = &mut self.open {
+                    text.push_str(t);
+                    let index = *index;
+                    let item_id = message_item_id(&self.id, index);
+                    self.emit(
+                        out,
+                        "response.output_text.delta",
+                        json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": t, "logprobs": []}),
+                    );
+                }
+            }
+            StreamEvent::ToolCallStart {
+                index: call,
+                id,
+                name,
+            } => {
+                self.start(out);
+                self.close(out);
+                let index = self.items;
+                self.items += 1;
+                let slot = *call as usize;
+                if self.calls.len() <= slot {
+                    self.calls
+                        .resize(slot + 1, (String::new(), String::new(), String::new(), 0));
+                }
+                self.calls[slot] = (id.clone(), name.clone(), String::new(), index);
+                let item = call_item(
+                    &ToolCall {
+                        id: id.clone(),
+                        name: name.clone(),
+                        arguments: String::new(),
+                    },
+                    "in_progress",
+                );
+                self.emit(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": item}),
+                );
+                self.open = Open::Call { index, call: *call };
+            }
+            StreamEvent::ToolCallDelta {
+                index: call,
+                arguments,
+            } => {
+                let Some(c) = self.calls.get_mut(*call as usize) else {
+                    return;
+                };
+                c.2.push_str(arguments);
+                let (item_id, output_index) = (call_item_id(&c.0), c.3);
+                // A delta of a call that is no longer open (an upstream interleaving
+                // parallel calls) is folded into its arguments, which its `done` event
+                // and the completed response carry whole.
+                if matches!(self.open, Open::Call { call: open, .. } if open == *call) {
+                    self.emit(
+                        out,
+                        "response.function_call_arguments.delta",
+                        json!({"item_id": item_id, "output_index": output_index, "delta": arguments}),
+                    );
+                }
+            }
+            StreamEvent::ThinkingStart
+            | StreamEvent::ThinkingDelta(_)
+            | StreamEvent::SignatureDelta(_)
+            | StreamEvent::Reasoning(_)
+            | StreamEvent::Details(_)
+            | StreamEvent::Finish(_)
+            | StreamEvent::Usage(_) => {}
+        }
+    }
+
+    /// Ends a stream that completed: open items closed, then `response.completed` (or
+    /// `response.incomplete`) with the whole response.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        self.start(out);
+        self.close(out);
+        let acc = std::mem::take(&mut self.acc);
+        let resp = acc.finish(self.created);
+        let (status, incomplete) = status_of(&resp.finish_reason);
+        let r = response_object(
+            &self.id,
+            self.created,
+            &self.model,
+            status,
+            incomplete,
+            output_items(&self.id, &resp.parts),
+            resp.usage.as_ref(),
+            &self.echo,
+        );
+        let kind = if status == "completed" {
+            "response.completed"
+        } else {
+            "response.incomplete"
+        };
+        self.emit(out, kind, json!({"response": r}));
+    }
+
+    /// Ends a stream that failed after it started: an `error` event (the official SDKs
+    /// raise it), then `response.failed` with what was produced so far.
+    pub fn error(&mut self, out: &mut BytesMut, code: &str, message: &str) {
+        self.start(out);
+        self.emit(
+            out,
+            "error",
+            json!({"code": code, "message": message, "param": null}),
+        );
+        let mut r = response_object(
+            &self.id,
+            self.created,
+            &self.model,
+            "failed",
+            Value::Null,
+            Vec::new(),
+            None,
+            &self.echo,
+        );
+        r["error"] = json!({"code": code, "message": message});
+        self.emit(out, "response.failed", json!({"response": r}));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_and_items() {
+        let (req, echo) =
+            parse_request(br#"{"model":"m","input":"hi","instructions":"be brief","store":false}"#)
+                .unwrap();
+        assert_eq!(req.messages.len(), 2);
+        assert_eq!(req.messages[0].role, Role::System);
+        assert_eq!(req.messages[1].joined_text(), "hi");
+        assert!(!echo.store && echo.has_instructions);
+
+        let body = br#"{"model":"m","input":[
+            {"role":"user","content":[{"type":"input_text","text":"weather?"}]},
+            {"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"x"},
+            {"type":"message","role":"assistant","content":[{"type":"output_text","text":"checking"}]},
+            {"type":"function_call","call_id":"c1","name":"get","arguments":"{\"city\":\"Oslo\"}"},
+            {"type":"function_call","call_id":"c2","name":"get","arguments":"{}"},
+            {"type":"function_call_output","call_id":"c1","output":"rain"},
+            {"type":"function_call_output","call_id":"c2","output":[{"type":"input_text","text":"sun"}]}
+        ],"tools":[{"type":"function","name":"get","parameters":{"type":"object"}}],
+          "tool_choice":{"type":"function","name":"get"},
+          "text":{"format":{"type":"json_schema","name":"w","schema":{"type":"object"},"strict":true}},
+          "reasoning":{"effort":"low"},"max_output_tokens":50}"#;
+        let (req, _) = parse_request(body).unwrap();
+        assert_eq!(req.messages.len(), 4);
+        assert_eq!(req.messages[1].role, Role::Assistant);
+        assert_eq!(req.messages[1].parts.len(), 3);
+        assert_eq!(req.messages[2].role, Role::Tool);
+        assert_eq!(req.tools[0].name, "get");
+        assert_eq!(req.tool_choice, Some(ToolChoice::Named("get".into())));
+        assert!(matches!(
+            req.response_format,
+            Some(ResponseFormat::JsonSchema { .. })
+        ));
+        assert_eq!(req.params.reasoning.unwrap().effort.as_deref(), Some("low"));
+        assert_eq!(req.params.max_tokens, Some(50));
+        assert_eq!(req.origin, WireFormat::Responses);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_do_by_name() {
+        for (body, param) in [
+            (
+                r#"{"model":"m","input":"x","tools":[{"type":"web_search"}]}"#,
+                "tools[0].type",
+            ),
+            (
+                r#"{"model":"m","input":[{"type":"item_reference","id":"x"}]}"#,
+                "input[0].type",
+            ),
+            (
+                r#"{"model":"m","input":"x","conversation":"c"}"#,
+                "conversation",
+            ),
+            (
+                r#"{"model":"m","input":"x","background":true}"#,
+                "background",
+            ),
+            (
+                r#"{"model":"m","input":[{"role":"user"}]}"#,
+                "input[0].content",
+            ),
+            (
+                r#"{"model":"m","input":[{"type":"function_call_output","call_id":"nope","output":"x"}]}"#,
+                "input",
+            ),
+            (r#"{"model":"m"}"#, "input"),
+        ] {
+            let e = parse_request(body.as_bytes()).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{body}: {e}");
+        }
+        // Accepted and ignored.
+        parse_request(br#"{"model":"m","input":"x","include":["reasoning.encrypted_content"],"truncation":"auto"}"#).unwrap();
+        // A continuation may answer calls of the earlier response.
+        parse_request(br#"{"model":"m","previous_response_id":"resp_1","input":[{"type":"function_call_output","call_id":"c","output":"x"}]}"#).unwrap();
+    }
+
+    #[test]
+    fn whole_response_lists_items() {
+        let resp = ChatResponse {
+            id: "up".into(),
+            model: "m".into(),
+            created: 1,
+            parts: vec![
+                Part::Text("a".into()),
+                Part::Text("b".into()),
+                Part::ToolCall(ToolCall {
+                    id: "c1".into(),
+                    name: "f".into(),
+                    arguments: "{}".into(),
+                }),
+            ],
+            finish_reason: FinishReason::ToolCalls,
+            usage: Some(Usage {
+                input_tokens: 3,
+                output_tokens: 2,
+                cached_input_tokens: 1,
+                cache_write_tokens: 0,
+                reasoning_tokens: 1,
+            }),
+            details: Default::default(),
+        };
+        let v: Value =
+            serde_json::from_slice(&encode_response(&resp, "resp_x", &Map::new())).unwrap();
+        assert_eq!(v["object"], "response");
+        assert_eq!(v["status"], "completed");
+        assert_eq!(v["output"][0]["content"][0]["text"], "ab");
+        assert_eq!(v["output"][1]["type"], "function_call");
+        assert_eq!(v["output"][1]["call_id"], "c1");
+        assert_eq!(v["usage"]["total_tokens"], 5);
+        assert_eq!(v["usage"]["input_tokens_details"]["cached_tokens"], 1);
+        assert_eq!(v["usage"]["output_tokens_details"]["reasoning_tokens"], 1);
+    }
+
+    fn events(out: &BytesMut) -> Vec<Value> {
+        let mut p = sse::SseParser::new();
+        p.push(out);
+        let mut v = Vec::new();
+        while let Some(e) = p.next_event().unwrap() {
+            let d: Value = serde_json::from_str(&e.data).unwrap();
+            assert_eq!(d["type"].as_str(), Some(e.event.as_str()));
+            v.push(d);
+        }
+        v
+    }
+
+    #[test]
+    fn stream_events_are_typed_and_sequenced() {
+        let mut enc = StreamEncoder::new("resp_x".into(), "m".into(), Map::new());
+        let mut out = BytesMut::new();
+        for ev in [
+            StreamEvent::Start {
+                id: "u".into(),
+                model: "m".into(),
+            },
+            StreamEvent::Text("Hel".into()),
+            StreamEvent::Text("lo".into()),
+            StreamEvent::ToolCallStart {
+                index: 0,
+                id: "c1".into(),
+                name: "f".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "{\"a\":".into(),
+            },
+            StreamEvent::ToolCallDelta {
+                index: 0,
+                arguments: "1}".into(),
+            },
+            StreamEvent::Finish(FinishReason::ToolCalls),
+            StreamEvent::Usage(Usage {
+                input_tokens: 1,
+                output_tokens: 2,
+                ..Usage::default()
+            }),
+        ] {
+            enc.encode(&ev, &mut out);
+        }
+        enc.finish(&mut out);
+        let evs = events(&out);
+        let kinds: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        for (i, e) in evs.iter().enumerate() {
+            assert_eq!(e["sequence_number"], i as u64);
+        }
+        let done = &evs.last().unwrap()["response"];
+        assert_eq!(done["output"][0]["content"][0]["text"], "Hello");
+        assert_eq!(done["output"][1]["arguments"], "{\"a\":1}");
+        assert_eq!(done["usage"]["output_tokens"], 2);
+        // Item ids agree between the events and the completed response.
+        assert_eq!(evs[2]["item"]["id"], done["output"][0]["id"]);
+        assert_eq!(evs[9]["item"]["id"], done["output"][1]["id"]);
+    }
+
+    #[test]
+    fn a_cut_stream_ends_with_error_and_failed() {
+        let mut enc = StreamEncoder::new("resp_x".into(), "m".into(), Map::new());
+        let mut out = BytesMut::new();
+        enc.encode(&StreamEvent::Text("x".into()), &mut out);
+        enc.error(&mut out, "guardrail_blocked", "blocked");
+        let evs = events(&out);
+        let n = evs.len();
+        assert_eq!(evs[n - 2]["type"], "error");
+        assert_eq!(evs[n - 1]["type"], "response.failed");
+        assert_eq!(evs[n - 1]["response"]["error"]["code"], "guardrail_blocked");
+    }
+}
