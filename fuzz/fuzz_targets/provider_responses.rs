@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = openai::parse_response(data);
     let _ = anthropic::parse_response(data);
     let _ = gemini::parse_response(data);
+    let _ = llmop_wire::embeddings::parse_openai(data, 3);
+    let _ = llmop_wire::embeddings::parse_gemini(data, 3, "m");
+    let _ = anthropic::parse_count_tokens(data);
     let _ = openai::parse_error_message(data);
     let _ = anthropic::parse_error_message(data);
     let _ = gemini::parse_error_message(data);

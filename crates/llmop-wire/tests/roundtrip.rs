@@ -1,6 +1,6 @@
 //! Property tests: translating a conversation between formats keeps its content.
 
-use llmop_wire::{anthropic, openai};
+use llmop_wire::{anthropic, openai, responses};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -91,8 +91,75 @@ fn normalized(messages: &Value) -> Vec<(String, Vec<Value>)> {
     out
 }
 
+/// The same conversation as a Responses client sends it: the system prompt as
+/// `instructions`, each message or tool call or tool result its own input item.
+fn as_responses(body: &Value) -> Value {
+    let mut items = Vec::new();
+    let mut instructions = None;
+    for m in body["messages"].as_array().unwrap() {
+        match m["role"].as_str().unwrap() {
+            "system" => instructions = Some(m["content"].clone()),
+            "user" => items.push(json!({"role": "user", "content": [{"type": "input_text", "text": m["content"]}]})),
+            "assistant" => {
+                if let Some(t) = m["content"].as_str() {
+                    items.push(json!({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": t}]}));
+                }
+                for c in m["tool_calls"].as_array().into_iter().flatten() {
+                    items.push(json!({"type": "function_call", "call_id": c["id"], "name": c["function"]["name"], "arguments": c["function"]["arguments"]}));
+                }
+            }
+            _ => items.push(json!({"type": "function_call_output", "call_id": m["tool_call_id"], "output": m["content"]})),
+        }
+    }
+    let mut r = json!({"model": "m", "input": items});
+    if let Some(i) = instructions {
+        r["instructions"] = i;
+    }
+    for k in ["max_tokens", "temperature"] {
+        if let Some(v) = body.get(k) {
+            r[if k == "max_tokens" { "max_output_tokens" } else { k }] = v.clone();
+        }
+    }
+    r
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A Responses conversation means the same as its Chat Completions twin, directly
+    /// and through Anthropic's format.
+    #[test]
+    fn responses_to_chat_and_anthropic_keep_the_conversation(body in conversation()) {
+        let req = openai::parse_request(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let first: Value = serde_json::from_slice(&openai::build_request(&req, "m", false)).unwrap();
+        let (r, _) = responses::parse_request(&serde_json::to_vec(&as_responses(&body)).unwrap()).unwrap();
+        let direct: Value = serde_json::from_slice(&openai::build_request(&r, "m", false)).unwrap();
+        prop_assert_eq!(normalized(&first["messages"]), normalized(&direct["messages"]));
+        prop_assert_eq!(&first["temperature"], &direct["temperature"]);
+        let a = anthropic::build_request(&r, "m", false).unwrap();
+        let via = anthropic::parse_request(&a).unwrap();
+        let back: Value = serde_json::from_slice(&openai::build_request(&via, "m", false)).unwrap();
+        prop_assert_eq!(normalized(&first["messages"]), normalized(&back["messages"]));
+    }
+
+    /// A response's output items, sent back as input, are the answer's turn again.
+    #[test]
+    fn responses_output_items_come_back_as_the_turn(t in text(), calls in prop::collection::vec(("[a-z]{1,6}", args()), 0..3)) {
+        let mut parts = vec![llmop_core::Part::Text(t)];
+        for (i, (name, a)) in calls.iter().enumerate() {
+            parts.push(llmop_core::Part::ToolCall(llmop_core::ToolCall { id: format!("call_{i}"), name: name.clone(), arguments: a.to_string() }));
+        }
+        let resp = llmop_core::ChatResponse {
+            id: "x".into(), model: "m".into(), created: 1, parts: parts.clone(),
+            finish_reason: llmop_core::FinishReason::Stop, usage: None, details: Default::default(),
+        };
+        let out: Value = serde_json::from_slice(&responses::encode_response(&resp, "resp_x", &Default::default())).unwrap();
+        let mut input = vec![json!({"role": "user", "content": "q"})];
+        input.extend(out["output"].as_array().unwrap().iter().cloned());
+        let (req, _) = responses::parse_request(&serde_json::to_vec(&json!({"model": "m", "input": input})).unwrap()).unwrap();
+        prop_assert_eq!(req.messages.len(), 2);
+        prop_assert_eq!(&req.messages[1].parts, &parts);
+    }
 
     #[test]
     fn openai_to_anthropic_to_openai_keeps_the_conversation(body in conversation()) {
@@ -224,6 +291,12 @@ proptest! {
         let _ = openai::parse_response(&bytes);
         let _ = anthropic::parse_response(&bytes);
         let _ = llmop_wire::gemini::parse_response(&bytes);
+        let _ = responses::parse_request(&bytes);
+        let _ = llmop_wire::embeddings::parse_request(&bytes);
+        let _ = llmop_wire::embeddings::parse_openai(&bytes, 2);
+        let _ = llmop_wire::embeddings::parse_gemini(&bytes, 2, "m");
+        let _ = anthropic::parse_count_request(&bytes);
+        let _ = anthropic::parse_count_tokens(&bytes);
         if let Ok(s) = std::str::from_utf8(&bytes) {
             let mut out = Vec::new();
             let _ = openai::StreamDecoder::new().decode(s, &mut out);
