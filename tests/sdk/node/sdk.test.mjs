@@ -1,34 +1,16 @@
 // The official `openai` npm client against a running llmop: only baseURL and key change.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
-import path from "node:path";
-import { copyFileSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
+import { startGateway } from "./gateway.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-const bin = process.env.LLMOP_BIN ?? path.join(root, "target/debug/llmop");
 let proc;
 let client;
 
 before(async () => {
-  // A copy in a temporary directory: the record store lands there, not in the repository.
-  const dir = mkdtempSync(path.join(tmpdir(), "llmop-sdk-"));
-  const config = path.join(dir, "llmop.toml");
-  copyFileSync(path.join(root, "tests/sdk/llmop-sdk.toml"), config);
-  proc = spawn(bin, ["serve", "--config", config, "--listen", "127.0.0.1:0"], {
-    stdio: ["ignore", "pipe", "ignore"],
-  });
-  const line = await new Promise((resolve, reject) => {
-    const rl = createInterface({ input: proc.stdout });
-    rl.once("line", resolve);
-    proc.once("exit", (code) => reject(new Error(`llmop exited with ${code}`)));
-  });
-  const url = line.replace("llmop listening on ", "").trim();
-  client = new OpenAI({ baseURL: `${url}/v1`, apiKey: "sk-anything", maxRetries: 0, timeout: 20000 });
+  const gw = await startGateway();
+  proc = gw.proc;
+  client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: "sk-anything", maxRetries: 0, timeout: 20000 });
 });
 
 after(() => proc?.kill("SIGTERM"));
