@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = openai::parse_response(data);
     let _ = anthropic::parse_response(data);
     let _ = gemini::parse_response(data);
+    let _ = llmop_wire::responses::parse_response(data);
     let _ = llmop_wire::embeddings::parse_openai(data, 3);
     let _ = llmop_wire::embeddings::parse_gemini(data, 3, "m");
     let _ = anthropic::parse_count_tokens(data);
@@ -28,13 +29,15 @@ fuzz_target!(|data: &[u8]| {
     let _ = parser.finish();
     if let Ok(text) = std::str::from_utf8(data) {
         let mut out = Vec::new();
-        let (mut o, mut a, mut g) = (
+        let (mut o, mut a, mut g, mut r) = (
             openai::StreamDecoder::new(),
             anthropic::StreamDecoder::new(),
             gemini::StreamDecoder::new(),
+            llmop_wire::responses::StreamDecoder::new(),
         );
         for line in text.lines() {
             let _ = o.decode(line, &mut out);
+            let _ = r.decode(line, &mut out);
             let _ = a.decode(line, &mut out);
             let _ = g.decode(line, &mut out);
         }
@@ -48,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         let answer = acc.finish(0);
         let _ = openai::encode_response(&answer);
         let _ = anthropic::encode_response(&answer);
+        let _ = llmop_wire::responses::encode_response(&answer, "resp_f", &Default::default());
         let mut req = llmop_core::ChatRequest::new(
             "m",
             vec![llmop_core::Message {
@@ -61,6 +65,13 @@ fuzz_target!(|data: &[u8]| {
         let _ = gemini::build_request(&req, "gemini-3-pro-preview");
         req.origin = llmop_core::WireFormat::OpenAi;
         let _ = openai::build_request(&req, "m", false);
+        let _ = llmop_wire::responses::build_request(&req, "m", true);
+        let mut re = llmop_wire::responses::StreamEncoder::new("resp_f".into(), "m".into(), Default::default());
+        let mut rbuf = bytes::BytesMut::new();
+        for ev in &out {
+            re.encode(ev, &mut rbuf);
+        }
+        re.finish(&mut rbuf);
         let mut buf = bytes::BytesMut::new();
         let mut oe = openai::StreamEncoder::new("id".into(), "m".into(), true);
         let mut ae = anthropic::StreamEncoder::new("id".into(), "m".into());

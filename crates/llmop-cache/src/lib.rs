@@ -56,16 +56,7 @@ impl Entry {
                 llmop_core::Part::ToolResult {
                     call_id, content, ..
                 } => call_id.len() + content.len(),
-                llmop_core::Part::Reasoning(r) => match r {
-                    llmop_core::Reasoning::Thinking { text, signature } => {
-                        text.len() + signature.len()
-                    }
-                    llmop_core::Reasoning::Redacted { data } => data.len(),
-                    llmop_core::Reasoning::Thought { text, signature } => {
-                        text.len() + signature.as_ref().map_or(0, String::len)
-                    }
-                    llmop_core::Reasoning::Signature { signature } => signature.len(),
-                },
+                llmop_core::Part::Reasoning(r) => r.byte_len(),
                 llmop_core::Part::Image(_) => 256,
             })
             .sum::<usize>()

@@ -63,9 +63,37 @@ pub enum Reasoning {
     /// Gemini `thoughtSignature` of the part that follows it in the message (a
     /// function call, or text); alone at the end of a message, of an empty text part.
     Signature { signature: String },
+    /// An OpenAI Responses `reasoning` item: its id, its summary texts, and the
+    /// encrypted reasoning a stateless conversation sends back.
+    OpenAi {
+        id: String,
+        summary: Vec<String>,
+        encrypted_content: Option<String>,
+    },
 }
 
 impl Reasoning {
+    /// About the bytes this state holds (what caches weigh it by).
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Reasoning::Thinking { text, signature } => text.len() + signature.len(),
+            Reasoning::Redacted { data } => data.len(),
+            Reasoning::Thought { text, signature } => {
+                text.len() + signature.as_ref().map_or(0, String::len)
+            }
+            Reasoning::Signature { signature } => signature.len(),
+            Reasoning::OpenAi {
+                id,
+                summary,
+                encrypted_content,
+            } => {
+                id.len()
+                    + summary.iter().map(String::len).sum::<usize>()
+                    + encrypted_content.as_ref().map_or(0, String::len)
+            }
+        }
+    }
+
     /// Anthropic-family state (`thinking`, `redacted_thinking`).
     pub fn is_anthropic(&self) -> bool {
         matches!(

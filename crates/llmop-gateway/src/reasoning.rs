@@ -62,21 +62,9 @@ pub struct Kept {
     pub parts: Vec<Reasoning>,
 }
 
-/// About the bytes a piece of state holds.
-fn weight_of(r: &Reasoning) -> usize {
-    match r {
-        Reasoning::Thinking { text, signature } => text.len() + signature.len(),
-        Reasoning::Redacted { data } => data.len(),
-        Reasoning::Thought { text, signature } => {
-            text.len() + signature.as_ref().map_or(0, String::len)
-        }
-        Reasoning::Signature { signature } => signature.len(),
-    }
-}
-
 impl Kept {
     fn weight(&self) -> u64 {
-        let parts: usize = self.parts.iter().map(weight_of).sum();
+        let parts: usize = self.parts.iter().map(Reasoning::byte_len).sum();
         (64 + parts + self.upstream_id.as_ref().map_or(0, String::len)) as u64
     }
 }
@@ -164,7 +152,7 @@ impl Collector {
     }
 
     fn reasoning(&mut self, r: &Reasoning) {
-        if !carries(self.format, r) && self.room(weight_of(r)) {
+        if !carries(self.format, r) && self.room(r.byte_len()) {
             self.pending.push(r.clone());
         }
     }

@@ -8,13 +8,13 @@
 use crate::EventStream;
 use bytes::Bytes;
 use futures::StreamExt;
-use llmop_core::config::{ProviderConfig, ProviderKind};
+use llmop_core::config::{OpenAiApi, ProviderConfig, ProviderKind};
 use llmop_core::embed::{EmbedRequest, Embeddings};
 use llmop_core::error::TimeoutStage;
 use llmop_core::secret::Secret;
 use llmop_core::{ChatRequest, ChatResponse, ProviderError, StreamAccumulator, StreamEvent};
 use llmop_wire::sse::{SseEvent, SseParser};
-use llmop_wire::{anthropic, embeddings, gemini, openai, WireError};
+use llmop_wire::{anthropic, embeddings, gemini, openai, responses, WireError};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -32,6 +32,8 @@ const AFTER_FINISH_IDLE: Duration = Duration::from_secs(2);
 pub struct HttpProvider {
     name: String,
     kind: ProviderKind,
+    /// An `openai`-kind provider's API: Chat Completions or Responses.
+    api: OpenAiApi,
     base_url: String,
     api_key: Option<Secret>,
     client: reqwest::Client,
@@ -78,6 +80,9 @@ impl HttpProvider {
         let endpoint = match pc.kind {
             ProviderKind::Anthropic => Some(format!("{base_url}/v1/messages")),
             ProviderKind::Gemini | ProviderKind::Mock => None,
+            ProviderKind::Openai if pc.api == OpenAiApi::Responses => {
+                Some(format!("{base_url}/responses"))
+            }
             ProviderKind::Openai => Some(format!("{base_url}/chat/completions")),
         }
         .map(|u| reqwest::Url::parse(&u).map_err(|e| format!("base_url: {e}")))
@@ -85,6 +90,7 @@ impl HttpProvider {
         Ok(HttpProvider {
             name: name.to_string(),
             kind: pc.kind,
+            api: pc.api,
             endpoint,
             base_url,
             api_key,
@@ -117,6 +123,7 @@ impl HttpProvider {
         let body = match self.kind {
             ProviderKind::Anthropic => anthropic::build_request(req, model, stream),
             ProviderKind::Gemini => Ok(gemini::build_request(req, model)),
+            _ if self.api == OpenAiApi::Responses => responses::build_request(req, model, stream),
             _ => Ok(openai::build_request(req, model, stream)),
         }
         .map_err(|u| ProviderError::Unsupported {
@@ -200,6 +207,7 @@ impl HttpProvider {
         match self.kind {
             ProviderKind::Anthropic => anthropic::parse_response(body),
             ProviderKind::Gemini => gemini::parse_response(body),
+            _ if self.api == OpenAiApi::Responses => responses::parse_response(body),
             _ => openai::parse_response(body),
         }
     }
@@ -433,6 +441,9 @@ impl HttpProvider {
         let decoder = match self.kind {
             ProviderKind::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::new()),
             ProviderKind::Gemini => Decoder::Gemini(gemini::StreamDecoder::new()),
+            _ if self.api == OpenAiApi::Responses => {
+                Decoder::Responses(responses::StreamDecoder::new())
+            }
             _ => Decoder::OpenAi(openai::StreamDecoder::new()),
         };
         let state = StreamState {
@@ -461,6 +472,7 @@ pub async fn collect(mut s: EventStream) -> Result<ChatResponse, ProviderError> 
 
 enum Decoder {
     OpenAi(openai::StreamDecoder),
+    Responses(responses::StreamDecoder),
     Anthropic(anthropic::StreamDecoder),
     Gemini(gemini::StreamDecoder),
 }
@@ -469,6 +481,7 @@ impl Decoder {
     fn decode(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
         match self {
             Decoder::OpenAi(d) => d.decode(data, out),
+            Decoder::Responses(d) => d.decode(data, out),
             Decoder::Anthropic(d) => d.decode(data, out),
             Decoder::Gemini(d) => d.decode(data, out),
         }
@@ -478,6 +491,7 @@ impl Decoder {
     fn is_done(&self) -> bool {
         match self {
             Decoder::OpenAi(d) => d.is_done(),
+            Decoder::Responses(d) => d.is_done(),
             Decoder::Anthropic(d) => d.is_done(),
             // Gemini has no end marker; its stream ends with the connection.
             Decoder::Gemini(_) => false,

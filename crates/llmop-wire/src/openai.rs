@@ -663,9 +663,9 @@ struct OutRequest<'a> {
 /// the equivalent of its thinking budget, only for OpenAI's reasoning models (the others
 /// refuse the field) and only when thinking was asked for (an Anthropic client's
 /// `disabled` is every other model's default).
-fn reasoning_effort<'a>(req: &'a ChatRequest, model: &str) -> Option<&'a str> {
+pub(crate) fn reasoning_effort<'a>(req: &'a ChatRequest, model: &str) -> Option<&'a str> {
     let rp = req.params.reasoning.as_ref()?;
-    if req.origin == WireFormat::OpenAi {
+    if matches!(req.origin, WireFormat::OpenAi | WireFormat::Responses) {
         return rp.effort.as_deref();
     }
     let reasons = model.starts_with("gpt-5")

@@ -1,4 +1,5 @@
-//! OpenAI Responses (`POST /v1/responses`), spoken by clients.
+//! OpenAI Responses (`POST /v1/responses`), spoken by clients and by `openai`-kind
+//! providers with `api = "responses"` (models offered only there).
 //!
 //! Reference: the OpenAI API reference for the Responses API: the request (`input` as
 //! text or items, `instructions`, function `tools`, `text.format`, `reasoning`), the
@@ -15,16 +16,19 @@
 //! hands them over in [`Echo`] for the handler.
 //!
 //! Reasoning state: an upstream's opaque reasoning (Anthropic thinking, Gemini
-//! signatures) is kept by the gateway as for a Chat Completions client, under the ids of
-//! the tool calls that follow it; `reasoning` input items a client sends back are
-//! accepted and ignored (llmop restores the state itself).
+//! signatures, a Responses upstream's `reasoning` items with their `encrypted_content`)
+//! is kept by the gateway as for a Chat Completions client, under the ids of the tool
+//! calls that follow it; `reasoning` input items a client sends back are accepted and
+//! ignored (llmop restores the state itself). Towards a Responses upstream llmop is
+//! stateless (`store: false`, `include: ["reasoning.encrypted_content"]`): the
+//! reasoning items it kept go back in the input, before the calls they preceded.
 
-use crate::{from_json, sse, unix_now, TextOr, WireError};
+use crate::{from_json, sse, unix_now, TextOr, Unsupported, WireError};
 use bytes::BytesMut;
 use llmop_core::{
-    ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, ReasoningParams,
-    ResponseFormat, Role, StreamAccumulator, StreamEvent, Tool, ToolCall, ToolChoice, Usage,
-    WireFormat,
+    AnswerDetails, ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, Reasoning,
+    ReasoningParams, ResponseFormat, Role, StreamAccumulator, StreamEvent, Tool, ToolCall,
+    ToolChoice, Usage, WireFormat,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -439,12 +443,14 @@ pub fn parse_request(body: &[u8]) -> Result<(ChatRequest, Echo), WireError> {
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
-            other => return Err(err(
-                format!(
+            other => {
+                return Err(err(
+                    format!(
                     "unknown tool_choice `{other}` (expected auto, none, required or a function)"
                 ),
-                "tool_choice",
-            )),
+                    "tool_choice",
+                ))
+            }
         }),
         Some(InToolChoice::Named { kind, name }) => match (kind.as_str(), name) {
             ("function", Some(n)) => Some(ToolChoice::Named(n)),
@@ -962,6 +968,541 @@ impl StreamEncoder {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Towards a Responses upstream
+// ---------------------------------------------------------------------------
+
+fn image_url(src: &ImageSource) -> String {
+    match src {
+        ImageSource::Url(u) => u.clone(),
+        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+    }
+}
+
+fn unsupported(param: &str, message: &str) -> Unsupported {
+    Unsupported {
+        param: param.into(),
+        message: message.into(),
+    }
+}
+
+/// The input items of a conversation: system messages as `developer` messages, each
+/// assistant text, tool call and kept reasoning item its own item, in order.
+fn input_items(messages: &[Message]) -> Vec<Value> {
+    let mut items = Vec::with_capacity(messages.len());
+    for m in messages {
+        match m.role {
+            Role::System | Role::User => {
+                let content: Vec<Value> = m
+                    .parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Text(t) => Some(json!({"type": "input_text", "text": t})),
+                        Part::Image(src) => {
+                            Some(json!({"type": "input_image", "image_url": image_url(src)}))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let role = if m.role == Role::System {
+                    "developer"
+                } else {
+                    "user"
+                };
+                items.push(json!({"type": "message", "role": role, "content": content}));
+            }
+            Role::Assistant => {
+                for p in &m.parts {
+                    match p {
+                        Part::Text(t) if !t.is_empty() => items.push(json!({
+                            "type": "message", "role": "assistant",
+                            "content": [{"type": "output_text", "text": t, "annotations": []}],
+                        })),
+                        Part::ToolCall(c) => items.push(json!({
+                            "type": "function_call", "call_id": c.id, "name": c.name,
+                            "arguments": c.arguments,
+                        })),
+                        Part::Reasoning(Reasoning::OpenAi {
+                            id,
+                            summary,
+                            encrypted_content,
+                        }) => {
+                            let summary: Vec<Value> = summary
+                                .iter()
+                                .map(|t| json!({"type": "summary_text", "text": t}))
+                                .collect();
+                            let mut item =
+                                json!({"type": "reasoning", "id": id, "summary": summary});
+                            if let Some(e) = encrypted_content {
+                                item["encrypted_content"] = json!(e);
+                            }
+                            items.push(item);
+                        }
+                        // Another family's reasoning has no meaning here.
+                        _ => {}
+                    }
+                }
+            }
+            Role::Tool => {
+                for p in &m.parts {
+                    if let Part::ToolResult {
+                        call_id, content, ..
+                    } = p
+                    {
+                        items.push(json!({
+                            "type": "function_call_output", "call_id": call_id, "output": content,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    items
+}
+
+/// Builds the body sent to a Responses upstream for `model`. Stateless: `store: false`,
+/// the whole conversation in `input`, encrypted reasoning asked for so that it can go
+/// back. Parameters the Responses API has no place for are refused by name.
+pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Result<Vec<u8>, Unsupported> {
+    if !req.params.stop.is_empty() {
+        return Err(unsupported(
+            "stop",
+            "the Responses API has no stop sequences",
+        ));
+    }
+    if req.params.frequency_penalty.is_some() {
+        return Err(unsupported(
+            "frequency_penalty",
+            "the Responses API has no frequency_penalty",
+        ));
+    }
+    if req.params.presence_penalty.is_some() {
+        return Err(unsupported(
+            "presence_penalty",
+            "the Responses API has no presence_penalty",
+        ));
+    }
+    let mut b = Map::new();
+    b.insert("model".into(), json!(model));
+    b.insert("input".into(), Value::Array(input_items(&req.messages)));
+    b.insert("store".into(), json!(false));
+    b.insert("include".into(), json!(["reasoning.encrypted_content"]));
+    if stream {
+        b.insert("stream".into(), json!(true));
+    }
+    if let Some(n) = req.params.max_tokens {
+        b.insert("max_output_tokens".into(), json!(n));
+    }
+    if let Some(t) = req.params.temperature {
+        b.insert("temperature".into(), json!(t));
+    }
+    if let Some(t) = req.params.top_p {
+        b.insert("top_p".into(), json!(t));
+    }
+    if let Some(p) = req.params.parallel_tool_calls {
+        b.insert("parallel_tool_calls".into(), json!(p));
+    }
+    if let Some(n) = req.params.top_logprobs {
+        b.insert("top_logprobs".into(), json!(n));
+    }
+    if let Some(effort) = crate::openai::reasoning_effort(req, model) {
+        let mut r = json!({"effort": effort});
+        if req
+            .params
+            .reasoning
+            .as_ref()
+            .and_then(|r| r.include_thoughts)
+            == Some(true)
+        {
+            r["summary"] = json!("auto");
+        }
+        b.insert("reasoning".into(), r);
+    }
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut v = json!({"type": "function", "name": t.name, "parameters": t.parameters});
+                if let Some(d) = &t.description {
+                    v["description"] = json!(d);
+                }
+                // The Responses API treats a function as strict unless told otherwise;
+                // Chat Completions' default is not strict.
+                v["strict"] = json!(t.strict.unwrap_or(false));
+                v
+            })
+            .collect();
+        b.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(tc) = &req.tool_choice {
+        b.insert(
+            "tool_choice".into(),
+            match tc {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Named(n) => json!({"type": "function", "name": n}),
+            },
+        );
+    }
+    if let Some(f) = &req.response_format {
+        let format = match f {
+            ResponseFormat::Text => json!({"type": "text"}),
+            ResponseFormat::JsonObject => json!({"type": "json_object"}),
+            ResponseFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            } => {
+                json!({"type": "json_schema", "name": name, "schema": schema, "strict": strict.unwrap_or(false)})
+            }
+        };
+        b.insert("text".into(), json!({ "format": format }));
+    }
+    if let Some(u) = &req.user {
+        b.insert("safety_identifier".into(), json!(u));
+    }
+    if let Some(k) = &req.prompt_cache.key {
+        b.insert("prompt_cache_key".into(), json!(k));
+    }
+    Ok(serde_json::to_vec(&Value::Object(b)).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+struct UpResponse {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    created_at: Option<f64>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    incomplete_details: Option<UpIncomplete>,
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(default)]
+    output: Vec<UpItem>,
+    #[serde(default)]
+    usage: Option<UpUsage>,
+    #[serde(default)]
+    service_tier: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UpIncomplete {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct UpItem {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    content: Vec<UpContent>,
+    #[serde(default)]
+    call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+    #[serde(default)]
+    summary: Vec<UpContent>,
+    #[serde(default)]
+    encrypted_content: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct UpContent {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UpUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    input_tokens_details: Option<UpInDetails>,
+    #[serde(default)]
+    output_tokens_details: Option<UpOutDetails>,
+}
+
+#[derive(Deserialize)]
+struct UpInDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct UpOutDetails {
+    #[serde(default)]
+    reasoning_tokens: u64,
+}
+
+impl From<UpUsage> for Usage {
+    fn from(u: UpUsage) -> Usage {
+        Usage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cached_input_tokens: u.input_tokens_details.map_or(0, |d| d.cached_tokens),
+            cache_write_tokens: 0,
+            reasoning_tokens: u.output_tokens_details.map_or(0, |d| d.reasoning_tokens),
+        }
+    }
+}
+
+/// The parts one output item carries.
+fn item_parts(it: UpItem, out: &mut Vec<Part>) {
+    match it.kind.as_str() {
+        "message" => {
+            for c in it.content {
+                match c.kind.as_str() {
+                    "output_text" => out.push(Part::Text(c.text.unwrap_or_default())),
+                    "refusal" => out.push(Part::Text(c.refusal.or(c.text).unwrap_or_default())),
+                    _ => {}
+                }
+            }
+        }
+        "function_call" => out.push(Part::ToolCall(ToolCall {
+            id: it
+                .call_id
+                .or(it.id)
+                .unwrap_or_else(llmop_core::issue_call_id),
+            name: it.name.unwrap_or_default(),
+            arguments: it.arguments.unwrap_or_default(),
+        })),
+        "reasoning" => out.push(Part::Reasoning(Reasoning::OpenAi {
+            id: it.id.unwrap_or_default(),
+            summary: it.summary.into_iter().filter_map(|s| s.text).collect(),
+            encrypted_content: it.encrypted_content,
+        })),
+        // Built-in tools' items (llmop asks for none) carry nothing for the chat model.
+        _ => {}
+    }
+}
+
+/// A finished response's finish reason.
+fn finish_of(status: Option<&str>, incomplete: Option<&str>, parts: &[Part]) -> FinishReason {
+    match (status, incomplete) {
+        (Some("incomplete"), Some("content_filter")) => FinishReason::ContentFilter,
+        (Some("incomplete"), _) => FinishReason::Length,
+        _ if parts.iter().any(|p| matches!(p, Part::ToolCall(_))) => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
+    }
+}
+
+fn failed(error: &Option<Value>) -> WireError {
+    let msg = error
+        .as_ref()
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("the response failed");
+    WireError::new(msg.to_string(), None)
+}
+
+/// Parses a whole response object from a Responses upstream.
+pub fn parse_response(body: &[u8]) -> Result<ChatResponse, WireError> {
+    let r: UpResponse = from_json(body)?;
+    if r.status.as_deref() == Some("failed") {
+        return Err(failed(&r.error));
+    }
+    let mut parts = Vec::new();
+    for it in r.output {
+        item_parts(it, &mut parts);
+    }
+    Ok(ChatResponse {
+        id: r.id,
+        model: r.model,
+        created: r.created_at.map_or_else(unix_now, |c| c as i64),
+        finish_reason: finish_of(
+            r.status.as_deref(),
+            r.incomplete_details
+                .as_ref()
+                .and_then(|d| d.reason.as_deref()),
+            &parts,
+        ),
+        parts,
+        usage: r.usage.map(Usage::from),
+        details: AnswerDetails {
+            system_fingerprint: None,
+            service_tier: r.service_tier,
+        },
+    })
+}
+
+#[derive(Deserialize)]
+struct UpEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    response: Option<UpResponse>,
+    #[serde(default)]
+    item: Option<UpItem>,
+    #[serde(default)]
+    output_index: Option<usize>,
+    #[serde(default)]
+    delta: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// Turns a Responses upstream's typed events into stream events. Text deltas and
+/// function-call argument deltas go out as they come; reasoning items (with their
+/// encrypted content) when they are done; the finish and usage from
+/// `response.completed` / `response.incomplete`.
+#[derive(Default)]
+pub struct StreamDecoder {
+    /// Tool-call index of each output index that is a function call.
+    calls: Vec<(usize, u32)>,
+    next_call: u32,
+    done: bool,
+    saw_calls: bool,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    pub fn decode(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
+        let ev: UpEvent = from_json(data.as_bytes())?;
+        match ev.kind.as_str() {
+            "response.created" => {
+                let r = ev.response.unwrap_or(UpResponse {
+                    id: String::new(),
+                    model: String::new(),
+                    created_at: None,
+                    status: None,
+                    incomplete_details: None,
+                    error: None,
+                    output: Vec::new(),
+                    usage: None,
+                    service_tier: None,
+                });
+                out.push(StreamEvent::Start {
+                    id: r.id,
+                    model: r.model,
+                });
+            }
+            "response.output_text.delta" | "response.refusal.delta" => {
+                if let Some(d) = ev.delta.filter(|d| !d.is_empty()) {
+                    out.push(StreamEvent::Text(d));
+                }
+            }
+            "response.output_item.added" => {
+                if let (Some(it), Some(at)) = (ev.item, ev.output_index) {
+                    if it.kind == "function_call" {
+                        let index = self.next_call;
+                        self.next_call += 1;
+                        self.calls.push((at, index));
+                        self.saw_calls = true;
+                        out.push(StreamEvent::ToolCallStart {
+                            index,
+                            id: it
+                                .call_id
+                                .or(it.id)
+                                .unwrap_or_else(llmop_core::issue_call_id),
+                            name: it.name.unwrap_or_default(),
+                        });
+                        // Some servers put the arguments on the added item itself.
+                        if let Some(a) = it.arguments.filter(|a| !a.is_empty()) {
+                            out.push(StreamEvent::ToolCallDelta {
+                                index,
+                                arguments: a,
+                            });
+                        }
+                    }
+                }
+            }
+            "response.function_call_arguments.delta" => {
+                let index = ev
+                    .output_index
+                    .and_then(|at| self.calls.iter().find(|(o, _)| *o == at).map(|(_, i)| *i))
+                    .ok_or_else(|| {
+                        WireError::new(
+                            "arguments for a function call that was not added",
+                            Some("output_index".into()),
+                        )
+                    })?;
+                if let Some(d) = ev.delta.filter(|d| !d.is_empty()) {
+                    out.push(StreamEvent::ToolCallDelta {
+                        index,
+                        arguments: d,
+                    });
+                }
+            }
+            "response.output_item.done" => {
+                if let Some(it) = ev.item.filter(|it| it.kind == "reasoning") {
+                    let mut parts = Vec::new();
+                    item_parts(it, &mut parts);
+                    for p in parts {
+                        if let Part::Reasoning(r) = p {
+                            out.push(StreamEvent::Reasoning(r));
+                        }
+                    }
+                }
+            }
+            "response.completed" | "response.incomplete" => {
+                self.done = true;
+                let r = ev.response;
+                let (status, reason) = match &r {
+                    Some(r) => (
+                        r.status.clone(),
+                        r.incomplete_details.as_ref().and_then(|d| d.reason.clone()),
+                    ),
+                    None => (None, None),
+                };
+                let finish = match (status.as_deref(), reason.as_deref()) {
+                    (Some("incomplete"), Some("content_filter")) => FinishReason::ContentFilter,
+                    (Some("incomplete"), _) => FinishReason::Length,
+                    _ if self.saw_calls => FinishReason::ToolCalls,
+                    _ => FinishReason::Stop,
+                };
+                if let Some(tier) = r.as_ref().and_then(|r| r.service_tier.clone()) {
+                    out.push(StreamEvent::Details(AnswerDetails {
+                        system_fingerprint: None,
+                        service_tier: Some(tier),
+                    }));
+                }
+                out.push(StreamEvent::Finish(finish));
+                if let Some(u) = r.and_then(|r| r.usage) {
+                    out.push(StreamEvent::Usage(u.into()));
+                }
+            }
+            "response.failed" => {
+                self.done = true;
+                return Err(failed(&ev.response.and_then(|r| r.error)));
+            }
+            "error" => {
+                self.done = true;
+                let code = ev.code.unwrap_or_else(|| "error".into());
+                let msg = ev.message.unwrap_or_else(|| "stream error".into());
+                return Err(WireError::new(format!("{code}: {msg}"), None));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1170,5 +1711,119 @@ mod tests {
         assert_eq!(evs[n - 2]["type"], "error");
         assert_eq!(evs[n - 1]["type"], "response.failed");
         assert_eq!(evs[n - 1]["response"]["error"]["code"], "guardrail_blocked");
+    }
+
+    #[test]
+    fn upstream_request_is_stateless_and_refuses_what_it_cannot_say() {
+        let mut req = ChatRequest::new(
+            "m",
+            vec![
+                Message::text(Role::System, "sys"),
+                Message::text(Role::User, "q"),
+                Message {
+                    role: Role::Assistant,
+                    parts: vec![
+                        Part::Reasoning(Reasoning::OpenAi {
+                            id: "rs_1".into(),
+                            summary: vec!["s".into()],
+                            encrypted_content: Some("enc".into()),
+                        }),
+                        Part::Reasoning(Reasoning::Thinking {
+                            text: "t".into(),
+                            signature: "x".into(),
+                        }),
+                        Part::ToolCall(ToolCall {
+                            id: "c1".into(),
+                            name: "f".into(),
+                            arguments: "{}".into(),
+                        }),
+                    ],
+                    name: None,
+                },
+                Message {
+                    role: Role::Tool,
+                    parts: vec![Part::ToolResult {
+                        call_id: "c1".into(),
+                        content: "r".into(),
+                        is_error: false,
+                    }],
+                    name: None,
+                },
+            ],
+            WireFormat::OpenAi,
+        );
+        let v: Value =
+            serde_json::from_slice(&build_request(&req, "o4-mini", true).unwrap()).unwrap();
+        assert_eq!(v["store"], false);
+        assert_eq!(v["stream"], true);
+        let kinds: Vec<&str> = v["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["type"].as_str().unwrap())
+            .collect();
+        // Anthropic's thinking has no meaning here and is left out.
+        assert_eq!(
+            kinds,
+            [
+                "message",
+                "message",
+                "reasoning",
+                "function_call",
+                "function_call_output"
+            ]
+        );
+        assert_eq!(v["input"][0]["role"], "developer");
+        assert_eq!(v["input"][2]["encrypted_content"], "enc");
+        req.params.stop = vec!["x".into()];
+        assert_eq!(build_request(&req, "m", false).unwrap_err().param, "stop");
+    }
+
+    #[test]
+    fn upstream_answers_parse_whole_and_streamed() {
+        let body = br#"{"id":"resp_1","status":"incomplete","incomplete_details":{"reason":"max_output_tokens"},"model":"m","output":[
+            {"type":"reasoning","id":"rs_1","summary":[{"type":"summary_text","text":"why"}],"encrypted_content":"e"},
+            {"type":"message","role":"assistant","content":[{"type":"output_text","text":"partial"}]}],
+            "usage":{"input_tokens":3,"output_tokens":4,"output_tokens_details":{"reasoning_tokens":2}}}"#;
+        let r = parse_response(body).unwrap();
+        assert_eq!(r.finish_reason, FinishReason::Length);
+        assert_eq!(r.text(), "partial");
+        assert!(
+            matches!(&r.parts[0], Part::Reasoning(Reasoning::OpenAi { encrypted_content: Some(e), .. }) if e == "e")
+        );
+        assert_eq!(r.usage.unwrap().reasoning_tokens, 2);
+        assert!(parse_response(
+            br#"{"status":"failed","error":{"code":"server_error","message":"boom"}}"#
+        )
+        .is_err());
+        let mut d = StreamDecoder::new();
+        let mut out = Vec::new();
+        for line in [
+            r#"{"type":"response.created","response":{"id":"resp_1","model":"m"}}"#,
+            r#"{"type":"response.output_item.added","output_index":0,"item":{"type":"function_call","id":"fc_1","call_id":"call_1","name":"f","arguments":""}}"#,
+            r#"{"type":"response.function_call_arguments.delta","output_index":0,"delta":"{}"}"#,
+            r#"{"type":"response.completed","response":{"status":"completed","usage":{"input_tokens":1,"output_tokens":1}}}"#,
+        ] {
+            d.decode(line, &mut out).unwrap();
+        }
+        assert!(d.is_done());
+        assert!(out.contains(&StreamEvent::ToolCallDelta {
+            index: 0,
+            arguments: "{}".into()
+        }));
+        assert!(out.contains(&StreamEvent::Finish(FinishReason::ToolCalls)));
+        let mut d = StreamDecoder::new();
+        assert!(d
+            .decode(
+                r#"{"type":"response.function_call_arguments.delta","output_index":5,"delta":"x"}"#,
+                &mut out
+            )
+            .is_err());
+        assert!(d
+            .decode(
+                r#"{"type":"error","code":"rate_limit_exceeded","message":"slow down"}"#,
+                &mut out
+            )
+            .is_err());
     }
 }

@@ -117,7 +117,11 @@ fn as_responses(body: &Value) -> Value {
     }
     for k in ["max_tokens", "temperature"] {
         if let Some(v) = body.get(k) {
-            r[if k == "max_tokens" { "max_output_tokens" } else { k }] = v.clone();
+            r[if k == "max_tokens" {
+                "max_output_tokens"
+            } else {
+                k
+            }] = v.clone();
         }
     }
     r
@@ -292,6 +296,7 @@ proptest! {
         let _ = anthropic::parse_response(&bytes);
         let _ = llmop_wire::gemini::parse_response(&bytes);
         let _ = responses::parse_request(&bytes);
+        let _ = responses::parse_response(&bytes);
         let _ = llmop_wire::embeddings::parse_request(&bytes);
         let _ = llmop_wire::embeddings::parse_openai(&bytes, 2);
         let _ = llmop_wire::embeddings::parse_gemini(&bytes, 2, "m");
@@ -302,6 +307,7 @@ proptest! {
             let _ = openai::StreamDecoder::new().decode(s, &mut out);
             let _ = anthropic::StreamDecoder::new().decode(s, &mut out);
             let _ = llmop_wire::gemini::StreamDecoder::new().decode(s, &mut out);
+            let _ = responses::StreamDecoder::new().decode(s, &mut out);
         }
     }
 }

@@ -503,3 +503,194 @@ async fn models_list_capabilities_in_both_shapes() {
     assert_eq!(find(&a, "vectors")["type"], "model");
     assert_eq!(find(&a, "vectors")["capabilities"]["embeddings"], true);
 }
+
+/// A chat-completions client on a model offered only through the Responses API: the
+/// upstream gets a stateless Responses request, the client a chat answer; the
+/// reasoning item (with its encrypted content) is kept by llmop and goes back before
+/// the call it preceded on the next step.
+#[tokio::test]
+async fn a_chat_client_reaches_a_responses_only_model() {
+    let up = Upstream::start(|c, _| {
+        let continued = c.body["input"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|it| it["type"] == "function_call_output"));
+        match (c.body["stream"] == true, continued) {
+            (_, true) => Reply::ok(support::fixture("openai/responses_text.json")),
+            (true, false) => Reply::sse(support::fixture("openai/stream_responses.sse")),
+            (false, false) => Reply::ok(support::fixture(
+                "openai/responses_reasoning_tool_call.json",
+            )),
+        }
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "[providers.oa]\nkind = \"openai\"\napi = \"responses\"\nbase_url = \"{}/v1\"\n",
+        up.url
+    ));
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}]);
+    let question = json!({"role": "user", "content": "Weather in Paris?"});
+    for stream in [false, true] {
+        let r = post_with(
+            &gw,
+            "/v1/chat/completions",
+            &json!({"model": "oa/o4-mini", "messages": [question], "tools": tools, "stream": stream, "reasoning_effort": "medium"}),
+            &[("x-request-id", if stream { "rsp-up-s" } else { "rsp-up-w" })],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let sent = up.last();
+        assert_eq!(sent.path, "/v1/responses");
+        assert_eq!(sent.body["store"], false);
+        assert_eq!(sent.body["include"], json!(["reasoning.encrypted_content"]));
+        assert_eq!(sent.body["reasoning"]["effort"], "medium");
+        assert_eq!(sent.body["tools"][0]["name"], "get_weather");
+        assert_eq!(
+            sent.body["input"][0]["content"][0]["text"],
+            "Weather in Paris?"
+        );
+        let (call_id, args, probe) = if stream {
+            let text = r.text().await.unwrap();
+            let mut id = String::new();
+            let mut args = String::new();
+            let mut content = String::new();
+            for (_, d) in sse_events(&text) {
+                let Ok(v) = serde_json::from_str::<Value>(&d) else {
+                    continue;
+                };
+                let delta = &v["choices"][0]["delta"];
+                if let Some(t) = delta["content"].as_str() {
+                    content.push_str(t);
+                }
+                if let Some(c) = delta["tool_calls"][0].as_object() {
+                    if let Some(i) = c.get("id").and_then(Value::as_str) {
+                        id = i.to_string();
+                    }
+                    if let Some(a) = c["function"]["arguments"].as_str() {
+                        args.push_str(a);
+                    }
+                }
+            }
+            assert_eq!(content, "Let me check.");
+            (id, args, "gAAAAABoSTREAM-ENC-PROBE")
+        } else {
+            let v: Value = r.json().await.unwrap();
+            let c = &v["choices"][0]["message"]["tool_calls"][0];
+            assert_eq!(
+                v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+                192
+            );
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["function"]["arguments"].as_str().unwrap().to_string(),
+                "PROBE",
+            )
+        };
+        assert!(args.contains("Paris"), "{args}");
+        // The client cannot carry the reasoning item: llmop issued the call's id.
+        assert!(call_id.starts_with("llmop_call_"), "{call_id}");
+        let rec = gw
+            .record(if stream { "rsp-up-s" } else { "rsp-up-w" })
+            .await;
+        assert!(rec["reasoning_tokens"].as_i64().unwrap() > 0);
+
+        let r = post_json(
+            &gw,
+            "/v1/chat/completions",
+            &json!({"model": "oa/o4-mini", "tools": tools, "messages": [
+                question,
+                {"role": "assistant", "content": null, "tool_calls": [{"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": args}}]},
+                {"role": "tool", "tool_call_id": call_id, "content": "18C, sunny"}
+            ]}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            "It is 18 degrees and sunny in Paris."
+        );
+        assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 256);
+        // The reasoning item went back, encrypted content and all, just before the call
+        // it preceded, and the call and its output carry the provider's call id.
+        let input = up.last().body["input"].as_array().unwrap().clone();
+        let at = input
+            .iter()
+            .position(|i| i["type"] == "reasoning")
+            .expect("reasoning item sent back");
+        assert!(
+            input[at]["encrypted_content"]
+                .as_str()
+                .unwrap()
+                .contains(probe),
+            "{:?}",
+            input[at]
+        );
+        let call = input
+            .iter()
+            .position(|i| i["type"] == "function_call")
+            .unwrap();
+        assert!(at < call);
+        assert!(input[call]["call_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("call_"));
+        let out = input
+            .iter()
+            .find(|i| i["type"] == "function_call_output")
+            .unwrap();
+        assert_eq!(out["call_id"], input[call]["call_id"]);
+        assert_eq!(out["output"], "18C, sunny");
+    }
+}
+
+#[tokio::test]
+async fn embeddings_bodies_from_the_references() {
+    let oa = Upstream::start(|_, _| Reply::ok(support::fixture("openai/embeddings.json"))).await;
+    let gem =
+        Upstream::start(|_, _| Reply::ok(support::fixture("gemini/batch_embed_contents.json")))
+            .await;
+    let gw = Gateway::start(&format!(
+        "[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n[providers.gem]\nkind = \"gemini\"\nbase_url = \"{}\"\n",
+        oa.url, gem.url
+    ));
+    let v: Value = post_json(
+        &gw,
+        "/v1/embeddings",
+        &json!({"model": "oa/text-embedding-3-small", "input": "The food was delicious"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        v["data"][0]["embedding"][1].as_f64().unwrap() as f32,
+        -0.009327292f32
+    );
+    assert_eq!(v["usage"]["prompt_tokens"], 8);
+    assert_eq!(v["model"], "text-embedding-3-small");
+    let v: Value = post_json(
+        &gw,
+        "/v1/embeddings",
+        &json!({"model": "gem/gemini-embedding-001", "input": ["a", "b"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        v["data"][1]["embedding"][1].as_f64().unwrap() as f32,
+        0.011043437f32
+    );
+    // A count of vectors that does not match the inputs is the upstream's fault.
+    let r = post_json(
+        &gw,
+        "/v1/embeddings",
+        &json!({"model": "gem/gemini-embedding-001", "input": ["a", "b", "c"]}),
+    )
+    .await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "upstream_protocol_error"
+    );
+}

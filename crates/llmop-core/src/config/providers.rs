@@ -31,10 +31,23 @@ impl ProviderKind {
     }
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenAiApi {
+    #[default]
+    Chat,
+    Responses,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
+    /// Which OpenAI API an `openai`-kind provider speaks: `chat` (Chat Completions, the
+    /// default, and what compatible servers offer) or `responses` (the Responses API,
+    /// for models offered only there).
+    #[serde(default)]
+    pub api: OpenAiApi,
     pub base_url: Option<String>,
     /// Name of the environment variable that holds the API key.
     pub api_key_env: Option<String>,
@@ -127,6 +140,12 @@ pub(super) fn validate(c: &Config, out: &mut Problems) {
                 Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
                 _ => out.push((at("base_url"), format!("`{u}` is not an http(s) URL"))),
             }
+        }
+        if p.api == OpenAiApi::Responses && p.kind != ProviderKind::Openai {
+            out.push((
+                at("api"),
+                "api = \"responses\" applies to kind = \"openai\" only".into(),
+            ));
         }
         if p.api_key_env.is_some() && p.api_key_file.is_some() {
             out.push((
