@@ -423,6 +423,18 @@ fn view_messages(v: &serde_json::Value) -> Vec<ShownMessage> {
     };
     list.iter()
         .map(|m| {
+            // An embeddings call's inputs: texts (or their hashes), or token ids.
+            if m.is_string() || m.is_array() {
+                let text = m.as_str().map_or_else(|| m.to_string(), str::to_string);
+                return ShownMessage {
+                    role: "input".to_string(),
+                    parts: vec![ShownPart {
+                        kind: "text",
+                        text,
+                        name: None,
+                    }],
+                };
+            }
             let role = m["role"].as_str().unwrap_or("?").to_string();
             let mut parts = Vec::new();
             match &m["content"] {

@@ -85,6 +85,12 @@ fn replay_body(r: &Record, model: Option<&str>) -> Result<Value, String> {
     let Value::Object(params) = &r.request_params else {
         return Err(format!("record {} has no request parameters", r.request_id));
     };
+    if r.endpoint == "/v1/embeddings" {
+        return Err(format!(
+            "record {} is an embeddings call: only conversations are replayed",
+            r.request_id
+        ));
+    }
     if r.truncated {
         return Err(format!(
             "record {} was cut to the store's max_field_bytes: its request cannot be replayed exactly",
@@ -109,7 +115,14 @@ fn replay_body(r: &Record, model: Option<&str>) -> Result<Value, String> {
     };
     let mut body: Map<String, Value> = params
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "stream" | "stream_options" | "anthropic_extra"))
+        // llmop's own notes on the call (a Responses call's `responses`), not request
+        // fields.
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "stream" | "stream_options" | "anthropic_extra" | "responses"
+            )
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if let Some(m) = model {
