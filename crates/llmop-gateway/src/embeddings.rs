@@ -194,6 +194,7 @@ async fn embed(
     rec.entered(Stage::Call);
     let identity = resolved.targets.first().map(|t| t.embedding.clone());
     let mut last: Option<ProviderError> = None;
+    let mut quota_skipped = false;
     for t in resolved
         .targets
         .iter()
@@ -202,6 +203,15 @@ async fn embed(
         if let Some(b) = &t.breaker {
             if !b.allow(Instant::now()) {
                 rec.attempt_skipped(t.provider.name(), &t.model, codes::CIRCUIT_OPEN);
+                continue;
+            }
+        }
+        if let (Some(l), Some(_)) = (&app.limits, t.quota) {
+            let tokens = estimate.tokens_in(&counted).await;
+            if !limits::target_admits(l, resolved.route.unwrap_or(""), t, tokens).await {
+                // Over the provider's quota for this target: the next one, if any.
+                rec.attempt_skipped(t.provider.name(), &t.model, codes::RATE_LIMITED);
+                quota_skipped = true;
                 continue;
             }
         }
@@ -289,6 +299,12 @@ async fn embed(
     rec.no_next_attempt();
     Err(match last {
         Some(e) => GatewayError::Provider(e),
+        None if quota_skipped => GatewayError::Limited {
+            message: "every target of the route is at its provider quota".into(),
+            code: codes::RATE_LIMITED,
+            retry_after_s: Some(1),
+            handoff: false,
+        },
         None => GatewayError::Unavailable {
             message: "every target of the route is unavailable (circuit breakers open)".into(),
             code: codes::CIRCUIT_OPEN,

@@ -76,7 +76,7 @@ pub fn record_metrics(r: &Record, provider_kind: Option<&str>) {
         .or_else(|| r.model.clone())
         .unwrap_or_default();
     let labels = [
-        ("gen_ai_operation_name", "chat".to_string()),
+        ("gen_ai_operation_name", span::operation(r).to_string()),
         ("gen_ai_provider_name", provider.to_string()),
         ("gen_ai_request_model", model),
     ];

@@ -236,7 +236,8 @@ pub fn span_of(
         .or_else(|| r.feature.as_ref().map(|f| format!("feature/{f}")))
         .or_else(|| r.route.clone())
         .or_else(|| r.model.clone());
-    let mut a = vec![s("gen_ai.operation.name", "chat")];
+    let op = operation(r);
+    let mut a = vec![s("gen_ai.operation.name", op)];
     if let Some(k) = provider_kind {
         a.push(s("gen_ai.provider.name", provider_name(k)));
     }
@@ -319,8 +320,8 @@ pub fn span_of(
     let start = u64::try_from(r.created_at_ms).unwrap_or(0) * 1_000_000;
     let end = start + u64::try_from(r.latency_ms).unwrap_or(0) * 1_000_000;
     let name = match asked.as_deref().or(r.model.as_deref()) {
-        Some(m) => format!("chat {m}"),
-        None => "chat".to_string(),
+        Some(m) => format!("{op} {m}"),
+        None => op.to_string(),
     };
     Span {
         trace_id: trace_id.to_vec(),
@@ -354,6 +355,15 @@ pub fn span_of(
                 code: StatusCode::Unset as i32,
             }
         }),
+    }
+}
+
+/// The GenAI operation a record is: `embeddings` for `/v1/embeddings`, else `chat`.
+pub fn operation(r: &Record) -> &'static str {
+    if r.endpoint == "/v1/embeddings" {
+        "embeddings"
+    } else {
+        "chat"
     }
 }
 

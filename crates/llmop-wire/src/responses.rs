@@ -718,6 +718,8 @@ pub struct StreamEncoder {
     acc: StreamAccumulator,
     items: usize,
     open: Open,
+    /// The item id of the open message item.
+    open_id: String,
     /// Per tool-call index: `(call id, name, arguments so far, output index)`.
     calls: Vec<(String, String, String, usize)>,
     started: bool,
@@ -734,6 +736,7 @@ impl StreamEncoder {
             acc: StreamAccumulator::default(),
             items: 0,
             open: Open::None,
+            open_id: String::new(),
             calls: Vec::new(),
             started: false,
         }
@@ -842,6 +845,7 @@ impl StreamEncoder {
                         "response.content_part.added",
                         json!({"item_id": item_id, "output_index": index, "content_index": 0, "part": text_part("")}),
                     );
+                    self.open_id = item_id;
                     self.open = Open::Message {
                         index,
                         text: String::new(),
@@ -849,13 +853,33 @@ impl StreamEncoder {
                 }
                 if let Open::Message { index, text } = &mut self.open {
                     text.push_str(t);
-                    let index = *index;
-                    let item_id = message_item_id(&self.id, index);
-                    self.emit(
+                    // The one event per token: typed and borrowed, no JSON tree.
+                    #[derive(serde::Serialize)]
+                    struct TextDelta<'a> {
+                        #[serde(rename = "type")]
+                        kind: &'static str,
+                        sequence_number: u64,
+                        item_id: &'a str,
+                        output_index: usize,
+                        content_index: u32,
+                        delta: &'a str,
+                        logprobs: [(); 0],
+                    }
+                    let kind = "response.output_text.delta";
+                    sse::write_event(
                         out,
-                        "response.output_text.delta",
-                        json!({"item_id": item_id, "output_index": index, "content_index": 0, "delta": t, "logprobs": []}),
+                        kind,
+                        &TextDelta {
+                            kind,
+                            sequence_number: self.seq,
+                            item_id: &self.open_id,
+                            output_index: *index,
+                            content_index: 0,
+                            delta: t,
+                            logprobs: [],
+                        },
                     );
+                    self.seq += 1;
                 }
             }
             StreamEvent::ToolCallStart {
