@@ -144,6 +144,12 @@ impl HttpProvider {
         if stream {
             rb = rb.header(ACCEPT, HeaderValue::from_static("text/event-stream"));
         }
+        rb = self.authed(rb);
+        Ok(rb)
+    }
+
+    /// The provider's version header and credentials on a request.
+    fn authed(&self, mut rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         if self.kind == ProviderKind::Anthropic {
             rb = rb.header("anthropic-version", anthropic::API_VERSION);
         }
@@ -154,7 +160,7 @@ impl HttpProvider {
                 _ => rb.header(AUTHORIZATION, format!("Bearer {}", key.expose())),
             };
         }
-        Ok(rb)
+        rb
     }
 
     fn timeout(&self, stage: TimeoutStage) -> ProviderError {
@@ -244,53 +250,14 @@ impl HttpProvider {
             .header("x-request-id", request_id)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body);
-        if self.kind == ProviderKind::Anthropic {
-            rb = rb.header("anthropic-version", anthropic::API_VERSION);
-        }
-        if let Some(key) = &self.api_key {
-            rb = match self.kind {
-                ProviderKind::Anthropic => rb.header("x-api-key", key.expose()),
-                ProviderKind::Gemini => rb.header("x-goog-api-key", key.expose()),
-                _ => rb.header(AUTHORIZATION, format!("Bearer {}", key.expose())),
-            };
-        }
+        rb = self.authed(rb);
         let resp = self
             .send(rb, deadline)
             .await
             .map_err(ProviderError::scrubbed)?;
-        let limit = self.max_response_bytes;
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(ProviderError::Protocol {
-                provider: self.name.clone(),
-                message: format!("the answer is larger than max_response_bytes ({limit} bytes)"),
-            });
-        }
-        let mut out = Vec::new();
-        let mut chunks = resp.bytes_stream();
-        loop {
-            match timeout_at(deadline, chunks.next()).await {
-                Err(_) => return Err(self.timeout(TimeoutStage::Total)),
-                Ok(Some(Err(e))) => {
-                    return Err(ProviderError::Stream {
-                        provider: self.name.clone(),
-                        message: error_chain(&e.without_url()),
-                    })
-                }
-                Ok(Some(Ok(c))) => {
-                    if out.len() + c.len() > limit {
-                        return Err(ProviderError::Protocol {
-                            provider: self.name.clone(),
-                            message: format!(
-                                "the answer is larger than max_response_bytes ({limit} bytes)"
-                            ),
-                        });
-                    }
-                    out.extend_from_slice(&c);
-                }
-                Ok(None) => break,
-            }
-        }
-        Ok(Bytes::from(out))
+        self.read_capped(resp, deadline)
+            .await
+            .map_err(ProviderError::scrubbed)
     }
 
     /// Embeddings: OpenAI-format providers' `/embeddings`, Gemini's
@@ -363,6 +330,16 @@ impl HttpProvider {
         resp: reqwest::Response,
         deadline: Instant,
     ) -> Result<ChatResponse, ProviderError> {
+        let body = self.read_capped(resp, deadline).await?;
+        self.parse(&body).map_err(|e| self.protocol(e))
+    }
+
+    /// Reads a whole body within the deadline and `max_response_bytes`.
+    async fn read_capped(
+        &self,
+        resp: reqwest::Response,
+        deadline: Instant,
+    ) -> Result<Bytes, ProviderError> {
         let limit = self.max_response_bytes;
         let too_large = || ProviderError::Protocol {
             provider: self.name.clone(),
@@ -406,11 +383,10 @@ impl HttpProvider {
                 Ok(None) => break,
             }
         }
-        let body: &[u8] = match &first {
+        Ok(match first {
             Some(f) => f,
-            None => &joined,
-        };
-        self.parse(body).map_err(|e| self.protocol(e))
+            None => Bytes::from(joined),
+        })
     }
 
     pub async fn stream(

@@ -185,7 +185,7 @@ fn content_parts(c: InContent) -> Vec<Part> {
 
 /// `data:<media>;base64,<data>` URLs become inline images so that providers which take
 /// only inline data (Anthropic, Gemini) can use them.
-fn parse_image_url(url: String) -> ImageSource {
+pub(crate) fn parse_image_url(url: String) -> ImageSource {
     if let Some(rest) = url.strip_prefix("data:") {
         if let Some((media, data)) = rest.split_once(";base64,") {
             return ImageSource::Base64 {
@@ -197,7 +197,7 @@ fn parse_image_url(url: String) -> ImageSource {
     ImageSource::Url(url)
 }
 
-fn image_url(src: &ImageSource) -> String {
+pub(crate) fn image_url(src: &ImageSource) -> String {
     match src {
         ImageSource::Url(u) => u.clone(),
         ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),

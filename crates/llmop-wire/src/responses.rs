@@ -26,7 +26,7 @@
 use crate::{from_json, sse, unix_now, TextOr, Unsupported, WireError};
 use bytes::BytesMut;
 use llmop_core::{
-    AnswerDetails, ChatRequest, ChatResponse, FinishReason, ImageSource, Message, Part, Reasoning,
+    AnswerDetails, ChatRequest, ChatResponse, FinishReason, Message, Part, Reasoning,
     ReasoningParams, ResponseFormat, Role, StreamAccumulator, StreamEvent, Tool, ToolCall,
     ToolChoice, Usage, WireFormat,
 };
@@ -211,7 +211,7 @@ fn content_parts(c: TextOr<InContent>, path: &str) -> Result<Vec<Part>, WireErro
                     }
                     "refusal" => Part::Text(p.refusal.or(p.text).unwrap_or_default()),
                     "input_image" => match p.image_url {
-                        Some(url) => Part::Image(image_source(url)),
+                        Some(url) => Part::Image(crate::openai::parse_image_url(url)),
                         None => {
                             return Err(err(
                                 "only `image_url` images are supported (llmop has no file store for `file_id`)",
@@ -231,18 +231,6 @@ fn content_parts(c: TextOr<InContent>, path: &str) -> Result<Vec<Part>, WireErro
             Ok(out)
         }
     }
-}
-
-fn image_source(url: String) -> ImageSource {
-    if let Some(rest) = url.strip_prefix("data:") {
-        if let Some((media, data)) = rest.split_once(";base64,") {
-            return ImageSource::Base64 {
-                media_type: media.to_string(),
-                data: data.to_string(),
-            };
-        }
-    }
-    ImageSource::Url(url)
 }
 
 /// Appends `part` to the conversation's last assistant message, or starts one: a
@@ -996,13 +984,6 @@ impl StreamEncoder {
 // Towards a Responses upstream
 // ---------------------------------------------------------------------------
 
-fn image_url(src: &ImageSource) -> String {
-    match src {
-        ImageSource::Url(u) => u.clone(),
-        ImageSource::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
-    }
-}
-
 fn unsupported(param: &str, message: &str) -> Unsupported {
     Unsupported {
         param: param.into(),
@@ -1023,7 +1004,7 @@ fn input_items(messages: &[Message]) -> Vec<Value> {
                     .filter_map(|p| match p {
                         Part::Text(t) => Some(json!({"type": "input_text", "text": t})),
                         Part::Image(src) => {
-                            Some(json!({"type": "input_image", "image_url": image_url(src)}))
+                            Some(json!({"type": "input_image", "image_url": crate::openai::image_url(src)}))
                         }
                         _ => None,
                     })
