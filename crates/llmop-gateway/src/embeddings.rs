@@ -313,7 +313,8 @@ async fn embed(
 }
 
 /// `POST /v1/messages/count_tokens` (Anthropic format): the first target's count when
-/// its provider offers counting (Anthropic's own endpoint), else llmop's estimate (the
+/// its provider offers counting (Anthropic's `count_tokens`, Gemini's `countTokens`),
+/// else llmop's estimate (the
 /// tokenizer of the check stage), said by `x-llmop-token-count: estimate`. Not a model
 /// call: not recorded, not billed, not rate-limited beyond the key's scope.
 pub async fn count_tokens(

@@ -277,12 +277,26 @@ impl HttpProvider {
         let n = req.input.len();
         match self.kind {
             ProviderKind::Gemini => {
-                let body = embeddings::build_gemini(req, model)
+                let bodies = embeddings::build_gemini(req, model)
                     .ok_or_else(|| unsupported("Gemini embeds text, not token ids"))?;
-                let b = self
-                    .post_json(&embeddings::gemini_path(model), body, deadline, request_id)
-                    .await?;
-                embeddings::parse_gemini(&b, n, model).map_err(|e| self.protocol(e))
+                // One call per batch Gemini allows, in order; the vectors joined.
+                let mut all = Embeddings {
+                    model: model.to_string(),
+                    vectors: Vec::with_capacity(n),
+                    input_tokens: None,
+                };
+                let mut left = n;
+                for body in bodies {
+                    let size = left.min(embeddings::GEMINI_BATCH);
+                    left -= size;
+                    let b = self
+                        .post_json(&embeddings::gemini_path(model), body, deadline, request_id)
+                        .await?;
+                    let e =
+                        embeddings::parse_gemini(&b, size, model).map_err(|e| self.protocol(e))?;
+                    all.vectors.extend(e.vectors);
+                }
+                Ok(all)
             }
             ProviderKind::Anthropic => Err(unsupported("Anthropic offers no embeddings")),
             _ => {
@@ -299,7 +313,9 @@ impl HttpProvider {
         }
     }
 
-    /// Anthropic's `POST /v1/messages/count_tokens`; `None` for other kinds.
+    /// The provider's own count: Anthropic's `POST /v1/messages/count_tokens`, Gemini's
+    /// `countTokens`; `None` for OpenAI-format providers (no counting endpoint for chat
+    /// completions).
     pub async fn count_tokens(
         &self,
         req: &ChatRequest,
@@ -307,6 +323,20 @@ impl HttpProvider {
         deadline: Instant,
         request_id: &str,
     ) -> Result<Option<u64>, ProviderError> {
+        if self.kind == ProviderKind::Gemini {
+            let body = gemini::build_count_tokens(req, model);
+            let b = self
+                .post_json(
+                    &gemini::count_tokens_path(model),
+                    body,
+                    deadline,
+                    request_id,
+                )
+                .await?;
+            return gemini::parse_count_tokens(&b)
+                .map(Some)
+                .map_err(|e| self.protocol(e));
+        }
         if self.kind != ProviderKind::Anthropic {
             return Ok(None);
         }

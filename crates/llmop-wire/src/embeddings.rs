@@ -176,28 +176,42 @@ pub fn parse_openai(body: &[u8], n: usize) -> Result<Embeddings, WireError> {
     })
 }
 
+/// Most inputs Gemini takes in one `batchEmbedContents` call: a larger request is sent
+/// as several batches.
+pub const GEMINI_BATCH: usize = 100;
+
 /// Gemini's path for a batch of embeddings.
 pub fn gemini_path(model: &str) -> String {
     format!("/v1beta/models/{model}:batchEmbedContents")
 }
 
-/// The body for Gemini: texts only (token ids have no Gemini form).
-pub fn build_gemini(req: &EmbedRequest, model: &str) -> Option<Vec<u8>> {
+/// The bodies for Gemini, one per batch of at most [`GEMINI_BATCH`] inputs: texts only
+/// (token ids have no Gemini form).
+pub fn build_gemini(req: &EmbedRequest, model: &str) -> Option<Vec<Vec<u8>>> {
     let EmbedInput::Texts(texts) = &req.input else {
         return None;
     };
+    Some(
+        texts
+            .chunks(GEMINI_BATCH)
+            .map(|batch| gemini_batch(batch, req.dimensions, model))
+            .collect(),
+    )
+}
+
+fn gemini_batch(texts: &[String], dimensions: Option<u32>, model: &str) -> Vec<u8> {
     let requests: Vec<Value> = texts
         .iter()
         .map(|t| {
             let mut r =
                 json!({"model": format!("models/{model}"), "content": {"parts": [{"text": t}]}});
-            if let Some(d) = req.dimensions {
+            if let Some(d) = dimensions {
                 r["outputDimensionality"] = json!(d);
             }
             r
         })
         .collect();
-    serde_json::to_vec(&json!({"requests": requests})).ok()
+    serde_json::to_vec(&json!({ "requests": requests })).unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -343,7 +357,7 @@ mod tests {
     fn gemini_batch_round_trip() {
         let req = parse_request(br#"{"model":"m","input":["a","b"],"dimensions":4}"#).unwrap();
         let body: Value =
-            serde_json::from_slice(&build_gemini(&req, "text-embedding-004").unwrap()).unwrap();
+            serde_json::from_slice(&build_gemini(&req, "text-embedding-004").unwrap()[0]).unwrap();
         assert_eq!(body["requests"][1]["content"]["parts"][0]["text"], "b");
         assert_eq!(body["requests"][0]["model"], "models/text-embedding-004");
         assert_eq!(body["requests"][0]["outputDimensionality"], 4);
@@ -357,6 +371,22 @@ mod tests {
         assert_eq!(e.input_tokens, None);
         let tokens = parse_request(br#"{"model":"m","input":[1,2]}"#).unwrap();
         assert!(build_gemini(&tokens, "g").is_none());
+        // 250 inputs go as batches of 100, 100 and 50.
+        let many: Vec<String> = (0..250).map(|i| format!("t{i}")).collect();
+        let big =
+            parse_request(&serde_json::to_vec(&json!({"model": "m", "input": many})).unwrap())
+                .unwrap();
+        let sizes: Vec<usize> = build_gemini(&big, "g")
+            .unwrap()
+            .iter()
+            .map(|b| {
+                serde_json::from_slice::<Value>(b).unwrap()["requests"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        assert_eq!(sizes, [100, 100, 50]);
     }
 
     #[test]

@@ -31,6 +31,35 @@ pub fn path(model: &str, stream: bool) -> String {
     }
 }
 
+/// The path of Gemini's `countTokens` for `model`.
+pub fn count_tokens_path(model: &str) -> String {
+    format!("/v1beta/models/{model}:countTokens")
+}
+
+/// The `countTokens` body: the whole `GenerateContentRequest` the call would send
+/// (system instruction and tools count too), under `generateContentRequest`.
+pub fn build_count_tokens(req: &ChatRequest, model: &str) -> Vec<u8> {
+    let inner: Value = serde_json::from_slice(&build_request(req, model)).unwrap_or_default();
+    let mut inner = match inner {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    // Generation settings are not part of a count.
+    inner.remove("generationConfig");
+    inner.insert("model".into(), json!(format!("models/{model}")));
+    serde_json::to_vec(&json!({ "generateContentRequest": inner })).unwrap_or_default()
+}
+
+/// Reads `{"totalTokens": n}`.
+pub fn parse_count_tokens(body: &[u8]) -> Result<u64, WireError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Count {
+        total_tokens: u64,
+    }
+    crate::from_json::<Count>(body).map(|c| c.total_tokens)
+}
+
 /// Builds a `GenerateContentRequest` for `model` (its family decides how a thinking
 /// effort is said).
 pub fn build_request(req: &ChatRequest, model: &str) -> Vec<u8> {

@@ -694,3 +694,54 @@ async fn embeddings_bodies_from_the_references() {
         "upstream_protocol_error"
     );
 }
+
+#[tokio::test]
+async fn gemini_counts_tokens_and_embeds_in_batches_it_allows() {
+    let up = Upstream::start(|c, _| {
+        if c.path.ends_with(":countTokens") {
+            return Reply::ok(json!({"totalTokens": 31, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 31}]}).to_string());
+        }
+        let n = c.body["requests"].as_array().map_or(0, Vec::len);
+        let e: Vec<Value> = (0..n).map(|i| json!({"values": [i as f32]})).collect();
+        Reply::ok(json!({ "embeddings": e }).to_string())
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "[providers.gem]\nkind = \"gemini\"\nbase_url = \"{}\"\n",
+        up.url
+    ));
+    let r = post_json(
+        &gw,
+        "/v1/messages/count_tokens",
+        &json!({"model": "gem/gemini-2.5-flash", "system": "brief", "messages": [{"role": "user", "content": "count me"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-llmop-token-count"], "provider");
+    assert_eq!(r.json::<Value>().await.unwrap()["input_tokens"], 31);
+    let sent = up.last();
+    assert_eq!(sent.path, "/v1beta/models/gemini-2.5-flash:countTokens");
+    let inner = &sent.body["generateContentRequest"];
+    assert_eq!(inner["model"], "models/gemini-2.5-flash");
+    assert_eq!(inner["contents"][0]["parts"][0]["text"], "count me");
+    assert_eq!(inner["systemInstruction"]["parts"][0]["text"], "brief");
+
+    // 150 inputs: two batches (100 and 50), answered in input order.
+    let before = up.count();
+    let inputs: Vec<String> = (0..150).map(|i| format!("text {i}")).collect();
+    let v: Value = post_json(
+        &gw,
+        "/v1/embeddings",
+        &json!({"model": "gem/gemini-embedding-001", "input": inputs}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(up.count() - before, 2);
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 150);
+    assert_eq!(data[100]["index"], 100);
+    assert_eq!(data[100]["embedding"][0], 0.0);
+    assert_eq!(data[149]["embedding"][0], 49.0);
+}
