@@ -415,7 +415,7 @@ pub fn parse_request(body: &[u8]) -> Result<(ChatRequest, Echo), WireError> {
             .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
         tools_echo.push(json!({
             "type": "function", "name": name, "description": t.description,
-            "parameters": parameters, "strict": t.strict.unwrap_or(true),
+            "parameters": parameters, "strict": t.strict,
         }));
         req.tools.push(Tool {
             name,

@@ -9,6 +9,8 @@ use std::hash::Hasher;
 /// The vector length when the request names no `dimensions` (OpenAI's
 /// `text-embedding-3-small`).
 pub const DEFAULT_DIMENSIONS: u32 = 1536;
+/// The longest vector the mock makes.
+pub const MAX_DIMENSIONS: u32 = 3072;
 
 fn vector(seed: u64, model: &str, tokens: impl Iterator<Item = u64>, dims: usize) -> Vec<f32> {
     let mut v = vec![0f32; dims];
@@ -38,7 +40,12 @@ fn text_token(piece: &str) -> u64 {
 
 /// Vectors for every input, and the input tokens counted with the mock's tokenizer.
 pub fn embed(seed: u64, model: &str, req: &EmbedRequest) -> Embeddings {
-    let dims = req.dimensions.unwrap_or(DEFAULT_DIMENSIONS).clamp(1, 8192) as usize;
+    // At most OpenAI's largest (3,072): a request cannot make the mock build vectors
+    // of any size.
+    let dims = req
+        .dimensions
+        .unwrap_or(DEFAULT_DIMENSIONS)
+        .clamp(1, MAX_DIMENSIONS) as usize;
     let (vectors, tokens) = match &req.input {
         EmbedInput::Texts(texts) => {
             let mut n = 0;
