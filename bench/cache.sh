@@ -16,8 +16,6 @@ cd "$(dirname "$0")/.."
 SECS=${1:-10}
 source bench/lib.sh
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p llmop -p llmop-bench >&2
-TCK=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 taskset -c 1 $BIN/bench-upstream > "$WORK/up.out" & pids+=($!)
 UP=$(url_of "$WORK/up.out")
@@ -48,11 +46,7 @@ OUT=bench/results/cache.json
 mkdir -p bench/results; : > "$OUT"
 run() { # label body extra-args...   (TARGET=url overrides the gateway)
   local label=$1 body=$2; shift 2
-  local before after line
-  before=$(ticks $pid)
-  line=$(taskset -c 1 $BIN/bench-load --url "${TARGET:-$url}" --body "$body" --seconds "$SECS" --warmup 1 --label "$label" "$@")
-  after=$(ticks $pid)
-  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); t=(int(sys.argv[2])-int(sys.argv[3]))/int(sys.argv[4]); r["cpu_us_per_req"]=t*1e6/max(r["completed"],1); print(json.dumps(r))' "$line" "$after" "$before" "$TCK" | tee -a "$OUT" >&2
+  measure "$label" "$pid" "$OUT" --body "$body" "$@"
 }
 # The method's floor: the load generator straight to the upstream (no gateway).
 TARGET=$UP run "direct, 1000/s" "$OFF" --rate 1000

@@ -52,3 +52,20 @@ NGINX
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# CPU ticks (user + system) a process has used.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# measure LABEL PID OUT BENCH-LOAD-ARGS...: one bench-load run on core 1 against
+# $TARGET (else $url), for $SECS seconds after a 1 s warm-up; its result line, with the
+# CPU the process PID (llmop) spent per completed request added, is appended to OUT
+# (and shown on stderr).
+measure() {
+  local label=$1 p=$2 out=$3; shift 3
+  local before after line
+  before=$(ticks "$p")
+  line=$(taskset -c 1 $BIN/bench-load --url "${TARGET:-$url}" --seconds "$SECS" --warmup 1 --label "$label" "$@")
+  after=$(ticks "$p")
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); t=(int(sys.argv[2])-int(sys.argv[3]))/int(sys.argv[4]); r["cpu_us_per_req"]=t*1e6/max(r["completed"],1); print(json.dumps(r))' \
+    "$line" "$after" "$before" "$(getconf CLK_TCK)" | tee -a "$out" >&2
+}
