@@ -114,6 +114,17 @@ pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// When a request id llmop made ([`new_request_id`]) was made, Unix ms; `None` for an
+/// id a client chose.
+pub fn request_id_made_at_ms(id: &str) -> Option<i64> {
+    let u = uuid::Uuid::parse_str(id).ok()?;
+    if u.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = u.get_timestamp()?.to_unix();
+    Some(secs as i64 * 1000 + i64::from(nanos / 1_000_000))
+}
+
 /// Longest metadata value (env, user, session, feature, the whole tag list), however it
 /// arrives: an `x-llmop-*` header, the OpenAI `user` field, Anthropic's
 /// `metadata.user_id`, or an invoke body.
@@ -178,6 +189,21 @@ pub fn parse_tags(raw: &str) -> Result<BTreeMap<String, String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_at_reads_llmop_ids_only() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let t = request_id_made_at_ms(&new_request_id()).unwrap();
+        assert!((now - t).abs() < 5_000, "{now} {t}");
+        assert_eq!(request_id_made_at_ms("tour-1"), None);
+        assert_eq!(
+            request_id_made_at_ms(&uuid::Uuid::new_v4().to_string()),
+            None
+        );
+    }
 
     #[test]
     fn request_ids() {

@@ -26,9 +26,18 @@ use std::time::Duration;
 
 /// How long a lookup waits for the record of a response that was just answered (on
 /// this replica or another) to be committed: the writer commits within ~50 ms in
-/// default durability.
+/// default durability. Polls back off (25 ms, doubling, at most 400 ms: six reads), and
+/// an id llmop made long before is looked up once: an unknown id cannot make the
+/// gateway poll its store thirty times.
 const COMMIT_WAIT: Duration = Duration::from_millis(1_500);
-const COMMIT_POLL: Duration = Duration::from_millis(50);
+const FIRST_POLL: Duration = Duration::from_millis(25);
+const MAX_POLL: Duration = Duration::from_millis(400);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 fn not_found(id: &str, param: Option<&str>) -> GatewayError {
     let message = format!("no stored response `{id}` for this key");
@@ -67,11 +76,18 @@ pub(crate) async fn load(
         code: codes::STORE_DISABLED,
     })?;
     let rid = respond::request_id_of(id).ok_or_else(|| not_found(id, param))?;
-    let start = tokio::time::Instant::now();
+    // A client-chosen id may be any age: it gets the wait. One llmop made says when.
+    let recent = llmop_core::context::request_id_made_at_ms(rid)
+        .is_none_or(|made| now_ms() - made < COMMIT_WAIT.as_millis() as i64 * 2);
+    let until = tokio::time::Instant::now() + COMMIT_WAIT;
+    let mut poll = FIRST_POLL;
     let rec = loop {
         match store.get(rid).await.map_err(unavailable)? {
             Some(r) => break r,
-            None if start.elapsed() < COMMIT_WAIT => tokio::time::sleep(COMMIT_POLL).await,
+            None if recent && tokio::time::Instant::now() + poll < until => {
+                tokio::time::sleep(poll).await;
+                poll = (poll * 2).min(MAX_POLL);
+            }
             None => return Err(not_found(id, param)),
         }
     };

@@ -390,6 +390,7 @@ async fn a_budget_refuses_an_embeddings_call_before_the_upstream() {
     // 7 tokens at $1,000/M: $0.007 a call; the second does not fit in $0.01.
     let r = post_json(&gw, "/v1/embeddings", &body).await;
     assert_eq!(r.status(), 200);
+    let mut answered = 1;
     let mut refused = None;
     for _ in 0..3 {
         let r = post_json(&gw, "/v1/embeddings", &body).await;
@@ -397,10 +398,14 @@ async fn a_budget_refuses_an_embeddings_call_before_the_upstream() {
             refused = Some(r.json::<Value>().await.unwrap());
             break;
         }
+        assert_eq!(r.status(), 200);
+        answered += 1;
     }
     let e = refused.expect("the budget refused a call");
     assert_eq!(e["error"]["code"], "budget_exceeded");
-    assert!(up.count() <= 2);
+    // Only the answered calls reached the upstream: the refused one never did.
+    assert_eq!(up.count(), answered);
+    assert!(answered <= 2);
 }
 
 #[tokio::test]
