@@ -7,6 +7,7 @@
 
 use crate::normalize::normalize;
 use crate::{Category, Finding};
+use aho_corasick::AhoCorasick;
 use base64::Engine;
 use regex::{Regex, RegexSet};
 use std::sync::OnceLock;
@@ -46,6 +47,144 @@ const SIGNALS: &[(&str, &str)] = &[
     ),
 ];
 
+/// What each of [`SIGNALS`] cannot match without (same order): groups of words, one
+/// of each group present in the normalised text. A necessary condition only (plain
+/// substrings, no word boundaries): when no signal has all of its groups, the pattern
+/// set is not run at all. Most texts name no instructions, prompts or rules, and a
+/// keyword scan is several times cheaper than the set's. `keywords_are_necessary`
+/// checks every group against its pattern.
+const NEEDS: &[&[&[&str]]] = &[
+    &[
+        &[
+            "ignore",
+            "disregard",
+            "forget",
+            "override",
+            "bypass",
+            "skip",
+        ],
+        &[
+            "instruction",
+            "prompt",
+            "rules",
+            "directives",
+            "guidelines",
+            "guardrails",
+            "constraints",
+            "policies",
+            "message",
+        ],
+    ],
+    &[
+        &["ignore", "disregard", "forget"],
+        &["told", "before", "above"],
+    ],
+    &[
+        &[
+            "reveal", "show", "print", "repeat", "output", "display", "leak", "dump", "tell me",
+            "give me", "what ",
+        ],
+        &[
+            "system prompt",
+            "system message",
+            "initial ",
+            "hidden ",
+            "your instructions",
+            "your rules",
+            "your prompt",
+        ],
+    ],
+    &[&["repeat", "print", "output"], &["above"]],
+    &[
+        &[
+            "you are now",
+            "from now on",
+            "pretend",
+            "act as",
+            "roleplay as",
+        ],
+        &[
+            "dan",
+            "unrestricted",
+            "unfiltered",
+            "uncensored",
+            "jailbroken",
+            "evil",
+            "without",
+        ],
+    ],
+    &[&[
+        "developer mode",
+        "dan mode",
+        "jailbreak",
+        "god mode",
+        "do anything now",
+    ]],
+    &[&["<|", "[inst]", "[/inst]", "<<sys>>", "<</sys>>", "##"]],
+    &[&["instruction"]],
+];
+
+/// The keyword scan of [`NEEDS`]: one automaton over every word, and for each signal
+/// the bit of each of its groups.
+struct Keywords {
+    words: AhoCorasick,
+    /// The group bit of each word (a word in several groups has several bits).
+    bits: Vec<u64>,
+    /// For each signal, the bits of all its groups.
+    needs: Vec<u64>,
+}
+
+impl Keywords {
+    fn new() -> Keywords {
+        let mut words: Vec<&str> = Vec::new();
+        let mut bits: Vec<u64> = Vec::new();
+        let mut needs = Vec::new();
+        let mut group = 0;
+        for signal in NEEDS {
+            let mut need = 0u64;
+            for g in *signal {
+                let bit = 1u64 << group;
+                group += 1;
+                need |= bit;
+                for w in *g {
+                    match words.iter().position(|x| x == w) {
+                        Some(i) => bits[i] |= bit,
+                        None => {
+                            words.push(w);
+                            bits.push(bit);
+                        }
+                    }
+                }
+            }
+            needs.push(need);
+        }
+        debug_assert!(group <= 64);
+        Keywords {
+            // Constant words: a failure is a bug caught by every test.
+            // A DFA: overlapping matches are wanted (`system prompt` and `prompt`), and a
+            // DFA finds them at about a byte per step.
+            words: AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(&words)
+                .expect("constant keywords"),
+            bits,
+            needs,
+        }
+    }
+
+    /// Whether some signal has every one of its groups in `normalized`.
+    fn may_signal(&self, normalized: &str) -> bool {
+        let mut have = 0u64;
+        for m in self.words.find_overlapping_iter(normalized) {
+            have |= self.bits[m.pattern().as_usize()];
+            if self.needs.iter().any(|n| have & n == *n) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Whether `text` has a run of 24 base64 characters: the blob pattern's own test,
 /// done byte by byte before the pattern runs (most texts have none).
 fn has_blob(text: &str) -> bool {
@@ -79,6 +218,7 @@ pub fn signal_names() -> impl Iterator<Item = &'static str> {
 
 pub struct Injection {
     set: RegexSet,
+    keywords: Keywords,
     names: Vec<&'static str>,
     blob: Regex,
 }
@@ -89,6 +229,7 @@ impl Injection {
         I.get_or_init(|| Injection {
             // Constant patterns: a bad one fails every test.
             set: RegexSet::new(SIGNALS.iter().map(|(_, p)| *p)).expect("constant patterns"),
+            keywords: Keywords::new(),
             names: SIGNALS.iter().map(|(n, _)| *n).collect(),
             blob: Regex::new(r"[A-Za-z0-9+/]{24,}={0,2}").expect("a constant pattern"),
         })
@@ -143,6 +284,9 @@ impl Injection {
     }
 
     fn signals(&self, normalized: &str, names: &mut Vec<&'static str>) {
+        if !self.keywords.may_signal(normalized) {
+            return;
+        }
         for i in self.set.matches(normalized).iter() {
             names.push(self.names[i]);
         }
@@ -237,6 +381,42 @@ mod tests {
             "Here is a base64 logo: iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
         ] {
             assert_eq!(signals(text), Vec::<String>::new(), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_signal_has_its_keywords() {
+        assert_eq!(NEEDS.len(), SIGNALS.len());
+    }
+
+    // The keyword scan is a necessary condition of the pattern set: a text the set
+    // matches always passes it. Texts are drawn from the patterns' own words, spaced
+    // and punctuated, so that many of them match.
+    use proptest::prelude::Strategy;
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        #[test]
+        fn keywords_are_necessary(words in proptest::collection::vec(proptest::prop_oneof![
+            proptest::sample::select(vec![
+                "ignore", "disregard", "forget", "override", "bypass", "skip", "all", "any", "of",
+                "the", "your", "my", "previous", "prior", "above", "earlier", "system",
+                "developer", "safety", "instructions", "instruction", "prompt", "prompts",
+                "rules", "directives", "guidelines", "messages", "everything", "you were told",
+                "before", "reveal", "show", "print", "repeat", "output", "tell me", "give me",
+                "what is", "system prompt", "system message", "initial", "hidden", "words",
+                "text", "you are now", "from now on,", "you will be", "pretend to be", "act as",
+                "roleplay as", "dan", "an", "unrestricted", "evil", "without", "restrictions",
+                "developer mode", "god mode", "jailbroken mode", "enabled", "on",
+                "do anything now", "<|im_start|>", "[inst]", "[/inst]", "<<sys>>", "\n## system:",
+                "new", "updated", "actual", "important:", "follow", ":", "please", "now",
+            ]).prop_map(str::to_string),
+            "[a-z]{1,6}",
+        ], 1..14)) {
+            let text = words.join(" ");
+            let i = Injection::get();
+            if i.set.is_match(&text) {
+                proptest::prop_assert!(i.keywords.may_signal(&text), "{text}");
+            }
         }
     }
 }

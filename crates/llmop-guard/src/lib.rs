@@ -68,7 +68,7 @@ impl Finding {
     pub fn fingerprint(&self, text: &str) -> String {
         let value = text.get(self.span.clone()).unwrap_or("");
         let digest = Sha256::digest(value.as_bytes());
-        format!("sha256:{}…/{}", &hex::encode(digest)[..12], value.len())
+        format!("sha256:{}…/{}", hex::encode(&digest[..6]), value.len())
     }
 
     /// The label a placeholder carries: `pii.email` → `EMAIL`.

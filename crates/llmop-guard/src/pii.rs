@@ -51,6 +51,48 @@ struct Patterns {
     dni: Regex,
 }
 
+/// What a text's bytes say about which patterns can match in it, from one pass: a
+/// pattern whose necessary shape is absent is not run (each is a pass over the text,
+/// and most texts hold no IBAN, IP address or SSN).
+struct Shape {
+    /// ASCII digits.
+    digits: usize,
+    /// Two capital letters then two digits somewhere (an IBAN's start).
+    iban_start: bool,
+    /// A digit, a dot, a digit (an IPv4 address has three).
+    dotted_digits: bool,
+    /// A digit, a hyphen, a digit (an SSN has two).
+    dashed_digits: bool,
+}
+
+impl Shape {
+    fn of(text: &str) -> Shape {
+        let b = text.as_bytes();
+        let mut s = Shape {
+            digits: 0,
+            iban_start: false,
+            dotted_digits: false,
+            dashed_digits: false,
+        };
+        for (i, c) in b.iter().enumerate() {
+            if !c.is_ascii_digit() {
+                continue;
+            }
+            s.digits += 1;
+            let next = b.get(i + 2).is_some_and(u8::is_ascii_digit);
+            match b.get(i + 1) {
+                Some(b'.') if next => s.dotted_digits = true,
+                Some(b'-') if next => s.dashed_digits = true,
+                Some(d) if d.is_ascii_digit() && i >= 2 => {
+                    s.iban_start |= b[i - 2].is_ascii_uppercase() && b[i - 1].is_ascii_uppercase()
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
 fn patterns() -> &'static Patterns {
     static P: OnceLock<Patterns> = OnceLock::new();
     P.get_or_init(|| {
@@ -112,6 +154,7 @@ impl Pii {
 
     pub fn scan(&self, text: &str) -> Vec<Finding> {
         let p = patterns();
+        let shape = Shape::of(text);
         let mut out = Vec::new();
         let push = |out: &mut Vec<Finding>, rule: &str, m: regex::Match<'_>| {
             out.push(Finding::new(rule, Category::Pii, m.range()));
@@ -123,7 +166,7 @@ impl Pii {
                 }
             }
         }
-        let digits = text.bytes().filter(u8::is_ascii_digit).count();
+        let digits = shape.digits;
         if self.wants("card") && digits >= 13 {
             for m in p.card.find_iter(text) {
                 let (before, after) = around(text, m.start(), m.end());
@@ -134,7 +177,7 @@ impl Pii {
         }
         // IBAN-shaped runs, valid or not: IBANs, and digits that are not a phone number.
         let ibanish: Vec<regex::Match<'_>> =
-            if digits >= 2 && (self.wants("iban") || self.wants("phone")) {
+            if shape.iban_start && (self.wants("iban") || self.wants("phone")) {
                 p.iban.find_iter(text).collect()
             } else {
                 Vec::new()
@@ -147,7 +190,7 @@ impl Pii {
             }
         }
         if self.wants("ip") {
-            if text.contains('.') {
+            if shape.dotted_digits {
                 for m in p.ipv4.find_iter(text) {
                     let (before, after) = around(text, m.start(), m.end());
                     let dotted = |c: Option<char>| matches!(c, Some('.'));
@@ -179,7 +222,7 @@ impl Pii {
             }
         }
         if self.wants("national_id") {
-            if self.locale("us") && text.contains('-') {
+            if self.locale("us") && shape.dashed_digits {
                 for m in p.ssn.find_iter(text) {
                     let (before, after) = around(text, m.start(), m.end());
                     if !is_digitish(before) && !is_digitish(after) && valid_ssn(m.as_str()) {
@@ -196,7 +239,7 @@ impl Pii {
                     }
                 }
             }
-            if self.locale("es") {
+            if self.locale("es") && digits >= 7 {
                 for m in p.dni.find_iter(text) {
                     if valid_dni(m.as_str()) {
                         push(&mut out, "pii.national_id", m);
@@ -596,6 +639,18 @@ mod tests {
     }
 
     proptest! {
+        // A pattern skipped for the text's shape could not have matched: texts made of
+        // digits, capitals, dots, hyphens and spaces (the patterns' own characters).
+        #[test]
+        fn skipped_patterns_cannot_match(s in "[0-9A-Z.\\- a]{0,40}") {
+            let p = patterns();
+            let shape = Shape::of(&s);
+            prop_assert!(shape.iban_start || !p.iban.is_match(&s), "{s}");
+            prop_assert!(shape.dotted_digits || !p.ipv4.is_match(&s), "{s}");
+            prop_assert!(shape.dashed_digits || !p.ssn.is_match(&s), "{s}");
+            prop_assert!(shape.digits >= 7 || !p.dni.is_match(&s), "{s}");
+        }
+
         // Any text: no panic, spans on char boundaries inside the text.
         #[test]
         fn scanning_never_panics(s in "\\PC{0,200}") {

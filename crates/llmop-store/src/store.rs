@@ -133,10 +133,14 @@ pub(crate) fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
 ///
 /// SQLite gets positional `?` placeholders: `$N` is a *named* parameter there, and
 /// resolving thousands of names per statement made batch inserts slower than single ones.
-fn insert_sql(rows: usize, backend: Backend) -> String {
+/// With `returning`, the statement names the rows it stored (`RETURNING request_id`).
+fn insert_sql(rows: usize, backend: Backend, returning: bool) -> String {
     let mut sql = format!("INSERT INTO records ({}) VALUES ", COLUMNS.join(", "));
     push_rows(&mut sql, rows, COLUMNS.len(), backend);
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    if returning {
+        sql.push_str(" RETURNING request_id");
+    }
     sql
 }
 
@@ -163,16 +167,17 @@ fn push_rows(sql: &mut String, rows: usize, cols: usize, backend: Backend) {
 
 /// The statement text for `rows` rows (one of [`statement_sizes`]), built once per
 /// size and backend.
-fn batch_insert_sql(rows: usize, backend: Backend) -> &'static str {
-    static SQLITE: [OnceLock<String>; SHAPES] = [const { OnceLock::new() }; SHAPES];
-    static POSTGRES: [OnceLock<String>; SHAPES] = [const { OnceLock::new() }; SHAPES];
+fn batch_insert_sql(rows: usize, backend: Backend, returning: bool) -> &'static str {
+    type Shapes = [OnceLock<String>; SHAPES];
+    static SQLITE: [Shapes; 2] = [const { [const { OnceLock::new() }; SHAPES] }; 2];
+    static POSTGRES: [Shapes; 2] = [const { [const { OnceLock::new() }; SHAPES] }; 2];
     debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_INSERT);
     let slot = (rows.trailing_zeros() as usize).min(SHAPES - 1);
     let cell = match backend {
-        Backend::Sqlite => &SQLITE[slot],
-        Backend::Postgres => &POSTGRES[slot],
+        Backend::Sqlite => &SQLITE[usize::from(returning)][slot],
+        Backend::Postgres => &POSTGRES[usize::from(returning)][slot],
     };
-    cell.get_or_init(|| insert_sql(1 << slot, backend))
+    cell.get_or_init(|| insert_sql(1 << slot, backend, returning))
 }
 
 /// A multi-row `INSERT` of one table, its statement text built once per row count
@@ -450,6 +455,11 @@ enum Arg {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Where records are written. SQLite: one connection of its own, so its page cache
+    /// stays warm from one batch to the next (a connection taken in turn from the shared
+    /// pool finds its cache stale after another wrote, and reads the pages back from the
+    /// file) and no other statement queues behind a batch. PostgreSQL: the shared pool.
+    writer: AnyPool,
     backend: Backend,
     /// The URL the pool connects with (for dedicated connections such as queries).
     url: String,
@@ -479,12 +489,13 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl(url.to_string()));
         };
-        let mut opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
-        if backend == Backend::Sqlite {
+        let memory = url.contains(":memory:");
+        let sqlite_options = |connections: u32| {
             // One writer at a time is SQLite's model; WAL lets readers run beside it, and
             // synchronous=NORMAL keeps committed transactions across a process crash.
-            opts = opts
-                .max_connections(if url.contains(":memory:") { 1 } else { 8 })
+            AnyPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(10))
+                .max_connections(connections)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         conn.execute("PRAGMA journal_mode=WAL").await?;
@@ -492,15 +503,35 @@ impl Store {
                         conn.execute("PRAGMA busy_timeout=5000").await?;
                         Ok(())
                     })
-                });
-        } else {
-            opts = opts.max_connections(16);
+                })
+        };
+        let pool = match backend {
+            Backend::Sqlite => sqlite_options(if memory { 1 } else { 8 }),
+            Backend::Postgres => AnyPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(10))
+                .max_connections(16),
         }
-        let pool = opts.connect(&url).await?;
+        .connect(&url)
+        .await?;
         let mut conn = pool.acquire().await?;
         migrate::run(&mut conn, backend).await?;
         drop(conn);
-        Ok(Store { pool, backend, url })
+        let writer = if backend == Backend::Sqlite && !memory {
+            // A local file's connection is not pinged before each batch: a failed batch
+            // closes its connection (see `insert_batch`), and the next one opens anew.
+            sqlite_options(1)
+                .test_before_acquire(false)
+                .connect(&url)
+                .await?
+        } else {
+            pool.clone()
+        };
+        Ok(Store {
+            pool,
+            writer,
+            backend,
+            url,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -534,19 +565,29 @@ impl Store {
     /// a connection reused in that state turns the next `BEGIN` into a savepoint whose
     /// "commit" commits nothing while holding the write lock.
     pub async fn insert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let result = Self::insert_on(&mut conn, records, self.backend).await;
+        let mut conn = self.writer.acquire().await?;
+        // Almost always every record is new: the batch is inserted without asking which
+        // rows were stored (a `RETURNING` row is a message of its own from SQLite's
+        // thread, per record). When a statement stored fewer rows than it was given, the
+        // transaction is rolled back and the batch written again, asking.
+        let mut result = Self::insert_on(&mut conn, records, self.backend, false).await;
+        if matches!(result, Ok(false)) {
+            result = Self::insert_on(&mut conn, records, self.backend, true).await;
+        }
         if result.is_err() {
             conn.close_on_drop();
         }
-        result
+        result.map(|_| ())
     }
 
+    /// Writes `records` in one transaction; `Ok(false)` (nothing written) when, not
+    /// `careful`, an id was already stored: then only a `careful` pass can tell which.
     async fn insert_on(
         conn: &mut sqlx::pool::PoolConnection<Any>,
         records: &[Record],
         backend: Backend,
-    ) -> Result<(), StoreError> {
+        careful: bool,
+    ) -> Result<bool, StoreError> {
         use sqlx::Connection;
         let mut tx = conn.begin().await?;
         let mut rest = records;
@@ -557,9 +598,19 @@ impl Store {
         for size in statement_sizes(records.len()) {
             let (chunk, after) = rest.split_at(size);
             rest = after;
-            let mut q = sqlx::query(batch_insert_sql(size, backend));
+            let mut q = sqlx::query(batch_insert_sql(size, backend, careful));
             for r in chunk {
                 q = bind_record(q, r);
+            }
+            if !careful {
+                let stored = q.execute(&mut *tx).await?.rows_affected();
+                if stored != size as u64 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                chunk.iter().for_each(|r| rollup.add(r));
+                at += size;
+                continue;
             }
             // The ids stored by this statement (not those already held): only they are
             // new calls for the rollups, so a record written twice is counted once.
@@ -640,7 +691,7 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Kept reasoning state of the tool calls `ids` (those found), one query per 500.
@@ -708,7 +759,7 @@ impl Store {
                 "a client reused a request id: this call is recorded under its own key"
             );
             metrics::counter!("llmop_records_reused_id_total").increment(1);
-            let stored = bind_record(sqlx::query(batch_insert_sql(1, backend)), &moved)
+            let stored = bind_record(sqlx::query(batch_insert_sql(1, backend, true)), &moved)
                 .fetch_optional(&mut **tx)
                 .await?
                 .is_some();
@@ -914,6 +965,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
@@ -936,11 +988,15 @@ mod tests {
         }
         assert_eq!(statement_sizes(37).collect::<Vec<_>>(), [32, 4, 1]);
         assert_eq!(
-            batch_insert_sql(4, Backend::Sqlite).matches("), (").count(),
+            batch_insert_sql(4, Backend::Sqlite, true)
+                .matches("), (")
+                .count(),
             3
         );
         assert_eq!(
-            batch_insert_sql(64, Backend::Postgres).matches('$').count(),
+            batch_insert_sql(64, Backend::Postgres, false)
+                .matches('$')
+                .count(),
             64 * COLUMNS.len()
         );
     }

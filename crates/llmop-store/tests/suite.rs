@@ -1482,3 +1482,48 @@ async fn bad_urls_are_refused() {
         );
     }
 }
+
+/// A batch is inserted without asking which rows were new; one holding an id already
+/// stored is written again, asking: every new record stored once, the stored one left
+/// as it was, and the overview's rollups counting each call once.
+#[tokio::test]
+async fn a_batch_with_a_stored_id_keeps_every_record_once() {
+    use llmop_store::overview::{Dim, OverviewQuery};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("records.db").display());
+    let store = Store::open(&url).await.unwrap();
+    let at = 1_900_000_000_000;
+    let first: Vec<Record> = (0..3)
+        .map(|i| small(&format!("m{i}"), at + i, "f", "u", 200))
+        .collect();
+    store.insert_batch(&first).await.unwrap();
+    // A retried batch: two of the first (the same calls, another status) and 70 new
+    // (two statements: 64 rows, then the rest).
+    let mut second: Vec<Record> = first[..2]
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.status = 500;
+            r
+        })
+        .collect();
+    second.extend((0..70).map(|i| small(&format!("n{i}"), at + 10 + i, "f", "u", 200)));
+    store.insert_batch(&second).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 73);
+    assert_eq!(store.get("m0").await.unwrap().unwrap().status, 200);
+    assert!(store.get("n69").await.unwrap().is_some());
+    let o = store
+        .overview(&OverviewQuery {
+            since_ms: at - 60_000,
+            until_ms: at + 60_000,
+            bucket_ms: 60_000,
+            only: vec![],
+            by: Dim::Feature,
+            top: 10,
+        })
+        .await
+        .unwrap();
+    assert!(o.from_rollups);
+    assert_eq!((o.totals.calls, o.totals.errors), (73, 0));
+    store.close().await;
+}
