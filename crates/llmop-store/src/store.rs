@@ -9,7 +9,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row};
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -451,6 +451,10 @@ enum Arg {
     Str(String),
 }
 
+/// Batches written asking which rows are new after one that needed to (see
+/// [`Store::insert_batch`]).
+const CAREFUL_AFTER_CONFLICT: u32 = 32;
+
 /// The record store. Cheap to clone (a pool handle).
 #[derive(Clone)]
 pub struct Store {
@@ -460,6 +464,10 @@ pub struct Store {
     /// pool finds its cache stale after another wrote, and reads the pages back from the
     /// file) and no other statement queues behind a batch. PostgreSQL: the shared pool.
     writer: AnyPool,
+    /// Batches still to be written asking which rows are new from the start: set after
+    /// a batch needed it, so that a client reusing one request id on every call costs
+    /// the writer one wasted pass now and then, not one per batch.
+    careful_batches: Arc<std::sync::atomic::AtomicU32>,
     backend: Backend,
     /// The URL the pool connects with (for dedicated connections such as queries).
     url: String,
@@ -529,6 +537,7 @@ impl Store {
         Ok(Store {
             pool,
             writer,
+            careful_batches: Arc::default(),
             backend,
             url,
         })
@@ -570,8 +579,14 @@ impl Store {
         // rows were stored (a `RETURNING` row is a message of its own from SQLite's
         // thread, per record). When a statement stored fewer rows than it was given, the
         // transaction is rolled back and the batch written again, asking.
-        let mut result = Self::insert_on(&mut conn, records, self.backend, false).await;
+        use std::sync::atomic::Ordering::Relaxed;
+        let careful = self
+            .careful_batches
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        let mut result = Self::insert_on(&mut conn, records, self.backend, careful).await;
         if matches!(result, Ok(false)) {
+            self.careful_batches.store(CAREFUL_AFTER_CONFLICT, Relaxed);
             result = Self::insert_on(&mut conn, records, self.backend, true).await;
         }
         if result.is_err() {
