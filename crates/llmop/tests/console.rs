@@ -232,6 +232,11 @@ async fn find_a_call_by_the_id_a_client_got_and_read_its_story() {
     .await;
     chat(&gw, "chat", &format!("cust-{run}-44"), "third", None).await;
     let cookie = login(&gw, ADMIN).await;
+    // Records are written after the answer, in batches: wait until all three
+    // are stored before searching, or a search can see only some of them.
+    for later in [43, 44] {
+        story(&gw, &cookie, &format!("cust-{run}-{later}")).await;
+    }
     let body = story(&gw, &cookie, &id).await;
     assert!(body.contains(&id));
     assert!(body.contains("sim / small"), "provider and model");
