@@ -40,6 +40,7 @@ mod query;
 pub mod record;
 pub mod replay;
 pub mod scores;
+mod sqlite_writer;
 mod store;
 pub mod writer;
 

@@ -317,6 +317,46 @@ impl Rollup {
     }
 }
 
+impl Rollup {
+    /// [`Rollup::write`] on the SQLite writer thread's connection: one row per
+    /// statement, each statement prepared once and kept.
+    pub(crate) fn write_sqlite(self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        use rusqlite::types::Value;
+        if !self.calls.is_empty() {
+            let mut upsert = tx.prepare_cached(CALLS_UPSERT.sql(1, Backend::Sqlite))?;
+            for ((m, [feature, provider, model, key]), c) in self.calls {
+                let mut row: Vec<Value> = vec![
+                    Value::Integer(m),
+                    Value::Text(feature),
+                    Value::Text(provider),
+                    Value::Text(model),
+                    Value::Text(key),
+                    Value::Integer(c.calls),
+                    Value::Integer(c.errors),
+                    Value::Integer(c.degraded),
+                    Value::Integer(c.fallbacks),
+                    Value::Integer(c.refusals),
+                    Value::Real(c.cost_usd),
+                    Value::Integer(c.unpriced),
+                    Value::Integer(c.input_tokens),
+                    Value::Integer(c.output_tokens),
+                ];
+                row.extend(
+                    (0..BINS).map(|i| Value::Integer(c.latency.get(i).copied().unwrap_or(0))),
+                );
+                upsert.execute(rusqlite::params_from_iter(row))?;
+            }
+        }
+        if !self.users.is_empty() {
+            let mut upsert = tx.prepare_cached(USERS_UPSERT.sql(1, Backend::Sqlite))?;
+            for ((m, user), c) in self.users {
+                upsert.execute(rusqlite::params![m, user, c.calls, c.errors, c.cost_usd])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The rollups' upserts: columns in bind order; a conflicting row adds to the stored one.
 static CALLS_UPSERT: RowsInsert = RowsInsert::new(
     "INSERT INTO rollup_calls (minute_ms, feature, provider, model, key_id, calls, errors, degraded, fallbacks, refusals, cost_usd, unpriced, input_tokens, output_tokens, l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13, l14, l15, l16, l17, l18, l19, l20, l21, l22, l23) VALUES",

@@ -5,9 +5,11 @@ use crate::record::{
     decode_cursor, encode_cursor, Feedback, KeptState, ListFilter, Page, Record, StatusFilter,
     DEFAULT_LIMIT, MAX_LIMIT,
 };
+use crate::sqlite_writer::{Outcome, SqliteWriter};
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, Executor, Row};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -32,6 +34,10 @@ pub enum StoreError {
     Corrupt(String, String),
     #[error("spill file: {0}")]
     Spill(String),
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the record writer's SQLite connection is closed")]
+    WriterClosed,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -180,6 +186,11 @@ fn batch_insert_sql(rows: usize, backend: Backend, returning: bool) -> &'static 
     cell.get_or_init(|| insert_sql(1 << slot, backend, returning))
 }
 
+/// The one-row insert of a record, idempotent on `request_id`, for SQLite.
+pub(crate) fn insert_one_sql() -> &'static str {
+    batch_insert_sql(1, Backend::Sqlite, false)
+}
+
 /// A multi-row `INSERT` of one table, its statement text built once per row count
 /// (one of [`statement_sizes`]) and backend, like the records' own.
 pub(crate) struct RowsInsert {
@@ -234,7 +245,7 @@ fn select_sql() -> &'static str {
     SQL.get_or_init(|| format!("SELECT {} FROM records", COLUMNS.join(", ")))
 }
 
-fn json_text<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
@@ -260,70 +271,109 @@ impl<'q> BindF64<'q> for Query<'q, Any, AnyArguments<'q>> {
     }
 }
 
+/// One value of a row, borrowed from the record where it can be: the same list binds a
+/// record through sqlx (PostgreSQL, and SQLite's asking pass) and through the SQLite
+/// writer thread's prepared statement, so the column order is written once.
+pub(crate) enum Val<'a> {
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Text(Option<Cow<'a, str>>),
+}
+
+fn text(s: &str) -> Val<'_> {
+    Val::Text(Some(Cow::Borrowed(s)))
+}
+
+fn opt_text(s: &Option<String>) -> Val<'_> {
+    Val::Text(s.as_deref().map(Cow::Borrowed))
+}
+
+fn json_val<'a, T: serde::Serialize>(v: &T) -> Val<'a> {
+    Val::Text(Some(Cow::Owned(json_text(v))))
+}
+
+fn int(v: i64) -> Val<'static> {
+    Val::Int(Some(v))
+}
+
+/// The values of [`COLUMNS`], in their order.
+pub(crate) fn record_values(r: &Record) -> [Val<'_>; COLUMNS.len()] {
+    let fb = r.feedback.as_ref();
+    [
+        text(&r.request_id),
+        int(r.created_at_ms),
+        text(&r.endpoint),
+        opt_text(&r.env),
+        opt_text(&r.key_id),
+        opt_text(&r.user),
+        opt_text(&r.session),
+        opt_text(&r.feature),
+        Val::Int(r.feature_version),
+        opt_text(&r.content_hash),
+        opt_text(&r.arm),
+        int(r.shadow as i64),
+        opt_text(&r.replay_of),
+        opt_text(&r.route),
+        int(r.stream as i64),
+        opt_text(&r.provider),
+        opt_text(&r.model),
+        opt_text(&r.upstream_id),
+        int(r.status as i64),
+        opt_text(&r.error_code),
+        int(r.client_disconnected as i64),
+        opt_text(&r.parse_status),
+        Val::Int(r.input_tokens),
+        Val::Int(r.output_tokens),
+        Val::Int(r.cached_tokens),
+        Val::Real(r.cost_usd),
+        int(r.latency_ms),
+        Val::Int(r.ttft_ms),
+        json_val(&r.tags),
+        json_val(&r.attempts),
+        json_val(&r.request_params),
+        json_val(&r.input_messages),
+        opt_text(&r.rendered_prompt),
+        opt_text(&r.output_text),
+        json_val(&r.output_tool_calls),
+        Val::Text(r.parsed_output.as_ref().map(|v| Cow::Owned(json_text(v)))),
+        Val::Real(fb.and_then(|f| f.score)),
+        Val::Text(fb.and_then(|f| f.label.as_deref()).map(Cow::Borrowed)),
+        Val::Text(fb.and_then(|f| f.comment.as_deref()).map(Cow::Borrowed)),
+        Val::Int(fb.map(|f| f.at_ms)),
+        int(r.degraded as i64),
+        Val::Text(r.variables.as_ref().map(|v| Cow::Owned(json_text(v)))),
+        opt_text(&r.shadow_of),
+        Val::Text((!r.call_uid.is_empty()).then_some(Cow::Borrowed(r.call_uid.as_str()))),
+        opt_text(&r.client_request_id),
+        int(r.truncated as i64),
+        Val::Int(r.reasoning_tokens),
+        opt_text(&r.system_fingerprint),
+        opt_text(&r.service_tier),
+        opt_text(&r.upstream_model),
+        Val::Text((!r.stages.is_empty()).then(|| Cow::Owned(r.stages.join(",")))),
+        Val::Text((!r.online_scores.is_empty()).then(|| Cow::Owned(json_text(&r.online_scores)))),
+        Val::Text((!r.guardrails.is_empty()).then(|| Cow::Owned(json_text(&r.guardrails)))),
+        Val::Text(r.agent.as_ref().map(|a| Cow::Owned(json_text(a)))),
+        opt_text(&r.cache),
+        Val::Real(r.saved_usd),
+        opt_text(&r.cache_source),
+        Val::Int(r.cache_write_tokens),
+        Val::Real(r.baseline_usd),
+    ]
+}
+
 fn bind_record<'q>(
-    q: Query<'q, Any, AnyArguments<'q>>,
+    mut q: Query<'q, Any, AnyArguments<'q>>,
     r: &Record,
 ) -> Query<'q, Any, AnyArguments<'q>> {
-    let fb = r.feedback.as_ref();
-    q.bind(r.request_id.clone())
-        .bind(r.created_at_ms)
-        .bind(r.endpoint.clone())
-        .bind(r.env.clone())
-        .bind(r.key_id.clone())
-        .bind(r.user.clone())
-        .bind(r.session.clone())
-        .bind(r.feature.clone())
-        .bind(r.feature_version)
-        .bind(r.content_hash.clone())
-        .bind(r.arm.clone())
-        .bind(r.shadow as i64)
-        .bind(r.replay_of.clone())
-        .bind(r.route.clone())
-        .bind(r.stream as i64)
-        .bind(r.provider.clone())
-        .bind(r.model.clone())
-        .bind(r.upstream_id.clone())
-        .bind(r.status as i64)
-        .bind(r.error_code.clone())
-        .bind(r.client_disconnected as i64)
-        .bind(r.parse_status.clone())
-        .bind(r.input_tokens)
-        .bind(r.output_tokens)
-        .bind(r.cached_tokens)
-        .bind_f64(r.cost_usd)
-        .bind(r.latency_ms)
-        .bind(r.ttft_ms)
-        .bind(json_text(&r.tags))
-        .bind(json_text(&r.attempts))
-        .bind(json_text(&r.request_params))
-        .bind(json_text(&r.input_messages))
-        .bind(r.rendered_prompt.clone())
-        .bind(r.output_text.clone())
-        .bind(json_text(&r.output_tool_calls))
-        .bind(r.parsed_output.as_ref().map(json_text))
-        .bind_f64(fb.and_then(|f| f.score))
-        .bind(fb.and_then(|f| f.label.clone()))
-        .bind(fb.and_then(|f| f.comment.clone()))
-        .bind(fb.map(|f| f.at_ms))
-        .bind(r.degraded as i64)
-        .bind(r.variables.as_ref().map(json_text))
-        .bind(r.shadow_of.clone())
-        .bind((!r.call_uid.is_empty()).then(|| r.call_uid.clone()))
-        .bind(r.client_request_id.clone())
-        .bind(r.truncated as i64)
-        .bind(r.reasoning_tokens)
-        .bind(r.system_fingerprint.clone())
-        .bind(r.service_tier.clone())
-        .bind(r.upstream_model.clone())
-        .bind((!r.stages.is_empty()).then(|| r.stages.join(",")))
-        .bind((!r.online_scores.is_empty()).then(|| json_text(&r.online_scores)))
-        .bind((!r.guardrails.is_empty()).then(|| json_text(&r.guardrails)))
-        .bind(r.agent.as_ref().map(json_text))
-        .bind(r.cache.clone())
-        .bind_f64(r.saved_usd)
-        .bind(r.cache_source.clone())
-        .bind(r.cache_write_tokens)
-        .bind_f64(r.baseline_usd)
+    for v in record_values(r) {
+        q = match v {
+            Val::Int(v) => q.bind(v),
+            Val::Real(v) => q.bind_f64(v),
+            Val::Text(v) => q.bind(v.map(Cow::into_owned)),
+        };
+    }
+    q
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(
@@ -468,6 +518,9 @@ pub struct Store {
     /// a batch needed it, so that a client reusing one request id on every call costs
     /// the writer one wasted pass now and then, not one per batch.
     careful_batches: Arc<std::sync::atomic::AtomicU32>,
+    /// SQLite in a file: the writer thread that commits batches whose records are all
+    /// new (see [`crate::sqlite_writer`]). `None` for PostgreSQL and in-memory SQLite.
+    fast: Option<Arc<SqliteWriter>>,
     backend: Backend,
     /// The URL the pool connects with (for dedicated connections such as queries).
     url: String,
@@ -534,9 +587,19 @@ impl Store {
         } else {
             pool.clone()
         };
+        let fast = if backend == Backend::Sqlite && !memory {
+            let opts: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+            let path = opts.get_filename().to_path_buf();
+            Some(Arc::new(
+                SqliteWriter::start(path).map_err(sqlx::Error::Io)?,
+            ))
+        } else {
+            None
+        };
         Ok(Store {
             pool,
             writer,
+            fast,
             careful_batches: Arc::default(),
             backend,
             url,
@@ -567,23 +630,59 @@ impl Store {
 
     /// Writes records in one transaction. A record whose id is already stored is left
     /// as it was.
+    pub async fn insert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
+        if self.fast.is_some() {
+            return self.insert_shared(&Arc::new(records.to_vec())).await;
+        }
+        self.insert_via(records, None).await
+    }
+
+    /// [`Store::insert_batch`] for a batch the caller shares: the record writer hands
+    /// its batch over without a copy (SQLite's writer thread borrows from it) and keeps
+    /// it, to acknowledge, tap or spill.
+    pub async fn insert_shared(&self, records: &Arc<Vec<Record>>) -> Result<(), StoreError> {
+        self.insert_via(records, Some(records)).await
+    }
+
+    async fn insert_via(
+        &self,
+        records: &[Record],
+        shared: Option<&Arc<Vec<Record>>>,
+    ) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Almost always every record is new: the batch is inserted without asking which
+        // rows were stored. When one was already stored, nothing is written and the
+        // batch is written again, asking; the next batches ask from the start (see
+        // `careful_batches`).
+        let careful = self
+            .careful_batches
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if careful {
+            return self.insert_asking(records, true).await;
+        }
+        if let (Some(fast), Some(shared)) = (&self.fast, shared) {
+            return match fast.insert(shared.clone()).await? {
+                Outcome::Stored => Ok(()),
+                Outcome::Conflict => {
+                    self.careful_batches.store(CAREFUL_AFTER_CONFLICT, Relaxed);
+                    self.insert_asking(records, true).await
+                }
+            };
+        }
+        self.insert_asking(records, false).await
+    }
+
+    /// Writes the batch through sqlx: without asking first unless `careful`.
     ///
     /// A connection that saw any error during the batch is closed, never returned to the
     /// pool: after a failed statement (a full disk, a killed server) SQLite may already
     /// have rolled the transaction back while the driver still believes one is open, and
     /// a connection reused in that state turns the next `BEGIN` into a savepoint whose
     /// "commit" commits nothing while holding the write lock.
-    pub async fn insert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        // Almost always every record is new: the batch is inserted without asking which
-        // rows were stored (a `RETURNING` row is a message of its own from SQLite's
-        // thread, per record). When a statement stored fewer rows than it was given, the
-        // transaction is rolled back and the batch written again, asking.
+    async fn insert_asking(&self, records: &[Record], careful: bool) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let careful = self
-            .careful_batches
-            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-            .is_ok();
+        let mut conn = self.writer.acquire().await?;
         let mut result = Self::insert_on(&mut conn, records, self.backend, careful).await;
         if matches!(result, Ok(false)) {
             self.careful_batches.store(CAREFUL_AFTER_CONFLICT, Relaxed);
@@ -980,6 +1079,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(fast) = &self.fast {
+            fast.close().await;
+        }
         self.writer.close().await;
         self.pool.close().await;
     }

@@ -285,13 +285,16 @@ async fn run<T: IntoRecord>(
             .into_iter()
             .map(|j| (j.item.into_record(), j.ack))
             .unzip();
+        // Shared with the store's writer thread while it writes, without a copy.
+        let records = Arc::new(records);
         let mut backoff = Duration::from_millis(50);
         loop {
             if *spill_rx.borrow() {
+                let records = Arc::try_unwrap(records).unwrap_or_else(|r| (*r).clone());
                 spill_all(&cfg, records, acks, &mut rx, &stats).await;
                 return;
             }
-            match store.insert_batch(&records).await {
+            match store.insert_shared(&records).await {
                 Ok(()) => {
                     stats
                         .written

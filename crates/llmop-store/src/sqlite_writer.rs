@@ -1,0 +1,210 @@
+//! The SQLite record writer's own thread: batches of records committed through
+//! statements prepared once, with one message per batch between the async writer and
+//! this thread.
+//!
+//! Through sqlx's `Any` driver a batch cost, per record, 58 values cloned into `Any`
+//! arguments and converted again into SQLite's, a statement text of up to 15 KB hashed
+//! to find its prepared statement, and messages between the runtime and sqlx's
+//! connection thread for every statement. Here a record's strings are bound where they
+//! lie (borrowed), each statement is prepared once per connection and kept, and the
+//! runtime sends the thread one message per batch and gets one answer back.
+//!
+//! Only the common case is written here: every record of the batch is new. When one is
+//! not (a client reused a request id, or a batch is retried after a commit whose outcome
+//! was unknown), the transaction is rolled back and [`Outcome::Conflict`] answered; the
+//! caller then writes the batch through the path that asks which rows are new
+//! (`Store::insert_batch`), so that logic exists once.
+//!
+//! rusqlite, not a hand-made FFI layer: it links the same `libsqlite3-sys` as sqlx, so
+//! both drivers share one SQLite library.
+
+use crate::overview::Rollup;
+use crate::store::{json_text, now_ms, record_values, StoreError, Val};
+use crate::Record;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql, TransactionBehavior};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// What a batch came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Every record was stored, with its rollups, kept state and evaluation work.
+    Stored,
+    /// A record's id was already stored: nothing was written.
+    Conflict,
+}
+
+type Reply = oneshot::Sender<Result<Outcome, StoreError>>;
+
+enum Cmd {
+    Insert(Arc<Vec<Record>>, Reply),
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle the store keeps; the thread ends when it is closed or dropped.
+pub(crate) struct SqliteWriter {
+    tx: Mutex<Option<mpsc::Sender<Cmd>>>,
+}
+
+impl SqliteWriter {
+    /// Starts the thread for the database file at `path` (opened on first use, and
+    /// opened anew after any failed batch).
+    pub(crate) fn start(path: PathBuf) -> std::io::Result<SqliteWriter> {
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        std::thread::Builder::new()
+            .name("llmop-record-writer".into())
+            .spawn(move || serve(path, rx))?;
+        Ok(SqliteWriter {
+            tx: Mutex::new(Some(tx)),
+        })
+    }
+
+    fn sender(&self) -> Option<mpsc::Sender<Cmd>> {
+        self.tx.lock().ok().and_then(|t| t.clone())
+    }
+
+    pub(crate) async fn insert(&self, records: Arc<Vec<Record>>) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .sender()
+            .map(|tx| tx.send(Cmd::Insert(records, reply)).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            return Err(StoreError::WriterClosed);
+        }
+        answer.await.map_err(|_| StoreError::WriterClosed)?
+    }
+
+    /// Closes the connection (after the batch in hand) and ends the thread.
+    pub(crate) async fn close(&self) {
+        let tx = self.tx.lock().ok().and_then(|mut t| t.take());
+        if let Some(tx) = tx {
+            let (done, closed) = oneshot::channel();
+            if tx.send(Cmd::Close(done)).is_ok() {
+                let _ = closed.await;
+            }
+        }
+    }
+}
+
+fn serve(path: PathBuf, rx: mpsc::Receiver<Cmd>) {
+    let mut conn: Option<Connection> = None;
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            Cmd::Insert(records, reply) => {
+                let result = match &mut conn {
+                    Some(c) => write(c, &records),
+                    None => open(&path).and_then(|c| write(conn.insert(c), &records)),
+                };
+                if result.is_err() {
+                    // After a failed statement (a full disk, an I/O error) the connection
+                    // is not trusted with the next batch: it is opened anew.
+                    conn = None;
+                }
+                // The batch goes back to its owner before the answer does, so the
+                // writer can take it whole again (to spill it) without a copy.
+                drop(records);
+                let _ = reply.send(result.map_err(StoreError::from));
+            }
+            Cmd::Close(done) => {
+                drop(conn.take());
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}
+
+fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // The same settings as the pool's connections: WAL, commits kept across a process
+    // crash, and a wait for the lock when another connection writes (a purge, a deploy).
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.busy_timeout(Duration::from_secs(5))?;
+    c.set_prepared_statement_cache_capacity(16);
+    Ok(c)
+}
+
+impl ToSql for Val<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Val::Int(Some(v)) => ValueRef::Integer(*v),
+            Val::Real(Some(v)) => ValueRef::Real(*v),
+            Val::Text(Some(s)) => ValueRef::Text(s.as_bytes()),
+            Val::Int(None) | Val::Real(None) | Val::Text(None) => ValueRef::Null,
+        }))
+    }
+}
+
+/// Writes `records` in one transaction, or nothing when one of them is already stored.
+fn write(conn: &mut Connection, records: &[Record]) -> rusqlite::Result<Outcome> {
+    // IMMEDIATE: the write lock is taken (or waited for) at the start, never in the
+    // middle of the batch where waiting cannot help a deferred transaction.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut rollup = Rollup::default();
+    {
+        let mut insert = tx.prepare_cached(crate::store::insert_one_sql())?;
+        for r in records {
+            if insert.execute(rusqlite::params_from_iter(record_values(r)))? != 1 {
+                drop(insert);
+                tx.rollback()?;
+                return Ok(Outcome::Conflict);
+            }
+            rollup.add(r);
+        }
+    }
+    rollup.write_sqlite(&tx)?;
+    // Kept reasoning state and online evaluation work commit with their record, as on
+    // the other path.
+    let mut kept = None;
+    let mut queue = None;
+    let enqueued = now_ms();
+    for r in records {
+        for k in &r.reasoning_state {
+            let stmt = match &mut kept {
+                Some(s) => s,
+                None => kept.insert(tx.prepare_cached(
+                    "INSERT INTO reasoning_state (call_id, request_id, created_at_ms, state) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (call_id) DO NOTHING",
+                )?),
+            };
+            stmt.execute(rusqlite::params![
+                k.call_id,
+                r.request_id,
+                r.created_at_ms,
+                json_text(&k.state)
+            ])?;
+        }
+        if r.online_evals.is_empty() {
+            continue;
+        }
+        let Some(feature) = r.feature.as_deref() else {
+            continue;
+        };
+        let stmt = match &mut queue {
+            Some(s) => s,
+            None => queue.insert(tx.prepare_cached(
+                "INSERT INTO online_queue (request_id, feature, evaluators, enqueued_at_ms, attempts, next_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, 0, ?4) ON CONFLICT (request_id) DO NOTHING",
+            )?),
+        };
+        stmt.execute(rusqlite::params![
+            r.request_id,
+            feature,
+            json_text(&r.online_evals),
+            enqueued
+        ])?;
+    }
+    drop((kept, queue));
+    tx.commit()?;
+    Ok(Outcome::Stored)
+}
