@@ -76,7 +76,7 @@ pub fn stop_error(request_id: &str, stop: &Stop) -> GatewayError {
 pub fn count(book: &Book) {
     let (mut input, mut output) = (false, false);
     for v in &book.verdicts {
-        match v.direction.as_str() {
+        match &*v.direction {
             "input" => input = true,
             _ => output = true,
         }

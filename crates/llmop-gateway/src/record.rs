@@ -927,8 +927,8 @@ fn guard_scrubber(
 ) -> Option<llmop_guard::transform::Scrubber> {
     match guard {
         Some(g) => {
-            let g = *g;
-            r.guardrails = g.book.verdicts.clone();
+            let mut g = *g;
+            r.guardrails = std::mem::take(&mut g.book.verdicts);
             g.book.scrubber(Some(&g.vault))
         }
         None => {

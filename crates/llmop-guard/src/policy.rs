@@ -17,7 +17,7 @@ use llmop_core::config::{
     DisclaimerPosition, FailMode, GuardAction, GuardDirection, GuardPart, GuardRuleConfig,
     GuardrailsConfig,
 };
-use llmop_core::guard::GuardVerdict;
+use llmop_core::guard::{GuardVerdict, Label};
 use llmop_core::{ChatRequest, ChatResponse, Part, StreamEvent};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -1142,10 +1142,10 @@ impl Tally {
                 }
                 book.verdicts.push(GuardVerdict {
                     rule: r.name.clone(),
-                    direction: self.direction.to_string(),
-                    part: part.name().to_string(),
-                    action: r.action.name().to_string(),
-                    outcome: outcome.to_string(),
+                    direction: Label::Borrowed(self.direction),
+                    part: Label::Borrowed(part.name()),
+                    action: Label::Borrowed(r.action.name()),
+                    outcome: Label::Borrowed(outcome),
                     detectors: h.detectors.into_iter().collect(),
                     evidence,
                     latency_us,

@@ -173,7 +173,7 @@ fn push_rows(sql: &mut String, rows: usize, cols: usize, backend: Backend) {
 
 /// The statement text for `rows` rows (one of [`statement_sizes`]), built once per
 /// size and backend.
-fn batch_insert_sql(rows: usize, backend: Backend, returning: bool) -> &'static str {
+pub(crate) fn batch_insert_sql(rows: usize, backend: Backend, returning: bool) -> &'static str {
     type Shapes = [OnceLock<String>; SHAPES];
     static SQLITE: [Shapes; 2] = [const { [const { OnceLock::new() }; SHAPES] }; 2];
     static POSTGRES: [Shapes; 2] = [const { [const { OnceLock::new() }; SHAPES] }; 2];
@@ -184,11 +184,6 @@ fn batch_insert_sql(rows: usize, backend: Backend, returning: bool) -> &'static 
         Backend::Postgres => &POSTGRES[usize::from(returning)][slot],
     };
     cell.get_or_init(|| insert_sql(1 << slot, backend, returning))
-}
-
-/// The one-row insert of a record, idempotent on `request_id`, for SQLite.
-pub(crate) fn insert_one_sql() -> &'static str {
-    batch_insert_sql(1, Backend::Sqlite, false)
 }
 
 /// A multi-row `INSERT` of one table, its statement text built once per row count

@@ -112,7 +112,7 @@ fn a_blocked_input_names_the_rule_never_the_value() {
     );
     assert!(!msg.contains(&TOKEN[4..]), "{msg}");
     let v = &book.verdicts[0];
-    assert_eq!((v.outcome.as_str(), v.part.as_str()), ("blocked", "text"));
+    assert_eq!((v.outcome.as_ref(), v.part.as_ref()), ("blocked", "text"));
     assert!(v.evidence[0].starts_with("sha256:"));
     // The record is masked of it.
     let s = book.scrubber(None).unwrap();
@@ -174,7 +174,7 @@ fn pseudonymized_input_comes_back_in_the_answer() {
     let parts: Vec<_> = book
         .verdicts
         .iter()
-        .map(|v| (v.part.as_str(), v.outcome.as_str()))
+        .map(|v| (v.part.as_ref(), v.outcome.as_ref()))
         .collect();
     assert_eq!(
         parts,
@@ -196,7 +196,7 @@ fn shadow_and_flag_record_without_acting() {
     let got: Vec<_> = book
         .verdicts
         .iter()
-        .map(|v| (v.rule.as_str(), v.outcome.as_str()))
+        .map(|v| (v.rule.as_str(), v.outcome.as_ref()))
         .collect();
     assert_eq!(got, [("try", "would_block"), ("look", "flagged")]);
 }
@@ -337,7 +337,7 @@ proptest! {
         prop_assert!(!seen.contains(&TOKEN[..6]), "{}", seen);
         prop_assert!(seen.len() <= before.len() + 1);
         prop_assert!(text.starts_with(&seen));
-        prop_assert_eq!(book.verdicts[0].outcome.as_str(), "blocked");
+        prop_assert_eq!(book.verdicts[0].outcome.as_ref(), "blocked");
     }
 
     // A redacting stream sends what redacting the whole answer gives, however it is cut.
