@@ -657,12 +657,21 @@ impl Store {
             return self.insert_asking(records, true).await;
         }
         if let (Some(fast), Some(shared)) = (&self.fast, shared) {
-            return match fast.insert(shared.clone()).await? {
-                Outcome::Stored => Ok(()),
-                Outcome::Conflict => {
+            return match fast.insert(shared.clone()).await {
+                Ok(Outcome::Stored) => Ok(()),
+                Ok(Outcome::Conflict) => {
                     self.careful_batches.store(CAREFUL_AFTER_CONFLICT, Relaxed);
                     self.insert_asking(records, true).await
                 }
+                // The thread is gone (it cannot end but by a bug, or after `close`):
+                // records still go in, through sqlx, rather than wait for a restart.
+                Err(StoreError::WriterClosed) => {
+                    tracing::error!(
+                        "the SQLite writer thread is gone: records are written through the pool"
+                    );
+                    self.insert_asking(records, false).await
+                }
+                Err(e) => Err(e),
             };
         }
         self.insert_asking(records, false).await
@@ -1085,6 +1094,27 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without its writer thread a file store still takes records (through the pool),
+    /// and a batch holding a stored id keeps it once.
+    #[tokio::test]
+    async fn records_go_in_without_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/s.db", dir.path().display()))
+            .await
+            .unwrap();
+        store
+            .fast
+            .as_ref()
+            .expect("a file store has one")
+            .close()
+            .await;
+        let rec = |id: &str| Record::new(id, 1_000, "/v1/chat/completions");
+        store.insert_batch(&[rec("a"), rec("b")]).await.unwrap();
+        store.insert_batch(&[rec("b"), rec("c")]).await.unwrap();
+        assert_eq!(store.count().await.unwrap(), 3);
+        store.close().await;
+    }
 
     #[test]
     fn batches_use_few_statement_shapes() {
