@@ -14,10 +14,11 @@
 //! carry users) reads the user's records themselves through their index.
 
 use crate::record::Record;
-use crate::store::{statement_sizes, Backend, RowsInsert, Store, StoreError};
+use crate::store::{bind_values, statement_sizes, Backend, RowsInsert, Store, StoreError, Val};
 use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// Upper edges (exclusive) of the latency bins, in ms; the last bin holds everything
@@ -275,25 +276,8 @@ impl Rollup {
             let (chunk, after) = rest.split_at(size);
             rest = after;
             let mut q = sqlx::query(CALLS_UPSERT.sql(size, backend));
-            for ((m, [feature, provider, model, key]), c) in chunk {
-                q = q
-                    .bind(*m)
-                    .bind(feature.clone())
-                    .bind(provider.clone())
-                    .bind(model.clone())
-                    .bind(key.clone())
-                    .bind(c.calls)
-                    .bind(c.errors)
-                    .bind(c.degraded)
-                    .bind(c.fallbacks)
-                    .bind(c.refusals)
-                    .bind(c.cost_usd)
-                    .bind(c.unpriced)
-                    .bind(c.input_tokens)
-                    .bind(c.output_tokens);
-                for i in 0..BINS {
-                    q = q.bind(c.latency.get(i).copied().unwrap_or(0));
-                }
+            for (key, c) in chunk {
+                q = bind_values(q, call_values(key, c));
             }
             q.execute(&mut **tx).await?;
         }
@@ -303,13 +287,8 @@ impl Rollup {
             let (chunk, after) = rest.split_at(size);
             rest = after;
             let mut q = sqlx::query(USERS_UPSERT.sql(size, backend));
-            for ((m, user), c) in chunk {
-                q = q
-                    .bind(*m)
-                    .bind(user.clone())
-                    .bind(c.calls)
-                    .bind(c.errors)
-                    .bind(c.cost_usd);
+            for (key, c) in chunk {
+                q = bind_values(q, user_values(key, c));
             }
             q.execute(&mut **tx).await?;
         }
@@ -319,42 +298,58 @@ impl Rollup {
 
 impl Rollup {
     /// [`Rollup::write`] on the SQLite writer thread's connection: one row per
-    /// statement, each statement prepared once and kept.
+    /// statement (a batch has few groups), each statement prepared once and kept.
     pub(crate) fn write_sqlite(self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-        use rusqlite::types::Value;
         if !self.calls.is_empty() {
             let mut upsert = tx.prepare_cached(CALLS_UPSERT.sql(1, Backend::Sqlite))?;
-            for ((m, [feature, provider, model, key]), c) in self.calls {
-                let mut row: Vec<Value> = vec![
-                    Value::Integer(m),
-                    Value::Text(feature),
-                    Value::Text(provider),
-                    Value::Text(model),
-                    Value::Text(key),
-                    Value::Integer(c.calls),
-                    Value::Integer(c.errors),
-                    Value::Integer(c.degraded),
-                    Value::Integer(c.fallbacks),
-                    Value::Integer(c.refusals),
-                    Value::Real(c.cost_usd),
-                    Value::Integer(c.unpriced),
-                    Value::Integer(c.input_tokens),
-                    Value::Integer(c.output_tokens),
-                ];
-                row.extend(
-                    (0..BINS).map(|i| Value::Integer(c.latency.get(i).copied().unwrap_or(0))),
-                );
-                upsert.execute(rusqlite::params_from_iter(row))?;
+            for (key, c) in &self.calls {
+                upsert.execute(rusqlite::params_from_iter(call_values(key, c)))?;
             }
         }
         if !self.users.is_empty() {
             let mut upsert = tx.prepare_cached(USERS_UPSERT.sql(1, Backend::Sqlite))?;
-            for ((m, user), c) in self.users {
-                upsert.execute(rusqlite::params![m, user, c.calls, c.errors, c.cost_usd])?;
+            for (key, c) in &self.users {
+                upsert.execute(rusqlite::params_from_iter(user_values(key, c)))?;
             }
         }
         Ok(())
     }
+}
+
+/// A `rollup_calls` row's values, in [`CALLS_UPSERT`]'s column order (both drivers).
+fn call_values<'a>(
+    (m, [feature, provider, model, key]): &'a (i64, [String; 4]),
+    c: &Counts,
+) -> Vec<Val<'a>> {
+    let mut row = vec![
+        Val::Int(Some(*m)),
+        Val::Text(Some(Cow::Borrowed(feature))),
+        Val::Text(Some(Cow::Borrowed(provider))),
+        Val::Text(Some(Cow::Borrowed(model))),
+        Val::Text(Some(Cow::Borrowed(key))),
+        Val::Int(Some(c.calls)),
+        Val::Int(Some(c.errors)),
+        Val::Int(Some(c.degraded)),
+        Val::Int(Some(c.fallbacks)),
+        Val::Int(Some(c.refusals)),
+        Val::Real(Some(c.cost_usd)),
+        Val::Int(Some(c.unpriced)),
+        Val::Int(Some(c.input_tokens)),
+        Val::Int(Some(c.output_tokens)),
+    ];
+    row.extend((0..BINS).map(|i| Val::Int(Some(c.latency.get(i).copied().unwrap_or(0)))));
+    row
+}
+
+/// A `rollup_users` row's values, in [`USERS_UPSERT`]'s column order.
+fn user_values<'a>((m, user): &'a (i64, String), c: &Counts) -> [Val<'a>; 5] {
+    [
+        Val::Int(Some(*m)),
+        Val::Text(Some(Cow::Borrowed(user))),
+        Val::Int(Some(c.calls)),
+        Val::Int(Some(c.errors)),
+        Val::Real(Some(c.cost_usd)),
+    ]
 }
 
 /// The rollups' upserts: columns in bind order; a conflicting row adds to the stored one.

@@ -22,6 +22,7 @@
 use crate::overview::Rollup;
 use crate::store::{
     batch_insert_sql, json_text, now_ms, record_values, statement_sizes, Backend, StoreError, Val,
+    KEPT_STATE_INSERT, QUEUE_ROWS,
 };
 use crate::Record;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -186,10 +187,7 @@ fn write(conn: &mut Connection, records: &[Record]) -> rusqlite::Result<Outcome>
         for k in &r.reasoning_state {
             let stmt = match &mut kept {
                 Some(s) => s,
-                None => kept.insert(tx.prepare_cached(
-                    "INSERT INTO reasoning_state (call_id, request_id, created_at_ms, state) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (call_id) DO NOTHING",
-                )?),
+                None => kept.insert(tx.prepare_cached(KEPT_STATE_INSERT)?),
             };
             stmt.execute(rusqlite::params![
                 k.call_id,
@@ -206,15 +204,15 @@ fn write(conn: &mut Connection, records: &[Record]) -> rusqlite::Result<Outcome>
         };
         let stmt = match &mut queue {
             Some(s) => s,
-            None => queue.insert(tx.prepare_cached(
-                "INSERT INTO online_queue (request_id, feature, evaluators, enqueued_at_ms, attempts, next_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, 0, ?4) ON CONFLICT (request_id) DO NOTHING",
-            )?),
+            None => queue.insert(tx.prepare_cached(QUEUE_ROWS.sql(1, Backend::Sqlite))?),
         };
+        // The same columns as the other path: attempts 0, due at once.
         stmt.execute(rusqlite::params![
             r.request_id,
             feature,
             json_text(&r.online_evals),
+            enqueued,
+            0i64,
             enqueued
         ])?;
     }

@@ -229,7 +229,7 @@ impl RowsInsert {
 }
 
 /// Online evaluation work, with its records.
-static QUEUE_ROWS: RowsInsert = RowsInsert::new(
+pub(crate) static QUEUE_ROWS: RowsInsert = RowsInsert::new(
     "INSERT INTO online_queue (request_id, feature, evaluators, enqueued_at_ms, attempts, next_at_ms) VALUES",
     6,
     "ON CONFLICT (request_id) DO NOTHING",
@@ -357,11 +357,12 @@ pub(crate) fn record_values(r: &Record) -> [Val<'_>; COLUMNS.len()] {
     ]
 }
 
-fn bind_record<'q>(
+/// Binds `vals` in order to an sqlx query (PostgreSQL, and SQLite's asking pass).
+pub(crate) fn bind_values<'q, 'v>(
     mut q: Query<'q, Any, AnyArguments<'q>>,
-    r: &Record,
+    vals: impl IntoIterator<Item = Val<'v>>,
 ) -> Query<'q, Any, AnyArguments<'q>> {
-    for v in record_values(r) {
+    for v in vals {
         q = match v {
             Val::Int(v) => q.bind(v),
             Val::Real(v) => q.bind_f64(v),
@@ -370,6 +371,18 @@ fn bind_record<'q>(
     }
     q
 }
+
+fn bind_record<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    r: &Record,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    bind_values(q, record_values(r))
+}
+
+/// A tool call's kept reasoning state, committed with its record (both drivers).
+pub(crate) const KEPT_STATE_INSERT: &str =
+    "INSERT INTO reasoning_state (call_id, request_id, created_at_ms, state) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (call_id) DO NOTHING";
 
 fn json_col<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
@@ -504,10 +517,11 @@ const CAREFUL_AFTER_CONFLICT: u32 = 32;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    /// Where records are written. SQLite: one connection of its own, so its page cache
-    /// stays warm from one batch to the next (a connection taken in turn from the shared
-    /// pool finds its cache stale after another wrote, and reads the pages back from the
-    /// file) and no other statement queues behind a batch. PostgreSQL: the shared pool.
+    /// Where sqlx writes records. PostgreSQL: the shared pool. SQLite in a file: one
+    /// connection of its own for the pass that asks which rows are new (a batch holding
+    /// a stored id; the writer thread writes every other batch), opened only when a batch
+    /// first needs it and closed after a minute idle, so a gateway whose clients never
+    /// reuse an id does not keep it (nor its page cache).
     writer: AnyPool,
     /// Batches still to be written asking which rows are new from the start: set after
     /// a batch needed it, so that a client reusing one request id on every call costs
@@ -574,11 +588,12 @@ impl Store {
         drop(conn);
         let writer = if backend == Backend::Sqlite && !memory {
             // A local file's connection is not pinged before each batch: a failed batch
-            // closes its connection (see `insert_batch`), and the next one opens anew.
+            // closes its connection (see `insert_asking`), and the next one opens anew.
             sqlite_options(1)
                 .test_before_acquire(false)
-                .connect(&url)
-                .await?
+                .min_connections(0)
+                .idle_timeout(Duration::from_secs(60))
+                .connect_lazy(&url)?
         } else {
             pool.clone()
         };
@@ -768,16 +783,13 @@ impl Store {
         // record is durable.
         for (i, r) in records.iter().enumerate() {
             for k in &r.reasoning_state {
-                sqlx::query(
-                    "INSERT INTO reasoning_state (call_id, request_id, created_at_ms, state) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (call_id) DO NOTHING",
-                )
-                .bind(k.call_id.clone())
-                .bind(key(i, r))
-                .bind(r.created_at_ms)
-                .bind(json_text(&k.state))
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(KEPT_STATE_INSERT)
+                    .bind(k.call_id.clone())
+                    .bind(key(i, r))
+                    .bind(r.created_at_ms)
+                    .bind(json_text(&k.state))
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         // Online evaluation work commits with its record too (the scores given in
