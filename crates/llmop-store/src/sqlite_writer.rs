@@ -258,6 +258,28 @@ mod tests {
         // The values went in where they belong, read back through the other driver.
         let c = store.get("c").await.unwrap().unwrap();
         assert_eq!(c, rec("c"));
+        // Kept reasoning state and online evaluation work commit with their record.
+        let mut e = rec("e");
+        e.online_evals = vec!["tone".into()];
+        e.reasoning_state = vec![crate::record::KeptState {
+            call_id: "call-e".into(),
+            state: serde_json::json!({"encrypted": "opaque"}),
+        }];
+        assert_eq!(w.insert(Arc::new(vec![e])).await.unwrap(), Outcome::Stored);
+        let due = store.due_online(i64::MAX, 10).await.unwrap();
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!(
+            (
+                due[0].request_id.as_str(),
+                due[0].feature.as_str(),
+                due[0].attempts
+            ),
+            ("e", "support", 0)
+        );
+        assert_eq!(due[0].evaluators, ["tone"]);
+        let kept = store.reasoning_state(&["call-e".into()]).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].state["encrypted"], "opaque");
         // Closed: a later batch is refused, not lost silently.
         w.close().await;
         assert!(matches!(
