@@ -2,21 +2,36 @@
 //! kinds share. What differs between them (URL, auth header, body, error body, stream
 //! events) comes from `llmop-wire`.
 //!
-//! Each provider has its own connection pool (`reqwest::Client`): keep-alive, TCP_NODELAY,
+//! Each provider has its own connection pool (hyper's client): keep-alive, TCP_NODELAY,
 //! and HTTP/2 when the upstream offers it over TLS (ALPN).
+//!
+//! hyper's client, not `reqwest`: a call is one POST to a URL known at start-up, and
+//! reqwest's layers around hyper (its `Url` turned into a `Uri` through a string, the
+//! redirect layer parsing every request's URL again even with redirects off, default
+//! headers merged per request) cost about a tenth of a recorded call's instructions.
+//! Redirects are not followed: a 3xx from a provider is an upstream error (a redirect
+//! would also be a way for a hostile upstream to send the credentials elsewhere).
 
 use crate::EventStream;
 use bytes::Bytes;
 use futures::StreamExt;
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
+};
+use http::{Method, Request, Response, Uri};
+use http_body_util::{BodyDataStream, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use llmop_core::config::{OpenAiApi, ProviderConfig, ProviderKind};
 use llmop_core::embed::{EmbedRequest, Embeddings};
 use llmop_core::error::TimeoutStage;
-use llmop_core::secret::Secret;
 use llmop_core::{ChatRequest, ChatResponse, ProviderError, StreamAccumulator, StreamEvent};
 use llmop_wire::sse::{SseEvent, SseParser};
 use llmop_wire::{anthropic, embeddings, gemini, openai, responses, WireError};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::{timeout_at, Instant};
 
@@ -35,8 +50,10 @@ pub struct HttpProvider {
     /// An `openai`-kind provider's API: Chat Completions or Responses.
     api: OpenAiApi,
     base_url: String,
-    api_key: Option<Secret>,
-    client: reqwest::Client,
+    /// The credentials header, built once and marked sensitive (kept out of hyper's
+    /// debug output): `authorization: Bearer …`, `x-api-key` or `x-goog-api-key`.
+    auth: Option<(HeaderName, HeaderValue)>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     models: Vec<String>,
     /// Largest whole answer read; past it, `upstream_protocol_error`.
     max_response_bytes: usize,
@@ -44,7 +61,47 @@ pub struct HttpProvider {
     max_event_bytes: usize,
     /// The chat endpoint, parsed once (OpenAI and Anthropic kinds; Gemini's URL holds the
     /// model, so it is built per call).
-    endpoint: Option<reqwest::Url>,
+    endpoint: Option<Uri>,
+}
+
+const USER_AGENT_VALUE: HeaderValue =
+    HeaderValue::from_static(concat!("llmop/", env!("CARGO_PKG_VERSION")));
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
+/// The TLS settings of every provider's client: the public web's roots (Mozilla's, as
+/// `webpki-roots` ships them) and the provider's own `ca_file`, if any; ALPN offers h2
+/// and http/1.1 (set by the connector).
+fn tls_config(pc: &ProviderConfig) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &pc.ca_file {
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read ca_file `{}`: {e}", path.display()))?;
+        let mut n = 0usize;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| {
+                format!("ca_file `{}` is not PEM certificates: {e}", path.display())
+            })?;
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "ca_file `{}` holds a certificate rustls refuses: {e}",
+                    path.display()
+                )
+            })?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("ca_file `{}` holds no certificate", path.display()));
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
 impl HttpProvider {
@@ -55,28 +112,46 @@ impl HttpProvider {
             .ok_or("no base_url")?
             .trim_end_matches('/')
             .to_string();
-        let mut builder = reqwest::Client::builder();
-        if let Some(path) = &pc.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read ca_file `{}`: {e}", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                format!("ca_file `{}` is not PEM certificates: {e}", path.display())
-            })?;
-            if certs.is_empty() {
-                return Err(format!("ca_file `{}` holds no certificate", path.display()));
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        let client = builder
-            .connect_timeout(Duration::from_millis(pc.connect_timeout_ms))
-            .tcp_nodelay(true)
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(Duration::from_millis(pc.connect_timeout_ms)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(pc)?)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
-            .user_agent(concat!("llmop/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let auth = match &api_key {
+            None => None,
+            Some(key) => {
+                let (name, value) = match pc.kind {
+                    ProviderKind::Anthropic => (
+                        HeaderName::from_static("x-api-key"),
+                        HeaderValue::from_str(key.expose()),
+                    ),
+                    ProviderKind::Gemini => (
+                        HeaderName::from_static("x-goog-api-key"),
+                        HeaderValue::from_str(key.expose()),
+                    ),
+                    _ => (
+                        AUTHORIZATION,
+                        HeaderValue::from_str(&format!("Bearer {}", key.expose())),
+                    ),
+                };
+                // The key itself stays out of the message.
+                let mut value =
+                    value.map_err(|_| "api_key holds characters a header cannot carry")?;
+                value.set_sensitive(true);
+                Some((name, value))
+            }
+        };
         let endpoint = match pc.kind {
             ProviderKind::Anthropic => Some(format!("{base_url}/v1/messages")),
             ProviderKind::Gemini | ProviderKind::Mock => None,
@@ -85,7 +160,7 @@ impl HttpProvider {
             }
             ProviderKind::Openai => Some(format!("{base_url}/chat/completions")),
         }
-        .map(|u| reqwest::Url::parse(&u).map_err(|e| format!("base_url: {e}")))
+        .map(|u| Uri::try_from(u).map_err(|e| format!("base_url: {e}")))
         .transpose()?;
         Ok(HttpProvider {
             name: name.to_string(),
@@ -93,7 +168,7 @@ impl HttpProvider {
             api: pc.api,
             endpoint,
             base_url,
-            api_key,
+            auth,
             client,
             models: pc.models.clone(),
             max_response_bytes: pc.max_response_bytes.max(1024),
@@ -119,7 +194,7 @@ impl HttpProvider {
         model: &str,
         stream: bool,
         request_id: &str,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+    ) -> Result<Request<Full<Bytes>>, ProviderError> {
         let body = match self.kind {
             ProviderKind::Anthropic => anthropic::build_request(req, model, stream),
             ProviderKind::Gemini => Ok(gemini::build_request(req, model)),
@@ -131,36 +206,52 @@ impl HttpProvider {
             param: u.param,
             message: u.message,
         })?;
-        let rb = match &self.endpoint {
-            Some(url) => self.client.post(url.clone()),
-            None => self
-                .client
-                .post(format!("{}{}", self.base_url, gemini::path(model, stream))),
+        let uri = match &self.endpoint {
+            Some(uri) => uri.clone(),
+            None => self.uri(&gemini::path(model, stream))?,
         };
-        let mut rb = rb
-            .header("x-request-id", request_id)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body);
-        if stream {
-            rb = rb.header(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        }
-        rb = self.authed(rb);
-        Ok(rb)
+        Ok(self.post(uri, body, stream, request_id))
     }
 
-    /// The provider's version header and credentials on a request.
-    fn authed(&self, mut rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    /// `base_url` joined with a path (Gemini's model-bearing paths, the side endpoints).
+    fn uri(&self, path: &str) -> Result<Uri, ProviderError> {
+        Uri::try_from(format!("{}{path}", self.base_url)).map_err(|e| ProviderError::Connect {
+            provider: self.name.clone(),
+            message: format!("the upstream URL is not valid: {e}"),
+        })
+    }
+
+    /// A POST of a JSON body with the request id, the provider's version header and its
+    /// credentials.
+    fn post(
+        &self,
+        uri: Uri,
+        body: Vec<u8>,
+        stream: bool,
+        request_id: &str,
+    ) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(Bytes::from(body)));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.insert(USER_AGENT, USER_AGENT_VALUE);
+        h.insert(CONTENT_TYPE, JSON);
+        h.insert(ACCEPT, if stream { EVENT_STREAM } else { JSON });
+        // The id came in as a header or was made here, so it is a valid value; one that
+        // is not is left off rather than failing the call.
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(X_REQUEST_ID, v);
+        }
         if self.kind == ProviderKind::Anthropic {
-            rb = rb.header("anthropic-version", anthropic::API_VERSION);
+            h.insert(
+                ANTHROPIC_VERSION,
+                HeaderValue::from_static(anthropic::API_VERSION),
+            );
         }
-        if let Some(key) = &self.api_key {
-            rb = match self.kind {
-                ProviderKind::Anthropic => rb.header("x-api-key", key.expose()),
-                ProviderKind::Gemini => rb.header("x-goog-api-key", key.expose()),
-                _ => rb.header(AUTHORIZATION, format!("Bearer {}", key.expose())),
-            };
+        if let Some((name, value)) = &self.auth {
+            h.insert(name.clone(), value.clone());
         }
-        rb
+        req
     }
 
     fn timeout(&self, stage: TimeoutStage) -> ProviderError {
@@ -177,17 +268,17 @@ impl HttpProvider {
     /// Sends the request and waits for the status line and headers.
     async fn send(
         &self,
-        rb: reqwest::RequestBuilder,
+        req: Request<Full<Bytes>>,
         deadline: Instant,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let resp = match timeout_at(deadline, rb.send()).await {
+    ) -> Result<Response<Incoming>, ProviderError> {
+        let resp = match timeout_at(deadline, self.client.request(req)).await {
             Err(_) => return Err(self.timeout(TimeoutStage::FirstByte)),
-            Ok(Err(e)) if e.is_timeout() => return Err(self.timeout(TimeoutStage::Connect)),
+            Ok(Err(e)) if is_connect_timeout(&e) => return Err(self.timeout(TimeoutStage::Connect)),
             Ok(Err(e)) => {
                 return Err(ProviderError::Connect {
                     provider: self.name.clone(),
-                    // Without the URL: it says nothing the operator does not know.
-                    message: error_chain(&e.without_url()),
+                    // hyper's errors carry no URL: nothing the operator does not know.
+                    message: error_chain(&e),
                 });
             }
             Ok(Ok(r)) => r,
@@ -198,7 +289,7 @@ impl HttpProvider {
         Err(self.status_error(resp, deadline).await)
     }
 
-    async fn status_error(&self, resp: reqwest::Response, deadline: Instant) -> ProviderError {
+    async fn status_error(&self, resp: Response<Incoming>, deadline: Instant) -> ProviderError {
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -244,15 +335,9 @@ impl HttpProvider {
         deadline: Instant,
         request_id: &str,
     ) -> Result<Bytes, ProviderError> {
-        let mut rb = self
-            .client
-            .post(format!("{}{path}", self.base_url))
-            .header("x-request-id", request_id)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body);
-        rb = self.authed(rb);
+        let req = self.post(self.uri(path)?, body, false, request_id);
         let resp = self
-            .send(rb, deadline)
+            .send(req, deadline)
             .await
             .map_err(ProviderError::scrubbed)?;
         self.read_capped(resp, deadline)
@@ -357,7 +442,7 @@ impl HttpProvider {
     /// Reads and parses a whole (non-SSE) answer body within the deadline.
     async fn read_whole(
         &self,
-        resp: reqwest::Response,
+        resp: Response<Incoming>,
         deadline: Instant,
     ) -> Result<ChatResponse, ProviderError> {
         let body = self.read_capped(resp, deadline).await?;
@@ -367,7 +452,7 @@ impl HttpProvider {
     /// Reads a whole body within the deadline and `max_response_bytes`.
     async fn read_capped(
         &self,
-        resp: reqwest::Response,
+        resp: Response<Incoming>,
         deadline: Instant,
     ) -> Result<Bytes, ProviderError> {
         let limit = self.max_response_bytes;
@@ -375,24 +460,25 @@ impl HttpProvider {
             provider: self.name.clone(),
             message: format!("the answer is larger than max_response_bytes ({limit} bytes)"),
         };
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
+        let length = content_length(&resp);
+        if length.is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
         // Read chunk by chunk against the cap: an upstream cannot make the gateway hold
         // more than `max_response_bytes` of one answer. A body that arrives as one chunk
         // (the usual small answer) is parsed where it is, without a copy.
-        let hint = resp.content_length().unwrap_or(0) as usize;
+        let hint = length.unwrap_or(0) as usize;
         let mut first: Option<Bytes> = None;
         let mut joined: Vec<u8> = Vec::new();
         let mut total = 0usize;
-        let mut chunks = resp.bytes_stream();
+        let mut chunks = BodyDataStream::new(resp.into_body());
         loop {
             match timeout_at(deadline, chunks.next()).await {
                 Err(_) => return Err(self.timeout(TimeoutStage::Total)),
                 Ok(Some(Err(e))) => {
                     return Err(ProviderError::Stream {
                         provider: self.name.clone(),
-                        message: error_chain(&e.without_url()),
+                        message: error_chain(&e),
                     })
                 }
                 Ok(Some(Ok(chunk))) => {
@@ -453,7 +539,7 @@ impl HttpProvider {
             _ => Decoder::OpenAi(openai::StreamDecoder::new()),
         };
         let state = StreamState {
-            body: resp.bytes_stream().boxed(),
+            body: BodyDataStream::new(resp.into_body()).boxed(),
             parser: SseParser::with_max_event(self.max_event_bytes),
             decoder,
             pending: VecDeque::new(),
@@ -514,7 +600,7 @@ impl Decoder {
     }
 }
 
-type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, reqwest::Error>>;
+type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, hyper::Error>>;
 
 struct StreamState {
     body: ByteStream,
@@ -654,7 +740,7 @@ impl StreamState {
                     let provider = self.provider.clone();
                     return self.fail(ProviderError::Stream {
                         provider,
-                        message: error_chain(&e.without_url()),
+                        message: error_chain(&e),
                     });
                 }
                 None => {
@@ -795,9 +881,9 @@ fn wire_error(provider: &str, e: WireError) -> ProviderError {
 }
 
 /// Reads at most `limit` bytes of a body, giving up at the deadline.
-async fn read_limited(resp: reqwest::Response, limit: usize, deadline: Instant) -> Bytes {
+async fn read_limited(resp: Response<Incoming>, limit: usize, deadline: Instant) -> Bytes {
     let mut out = Vec::new();
-    let mut s = resp.bytes_stream();
+    let mut s = BodyDataStream::new(resp.into_body());
     while let Ok(Some(Ok(chunk))) = timeout_at(deadline, s.next()).await {
         let room = limit.saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -806,6 +892,30 @@ async fn read_limited(resp: reqwest::Response, limit: usize, deadline: Instant) 
         }
     }
     Bytes::from(out)
+}
+
+/// The body's length as the upstream declared it (`content-length`), if it did.
+fn content_length(resp: &Response<Incoming>) -> Option<u64> {
+    hyper::body::Body::size_hint(resp.body()).exact()
+}
+
+/// Whether a failed request never connected because the connect timeout ran out
+/// (`connect_timeout_ms`): hyper reports it as an I/O error of kind `TimedOut` among the
+/// error's causes.
+fn is_connect_timeout(e: &hyper_util::client::legacy::Error) -> bool {
+    if !e.is_connect() {
+        return false;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// `Retry-After` as seconds or an HTTP date.

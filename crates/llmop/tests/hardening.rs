@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{client, get_json, llmop, post_json, post_with, Gateway, Reply, Upstream};
+use support::{client, fixture, get_json, llmop, post_json, post_with, Gateway, Reply, Upstream};
 
 const MOCK: &str = "[providers.sim]\nkind = \"mock\"\n";
 
@@ -314,6 +314,41 @@ async fn upstream_text_never_leaks_secrets() {
             assert!(!gw.store_bytes().contains(UP_KEY));
         }
     }
+}
+
+// An upstream that answers with a redirect does not get the call (or the provider's key)
+// sent on to where it points: the redirect is an upstream error, whole and streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_redirects_are_not_followed() {
+    let elsewhere = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
+    for status in [301u16, 302, 307, 308] {
+        let target = format!("{}/v1/chat/completions", elsewhere.url);
+        let up = Upstream::start(move |_, _| {
+            Reply::Json(status, String::new(), vec![("location", target.clone())])
+        })
+        .await;
+        let gw = Gateway::start_with_env(
+            &format!(
+                "[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"UP_KEY\"\n",
+                up.url
+            ),
+            &[("UP_KEY", UP_KEY)],
+        );
+        for stream in [false, true] {
+            let r = post_json(
+                &gw,
+                "/v1/chat/completions",
+                &json!({"model": "up/m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+            let code = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(code, 502, "{status} stream={stream}: {body}");
+            assert_eq!(body["error"]["code"], "upstream_error", "{body}");
+        }
+        assert!(up.count() >= 2, "the upstream was called");
+    }
+    assert_eq!(elsewhere.count(), 0, "a redirect was followed");
 }
 
 // 5. SIGTERM during a stream longer than the drain: the stream ends with a terminal
