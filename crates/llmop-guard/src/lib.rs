@@ -51,6 +51,11 @@ pub struct Finding {
     /// Byte range in the scanned text (for injection signals found in normalised or
     /// decoded text: the whole text, as their position there means nothing here).
     pub span: Range<usize>,
+    /// [`Finding::fingerprint`] of the value, made when the text was scanned: findings
+    /// are remembered with their text (a system prompt, an agent's re-sent history), so
+    /// a value found once is hashed once, not on every call that sends it again. `None`
+    /// for injection signals (a property of the whole text, not a value).
+    pub print: Option<String>,
 }
 
 impl Finding {
@@ -59,6 +64,15 @@ impl Finding {
             rule: rule.into(),
             category,
             span,
+            print: None,
+        }
+    }
+
+    /// The value's fingerprint: the one made at scan time, else made now.
+    pub fn print_in(&self, text: &str) -> String {
+        match &self.print {
+            Some(p) => p.clone(),
+            None => self.fingerprint(text),
         }
     }
 
@@ -195,6 +209,9 @@ impl Guard {
             }
         }
         found.sort_by_key(|f| (f.span.start, f.span.end));
+        for f in &mut found {
+            f.print = Some(f.fingerprint(text));
+        }
         if let Some(i) = self.injection.filter(|_| want.injection) {
             found.extend(i.scan(text));
         }

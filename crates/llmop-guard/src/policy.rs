@@ -1063,7 +1063,7 @@ impl Hits {
         if f.category == Category::Injection {
             return;
         }
-        let fp = f.fingerprint(text);
+        let fp = f.print_in(text);
         if self.evidence.len() < 16 && !self.evidence.contains(&fp) {
             self.evidence.push(fp);
         }

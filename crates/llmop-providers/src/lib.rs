@@ -29,7 +29,8 @@ pub type EventStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
 
 /// One configured provider.
 pub enum Provider {
-    Http(http::HttpProvider),
+    /// Boxed: the HTTP client and its pool handles make it several times the mock's size.
+    Http(Box<http::HttpProvider>),
     Mock(mock::MockProvider),
 }
 
@@ -130,10 +131,10 @@ impl Providers {
         for (name, pc) in &config.providers {
             let p = match pc.kind {
                 ProviderKind::Mock => Provider::Mock(mock::MockProvider::new(name, pc)),
-                _ => Provider::Http(
+                _ => Provider::Http(Box::new(
                     http::HttpProvider::new(name, pc)
                         .map_err(|e| format!("provider `{name}`: {e}"))?,
-                ),
+                )),
             };
             by_name.insert(name.clone(), Arc::new(p));
         }

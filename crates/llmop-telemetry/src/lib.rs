@@ -67,29 +67,80 @@ fn count(outcome: &'static str, n: u64) {
 
 /// The GenAI client metrics, from a record (the conventions' names, in Prometheus form).
 pub fn record_metrics(r: &Record, provider_kind: Option<&str>) {
-    let provider = span::provider_name(provider_kind.unwrap_or(""));
+    let (operation, provider, model) = metric_labels(r, provider_kind);
+    GenAiHistograms::new(operation, provider, model).record(r);
+}
+
+/// A record's metric labels: operation, provider (the conventions' name) and the model
+/// the client asked for.
+fn metric_labels<'r>(
+    r: &'r Record,
+    provider_kind: Option<&str>,
+) -> (&'static str, &'static str, &'r str) {
     let model = r
         .request_params
         .get("model")
         .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
-        .or_else(|| r.model.clone())
+        .or(r.model.as_deref())
         .unwrap_or_default();
-    let labels = [
-        ("gen_ai_operation_name", span::operation(r).to_string()),
-        ("gen_ai_provider_name", provider.to_string()),
-        ("gen_ai_request_model", model),
-    ];
-    metrics::histogram!("gen_ai_client_operation_duration_seconds", &labels)
-        .record(r.latency_ms as f64 / 1000.0);
-    for (kind, v) in [("input", r.input_tokens), ("output", r.output_tokens)] {
-        if let Some(v) = v {
-            let mut l = labels.to_vec();
-            l.push(("gen_ai_token_type", kind.to_string()));
-            metrics::histogram!("gen_ai_client_token_usage", &l).record(v as f64);
+    (
+        span::operation(r),
+        span::provider_name(provider_kind.unwrap_or("")),
+        model,
+    )
+}
+
+/// The GenAI histograms of one label set, each looked up in the recorder once: the token
+/// histograms when a record first has such tokens (a label set with no token counts,
+/// such as failed calls, shows no token series).
+struct GenAiHistograms {
+    labels: [(&'static str, String); 3],
+    duration: metrics::Histogram,
+    input: Option<metrics::Histogram>,
+    output: Option<metrics::Histogram>,
+}
+
+impl GenAiHistograms {
+    fn new(operation: &'static str, provider: &'static str, model: &str) -> GenAiHistograms {
+        let labels = [
+            ("gen_ai_operation_name", operation.to_string()),
+            ("gen_ai_provider_name", provider.to_string()),
+            ("gen_ai_request_model", model.to_string()),
+        ];
+        GenAiHistograms {
+            duration: metrics::histogram!("gen_ai_client_operation_duration_seconds", &labels),
+            labels,
+            input: None,
+            output: None,
+        }
+    }
+
+    fn record(&mut self, r: &Record) {
+        self.duration.record(r.latency_ms as f64 / 1000.0);
+        for (kind, tokens, h) in [
+            ("input", r.input_tokens, &mut self.input),
+            ("output", r.output_tokens, &mut self.output),
+        ] {
+            let Some(v) = tokens else { continue };
+            h.get_or_insert_with(|| {
+                let mut l = self.labels.to_vec();
+                l.push(("gen_ai_token_type", kind.to_string()));
+                metrics::histogram!("gen_ai_client_token_usage", &l)
+            })
+            .record(v as f64);
         }
     }
 }
+
+/// Most label sets whose histograms [`Exporter`] keeps at hand; past it (clients naming
+/// many models), a record's histograms are looked up in the recorder each time.
+const MAX_KEPT_HISTOGRAMS: usize = 1024;
+
+/// Histogram handles by operation and provider, then model. A record's metrics were
+/// three lookups in the recorder's registry, each building its key's label strings and
+/// hashing them (about 10k instructions a record, a few % of a call); a kept handle
+/// records directly.
+type KeptHistograms = HashMap<(&'static str, &'static str), HashMap<String, GenAiHistograms>>;
 
 /// Buckets of the GenAI client histograms, as the conventions advise.
 pub const TOKEN_BUCKETS: &[f64] = &[
@@ -108,6 +159,8 @@ pub struct Exporter {
     content: bool,
     /// Provider name (as configured) → kind.
     kinds: HashMap<String, &'static str>,
+    /// Locked only by the record writer's tap, which runs on one task: uncontended.
+    kept: std::sync::Mutex<(KeptHistograms, usize)>,
 }
 
 impl Exporter {
@@ -160,7 +213,27 @@ impl Exporter {
             ratio: cfg.sample_ratio.clamp(0.0, 1.0),
             content: cfg.content,
             kinds,
+            kept: Default::default(),
         }))
+    }
+
+    /// [`record_metrics`] through the kept handles.
+    fn record_metrics(&self, r: &Record, provider_kind: Option<&str>) {
+        let (operation, provider, model) = metric_labels(r, provider_kind);
+        // A poisoned lock only means a panic elsewhere mid-insert: the map is whole.
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let (by_labels, count) = &mut *kept;
+        let models = by_labels.entry((operation, provider)).or_default();
+        if let Some(h) = models.get_mut(model) {
+            h.record(r);
+            return;
+        }
+        let mut h = GenAiHistograms::new(operation, provider, model);
+        h.record(r);
+        if *count < MAX_KEPT_HISTOGRAMS {
+            *count += 1;
+            models.insert(model.to_string(), h);
+        }
     }
 
     /// What the record writer calls with each committed batch.
@@ -177,7 +250,7 @@ impl Exporter {
                 .provider
                 .as_deref()
                 .and_then(|p| self.kinds.get(p).copied());
-            record_metrics(r, kind);
+            self.record_metrics(r, kind);
             let Some(tx) = &self.tx else { continue };
             let parent = r.traceparent.as_deref().and_then(TraceParent::parse);
             let trace_id = match &parent {
@@ -345,6 +418,73 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Kept handles count every record in its label set's histograms, as the recorder's
+    /// own lookups did: two calls of one model in one series, another model in its own,
+    /// and no token series for a label set whose records had no token counts.
+    #[test]
+    fn kept_histograms_count_each_record_once() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let exporter = Exporter::start(
+            &llmop_core::config::TelemetryConfig::default(),
+            HashMap::from([("up".to_string(), "openai")]),
+        )
+        .unwrap();
+        let rec = |model: &str, tokens: Option<i64>| {
+            let mut r = Record::new("r", 0, "/v1/chat/completions");
+            r.provider = Some("up".into());
+            r.model = Some(model.into());
+            r.latency_ms = 250;
+            r.input_tokens = tokens;
+            r
+        };
+        metrics::with_local_recorder(&recorder, || {
+            exporter.offer(&[rec("m1", Some(10)), rec("m1", Some(20))]);
+            exporter.offer(&[rec("m2", None), rec("m1", Some(30))]);
+        });
+        let mut seen: Vec<(String, String, Vec<f64>)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let key = key.key();
+                let model = key
+                    .labels()
+                    .find(|l| l.key() == "gen_ai_request_model")
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default();
+                let DebugValue::Histogram(v) = value else {
+                    panic!("not a histogram: {key:?}")
+                };
+                let mut v: Vec<f64> = v.into_iter().map(|x| x.into_inner()).collect();
+                v.sort_by(f64::total_cmp);
+                (key.name().to_string(), model, v)
+            })
+            .collect();
+        seen.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    "gen_ai_client_operation_duration_seconds".to_string(),
+                    "m1".to_string(),
+                    vec![0.25, 0.25, 0.25]
+                ),
+                (
+                    "gen_ai_client_operation_duration_seconds".to_string(),
+                    "m2".to_string(),
+                    vec![0.25]
+                ),
+                (
+                    "gen_ai_client_token_usage".to_string(),
+                    "m1".to_string(),
+                    vec![10.0, 20.0, 30.0]
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn urls_take_the_standard_path_unless_they_have_one() {
