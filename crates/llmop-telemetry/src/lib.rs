@@ -65,12 +65,6 @@ fn count(outcome: &'static str, n: u64) {
     metrics::counter!("llmop_telemetry_spans_total", "outcome" => outcome).increment(n);
 }
 
-/// The GenAI client metrics, from a record (the conventions' names, in Prometheus form).
-pub fn record_metrics(r: &Record, provider_kind: Option<&str>) {
-    let (operation, provider, model) = metric_labels(r, provider_kind);
-    GenAiHistograms::new(operation, provider, model).record(r);
-}
-
 /// A record's metric labels: operation, provider (the conventions' name) and the model
 /// the client asked for.
 fn metric_labels<'r>(
@@ -217,7 +211,8 @@ impl Exporter {
         }))
     }
 
-    /// [`record_metrics`] through the kept handles.
+    /// The GenAI client metrics of a record (the conventions' names, in Prometheus
+    /// form), through the kept handles.
     fn record_metrics(&self, r: &Record, provider_kind: Option<&str>) {
         let (operation, provider, model) = metric_labels(r, provider_kind);
         // A poisoned lock only means a panic elsewhere mid-insert: the map is whole.
