@@ -10,7 +10,9 @@
 //! redirect layer parsing every request's URL again even with redirects off, default
 //! headers merged per request) cost about a tenth of a recorded call's instructions.
 //! Redirects are not followed: a 3xx from a provider is an upstream error (a redirect
-//! would also be a way for a hostile upstream to send the credentials elsewhere).
+//! would also be a way for a hostile upstream to send the credentials elsewhere). An
+//! egress proxy named by the environment (`HTTPS_PROXY`, `NO_PROXY`) is used through its
+//! `CONNECT` tunnel.
 
 use crate::EventStream;
 use bytes::Bytes;
@@ -21,9 +23,10 @@ use http::header::{
 use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyDataStream, Full};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use llmop_core::config::{OpenAiApi, ProviderConfig, ProviderKind};
 use llmop_core::embed::{EmbedRequest, Embeddings};
 use llmop_core::error::TimeoutStage;
@@ -53,7 +56,7 @@ pub struct HttpProvider {
     /// The credentials header, built once and marked sensitive (kept out of hyper's
     /// debug output): `authorization: Bearer …`, `x-api-key` or `x-goog-api-key`.
     auth: Option<(HeaderName, HeaderValue)>,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<Connect>, Full<Bytes>>,
     models: Vec<String>,
     /// Largest whole answer read; past it, `upstream_protocol_error`.
     max_response_bytes: usize,
@@ -70,6 +73,49 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
+/// How a provider's connections are made: straight to the upstream, or through an HTTP
+/// proxy's `CONNECT` tunnel when the environment names one for the provider's URL
+/// (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, less `NO_PROXY`, as curl reads them; read
+/// once, when the provider is built). TLS to the upstream runs inside the tunnel, so the
+/// proxy sees only the host and port.
+#[derive(Clone)]
+enum Connect {
+    Direct(HttpConnector),
+    Tunnel(Tunnel<HttpConnector>),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for Connect {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        match self {
+            Connect::Direct(c) => c.poll_ready(cx).map_err(Into::into),
+            Connect::Tunnel(t) => t.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    /// Once per new connection (a pooled connection is reused without it).
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        match self {
+            Connect::Direct(c) => {
+                let f = c.call(dst);
+                Box::pin(async move { f.await.map_err(Into::into) })
+            }
+            Connect::Tunnel(t) => {
+                let f = t.call(dst);
+                Box::pin(async move { f.await.map_err(Into::into) })
+            }
+        }
+    }
+}
 
 /// The TLS settings of every provider's client: the public web's roots (Mozilla's, as
 /// `webpki-roots` ships them) and the provider's own `ca_file`, if any; ALPN offers h2
@@ -121,7 +167,7 @@ impl HttpProvider {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(tcp);
+            .wrap_connector(connect(&base_url, tcp)?);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
@@ -892,6 +938,35 @@ async fn read_limited(resp: Response<Incoming>, limit: usize, deadline: Instant)
         }
     }
     Bytes::from(out)
+}
+
+/// The provider's connector: through the proxy the environment names for `base_url`, if
+/// any (with its credentials, if the proxy URL holds them), else direct.
+fn connect(base_url: &str, tcp: HttpConnector) -> Result<Connect, String> {
+    let dst = Uri::try_from(base_url).map_err(|e| format!("base_url: {e}"))?;
+    let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
+    Ok(match matcher.intercept(&dst) {
+        None => Connect::Direct(tcp),
+        Some(proxy) => {
+            tracing::info!(proxy = %proxy_display(proxy.uri()), "upstream connections through a proxy");
+            let mut t = Tunnel::new(proxy.uri().clone(), tcp);
+            if let Some(auth) = proxy.basic_auth() {
+                t = t.with_auth(auth.clone());
+            }
+            Connect::Tunnel(t)
+        }
+    })
+}
+
+/// A proxy URL without its credentials, for the log.
+fn proxy_display(u: &Uri) -> String {
+    format!(
+        "{}://{}",
+        u.scheme_str().unwrap_or("http"),
+        u.authority()
+            .map(|a| a.as_str().rsplit('@').next().unwrap_or_default())
+            .unwrap_or_default()
+    )
 }
 
 /// The body's length as the upstream declared it (`content-length`), if it did.

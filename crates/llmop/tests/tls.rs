@@ -131,3 +131,79 @@ fn a_bad_ca_file_stops_serve() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An HTTP `CONNECT` proxy on loopback: records each tunnel's target (and whether it was
+/// asked with credentials), then relays bytes both ways.
+async fn connect_proxy() -> (String, Arc<Mutex<Vec<(String, bool)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let authed = head.contains("proxy-authorization: basic ");
+                log.lock().unwrap().push((target.clone(), authed));
+                let Ok(mut up) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            });
+        }
+    });
+    (format!("http://user:pw@{addr}"), seen)
+}
+
+/// `HTTPS_PROXY` in the gateway's environment: upstream connections go through the
+/// proxy's tunnel (TLS to the upstream inside it, the proxy's credentials sent); a host
+/// in `NO_PROXY` is reached directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_are_reached_through_the_environments_proxy() {
+    let (url, ca_pem, versions) = https_upstream().await;
+    let (proxy, tunnels) = connect_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let config = format!(
+        "[providers.internal]\nkind = \"openai\"\nbase_url = \"{url}/v1\"\nca_file = \"{}\"\n",
+        ca.display()
+    );
+    let body = json!({"model": "internal/m", "messages": [{"role": "user", "content": "hi"}]});
+    let port = url.rsplit(':').next().unwrap().to_string();
+
+    let gw = Gateway::start_with_env(&config, &[("HTTPS_PROXY", &proxy), ("NO_PROXY", "")]);
+    let r = post_json(&gw, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        *tunnels.lock().unwrap(),
+        vec![(format!("127.0.0.1:{port}"), true)]
+    );
+    drop(gw);
+
+    let gw = Gateway::start_with_env(
+        &config,
+        &[("HTTPS_PROXY", &proxy), ("NO_PROXY", "127.0.0.1")],
+    );
+    let r = post_json(&gw, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(tunnels.lock().unwrap().len(), 1, "NO_PROXY was not honored");
+    assert_eq!(versions.lock().unwrap().len(), 2);
+}
