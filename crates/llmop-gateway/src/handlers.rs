@@ -704,6 +704,7 @@ fn sync_writer(app: &AppState) {
     ::metrics::counter!("llmop_records_queued_total").absolute(s.queued);
     ::metrics::counter!("llmop_records_written_total").absolute(s.written);
     ::metrics::counter!("llmop_records_delayed_total").absolute(s.delayed);
+    ::metrics::counter!("llmop_records_held_total").absolute(s.held);
     ::metrics::counter!("llmop_records_failed_commits_total").absolute(s.failed_commits);
     ::metrics::counter!("llmop_records_spilled_total").absolute(s.spilled);
     ::metrics::counter!("llmop_records_replayed_total").absolute(s.replayed);

@@ -99,6 +99,10 @@ fn describe() {
         "Records that waited for room in a full writer queue (back-pressure)."
     );
     describe_counter!(
+        "llmop_records_held_total",
+        "Answers held until their record was committed because the record writer was more than [store] max_lag_ms behind."
+    );
+    describe_counter!(
         "llmop_records_failed_commits_total",
         "Failed commits of a batch of records (each is retried)."
     );

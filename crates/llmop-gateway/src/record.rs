@@ -164,6 +164,13 @@ impl Recorder {
                 } else {
                     Duration::from_millis(20)
                 },
+                // ...and a writer that falls further behind than `max_lag_ms` (default
+                // 50) holds new answers until their records are committed.
+                max_lag: if config.store.durability == Durability::Strict {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(config.store.max_lag_ms)
+                },
                 tap,
                 ..WriterConfig::default()
             },
@@ -516,7 +523,8 @@ impl CallRecord {
 
     /// Hands the record to the writer and waits as the durability mode says: in
     /// `strict` mode until it is committed, else until it is queued (which waits only
-    /// when the queue is full: back-pressure).
+    /// when the queue is full: back-pressure), or committed while the writer is more
+    /// than `[store] max_lag_ms` behind.
     pub async fn finish(&mut self) {
         let Some(data) = self.take() else { return };
         let Some(recorder) = self.recorder.clone() else {

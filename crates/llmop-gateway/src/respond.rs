@@ -450,8 +450,9 @@ impl Relay {
             self.end_checked(&mut out).await;
         }
         if self.done {
-            // The last bytes wait for the record in strict mode (until it is committed)
-            // and under back-pressure (until it is queued).
+            // The last bytes wait for the record in strict mode (until it is committed),
+            // under back-pressure (until it is queued), and while the writer lags more
+            // than `max_lag_ms` (until it is committed).
             self.rec.usage = self.rec.stream_acc.as_ref().and_then(|a| a.usage());
             self.rec.kept = self.keeper.take();
             self.rec.finish().await;

@@ -374,6 +374,7 @@ pub async fn run(app: Arc<AppState>, listener: TcpListener) -> std::io::Result<(
         tracing::info!(
             written = s.written,
             delayed = s.delayed,
+            held = s.held,
             spilled = s.spilled,
             lost = s.lost,
             "record writer stopped"

@@ -16,6 +16,15 @@
 //! caller then writes the batch through the path that asks which rows are new
 //! (`Store::insert_batch`), so that logic exists once.
 //!
+//! Checkpoints are not the commit's business. SQLite's automatic checkpoint runs inside
+//! the commit that crosses 1,000 WAL pages: that commit copies the pages into the
+//! database file and syncs it, so once in a while one batch (and every answer waiting
+//! for it in strict durability, and the age of everything queued behind it in default
+//! durability) takes as long as the disk's slowest sync. Here the writer's connection
+//! never checkpoints; a second thread with its own connection runs `PASSIVE` checkpoints
+//! (which never take the write lock) after commits: at most one a second, or sooner
+//! once 4,096 records were committed since the last one.
+//!
 //! rusqlite, not a hand-made FFI layer: it links the same `libsqlite3-sys` as sqlx, so
 //! both drivers share one SQLite library.
 
@@ -28,8 +37,9 @@ use crate::Record;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, TransactionBehavior};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// What a batch came to.
@@ -96,13 +106,18 @@ impl SqliteWriter {
 
 fn serve(path: PathBuf, rx: mpsc::Receiver<Cmd>) {
     let mut conn: Option<Connection> = None;
+    let checkpoints = Checkpointer::start(path.clone());
     while let Ok(cmd) = rx.recv() {
         match cmd {
             Cmd::Insert(records, reply) => {
                 let result = match &mut conn {
                     Some(c) => write(c, &records),
-                    None => open(&path).and_then(|c| write(conn.insert(c), &records)),
+                    None => open(&path, checkpoints.is_some())
+                        .and_then(|c| write(conn.insert(c), &records)),
                 };
+                if let (Ok(Outcome::Stored), Some(c)) = (&result, &checkpoints) {
+                    c.committed(records.len());
+                }
                 if result.is_err() {
                     // After a failed statement (a full disk, an I/O error) the connection
                     // is not trusted with the next batch: it is opened anew.
@@ -115,6 +130,9 @@ fn serve(path: PathBuf, rx: mpsc::Receiver<Cmd>) {
             }
             Cmd::Close(done) => {
                 drop(conn.take());
+                if let Some(c) = checkpoints {
+                    c.stop();
+                }
                 let _ = done.send(());
                 return;
             }
@@ -122,7 +140,101 @@ fn serve(path: PathBuf, rx: mpsc::Receiver<Cmd>) {
     }
 }
 
-fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
+/// The checkpoint thread's handle (see the module header).
+struct Checkpointer {
+    /// One pending wake-up at most: the writer never waits on it.
+    wake: mpsc::SyncSender<()>,
+    /// Records committed since the last checkpoint.
+    since: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// At most one checkpoint per this long...
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// ...unless this many records were committed since the last one.
+const CHECKPOINT_RECORDS: usize = 4096;
+
+impl Checkpointer {
+    /// `None` when the thread cannot be started: the writer's connection then keeps
+    /// SQLite's automatic checkpoints (see [`open`]).
+    fn start(path: PathBuf) -> Option<Checkpointer> {
+        let (wake, woken) = mpsc::sync_channel(1);
+        let since = Arc::new(AtomicUsize::new(0));
+        let counted = since.clone();
+        let thread = std::thread::Builder::new()
+            .name("llmop-checkpoint".into())
+            .spawn(move || checkpoint_loop(&path, &woken, &counted))
+            .map_err(|e| tracing::warn!(error = %e, "no checkpoint thread: the record writer checkpoints itself"))
+            .ok()?;
+        Some(Checkpointer {
+            wake,
+            since,
+            thread,
+        })
+    }
+
+    fn committed(&self, records: usize) {
+        self.since.fetch_add(records, Ordering::Relaxed);
+        let _ = self.wake.try_send(());
+    }
+
+    /// Ends the thread (after the checkpoint in hand, if any).
+    fn stop(self) {
+        drop(self.wake);
+        let _ = self.thread.join();
+    }
+}
+
+fn checkpoint_loop(path: &std::path::Path, woken: &mpsc::Receiver<()>, since: &AtomicUsize) {
+    let mut conn: Option<Connection> = None;
+    let mut last = Instant::now();
+    // Wait for a commit, then until a second has passed since the last checkpoint or
+    // enough records were committed; the writer's going away ends the thread.
+    while woken.recv().is_ok() {
+        while since.load(Ordering::Relaxed) < CHECKPOINT_RECORDS {
+            let Some(left) = CHECKPOINT_EVERY.checked_sub(last.elapsed()) else {
+                break;
+            };
+            match woken.recv_timeout(left) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        since.store(0, Ordering::Relaxed);
+        last = Instant::now();
+        let c = match conn.take() {
+            Some(c) => c,
+            None => match open_plain(path) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the store for a checkpoint; the WAL grows until one succeeds");
+                    continue;
+                }
+            },
+        };
+        // PASSIVE: copies what no reader still needs, never waits for a lock.
+        match c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => conn = Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "a WAL checkpoint failed; the next commit tries again")
+            }
+        }
+    }
+}
+
+/// The writer's connection; `checkpointer`: a checkpoint thread runs beside it.
+fn open(path: &std::path::Path, checkpointer: bool) -> rusqlite::Result<Connection> {
+    let c = open_plain(path)?;
+    if checkpointer {
+        // Checkpoints are the checkpoint thread's (module header).
+        c.pragma_update(None, "wal_autocheckpoint", 0)?;
+    }
+    c.set_prepared_statement_cache_capacity(16);
+    Ok(c)
+}
+
+/// A connection with the pool's settings.
+fn open_plain(path: &std::path::Path) -> rusqlite::Result<Connection> {
     let c = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -134,7 +246,6 @@ fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     c.busy_timeout(Duration::from_secs(5))?;
-    c.set_prepared_statement_cache_capacity(16);
     Ok(c)
 }
 
@@ -286,6 +397,41 @@ mod tests {
             w.insert(batch(&["d"])).await,
             Err(StoreError::WriterClosed)
         ));
+        store.close().await;
+    }
+
+    /// The writer's connection never checkpoints; the checkpoint thread copies the WAL
+    /// into the database file after enough records (4,096) or a second.
+    #[tokio::test]
+    async fn the_checkpoint_thread_moves_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let store = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        let w = SqliteWriter::start(path.clone()).unwrap();
+        let text = "x".repeat(1000);
+        for b in 0..20 {
+            let records = (0..256)
+                .map(|i| {
+                    let mut r = rec(&format!("r-{b}-{i}"));
+                    r.output_text = Some(text.clone());
+                    r
+                })
+                .collect();
+            assert_eq!(w.insert(Arc::new(records)).await.unwrap(), Outcome::Stored);
+        }
+        // 5 MB of records: in the WAL at first, then in the database file.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut size = before;
+        while size < 5_000_000 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            size = std::fs::metadata(&path).unwrap().len();
+        }
+        assert!(size >= 5_000_000, "database file {before} → {size} bytes");
+        assert_eq!(store.count().await.unwrap(), 5120);
+        w.close().await;
         store.close().await;
     }
 

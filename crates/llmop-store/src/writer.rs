@@ -7,6 +7,16 @@
 //! durable one commit after it was queued: while the store keeps up, within the time of
 //! one batch commit.
 //!
+//! When it does not keep up (a slow disk, a starved CPU) a backlog would grow to the
+//! queue's capacity, and with it what a crash can lose. `max_lag` bounds that in time:
+//! while the oldest uncommitted record is older than `max_lag`, or more than a whole
+//! batch is waiting (a burst the age alone would let through: a record behind it waits
+//! for several commits), a default submit waits for its own record's commit, as a
+//! strict one does (counted as `held`), so answers
+//! slow to the pace of the commits instead of running ahead of them. The bound is lifted
+//! while commits fail (the store is down, the disk is full): then calls go on and the
+//! queue absorbs the outage, as it always did, and held submits are let go.
+//!
 //! Nothing is dropped:
 //! - a full queue makes the submitter wait for room (back-pressure), counted as `delayed`;
 //! - a failed commit is retried with exponential backoff (50 ms → 5 s), counted as
@@ -35,6 +45,9 @@ pub struct WriterConfig {
     /// records nobody waits for (default durability). Fewer, larger commits leave more
     /// CPU to the request path under load; strict submits are never held back.
     pub linger: Duration,
+    /// How far behind the answers the writer may fall (the age of its oldest uncommitted
+    /// record) before default submits wait for their commits; zero: no bound.
+    pub max_lag: Duration,
     /// Shown every batch of records once it is committed, on the writer's task (off the
     /// request path): the OpenTelemetry exporter builds its spans here. Must not block.
     pub tap: Option<Tap>,
@@ -50,6 +63,7 @@ impl std::fmt::Debug for WriterConfig {
             .field("max_batch", &self.max_batch)
             .field("spill_path", &self.spill_path)
             .field("linger", &self.linger)
+            .field("max_lag", &self.max_lag)
             .field("tap", &self.tap.is_some())
             .finish()
     }
@@ -62,6 +76,7 @@ impl Default for WriterConfig {
             max_batch: 512,
             spill_path: None,
             linger: Duration::ZERO,
+            max_lag: Duration::ZERO,
             tap: None,
         }
     }
@@ -73,6 +88,9 @@ pub struct WriterStats {
     pub queued: AtomicU64,
     pub written: AtomicU64,
     pub delayed: AtomicU64,
+    /// Default submits that waited for their own commit because the writer was more
+    /// than `max_lag` behind.
+    pub held: AtomicU64,
     pub failed_commits: AtomicU64,
     pub spilled: AtomicU64,
     pub replayed: AtomicU64,
@@ -86,6 +104,7 @@ pub struct StatsSnapshot {
     pub queued: u64,
     pub written: u64,
     pub delayed: u64,
+    pub held: u64,
     pub failed_commits: u64,
     pub spilled: u64,
     pub replayed: u64,
@@ -98,6 +117,7 @@ impl WriterStats {
             queued: self.queued.load(Ordering::Relaxed),
             written: self.written.load(Ordering::Relaxed),
             delayed: self.delayed.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
             failed_commits: self.failed_commits.load(Ordering::Relaxed),
             spilled: self.spilled.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
@@ -127,6 +147,26 @@ impl IntoRecord for Record {
 struct Job<T> {
     item: T,
     ack: Option<oneshot::Sender<()>>,
+    /// When it was queued (µs on the writer's clock): the batch's first tells how far
+    /// behind the writer is.
+    at: u64,
+}
+
+/// How far behind the answers the writer is, shared by the writer task (which sets it)
+/// and submitters (which read it): two atomics, no lock.
+struct Lag {
+    epoch: std::time::Instant,
+    /// When the oldest uncommitted record was queued, µs since `epoch` plus one; zero
+    /// while nothing is in the writer's hands.
+    oldest: AtomicU64,
+    /// Set while the last commit failed: the bound is lifted (see the module header).
+    failing: watch::Sender<bool>,
+}
+
+impl Lag {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
 }
 
 pub struct RecordWriter<T: IntoRecord = Record> {
@@ -137,6 +177,11 @@ pub struct RecordWriter<T: IntoRecord = Record> {
     /// `true` once the shutdown deadline passed: the task spills what is uncommitted.
     spill_now: watch::Sender<bool>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    lag: Arc<Lag>,
+    /// `WriterConfig::max_lag` in µs; zero: no bound.
+    max_lag: u64,
+    /// Records queued beyond which a default submit is held too (`max_batch`).
+    max_waiting: usize,
 }
 
 impl<T: IntoRecord> RecordWriter<T> {
@@ -149,13 +194,31 @@ impl<T: IntoRecord> RecordWriter<T> {
         let (tx, rx) = mpsc::channel(cfg.capacity.max(1));
         let (spill_now, spill_rx) = watch::channel(false);
         let (closing, closing_rx) = watch::channel(false);
-        let task = tokio::spawn(run(store, cfg, rx, closing_rx, spill_rx, stats.clone()));
+        let lag = Arc::new(Lag {
+            epoch: std::time::Instant::now(),
+            oldest: AtomicU64::new(0),
+            failing: watch::channel(false).0,
+        });
+        let max_lag = cfg.max_lag.as_micros() as u64;
+        let max_waiting = cfg.max_batch.max(1);
+        let task = tokio::spawn(run(
+            store,
+            cfg,
+            rx,
+            closing_rx,
+            spill_rx,
+            stats.clone(),
+            lag.clone(),
+        ));
         Ok(RecordWriter {
             tx,
             stats,
             closing,
             spill_now,
             task: std::sync::Mutex::new(Some(task)),
+            lag,
+            max_lag,
+            max_waiting,
         })
     }
 
@@ -194,9 +257,40 @@ impl<T: IntoRecord> RecordWriter<T> {
         WriterStopped
     }
 
-    /// Queues a record; returns once it is queued (waiting for room if the queue is full).
+    /// Queues a record; returns once it is queued (waiting for room if the queue is
+    /// full), or, while the writer is more than `max_lag` (or a whole batch) behind and
+    /// its commits succeed, once it is committed.
     pub async fn submit(&self, item: T) -> Result<(), WriterStopped> {
-        self.enqueue(Job { item, ack: None }).await
+        let at = self.lag.now();
+        let oldest = self.lag.oldest.load(Ordering::Relaxed);
+        let behind = self.max_lag != 0
+            && ((oldest != 0 && at.saturating_sub(oldest - 1) > self.max_lag)
+                || self.tx.max_capacity() - self.tx.capacity() > self.max_waiting)
+            && !*self.lag.failing.borrow();
+        if !behind {
+            return self
+                .enqueue(Job {
+                    item,
+                    ack: None,
+                    at,
+                })
+                .await;
+        }
+        self.stats.held.fetch_add(1, Ordering::Relaxed);
+        let (ack, done) = oneshot::channel();
+        // Subscribed before queuing, so a failure that begins meanwhile is seen.
+        let mut failing = self.lag.failing.subscribe();
+        self.enqueue(Job {
+            item,
+            ack: Some(ack),
+            at,
+        })
+        .await?;
+        tokio::select! {
+            r = done => r.map_err(|_| WriterStopped),
+            // Commits began to fail: the record stays queued, the call goes on.
+            _ = failing.wait_for(|f| *f) => Ok(()),
+        }
     }
 
     /// Queues a record and returns once it is committed (or spilled and fsynced).
@@ -205,6 +299,7 @@ impl<T: IntoRecord> RecordWriter<T> {
         self.enqueue(Job {
             item,
             ack: Some(ack),
+            at: self.lag.now(),
         })
         .await?;
         done.await.map_err(|_| WriterStopped)
@@ -213,7 +308,11 @@ impl<T: IntoRecord> RecordWriter<T> {
     /// Queues a record from code that cannot wait (a `Drop`). When the queue is full the
     /// wait moves to a task of its own: the record is delayed, never dropped.
     pub fn submit_detached(self: &Arc<Self>, item: T) {
-        match self.tx.try_send(Job { item, ack: None }) {
+        match self.tx.try_send(Job {
+            item,
+            ack: None,
+            at: self.lag.now(),
+        }) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
             }
@@ -256,6 +355,7 @@ async fn run<T: IntoRecord>(
     mut closing: watch::Receiver<bool>,
     mut spill_rx: watch::Receiver<bool>,
     stats: Arc<WriterStats>,
+    lag: Arc<Lag>,
 ) {
     let max_batch = cfg.max_batch.max(1);
     loop {
@@ -269,6 +369,9 @@ async fn run<T: IntoRecord>(
             }
         };
         let Some(first) = first else { break };
+        // The queue is first in, first out: the batch's first record is the oldest not
+        // yet committed.
+        lag.oldest.store(first.at + 1, Ordering::Relaxed);
         let mut batch = Vec::with_capacity(max_batch.min(64));
         batch.push(first);
         drain_into(&mut batch, &mut rx, max_batch);
@@ -296,6 +399,14 @@ async fn run<T: IntoRecord>(
             }
             match store.insert_shared(&records).await {
                 Ok(()) => {
+                    // Nothing left uncommitted, or (records queued meanwhile) the mark
+                    // stays on this batch's first, older than the true one, until the
+                    // next batch is taken a moment later: an overestimate is safe.
+                    if rx.is_empty() {
+                        lag.oldest.store(0, Ordering::Relaxed);
+                    }
+                    lag.failing
+                        .send_if_modified(|f| std::mem::replace(f, false));
                     stats
                         .written
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -308,6 +419,8 @@ async fn run<T: IntoRecord>(
                     break;
                 }
                 Err(e) => {
+                    lag.failing
+                        .send_if_modified(|f| !std::mem::replace(f, true));
                     stats.failed_commits.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, records = records.len(), "record commit failed; retrying");
                     tokio::select! {

@@ -121,6 +121,92 @@ async fn a_full_queue_delays_instead_of_dropping() {
     assert_eq!(store.count().await.unwrap(), 200);
 }
 
+/// A slow writer (each batch takes 40 ms more, in the tap) under four eager submitters:
+/// returns the furthest a record's commit came after its submit returned, and how many
+/// submits were held.
+async fn lagging_writer(max_lag: Duration) -> (Duration, u64) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(&dir).await;
+    let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen = committed.clone();
+    let w = Arc::new(
+        RecordWriter::<Record>::start(
+            store.clone(),
+            WriterConfig {
+                max_batch: 8,
+                max_lag,
+                tap: Some(Arc::new(move |rs: &[Record]| {
+                    let now = Instant::now();
+                    let mut m = seen.lock().unwrap();
+                    for r in rs {
+                        m.insert(r.request_id.clone(), now);
+                    }
+                    drop(m);
+                    // A slow disk, as the submitters see it.
+                    std::thread::sleep(Duration::from_millis(40));
+                })),
+                ..WriterConfig::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut returned = Vec::new();
+            for i in 0..100 {
+                let r = rec(t * 1000 + i);
+                let id = r.request_id.clone();
+                w.submit(r).await.unwrap();
+                returned.push((id, Instant::now()));
+            }
+            returned
+        }));
+    }
+    let mut returned = Vec::new();
+    for t in tasks {
+        returned.extend(t.await.unwrap());
+    }
+    let w = Arc::try_unwrap(w).ok().unwrap();
+    let held = w.stats().snapshot().held;
+    w.shutdown(Duration::from_secs(30)).await;
+    assert_eq!(store.count().await.unwrap(), 400);
+    let committed = committed.lock().unwrap();
+    let worst = returned
+        .iter()
+        .map(|(id, at)| committed[id].saturating_duration_since(*at))
+        .max()
+        .unwrap();
+    (worst, held)
+}
+
+/// Default durability's window holds when the writer cannot keep up: past `max_lag`,
+/// submits wait for their commits, so no record is committed long after its submit
+/// returned. Without the bound the same load runs seconds ahead of the commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_writer_holds_submits_within_max_lag() {
+    let (worst, held) = lagging_writer(Duration::from_millis(10)).await;
+    assert!(held > 0);
+    // 10 ms of lag, then the batch in hand and the next (40 ms each, plus the commits):
+    // well under 400 ms even on a slow machine.
+    assert!(
+        worst < Duration::from_millis(400),
+        "{worst:?} ({held} held)"
+    );
+
+    println!("max_lag 10 ms: worst {worst:?}, {held} of 400 held");
+    let (unbounded, held) = lagging_writer(Duration::ZERO).await;
+    println!("no bound: worst {unbounded:?}");
+    assert_eq!(held, 0);
+    // 50 batches of 40 ms queued at once.
+    assert!(unbounded > Duration::from_millis(1000), "{unbounded:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();

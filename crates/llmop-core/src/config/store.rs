@@ -26,6 +26,13 @@ pub struct StoreConfig {
     /// Records waiting for the writer before new calls wait for room (back-pressure).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// Default durability: the furthest (ms) the record writer may fall behind the
+    /// answers while its commits succeed. When the oldest uncommitted record is older
+    /// (or more than a whole batch of records is waiting), new answers wait for their own record's commit, as in `strict`, until it catches
+    /// up; so a crash loses at most about this window. `0`: no bound (only
+    /// `queue_capacity` holds the writer's backlog).
+    #[serde(default = "default_max_lag_ms")]
+    pub max_lag_ms: u64,
     /// Most bytes a record keeps of each large field (input messages, request
     /// parameters, output text, tool calls, a feature's variables and rendered prompt);
     /// a larger one is cut and the record flagged `truncated`.
@@ -62,6 +69,7 @@ impl Default for StoreConfig {
             retention_days: None,
             spill_path: None,
             queue_capacity: default_queue_capacity(),
+            max_lag_ms: default_max_lag_ms(),
             max_field_bytes: default_max_field_bytes(),
             embedding_inputs: EmbeddingInputs::default(),
             embedding_vectors: false,
@@ -117,6 +125,9 @@ fn default_store_url() -> String {
 }
 fn default_queue_capacity() -> usize {
     10_000
+}
+fn default_max_lag_ms() -> u64 {
+    50
 }
 
 impl StoreConfig {
