@@ -9,9 +9,9 @@
 //!
 //! When it does not keep up (a slow disk, a starved CPU) a backlog would grow to the
 //! queue's capacity, and with it what a crash can lose. `max_lag` bounds that in time:
-//! while the oldest uncommitted record is older than `max_lag`, or more than a whole
-//! batch is waiting (a burst the age alone would let through: a record behind it waits
-//! for several commits), a default submit waits for its own record's commit, as a
+//! while the oldest uncommitted record is older than `max_lag`, or more than four whole
+//! batches are waiting (a burst the age alone would let through: a record behind it
+//! waits for that many commits), a default submit waits for its own record's commit, as a
 //! strict one does (counted as `held`), so answers
 //! slow to the pace of the commits instead of running ahead of them. The bound is lifted
 //! while commits fail (the store is down, the disk is full): then calls go on and the
@@ -180,7 +180,7 @@ pub struct RecordWriter<T: IntoRecord = Record> {
     lag: Arc<Lag>,
     /// `WriterConfig::max_lag` in µs; zero: no bound.
     max_lag: u64,
-    /// Records queued beyond which a default submit is held too (`max_batch`).
+    /// Records queued beyond which a default submit is held too (four batches).
     max_waiting: usize,
 }
 
@@ -200,7 +200,10 @@ impl<T: IntoRecord> RecordWriter<T> {
             failing: watch::channel(false).0,
         });
         let max_lag = cfg.max_lag.as_micros() as u64;
-        let max_waiting = cfg.max_batch.max(1);
+        // Four, not one: under a steady load at saturation a commit's worth of records
+        // queues behind every commit, and holding those answers would add to the tail
+        // latency without bounding anything the age does not already bound.
+        let max_waiting = cfg.max_batch.max(1) * 4;
         let task = tokio::spawn(run(
             store,
             cfg,
@@ -258,7 +261,7 @@ impl<T: IntoRecord> RecordWriter<T> {
     }
 
     /// Queues a record; returns once it is queued (waiting for room if the queue is
-    /// full), or, while the writer is more than `max_lag` (or a whole batch) behind and
+    /// full), or, while the writer is more than `max_lag` (or four batches) behind and
     /// its commits succeed, once it is committed.
     pub async fn submit(&self, item: T) -> Result<(), WriterStopped> {
         let at = self.lag.now();

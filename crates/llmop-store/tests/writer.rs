@@ -121,7 +121,7 @@ async fn a_full_queue_delays_instead_of_dropping() {
     assert_eq!(store.count().await.unwrap(), 200);
 }
 
-/// A slow writer (each batch takes 40 ms more, in the tap) under four eager submitters:
+/// A slow writer (each batch takes 20 ms more, in the tap) under four eager submitters:
 /// returns the furthest a record's commit came after its submit returned, and how many
 /// submits were held.
 async fn lagging_writer(max_lag: Duration) -> (Duration, u64) {
@@ -146,7 +146,7 @@ async fn lagging_writer(max_lag: Duration) -> (Duration, u64) {
                     }
                     drop(m);
                     // A slow disk, as the submitters see it.
-                    std::thread::sleep(Duration::from_millis(40));
+                    std::thread::sleep(Duration::from_millis(20));
                 })),
                 ..WriterConfig::default()
             },
@@ -192,8 +192,8 @@ async fn lagging_writer(max_lag: Duration) -> (Duration, u64) {
 async fn a_lagging_writer_holds_submits_within_max_lag() {
     let (worst, held) = lagging_writer(Duration::from_millis(10)).await;
     assert!(held > 0);
-    // 10 ms of lag, then the batch in hand and the next (40 ms each, plus the commits):
-    // well under 400 ms even on a slow machine.
+    // 10 ms of lag or four batches waiting, then the batch in hand (20 ms each, plus
+    // the commits): well under 400 ms even on a slow machine.
     assert!(
         worst < Duration::from_millis(400),
         "{worst:?} ({held} held)"
@@ -203,8 +203,8 @@ async fn a_lagging_writer_holds_submits_within_max_lag() {
     let (unbounded, held) = lagging_writer(Duration::ZERO).await;
     println!("no bound: worst {unbounded:?}");
     assert_eq!(held, 0);
-    // 50 batches of 40 ms queued at once.
-    assert!(unbounded > Duration::from_millis(1000), "{unbounded:?}");
+    // 50 batches of 20 ms queued at once.
+    assert!(unbounded > Duration::from_millis(700), "{unbounded:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,7 @@ pub struct StoreConfig {
     pub queue_capacity: usize,
     /// Default durability: the furthest (ms) the record writer may fall behind the
     /// answers while its commits succeed. When the oldest uncommitted record is older
-    /// (or more than a whole batch of records is waiting), new answers wait for their own record's commit, as in `strict`, until it catches
+    /// (or more than four batches of records are waiting), new answers wait for their own record's commit, as in `strict`, until it catches
     /// up; so a crash loses at most about this window. `0`: no bound (only
     /// `queue_capacity` holds the writer's backlog).
     #[serde(default = "default_max_lag_ms")]
