@@ -207,3 +207,49 @@ async fn upstreams_are_reached_through_the_environments_proxy() {
     assert_eq!(tunnels.lock().unwrap().len(), 1, "NO_PROXY was not honored");
     assert_eq!(versions.lock().unwrap().len(), 2);
 }
+
+/// A proxy that refuses the tunnel (`407`, as one that wants other credentials does):
+/// the call fails at once as `upstream_unreachable` (502), and neither the answer nor the
+/// gateway's log shows the proxy's credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_refuses_the_tunnel_is_an_unreachable_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = client.read(&mut buf).await;
+                let _ = client
+                    .write_all(
+                        b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    let proxy = format!("http://proxyuser:s3cret-proxy-pw@{addr}");
+    let gw = Gateway::start_with_env(
+        "[providers.far]\nkind = \"openai\"\nbase_url = \"https://api.example.test/v1\"\n",
+        &[("HTTPS_PROXY", &proxy), ("NO_PROXY", "")],
+    );
+    let body = json!({"model": "far/m", "messages": [{"role": "user", "content": "hi"}]});
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        post_json(&gw, "/v1/chat/completions", &body),
+    )
+    .await
+    .expect("the refused tunnel ends the call");
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_unreachable", "{text}");
+    assert!(!text.contains("s3cret-proxy-pw"), "{text}");
+    let logs = gw.logs();
+    assert!(
+        !logs.contains("s3cret-proxy-pw"),
+        "the proxy's password was logged"
+    );
+    assert!(logs.contains("through a proxy"), "{logs}");
+}
