@@ -1063,8 +1063,13 @@ impl Hits {
         if f.category == Category::Injection {
             return;
         }
+        // At most 16 pieces of evidence: once they are in, a finding costs no fingerprint
+        // (no clone, no hash), however many a text holds.
+        if self.evidence.len() >= 16 {
+            return;
+        }
         let fp = f.print_in(text);
-        if self.evidence.len() < 16 && !self.evidence.contains(&fp) {
+        if !self.evidence.contains(&fp) {
             self.evidence.push(fp);
         }
     }

@@ -609,3 +609,33 @@ on_error = "{mode}"
         assert_eq!(book.verdicts[0].outcome, "error");
     }
 }
+
+/// A text with many findings keeps 16 distinct pieces of evidence (fingerprints, never
+/// the values), the first ones found.
+#[test]
+fn evidence_is_capped_at_sixteen_distinct_fingerprints() {
+    let p = policy(
+        "[[guardrails.rules]]\nname = \"pii\"\ndetect = [\"pii.email\"]\naction = \"flag\"\n",
+    );
+    let emails: Vec<String> = (0..40).map(|i| format!("user{i}@example.com")).collect();
+    // Every address twice: a repeat is not new evidence.
+    let text = format!("{} {}", emails.join(" "), emails.join(" "));
+    let mut req = request(&text);
+    let mut book = Book::default();
+    p.check_input(&all(&p), &mut req, &mut Vault::default(), &mut book)
+        .unwrap();
+    let v = &book.verdicts[0];
+    assert_eq!(v.evidence.len(), 16, "{:?}", v.evidence);
+    let mut distinct = v.evidence.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 16);
+    assert!(v.evidence.iter().all(|e| e.starts_with("sha256:")));
+    let f = crate::Finding {
+        rule: "pii.email".into(),
+        category: crate::Category::Pii,
+        span: 0..emails[0].len(),
+        print: None,
+    };
+    assert_eq!(v.evidence[0], f.fingerprint(&emails[0]));
+}
