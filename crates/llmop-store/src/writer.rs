@@ -11,11 +11,11 @@
 //! queue's capacity, and with it what a crash can lose. `max_lag` bounds that in time:
 //! while the oldest uncommitted record is older than `max_lag`, or more than four whole
 //! batches are waiting (a burst the age alone would let through: a record behind it
-//! waits for that many commits), a default submit waits for its own record's commit, as a
-//! strict one does (counted as `held`), so answers
-//! slow to the pace of the commits instead of running ahead of them. The bound is lifted
-//! while commits fail (the store is down, the disk is full): then calls go on and the
-//! queue absorbs the outage, as it always did, and held submits are let go.
+//! waits for that many commits), a default submit waits for its own record's commit, as
+//! a strict one does (counted as `held`), so answers slow to the pace of the commits
+//! instead of running ahead of them. The bound is lifted while commits fail (the store is
+//! down, the disk is full): then calls go on and the queue absorbs the outage, as it
+//! always did, and held submits are let go.
 //!
 //! Nothing is dropped:
 //! - a full queue makes the submitter wait for room (back-pressure), counted as `delayed`;

@@ -207,6 +207,46 @@ async fn a_lagging_writer_holds_submits_within_max_lag() {
     assert!(unbounded > Duration::from_millis(700), "{unbounded:?}");
 }
 
+/// While commits fail the lag bound is lifted: a store that is down makes the writer
+/// fall behind, but calls go on (their records queue, up to the queue's capacity) rather
+/// than wait for commits that cannot happen; once the store is back, all are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_lifts_the_lag_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = sqlite(&dir).await;
+    let mut admin = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE records RENAME TO records_away")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let w = RecordWriter::<Record>::start(
+        store.clone(),
+        WriterConfig {
+            max_lag: Duration::from_millis(5),
+            ..WriterConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    w.submit(rec(0)).await.unwrap();
+    // The first commit fails; the writer is now behind by more than `max_lag`.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(w.stats().snapshot().failed_commits >= 1);
+    for i in 1..50 {
+        tokio::time::timeout(Duration::from_secs(2), w.submit(rec(i)))
+            .await
+            .expect("a submit waited for a commit while the store was down")
+            .unwrap();
+    }
+    assert_eq!(w.stats().snapshot().held, 0);
+    sqlx::query("ALTER TABLE records_away RENAME TO records")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    w.shutdown(Duration::from_secs(20)).await;
+    assert_eq!(store.count().await.unwrap(), 50);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
