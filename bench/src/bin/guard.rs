@@ -3,7 +3,7 @@
 //! one thread. Prints JSON: per text kind, its size, nanoseconds per scan (median of
 //! rounds) and megabytes per second.
 //!
-//! Usage: bench-guard [--rounds N]
+//! Usage: bench-guard [--rounds N] [--only SUBSTRING-OF-A-TEXT-KIND]
 
 use llmop_guard::{pii::PiiSpec, Guard, GuardSpec};
 use std::time::Instant;
@@ -14,6 +14,7 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(15);
+    let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let guard = Guard::new(&GuardSpec {
         pii: Some(PiiSpec {
             kinds: vec![],
@@ -30,7 +31,14 @@ fn main() {
         4111 1111 1111 1111 and asked for a refund to DE89 3704 0044 0532 0130 00. ";
     let code = "fn main() { let v: Vec<u32> = (0..10).collect(); println!(\"{:?}\", v); } \
         // version 1.2.3, see https://example.com/docs?id=42 ";
+    // bench/guard.sh's prompt: what the gateway's guardrails benchmark scans per call.
+    let support = "Hello, I ordered a standing desk last week (order 4471-2209-1234) and it \
+        arrived with a cracked leg. Could you arrange a replacement part or a return? You can \
+        reach me at jamie.rivera@example.com during office hours. I have attached photos of \
+        the damage to the ticket. The box itself looked fine, so I think it happened at the \
+        factory. Thanks for your help, and sorry for the long message. Kind regards, Jamie";
     let texts: Vec<(&str, String)> = vec![
+        ("support message (480 B)", support.to_string()),
         ("short prompt (300 B)", prose.to_string()),
         (
             "prompt with PII (1 KB)",
@@ -45,6 +53,9 @@ fn main() {
     ];
     let mut out = Vec::new();
     for (name, text) in &texts {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let n = (200_000 / text.len()).clamp(5, 20_000);
         let mut per_scan = Vec::new();
         let mut found = 0;

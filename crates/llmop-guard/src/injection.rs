@@ -5,9 +5,9 @@
 //! text). A signal is evidence, not proof: benign text can say "ignore the previous
 //! instructions" about a recipe, which is why a rule usually starts as `shadow`.
 
-use crate::normalize::normalize;
+use crate::keywords::Words;
+use crate::normalize::{normalize, Normalized};
 use crate::{Category, Finding};
-use aho_corasick::AhoCorasick;
 use base64::Engine;
 use regex::{Regex, RegexSet};
 use std::sync::OnceLock;
@@ -127,7 +127,7 @@ const NEEDS: &[&[&[&str]]] = &[
 /// The keyword scan of [`NEEDS`]: one automaton over every word, and for each signal
 /// the bit of each of its groups.
 struct Keywords {
-    words: AhoCorasick,
+    words: Words,
     /// The group bit of each word (a word in several groups has several bits).
     bits: Vec<u64>,
     /// For each signal, the bits of all its groups.
@@ -160,13 +160,9 @@ impl Keywords {
         }
         debug_assert!(group <= 64);
         Keywords {
-            // Constant words: a failure is a bug caught by every test.
-            // A DFA: overlapping matches are wanted (`system prompt` and `prompt`), and a
-            // DFA finds them at about a byte per step.
-            words: AhoCorasick::builder()
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(&words)
-                .expect("constant keywords"),
+            // Constant words: a failure is a bug caught by every test. Overlapping
+            // occurrences count (`system prompt` and `prompt`).
+            words: Words::new(&words, false).expect("constant keywords"),
             bits,
             needs,
         }
@@ -175,31 +171,83 @@ impl Keywords {
     /// Whether some signal has every one of its groups in `normalized`.
     fn may_signal(&self, normalized: &str) -> bool {
         let mut have = 0u64;
-        for m in self.words.find_overlapping_iter(normalized) {
-            have |= self.bits[m.pattern().as_usize()];
-            if self.needs.iter().any(|n| have & n == *n) {
-                return true;
+        let mut may = false;
+        self.words.find(normalized.as_bytes(), |w| {
+            may = self.hit(&mut have, w);
+            may
+        });
+        may
+    }
+
+    /// Adds word `w` to the groups seen; whether some signal now has all of its groups.
+    #[inline]
+    fn hit(&self, have: &mut u64, w: usize) -> bool {
+        *have |= self.bits[w];
+        self.needs.iter().any(|n| *have & n == *n)
+    }
+
+    /// [`Keywords::may_signal`] of ASCII `text`'s normalised form, without building it:
+    /// the bytes [`normalize`] would make are fed to the walk as they are made (control
+    /// characters dropped, case folded, each whitespace run one space, none at either
+    /// end). `None` when a signal may match; otherwise the control characters dropped
+    /// (the normalised form's `invisible`). A property test checks this against the
+    /// built form.
+    fn rules_out_ascii(&self, text: &str) -> Option<usize> {
+        debug_assert!(text.is_ascii());
+        let mut walk = self.words.walk();
+        let mut have = 0u64;
+        let mut hit = |w: usize| self.hit(&mut have, w);
+        let mut invisible = 0;
+        // A space is fed only once a letter follows it: none leads, none trails.
+        let (mut space, mut started) = (false, false);
+        for &b in text.as_bytes() {
+            if b.is_ascii_control() && !matches!(b, b'\n' | b'\t' | b'\r') {
+                invisible += 1;
+                continue;
+            }
+            if b.is_ascii_whitespace() {
+                space = started;
+                continue;
+            }
+            if space {
+                space = false;
+                if walk.step(b' ', &mut hit) {
+                    return None;
+                }
+            }
+            started = true;
+            if walk.step(b.to_ascii_lowercase(), &mut hit) {
+                return None;
             }
         }
-        false
+        Some(invisible)
     }
 }
 
 /// Whether `text` has a run of 24 base64 characters: the blob pattern's own test,
-/// done byte by byte before the pattern runs (most texts have none).
+/// done byte by byte before the pattern runs (most texts have none). A table and no
+/// branch per byte: the three-way test per byte was a third of a prompt's injection
+/// scan (`bench-guard`, callgrind).
 fn has_blob(text: &str) -> bool {
-    let mut run = 0;
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' {
-            run += 1;
-            if run >= 24 {
-                return true;
+    const BASE64: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' {
+                t[b] = 1;
             }
-        } else {
-            run = 0;
+            b += 1;
         }
+        t
+    };
+    let mut run = 0u32;
+    let mut longest = 0u32;
+    for &b in text.as_bytes() {
+        run = (run + 1) * u32::from(BASE64[usize::from(b)]);
+        longest = longest.max(run);
     }
-    false
+    longest >= 24
 }
 
 /// The signals' names (`role_override`), each once, `encoded_instructions` included.
@@ -241,8 +289,24 @@ impl Injection {
     pub fn scan(&self, text: &str) -> Vec<Finding> {
         let whole = 0..text.len();
         let mut names: Vec<&'static str> = Vec::new();
-        let n = normalize(text);
-        self.signals(&n.text, &mut names);
+        // ASCII text (most of it) whose keywords rule every signal out is neither
+        // normalised into a new string nor searched by the pattern set; its only other
+        // signal is control characters.
+        let ruled_out = if text.is_ascii() {
+            self.keywords.rules_out_ascii(text)
+        } else {
+            None
+        };
+        let n = if let Some(invisible) = ruled_out {
+            Normalized {
+                invisible,
+                ..Normalized::default()
+            }
+        } else {
+            let n = normalize(text);
+            self.signals(&n.text, &mut names);
+            n
+        };
         if n.tags > 0 {
             names.push("hidden_tag_characters");
         }
@@ -385,6 +449,14 @@ mod tests {
     }
 
     #[test]
+    fn blobs_are_runs_of_24_base64_characters() {
+        assert!(has_blob(&"aB3+/".repeat(5)));
+        assert!(!has_blob(&format!("{} {}", "a".repeat(23), "b".repeat(23))));
+        assert!(has_blob(&format!("x {} y", "Q".repeat(24))));
+        assert!(!has_blob("éééééééééééééééééééééééé"));
+    }
+
+    #[test]
     fn every_signal_has_its_keywords() {
         assert_eq!(NEEDS.len(), SIGNALS.len());
     }
@@ -417,6 +489,23 @@ mod tests {
             if i.set.is_match(&text) {
                 proptest::prop_assert!(i.keywords.may_signal(&text), "{text}");
             }
+        }
+
+        // The walk over ASCII text without building its normalised form decides as the
+        // built form does, and counts the same control characters.
+        #[test]
+        fn the_unbuilt_walk_agrees_with_normalize(words in proptest::collection::vec(proptest::prop_oneof![
+            proptest::sample::select(vec![
+                "Ignore", "ALL", "previous", "Instructions", "system PROMPT", "you are now",
+                "act as", "DAN", "reveal", "the", "  ", "\t\n", "\x01", "\x0b", "\x0c", "<|im_start|>",
+            ]).prop_map(str::to_string),
+            "[a-zA-Z]{1,6}",
+        ], 0..12), sep in proptest::sample::select(vec![" ", "", "\n", " \x02 "])) {
+            let text = words.join(sep);
+            let i = Injection::get();
+            let built = normalize(&text);
+            let want = if i.keywords.may_signal(&built.text) { None } else { Some(built.invisible) };
+            proptest::prop_assert_eq!(i.keywords.rules_out_ascii(&text), want, "{:?}", text);
         }
     }
 }

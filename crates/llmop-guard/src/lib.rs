@@ -20,6 +20,7 @@ pub mod classifier;
 pub mod deny;
 pub mod eval;
 pub mod injection;
+mod keywords;
 pub mod language;
 pub mod normalize;
 pub mod pii;

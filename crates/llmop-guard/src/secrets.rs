@@ -3,8 +3,8 @@
 //! finds which keywords occur, and only those rules' patterns run. Text without any
 //! keyword (most text) costs one linear scan.
 
+use crate::keywords::Words;
 use crate::{Category, Finding};
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use base64::Engine;
 use regex::Regex;
 use std::sync::OnceLock;
@@ -272,9 +272,9 @@ pub fn rule_names() -> impl Iterator<Item = &'static str> {
 
 pub struct Secrets {
     rules: Vec<Rule>,
-    prefilter: AhoCorasick,
-    /// Keyword index → the rules it enables.
-    keyword_rules: Vec<Vec<usize>>,
+    prefilter: Words,
+    /// Keyword index → the rules it enables, one bit per rule.
+    keyword_rules: Vec<u64>,
 }
 
 impl Secrets {
@@ -287,7 +287,9 @@ impl Secrets {
     fn compile() -> Secrets {
         let mut rules = Vec::new();
         let mut keywords: Vec<&'static str> = Vec::new();
-        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        let mut keyword_rules: Vec<u64> = Vec::new();
+        // A rule is a bit of a `u64`; a test checks that the rules fit.
+        debug_assert!(RULES.len() <= 64);
         for (i, (name, kws, pattern, group, check)) in RULES.iter().enumerate() {
             rules.push(Rule {
                 name,
@@ -299,19 +301,15 @@ impl Secrets {
             });
             for k in *kws {
                 match keywords.iter().position(|x| x == k) {
-                    Some(at) => keyword_rules[at].push(i),
+                    Some(at) => keyword_rules[at] |= 1 << i,
                     None => {
                         keywords.push(k);
-                        keyword_rules.push(vec![i]);
+                        keyword_rules.push(1 << i);
                     }
                 }
             }
         }
-        let prefilter = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .build(&keywords)
-            .expect("constant keywords");
+        let prefilter = Words::new(&keywords, true).expect("constant keywords");
         Secrets {
             rules,
             prefilter,
@@ -320,17 +318,13 @@ impl Secrets {
     }
 
     /// The rules that may match `text`: those with a keyword in it.
-    fn candidates(&self, text: &str) -> Vec<usize> {
-        let mut on = vec![false; self.rules.len()];
-        for m in self.prefilter.find_overlapping_iter(text) {
-            for r in &self.keyword_rules[m.pattern().as_usize()] {
-                on[*r] = true;
-            }
-        }
-        on.iter()
-            .enumerate()
-            .filter_map(|(i, x)| x.then_some(i))
-            .collect()
+    fn candidates(&self, text: &str) -> impl Iterator<Item = usize> {
+        let mut on = 0u64;
+        self.prefilter.find(text.as_bytes(), |k| {
+            on |= self.keyword_rules[k];
+            false
+        });
+        (0..self.rules.len()).filter(move |i| on & (1 << i) != 0)
     }
 
     pub fn scan(&self, text: &str) -> Vec<Finding> {
@@ -455,9 +449,25 @@ mod tests {
 
     #[test]
     fn text_without_keywords_runs_no_rule() {
-        assert!(Secrets::get()
-            .candidates("hello, how are you today?")
-            .is_empty());
-        assert_eq!(Secrets::get().candidates("GHP_").len(), 1);
+        assert_eq!(
+            Secrets::get()
+                .candidates("hello, how are you today?")
+                .count(),
+            0
+        );
+        assert_eq!(Secrets::get().candidates("GHP_").count(), 1);
+    }
+
+    #[test]
+    fn every_rule_is_a_bit_of_the_candidate_mask() {
+        assert!(RULES.len() <= 64);
+        // Each rule's first keyword turns on that rule (and perhaps others sharing it).
+        for (i, (_, kws, ..)) in RULES.iter().enumerate() {
+            if let Some(k) = kws.first() {
+                assert!(Secrets::get()
+                    .candidates(&k.to_ascii_uppercase())
+                    .any(|r| r == i));
+            }
+        }
     }
 }
