@@ -216,8 +216,10 @@ impl Pii {
             out.push(Finding::new(rule, Category::Pii, m));
         };
         // Where the digit patterns can match, each searched only there: their own
-        // prefilter stops at every digit and runs the DFA on from it, most of the time
-        // to the text's end (measured: a third of the PII scan of a 480-byte message).
+        // prefilter stops at every digit and runs the DFA on from it, up to the text's
+        // end when nothing matches. On prose with one number this saves little (0.6k of
+        // a 409-byte message's 20.6k instructions, docs/benchmarks.md); it bounds the
+        // work on digit-heavy text (tables, logs, code) to the runs themselves.
         let runs = if shape.digits >= 2 {
             digit_runs(text)
         } else {
