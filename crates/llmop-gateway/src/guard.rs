@@ -91,11 +91,20 @@ pub fn count(book: &Book) {
         )
         .increment(1);
     }
-    if input {
-        metrics::counter!("llmop_guardrail_checks_total", "direction" => "input").increment(1);
-    }
-    if output {
-        metrics::counter!("llmop_guardrail_checks_total", "direction" => "output").increment(1);
+    // The two check counters' handles are taken once: a lookup in the registry (the
+    // key built, hashed and compared) cost more than the count.
+    static CHECKS: std::sync::OnceLock<[metrics::Counter; 2]> = std::sync::OnceLock::new();
+    if input || output {
+        let [i, o] = CHECKS.get_or_init(|| {
+            ["input", "output"]
+                .map(|d| metrics::counter!("llmop_guardrail_checks_total", "direction" => d))
+        });
+        if input {
+            i.increment(1);
+        }
+        if output {
+            o.increment(1);
+        }
     }
 }
 

@@ -161,8 +161,10 @@ impl Keywords {
         debug_assert!(group <= 64);
         Keywords {
             // Constant words: a failure is a bug caught by every test. Overlapping
-            // occurrences count (`system prompt` and `prompt`).
-            words: Words::new(&words, false).expect("constant keywords"),
+            // occurrences count (`system prompt` and `prompt`). The words are lower
+            // case (a test checks) and the walk folds ASCII case itself, so the walk
+            // over raw ASCII text needs no lowering of its own.
+            words: Words::new(&words, true).expect("constant keywords"),
             bits,
             needs,
         }
@@ -192,21 +194,26 @@ impl Keywords {
     /// end). `None` when a signal may match; otherwise the control characters dropped
     /// (the normalised form's `invisible`). A property test checks this against the
     /// built form.
-    fn rules_out_ascii(&self, text: &str) -> Option<usize> {
+    fn rules_out_ascii(&self, text: &str) -> Option<Ascii> {
         debug_assert!(text.is_ascii());
         let mut walk = self.words.walk();
         let mut have = 0u64;
         let mut hit = |w: usize| self.hit(&mut have, w);
         let mut invisible = 0;
+        // The base64-blob test rides along (see `has_blob`).
+        let (mut run, mut longest) = (0u32, 0u32);
         // A space is fed only once a letter follows it: none leads, none trails.
         let (mut space, mut started) = (false, false);
         for &b in text.as_bytes() {
-            if b.is_ascii_control() && !matches!(b, b'\n' | b'\t' | b'\r') {
-                invisible += 1;
-                continue;
-            }
-            if b.is_ascii_whitespace() {
-                space = started;
+            let class = CLASS[usize::from(b)];
+            run = (run + 1) * u32::from(class & BASE64_BYTE);
+            longest = longest.max(run);
+            if class & (DROPPED | SPACE) != 0 {
+                if class & DROPPED != 0 {
+                    invisible += 1;
+                } else {
+                    space = started;
+                }
                 continue;
             }
             if space {
@@ -216,38 +223,65 @@ impl Keywords {
                 }
             }
             started = true;
-            if walk.step(b.to_ascii_lowercase(), &mut hit) {
+            if walk.step(b, &mut hit) {
                 return None;
             }
         }
-        Some(invisible)
+        Some(Ascii {
+            invisible,
+            blob: longest >= BLOB,
+        })
     }
 }
+
+/// What [`Keywords::rules_out_ascii`] learns of a text whose keywords rule every
+/// signal out.
+struct Ascii {
+    /// Control characters dropped (the normalised form's `invisible`).
+    invisible: usize,
+    /// Whether [`has_blob`] holds.
+    blob: bool,
+}
+
+/// What the ASCII walk needs of a byte, from one table lookup (a test checks it against
+/// the `u8` methods it stands for): a base64 character (`=` aside), a control character
+/// `normalize` drops (all but `\n`, `\t`, `\r`), whitespace it folds into one space.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' {
+            t[b] |= BASE64_BYTE;
+        }
+        if c.is_ascii_control() && !matches!(c, b'\n' | b'\t' | b'\r') {
+            t[b] |= DROPPED;
+        } else if c.is_ascii_whitespace() {
+            t[b] |= SPACE;
+        }
+        b += 1;
+    }
+    t
+};
+const BASE64_BYTE: u8 = 1;
+const DROPPED: u8 = 2;
+const SPACE: u8 = 4;
+
+/// The shortest run of base64 characters looked at as a blob.
+const BLOB: u32 = 24;
 
 /// Whether `text` has a run of 24 base64 characters: the blob pattern's own test,
 /// done byte by byte before the pattern runs (most texts have none). A table and no
 /// branch per byte: the three-way test per byte was a third of a prompt's injection
 /// scan (`bench-guard`, callgrind).
 fn has_blob(text: &str) -> bool {
-    const BASE64: [u8; 256] = {
-        let mut t = [0u8; 256];
-        let mut b = 0;
-        while b < 256 {
-            let c = b as u8;
-            if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' {
-                t[b] = 1;
-            }
-            b += 1;
-        }
-        t
-    };
     let mut run = 0u32;
     let mut longest = 0u32;
     for &b in text.as_bytes() {
-        run = (run + 1) * u32::from(BASE64[usize::from(b)]);
+        run = (run + 1) * u32::from(CLASS[usize::from(b)] & BASE64_BYTE);
         longest = longest.max(run);
     }
-    longest >= 24
+    longest >= BLOB
 }
 
 /// The signals' names (`role_override`), each once, `encoded_instructions` included.
@@ -297,9 +331,13 @@ impl Injection {
         } else {
             None
         };
-        let n = if let Some(invisible) = ruled_out {
+        let blob = match &ruled_out {
+            Some(a) => a.blob,
+            None => has_blob(text),
+        };
+        let n = if let Some(a) = ruled_out {
             Normalized {
-                invisible,
+                invisible: a.invisible,
                 ..Normalized::default()
             }
         } else {
@@ -317,7 +355,7 @@ impl Injection {
             names.push("mixed_script");
         }
         // Instructions hidden in base64: decoded, normalised, looked at again.
-        let blobs = if has_blob(text) {
+        let blobs = if blob {
             self.blob.find_iter(text).take(16).collect()
         } else {
             Vec::new()
@@ -457,6 +495,29 @@ mod tests {
     }
 
     #[test]
+    fn the_byte_classes_are_the_u8_tests() {
+        for b in 0..=255u8 {
+            let c = CLASS[usize::from(b)];
+            let base64 = b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
+            let dropped = b.is_ascii_control() && !matches!(b, b'\n' | b'\t' | b'\r');
+            assert_eq!(c & BASE64_BYTE != 0, base64, "{b}");
+            assert_eq!(c & DROPPED != 0, dropped, "{b}");
+            assert_eq!(c & SPACE != 0, !dropped && b.is_ascii_whitespace(), "{b}");
+        }
+    }
+
+    #[test]
+    fn keywords_are_lower_case() {
+        for signal in NEEDS {
+            for g in *signal {
+                for w in *g {
+                    assert_eq!(*w, w.to_lowercase(), "{w}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn every_signal_has_its_keywords() {
         assert_eq!(NEEDS.len(), SIGNALS.len());
     }
@@ -498,14 +559,16 @@ mod tests {
             proptest::sample::select(vec![
                 "Ignore", "ALL", "previous", "Instructions", "system PROMPT", "you are now",
                 "act as", "DAN", "reveal", "the", "  ", "\t\n", "\x01", "\x0b", "\x0c", "<|im_start|>",
+                "aGVsbG8gd29ybGQhIGhlbGxv", "QUJD+/x9",
             ]).prop_map(str::to_string),
             "[a-zA-Z]{1,6}",
         ], 0..12), sep in proptest::sample::select(vec![" ", "", "\n", " \x02 "])) {
             let text = words.join(sep);
             let i = Injection::get();
             let built = normalize(&text);
-            let want = if i.keywords.may_signal(&built.text) { None } else { Some(built.invisible) };
-            proptest::prop_assert_eq!(i.keywords.rules_out_ascii(&text), want, "{:?}", text);
+            let want = if i.keywords.may_signal(&built.text) { None } else { Some((built.invisible, has_blob(&text))) };
+            let got = i.keywords.rules_out_ascii(&text).map(|a| (a.invisible, a.blob));
+            proptest::prop_assert_eq!(got, want, "{:?}", text);
         }
     }
 }

@@ -42,7 +42,7 @@ pub struct Pii {
 
 struct Patterns {
     email: Regex,
-    /// The digit patterns: searched only within [`digit_runs`].
+    /// The digit patterns: searched only within [`Shape::runs`].
     phone: meta::Regex,
     card: meta::Regex,
     iban: Regex,
@@ -66,9 +66,29 @@ struct Shape {
     dotted_digits: bool,
     /// A digit, a hyphen, a digit (an SSN has two).
     dashed_digits: bool,
+    /// Where the digit patterns can match (see [`Run`]).
+    runs: Vec<Run>,
+}
+
+/// A maximal run of the characters phone numbers, card numbers and SSNs are written
+/// with (digits, `+`, parentheses, dots, hyphens, spaces and tabs), and its digits.
+/// Only runs holding at least two digits and eight characters (the shortest phone
+/// match) are kept: every match of the digit patterns lies in one of them.
+struct Run {
+    span: Range<usize>,
+    digits: usize,
+}
+
+fn is_run_byte(b: u8) -> bool {
+    b.is_ascii_digit() || matches!(b, b'+' | b'(' | b')' | b'.' | b'-' | b' ' | b'\t')
 }
 
 impl Shape {
+    /// One pass that stops only at digits: the runs are grown from each run's first
+    /// digit (prose is mostly letters and spaces, and a run without a digit is of no
+    /// use), and the shape's tests look at each digit's neighbours. Two passes over
+    /// every byte (the shape's, then the runs') were a third of a prompt's PII scan
+    /// (callgrind, `docs/benchmarks.md`).
     fn of(text: &str) -> Shape {
         let b = text.as_bytes();
         let mut s = Shape {
@@ -76,61 +96,50 @@ impl Shape {
             iban_start: false,
             dotted_digits: false,
             dashed_digits: false,
+            runs: Vec::new(),
         };
-        for (i, c) in b.iter().enumerate() {
-            if !c.is_ascii_digit() {
-                continue;
+        let mut at = 0;
+        while let Some(d) = b[at..].iter().position(u8::is_ascii_digit) {
+            let first = at + d;
+            // The run's start: back over run bytes (none of them digits). It cannot
+            // reach into the previous run, which ended at a byte that is not one.
+            let mut start = first;
+            while start > 0 && is_run_byte(b[start - 1]) {
+                start -= 1;
             }
-            s.digits += 1;
-            let next = b.get(i + 2).is_some_and(u8::is_ascii_digit);
-            match b.get(i + 1) {
-                Some(b'.') if next => s.dotted_digits = true,
-                Some(b'-') if next => s.dashed_digits = true,
-                Some(d) if d.is_ascii_digit() && i >= 2 => {
-                    s.iban_start |= b[i - 2].is_ascii_uppercase() && b[i - 1].is_ascii_uppercase()
+            let mut end = first;
+            let mut digits = 0;
+            while end < b.len() && is_run_byte(b[end]) {
+                if b[end].is_ascii_digit() {
+                    digits += 1;
+                    s.digit_at(b, end);
                 }
-                _ => {}
+                end += 1;
             }
+            s.digits += digits;
+            if digits >= 2 && end - start >= 8 {
+                s.runs.push(Run {
+                    span: start..end,
+                    digits,
+                });
+            }
+            at = end;
         }
         s
     }
-}
 
-/// A maximal run of the characters phone numbers, card numbers and SSNs are written
-/// with (digits, `+`, parentheses, dots, hyphens, spaces and tabs), and its digits.
-struct Run {
-    span: Range<usize>,
-    digits: usize,
-}
-
-/// The runs of [`Run`]'s characters holding at least two digits and eight characters
-/// (the shortest phone match): every match of the digit patterns lies in one of them.
-fn digit_runs(text: &str) -> Vec<Run> {
-    let mut runs = Vec::new();
-    let mut start = None;
-    let mut digits = 0;
-    let close = |runs: &mut Vec<Run>, start: usize, end: usize, digits: usize| {
-        if digits >= 2 && end - start >= 8 {
-            runs.push(Run {
-                span: start..end,
-                digits,
-            });
-        }
-    };
-    for (i, &b) in text.as_bytes().iter().enumerate() {
-        let digit = b.is_ascii_digit();
-        if digit || matches!(b, b'+' | b'(' | b')' | b'.' | b'-' | b' ' | b'\t') {
-            start.get_or_insert(i);
-            digits += usize::from(digit);
-        } else if let Some(s) = start.take() {
-            close(&mut runs, s, i, digits);
-            digits = 0;
+    /// The shape's tests at the digit `b[i]`.
+    fn digit_at(&mut self, b: &[u8], i: usize) {
+        let next = b.get(i + 2).is_some_and(u8::is_ascii_digit);
+        match b.get(i + 1) {
+            Some(b'.') if next => self.dotted_digits = true,
+            Some(b'-') if next => self.dashed_digits = true,
+            Some(d) if d.is_ascii_digit() && i >= 2 => {
+                self.iban_start |= b[i - 2].is_ascii_uppercase() && b[i - 1].is_ascii_uppercase()
+            }
+            _ => {}
         }
     }
-    if let Some(s) = start {
-        close(&mut runs, s, text.len(), digits);
-    }
-    runs
 }
 
 /// The matches of a digit pattern in the `runs` with at least `digits` digits, in
@@ -220,12 +229,7 @@ impl Pii {
         // end when nothing matches. On prose with one number this saves little (0.6k of
         // a 409-byte message's 20.6k instructions, docs/benchmarks.md); it bounds the
         // work on digit-heavy text (tables, logs, code) to the runs themselves.
-        let runs = if shape.digits >= 2 {
-            digit_runs(text)
-        } else {
-            Vec::new()
-        };
-        let within = |re, digits| within(re, &runs, text, digits);
+        let within = |re, digits| within(re, &shape.runs, text, digits);
         if self.wants("email") && text.contains('@') {
             for m in p.email.find_iter(text) {
                 if valid_email(m.as_str()) {
@@ -715,6 +719,33 @@ mod tests {
             prop_assert!(shape.digits >= 7 || !p.dni.is_match(&s), "{s}");
         }
 
+        // The runs grown from digits are the maximal runs of run bytes, by their
+        // definition, byte by byte; the digits are all counted.
+        #[test]
+        fn runs_are_the_maximal_runs_with_digits(s in "[0-9 ()+.\\-\ta-zA-Z]{0,60}") {
+            let b = s.as_bytes();
+            let mut want = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                if !is_run_byte(b[i]) {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < b.len() && is_run_byte(b[i]) {
+                    i += 1;
+                }
+                let digits = b[start..i].iter().filter(|c| c.is_ascii_digit()).count();
+                if digits >= 2 && i - start >= 8 {
+                    want.push((start..i, digits));
+                }
+            }
+            let shape = Shape::of(&s);
+            let got: Vec<_> = shape.runs.iter().map(|r| (r.span.clone(), r.digits)).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(shape.digits, b.iter().filter(|c| c.is_ascii_digit()).count());
+        }
+
         // Any text: no panic, spans on char boundaries inside the text.
         #[test]
         fn digit_patterns_find_the_same_within_runs(
@@ -724,7 +755,7 @@ mod tests {
             ]
         ) {
             let p = patterns();
-            let runs = digit_runs(&s);
+            let runs = Shape::of(&s).runs;
             for (re, min) in [(&p.phone, 2), (&p.card, 13), (&p.ssn, 9)] {
                 let whole: Vec<_> = re.find_iter(s.as_str()).map(|m| m.range()).collect();
                 let found: Vec<_> = within(re, &runs, &s, min).collect();

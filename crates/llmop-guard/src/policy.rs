@@ -291,7 +291,7 @@ impl Policy {
         let mut rules: Vec<usize> = outcomes.iter().map(|(a, _)| a.rule).collect();
         rules.sort_unstable();
         rules.dedup();
-        let mut tally = Tally::new(&rules, direction);
+        let mut tally = Tally::new(rules, direction);
         for (ask, outcome) in outcomes {
             let name = self.check_name(&ask.check);
             let t = tally.at(ask.rule, ask.part);
@@ -584,7 +584,7 @@ impl Policy {
             return Ok(());
         }
         let started = Instant::now();
-        let mut tally = Tally::new(&self.local(&a.input), "input");
+        let mut tally = Tally::new(self.local(&a.input), "input");
         for m in &mut req.messages {
             for p in &mut m.parts {
                 let Some((part, text)) = scanned_mut(p) else {
@@ -758,7 +758,7 @@ impl Policy {
     ) -> Result<(), Stop> {
         if !a.output.is_empty() {
             let started = Instant::now();
-            let mut tally = Tally::new(&self.local(&a.output), "output");
+            let mut tally = Tally::new(self.local(&a.output), "output");
             for p in &mut resp.parts {
                 let Some((part, text)) = scanned_mut(p) else {
                     continue;
@@ -879,7 +879,7 @@ impl Policy {
         });
         OutStream {
             policy: self.clone(),
-            tally: Tally::new(&self.local(&a.output), "output"),
+            tally: Tally::new(self.local(&a.output), "output"),
             pending: hold.then(Vec::new),
             late_text: model_on(GuardPart::Text).then(String::new),
             late_args: model_on(GuardPart::ToolArguments).then(Vec::new),
@@ -1082,11 +1082,11 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(rules: &[usize], direction: &'static str) -> Tally {
+    fn new(rules: Vec<usize>, direction: &'static str) -> Tally {
         Tally {
             direction,
-            rules: rules.to_vec(),
             hits: vec![Default::default(); rules.len()],
+            rules,
         }
     }
 
@@ -1448,7 +1448,7 @@ impl OutStream {
 
     /// The verdicts of the stream (once, when it is over or cut).
     pub fn close(&mut self, book: &mut Book) {
-        let mut tally = std::mem::replace(&mut self.tally, Tally::new(&[], "output"));
+        let mut tally = std::mem::replace(&mut self.tally, Tally::new(Vec::new(), "output"));
         // The vault's values are masked from the call's own vault (this one is a copy).
         let _ = tally.finish(&self.policy, self.scan_time, book);
     }

@@ -72,43 +72,92 @@ pub fn pseudonymize(text: &str, findings: &[Finding], vault: &mut Vault) -> Stri
 
 /// One call's placeholders and the values they stand for. Lives as long as the call;
 /// never recorded (it holds the values).
+///
+/// A call has a few placeholders, so they are kept in a list and looked up by a scan;
+/// past [`Vault::INDEXED`] of them (a request full of addresses) maps index both ways,
+/// so a lookup stays constant however many there are. Three maps made for every call
+/// cost more than the masking itself (callgrind, `docs/benchmarks.md`).
 #[derive(Default, Clone)]
 pub struct Vault {
-    by_value: HashMap<String, String>,
-    by_placeholder: HashMap<String, String>,
-    counts: HashMap<String, usize>,
+    /// (value, placeholder), in the order they were made.
+    entries: Vec<(String, String)>,
+    /// value → entry and placeholder → entry, once there are more than `INDEXED`.
+    index: Option<Box<Index>>,
+    /// Placeholders made per label: the next number.
+    counts: Vec<(String, usize)>,
     longest: usize,
 }
+
+/// A vault's index: value → entry, placeholder → entry.
+type Index = (HashMap<String, usize>, HashMap<String, usize>);
 
 impl std::fmt::Debug for Vault {
     /// Never the values.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Vault({} placeholders)", self.by_placeholder.len())
+        write!(f, "Vault({} placeholders)", self.entries.len())
     }
 }
 
 impl Vault {
+    /// Placeholders looked up by a scan of the list, up to this many.
+    const INDEXED: usize = 8;
+
     /// (value, placeholder) pairs: what a record is masked with.
     pub fn pairs(&self) -> impl Iterator<Item = (String, String)> + '_ {
-        self.by_value.iter().map(|(v, p)| (v.clone(), p.clone()))
+        self.entries.iter().cloned()
+    }
+
+    fn by_value(&self, value: &str) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.0.get(value).copied(),
+            None => self.entries.iter().position(|(v, _)| v == value),
+        }
+    }
+
+    /// The value behind a placeholder of this vault.
+    fn value_of(&self, placeholder: &str) -> Option<&str> {
+        let at = match &self.index {
+            Some(ix) => ix.1.get(placeholder).copied(),
+            None => self.entries.iter().position(|(_, p)| p == placeholder),
+        };
+        at.map(|i| self.entries[i].0.as_str())
     }
 
     /// `<LABEL_N>` for `value`: the one it already has, or the next number.
     pub fn placeholder(&mut self, label: &str, value: &str) -> String {
-        if let Some(p) = self.by_value.get(value) {
-            return p.clone();
+        if let Some(i) = self.by_value(value) {
+            return self.entries[i].1.clone();
         }
-        let n = self.counts.entry(label.to_string()).or_insert(0);
-        *n += 1;
+        let n = match self.counts.iter_mut().find(|(l, _)| l == label) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                self.counts.push((label.to_string(), 1));
+                1
+            }
+        };
         let p = format!("<{label}_{n}>");
         self.longest = self.longest.max(p.len());
-        self.by_value.insert(value.to_string(), p.clone());
-        self.by_placeholder.insert(p.clone(), value.to_string());
+        let at = self.entries.len();
+        self.entries.push((value.to_string(), p.clone()));
+        if let Some(ix) = &mut self.index {
+            ix.0.insert(value.to_string(), at);
+            ix.1.insert(p.clone(), at);
+        } else if self.entries.len() > Self::INDEXED {
+            let mut ix = (HashMap::new(), HashMap::new());
+            for (i, (v, p)) in self.entries.iter().enumerate() {
+                ix.0.insert(v.clone(), i);
+                ix.1.insert(p.clone(), i);
+            }
+            self.index = Some(Box::new(ix));
+        }
         p
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_placeholder.is_empty()
+        self.entries.is_empty()
     }
 
     /// `text` with every known placeholder replaced by its value (unknown ones, which
@@ -136,9 +185,17 @@ impl Vault {
         while let Some(open) = rest.find('<') {
             out.push_str(&rest[..open]);
             let tail = &rest[open..];
-            match tail.find('>').map(|close| &tail[..=close]) {
-                Some(p) if self.by_placeholder.contains_key(p) => {
-                    put(&self.by_placeholder[p], &mut out);
+            // A placeholder is at most `longest` bytes: looking no further keeps a text
+            // of many `<` and no `>` linear.
+            let reach = &tail.as_bytes()[..tail.len().min(self.longest)];
+            let known = reach
+                .iter()
+                .position(|&b| b == b'>')
+                .map(|close| &tail[..=close])
+                .and_then(|p| Some((p, self.value_of(p)?)));
+            match known {
+                Some((p, value)) => {
+                    put(value, &mut out);
                     rest = &tail[p.len()..];
                 }
                 _ => {
@@ -156,9 +213,12 @@ impl Vault {
 /// found (and left in place, or restored into an answer), replaced by their masks or
 /// placeholders. A call has a handful of such values, so they are replaced one after
 /// the other, longest first (a value inside a longer one does not split it): building
-/// an automaton per record would cost more than the search it saves.
+/// an automaton per record would cost more than the search it saves. Each value's
+/// searcher is built once per record, not once per string searched (a record's JSON
+/// has a dozen strings; `str::contains` set a searcher up for each).
 pub struct Scrubber {
-    pairs: Vec<(String, String)>,
+    /// (the value's searcher, the value, its mask), longest value first.
+    pairs: Vec<(memchr::memmem::Finder<'static>, String, String)>,
 }
 
 impl Scrubber {
@@ -169,16 +229,25 @@ impl Scrubber {
             return None;
         }
         pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        let pairs = pairs
+            .into_iter()
+            .map(|(v, with)| {
+                let finder = memchr::memmem::Finder::new(v.as_bytes()).into_owned();
+                (finder, v, with)
+            })
+            .collect();
         Some(Scrubber { pairs })
     }
 
     fn is_match(&self, s: &str) -> bool {
-        self.pairs.iter().any(|(v, _)| s.contains(v.as_str()))
+        self.pairs
+            .iter()
+            .any(|(f, _, _)| f.find(s.as_bytes()).is_some())
     }
 
     pub fn text(&self, s: &mut String) {
-        for (v, with) in &self.pairs {
-            if s.contains(v.as_str()) {
+        for (f, v, with) in &self.pairs {
+            if f.find(s.as_bytes()).is_some() {
                 *s = s.replace(v.as_str(), with);
             }
         }
@@ -271,6 +340,35 @@ mod tests {
             "Sent to bob@example.org and <EMAIL_9>."
         );
         assert_eq!(vault.restore(&masked), text);
+    }
+
+    #[test]
+    fn a_vault_past_its_list_size_keeps_every_placeholder() {
+        let mut vault = Vault::default();
+        let values: Vec<String> = (0..40).map(|i| format!("user{i}@example.com")).collect();
+        let made: Vec<String> = values
+            .iter()
+            .map(|v| vault.placeholder("EMAIL", v))
+            .collect();
+        // Asked again (before and after the index was built), a value keeps its own.
+        for (v, p) in values.iter().zip(&made) {
+            assert_eq!(&vault.placeholder("EMAIL", v), p);
+            assert_eq!(vault.restore(p), *v);
+        }
+        assert_eq!(made[0], "<EMAIL_1>");
+        assert_eq!(made[39], "<EMAIL_40>");
+        assert_eq!(vault.placeholder("PHONE", "555"), "<PHONE_1>");
+        assert_eq!(vault.pairs().count(), 41);
+    }
+
+    #[test]
+    fn restoring_text_of_many_brackets_is_linear() {
+        let mut vault = Vault::default();
+        vault.placeholder("EMAIL", "a@b.co");
+        // Each `<` looks at most a placeholder's length ahead for its `>`.
+        let text = format!("{}<EMAIL_1>{}", "<".repeat(200_000), "<x".repeat(100_000));
+        let want = format!("{}a@b.co{}", "<".repeat(200_000), "<x".repeat(100_000));
+        assert_eq!(vault.restore(&text), want);
     }
 
     #[test]

@@ -347,7 +347,10 @@ pub(crate) fn record_values(r: &Record) -> [Val<'_>; COLUMNS.len()] {
         opt_text(&r.upstream_model),
         Val::Text((!r.stages.is_empty()).then(|| Cow::Owned(r.stages.join(",")))),
         Val::Text((!r.online_scores.is_empty()).then(|| Cow::Owned(json_text(&r.online_scores)))),
-        Val::Text((!r.guardrails.is_empty()).then(|| Cow::Owned(json_text(&r.guardrails)))),
+        Val::Text(
+            (!r.guardrails.is_empty())
+                .then(|| Cow::Owned(llmop_core::guard::verdicts_json(&r.guardrails))),
+        ),
         Val::Text(r.agent.as_ref().map(|a| Cow::Owned(json_text(a)))),
         opt_text(&r.cache),
         Val::Real(r.saved_usd),
