@@ -21,17 +21,17 @@
 //! database file and syncs it, so once in a while one batch (and every answer waiting
 //! for it in strict durability, and the age of everything queued behind it in default
 //! durability) takes as long as the disk's slowest sync. Here the writer's connection
-//! never checkpoints; a second thread with its own connection runs `PASSIVE` checkpoints
-//! (which never take the write lock) after commits: at most one a second, or sooner
-//! once 4,096 records were committed since the last one.
+//! runs no automatic checkpoints; a second thread with its own connection runs
+//! `PASSIVE` checkpoints (which never take the write lock) after commits: at most one a
+//! second, or sooner once 4,096 records were committed since the last one.
 //!
 //! A `PASSIVE` checkpoint alone never catches up with a writer that commits without a
 //! pause: it copies the frames there were when it began, the writer appends more
 //! meanwhile, and SQLite starts a WAL over only once every frame was copied. Under
 //! sustained load the WAL then grows without bound (190 MB in 8 s with guardrails on),
 //! a disk-space problem and a slow one: every commit extends the file. So when the
-//! thread's checkpoint leaves a WAL of more than 4,096 frames behind, the writer copies
-//! what is left itself, between two batches (after answering the first): only the
+//! thread's checkpoint finds a WAL of more than 4,096 frames, the writer copies what
+//! is left itself, between two batches (after answering the first): only the
 //! frames appended during the thread's checkpoint, and its next commit starts the WAL
 //! over.
 //!
@@ -478,19 +478,10 @@ mod tests {
         store.close().await;
     }
 
-    /// The writer's connection never checkpoints; the checkpoint thread copies the WAL
-    /// into the database file after enough records (4,096) or a second.
-    #[tokio::test]
-    async fn the_checkpoint_thread_moves_the_wal_into_the_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        let before = std::fs::metadata(&path).unwrap().len();
-        let w = SqliteWriter::start(path.clone()).unwrap();
+    /// `batches` batches of 256 records of about 1 KB each, committed back to back.
+    async fn write_kilobyte_records(w: &SqliteWriter, batches: usize) {
         let text = "x".repeat(1000);
-        for b in 0..20 {
+        for b in 0..batches {
             let records = (0..256)
                 .map(|i| {
                     let mut r = rec(&format!("r-{b}-{i}"));
@@ -500,6 +491,20 @@ mod tests {
                 .collect();
             assert_eq!(w.insert(Arc::new(records)).await.unwrap(), Outcome::Stored);
         }
+    }
+
+    /// The writer's connection runs no automatic checkpoints; the checkpoint thread
+    /// copies the WAL into the database file after enough records (4,096) or a second.
+    #[tokio::test]
+    async fn the_checkpoint_thread_moves_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let store = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        let w = SqliteWriter::start(path.clone()).unwrap();
+        write_kilobyte_records(&w, 20).await;
         // 5 MB of records: in the WAL at first, then in the database file.
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut size = before;
@@ -527,17 +532,7 @@ mod tests {
             reset_frames,
         };
         let w = SqliteWriter::start_tuned(path.clone(), tuning).unwrap();
-        let text = "x".repeat(1000);
-        for b in 0..batches {
-            let records = (0..256)
-                .map(|i| {
-                    let mut r = rec(&format!("r-{b}-{i}"));
-                    r.output_text = Some(text.clone());
-                    r
-                })
-                .collect();
-            assert_eq!(w.insert(Arc::new(records)).await.unwrap(), Outcome::Stored);
-        }
+        write_kilobyte_records(&w, batches).await;
         let wal = std::fs::metadata(dir.path().join("w.db-wal"))
             .unwrap()
             .len();
