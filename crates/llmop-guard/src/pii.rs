@@ -99,8 +99,7 @@ impl Shape {
             runs: Vec::new(),
         };
         let mut at = 0;
-        while let Some(d) = b[at..].iter().position(u8::is_ascii_digit) {
-            let first = at + d;
+        while let Some(first) = next_digit(b, at) {
             // The run's start: back over run bytes (none of them digits). It cannot
             // reach into the previous run, which ended at a byte that is not one.
             let mut start = first;
@@ -140,6 +139,33 @@ impl Shape {
             _ => {}
         }
     }
+}
+
+/// The first ASCII digit of `b` at or after `from`. Sixteen bytes at a time, each
+/// block tested without a branch per byte (the compiler makes one vector compare of
+/// it): prose has few digits, and a byte-by-byte search cost about 9 instructions per
+/// byte. On `bench/guard.sh`'s 409-byte prompt this saves ~1,270 of the PII scan's
+/// instructions (callgrind, `bench-guard`). A property test checks it against
+/// `position`.
+fn next_digit(b: &[u8], from: usize) -> Option<usize> {
+    const BLOCK: usize = 16;
+    let rest = b.get(from..)?;
+    let mut blocks = rest.chunks_exact(BLOCK);
+    let mut at = from;
+    for block in &mut blocks {
+        let any = block
+            .iter()
+            .fold(false, |any, &c| any | (c.wrapping_sub(b'0') < 10));
+        if any {
+            return block.iter().position(u8::is_ascii_digit).map(|i| at + i);
+        }
+        at += BLOCK;
+    }
+    blocks
+        .remainder()
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|i| at + i)
 }
 
 /// The matches of a digit pattern in the `runs` with at least `digits` digits, in
@@ -707,6 +733,18 @@ mod tests {
     }
 
     proptest! {
+        // The block search finds what a byte-by-byte one does, from any start (texts
+        // long enough for several blocks, digits sparse or dense, non-ASCII included).
+        #[test]
+        fn next_digit_is_the_first_digit(
+            s in "[a-z \u{e9}\u{ff10}]{0,70}[0-9]?[a-z0-9 ]{0,40}",
+            from in 0usize..120,
+        ) {
+            let b = s.as_bytes();
+            let want = b.get(from..).and_then(|r| r.iter().position(u8::is_ascii_digit)).map(|i| from + i);
+            prop_assert_eq!(next_digit(b, from), want);
+        }
+
         // A pattern skipped for the text's shape could not have matched: texts made of
         // digits, capitals, dots, hyphens and spaces (the patterns' own characters).
         #[test]
