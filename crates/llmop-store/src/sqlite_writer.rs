@@ -519,10 +519,12 @@ mod tests {
         store.close().await;
     }
 
-    /// Batches committed back to back, the way a busy gateway commits: the WAL's file
-    /// size after `batches` batches of 256 records of about 1 KB, with `reset_frames`.
-    async fn wal_size_after_writes_without_a_pause(reset_frames: i64, batches: usize) -> u64 {
-        let dir = tempfile::tempdir().unwrap();
+    /// A store at `dir/w.db` and a writer whose checkpoints come every 20 ms (or 1,024
+    /// records) and are caught up past `reset_frames` frames.
+    async fn quick_checkpoints(
+        dir: &tempfile::TempDir,
+        reset_frames: i64,
+    ) -> (Store, SqliteWriter) {
         let path = dir.path().join("w.db");
         let store = Store::open(&format!("sqlite://{}", path.display()))
             .await
@@ -532,7 +534,14 @@ mod tests {
             records: 1024,
             reset_frames,
         };
-        let w = SqliteWriter::start_tuned(path.clone(), tuning).unwrap();
+        (store, SqliteWriter::start_tuned(path, tuning).unwrap())
+    }
+
+    /// Batches committed back to back, the way a busy gateway commits: the WAL's file
+    /// size after `batches` batches of 256 records of about 1 KB, with `reset_frames`.
+    async fn wal_size_after_writes_without_a_pause(reset_frames: i64, batches: usize) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, w) = quick_checkpoints(&dir, reset_frames).await;
         write_kilobyte_records(&w, 0..batches).await;
         let wal = std::fs::metadata(dir.path().join("w.db-wal"))
             .unwrap()
@@ -568,15 +577,7 @@ mod tests {
     async fn a_reader_holding_a_snapshot_delays_but_does_not_stop_the_wal_starting_over() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        let tuning = Tuning {
-            every: Duration::from_millis(20),
-            records: 1024,
-            reset_frames: 256,
-        };
-        let w = SqliteWriter::start_tuned(path.clone(), tuning).unwrap();
+        let (store, w) = quick_checkpoints(&dir, 256).await;
         let wal_size = || {
             std::fs::metadata(dir.path().join("w.db-wal"))
                 .unwrap()
