@@ -238,9 +238,10 @@ impl Keywords {
 }
 
 /// The words of [`NEEDS`] that hold a space, each with the part of it without one that
-/// stands for it in [`Anchors`]: the part least common in prose ("tell" of "tell me",
-/// "anything" of "do anything now"). Every other word stands for itself, trimmed. A
-/// test checks that each is part of its word.
+/// stands for it in [`Anchors`]: where there is a choice, the part less common in prose
+/// ("tell" of "tell me", "anything" of "do anything now"). Every other word stands for
+/// itself, trimmed. A test checks that each is part of its word. A common part costs
+/// only speed: a text with it goes on to the keyword walk.
 const ANCHOR_OF: &[(&str, &str)] = &[
     ("tell me", "tell"),
     ("give me", "give"),
@@ -278,11 +279,12 @@ fn anchor_of(word: &'static str) -> &'static str {
 ///
 /// What it saves is the walk's own work per byte: whitespace folding, the control
 /// characters counted, a branch per byte. Over raw bytes the walk is one table lookup
-/// for the byte's class, one for the automaton's step and one comparison, with the blob
-/// and control-character tests folded in. A vector multi-literal search (aho-corasick's
-/// packed Teddy, over a lowercased copy) was tried first: with ~50 anchors its
-/// candidates came so often in prose that it cost ~11 instructions per byte, more than
-/// this walk (callgrind, `bench-guard`).
+/// for the byte's class, one for the automaton's step and one comparison; the blob and
+/// control-character tests are a separate pass eight bytes at a time
+/// ([`ascii_blocks`]). A vector multi-literal search (aho-corasick's packed Teddy,
+/// over a lowercased copy) was tried first: with ~50 anchors its candidates came so
+/// often in prose that it cost ~11 instructions per byte, more than this walk
+/// (callgrind, `bench-guard`).
 struct Anchors {
     words: Words,
     /// The group bits of each anchor.
