@@ -96,7 +96,9 @@ impl Words {
             .position(|&s| dfa.is_match(s))
             .unwrap_or(states.len());
         let stride = columns.len();
-        if states.len() * stride > TABLE {
+        // Strictly less: `first_match` may be one past the last state and must still
+        // be a `u16`.
+        if states.len() * stride >= TABLE {
             return Err(format!("{} states of {stride} classes", states.len()));
         }
         let at: HashMap<StateID, u16> = states
