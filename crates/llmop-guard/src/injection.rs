@@ -124,6 +124,23 @@ const NEEDS: &[&[&[&str]]] = &[
     &[&["instruction"]],
 ];
 
+/// Adds `word` with group `bit` to a word list and its bits, once per word (a word in
+/// several groups has several bits).
+fn add_word(words: &mut Vec<&'static str>, bits: &mut Vec<u64>, word: &'static str, bit: u64) {
+    match words.iter().position(|w| *w == word) {
+        Some(i) => bits[i] |= bit,
+        None => {
+            words.push(word);
+            bits.push(bit);
+        }
+    }
+}
+
+/// Whether the groups seen (`have`) hold every group of some signal.
+fn complete(have: u64, needs: &[u64]) -> bool {
+    needs.iter().any(|n| have & n == *n)
+}
+
 /// The keyword scan of [`NEEDS`]: one automaton over every word, and for each signal
 /// the bit of each of its groups.
 struct Keywords {
@@ -149,13 +166,7 @@ impl Keywords {
                 group += 1;
                 need |= bit;
                 for w in *g {
-                    match words.iter().position(|x| x == w) {
-                        Some(i) => bits[i] |= bit,
-                        None => {
-                            words.push(w);
-                            bits.push(bit);
-                        }
-                    }
+                    add_word(&mut words, &mut bits, w, bit);
                 }
             }
             needs.push(need);
@@ -188,7 +199,7 @@ impl Keywords {
     #[inline]
     fn hit(&self, have: &mut u64, w: usize) -> bool {
         *have |= self.bits[w];
-        self.needs.iter().any(|n| *have & n == *n)
+        complete(*have, &self.needs)
     }
 
     /// [`Keywords::may_signal`] of ASCII `text`'s normalised form, without building it:
@@ -287,10 +298,8 @@ fn anchor_of(word: &'static str) -> &'static str {
 /// (callgrind, `bench-guard`).
 struct Anchors {
     words: Words,
-    /// The group bits of each anchor.
+    /// The group bits of each anchor (the signals' needs are [`Keywords::needs`]).
     bits: Vec<u64>,
-    /// For each signal, the bits of all its groups (as [`Keywords::needs`]).
-    needs: Vec<u64>,
 }
 
 impl Anchors {
@@ -299,26 +308,19 @@ impl Anchors {
         let mut bits: Vec<u64> = Vec::new();
         for (w, word) in keywords.list.iter().enumerate() {
             let anchor = anchor_of(word);
-            match anchors.iter().position(|a| *a == anchor) {
-                Some(i) => bits[i] |= keywords.bits[w],
-                None => {
-                    anchors.push(anchor);
-                    bits.push(keywords.bits[w]);
-                }
-            }
+            add_word(&mut anchors, &mut bits, anchor, keywords.bits[w]);
         }
         Anchors {
             // Constant words (a test checks each against its keyword).
             words: Words::new(&anchors, true).expect("constant anchors"),
             bits,
-            needs: keywords.needs.clone(),
         }
     }
 
     /// ASCII `text`: `None` when its anchors may make a signal or it has a control
     /// character (the keyword walk then decides); otherwise whether it has a base64
     /// blob.
-    fn rule_out(&self, text: &str) -> Option<bool> {
+    fn rule_out(&self, needs: &[u64], text: &str) -> Option<bool> {
         let b = text.as_bytes();
         let blocks = ascii_blocks(b);
         if blocks.dropped {
@@ -327,7 +329,7 @@ impl Anchors {
         let mut have = 0u64;
         let mut hit = |w: usize| {
             have |= self.bits[w];
-            self.needs.iter().any(|n| have & n == *n)
+            complete(have, needs)
         };
         let mut walk = self.words.walk();
         for &byte in b {
@@ -471,7 +473,7 @@ impl Injection {
     /// What [`Keywords::rules_out_ascii`] answers for ASCII `text`, through the anchors
     /// first: most texts are ruled out there.
     fn rules_out_ascii(&self, text: &str) -> Option<Ascii> {
-        match self.anchors.rule_out(text) {
+        match self.anchors.rule_out(&self.keywords.needs, text) {
             Some(blob) => Some(Ascii { invisible: 0, blob }),
             None => self.keywords.rules_out_ascii(text),
         }
@@ -710,7 +712,7 @@ mod tests {
     #[test]
     fn anchors_rule_out_prose_and_not_signals() {
         let i = Injection::get();
-        let out = |t: &str| i.anchors.rule_out(t).is_some();
+        let out = |t: &str| i.anchors.rule_out(&i.keywords.needs, t).is_some();
         assert!(out(
             "Hello, I ordered a standing desk last week and it arrived with a cracked leg."
         ));
