@@ -10,7 +10,7 @@
 //! second rollback walks one step further back: each event keeps `basis_seq`, the event
 //! that produced the state it replaced (for a deploy) or restored (for a rollback).
 
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{is_conflict, now_ms, race_pause, Store, StoreError, RACE_ATTEMPTS};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -310,7 +310,7 @@ impl Store {
     where
         T: IntoTarget,
     {
-        for _ in 0..8 {
+        for attempt in 0..RACE_ATTEMPTS {
             let current = self.latest_event(feature, env).await?;
             if let Some(expected) = by.expect_seq {
                 let now = current.as_ref().map_or(0, |c| c.seq);
@@ -363,10 +363,15 @@ impl Store {
             .bind(by.gate.map(str::to_string))
             .execute(&mut *tx)
             .await;
-            if inserted.is_err() {
-                // Another change took this sequence number first: decide again on it.
-                let _ = tx.rollback().await;
-                continue;
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_conflict(&e) => {
+                    // Another change took this sequence number first: decide again on it.
+                    let _ = tx.rollback().await;
+                    race_pause(attempt).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             }
             let updated = match &current {
                 Some(c) => sqlx::query(
@@ -393,9 +398,20 @@ impl Store {
                 .await
                 .map(|r| r.rows_affected() == 1),
             };
-            if !matches!(updated, Ok(true)) {
-                let _ = tx.rollback().await;
-                continue;
+            match updated {
+                Ok(true) => {}
+                // The state moved on (or its first row was taken) since it was read.
+                Ok(false) => {
+                    let _ = tx.rollback().await;
+                    race_pause(attempt).await;
+                    continue;
+                }
+                Err(e) if is_conflict(&e) => {
+                    let _ = tx.rollback().await;
+                    race_pause(attempt).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             }
             tx.commit().await?;
             return Ok(DeploymentEvent {

@@ -3,7 +3,7 @@
 //! crate owns (items, results, reports) are stored as JSON text; the columns are what
 //! is looked up by.
 
-use crate::store::{now_ms, BindF64, Store, StoreError};
+use crate::store::{now_ms, race_pause, BindF64, Store, StoreError, RACE_ATTEMPTS};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
@@ -174,8 +174,9 @@ impl Store {
     ) -> Result<(DatasetVersion, bool), StoreError> {
         let count = items.as_array().map_or(0, Vec::len) as i64;
         let text = items.to_string();
-        let mut last = None;
-        for _ in 0..5 {
+        // One statement reads the highest version and inserts the next, doing nothing on
+        // a conflict; a loser of the race looks again (see `push_feature_version`).
+        for attempt in 0..RACE_ATTEMPTS {
             let existing = sqlx::query(&format!(
                 "SELECT {DATASET_COLS} FROM dataset_versions WHERE name = $1 AND content_hash = $2"
             ))
@@ -186,47 +187,41 @@ impl Store {
             if let Some(row) = existing {
                 return Ok((read_dataset(&row, true)?, false));
             }
-            let next: i64 = sqlx::query(
-                "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM dataset_versions WHERE name = $1",
-            )
-            .bind(name.to_string())
-            .fetch_one(self.pool())
-            .await?
-            .try_get("v")?;
             let at = now_ms();
-            let done = sqlx::query(&format!(
-                "INSERT INTO dataset_versions ({DATASET_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            let row = sqlx::query(&format!(
+                "INSERT INTO dataset_versions ({DATASET_COLS}) \
+                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7 FROM dataset_versions WHERE name = $1 \
+                 ON CONFLICT DO NOTHING RETURNING version"
             ))
             .bind(name.to_string())
-            .bind(next)
             .bind(content_hash.to_string())
             .bind(text.clone())
             .bind(count)
             .bind(source.map(str::to_string))
             .bind(at)
             .bind(created_by.map(str::to_string))
-            .execute(self.pool())
-            .await;
-            match done {
-                Ok(_) => {
-                    return Ok((
-                        DatasetVersion {
-                            name: name.to_string(),
-                            version: next,
-                            content_hash: content_hash.to_string(),
-                            items: items.clone(),
-                            item_count: count,
-                            source: source.map(str::to_string),
-                            created_at_ms: at,
-                            created_by: created_by.map(str::to_string),
-                        },
-                        true,
-                    ))
-                }
-                Err(e) => last = Some(e),
+            .fetch_optional(self.pool())
+            .await?;
+            if let Some(row) = row {
+                return Ok((
+                    DatasetVersion {
+                        name: name.to_string(),
+                        version: row.try_get("version")?,
+                        content_hash: content_hash.to_string(),
+                        items: items.clone(),
+                        item_count: count,
+                        source: source.map(str::to_string),
+                        created_at_ms: at,
+                        created_by: created_by.map(str::to_string),
+                    },
+                    true,
+                ));
             }
+            race_pause(attempt).await;
         }
-        Err(StoreError::Db(last.unwrap_or(sqlx::Error::RowNotFound)))
+        Err(StoreError::Contended(format!(
+            "dataset {name}: no version number after {RACE_ATTEMPTS} attempts"
+        )))
     }
 
     /// A version of a dataset (`None`: the latest), with its items.

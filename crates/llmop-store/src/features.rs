@@ -1,6 +1,6 @@
 //! Registered feature versions: immutable, numbered per feature, one per content hash.
 
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{now_ms, race_pause, Store, StoreError, RACE_ATTEMPTS};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -41,8 +41,13 @@ const COLS: &str = "feature, version, content_hash, spec, created_at_ms, created
 
 impl Store {
     /// Registers `spec` (canonical JSON) as the next version of `feature`, or returns the
-    /// version that already has this content hash. Two replicas pushing at once cannot
-    /// both take a number: the primary key refuses the second, which then retries.
+    /// version that already has this content hash.
+    ///
+    /// The number is taken by one statement that reads the feature's highest version and
+    /// inserts the next, doing nothing on a conflict. Two pushers (or replicas) racing for
+    /// one number cannot both take it: the loser inserts nothing and looks again. Each
+    /// round of a race has a winner, so a loser retries after a short random pause, up to
+    /// `RACE_ATTEMPTS` times; a database error other than the conflict returns at once.
     pub async fn push_feature_version(
         &self,
         feature: &str,
@@ -51,52 +56,47 @@ impl Store {
         created_by: Option<&str>,
     ) -> Result<Pushed, StoreError> {
         let spec_text = spec.to_string();
-        let mut last_err = None;
-        for _ in 0..5 {
+        for attempt in 0..RACE_ATTEMPTS {
             if let Some(v) = self.feature_version_by_hash(feature, content_hash).await? {
                 return Ok(Pushed {
                     version: v,
                     created: false,
                 });
             }
-            let next: i64 = sqlx::query(
-                "SELECT COALESCE(MAX(version), 0) + 1 AS v FROM feature_versions WHERE feature = $1",
+            let at = now_ms();
+            // SQLite needs the SELECT's WHERE clause before ON CONFLICT to parse it as an
+            // upsert; both databases accept this form.
+            let row = sqlx::query(
+                "INSERT INTO feature_versions (feature, version, content_hash, spec, created_at_ms, created_by) \
+                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 FROM feature_versions WHERE feature = $1 \
+                 ON CONFLICT DO NOTHING RETURNING version",
             )
             .bind(feature.to_string())
-            .fetch_one(self.pool())
-            .await?
-            .try_get("v")?;
-            let at = now_ms();
-            let done = sqlx::query(&format!(
-                "INSERT INTO feature_versions ({COLS}) VALUES ($1, $2, $3, $4, $5, $6)"
-            ))
-            .bind(feature.to_string())
-            .bind(next)
             .bind(content_hash.to_string())
             .bind(spec_text.clone())
             .bind(at)
             .bind(created_by.map(str::to_string))
-            .execute(self.pool())
-            .await;
-            match done {
-                Ok(_) => {
-                    return Ok(Pushed {
-                        version: FeatureVersion {
-                            feature: feature.to_string(),
-                            version: next,
-                            content_hash: content_hash.to_string(),
-                            spec: spec.clone(),
-                            created_at_ms: at,
-                            created_by: created_by.map(str::to_string),
-                        },
-                        created: true,
-                    })
-                }
-                // Someone else took this number (or this content) first: look again.
-                Err(e) => last_err = Some(e),
+            .fetch_optional(self.pool())
+            .await?;
+            if let Some(row) = row {
+                return Ok(Pushed {
+                    version: FeatureVersion {
+                        feature: feature.to_string(),
+                        version: row.try_get("version")?,
+                        content_hash: content_hash.to_string(),
+                        spec: spec.clone(),
+                        created_at_ms: at,
+                        created_by: created_by.map(str::to_string),
+                    },
+                    created: true,
+                });
             }
+            // Someone else took this number (or this content) first: look again.
+            race_pause(attempt).await;
         }
-        Err(StoreError::Db(last_err.unwrap_or(sqlx::Error::RowNotFound)))
+        Err(StoreError::Contended(format!(
+            "feature {feature}: no version number after {RACE_ATTEMPTS} attempts"
+        )))
     }
 
     async fn feature_version_by_hash(

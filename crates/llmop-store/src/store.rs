@@ -38,6 +38,26 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the record writer's SQLite connection is closed")]
     WriterClosed,
+    /// Concurrent writers kept taking what this one tried to take.
+    #[error("store: {0}")]
+    Contended(String),
+}
+
+/// Whether `e` is a unique-key conflict: another writer took the row first.
+pub(crate) fn is_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// How many times a writer that keeps losing a race for the next number looks again.
+/// Each round of a race has a winner, so this covers dozens of writers of one feature,
+/// dataset or deployment at the same instant: operators' actions, not traffic.
+pub(crate) const RACE_ATTEMPTS: u32 = 64;
+
+/// A short random pause (1 ms up to about 25 ms, growing with `attempt`) before a
+/// writer that lost a race looks again, so the losers do not collide again in step.
+pub(crate) async fn race_pause(attempt: u32) {
+    let ms = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=5 + 2 * attempt.min(10));
+    tokio::time::sleep(std::time::Duration::from_millis(u64::from(ms))).await;
 }
 
 pub(crate) fn now_ms() -> i64 {
