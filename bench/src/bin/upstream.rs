@@ -1,6 +1,10 @@
 //! A fast OpenAI-format upstream for benchmarks: answers every chat completion at once
 //! with a fixed body, or a fixed SSE stream of `--chunks` chunks. What is measured is the
-//! proxy in front of it, so it does as little as it can.
+//! proxy in front of it, so it does as little as it can, but each answer has an id of
+//! its own, random-looking like a real provider's (`chatcmpl-` and 29 letters and
+//! digits): a proxy that indexes the provider's ids pays for random keys, as it would in
+//! production. `--fixed-id` answers `chatcmpl-bench` every time, as this upstream did
+//! before.
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue};
@@ -17,6 +21,53 @@ struct Args {
     /// Answer with a tool call (`send_email`) instead of text, whole and streamed.
     #[arg(long)]
     tool_call: bool,
+    /// Every answer's id is `chatcmpl-bench` (else each answer has its own).
+    #[arg(long)]
+    fixed_id: bool,
+}
+
+const ID: &str = "chatcmpl-bench";
+
+/// The answer's parts around each occurrence of its id.
+fn parts(body: &str) -> Vec<Bytes> {
+    body.split(ID)
+        .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+        .collect()
+}
+
+/// A fresh id for the n-th answer: `chatcmpl-` and 29 base-62 digits of a mix of `n`
+/// (splitmix64), so ids are unique and spread over the key space like random ones.
+fn fresh_id(n: u64) -> [u8; 38] {
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut id = [0u8; 38];
+    id[..9].copy_from_slice(b"chatcmpl-");
+    let mut x = n;
+    let mut state = 0u64;
+    for slot in id[9..].iter_mut() {
+        if state < 62 {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            state = z ^ (z >> 31);
+        }
+        *slot = DIGITS[(state % 62) as usize];
+        state /= 62;
+    }
+    id
+}
+
+/// The answer with `id` in place of every occurrence of the template's.
+fn with_id(parts: &[Bytes], id: &[u8]) -> Bytes {
+    let len = parts.iter().map(Bytes::len).sum::<usize>() + id.len() * (parts.len() - 1);
+    let mut out = Vec::with_capacity(len);
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(id);
+        }
+        out.extend_from_slice(p);
+    }
+    Bytes::from(out)
 }
 
 const WHOLE_TOOL: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_bench1","type":"function","function":{"name":"send_email","arguments":"{\"to\":\"team@example.com\",\"body\":\"The weekly report is attached.\"}"}}]},"logprobs":null,"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":24,"completion_tokens":20,"total_tokens":44}}"#;
@@ -73,14 +124,21 @@ async fn main() {
         stream_body(args.chunks)
     });
     let whole: &'static str = if args.tool_call { WHOLE_TOOL } else { WHOLE };
+    let fixed_id = args.fixed_id;
+    let streamed_parts = std::sync::Arc::new(parts(std::str::from_utf8(&streamed).unwrap_or("")));
+    let whole_parts = std::sync::Arc::new(parts(whole));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let app = axum::Router::new().fallback(move |body: Bytes| {
         let streamed = streamed.clone();
+        let (streamed_parts, whole_parts) = (streamed_parts.clone(), whole_parts.clone());
+        let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
             let is_stream = body.windows(13).any(|w| w == b"\"stream\":true");
-            let (ct, payload) = if is_stream {
-                ("text/event-stream", streamed)
-            } else {
-                ("application/json", Bytes::from_static(whole.as_bytes()))
+            let (ct, payload) = match (is_stream, fixed_id) {
+                (true, true) => ("text/event-stream", streamed),
+                (false, true) => ("application/json", Bytes::from_static(whole.as_bytes())),
+                (true, false) => ("text/event-stream", with_id(&streamed_parts, &fresh_id(n))),
+                (false, false) => ("application/json", with_id(&whole_parts, &fresh_id(n))),
             };
             let mut r = Response::new(Body::from(payload));
             r.headers_mut()
@@ -96,4 +154,25 @@ async fn main() {
         listener.local_addr().expect("addr")
     );
     axum::serve(listener, app).await.expect("serve");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_and_replace_every_occurrence() {
+        let ids: std::collections::HashSet<[u8; 38]> = (0..10_000).map(fresh_id).collect();
+        assert_eq!(ids.len(), 10_000);
+        let body = stream_body(3);
+        let id = fresh_id(7);
+        let out = with_id(&parts(&body), &id);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(!text.contains(ID));
+        assert_eq!(
+            text.matches(std::str::from_utf8(&id).unwrap()).count(),
+            body.matches(ID).count()
+        );
+        assert_eq!(text.replace(std::str::from_utf8(&id).unwrap(), ID), body);
+    }
 }
