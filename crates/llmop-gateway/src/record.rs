@@ -150,6 +150,9 @@ impl Recorder {
         tap: Option<llmop_store::writer::Tap>,
     ) -> Result<Recorder, llmop_store::StoreError> {
         let store = Store::open(&config.store.resolved_url(&config.dir)).await?;
+        store
+            .index_provider_ids(config.store.index_provider_ids)
+            .await?;
         let writer = RecordWriter::start(
             store.clone(),
             WriterConfig {

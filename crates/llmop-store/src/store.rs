@@ -43,6 +43,22 @@ pub enum StoreError {
     Contended(String),
 }
 
+/// Whether the index `name` exists.
+async fn index_exists(pool: &AnyPool, backend: Backend, name: &str) -> Result<bool, StoreError> {
+    let sql = match backend {
+        Backend::Sqlite => "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' AND name = $1",
+        Backend::Postgres => {
+            "SELECT COUNT(*) AS n FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1"
+        }
+    };
+    let n: i64 = sqlx::query(sql)
+        .bind(name.to_string())
+        .fetch_one(pool)
+        .await?
+        .try_get("n")?;
+    Ok(n > 0)
+}
+
 /// Whether `e` is a unique-key conflict: another writer took the row first.
 pub(crate) fn is_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
@@ -556,7 +572,17 @@ pub struct Store {
     backend: Backend,
     /// The URL the pool connects with (for dedicated connections such as queries).
     url: String,
+    /// Whether the records' provider-id index exists, so that a search by any id also
+    /// matches the provider's answer id (see [`Store::index_provider_ids`]).
+    provider_ids: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The index behind a search by the provider's answer id. Provider ids are random, so
+/// every record lands on a random leaf of it: a commit writes about one page of it per
+/// record once it outgrows the batch, where the time-ordered indexes write one page per
+/// many records (docs/records.md, "What the provider-id index costs").
+const PROVIDER_ID_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS records_upstream_id ON records (upstream_id) WHERE upstream_id IS NOT NULL";
 
 impl Store {
     /// Opens (creating if needed) the store at `url` and brings its schema up to date.
@@ -629,6 +655,7 @@ impl Store {
         } else {
             None
         };
+        let provider_ids = index_exists(&pool, backend, "records_upstream_id").await?;
         Ok(Store {
             pool,
             writer,
@@ -636,7 +663,33 @@ impl Store {
             careful_batches: Arc::default(),
             backend,
             url,
+            provider_ids: Arc::new(std::sync::atomic::AtomicBool::new(provider_ids)),
         })
+    }
+
+    /// Keeps (`true`, the default of a new store) or drops the index that lets a search
+    /// by any id match the provider's answer id. Without it every record costs the
+    /// writer less (provider ids are random keys), and a search matches request ids,
+    /// client request ids and sessions only. Turning it back on builds the index over
+    /// every stored record, which takes a while on a large store.
+    pub async fn index_provider_ids(&self, on: bool) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if on == self.provider_ids.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let sql = if on {
+            PROVIDER_ID_INDEX
+        } else {
+            "DROP INDEX IF EXISTS records_upstream_id"
+        };
+        sqlx::query(sql).execute(&self.pool).await?;
+        self.provider_ids.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether a search by any id matches the provider's answer id.
+    pub fn searches_provider_ids(&self) -> bool {
+        self.provider_ids.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn backend(&self) -> Backend {
@@ -948,9 +1001,13 @@ impl Store {
         }
         if let Some(q) = &filter.q {
             let p = next(Arg::Str(q.clone()), &mut args);
-            conds.push(format!(
-                "(request_id = {p} OR client_request_id = {p} OR upstream_id = {p} OR session_id = {p})"
-            ));
+            // Every term of the OR has an index, so it is a few lookups, not a scan;
+            // without the provider-id index its term would make it a scan.
+            conds.push(if self.searches_provider_ids() {
+                format!("(request_id = {p} OR client_request_id = {p} OR upstream_id = {p} OR session_id = {p})")
+            } else {
+                format!("(request_id = {p} OR client_request_id = {p} OR session_id = {p})")
+            });
         }
         for (col, v) in [
             ("feature", &filter.feature),

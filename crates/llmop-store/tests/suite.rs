@@ -301,6 +301,18 @@ async fn run_suite(url: &str) {
     assert_eq!(count(by("r13")).await, 1);
     assert_eq!(count(by("s-u-odd")).await, 12);
     assert_eq!(count(by("nothing-like-it")).await, 0);
+    // Without the provider-id index a search matches the other ids only; with it back,
+    // the provider's id again. Another opening of the store sees which it is.
+    assert!(store.searches_provider_ids());
+    store.index_provider_ids(false).await.unwrap();
+    assert!(!store.searches_provider_ids());
+    assert!(!Store::open(url).await.unwrap().searches_provider_ids());
+    assert_eq!(count(by("chatcmpl-13")).await, 0);
+    assert_eq!(count(by("r13")).await, 1);
+    assert_eq!(count(by("s-u-odd")).await, 12);
+    store.index_provider_ids(true).await.unwrap();
+    assert!(Store::open(url).await.unwrap().searches_provider_ids());
+    assert_eq!(count(by("chatcmpl-13")).await, 1);
     assert_eq!(
         count(ListFilter {
             model: Some("big".into()),

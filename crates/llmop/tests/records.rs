@@ -423,6 +423,53 @@ async fn list_filters_pages_and_refuses_bad_parameters() {
     assert!(r.headers().contains_key("x-request-id"));
 }
 
+/// A search by any id finds a call by its provider's answer id while the provider-id
+/// index is kept (the default); with `index_provider_ids = false` it finds calls by
+/// their request id and session only.
+#[tokio::test]
+async fn a_search_by_the_providers_id_needs_its_index() {
+    let up = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
+    for (extra, by_provider_id) in [
+        ("[store]\ndurability = \"strict\"\n", 1),
+        (
+            "[store]\ndurability = \"strict\"\nindex_provider_ids = false\n",
+            0,
+        ),
+    ] {
+        let gw = start(&up, extra);
+        let resp = client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("x-request-id", "search-me")
+            .header("x-llmop-session", "search-session")
+            .json(&json!({"model": "main", "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let found = |q: &'static str| {
+            let url = format!("{}/v1/requests?q={q}", gw.url);
+            async move {
+                let v: Value = client()
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                v["data"].as_array().unwrap().len()
+            }
+        };
+        assert_eq!(
+            found("chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT").await,
+            by_provider_id,
+            "{extra}"
+        );
+        assert_eq!(found("search-me").await, 1, "{extra}");
+        assert_eq!(found("search-session").await, 1, "{extra}");
+    }
+}
+
 #[tokio::test]
 async fn strict_durability_answers_only_after_the_commit() {
     let up = Upstream::start(|c, _| {

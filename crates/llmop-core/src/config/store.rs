@@ -46,6 +46,14 @@ pub struct StoreConfig {
     /// and derived from the inputs).
     #[serde(default)]
     pub embedding_vectors: bool,
+    /// Whether the records keep an index on the provider's answer id, so that a search
+    /// by any id (the console's search box, `GET /v1/records?q=`) also finds a call by
+    /// the id its provider gave the answer. Provider ids are random keys, which cost
+    /// the record writer a page per record once the index is large: `false` drops the
+    /// index at start (a search then matches request ids, client request ids and
+    /// sessions), `true` builds it again.
+    #[serde(default = "yes")]
+    pub index_provider_ids: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -73,6 +81,7 @@ impl Default for StoreConfig {
             max_field_bytes: default_max_field_bytes(),
             embedding_inputs: EmbeddingInputs::default(),
             embedding_vectors: false,
+            index_provider_ids: true,
         }
     }
 }
