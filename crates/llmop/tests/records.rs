@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{client, fixture, llmop, Gateway, PgDb, Reply, Upstream};
+use support::{client, fixture, get_json, llmop, post_with, Gateway, PgDb, Reply, Upstream};
 
 const KEY: &str = "sk-upstream-secret-for-records";
 
@@ -437,27 +437,24 @@ async fn a_search_by_the_providers_id_needs_its_index() {
         ),
     ] {
         let gw = start(&up, extra);
-        let resp = client()
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .header("x-request-id", "search-me")
-            .header("x-llmop-session", "search-session")
-            .json(&json!({"model": "main", "messages": [{"role": "user", "content": "x"}]}))
-            .send()
-            .await
-            .unwrap();
+        let resp = post_with(
+            &gw,
+            "/v1/chat/completions",
+            &json!({"model": "main", "messages": [{"role": "user", "content": "x"}]}),
+            &[
+                ("x-request-id", "search-me"),
+                ("x-llmop-session", "search-session"),
+            ],
+        )
+        .await;
         assert_eq!(resp.status(), 200);
         let found = |q: &'static str| {
-            let url = format!("{}/v1/requests?q={q}", gw.url);
+            let gw = &gw;
             async move {
-                let v: Value = client()
-                    .get(url)
-                    .send()
-                    .await
+                get_json(gw, &format!("/v1/requests?q={q}")).await["data"]
+                    .as_array()
                     .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                v["data"].as_array().unwrap().len()
+                    .len()
             }
         };
         assert_eq!(
