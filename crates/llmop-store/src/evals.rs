@@ -162,8 +162,9 @@ fn read_compare(row: &sqlx::any::AnyRow) -> Result<EvalCompare, StoreError> {
 
 impl Store {
     /// Registers `items` as the next version of dataset `name`, or returns the version
-    /// that already has this content hash (`false`: nothing new). Racing pushes get
-    /// distinct numbers (the primary key decides; the loser looks again).
+    /// that already has this content hash (`false`: nothing new). Racing pushes of
+    /// different items get distinct numbers (the primary key decides; the loser looks
+    /// again); racing pushes of the same items get one version.
     pub async fn push_dataset_version(
         &self,
         name: &str,
@@ -174,8 +175,11 @@ impl Store {
     ) -> Result<(DatasetVersion, bool), StoreError> {
         let count = items.as_array().map_or(0, Vec::len) as i64;
         let text = items.to_string();
-        // One statement reads the highest version and inserts the next, doing nothing on
-        // a conflict; a loser of the race looks again (see `push_feature_version`).
+        // One statement reads the highest version and inserts the next unless this
+        // content is stored already, doing nothing on a conflict; a loser of the race
+        // looks again (see `push_feature_version`). The content check is in the same
+        // statement because dataset versions have no unique index on their hash: two
+        // pushes of the same items either see each other's row or race for one number.
         for attempt in 0..RACE_ATTEMPTS {
             let existing = sqlx::query(&format!(
                 "SELECT {DATASET_COLS} FROM dataset_versions WHERE name = $1 AND content_hash = $2"
@@ -190,7 +194,10 @@ impl Store {
             let at = now_ms();
             let row = sqlx::query(&format!(
                 "INSERT INTO dataset_versions ({DATASET_COLS}) \
-                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7 FROM dataset_versions WHERE name = $1 \
+                 SELECT * FROM (SELECT $1 AS name, COALESCE(MAX(version), 0) + 1 AS version, $2 AS content_hash, \
+                 $3 AS items, $4 AS item_count, $5 AS source, $6 AS created_at_ms, $7 AS created_by \
+                 FROM dataset_versions WHERE name = $1) AS next \
+                 WHERE NOT EXISTS (SELECT 1 FROM dataset_versions WHERE name = $1 AND content_hash = $2) \
                  ON CONFLICT DO NOTHING RETURNING version"
             ))
             .bind(name.to_string())

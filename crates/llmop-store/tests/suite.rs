@@ -635,6 +635,19 @@ async fn evals(store: &Store) {
     let mut numbers = futures_util::future::join_all(racing).await;
     numbers.sort();
     assert_eq!(numbers, (1..=16).collect::<Vec<i64>>());
+    // Racing pushes of the same content: one version, created once.
+    let racing = (0..16).map(|_| {
+        let store = store.clone();
+        async move {
+            store
+                .push_dataset_version("same", "sha256:same", &json!([]), None, None)
+                .await
+                .unwrap()
+        }
+    });
+    let pushed = futures_util::future::join_all(racing).await;
+    assert!(pushed.iter().all(|(v, _)| v.version == 1), "{pushed:?}");
+    assert_eq!(pushed.iter().filter(|(_, created)| *created).count(), 1);
 
     store
         .eval_cache_put(&[("k1".into(), json!({"text": "x"})), ("k2".into(), json!(2))])
