@@ -3,7 +3,7 @@
 //! crate owns (items, results, reports) are stored as JSON text; the columns are what
 //! is looked up by.
 
-use crate::store::{now_ms, race_pause, BindF64, Store, StoreError, RACE_ATTEMPTS};
+use crate::store::{now_ms, until_won, BindF64, Store, StoreError};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
@@ -180,7 +180,8 @@ impl Store {
         // looks again (see `push_feature_version`). The content check is in the same
         // statement because dataset versions have no unique index on their hash: two
         // pushes of the same items either see each other's row or race for one number.
-        for attempt in 0..RACE_ATTEMPTS {
+        let text = &text;
+        until_won(&format!("dataset {name}"), || async move {
             let existing = sqlx::query(&format!(
                 "SELECT {DATASET_COLS} FROM dataset_versions WHERE name = $1 AND content_hash = $2"
             ))
@@ -189,7 +190,7 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
             if let Some(row) = existing {
-                return Ok((read_dataset(&row, true)?, false));
+                return Ok(Some((read_dataset(&row, true)?, false)));
             }
             let at = now_ms();
             let row = sqlx::query(&format!(
@@ -209,8 +210,8 @@ impl Store {
             .bind(created_by.map(str::to_string))
             .fetch_optional(self.pool())
             .await?;
-            if let Some(row) = row {
-                return Ok((
+            row.map(|row| {
+                Ok((
                     DatasetVersion {
                         name: name.to_string(),
                         version: row.try_get("version")?,
@@ -222,13 +223,11 @@ impl Store {
                         created_by: created_by.map(str::to_string),
                     },
                     true,
-                ));
-            }
-            race_pause(attempt).await;
-        }
-        Err(StoreError::Contended(format!(
-            "dataset {name}: no version number after {RACE_ATTEMPTS} attempts"
-        )))
+                ))
+            })
+            .transpose()
+        })
+        .await
     }
 
     /// A version of a dataset (`None`: the latest), with its items.

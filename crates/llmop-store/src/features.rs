@@ -1,6 +1,6 @@
 //! Registered feature versions: immutable, numbered per feature, one per content hash.
 
-use crate::store::{now_ms, race_pause, Store, StoreError, RACE_ATTEMPTS};
+use crate::store::{now_ms, until_won, Store, StoreError};
 use serde::Serialize;
 use sqlx::Row;
 
@@ -55,13 +55,13 @@ impl Store {
         spec: &serde_json::Value,
         created_by: Option<&str>,
     ) -> Result<Pushed, StoreError> {
-        let spec_text = spec.to_string();
-        for attempt in 0..RACE_ATTEMPTS {
+        let spec_text = &spec.to_string();
+        until_won(&format!("feature {feature}"), || async move {
             if let Some(v) = self.feature_version_by_hash(feature, content_hash).await? {
-                return Ok(Pushed {
+                return Ok(Some(Pushed {
                     version: v,
                     created: false,
-                });
+                }));
             }
             let at = now_ms();
             // SQLite needs the SELECT's WHERE clause before ON CONFLICT to parse it as an
@@ -78,8 +78,9 @@ impl Store {
             .bind(created_by.map(str::to_string))
             .fetch_optional(self.pool())
             .await?;
-            if let Some(row) = row {
-                return Ok(Pushed {
+            // None: someone else took this number (or this content) first.
+            row.map(|row| {
+                Ok(Pushed {
                     version: FeatureVersion {
                         feature: feature.to_string(),
                         version: row.try_get("version")?,
@@ -89,14 +90,11 @@ impl Store {
                         created_by: created_by.map(str::to_string),
                     },
                     created: true,
-                });
-            }
-            // Someone else took this number (or this content) first: look again.
-            race_pause(attempt).await;
-        }
-        Err(StoreError::Contended(format!(
-            "feature {feature}: no version number after {RACE_ATTEMPTS} attempts"
-        )))
+                })
+            })
+            .transpose()
+        })
+        .await
     }
 
     async fn feature_version_by_hash(

@@ -76,6 +76,25 @@ pub(crate) async fn race_pause(attempt: u32) {
     tokio::time::sleep(std::time::Duration::from_millis(u64::from(ms))).await;
 }
 
+/// Runs `round` until it returns a value: a round that lost a race for the next number
+/// returns `None` and the next one starts after [`race_pause`], up to [`RACE_ATTEMPTS`]
+/// rounds; an error ends it at once. `what` names what was numbered, for the error.
+pub(crate) async fn until_won<T, F, Fut>(what: &str, mut round: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, StoreError>>,
+{
+    for attempt in 0..RACE_ATTEMPTS {
+        if let Some(won) = round().await? {
+            return Ok(won);
+        }
+        race_pause(attempt).await;
+    }
+    Err(StoreError::Contended(format!(
+        "{what}: no version number after {RACE_ATTEMPTS} attempts"
+    )))
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -47,7 +47,7 @@ pub struct StoreConfig {
     #[serde(default)]
     pub embedding_vectors: bool,
     /// Whether the records keep an index on the provider's answer id, so that a search
-    /// by any id (the console's search box, `GET /v1/records?q=`) also finds a call by
+    /// by any id (the console's search box, `GET /v1/requests?q=`) also finds a call by
     /// the id its provider gave the answer. Provider ids are random keys, which cost
     /// the record writer a page per record once the index is large: `false` drops the
     /// index at start (a search then matches request ids, client request ids and
