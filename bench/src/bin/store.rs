@@ -1,9 +1,14 @@
 //! Record-store benchmark: sustained records/s through the record writer (group commit)
 //! into a store, then the time of a cost-by-feature aggregate over all of them through
-//! the read-only query path.
+//! the read-only query path, and of searches by any id (`q`): a request id, a provider's
+//! answer id of a call in the middle of the store, and one of no call (the whole time
+//! index walked when the provider-id index is off). Each record has a random-looking
+//! provider id, as a real provider's.
 //!
-//! `bench-store --url sqlite:///tmp/x.db --records 1000000`
+//! `bench-store --url sqlite:///tmp/x.db --records 1000000 [--index-provider-ids]`
 
+#[path = "../ids.rs"]
+mod ids;
 use clap::Parser;
 use llmop_store::{Record, RecordWriter, Store, WriterConfig};
 use std::time::{Duration, Instant};
@@ -17,6 +22,13 @@ struct Args {
     /// Concurrent submitters (request handlers).
     #[arg(long, default_value_t = 64)]
     submitters: usize,
+    /// Keep the index on the provider's answer id (`[store] index_provider_ids`).
+    #[arg(long)]
+    index_provider_ids: bool,
+}
+
+fn provider_id(i: usize) -> String {
+    String::from_utf8_lossy(&ids::fresh_id(i as u64)).into_owned()
 }
 
 fn record(i: usize) -> Record {
@@ -38,6 +50,7 @@ fn record(i: usize) -> Record {
         .into(),
     );
     r.route = Some("smart".into());
+    r.upstream_id = Some(provider_id(i));
     r.status = if i.is_multiple_of(50) { 502 } else { 200 };
     r.input_tokens = Some(120 + (i % 400) as i64);
     r.output_tokens = Some(30 + (i % 90) as i64);
@@ -57,6 +70,10 @@ fn record(i: usize) -> Record {
 async fn main() {
     let args = Args::parse();
     let store = Store::open(&args.url).await.expect("open store");
+    store
+        .index_provider_ids(args.index_provider_ids)
+        .await
+        .expect("provider-id index");
     let writer = std::sync::Arc::new(
         RecordWriter::<Record>::start(store.clone(), WriterConfig::default())
             .await
@@ -90,6 +107,28 @@ async fn main() {
         .await
         .expect("query");
     let query_ms = qstart.elapsed().as_secs_f64() * 1000.0;
+    let search_ms = |q: String| {
+        let store = store.clone();
+        async move {
+            let t = Instant::now();
+            let page = store
+                .list(&llmop_store::ListFilter {
+                    q: Some(q),
+                    ..Default::default()
+                })
+                .await
+                .expect("search");
+            (t.elapsed().as_secs_f64() * 1000.0, page.records.len())
+        }
+    };
+    let middle = n as usize / 2;
+    let by_request_id = search_ms(format!("bench-{middle:09}")).await;
+    let by_provider_id = search_ms(provider_id(middle)).await;
+    let by_unknown_id = search_ms("chatcmpl-of-no-call".into()).await;
+    assert_eq!(
+        (by_request_id.1, by_provider_id.1, by_unknown_id.1),
+        (1, 1, 0)
+    );
     println!(
         "{}",
         serde_json::json!({
@@ -101,6 +140,10 @@ async fn main() {
             "failed_commits": s.failed_commits,
             "cost_by_feature_query_ms": query_ms,
             "groups": result.rows.len(),
+            "index_provider_ids": args.index_provider_ids,
+            "search_by_request_id_ms": by_request_id.0,
+            "search_by_provider_id_ms": by_provider_id.0,
+            "search_by_unknown_id_ms": by_unknown_id.0,
         })
     );
 }

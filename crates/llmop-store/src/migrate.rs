@@ -108,6 +108,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0019_caching.sql"),
         postgres: include_str!("../migrations/postgres/0019_caching.sql"),
     },
+    Migration {
+        version: 20,
+        sqlite: include_str!("../migrations/sqlite/0020_provider_id_scan.sql"),
+        postgres: include_str!("../migrations/postgres/0020_provider_id_scan.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock held while migrating ("llmop" in ASCII).

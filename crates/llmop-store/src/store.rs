@@ -591,9 +591,20 @@ pub struct Store {
     backend: Backend,
     /// The URL the pool connects with (for dedicated connections such as queries).
     url: String,
-    /// Whether the records' provider-id index exists, so that a search by any id also
-    /// matches the provider's answer id (see [`Store::index_provider_ids`]).
+    /// Whether the records' provider-id index exists, so that a search by any id looks
+    /// the provider's answer id up in it (see [`Store::index_provider_ids`]).
     provider_ids: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How [`Store::list`] matches `q`.
+#[derive(Clone, Copy)]
+enum Search {
+    /// Every id, the provider's included, through their indexes.
+    AnyId,
+    /// The ids other than the provider's (its index is gone).
+    IndexedIds,
+    /// The provider's id alone, by a scan of the time index.
+    ProviderIdScan,
 }
 
 /// The index behind a search by the provider's answer id. Provider ids are random, so
@@ -686,11 +697,11 @@ impl Store {
         })
     }
 
-    /// Keeps (`true`, the default of a new store) or drops the index that lets a search
-    /// by any id match the provider's answer id. Without it every record costs the
-    /// writer less (provider ids are random keys), and a search matches request ids,
-    /// client request ids and sessions only. Turning it back on builds the index over
-    /// every stored record, which takes a while on a large store.
+    /// Keeps (`true`; a new store has it) or drops the index on the provider's answer
+    /// id. Provider ids are random keys, so the index costs the writer about a page per
+    /// record once it is large; without it a search by a provider id still finds its
+    /// call, by a scan of the time index ([`Store::list`]). Turning it back on builds
+    /// the index over every stored record, which takes a while on a large store.
     pub async fn index_provider_ids(&self, on: bool) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering;
         if on == self.provider_ids.load(Ordering::Relaxed) {
@@ -706,7 +717,8 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a search by any id matches the provider's answer id.
+    /// Whether a search by the provider's answer id goes through its own index (else
+    /// by a scan).
     pub fn searches_provider_ids(&self) -> bool {
         self.provider_ids.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -1006,7 +1018,26 @@ impl Store {
     }
 
     /// Records matching `filter`, newest first, one page at a time.
+    ///
+    /// `q` (any id) is looked up by the indexed ids first: llmop's request id, the
+    /// client's request id, a session, and the provider's answer id while its index
+    /// exists ([`Store::index_provider_ids`]). Without that index, a search that matched
+    /// none of the others looks for the provider's id by a scan of the time index, which
+    /// carries it (newest first, reading only the rows that match): a lookup costs time
+    /// in proportion to the records stored, which the index would save, and the writer
+    /// no page per record.
     pub async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
+        if self.searches_provider_ids() || filter.q.is_none() {
+            return self.list_by(filter, Search::AnyId).await;
+        }
+        let page = self.list_by(filter, Search::IndexedIds).await?;
+        if !page.records.is_empty() {
+            return Ok(page);
+        }
+        self.list_by(filter, Search::ProviderIdScan).await
+    }
+
+    async fn list_by(&self, filter: &ListFilter, search: Search) -> Result<Page, StoreError> {
         let limit = filter.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let mut conds: Vec<String> = Vec::new();
         let mut args: Vec<Arg> = Vec::new();
@@ -1020,12 +1051,17 @@ impl Store {
         }
         if let Some(q) = &filter.q {
             let p = next(Arg::Str(q.clone()), &mut args);
-            // Every term of the OR has an index, so it is a few lookups, not a scan;
-            // without the provider-id index its term would make it a scan.
-            conds.push(if self.searches_provider_ids() {
-                format!("(request_id = {p} OR client_request_id = {p} OR upstream_id = {p} OR session_id = {p})")
-            } else {
-                format!("(request_id = {p} OR client_request_id = {p} OR session_id = {p})")
+            conds.push(match search {
+                // Every term of the OR has an index: a few lookups, not a scan.
+                Search::AnyId => format!(
+                    "(request_id = {p} OR client_request_id = {p} OR upstream_id = {p} OR session_id = {p})"
+                ),
+                Search::IndexedIds => {
+                    format!("(request_id = {p} OR client_request_id = {p} OR session_id = {p})")
+                }
+                // Alone, with the list's order: the time index walked backwards, its
+                // `upstream_id` compared before a row is read (migration 20).
+                Search::ProviderIdScan => format!("upstream_id = {p}"),
             });
         }
         for (col, v) in [

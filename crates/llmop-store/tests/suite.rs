@@ -153,10 +153,10 @@ async fn agent_state(store: &Store) {
 
 async fn run_suite(url: &str) {
     let store = Store::open(url).await.expect("open");
-    assert_eq!(store.schema_version().await.unwrap(), 19);
+    assert_eq!(store.schema_version().await.unwrap(), 20);
     // Opening again (another replica, a restart) finds the schema in place.
     let again = Store::open(url).await.expect("reopen");
-    assert_eq!(again.schema_version().await.unwrap(), 19);
+    assert_eq!(again.schema_version().await.unwrap(), 20);
     again.close().await;
     agent_state(&store).await;
 
@@ -301,15 +301,51 @@ async fn run_suite(url: &str) {
     assert_eq!(count(by("r13")).await, 1);
     assert_eq!(count(by("s-u-odd")).await, 12);
     assert_eq!(count(by("nothing-like-it")).await, 0);
-    // Without the provider-id index a search matches the other ids only; with it back,
-    // the provider's id again. Another opening of the store sees which it is.
+    // Without the provider-id index a search still finds a call by its provider's id
+    // (by a scan of the time index), with the other filters and pages as before; with
+    // the index back, through it again. Another opening of the store sees which it is.
     assert!(store.searches_provider_ids());
     store.index_provider_ids(false).await.unwrap();
     assert!(!store.searches_provider_ids());
     assert!(!Store::open(url).await.unwrap().searches_provider_ids());
-    assert_eq!(count(by("chatcmpl-13")).await, 0);
+    assert_eq!(count(by("chatcmpl-13")).await, 1);
     assert_eq!(count(by("r13")).await, 1);
     assert_eq!(count(by("s-u-odd")).await, 12);
+    assert_eq!(count(by("chatcmpl-none")).await, 0);
+    let both = |user: &str| ListFilter {
+        user: Some(user.into()),
+        ..by("chatcmpl-13")
+    };
+    assert_eq!(count(both("u-odd")).await, 1);
+    assert_eq!(count(both("u-even")).await, 0);
+    // Twelve calls share one provider id (a provider that reuses ids): found one page
+    // at a time, newest first, each once.
+    let mut twelve = Vec::new();
+    for i in 0..12 {
+        let mut r = Record::new(format!("same-up-{i:02}"), 1_900_000_000_000 + i, "chat");
+        r.upstream_id = Some("chatcmpl-shared".into());
+        twelve.push(r);
+    }
+    store.insert_batch(&twelve).await.unwrap();
+    let (mut paged, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = store
+            .list(&ListFilter {
+                limit: Some(5),
+                cursor: cursor.clone(),
+                ..by("chatcmpl-shared")
+            })
+            .await
+            .unwrap();
+        paged.extend(page.records.iter().map(|r| r.request_id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut want: Vec<String> = twelve.iter().map(|r| r.request_id.clone()).collect();
+    want.reverse();
+    assert_eq!(paged, want);
     store.index_provider_ids(true).await.unwrap();
     assert!(Store::open(url).await.unwrap().searches_provider_ids());
     assert_eq!(count(by("chatcmpl-13")).await, 1);

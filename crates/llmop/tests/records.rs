@@ -423,18 +423,15 @@ async fn list_filters_pages_and_refuses_bad_parameters() {
     assert!(r.headers().contains_key("x-request-id"));
 }
 
-/// A search by any id finds a call by its provider's answer id while the provider-id
-/// index is kept (the default); with `index_provider_ids = false` it finds calls by
-/// their request id and session only.
+/// A search by any id finds a call by its provider's answer id with the provider-id
+/// index (`index_provider_ids = true`) and without it (the default: by a scan), and by
+/// its request id and session either way; an id of no call finds nothing.
 #[tokio::test]
-async fn a_search_by_the_providers_id_needs_its_index() {
+async fn a_search_finds_the_providers_id_with_or_without_its_index() {
     let up = Upstream::start(|_, _| Reply::ok(fixture("openai/chat_completion.json"))).await;
-    for (extra, by_provider_id) in [
-        ("[store]\ndurability = \"strict\"\n", 1),
-        (
-            "[store]\ndurability = \"strict\"\nindex_provider_ids = false\n",
-            0,
-        ),
+    for extra in [
+        "[store]\ndurability = \"strict\"\n",
+        "[store]\ndurability = \"strict\"\nindex_provider_ids = true\n",
     ] {
         let gw = start(&up, extra);
         let resp = post_with(
@@ -454,16 +451,20 @@ async fn a_search_by_the_providers_id_needs_its_index() {
                 get_json(gw, &format!("/v1/requests?q={q}")).await["data"]
                     .as_array()
                     .unwrap()
-                    .len()
+                    .iter()
+                    .map(|r| r["request_id"].as_str().unwrap_or("").to_string())
+                    .collect::<Vec<_>>()
             }
         };
+        let one = vec!["search-me".to_string()];
         assert_eq!(
             found("chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT").await,
-            by_provider_id,
+            one,
             "{extra}"
         );
-        assert_eq!(found("search-me").await, 1, "{extra}");
-        assert_eq!(found("search-session").await, 1, "{extra}");
+        assert_eq!(found("search-me").await, one, "{extra}");
+        assert_eq!(found("search-session").await, one, "{extra}");
+        assert!(found("chatcmpl-of-no-call").await.is_empty(), "{extra}");
     }
 }
 

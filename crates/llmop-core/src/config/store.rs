@@ -46,13 +46,14 @@ pub struct StoreConfig {
     /// and derived from the inputs).
     #[serde(default)]
     pub embedding_vectors: bool,
-    /// Whether the records keep an index on the provider's answer id, so that a search
-    /// by any id (the console's search box, `GET /v1/requests?q=`) also finds a call by
-    /// the id its provider gave the answer. Provider ids are random keys, which cost
-    /// the record writer a page per record once the index is large: `false` drops the
-    /// index at start (a search then matches request ids, client request ids and
-    /// sessions), `true` builds it again.
-    #[serde(default = "yes")]
+    /// Whether the records keep an index of their own on the provider's answer id. A
+    /// search by any id (the console's search box, `GET /v1/requests?q=`) finds a call
+    /// by the id its provider gave the answer either way: through this index, or
+    /// without it (the default) by a scan of the time index, which carries the id and
+    /// costs a lookup time in proportion to the store. Provider ids are random keys, so
+    /// the index costs the record writer about a page per record once it is large:
+    /// `false` drops it at start, `true` builds it again.
+    #[serde(default)]
     pub index_provider_ids: bool,
 }
 
@@ -81,7 +82,7 @@ impl Default for StoreConfig {
             max_field_bytes: default_max_field_bytes(),
             embedding_inputs: EmbeddingInputs::default(),
             embedding_vectors: false,
-            index_provider_ids: true,
+            index_provider_ids: false,
         }
     }
 }
