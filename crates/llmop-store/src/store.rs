@@ -610,7 +610,7 @@ enum Search {
 /// The index behind a search by the provider's answer id. Provider ids are random, so
 /// every record lands on a random leaf of it: a commit writes about one page of it per
 /// record once it outgrows the batch, where the time-ordered indexes write one page per
-/// many records (docs/records.md, "What the provider-id index costs").
+/// many records (docs/records.md, "Searching by the provider's id").
 const PROVIDER_ID_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS records_upstream_id ON records (upstream_id) WHERE upstream_id IS NOT NULL";
 
@@ -1034,6 +1034,8 @@ impl Store {
         if !page.records.is_empty() {
             return Ok(page);
         }
+        // Also the way a scan's later pages are reached: their cursor finds no other id
+        // past it, so the scan goes on from the cursor.
         self.list_by(filter, Search::ProviderIdScan).await
     }
 
