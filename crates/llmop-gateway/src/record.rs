@@ -112,7 +112,9 @@ fn cap_json(v: &mut Value, max: usize) -> bool {
 /// The record store as the gateway uses it: the writer that commits records, the store
 /// the read API answers from, and the durability mode.
 pub struct Recorder {
-    pub writer: Arc<RecordWriter<CallData>>,
+    /// Boxed: a call's data is a few kilobytes, and a box moves through the writer's
+    /// queue and batch as a pointer where the data itself would be copied each time.
+    pub writer: Arc<RecordWriter<Box<CallData>>>,
     pub store: Store,
     pub strict: bool,
     /// `[store] max_field_bytes`: the most a record keeps of one large field.
@@ -284,7 +286,10 @@ pub struct EmbedRecord {
 /// A call on its way through the pipeline: its [`CallData`] and where it goes when the
 /// call is over. Handed over exactly once: by [`CallRecord::finish`], or on drop.
 pub struct CallRecord {
-    data: CallData,
+    /// Boxed, so the conductor's futures that hold a call do not carry its data inline
+    /// (they are moved into boxes of their own), and handing it to the writer moves a
+    /// pointer.
+    data: Box<CallData>,
     recorder: Option<Arc<Recorder>>,
     emitted: bool,
 }
@@ -397,7 +402,13 @@ impl CallRecord {
         let online = recorder.as_ref().and_then(|r| r.online.clone());
         let policy = recorder.as_ref().and_then(|r| r.guard.clone());
         CallRecord {
-            data: CallData::new(request_id, endpoint, max_field_bytes, online, policy),
+            data: Box::new(CallData::new(
+                request_id,
+                endpoint,
+                max_field_bytes,
+                online,
+                policy,
+            )),
             recorder,
             emitted: false,
         }
@@ -596,7 +607,7 @@ impl CallRecord {
     }
 
     /// Emits the call summary and moves the call's parts out; `None` when already done.
-    fn take(&mut self) -> Option<CallData> {
+    fn take(&mut self) -> Option<Box<CallData>> {
         if self.emitted {
             return None;
         }
@@ -648,7 +659,7 @@ impl CallRecord {
         self.data.entered_record();
         self.data.status = Some(status);
         self.data.latency = latency;
-        let empty = CallData::new("", self.data.endpoint, 0, None, None);
+        let empty = Box::new(CallData::new("", self.data.endpoint, 0, None, None));
         Some(std::mem::replace(&mut self.data, empty))
     }
 }
@@ -714,9 +725,9 @@ fn split_request(req: &ChatRequest) -> (Value, Value) {
     (Value::Object(params), messages)
 }
 
-impl IntoRecord for CallData {
+impl IntoRecord for Box<CallData> {
     fn into_record(self) -> Record {
-        let c = self;
+        let c = *self;
         let status = c.status.unwrap_or(CLIENT_CLOSED);
         let mut r = Record::new(c.request_id, c.started_at_ms, c.endpoint);
         r.stages = c.stages.names();

@@ -138,6 +138,10 @@ pub struct Policy {
     /// Findings of request texts already scanned (a system prompt, an agent's history
     /// re-sent every turn), keyed by a keyed 64-bit hash of the text and its length.
     seen: quick_cache::sync::Cache<(u64, usize, Want), Arc<[Finding]>>,
+    /// The doorkeeper of `seen`: the hash of the last text to land in each slot. A text
+    /// is remembered from its second sighting on; one seen once (most users' messages)
+    /// costs a hash and a store, not a cache insert that evicts another entry.
+    sighted: Box<[std::sync::atomic::AtomicU64]>,
     seed: std::collections::hash_map::RandomState,
     rules: Vec<Rule>,
     disclaimers: Vec<Disclaimer>,
@@ -364,6 +368,8 @@ impl std::fmt::Display for Stop {
 const SEEN_TEXTS: usize = 16_384;
 /// Shorter texts are scanned again: cheaper than hashing and looking up.
 const CACHE_MIN_BYTES: usize = 64;
+/// Slots of the remembered texts' doorkeeper (a power of two; 8 bytes each).
+const SIGHTED_SLOTS: usize = 16_384;
 
 /// Problems compiling a policy: (key path, message), as config errors are.
 pub type PolicyErrors = Vec<(String, String)>;
@@ -458,6 +464,9 @@ impl Policy {
                     .any(|r| r.select.iter().any(|s| matches!(s, Select::Language(_)))),
                 guard,
                 seen: quick_cache::sync::Cache::new(SEEN_TEXTS),
+                sighted: (0..SIGHTED_SLOTS)
+                    .map(|_| std::sync::atomic::AtomicU64::new(0))
+                    .collect(),
                 seed: std::collections::hash_map::RandomState::new(),
                 rules,
                 disclaimers: cfg
@@ -536,15 +545,27 @@ impl Policy {
     /// a text depends on the text alone. The key is the text's length and its SipHash
     /// under a per-process random key (so no one can aim a collision at it; two texts
     /// of one length colliding by chance is a 2^-64 event per pair).
+    ///
+    /// A text is remembered from its second sighting: the doorkeeper (`sighted`) keeps
+    /// the hash of the last text per slot, and a text whose hash is not in its slot is
+    /// scanned without the cache (looked up, inserted, evicting another) and marked.
+    /// What a slot holds only decides whether the cache is used: a text whose mark
+    /// another overwrote is scanned again, never given another text's findings.
     fn scan_cached(&self, text: &str, want: Want) -> Result<Arc<[Finding]>, String> {
+        use std::sync::atomic::Ordering::Relaxed;
         if text.len() < CACHE_MIN_BYTES {
             return self.scan(text, want).map(Arc::from);
         }
-        let key = (
-            std::hash::BuildHasher::hash_one(&self.seed, text),
-            text.len(),
-            want,
-        );
+        let hash = std::hash::BuildHasher::hash_one(&self.seed, text);
+        // A hash of zero (an empty slot's value) is marked as one: at worst a text is
+        // taken for seen once, and goes through the cache.
+        let mark = hash.max(1);
+        let slot = &self.sighted[hash as usize & (SIGHTED_SLOTS - 1)];
+        if slot.load(Relaxed) != mark {
+            slot.store(mark, Relaxed);
+            return self.scan(text, want).map(Arc::from);
+        }
+        let key = (hash, text.len(), want);
         if let Some(f) = self.seen.get(&key) {
             return Ok(f);
         }
