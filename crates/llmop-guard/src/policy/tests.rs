@@ -393,43 +393,33 @@ fn a_text_sent_again_is_judged_the_same() {
     assert_eq!(again.messages[1].joined_text(), "and <EMAIL_2> too, please");
     // Seen twice: remembered (the new message, seen once, is not).
     assert_eq!(p.seen.len(), 1);
+    let checked = |text: &str| {
+        let mut r = request(text);
+        p.check_input(
+            &all(&p),
+            &mut r,
+            &mut Vault::default(),
+            &mut Book::default(),
+        )
+        .unwrap();
+        r
+    };
     // The third call's first message comes from the remembered scan.
-    let mut third = request(history);
-    p.check_input(
-        &all(&p),
-        &mut third,
-        &mut Vault::default(),
-        &mut Book::default(),
-    )
-    .unwrap();
-    assert_eq!(first.messages[0], third.messages[0]);
+    assert_eq!(checked(history).messages[0], first.messages[0]);
     assert_eq!(p.seen.len(), 1);
     // A text whose doorkeeper mark another overwrote is scanned again, to the same
     // findings.
     for s in p.sighted.iter() {
         s.store(0, std::sync::atomic::Ordering::Relaxed);
     }
-    let mut fourth = request(history);
-    p.check_input(
-        &all(&p),
-        &mut fourth,
-        &mut Vault::default(),
-        &mut Book::default(),
-    )
-    .unwrap();
-    assert_eq!(first.messages[0], fourth.messages[0]);
+    assert_eq!(checked(history).messages[0], first.messages[0]);
     // Same length, other text, sent twice (so that the second goes through the
     // cache): not confused with it.
+    let other = history.replace("ann@example.com", "ann-example-com");
     for _ in 0..2 {
-        let mut other = request(&history.replace("ann@example.com", "ann-example-com"));
-        p.check_input(
-            &all(&p),
-            &mut other,
-            &mut Vault::default(),
-            &mut Book::default(),
-        )
-        .unwrap();
-        assert!(other.messages[0].joined_text().contains("ann-example-com"));
+        assert!(checked(&other).messages[0]
+            .joined_text()
+            .contains("ann-example-com"));
     }
     assert_eq!(p.seen.len(), 2);
 }
