@@ -304,3 +304,59 @@ async fn a_failing_store_loses_nothing() {
     );
     w.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A record that takes 500 µs of a thread to make, counting how many were made.
+struct Slow(Record, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl llmop_store::IntoRecord for Slow {
+    fn into_record(self) -> Record {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_micros(500) {
+            std::hint::spin_loop();
+        }
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0
+    }
+}
+
+/// On one thread (a gateway pinned to one core runs its calls and the writer's task on
+/// one), a batch is made into records off that thread: a call that is ready runs while
+/// the batch is made, not after it. Before, the task made all 40 records (20 ms here) on
+/// the runtime's thread in one go, and another task saw 0 made, then 40.
+#[tokio::test]
+async fn a_batch_is_made_off_the_runtime_thread() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(&dir).await;
+    let w = RecordWriter::<Slow>::start(store.clone(), WriterConfig::default())
+        .await
+        .unwrap();
+    let made = Arc::new(AtomicUsize::new(0));
+    // Queued at once: the writer's task has not run yet, so they make one batch.
+    for i in 0..40 {
+        w.submit(Slow(rec(i), made.clone())).await.unwrap();
+    }
+    let watched = made.clone();
+    let seen = tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        loop {
+            let n = watched.load(Ordering::SeqCst);
+            seen.insert(n);
+            if n == 40 {
+                return seen;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        seen.iter().any(|n| (1..40).contains(n)),
+        "the other task ran only at {seen:?} records made"
+    );
+    let stats = w.stats().clone();
+    w.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(stats.snapshot().written, 40);
+    assert_eq!(store.count().await.unwrap(), 40);
+}
