@@ -430,6 +430,15 @@ mod tests {
         r
     }
 
+    /// The store at `dir/w.db` (the schema made), and that path.
+    async fn store_in(dir: &std::path::Path) -> (PathBuf, Store) {
+        let path = dir.join("w.db");
+        let store = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        (path, store)
+    }
+
     fn batch(ids: &[&str]) -> Arc<Vec<Record>> {
         Arc::new(ids.iter().map(|id| rec(id)).collect())
     }
@@ -437,10 +446,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_is_all_written_or_nothing_when_an_id_is_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let (path, store) = store_in(dir.path()).await;
         let w = SqliteWriter::start(path).unwrap();
         assert_eq!(w.insert(batch(&["a", "b"])).await.unwrap(), Outcome::Stored);
         // `a` is stored already: nothing of this batch is written, `c` included.
@@ -507,10 +513,7 @@ mod tests {
     #[tokio::test]
     async fn the_checkpoint_thread_moves_the_wal_into_the_database() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let (path, store) = store_in(dir.path()).await;
         let before = std::fs::metadata(&path).unwrap().len();
         let w = SqliteWriter::start(path.clone()).unwrap();
         write_kilobyte_records(&w, 0..20).await;
@@ -533,10 +536,7 @@ mod tests {
     #[tokio::test]
     async fn the_writer_keeps_its_statement_journal_in_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let (path, store) = store_in(dir.path()).await;
         let mut c = open(&path, true).unwrap();
         let temp_store: i64 = c.query_row("PRAGMA temp_store", [], |r| r.get(0)).unwrap();
         assert_eq!(temp_store, 2, "2 is MEMORY");
@@ -558,10 +558,7 @@ mod tests {
         dir: &tempfile::TempDir,
         reset_frames: i64,
     ) -> (Store, SqliteWriter) {
-        let path = dir.path().join("w.db");
-        let store = Store::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let (path, store) = store_in(dir.path()).await;
         let tuning = Tuning {
             every: Duration::from_millis(20),
             records: 1024,
@@ -647,9 +644,7 @@ mod tests {
         // once the store has made the schema, the next batch goes in.
         let w = SqliteWriter::start(path.clone()).unwrap();
         assert!(w.insert(batch(&["a"])).await.is_err());
-        let store = Store::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
+        let (_, store) = store_in(dir.path()).await;
         assert_eq!(w.insert(batch(&["a"])).await.unwrap(), Outcome::Stored);
         assert_eq!(store.count().await.unwrap(), 1);
         w.close().await;
