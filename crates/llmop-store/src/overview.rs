@@ -299,7 +299,7 @@ impl Rollup {
 impl Rollup {
     /// [`Rollup::write`] on the SQLite writer thread's connection: one row per
     /// statement (a batch has few groups), each statement prepared once and kept.
-    pub(crate) fn write_sqlite(self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    pub(crate) fn write_sqlite(self, tx: &rusqlite::Connection) -> rusqlite::Result<()> {
         if !self.calls.is_empty() {
             let mut upsert = tx.prepare_cached(CALLS_UPSERT.sql(1, Backend::Sqlite))?;
             for (key, c) in &self.calls {

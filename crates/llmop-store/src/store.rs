@@ -241,6 +241,29 @@ pub(crate) fn batch_insert_sql(rows: usize, backend: Backend, returning: bool) -
     cell.get_or_init(|| insert_sql(1 << slot, backend, returning))
 }
 
+/// The SQLite writer thread's shape of [`batch_insert_sql`]: `INSERT OR ROLLBACK`, no
+/// `ON CONFLICT`. A taken id (or any other failed constraint) ends the whole
+/// transaction at once, which is what that thread does with one anyway (it answers
+/// [`crate::sqlite_writer`]'s `Outcome::Conflict` and the batch goes the careful way).
+/// What it saves: a statement that may fail part-way with `ABORT` (every constraint of
+/// the plain `INSERT`, `ON CONFLICT DO NOTHING` included, for `NOT NULL`) inside a
+/// transaction makes SQLite keep a statement journal, a copy of every page the
+/// statement changes, in case it must undo only itself; with `ROLLBACK` there is
+/// nothing to undo but the transaction, and no copy is made.
+pub(crate) fn batch_insert_or_rollback_sql(rows: usize) -> &'static str {
+    static SHAPED: [OnceLock<String>; SHAPES] = [const { OnceLock::new() }; SHAPES];
+    debug_assert!(rows.is_power_of_two() && rows <= ROWS_PER_INSERT);
+    let slot = (rows.trailing_zeros() as usize).min(SHAPES - 1);
+    SHAPED[slot].get_or_init(|| {
+        let mut sql = format!(
+            "INSERT OR ROLLBACK INTO records ({}) VALUES ",
+            COLUMNS.join(", ")
+        );
+        push_rows(&mut sql, 1 << slot, COLUMNS.len(), Backend::Sqlite);
+        sql
+    })
+}
+
 /// A multi-row `INSERT` of one table, its statement text built once per row count
 /// (one of [`statement_sizes`]) and backend, like the records' own.
 pub(crate) struct RowsInsert {
