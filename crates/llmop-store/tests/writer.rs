@@ -360,3 +360,57 @@ async fn a_batch_is_made_off_the_runtime_thread() {
     assert_eq!(stats.snapshot().written, 40);
     assert_eq!(store.count().await.unwrap(), 40);
 }
+
+/// Polls the writer's committed count until it reaches `n` or `within` passes; the time
+/// it took, or `None`.
+async fn committed_within(w: &RecordWriter<Record>, n: u64, within: Duration) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if w.stats().snapshot().written >= n {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+/// The linger waits for company, not for the clock: a lone record waits the whole
+/// linger, but once half a batch is in hand (or an answer waits for its commit) the
+/// batch is committed at once. With a linger of a minute, both of the latter commit
+/// long before it ends; a fixed sleep (the writer before) held them the whole minute.
+#[tokio::test(flavor = "current_thread")]
+async fn the_linger_ends_with_half_a_batch_or_a_waiting_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = sqlite(&dir).await;
+    let w = RecordWriter::<Record>::start(
+        store.clone(),
+        WriterConfig {
+            max_batch: 8,
+            linger: Duration::from_secs(60),
+            ..WriterConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Three records: still lingering a moment later.
+    for i in 0..3 {
+        w.submit(rec(i)).await.unwrap();
+    }
+    assert_eq!(
+        committed_within(&w, 1, Duration::from_millis(100)).await,
+        None
+    );
+    // The fourth makes half of 8: committed without waiting out the minute.
+    w.submit(rec(3)).await.unwrap();
+    assert!(committed_within(&w, 4, Duration::from_secs(10))
+        .await
+        .is_some());
+    // A lone record, then one whose answer waits for its commit: both committed.
+    w.submit(rec(4)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), w.submit_strict(rec(5)))
+        .await
+        .expect("a strict submit ends the linger")
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 6);
+    w.shutdown(Duration::from_secs(5)).await;
+}

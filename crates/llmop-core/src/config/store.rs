@@ -30,7 +30,8 @@ pub struct StoreConfig {
     /// answers while its commits succeed. When the oldest uncommitted record is older
     /// (or more than four batches of records are waiting), new answers wait for their own record's commit, as in `strict`, until it catches
     /// up; so a crash loses at most about this window. `0`: no bound (only
-    /// `queue_capacity` holds the writer's backlog).
+    /// `queue_capacity` holds the writer's backlog). A small batch waits for company
+    /// three fifths of this long (30 ms with no bound) before it is committed.
     #[serde(default = "default_max_lag_ms")]
     pub max_lag_ms: u64,
     /// Most bytes a record keeps of each large field (input messages, request
