@@ -496,7 +496,9 @@ async fn made<T: IntoRecord>(
 /// Enough ends the wait because at a high rate a fixed sleep filled whole batches and
 /// aged their first records towards the lag bound, which then held answers back. The
 /// submitters say when that is (`company`, see [`RecordWriter::queued`]); a word left
-/// over from an earlier batch only makes this look again.
+/// over from an earlier batch only makes this look again. A record queued while this
+/// counts what it holds may go unannounced: the next one, or the linger's end, makes up
+/// for it.
 async fn linger<T>(
     batch: &mut Vec<Job<T>>,
     rx: &mut mpsc::Receiver<Job<T>>,
