@@ -9,8 +9,9 @@ pub type Label = std::borrow::Cow<'static, str>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuardVerdict {
-    /// The configured rule's name.
-    pub rule: String,
+    /// The configured rule's name (shared with the policy: a verdict made per call
+    /// copies no string).
+    pub rule: std::sync::Arc<str>,
     /// `input` or `output`.
     pub direction: Label,
     /// `text`, `tool_arguments`, `tool_results`.
@@ -23,7 +24,7 @@ pub struct GuardVerdict {
     pub outcome: Label,
     /// Which detectors found something (`pii.email`, `secret.github_token`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub detectors: Vec<String>,
+    pub detectors: Vec<Label>,
     /// The findings' fingerprints, or what a check that is not about a value found
     /// (`length 1203 > 1000`); never a value.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -50,22 +51,26 @@ pub fn verdicts_json(verdicts: &[GuardVerdict]) -> String {
         out.push_str("{\"rule\":");
         push_json_str(&mut out, &v.rule);
         out.push_str(",\"direction\":");
-        push_json_str(&mut out, &v.direction);
+        push_label(&mut out, &v.direction);
         out.push_str(",\"part\":");
-        push_json_str(&mut out, &v.part);
+        push_label(&mut out, &v.part);
         out.push_str(",\"action\":");
-        push_json_str(&mut out, &v.action);
+        push_label(&mut out, &v.action);
         out.push_str(",\"outcome\":");
-        push_json_str(&mut out, &v.outcome);
-        for (key, list) in [
-            (",\"detectors\":[", &v.detectors),
-            (",\"evidence\":[", &v.evidence),
-        ] {
-            if list.is_empty() {
-                continue;
+        push_label(&mut out, &v.outcome);
+        if !v.detectors.is_empty() {
+            out.push_str(",\"detectors\":[");
+            for (j, s) in v.detectors.iter().enumerate() {
+                if j > 0 {
+                    out.push(',');
+                }
+                push_label(&mut out, s);
             }
-            out.push_str(key);
-            for (j, s) in list.iter().enumerate() {
+            out.push(']');
+        }
+        if !v.evidence.is_empty() {
+            out.push_str(",\"evidence\":[");
+            for (j, s) in v.evidence.iter().enumerate() {
                 if j > 0 {
                     out.push(',');
                 }
@@ -81,10 +86,31 @@ pub fn verdicts_json(verdicts: &[GuardVerdict]) -> String {
     out
 }
 
+/// A label as a JSON string. A borrowed label is the code's own vocabulary (`input`,
+/// `tool_arguments`, `pii.email`): identifiers with nothing to escape, copied without
+/// looking (a test checks every one the code has); an owned one (read back from a
+/// record, or named at run time) goes through [`push_json_str`].
+fn push_label(out: &mut String, s: &Label) {
+    match s {
+        Label::Borrowed(b) => {
+            debug_assert!(is_plain(b), "a borrowed label needing an escape: {b:?}");
+            out.push('"');
+            out.push_str(b);
+            out.push('"');
+        }
+        Label::Owned(o) => push_json_str(out, o),
+    }
+}
+
+/// Whether `s` goes into a JSON string as it is.
+pub fn is_plain(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 /// `s` as a JSON string: copied whole when nothing in it needs an escape (the common
 /// case: labels, rule names, fingerprints), else written by serde_json.
 fn push_json_str(out: &mut String, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if is_plain(s) {
         out.push('"');
         out.push_str(s);
         out.push('"');
@@ -124,6 +150,8 @@ mod tests {
                     any::<u64>(),
                 )
                     .prop_map(|(rule, direction, part, action, outcome, detectors, evidence, latency_us)| {
+                        let rule = rule.as_str().into();
+                        let detectors = detectors.into_iter().map(Label::Owned).collect();
                         GuardVerdict { rule, direction, part, action, outcome, detectors, evidence, latency_us }
                     }),
                 0..4,

@@ -4,7 +4,7 @@
 
 use llmop_core::codes;
 use llmop_core::GatewayError;
-use llmop_guard::policy::{Applicable, Ask, Book, Check, ModelFinding, Policy, Stop};
+use llmop_guard::policy::{Applicable, Ask, Book, Check, ModelFinding, Policy, Stop, OUTCOMES};
 use llmop_guard::transform::Vault;
 use std::sync::Arc;
 
@@ -12,6 +12,8 @@ use std::sync::Arc;
 /// values behind placeholders: it lives as long as the call and is never recorded.
 pub struct GuardCall {
     pub policy: Arc<Policy>,
+    /// The verdict counters' handles, shared by every call.
+    pub counters: Arc<Counters>,
     /// The model-based checks' runner, when a rule has one.
     pub checks: Option<Arc<Checks>>,
     pub applicable: Applicable,
@@ -32,11 +34,13 @@ impl std::fmt::Debug for GuardCall {
 impl GuardCall {
     pub fn new(
         policy: Arc<Policy>,
+        counters: Arc<Counters>,
         checks: Option<Arc<Checks>>,
         applicable: Applicable,
     ) -> GuardCall {
         GuardCall {
             policy,
+            counters,
             checks,
             applicable,
             vault: Vault::default(),
@@ -69,41 +73,95 @@ pub fn stop_error(request_id: &str, stop: &Stop) -> GatewayError {
     }
 }
 
+/// The guardrail counters' handles: `llmop_guardrail_checks_total{direction}`, and
+/// `llmop_guardrail_verdicts_total{rule, direction, outcome}` per rule, direction and
+/// outcome, each taken from the registry the first time it counts. A lookup in the
+/// registry (the key's labels copied, hashed and compared) cost more than the count.
+pub struct Counters {
+    /// The policy's rule names, in its order (a verdict's name is one of these).
+    rules: Vec<Arc<str>>,
+    checks: [std::sync::OnceLock<metrics::Counter>; 2],
+    /// By (rule, direction, outcome).
+    verdicts: Box<[std::sync::OnceLock<metrics::Counter>]>,
+}
+
+impl Counters {
+    /// For `policy`'s rules (none without a policy).
+    pub fn new(policy: Option<&Policy>) -> Counters {
+        let rules: Vec<Arc<str>> = policy
+            .into_iter()
+            .flat_map(|p| p.rule_names().cloned())
+            .collect();
+        let verdicts = (0..rules.len() * 2 * OUTCOMES.len())
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
+        // Taken on first use, not here: the metrics recorder is installed after the
+        // state is built, and a handle taken before it counts nowhere.
+        Counters {
+            rules,
+            checks: Default::default(),
+            verdicts,
+        }
+    }
+
+    fn verdict(&self, rule: &Arc<str>, direction: usize, outcome: &str) -> metrics::Counter {
+        let r = self
+            .rules
+            .iter()
+            .position(|n| Arc::ptr_eq(n, rule))
+            .or_else(|| self.rules.iter().position(|n| n == rule));
+        let o = OUTCOMES.iter().position(|x| *x == outcome);
+        let (Some(r), Some(o)) = (r, o) else {
+            // Not a verdict of this policy's rules: counted through the registry.
+            return verdict_counter(rule, direction, outcome);
+        };
+        self.verdicts[(r * 2 + direction) * OUTCOMES.len() + o]
+            .get_or_init(|| verdict_counter(rule, direction, outcome))
+            .clone()
+    }
+}
+
+fn verdict_counter(rule: &Arc<str>, direction: usize, outcome: &str) -> metrics::Counter {
+    metrics::counter!(
+        "llmop_guardrail_verdicts_total",
+        "rule" => rule.to_string(),
+        "direction" => ["input", "output"][direction],
+        "outcome" => outcome.to_string()
+    )
+}
+
 /// Counts a call's guardrails: `llmop_guardrail_checks_total{direction}` once per
 /// direction its rules checked, and `llmop_guardrail_verdicts_total{rule, direction,
 /// outcome}` for each verdict other than `pass` (the pass count of a rule is its
 /// direction's checks less these; counting it per call cost more than the rest).
-pub fn count(book: &Book) {
+pub fn count(g: &GuardCall) {
     let (mut input, mut output) = (false, false);
-    for v in &book.verdicts {
-        match &*v.direction {
-            "input" => input = true,
-            _ => output = true,
-        }
+    for v in &g.book.verdicts {
+        let direction = match &*v.direction {
+            "input" => {
+                input = true;
+                0
+            }
+            _ => {
+                output = true;
+                1
+            }
+        };
         if v.outcome == "pass" {
             continue;
         }
-        metrics::counter!(
-            "llmop_guardrail_verdicts_total",
-            "rule" => v.rule.clone(),
-            "direction" => v.direction.clone(),
-            "outcome" => v.outcome.clone()
-        )
-        .increment(1);
+        g.counters
+            .verdict(&v.rule, direction, &v.outcome)
+            .increment(1);
     }
-    // The two check counters' handles are taken once: a lookup in the registry (the
-    // key built, hashed and compared) cost more than the count.
-    static CHECKS: std::sync::OnceLock<[metrics::Counter; 2]> = std::sync::OnceLock::new();
-    if input || output {
-        let [i, o] = CHECKS.get_or_init(|| {
-            ["input", "output"]
-                .map(|d| metrics::counter!("llmop_guardrail_checks_total", "direction" => d))
-        });
-        if input {
-            i.increment(1);
-        }
-        if output {
-            o.increment(1);
+    for (d, counted) in [(0, input), (1, output)] {
+        if counted {
+            g.counters.checks[d]
+                .get_or_init(|| {
+                    let direction = ["input", "output"][d];
+                    metrics::counter!("llmop_guardrail_checks_total", "direction" => direction)
+                })
+                .increment(1);
         }
     }
 }

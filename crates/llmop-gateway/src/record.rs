@@ -636,7 +636,7 @@ impl CallRecord {
             adm.settle(self.cost_usd());
         }
         if let Some(g) = &self.guard {
-            crate::guard::count(&g.book);
+            crate::guard::count(g);
         }
         let status = self.status.unwrap_or(CLIENT_CLOSED);
         let latency = self.started.elapsed();
@@ -967,7 +967,7 @@ fn guard_scrubber(
         Some(g) => {
             let mut g = *g;
             r.guardrails = std::mem::take(&mut g.book.verdicts);
-            g.book.scrubber(Some(&g.vault))
+            g.book.into_scrubber(g.vault)
         }
         None => {
             let p = policy?;

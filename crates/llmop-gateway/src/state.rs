@@ -33,6 +33,8 @@ pub struct AppState {
     /// Runs the model-based guardrail checks (classifiers, remote services); `None`
     /// when no rule has one.
     pub guard_checks: Option<Arc<crate::guard::Checks>>,
+    /// The guardrail counters' handles (for `guard`'s rules).
+    pub guard_counters: Arc<crate::guard::Counters>,
     /// The compiled `[agents]` and its state; `None` when no tool or policy is declared.
     pub agent: Option<Arc<crate::agent::AgentGate>>,
     /// The web console (`/ui`); `None` when `[console] enabled = false`.
@@ -58,6 +60,7 @@ impl AppState {
         )?;
         let guard_checks = crate::guard::Checks::new(&config.guardrails, &guard)?.map(Arc::new);
         let guard = (!guard.is_empty()).then(|| Arc::new(guard));
+        let guard_counters = Arc::new(crate::guard::Counters::new(guard.as_deref()));
         if let Some(r) = recorder.as_mut() {
             r.guard.clone_from(&guard);
         }
@@ -130,6 +133,7 @@ impl AppState {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             guard,
             guard_checks,
+            guard_counters,
             agent,
         }))
     }

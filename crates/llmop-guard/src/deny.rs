@@ -63,7 +63,11 @@ impl Deny {
         if let Some((set, each)) = &self.patterns {
             for i in set.matches(text).iter() {
                 for m in each[i].find_iter(text) {
-                    out.push(Finding::new(&self.rule, Category::Deny, m.start()..m.end()));
+                    out.push(Finding::new(
+                        self.rule.clone(),
+                        Category::Deny,
+                        m.start()..m.end(),
+                    ));
                 }
             }
         }
@@ -83,7 +87,7 @@ impl Deny {
                 } else {
                     0..text.len()
                 };
-                out.push(Finding::new(&self.rule, Category::Deny, span));
+                out.push(Finding::new(self.rule.clone(), Category::Deny, span));
                 if !plain {
                     break;
                 }

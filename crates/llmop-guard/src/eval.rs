@@ -85,7 +85,7 @@ pub fn evaluate(guard: &Guard, set: &[Labeled]) -> Report {
             .map(|f| {
                 let value = (f.category != Category::Injection)
                     .then(|| item.text[f.span.clone()].to_string());
-                (f.rule, value)
+                (f.rule.into_owned(), value)
             })
             .collect();
         let mut unmet: Vec<&Expected> = item.expect.iter().collect();

@@ -581,7 +581,7 @@ mod tests {
         Injection::get()
             .scan(text)
             .into_iter()
-            .map(|f| f.rule)
+            .map(|f| f.rule.into_owned())
             .collect()
     }
 

@@ -29,6 +29,7 @@ pub mod remote;
 pub mod secrets;
 pub mod transform;
 
+use llmop_core::guard::Label;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::ops::Range;
@@ -46,8 +47,10 @@ pub enum Category {
 /// One match of one rule in a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
-    /// `pii.email`, `secret.aws_access_key_id`, `injection.role_override`, `deny.words`.
-    pub rule: String,
+    /// `pii.email`, `secret.aws_access_key_id`, `injection.role_override`, `deny.words`:
+    /// borrowed where the name is the code's own (a finding, its verdict and its metric
+    /// then copy no string), owned for names made at run time.
+    pub rule: Label,
     pub category: Category,
     /// Byte range in the scanned text (for injection signals found in normalised or
     /// decoded text: the whole text, as their position there means nothing here).
@@ -60,7 +63,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(rule: impl Into<String>, category: Category, span: Range<usize>) -> Finding {
+    fn new(rule: impl Into<Label>, category: Category, span: Range<usize>) -> Finding {
         Finding {
             rule: rule.into(),
             category,
@@ -83,13 +86,35 @@ impl Finding {
     pub fn fingerprint(&self, text: &str) -> String {
         let value = text.get(self.span.clone()).unwrap_or("");
         let digest = Sha256::digest(value.as_bytes());
-        format!("sha256:{}…/{}", hex::encode(&digest[..6]), value.len())
+        // Written piece by piece into one string: `format!` with `hex::encode` made two
+        // strings and ran the formatter, for a dozen bytes.
+        let mut hex = [0u8; 12];
+        let mut out = String::with_capacity(32);
+        out.push_str("sha256:");
+        if hex::encode_to_slice(&digest[..6], &mut hex).is_ok() {
+            out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+        }
+        out.push_str("…/");
+        out.push_str(itoa::Buffer::new().format(value.len()));
+        out
     }
 
     /// The label a placeholder carries: `pii.email` → `EMAIL`.
     pub fn label(&self) -> String {
-        let name = self.rule.rsplit('.').next().unwrap_or(&self.rule);
-        name.to_ascii_uppercase()
+        self.name().to_ascii_uppercase()
+    }
+
+    /// The rule's name within its family: `pii.email` → `email`.
+    pub fn name(&self) -> &str {
+        self.rule.rsplit('.').next().unwrap_or(&self.rule)
+    }
+
+    /// [`Finding::name`], borrowed for as long as the code's own rule names live.
+    pub(crate) fn name_label(&self) -> Label {
+        match &self.rule {
+            Label::Borrowed(r) => Label::Borrowed(r.rsplit('.').next().unwrap_or(r)),
+            Label::Owned(_) => Label::Owned(self.name().to_string()),
+        }
     }
 }
 
@@ -231,4 +256,25 @@ pub(crate) fn around(text: &str, at: usize, end: usize) -> (Option<char>, Option
         text.get(..at).and_then(|s| s.chars().next_back()),
         text.get(end..).and_then(|s| s.chars().next()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented shape, `sha256:<12 hex>…/<length>`: the first six bytes of the
+    /// value's SHA-256 (a known digest) and its length in bytes.
+    #[test]
+    fn a_fingerprint_is_the_values_digest_prefix_and_length() {
+        let text = "write to ann@example.com today";
+        let f = Finding::new("pii.email", Category::Pii, 9..24);
+        let digest = Sha256::digest(b"ann@example.com");
+        let want = format!("sha256:{}…/15", hex::encode(&digest[..6]));
+        assert_eq!(f.fingerprint(text), want);
+        assert_eq!(f.print_in(text), want);
+        let empty = Finding::new("pii.email", Category::Pii, 40..50);
+        let none = format!("sha256:{}…/0", hex::encode(&Sha256::digest(b"")[..6]));
+        assert_eq!(empty.fingerprint(text), none);
+        assert!(none.starts_with("sha256:e3b0c44298fc"));
+    }
 }

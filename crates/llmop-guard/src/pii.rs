@@ -247,7 +247,7 @@ impl Pii {
         let p = patterns();
         let shape = Shape::of(text);
         let mut out = Vec::new();
-        let push = |out: &mut Vec<Finding>, rule: &str, m: Range<usize>| {
+        let push = |out: &mut Vec<Finding>, rule: &'static str, m: Range<usize>| {
             out.push(Finding::new(rule, Category::Pii, m));
         };
         // Where the digit patterns can match, each searched only there: their own
@@ -647,7 +647,7 @@ mod tests {
         .unwrap();
         p.scan(text)
             .into_iter()
-            .map(|f| (f.rule.clone(), text[f.span].to_string()))
+            .map(|f| (f.rule.to_string(), text[f.span].to_string()))
             .collect()
     }
 

@@ -19,7 +19,7 @@ use llmop_core::config::{
 };
 use llmop_core::guard::{GuardVerdict, Label};
 use llmop_core::{ChatRequest, ChatResponse, Part, StreamEvent};
-use std::collections::BTreeSet;
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,7 +73,8 @@ pub struct ModelFinding {
 }
 
 struct Rule {
-    name: String,
+    /// Shared with every verdict it makes (a count, not a copy, per call).
+    name: Arc<str>,
     select: Vec<Select>,
     /// The detector families `select` needs.
     want: Want,
@@ -132,6 +133,23 @@ struct Disclaimer {
     features: Vec<String>,
 }
 
+/// A text's findings: scanned now (a text seen once), or remembered (shared with the
+/// cache, not copied into it for a text that will not come again).
+enum Found {
+    Fresh(Vec<Finding>),
+    Kept(Arc<[Finding]>),
+}
+
+impl std::ops::Deref for Found {
+    type Target = [Finding];
+    fn deref(&self) -> &[Finding] {
+        match self {
+            Found::Fresh(v) => v,
+            Found::Kept(a) => a,
+        }
+    }
+}
+
 /// The compiled `[guardrails]` section: built once at start.
 pub struct Policy {
     guard: Guard,
@@ -156,7 +174,7 @@ pub struct Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = self.rules.iter().map(|r| &*r.name).collect();
         f.debug_struct("Policy").field("rules", &names).finish()
     }
 }
@@ -169,12 +187,15 @@ pub struct Scope<'a> {
     pub key: Option<&'a str>,
 }
 
+/// Rule (or disclaimer) indices: a call's handful inline, not on the heap.
+type Indices = SmallVec<[usize; 6]>;
+
 /// The rules and disclaimers that apply to one call (indices into the policy).
 #[derive(Debug, Clone, Default)]
 pub struct Applicable {
-    input: Vec<usize>,
-    output: Vec<usize>,
-    disclaimers: Vec<usize>,
+    input: Indices,
+    output: Indices,
+    disclaimers: Indices,
 }
 
 impl Applicable {
@@ -272,7 +293,7 @@ impl Policy {
                 }
                 asks.push(Ask {
                     rule: i,
-                    rule_name: r.name.clone(),
+                    rule_name: r.name.to_string(),
                     check: check.clone(),
                     direction,
                     part,
@@ -292,7 +313,7 @@ impl Policy {
         took: std::time::Duration,
         book: &mut Book,
     ) -> Result<(), Stop> {
-        let mut rules: Vec<usize> = outcomes.iter().map(|(a, _)| a.rule).collect();
+        let mut rules: Indices = outcomes.iter().map(|(a, _)| a.rule).collect();
         rules.sort_unstable();
         rules.dedup();
         let mut tally = Tally::new(rules, direction);
@@ -304,7 +325,7 @@ impl Policy {
                 Ok(f) => {
                     if f.found {
                         t.found = true;
-                        t.detectors.insert(name);
+                        t.detect(Label::Owned(name));
                     }
                     if !f.evidence.is_empty() && t.evidence.len() < 16 {
                         t.evidence.push(f.evidence);
@@ -363,6 +384,17 @@ impl std::fmt::Display for Stop {
         }
     }
 }
+
+/// The outcomes a verdict can have.
+pub const OUTCOMES: [&str; 7] = [
+    "pass",
+    "blocked",
+    "redacted",
+    "pseudonymized",
+    "flagged",
+    "would_block",
+    "error",
+];
 
 /// Request texts whose findings are remembered.
 const SEEN_TEXTS: usize = 16_384;
@@ -488,6 +520,11 @@ impl Policy {
         }
     }
 
+    /// The rules' names, in the config's order (shared with the verdicts they make).
+    pub fn rule_names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.rules.iter().map(|r| &r.name)
+    }
+
     /// Whether any rule or disclaimer is configured.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty() && self.disclaimers.is_empty()
@@ -524,7 +561,7 @@ impl Policy {
     }
 
     /// The rules checked in process, inline (all but the model-based checks).
-    fn local(&self, rules: &[usize]) -> Vec<usize> {
+    fn local(&self, rules: &[usize]) -> Indices {
         rules
             .iter()
             .copied()
@@ -551,10 +588,10 @@ impl Policy {
     /// scanned without the cache (looked up, inserted, evicting another) and marked.
     /// What a slot holds only decides whether the cache is used: a text whose mark
     /// another overwrote is scanned again, never given another text's findings.
-    fn scan_cached(&self, text: &str, want: Want) -> Result<Arc<[Finding]>, String> {
+    fn scan_cached(&self, text: &str, want: Want) -> Result<Found, String> {
         use std::sync::atomic::Ordering::Relaxed;
         if text.len() < CACHE_MIN_BYTES {
-            return self.scan(text, want).map(Arc::from);
+            return self.scan(text, want).map(Found::Fresh);
         }
         let hash = std::hash::BuildHasher::hash_one(&self.seed, text);
         // A hash of zero (an empty slot's value) is marked as one: at worst a text is
@@ -563,15 +600,15 @@ impl Policy {
         let slot = &self.sighted[hash as usize & (SIGHTED_SLOTS - 1)];
         if slot.load(Relaxed) != mark {
             slot.store(mark, Relaxed);
-            return self.scan(text, want).map(Arc::from);
+            return self.scan(text, want).map(Found::Fresh);
         }
         let key = (hash, text.len(), want);
         if let Some(f) = self.seen.get(&key) {
-            return Ok(f);
+            return Ok(Found::Kept(f));
         }
         let f: Arc<[Finding]> = Arc::from(self.scan(text, want)?);
         self.seen.insert(key, f.clone());
-        Ok(f)
+        Ok(Found::Kept(f))
     }
 
     /// Scans one text for `rules`: the findings, or why it could not be scanned.
@@ -647,7 +684,7 @@ impl Policy {
         let scanned = if cache {
             self.scan_cached(text, want)
         } else {
-            self.scan(text, want).map(Arc::from)
+            self.scan(text, want).map(Found::Fresh)
         };
         let found = match scanned {
             Ok(f) => f,
@@ -661,7 +698,7 @@ impl Policy {
             }
         };
         // Per finding: 0 leave, 1 pseudonymize, 2 redact (the stronger wins).
-        let mut mode = vec![0u8; found.len()];
+        let mut mode: SmallVec<[u8; 8]> = smallvec::smallvec![0u8; found.len()];
         for k in 0..n {
             let r = &self.rules[tally.rules[k]];
             if !r.on(part) {
@@ -690,11 +727,11 @@ impl Policy {
             }
         }
         if mode.iter().any(|m| *m > 0) {
-            let masked: Vec<(Finding, u8)> = found
+            let masked: SmallVec<[crate::transform::Masked<'_>; 4]> = found
                 .iter()
-                .cloned()
                 .zip(mode)
                 .filter(|(_, m)| *m > 0)
+                .map(|(f, m)| (f.span.clone(), f, m))
                 .collect();
             *text = crate::transform::mask(text, &masked, vault);
         }
@@ -716,7 +753,7 @@ impl Policy {
                 t.ran = true;
                 if let Some(f) = foreign {
                     t.found = true;
-                    t.detectors.insert("language".into());
+                    t.detect(Label::Borrowed("language"));
                     let e = format!("language {} ({:.2})", f.code, f.confidence);
                     if t.evidence.len() < 16 && !t.evidence.contains(&e) {
                         t.evidence.push(e);
@@ -805,9 +842,12 @@ impl Policy {
     pub fn restore(&self, resp: &mut ChatResponse, vault: &Vault) {
         if !vault.is_empty() {
             for p in &mut resp.parts {
+                // A text with no `<` holds no placeholder: left as it is, not copied.
                 match p {
-                    Part::Text(t) => *t = vault.restore(t),
-                    Part::ToolCall(c) => c.arguments = vault.restore_json(&c.arguments),
+                    Part::Text(t) if t.contains('<') => *t = vault.restore(t),
+                    Part::ToolCall(c) if c.arguments.contains('<') => {
+                        c.arguments = vault.restore_json(&c.arguments)
+                    }
                     _ => {}
                 }
             }
@@ -819,14 +859,26 @@ impl Policy {
         if a.disclaimers.is_empty() {
             return;
         }
+        // Into the text part it borders, if any: one content block, as the model's own.
         for &i in &a.disclaimers {
             let d = &self.disclaimers[i];
-            match d.position {
-                DisclaimerPosition::Prepend => resp.parts.insert(0, Part::Text(d.text.clone())),
-                DisclaimerPosition::Append => resp.parts.push(Part::Text(d.text.clone())),
+            match (d.position, &mut resp.parts[..]) {
+                (DisclaimerPosition::Prepend, [Part::Text(t), ..]) => t.insert_str(0, &d.text),
+                (DisclaimerPosition::Prepend, _) => {
+                    resp.parts.insert(0, Part::Text(d.text.clone()))
+                }
+                (DisclaimerPosition::Append, [.., Part::Text(t)]) => t.push_str(&d.text),
+                (DisclaimerPosition::Append, _) => resp.parts.push(Part::Text(d.text.clone())),
             }
         }
-        // Adjacent texts as one part: one content block, as the model's own.
+        // Adjacent texts as one part (an answer may come in more than one).
+        if !resp
+            .parts
+            .windows(2)
+            .any(|w| matches!(w, [Part::Text(_), Part::Text(_)]))
+        {
+            return;
+        }
         let mut parts: Vec<Part> = Vec::with_capacity(resp.parts.len());
         for p in std::mem::take(&mut resp.parts) {
             match (parts.last_mut(), p) {
@@ -866,14 +918,11 @@ impl Policy {
                 }
                 if let Some(evidence) = failed {
                     t.found = true;
-                    t.detectors.insert(
-                        if matches!(s, Select::MaxLength(_)) {
-                            "max_length"
-                        } else {
-                            "json_schema"
-                        }
-                        .to_string(),
-                    );
+                    t.detect(Label::Borrowed(if matches!(s, Select::MaxLength(_)) {
+                        "max_length"
+                    } else {
+                        "json_schema"
+                    }));
                     t.evidence.push(evidence);
                 }
             }
@@ -1016,7 +1065,7 @@ fn compile_rule(
     Ok(Rule {
         model,
         at_end,
-        name: r.name.clone(),
+        name: Arc::from(r.name.as_str()),
         select,
         want,
         input: r.direction != GuardDirection::Output,
@@ -1065,6 +1114,13 @@ impl Book {
         }
         crate::transform::Scrubber::new(pairs)
     }
+
+    /// [`Book::scrubber`] for a call that is over: its values moved, not copied.
+    pub fn into_scrubber(self, vault: Vault) -> Option<crate::transform::Scrubber> {
+        let mut pairs = self.scrub;
+        pairs.extend(vault.into_pairs());
+        crate::transform::Scrubber::new(pairs)
+    }
 }
 
 /// Per rule × part: what a direction's scan found.
@@ -1072,15 +1128,24 @@ impl Book {
 struct Hits {
     ran: bool,
     found: bool,
-    detectors: BTreeSet<String>,
+    /// Each once; sorted when the verdict is made.
+    detectors: Vec<Label>,
     evidence: Vec<String>,
     error: Option<String>,
 }
 
 impl Hits {
+    fn detect(&mut self, name: Label) {
+        if !self.detectors.contains(&name) {
+            self.detectors.push(name);
+        }
+    }
+
     fn hit(&mut self, f: &Finding, text: &str) {
         self.found = true;
-        self.detectors.insert(f.rule.clone());
+        if !self.detectors.contains(&f.rule) {
+            self.detectors.push(f.rule.clone());
+        }
         if f.category == Category::Injection {
             return;
         }
@@ -1098,15 +1163,18 @@ impl Hits {
 
 struct Tally {
     direction: &'static str,
-    rules: Vec<usize>,
-    hits: Vec<[Hits; 3]>,
+    rules: Indices,
+    /// Per rule, per part; inline for a call's handful of rules.
+    hits: SmallVec<[[Hits; 3]; 4]>,
 }
 
 impl Tally {
-    fn new(rules: Vec<usize>, direction: &'static str) -> Tally {
+    fn new(rules: Indices, direction: &'static str) -> Tally {
         Tally {
             direction,
-            hits: vec![Default::default(); rules.len()],
+            hits: std::iter::repeat_with(Default::default)
+                .take(rules.len())
+                .collect(),
             rules,
         }
     }
@@ -1132,10 +1200,11 @@ impl Tally {
         for (k, &i) in self.rules.iter().enumerate() {
             let r = &p.rules[i];
             for part in GuardPart::ALL {
-                let h = std::mem::take(&mut self.hits[k][part_index(part)]);
+                let mut h = std::mem::take(&mut self.hits[k][part_index(part)]);
                 if !h.ran && h.error.is_none() {
                     continue;
                 }
+                h.detectors.sort_unstable();
                 let outcome = match (&h.error, h.found, r.action) {
                     (Some(_), _, _) => "error",
                     (None, false, _) => "pass",
@@ -1149,16 +1218,16 @@ impl Tally {
                     if let Some(reason) = &h.error {
                         if r.on_error == FailMode::FailClosed {
                             stop = Some(Stop::Failed {
-                                rule: r.name.clone(),
+                                rule: r.name.to_string(),
                                 reason: reason.clone(),
                             });
                         }
                     } else if outcome == "blocked" {
                         stop = Some(Stop::Blocked {
-                            rule: r.name.clone(),
+                            rule: r.name.to_string(),
                             direction: self.direction,
                             part: part.name(),
-                            detectors: h.detectors.iter().cloned().collect(),
+                            detectors: h.detectors.iter().map(|d| d.to_string()).collect(),
                         });
                     }
                 }
@@ -1172,7 +1241,7 @@ impl Tally {
                     part: Label::Borrowed(part.name()),
                     action: Label::Borrowed(r.action.name()),
                     outcome: Label::Borrowed(outcome),
-                    detectors: h.detectors.into_iter().collect(),
+                    detectors: h.detectors,
                     evidence,
                     latency_us,
                 });
@@ -1345,7 +1414,7 @@ impl OutStream {
                 let check = r.model.clone()?;
                 let ask = Ask {
                     rule: i,
-                    rule_name: r.name.clone(),
+                    rule_name: r.name.to_string(),
                     check,
                     direction: "output",
                     part: GuardPart::Text,
@@ -1469,7 +1538,7 @@ impl OutStream {
 
     /// The verdicts of the stream (once, when it is over or cut).
     pub fn close(&mut self, book: &mut Book) {
-        let mut tally = std::mem::replace(&mut self.tally, Tally::new(Vec::new(), "output"));
+        let mut tally = std::mem::replace(&mut self.tally, Tally::new(Indices::new(), "output"));
         // The vault's values are masked from the call's own vault (this one is a copy).
         let _ = tally.finish(&self.policy, self.scan_time, book);
     }
@@ -1526,7 +1595,7 @@ impl OutStream {
                     t.ran = true;
                     if self.chars > *max && !t.found {
                         t.found = true;
-                        t.detectors.insert("max_length".into());
+                        t.detect(Label::Borrowed("max_length"));
                         t.evidence.push(format!("length > {max}"));
                     }
                 }
@@ -1545,17 +1614,20 @@ impl OutStream {
                 if let Some(reason) = &h.error {
                     if r.on_error == FailMode::FailClosed {
                         return Err(Stop::Failed {
-                            rule: r.name.clone(),
+                            rule: r.name.to_string(),
                             reason: reason.clone(),
                         });
                     }
                 }
                 if h.found && r.action == GuardAction::Block {
+                    let mut detectors: Vec<String> =
+                        h.detectors.iter().map(|d| d.to_string()).collect();
+                    detectors.sort_unstable();
                     return Err(Stop::Blocked {
-                        rule: r.name.clone(),
+                        rule: r.name.to_string(),
                         direction: "output",
                         part: part.name(),
-                        detectors: h.detectors.iter().cloned().collect(),
+                        detectors,
                     });
                 }
             }
@@ -1622,7 +1694,7 @@ impl OutStream {
                 None => break,
             }
         }
-        let mut masked: Vec<(Finding, u8)> = Vec::new();
+        let mut masked: Vec<crate::transform::Masked<'_>> = Vec::new();
         for f in &found {
             // Already released (all of it in the context): handled then.
             if f.span.end <= ctx && f.category != Category::Injection {
@@ -1657,9 +1729,7 @@ impl OutStream {
             if settled && redact && f.category != Category::Injection {
                 // A match that begins in the context (a different reading of text
                 // already released) is masked from where the held text starts.
-                let mut f = f.clone();
-                f.span.start = f.span.start.max(ctx);
-                masked.push((f, 2));
+                masked.push((f.span.start.max(ctx)..f.span.end, f, 2));
             }
         }
         for k in 0..self.tally.rules.len() {

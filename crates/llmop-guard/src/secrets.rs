@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 
 struct Rule {
     name: &'static str,
+    /// `secret.<name>`, the findings' rule.
+    qualified: &'static str,
     /// Lowercase literals; a rule runs when one occurs (case-insensitively).
     keywords: &'static [&'static str],
     pattern: Regex,
@@ -293,6 +295,9 @@ impl Secrets {
         for (i, (name, kws, pattern, group, check)) in RULES.iter().enumerate() {
             rules.push(Rule {
                 name,
+                // Made once per process (the rule set is a process-wide static), so a
+                // finding names its rule without a copy.
+                qualified: Box::leak(format!("secret.{name}").into_boxed_str()),
                 keywords: kws,
                 // Constant patterns: a bad one fails every test.
                 pattern: Regex::new(pattern).expect("a constant pattern"),
@@ -343,11 +348,7 @@ impl Secrets {
                     span.end = key_block_end(text, span.end);
                 }
                 if !out.iter().any(|f| crate::overlaps(&f.span, &span)) {
-                    out.push(Finding::new(
-                        format!("secret.{}", rule.name),
-                        Category::Secret,
-                        span,
-                    ));
+                    out.push(Finding::new(rule.qualified, Category::Secret, span));
                 }
             }
         }
@@ -381,7 +382,7 @@ mod tests {
         Secrets::get()
             .scan(text)
             .into_iter()
-            .map(|f| (f.rule, text[f.span].to_string()))
+            .map(|f| (f.rule.into_owned(), text[f.span].to_string()))
             .collect()
     }
 

@@ -6,68 +6,87 @@
 //! placeholder).
 
 use crate::Finding;
+use smallvec::SmallVec;
 use std::collections::HashMap;
+use std::ops::Range;
 
-/// The spans of `findings` that can be rewritten: value-bearing (not whole-text
-/// signals), inside `text`, in order, without overlaps.
-fn spans<'f>(text: &str, findings: &'f [Finding]) -> Vec<&'f Finding> {
-    let mut v: Vec<&Finding> = findings
+/// A span of a text to rewrite: where, which finding it is, and how (1 pseudonymize,
+/// 2 redact). The span is the finding's, or (in a stream) the part of it not yet sent.
+pub type Masked<'f> = (Range<usize>, &'f Finding, u8);
+
+/// The spans that can be rewritten: value-bearing (not whole-text signals), inside
+/// `text`, in order, without overlaps.
+fn spans<'f>(text: &str, findings: &[Masked<'f>]) -> SmallVec<[Masked<'f>; 4]> {
+    let mut v: SmallVec<[Masked<'f>; 4]> = findings
         .iter()
-        .filter(|f| f.category != crate::Category::Injection)
-        .filter(|f| text.get(f.span.clone()).is_some() && !f.span.is_empty())
+        .filter(|(span, f, _)| {
+            f.category != crate::Category::Injection
+                && text.get(span.clone()).is_some()
+                && !span.is_empty()
+        })
+        .cloned()
         .collect();
-    v.sort_by_key(|f| (f.span.start, f.span.end));
-    let mut kept: Vec<&Finding> = Vec::with_capacity(v.len());
-    for f in v {
-        if kept.last().is_none_or(|k| k.span.end <= f.span.start) {
-            kept.push(f);
+    v.sort_by_key(|(span, _, _)| (span.start, span.end));
+    let mut kept: SmallVec<[Masked<'f>; 4]> = SmallVec::with_capacity(v.len());
+    for m in v {
+        if kept.last().is_none_or(|k| k.0.end <= m.0.start) {
+            kept.push(m);
         }
     }
     kept
 }
 
+/// `text` with each span replaced by what `with` writes for it.
 fn rewrite(
     text: &str,
-    findings: &[Finding],
-    mut with: impl FnMut(&Finding, &str) -> String,
+    findings: &[Masked<'_>],
+    mut with: impl FnMut(&Finding, u8, &str, &mut String),
 ) -> String {
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len() + 16);
     let mut at = 0;
-    for f in spans(text, findings) {
-        out.push_str(&text[at..f.span.start]);
-        out.push_str(&with(f, &text[f.span.clone()]));
-        at = f.span.end;
+    for (span, f, mode) in spans(text, findings) {
+        out.push_str(&text[at..span.start]);
+        with(f, mode, &text[span.clone()], &mut out);
+        at = span.end;
     }
     out.push_str(&text[at..]);
     out
 }
 
-/// Each finding's value masked as its mode says: 2 redact, 1 pseudonymize into
-/// `vault` (redacted when there is none).
-pub fn mask(text: &str, findings: &[(Finding, u8)], mut vault: Option<&mut Vault>) -> String {
-    let list: Vec<Finding> = findings.iter().map(|(f, _)| f.clone()).collect();
-    rewrite(text, &list, |f, value| {
-        let mode = findings
-            .iter()
-            .find(|(g, _)| g.span == f.span)
-            .map_or(2, |(_, m)| *m);
+/// `[REDACTED:EMAIL]` for a finding of `pii.email`.
+fn push_redacted(f: &Finding, out: &mut String) {
+    out.push_str("[REDACTED:");
+    push_upper(f.name(), out);
+    out.push(']');
+}
+
+fn push_upper(s: &str, out: &mut String) {
+    out.extend(s.chars().map(|c| c.to_ascii_uppercase()));
+}
+
+/// Each span masked as its mode says: 2 redact, 1 pseudonymize into `vault` (redacted
+/// when there is none).
+pub fn mask(text: &str, findings: &[Masked<'_>], mut vault: Option<&mut Vault>) -> String {
+    rewrite(text, findings, |f, mode, value, out| {
         match (mode, vault.as_deref_mut()) {
-            (1, Some(v)) => v.placeholder(&f.label(), value),
-            _ => format!("[REDACTED:{}]", f.label()),
+            (1, Some(v)) => v.put(f.name_label(), value, out),
+            _ => push_redacted(f, out),
         }
     })
 }
 
+fn whole(findings: &[Finding], mode: u8) -> SmallVec<[Masked<'_>; 4]> {
+    findings.iter().map(|f| (f.span.clone(), f, mode)).collect()
+}
+
 /// Every finding's value masked with its label.
 pub fn redact(text: &str, findings: &[Finding]) -> String {
-    rewrite(text, findings, |f, _| format!("[REDACTED:{}]", f.label()))
+    mask(text, &whole(findings, 2), None)
 }
 
 /// Every finding's value replaced by its placeholder in `vault`.
 pub fn pseudonymize(text: &str, findings: &[Finding], vault: &mut Vault) -> String {
-    rewrite(text, findings, |f, value| {
-        vault.placeholder(&f.label(), value)
-    })
+    mask(text, &whole(findings, 1), Some(vault))
 }
 
 /// One call's placeholders and the values they stand for. Lives as long as the call;
@@ -84,7 +103,9 @@ pub struct Vault {
     /// value → entry and placeholder → entry, once there are more than `INDEXED`.
     index: Option<Box<Index>>,
     /// Placeholders made per label: the next number.
-    counts: Vec<(String, usize)>,
+    /// Per label (compared ignoring case), how many placeholders it has; the code's
+    /// own labels borrowed, not copied.
+    counts: SmallVec<[(crate::Label, usize); 2]>,
     longest: usize,
 }
 
@@ -107,6 +128,11 @@ impl Vault {
         self.entries.iter().cloned()
     }
 
+    /// The same pairs, the vault given up.
+    pub fn into_pairs(self) -> Vec<(String, String)> {
+        self.entries
+    }
+
     fn by_value(&self, value: &str) -> Option<usize> {
         match &self.index {
             Some(ix) => ix.0.get(value).copied(),
@@ -125,27 +151,47 @@ impl Vault {
 
     /// `<LABEL_N>` for `value`: the one it already has, or the next number.
     pub fn placeholder(&mut self, label: &str, value: &str) -> String {
+        let mut p = String::new();
+        self.put(crate::Label::Owned(label.to_string()), value, &mut p);
+        p
+    }
+
+    /// `value`'s placeholder (its label written in capitals) pushed onto `out`: the one
+    /// it already has, or the next number for its label.
+    fn put(&mut self, label: crate::Label, value: &str, out: &mut String) {
         if let Some(i) = self.by_value(value) {
-            return self.entries[i].1.clone();
+            out.push_str(&self.entries[i].1);
+            return;
         }
-        let n = match self.counts.iter_mut().find(|(l, _)| l == label) {
+        let n = match self
+            .counts
+            .iter_mut()
+            .find(|(l, _)| l.eq_ignore_ascii_case(&label))
+        {
             Some((_, n)) => {
                 *n += 1;
                 *n
             }
             None => {
-                self.counts.push((label.to_string(), 1));
+                self.counts.push((label.clone(), 1));
                 1
             }
         };
-        let p = format!("<{label}_{n}>");
+        let mut p = String::with_capacity(label.len() + 8);
+        p.push('<');
+        push_upper(&label, &mut p);
+        p.push('_');
+        p.push_str(itoa::Buffer::new().format(n));
+        p.push('>');
+        out.push_str(&p);
         self.longest = self.longest.max(p.len());
         let at = self.entries.len();
-        self.entries.push((value.to_string(), p.clone()));
         if let Some(ix) = &mut self.index {
             ix.0.insert(value.to_string(), at);
             ix.1.insert(p.clone(), at);
-        } else if self.entries.len() > Self::INDEXED {
+        }
+        self.entries.push((value.to_string(), p));
+        if self.index.is_none() && self.entries.len() > Self::INDEXED {
             let mut ix = (HashMap::new(), HashMap::new());
             for (i, (v, p)) in self.entries.iter().enumerate() {
                 ix.0.insert(v.clone(), i);
@@ -153,7 +199,6 @@ impl Vault {
             }
             self.index = Some(Box::new(ix));
         }
-        p
     }
 
     pub fn is_empty(&self) -> bool {

@@ -544,6 +544,15 @@ async fn guardrails_hold_on_every_format_mode_and_part() {
                 && l.contains("outcome=\"blocked\"")),
         "{metrics}"
     );
+    // The checks are counted per direction, from the first call on.
+    for direction in ["input", "output"] {
+        let series = format!("llmop_guardrail_checks_total{{direction=\"{direction}\"}} ");
+        let count = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert!(count.is_some_and(|c| c >= 1.0), "{direction}: {metrics}");
+    }
 }
 
 #[tokio::test]

@@ -359,7 +359,8 @@ async fn stages<E: Entry>(
     if let Some(policy) = &app.guard {
         rec.entered(Stage::GuardIn);
         let checked;
-        (req, checked) = guard_in(policy, app.guard_checks.as_ref(), req, rec).await;
+        let means = (&app.guard_counters, app.guard_checks.as_ref());
+        (req, checked) = guard_in(policy, means, req, rec).await;
         if let Err(e) = checked {
             rec.request = Some(Arc::new(req));
             return Err(e);
@@ -586,7 +587,10 @@ fn keep_raw(rec: &mut CallRecord, resp: &ChatResponse) {
 /// guard and the record.
 async fn guard_in(
     policy: &Arc<llmop_guard::policy::Policy>,
-    checks: Option<&Arc<crate::guard::Checks>>,
+    (counters, checks): (
+        &Arc<crate::guard::Counters>,
+        Option<&Arc<crate::guard::Checks>>,
+    ),
     mut req: ChatRequest,
     rec: &mut CallRecord,
 ) -> (ChatRequest, Result<(), GatewayError>) {
@@ -598,7 +602,12 @@ async fn guard_in(
     if !applicable.has_input() && !applicable.has_output() {
         return (req, Ok(()));
     }
-    let mut g = crate::guard::GuardCall::new(policy.clone(), checks.cloned(), applicable);
+    let mut g = crate::guard::GuardCall::new(
+        policy.clone(),
+        counters.clone(),
+        checks.cloned(),
+        applicable,
+    );
     let checked = if req.text_bytes() <= SCAN_INLINE_BYTES {
         let p = g.policy.clone();
         p.check_input(&g.applicable, &mut req, &mut g.vault, &mut g.book)

@@ -205,7 +205,7 @@ fn shadow_and_flag_record_without_acting() {
     let got: Vec<_> = book
         .verdicts
         .iter()
-        .map(|v| (v.rule.as_str(), v.outcome.as_ref()))
+        .map(|v| (&*v.rule, v.outcome.as_ref()))
         .collect();
     assert_eq!(got, [("try", "would_block"), ("look", "flagged")]);
 }
@@ -654,4 +654,34 @@ fn evidence_is_capped_at_sixteen_distinct_fingerprints() {
         print: None,
     };
     assert_eq!(v.evidence[0], f.fingerprint(&emails[0]));
+}
+
+/// The labels a verdict borrows from the code go into the record's JSON unescaped
+/// (`llmop_core::guard::verdicts_json`): none may need an escape.
+#[test]
+fn the_codes_labels_need_no_escape() {
+    let mut labels: Vec<String> = detector_names();
+    labels.extend(OUTCOMES.iter().map(|s| s.to_string()));
+    labels.extend(GuardPart::ALL.iter().map(|p| p.name().to_string()));
+    for a in [
+        GuardAction::Block,
+        GuardAction::Redact,
+        GuardAction::Pseudonymize,
+        GuardAction::Flag,
+        GuardAction::Shadow,
+    ] {
+        labels.push(a.name().to_string());
+    }
+    for l in ["input", "output", "language", "max_length", "json_schema"] {
+        labels.push(l.to_string());
+    }
+    for l in &labels {
+        assert!(llmop_core::guard::is_plain(l), "{l:?}");
+        assert!(
+            l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'),
+            "{l:?}"
+        );
+    }
+    assert!(labels.len() > 40);
 }
