@@ -305,7 +305,11 @@ impl Pii {
                     }
                 }
             }
-            if text.contains("::") || text.matches(':').count() >= 7 {
+            // An IPv6 address has seven colons, or two together. The count is one
+            // vectorised pass over the bytes (`str::matches` searched char by char: about
+            // 800 instructions on a 480-byte prompt with no colon, callgrind).
+            let colons = text.bytes().filter(|&b| b == b':').count();
+            if colons >= 7 || (colons >= 2 && text.contains("::")) {
                 for m in p.ipv6.find_iter(text) {
                     let s = m.as_str().trim_end_matches('.');
                     if s.len() >= 3 && s.parse::<Ipv6Addr>().is_ok() && s != "::" {
@@ -649,6 +653,21 @@ mod tests {
             .into_iter()
             .map(|f| (f.rule.to_string(), text[f.span].to_string()))
             .collect()
+    }
+
+    #[test]
+    fn ipv6_addresses_full_or_shortened_and_colons_that_are_not() {
+        let ip = |t: &str| -> Vec<String> {
+            rules(t, &["us"])
+                .into_iter()
+                .filter(|(r, _)| r == "pii.ip")
+                .map(|(_, v)| v)
+                .collect()
+        };
+        let full = "2001:0db8:85a3:0000:0000:8a2e:0370:7334";
+        assert_eq!(ip(&format!("host {full} is down")), vec![full.to_string()]);
+        assert_eq!(ip("loopback ::1 and fe80::1 here"), vec!["::1", "fe80::1"]);
+        assert!(ip("Note: at 10:30 we met; agenda: budget").is_empty());
     }
 
     #[test]
