@@ -58,32 +58,31 @@ pub fn verdicts_json(verdicts: &[GuardVerdict]) -> String {
         push_label(&mut out, &v.action);
         out.push_str(",\"outcome\":");
         push_label(&mut out, &v.outcome);
-        if !v.detectors.is_empty() {
-            out.push_str(",\"detectors\":[");
-            for (j, s) in v.detectors.iter().enumerate() {
-                if j > 0 {
-                    out.push(',');
-                }
-                push_label(&mut out, s);
-            }
-            out.push(']');
-        }
-        if !v.evidence.is_empty() {
-            out.push_str(",\"evidence\":[");
-            for (j, s) in v.evidence.iter().enumerate() {
-                if j > 0 {
-                    out.push(',');
-                }
-                push_json_str(&mut out, s);
-            }
-            out.push(']');
-        }
+        push_list(&mut out, ",\"detectors\":[", &v.detectors, push_label);
+        push_list(&mut out, ",\"evidence\":[", &v.evidence, |o, s: &String| {
+            push_json_str(o, s)
+        });
         out.push_str(",\"latency_us\":");
         out.push_str(itoa::Buffer::new().format(v.latency_us));
         out.push('}');
     }
     out.push(']');
     out
+}
+
+/// `key` (which opens the array) and the items of a non-empty list, each written by `push`.
+fn push_list<T>(out: &mut String, key: &str, list: &[T], push: impl Fn(&mut String, &T)) {
+    if list.is_empty() {
+        return;
+    }
+    out.push_str(key);
+    for (j, item) in list.iter().enumerate() {
+        if j > 0 {
+            out.push(',');
+        }
+        push(out, item);
+    }
+    out.push(']');
 }
 
 /// A label as a JSON string. A borrowed label is the code's own vocabulary (`input`,
