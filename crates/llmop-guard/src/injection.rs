@@ -298,6 +298,8 @@ fn anchor_of(word: &'static str) -> &'static str {
 /// (callgrind, `bench-guard`).
 struct Anchors {
     words: Words,
+    /// The anchors, in the order `words` numbers them.
+    list: Vec<&'static str>,
     /// The group bits of each anchor (the signals' needs are [`Keywords::needs`]).
     bits: Vec<u64>,
 }
@@ -313,6 +315,7 @@ impl Anchors {
         Anchors {
             // Constant words (a test checks each against its keyword).
             words: Words::new(&anchors, true).expect("constant anchors"),
+            list: anchors,
             bits,
         }
     }
@@ -321,8 +324,7 @@ impl Anchors {
     /// character (the keyword walk then decides); otherwise whether it has a base64
     /// blob.
     fn rule_out(&self, needs: &[u64], text: &str) -> Option<bool> {
-        let b = text.as_bytes();
-        let blocks = ascii_blocks(b);
+        let blocks = ascii_blocks(text.as_bytes());
         if blocks.dropped {
             return None;
         }
@@ -332,10 +334,20 @@ impl Anchors {
             complete(have, needs)
         };
         let mut walk = self.words.walk();
-        for &byte in b {
+        for &byte in text.as_bytes() {
             if walk.step(byte, &mut hit) {
                 return None;
             }
+        }
+        Some(blocks.may_blob && has_blob(text))
+    }
+
+    /// [`Anchors::rule_out`] given the groups the anchors in `text` make (`have`, from
+    /// a walk the caller made with [`Injection::anchor_bits`]).
+    fn rule_out_given(&self, needs: &[u64], text: &str, have: u64) -> Option<bool> {
+        let blocks = ascii_blocks(text.as_bytes());
+        if blocks.dropped || complete(have, needs) {
+            return None;
         }
         Some(blocks.may_blob && has_blob(text))
     }
@@ -472,24 +484,46 @@ impl Injection {
 
     /// What [`Keywords::rules_out_ascii`] answers for ASCII `text`, through the anchors
     /// first: most texts are ruled out there.
-    fn rules_out_ascii(&self, text: &str) -> Option<Ascii> {
-        match self.anchors.rule_out(&self.keywords.needs, text) {
+    fn rules_out_ascii(&self, text: &str, anchors: Option<u64>) -> Option<Ascii> {
+        let needs = &self.keywords.needs;
+        let by_anchors = match anchors {
+            Some(have) => self.anchors.rule_out_given(needs, text, have),
+            None => self.anchors.rule_out(needs, text),
+        };
+        match by_anchors {
             Some(blob) => Some(Ascii { invisible: 0, blob }),
             None => self.keywords.rules_out_ascii(text),
         }
+    }
+
+    /// The anchors (lowercase; found case-insensitively), numbered as
+    /// [`Injection::anchor_bits`] takes them.
+    pub(crate) fn anchors(&self) -> &[&'static str] {
+        &self.anchors.list
+    }
+
+    /// The groups anchor `k` stands for.
+    pub(crate) fn anchor_bits(&self, k: usize) -> u64 {
+        self.anchors.bits[k]
     }
 
     /// The signals in `text`, each once; spans are the whole text (a signal is a
     /// property of the text, and it may have been found in a normalised or decoded
     /// form whose positions are not the text's).
     pub fn scan(&self, text: &str) -> Vec<Finding> {
+        self.scan_given(text, None)
+    }
+
+    /// [`Injection::scan`]; for ASCII `text`, `anchors` may give the groups its anchors
+    /// make (the walk done by the caller, see [`Injection::anchors`]).
+    pub(crate) fn scan_given(&self, text: &str, anchors: Option<u64>) -> Vec<Finding> {
         let whole = 0..text.len();
         let mut names: Vec<&'static str> = Vec::new();
         // ASCII text (most of it) whose keywords rule every signal out is neither
         // normalised into a new string nor searched by the pattern set; its only other
         // signal is control characters.
         let ruled_out = if text.is_ascii() {
-            self.rules_out_ascii(text)
+            self.rules_out_ascii(text, anchors)
         } else {
             None
         };
@@ -775,7 +809,7 @@ mod tests {
         ], 0..14), sep in proptest::sample::select(vec![" ", "", "\n", "  "])) {
             let text = words.join(sep);
             let i = Injection::get();
-            let got = i.rules_out_ascii(&text).map(|a| (a.invisible, a.blob));
+            let got = i.rules_out_ascii(&text, None).map(|a| (a.invisible, a.blob));
             let want = i.keywords.rules_out_ascii(&text).map(|a| (a.invisible, a.blob));
             proptest::prop_assert_eq!(got, want, "{:?}", text);
         }

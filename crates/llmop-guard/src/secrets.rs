@@ -274,6 +274,8 @@ pub fn rule_names() -> impl Iterator<Item = &'static str> {
 
 pub struct Secrets {
     rules: Vec<Rule>,
+    /// The keywords, in the order `prefilter` numbers them.
+    keywords: Vec<&'static str>,
     prefilter: Words,
     /// Keyword index → the rules it enables, one bit per rule.
     keyword_rules: Vec<u64>,
@@ -317,24 +319,42 @@ impl Secrets {
         let prefilter = Words::new(&keywords, true).expect("constant keywords");
         Secrets {
             rules,
+            keywords,
             prefilter,
             keyword_rules,
         }
     }
 
+    /// The keywords (lowercase; found case-insensitively), numbered as [`Secrets::enable`]
+    /// takes them.
+    pub(crate) fn keywords(&self) -> &[&'static str] {
+        &self.keywords
+    }
+
+    /// The rules keyword `k` enables, one bit per rule.
+    pub(crate) fn enable(&self, k: usize) -> u64 {
+        self.keyword_rules[k]
+    }
+
     /// The rules that may match `text`: those with a keyword in it.
-    fn candidates(&self, text: &str) -> impl Iterator<Item = usize> {
+    fn candidates(&self, text: &str) -> u64 {
         let mut on = 0u64;
         self.prefilter.find(text.as_bytes(), |k| {
             on |= self.keyword_rules[k];
             false
         });
-        (0..self.rules.len()).filter(move |i| on & (1 << i) != 0)
+        on
     }
 
     pub fn scan(&self, text: &str) -> Vec<Finding> {
+        self.scan_candidates(text, self.candidates(text))
+    }
+
+    /// [`Secrets::scan`] with the keyword pass done by the caller: `on` holds the
+    /// rules [`Secrets::enable`] gave for the keywords in `text`.
+    pub(crate) fn scan_candidates(&self, text: &str, on: u64) -> Vec<Finding> {
         let mut out: Vec<Finding> = Vec::new();
-        for i in self.candidates(text) {
+        for i in (0..self.rules.len()).filter(|i| on & (1 << i) != 0) {
             let rule = &self.rules[i];
             debug_assert!(!rule.keywords.is_empty());
             for c in rule.pattern.captures_iter(text) {
@@ -453,10 +473,10 @@ mod tests {
         assert_eq!(
             Secrets::get()
                 .candidates("hello, how are you today?")
-                .count(),
+                .count_ones(),
             0
         );
-        assert_eq!(Secrets::get().candidates("GHP_").count(), 1);
+        assert_eq!(Secrets::get().candidates("GHP_").count_ones(), 1);
     }
 
     #[test]
@@ -465,9 +485,7 @@ mod tests {
         // Each rule's first keyword turns on that rule (and perhaps others sharing it).
         for (i, (_, kws, ..)) in RULES.iter().enumerate() {
             if let Some(k) = kws.first() {
-                assert!(Secrets::get()
-                    .candidates(&k.to_ascii_uppercase())
-                    .any(|r| r == i));
+                assert!(Secrets::get().candidates(&k.to_ascii_uppercase()) & (1 << i) != 0);
             }
         }
     }
