@@ -78,46 +78,47 @@ pub fn stop_error(request_id: &str, stop: &Stop) -> GatewayError {
 /// outcome, each taken from the registry the first time it counts. A lookup in the
 /// registry (the key's labels copied, hashed and compared) cost more than the count.
 pub struct Counters {
-    /// The policy's rule names, in its order (a verdict's name is one of these).
-    rules: Vec<Arc<str>>,
     checks: [std::sync::OnceLock<metrics::Counter>; 2],
-    /// By (rule, direction, outcome).
+    /// By (rule index in the policy, direction, outcome).
     verdicts: Box<[std::sync::OnceLock<metrics::Counter>]>,
 }
 
 impl Counters {
     /// For `policy`'s rules (none without a policy).
     pub fn new(policy: Option<&Policy>) -> Counters {
-        let rules: Vec<Arc<str>> = policy
-            .into_iter()
-            .flat_map(|p| p.rule_names().cloned())
-            .collect();
-        let verdicts = (0..rules.len() * 2 * OUTCOMES.len())
+        let rules = policy.map_or(0, Policy::rule_count);
+        let verdicts = (0..rules * 2 * OUTCOMES.len())
             .map(|_| std::sync::OnceLock::new())
             .collect();
         // Taken on first use, not here: the metrics recorder is installed after the
         // state is built, and a handle taken before it counts nowhere.
         Counters {
-            rules,
             checks: Default::default(),
             verdicts,
         }
     }
 
-    fn verdict(&self, rule: &Arc<str>, direction: usize, outcome: &str) -> metrics::Counter {
-        let r = self
-            .rules
-            .iter()
-            .position(|n| Arc::ptr_eq(n, rule))
-            .or_else(|| self.rules.iter().position(|n| n == rule));
+    /// The counter of a verdict of `policy`'s rules.
+    fn verdict(
+        &self,
+        policy: &Policy,
+        rule: &Arc<str>,
+        direction: usize,
+        outcome: &str,
+    ) -> metrics::Counter {
+        let r = policy.rule_index(rule);
         let o = OUTCOMES.iter().position(|x| *x == outcome);
-        let (Some(r), Some(o)) = (r, o) else {
-            // Not a verdict of this policy's rules: counted through the registry.
-            return verdict_counter(rule, direction, outcome);
-        };
-        self.verdicts[(r * 2 + direction) * OUTCOMES.len() + o]
-            .get_or_init(|| verdict_counter(rule, direction, outcome))
-            .clone()
+        let slot = r
+            .zip(o)
+            .and_then(|(r, o)| self.verdicts.get((r * 2 + direction) * OUTCOMES.len() + o));
+        match slot {
+            Some(s) => s
+                .get_or_init(|| verdict_counter(rule, direction, outcome))
+                .clone(),
+            // A verdict these counters were not made for (another policy's): counted
+            // through the registry rather than not at all.
+            None => verdict_counter(rule, direction, outcome),
+        }
     }
 }
 
@@ -151,7 +152,7 @@ pub fn count(g: &GuardCall) {
             continue;
         }
         g.counters
-            .verdict(&v.rule, direction, &v.outcome)
+            .verdict(&g.policy, &v.rule, direction, &v.outcome)
             .increment(1);
     }
     for (d, counted) in [(0, input), (1, output)] {

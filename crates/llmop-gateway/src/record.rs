@@ -967,7 +967,7 @@ fn guard_scrubber(
         Some(g) => {
             let mut g = *g;
             r.guardrails = std::mem::take(&mut g.book.verdicts);
-            g.book.into_scrubber(g.vault)
+            g.book.scrubber(Some(g.vault))
         }
         None => {
             let p = policy?;

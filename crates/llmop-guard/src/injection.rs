@@ -324,26 +324,17 @@ impl Anchors {
     /// character (the keyword walk then decides); otherwise whether it has a base64
     /// blob.
     fn rule_out(&self, needs: &[u64], text: &str) -> Option<bool> {
-        let blocks = ascii_blocks(text.as_bytes());
-        if blocks.dropped {
-            return None;
-        }
         let mut have = 0u64;
-        let mut hit = |w: usize| {
+        // The walk stops once the groups seen make a signal.
+        self.words.find(text.as_bytes(), |w| {
             have |= self.bits[w];
             complete(have, needs)
-        };
-        let mut walk = self.words.walk();
-        for &byte in text.as_bytes() {
-            if walk.step(byte, &mut hit) {
-                return None;
-            }
-        }
-        Some(blocks.may_blob && has_blob(text))
+        });
+        self.rule_out_given(needs, text, have)
     }
 
     /// [`Anchors::rule_out`] given the groups the anchors in `text` make (`have`, from
-    /// a walk the caller made with [`Injection::anchor_bits`]).
+    /// this walk, or one the caller made with [`Injection::anchor_bits`]).
     fn rule_out_given(&self, needs: &[u64], text: &str, have: u64) -> Option<bool> {
         let blocks = ascii_blocks(text.as_bytes());
         if blocks.dropped || complete(have, needs) {

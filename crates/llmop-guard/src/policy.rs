@@ -520,9 +520,18 @@ impl Policy {
         }
     }
 
-    /// The rules' names, in the config's order (shared with the verdicts they make).
-    pub fn rule_names(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.rules.iter().map(|r| &r.name)
+    /// How many rules there are.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The index of the rule a verdict of this policy names (the verdict shares the
+    /// rule's name, so this compares pointers first).
+    pub fn rule_index(&self, name: &Arc<str>) -> Option<usize> {
+        self.rules
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.name, name))
+            .or_else(|| self.rules.iter().position(|r| r.name == *name))
     }
 
     /// Whether any rule or disclaimer is configured.
@@ -1106,19 +1115,13 @@ impl Book {
         }
     }
 
-    /// The pairs to mask a record with: the values rules found, and the vault's.
-    pub fn scrubber(&self, vault: Option<&Vault>) -> Option<crate::transform::Scrubber> {
-        let mut pairs = self.scrub.clone();
-        if let Some(v) = vault {
-            pairs.extend(v.pairs());
-        }
-        crate::transform::Scrubber::new(pairs)
-    }
-
-    /// [`Book::scrubber`] for a call that is over: its values moved, not copied.
-    pub fn into_scrubber(self, vault: Vault) -> Option<crate::transform::Scrubber> {
+    /// What to mask a call's record with, once the call is over: the values rules
+    /// found, and the vault's (moved, not copied).
+    pub fn scrubber(self, vault: Option<Vault>) -> Option<crate::transform::Scrubber> {
         let mut pairs = self.scrub;
-        pairs.extend(vault.into_pairs());
+        if let Some(v) = vault {
+            pairs.extend(v.into_pairs());
+        }
         crate::transform::Scrubber::new(pairs)
     }
 }
