@@ -107,6 +107,41 @@ pub(crate) fn check_tool_results(
     Ok(())
 }
 
+/// Serializes `value` into a buffer of `capacity` bytes to start with. `serde_json::to_vec`
+/// starts at 128 bytes, so a body of a few KiB was grown (and copied) four or five times
+/// on the request path; a body's size is known well enough beforehand to allocate once.
+pub(crate) fn to_vec_sized<T: serde::Serialize + ?Sized>(capacity: usize, value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut out, value) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// About how many bytes `parts` take as JSON text: their strings' lengths, a little for
+/// escapes and keys. A hint for [`to_vec_sized`], never a limit.
+pub(crate) fn parts_json_len(parts: &[llmop_core::chat::Part]) -> usize {
+    use llmop_core::chat::{ImageSource, Part};
+    parts
+        .iter()
+        .map(|p| {
+            48 + match p {
+                Part::Text(t) => t.len(),
+                Part::Image(ImageSource::Url(u)) => u.len(),
+                Part::Image(ImageSource::Base64 { media_type, data }) => {
+                    media_type.len() + data.len()
+                }
+                Part::ToolCall(c) => c.id.len() + c.name.len() + c.arguments.len() * 9 / 8,
+                Part::ToolResult {
+                    call_id, content, ..
+                } => call_id.len() + content.len(),
+                // Formats that carry reasoning back size it themselves.
+                Part::Reasoning(_) => 0,
+            }
+        })
+        .sum()
+}
+
 /// Deserializes JSON; on failure, the error names the path of the failing field.
 ///
 /// The fast path is plain serde_json: path tracking costs on every field, so it runs

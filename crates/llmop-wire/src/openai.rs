@@ -675,7 +675,18 @@ pub(crate) fn reasoning_effort<'a>(req: &'a ChatRequest, model: &str) -> Option<
 
 /// Builds the body sent to an OpenAI-format provider for `model`.
 pub fn build_request(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
-    serde_json::to_vec(&out_request(req, model, stream)).unwrap_or_default()
+    let hint = 256
+        + req
+            .messages
+            .iter()
+            .map(|m| 32 + crate::parts_json_len(&m.parts))
+            .sum::<usize>()
+        + req
+            .tools
+            .iter()
+            .map(|t| 128 + t.name.len() + t.description.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+    crate::to_vec_sized(hint, &out_request(req, model, stream))
 }
 
 /// The request as [`build_request`] would send it, as a JSON value (what a record
@@ -1012,7 +1023,7 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
         system_fingerprint: resp.details.system_fingerprint.as_deref(),
         service_tier: resp.details.service_tier.as_deref(),
     };
-    serde_json::to_vec(&body).unwrap_or_default()
+    crate::to_vec_sized(512 + crate::parts_json_len(&resp.parts), &body)
 }
 
 // ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod alloc;
 mod cli;
 
 /// mimalloc: the request path allocates many small, short-lived buffers (JSON, headers,
@@ -13,7 +14,7 @@ mod cli;
 /// (see docs/benchmarks.md). Built without transparent huge pages (the workspace's
 /// `no_thp` feature): they held RSS 10-20 MiB above what is in use.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::MiMalloc = alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
