@@ -50,15 +50,7 @@ impl Entry {
             .response
             .parts
             .iter()
-            .map(|p| match p {
-                llmop_core::Part::Text(t) => t.len(),
-                llmop_core::Part::ToolCall(c) => c.id.len() + c.name.len() + c.arguments.len(),
-                llmop_core::Part::ToolResult {
-                    call_id, content, ..
-                } => call_id.len() + content.len(),
-                llmop_core::Part::Reasoning(r) => r.byte_len(),
-                llmop_core::Part::Image(_) => 256,
-            })
+            .map(llmop_core::Part::byte_len)
             .sum::<usize>()
             + 32 * self.response.parts.len();
         (256 + parts + self.request_id.len() + self.response.id.len()) as u64

@@ -132,6 +132,23 @@ pub enum Part {
     Reasoning(Reasoning),
 }
 
+impl Part {
+    /// About the bytes this part holds: its strings' lengths. What caches weigh a part
+    /// by, and what a JSON writer sizes its buffer from.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Part::Text(t) => t.len(),
+            Part::Image(ImageSource::Url(u)) => u.len(),
+            Part::Image(ImageSource::Base64 { media_type, data }) => media_type.len() + data.len(),
+            Part::ToolCall(c) => c.id.len() + c.name.len() + c.arguments.len(),
+            Part::ToolResult {
+                call_id, content, ..
+            } => call_id.len() + content.len(),
+            Part::Reasoning(r) => r.byte_len(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
@@ -671,6 +688,31 @@ impl StreamAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A part's size counts every string it carries, an inline image's data included
+    /// (a cache weighs an answer by it).
+    #[test]
+    fn a_parts_size_counts_every_string_it_carries() {
+        let parts = [
+            Part::Text("hello".into()),
+            Part::Image(ImageSource::Base64 {
+                media_type: "image/png".into(),
+                data: "A".repeat(1000),
+            }),
+            Part::ToolCall(ToolCall {
+                id: "c1".into(),
+                name: "f".into(),
+                arguments: "{}".into(),
+            }),
+            Part::ToolResult {
+                call_id: "c1".into(),
+                content: "ok".into(),
+                is_error: false,
+            },
+        ];
+        let sizes: Vec<usize> = parts.iter().map(Part::byte_len).collect();
+        assert_eq!(sizes, [5, 1009, 5, 4]);
+    }
 
     #[test]
     fn accumulator_keeps_reasoning_text_and_calls_in_their_order() {

@@ -118,28 +118,10 @@ pub(crate) fn to_vec_sized<T: serde::Serialize + ?Sized>(capacity: usize, value:
     }
 }
 
-/// About how many bytes `parts` take as JSON text: their strings' lengths, a little for
-/// escapes and keys. A hint for [`to_vec_sized`], never a limit.
+/// About how many bytes `parts` take as JSON text: their strings, and a little for each
+/// part's keys and escapes. A hint for [`to_vec_sized`], never a limit.
 pub(crate) fn parts_json_len(parts: &[llmop_core::chat::Part]) -> usize {
-    use llmop_core::chat::{ImageSource, Part};
-    parts
-        .iter()
-        .map(|p| {
-            48 + match p {
-                Part::Text(t) => t.len(),
-                Part::Image(ImageSource::Url(u)) => u.len(),
-                Part::Image(ImageSource::Base64 { media_type, data }) => {
-                    media_type.len() + data.len()
-                }
-                Part::ToolCall(c) => c.id.len() + c.name.len() + c.arguments.len() * 9 / 8,
-                Part::ToolResult {
-                    call_id, content, ..
-                } => call_id.len() + content.len(),
-                // Formats that carry reasoning back size it themselves.
-                Part::Reasoning(_) => 0,
-            }
-        })
-        .sum()
+    parts.iter().map(|p| 48 + p.byte_len() * 9 / 8).sum()
 }
 
 /// Deserializes JSON; on failure, the error names the path of the failing field.

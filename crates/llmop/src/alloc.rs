@@ -14,8 +14,11 @@ use libmimalloc_sys as mi;
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
 
-/// The alignment every mimalloc block has: a machine word.
-const WORD: usize = std::mem::size_of::<usize>();
+/// Whether `layout` is served by mimalloc's plain entries: every mimalloc block is
+/// aligned to at least a machine word.
+fn plain(layout: &Layout) -> bool {
+    layout.align() <= std::mem::size_of::<usize>()
+}
 
 pub struct MiMalloc;
 
@@ -26,7 +29,7 @@ pub struct MiMalloc;
 unsafe impl GlobalAlloc for MiMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= WORD {
+        if plain(&layout) {
             unsafe { mi::mi_malloc(layout.size()) as *mut u8 }
         } else {
             unsafe { mi::mi_malloc_aligned(layout.size(), layout.align()) as *mut u8 }
@@ -35,7 +38,7 @@ unsafe impl GlobalAlloc for MiMalloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= WORD {
+        if plain(&layout) {
             unsafe { mi::mi_zalloc(layout.size()) as *mut u8 }
         } else {
             unsafe { mi::mi_zalloc_aligned(layout.size(), layout.align()) as *mut u8 }
@@ -49,7 +52,7 @@ unsafe impl GlobalAlloc for MiMalloc {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if layout.align() <= WORD {
+        if plain(&layout) {
             unsafe { mi::mi_realloc(ptr as *mut c_void, new_size) as *mut u8 }
         } else {
             unsafe {
