@@ -6,6 +6,7 @@
 //! - [`config`]: the `llmop.toml` contract, parsed and validated with errors that name
 //!   the file, line and key.
 //! - [`context`]: per-request metadata (request id, user, session, env, tags).
+//! - [`json`]: writing JSON text fast (sonic-rs), byte for byte what serde_json writes.
 //! - [`error`]: typed errors of the request path. Mapping them to HTTP statuses happens
 //!   once, in the gateway.
 //!
@@ -19,6 +20,7 @@ pub mod context;
 pub mod embed;
 pub mod error;
 pub mod guard;
+pub mod json;
 pub mod secret;
 
 pub use chat::*;

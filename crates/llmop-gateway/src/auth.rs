@@ -13,7 +13,7 @@
 //!   key (401 otherwise), scoped calls outside their scope get 403, and the admin API
 //!   and the records API need the admin token (`[server] admin_token_env`).
 
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderName};
 use llmop_core::codes;
 use llmop_core::GatewayError;
 use llmop_store::{hash_key, ApiKey, Store, StoreError};
@@ -31,9 +31,15 @@ pub struct Auth {
     admin: Option<String>,
 }
 
+/// Parsed once: a lookup by `&str` parses and validates the name on every call.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// The credential a request presents.
 fn presented(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let v = v.trim();
         if let Some(t) = v
             .strip_prefix("Bearer ")
@@ -43,7 +49,7 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
         }
     }
     headers
-        .get("x-api-key")
+        .get(&X_API_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
 }

@@ -34,6 +34,23 @@ pub fn request_id_of(response_id: &str) -> Option<&str> {
     response_id.strip_prefix("resp_").filter(|r| !r.is_empty())
 }
 
+/// The answer's headers, parsed once: inserting under a `&str` name parses and validates
+/// it on every call.
+mod names {
+    use axum::http::HeaderName;
+    pub const X_LLMOP_PROVIDER: HeaderName = HeaderName::from_static("x-llmop-provider");
+    pub const X_LLMOP_MODEL: HeaderName = HeaderName::from_static("x-llmop-model");
+    pub const X_LLMOP_ATTEMPTS: HeaderName = HeaderName::from_static("x-llmop-attempts");
+    pub const X_LLMOP_DEGRADED: HeaderName = HeaderName::from_static("x-llmop-degraded");
+    pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+    pub const X_LLMOP_CACHE: HeaderName = HeaderName::from_static("x-llmop-cache");
+    pub const X_LLMOP_CACHE_SOURCE: HeaderName = HeaderName::from_static("x-llmop-cache-source");
+    pub const X_LLMOP_COST_USD: HeaderName = HeaderName::from_static("x-llmop-cost-usd");
+    pub const X_LLMOP_FEATURE_VERSION: HeaderName =
+        HeaderName::from_static("x-llmop-feature-version");
+    pub const X_LLMOP_FEATURE_ARM: HeaderName = HeaderName::from_static("x-llmop-feature-arm");
+}
+
 pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
     let h = resp.headers_mut();
     if let Some(p) = rec
@@ -41,27 +58,27 @@ pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
         .as_deref()
         .and_then(|p| HeaderValue::from_str(p).ok())
     {
-        h.insert("x-llmop-provider", p);
+        h.insert(names::X_LLMOP_PROVIDER, p);
     }
     if let Some(m) = rec
         .model
         .as_deref()
         .and_then(|m| HeaderValue::from_str(m).ok())
     {
-        h.insert("x-llmop-model", m);
+        h.insert(names::X_LLMOP_MODEL, m);
     }
     if let Ok(v) = HeaderValue::from_str(&rec.attempts.len().to_string()) {
-        h.insert("x-llmop-attempts", v);
+        h.insert(names::X_LLMOP_ATTEMPTS, v);
     }
     if rec.degraded {
-        h.insert("x-llmop-degraded", HeaderValue::from_static("true"));
+        h.insert(names::X_LLMOP_DEGRADED, HeaderValue::from_static("true"));
     }
     match rec.cache.outcome {
         Some("replay") => {
-            h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            h.insert(names::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
         }
         Some(o) => {
-            h.insert("x-llmop-cache", HeaderValue::from_static(o));
+            h.insert(names::X_LLMOP_CACHE, HeaderValue::from_static(o));
         }
         None => {}
     }
@@ -71,20 +88,20 @@ pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
         .as_deref()
         .and_then(|s| HeaderValue::from_str(s).ok())
     {
-        h.insert("x-llmop-cache-source", v);
+        h.insert(names::X_LLMOP_CACHE_SOURCE, v);
     }
     if let Some(v) = rec
         .cost_usd()
         .and_then(|c| HeaderValue::from_str(&llmop_cost::format_usd(c)).ok())
     {
-        h.insert("x-llmop-cost-usd", v);
+        h.insert(names::X_LLMOP_COST_USD, v);
     }
     if let Some(f) = &rec.feature {
         if let Ok(v) = HeaderValue::from_str(&f.version.to_string()) {
-            h.insert("x-llmop-feature-version", v);
+            h.insert(names::X_LLMOP_FEATURE_VERSION, v);
         }
         if let Some(arm) = f.arm.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
-            h.insert("x-llmop-feature-arm", arm);
+            h.insert(names::X_LLMOP_FEATURE_ARM, arm);
         }
     }
 }

@@ -319,7 +319,7 @@ fn select_sql() -> &'static str {
 }
 
 pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+    llmop_core::json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
 /// Binding an optional `f64` through sqlx's `Any` driver.

@@ -107,15 +107,12 @@ pub(crate) fn check_tool_results(
     Ok(())
 }
 
-/// Serializes `value` into a buffer of `capacity` bytes to start with. `serde_json::to_vec`
-/// starts at 128 bytes, so a body of a few KiB was grown (and copied) four or five times
-/// on the request path; a body's size is known well enough beforehand to allocate once.
+/// Serializes `value` into a buffer of `capacity` bytes to start with (by
+/// [`llmop_core::json`]'s fast writer). `serde_json::to_vec` starts at 128 bytes, so a
+/// body of a few KiB was grown (and copied) four or five times on the request path; a
+/// body's size is known well enough beforehand to allocate once.
 pub(crate) fn to_vec_sized<T: serde::Serialize + ?Sized>(capacity: usize, value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(capacity);
-    match serde_json::to_writer(&mut out, value) {
-        Ok(()) => out,
-        Err(_) => Vec::new(),
-    }
+    llmop_core::json::to_vec_with_capacity(capacity, value).unwrap_or_default()
 }
 
 /// About how many bytes `parts` take as JSON text: their strings, and a little for each
