@@ -13,7 +13,8 @@
 //!   key (401 otherwise), scoped calls outside their scope get 403, and the admin API
 //!   and the records API need the admin token (`[server] admin_token_env`).
 
-use axum::http::{header, HeaderMap, HeaderName};
+use crate::headers::X_API_KEY;
+use axum::http::{header, HeaderMap};
 use llmop_core::codes;
 use llmop_core::GatewayError;
 use llmop_store::{hash_key, ApiKey, Store, StoreError};
@@ -30,9 +31,6 @@ pub struct Auth {
     /// SHA-256 of the admin token, if one is configured.
     admin: Option<String>,
 }
-
-/// Parsed once: a lookup by `&str` parses and validates the name on every call.
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The credential a request presents.
 fn presented(headers: &HeaderMap) -> Option<&str> {

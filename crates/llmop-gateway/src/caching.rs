@@ -3,7 +3,8 @@
 //! the answer kept when a call is over. The store and the fingerprints are
 //! `llmop_cache`'s.
 
-use axum::http::{HeaderMap, HeaderName};
+use crate::headers::IDEMPOTENCY_KEY;
+use axum::http::HeaderMap;
 use llmop_cache::{key, Begin, Entry, Idempotency, Lease, Store};
 use llmop_core::config::{CacheBackend, CacheConfig, CacheRule, OnCounterError};
 use llmop_core::{codes, ChatRequest, ChatResponse, GatewayError};
@@ -142,9 +143,6 @@ impl Ticket {
         }
     }
 }
-
-/// Parsed once: a lookup by `&str` parses and validates the name on every call.
-const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// An `idempotency-key` header, checked: 1 to 255 visible ASCII characters.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {

@@ -1,6 +1,7 @@
 //! Request id and call metadata, read from headers before the body.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use crate::headers::X_REQUEST_ID;
+use axum::http::{HeaderMap, HeaderValue};
 use llmop_core::context::{
     new_request_id, parse_tags, valid_record_id, valid_request_id, RequestContext, MAX_META_LEN,
 };
@@ -10,9 +11,6 @@ use llmop_core::GatewayError;
 /// middleware so that every response (errors and unknown paths too) carries it.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
-
-/// Parsed once: a lookup by `&str` parses and validates the name on every call.
-pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn request_id_from(headers: &HeaderMap) -> String {
     headers

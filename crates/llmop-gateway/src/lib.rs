@@ -45,6 +45,7 @@ pub mod embeddings;
 pub mod features;
 pub mod guard;
 pub mod handlers;
+pub mod headers;
 pub mod http_error;
 pub mod limits;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! Encoding answers in the client's format: whole JSON responses and SSE streams.
 
+use crate::headers;
 use crate::http_error::WireFormat;
 use crate::record::CallRecord;
 use crate::state::AppState;
@@ -34,23 +35,6 @@ pub fn request_id_of(response_id: &str) -> Option<&str> {
     response_id.strip_prefix("resp_").filter(|r| !r.is_empty())
 }
 
-/// The answer's headers, parsed once: inserting under a `&str` name parses and validates
-/// it on every call.
-mod names {
-    use axum::http::HeaderName;
-    pub const X_LLMOP_PROVIDER: HeaderName = HeaderName::from_static("x-llmop-provider");
-    pub const X_LLMOP_MODEL: HeaderName = HeaderName::from_static("x-llmop-model");
-    pub const X_LLMOP_ATTEMPTS: HeaderName = HeaderName::from_static("x-llmop-attempts");
-    pub const X_LLMOP_DEGRADED: HeaderName = HeaderName::from_static("x-llmop-degraded");
-    pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-    pub const X_LLMOP_CACHE: HeaderName = HeaderName::from_static("x-llmop-cache");
-    pub const X_LLMOP_CACHE_SOURCE: HeaderName = HeaderName::from_static("x-llmop-cache-source");
-    pub const X_LLMOP_COST_USD: HeaderName = HeaderName::from_static("x-llmop-cost-usd");
-    pub const X_LLMOP_FEATURE_VERSION: HeaderName =
-        HeaderName::from_static("x-llmop-feature-version");
-    pub const X_LLMOP_FEATURE_ARM: HeaderName = HeaderName::from_static("x-llmop-feature-arm");
-}
-
 pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
     let h = resp.headers_mut();
     if let Some(p) = rec
@@ -58,27 +42,30 @@ pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
         .as_deref()
         .and_then(|p| HeaderValue::from_str(p).ok())
     {
-        h.insert(names::X_LLMOP_PROVIDER, p);
+        h.insert(headers::X_LLMOP_PROVIDER, p);
     }
     if let Some(m) = rec
         .model
         .as_deref()
         .and_then(|m| HeaderValue::from_str(m).ok())
     {
-        h.insert(names::X_LLMOP_MODEL, m);
+        h.insert(headers::X_LLMOP_MODEL, m);
     }
     if let Ok(v) = HeaderValue::from_str(&rec.attempts.len().to_string()) {
-        h.insert(names::X_LLMOP_ATTEMPTS, v);
+        h.insert(headers::X_LLMOP_ATTEMPTS, v);
     }
     if rec.degraded {
-        h.insert(names::X_LLMOP_DEGRADED, HeaderValue::from_static("true"));
+        h.insert(headers::X_LLMOP_DEGRADED, HeaderValue::from_static("true"));
     }
     match rec.cache.outcome {
         Some("replay") => {
-            h.insert(names::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            h.insert(
+                headers::IDEMPOTENT_REPLAYED,
+                HeaderValue::from_static("true"),
+            );
         }
         Some(o) => {
-            h.insert(names::X_LLMOP_CACHE, HeaderValue::from_static(o));
+            h.insert(headers::X_LLMOP_CACHE, HeaderValue::from_static(o));
         }
         None => {}
     }
@@ -88,20 +75,20 @@ pub fn call_headers(resp: &mut Response, rec: &CallRecord) {
         .as_deref()
         .and_then(|s| HeaderValue::from_str(s).ok())
     {
-        h.insert(names::X_LLMOP_CACHE_SOURCE, v);
+        h.insert(headers::X_LLMOP_CACHE_SOURCE, v);
     }
     if let Some(v) = rec
         .cost_usd()
         .and_then(|c| HeaderValue::from_str(&llmop_cost::format_usd(c)).ok())
     {
-        h.insert(names::X_LLMOP_COST_USD, v);
+        h.insert(headers::X_LLMOP_COST_USD, v);
     }
     if let Some(f) = &rec.feature {
         if let Ok(v) = HeaderValue::from_str(&f.version.to_string()) {
-            h.insert(names::X_LLMOP_FEATURE_VERSION, v);
+            h.insert(headers::X_LLMOP_FEATURE_VERSION, v);
         }
         if let Some(arm) = f.arm.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
-            h.insert(names::X_LLMOP_FEATURE_ARM, arm);
+            h.insert(headers::X_LLMOP_FEATURE_ARM, arm);
         }
     }
 }

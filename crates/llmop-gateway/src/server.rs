@@ -143,7 +143,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(crate::context::X_REQUEST_ID, v);
+        resp.headers_mut().insert(crate::headers::X_REQUEST_ID, v);
     }
     resp
 }
