@@ -595,7 +595,10 @@ impl HttpProvider {
             provider: self.name.clone(),
             deadline,
         };
-        Ok(futures::stream::unfold(state, StreamState::next).boxed())
+        // Boxed: `unfold` moves its state into each item's future and out again, and
+        // the state (parser, decoder, queue) is a few hundred bytes; a box moves as a
+        // pointer.
+        Ok(futures::stream::unfold(Box::new(state), StreamState::next).boxed())
     }
 }
 
@@ -662,7 +665,10 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn fail(mut self, e: ProviderError) -> Option<(Result<StreamEvent, ProviderError>, Self)> {
+    fn fail(
+        mut self: Box<Self>,
+        e: ProviderError,
+    ) -> Option<(Result<StreamEvent, ProviderError>, Box<Self>)> {
         self.ended = true;
         self.pending.clear();
         Some((Err(e.scrubbed()), self))
@@ -725,7 +731,7 @@ impl StreamState {
         }
     }
 
-    async fn next(mut self) -> Option<(Result<StreamEvent, ProviderError>, Self)> {
+    async fn next(mut self: Box<Self>) -> Option<(Result<StreamEvent, ProviderError>, Box<Self>)> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Some((Ok(ev), self));

@@ -1021,7 +1021,7 @@ impl StreamDecoder {
         if data.trim().is_empty() {
             return Ok(());
         }
-        let ev: InEvent = from_json(data.as_bytes())?;
+        let ev: InEvent = crate::from_json_str(data)?;
         match ev.kind.as_str() {
             "message_start" => {
                 let m = ev

@@ -500,7 +500,7 @@ impl StreamDecoder {
         if let Some(e) = stream_error(data) {
             return Err(e);
         }
-        let r: InResponse = from_json(data.as_bytes())?;
+        let r: InResponse = crate::from_json_str(data)?;
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {

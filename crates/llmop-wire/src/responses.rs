@@ -1388,7 +1388,7 @@ impl StreamDecoder {
     }
 
     pub fn decode(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> Result<(), WireError> {
-        let ev: UpEvent = from_json(data.as_bytes())?;
+        let ev: UpEvent = crate::from_json_str(data)?;
         match ev.kind.as_str() {
             "response.created" => {
                 let r = ev.response.unwrap_or(UpResponse {
