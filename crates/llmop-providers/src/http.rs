@@ -589,6 +589,7 @@ impl HttpProvider {
             parser: SseParser::with_max_event(self.max_event_bytes),
             decoder,
             pending: VecDeque::new(),
+            decoded: Vec::new(),
             ended: false,
             saw_finish: false,
             deferred: None,
@@ -656,6 +657,8 @@ struct StreamState {
     parser: SseParser,
     decoder: Decoder,
     pending: VecDeque<StreamEvent>,
+    /// Scratch for [`StreamState::decode`] (empty between events).
+    decoded: Vec<StreamEvent>,
     ended: bool,
     saw_finish: bool,
     /// An error to return once the events before it have been delivered.
@@ -674,8 +677,8 @@ impl StreamState {
         Some((Err(e.scrubbed()), self))
     }
 
-    fn push(&mut self, evs: Vec<StreamEvent>) {
-        for e in evs {
+    fn push(&mut self, evs: &mut Vec<StreamEvent>) {
+        for e in evs.drain(..) {
             if matches!(e, StreamEvent::Finish(_)) {
                 self.saw_finish = true;
             }
@@ -685,10 +688,13 @@ impl StreamState {
 
     /// Decodes one SSE event; `Err` ends the stream.
     fn decode(&mut self, event: SseEvent) -> Result<(), ProviderError> {
-        let mut evs = Vec::new();
-        if let Err(e) = self.decoder.decode(&event.data, &mut evs) {
+        // The events of one SSE event: a vector kept across events, not one each.
+        let mut evs = std::mem::take(&mut self.decoded);
+        let decoded = self.decoder.decode(&event.data, &mut evs);
+        self.push(&mut evs);
+        self.decoded = evs;
+        if let Err(e) = decoded {
             // What the decoder emitted before it failed (usage so far) still counts.
-            self.push(evs);
             let provider = self.provider.clone();
             // An `error` event is the upstream's word; a parse failure is ours.
             return Err(
@@ -705,7 +711,6 @@ impl StreamState {
                 },
             );
         }
-        self.push(evs);
         if self.decoder.is_done() {
             self.ended = true;
         }
@@ -717,7 +722,7 @@ impl StreamState {
         self.ended = true;
         let mut evs = Vec::new();
         let finished = self.decoder.finish(&mut evs);
-        self.push(evs);
+        self.push(&mut evs);
         if let Err(e) = finished {
             return Err(wire_error(&self.provider, e));
         }

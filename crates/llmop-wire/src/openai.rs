@@ -1030,12 +1030,14 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
 // Streams
 // ---------------------------------------------------------------------------
 
+/// A chunk's `id` and `model` are borrowed: every chunk repeats them and only the
+/// first one's are kept, so they are not copied out of each chunk's text.
 #[derive(Deserialize)]
-struct InChunk {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    model: String,
+struct InChunk<'a> {
+    #[serde(default, borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    model: std::borrow::Cow<'a, str>,
     #[serde(default)]
     choices: Vec<InChunkChoice>,
     #[serde(default)]
@@ -1120,8 +1122,8 @@ impl StreamDecoder {
         if !self.started {
             self.started = true;
             out.push(StreamEvent::Start {
-                id: c.id,
-                model: c.model,
+                id: c.id.into_owned(),
+                model: c.model.into_owned(),
             });
         }
         if (c.system_fingerprint.is_some()
