@@ -1166,13 +1166,49 @@ enum OpenBlock {
     Thinking,
 }
 
-/// One `content_block_delta` event.
-fn delta(out: &mut BytesMut, index: u32, delta: Value) {
-    sse::write_event(
-        out,
-        "content_block_delta",
-        &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+/// What a `content_block_delta` carries: its `delta`'s type and the field its text is in.
+#[derive(Clone, Copy, Debug)]
+enum Delta {
+    Text,
+    InputJson,
+    Thinking,
+    Signature,
+}
+
+impl Delta {
+    fn kind_and_field(self) -> (&'static str, &'static str) {
+        match self {
+            Delta::Text => ("text_delta", "text"),
+            Delta::InputJson => ("input_json_delta", "partial_json"),
+            Delta::Thinking => ("thinking_delta", "thinking"),
+            Delta::Signature => ("signature_delta", "signature"),
+        }
+    }
+}
+
+/// One `content_block_delta` event:
+/// `{"type":"content_block_delta","index":N,"delta":{"type":KIND,FIELD:TEXT}}`.
+///
+/// Written by hand because a stream writes one per token. Built as two `json!` maps (an
+/// index map each, with the text copied in) and serialized, it took about 5.3k
+/// instructions a token, a fifth of a streamed call. A property test holds it byte for
+/// byte to that form.
+fn delta(out: &mut BytesMut, index: u32, kind: Delta, text: &str) {
+    use std::fmt::Write as _;
+    let (kind, field) = kind.kind_and_field();
+    out.reserve(112 + text.len());
+    out.extend_from_slice(
+        b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
     );
+    // Into memory: cannot fail.
+    let _ = write!(out, "{index}");
+    out.extend_from_slice(b",\"delta\":{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"");
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":");
+    let _ = serde_json::to_writer(bytes::BufMut::writer(&mut *out), text);
+    out.extend_from_slice(b"}}\n\n");
 }
 
 /// Writes events as an Anthropic SSE stream.
@@ -1258,11 +1294,7 @@ impl StreamEncoder {
                 if self.open != OpenBlock::Text {
                     self.open_block(out, OpenBlock::Text, json!({"type": "text", "text": ""}));
                 }
-                delta(
-                    out,
-                    self.open_index,
-                    json!({"type": "text_delta", "text": t}),
-                );
+                delta(out, self.open_index, Delta::Text, t);
             }
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.start(out);
@@ -1285,11 +1317,7 @@ impl StreamEncoder {
                     .get(*index as usize)
                     .copied()
                     .unwrap_or(self.open_index);
-                delta(
-                    out,
-                    block,
-                    json!({"type": "input_json_delta", "partial_json": arguments}),
-                );
+                delta(out, block, Delta::InputJson, arguments);
             }
             StreamEvent::ThinkingStart => {
                 self.start(out);
@@ -1301,20 +1329,12 @@ impl StreamEncoder {
             }
             StreamEvent::ThinkingDelta(t) => {
                 if self.open == OpenBlock::Thinking {
-                    delta(
-                        out,
-                        self.open_index,
-                        json!({"type": "thinking_delta", "thinking": t}),
-                    );
+                    delta(out, self.open_index, Delta::Thinking, t);
                 }
             }
             StreamEvent::SignatureDelta(sig) => {
                 if self.open == OpenBlock::Thinking {
-                    delta(
-                        out,
-                        self.open_index,
-                        json!({"type": "signature_delta", "signature": sig}),
-                    );
+                    delta(out, self.open_index, Delta::Signature, sig);
                 }
             }
             StreamEvent::Reasoning(Reasoning::Redacted { data }) => {
@@ -1407,6 +1427,36 @@ pub fn error_body(kind: &str, code: &str, message: &str, request_id: &str) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// A `content_block_delta` written by hand is the event serde writes for it,
+        /// for every kind, index and text.
+        #[test]
+        fn deltas_are_what_serde_writes(
+            index in proptest::prelude::any::<u32>(),
+            kind in proptest::sample::select(vec![
+                Delta::Text, Delta::InputJson, Delta::Thinking, Delta::Signature,
+            ]),
+            text in "\\PC{0,24}|[\"\\\\\u{0}-\u{1f}\u{7f}\u{2028}é😀]{1,8}",
+        ) {
+            let mut fast = BytesMut::new();
+            delta(&mut fast, index, kind, &text);
+            let (k, field) = kind.kind_and_field();
+            let mut inner = serde_json::Map::new();
+            inner.insert("type".into(), json!(k));
+            inner.insert(field.into(), json!(text));
+            let mut slow = BytesMut::new();
+            sse::write_event(
+                &mut slow,
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index, "delta": inner}),
+            );
+            proptest::prop_assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&slow)
+            );
+        }
+    }
 
     #[test]
     fn parses_a_request_with_tools_and_results() {
