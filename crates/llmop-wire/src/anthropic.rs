@@ -953,10 +953,12 @@ pub fn encode_response(resp: &ChatResponse) -> Vec<u8> {
 // Streams
 // ---------------------------------------------------------------------------
 
+/// An event's type names are borrowed from its text (an event per token; they only
+/// choose a branch).
 #[derive(Deserialize)]
-struct InEvent {
-    #[serde(rename = "type")]
-    kind: String,
+struct InEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
     #[serde(default)]
     message: Option<InStartMessage>,
     #[serde(default)]
@@ -964,7 +966,8 @@ struct InEvent {
     #[serde(default)]
     content_block: Option<InBlock>,
     #[serde(default)]
-    delta: Option<InDelta>,
+    #[serde(borrow)]
+    delta: Option<InDelta<'a>>,
     #[serde(default)]
     usage: Option<InUsage>,
     #[serde(default)]
@@ -982,9 +985,9 @@ struct InStartMessage {
 }
 
 #[derive(Deserialize)]
-struct InDelta {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
+struct InDelta<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
@@ -1022,7 +1025,7 @@ impl StreamDecoder {
             return Ok(());
         }
         let ev: InEvent = crate::from_json_str(data)?;
-        match ev.kind.as_str() {
+        match &*ev.kind {
             "message_start" => {
                 let m = ev
                     .message
@@ -1427,6 +1430,23 @@ pub fn error_body(kind: &str, code: &str, message: &str, request_id: &str) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Event types are borrowed from the event's text where they can be; one written
+    /// with escapes is read as well.
+    #[test]
+    fn escaped_event_types_are_read() {
+        let mut d = StreamDecoder::new();
+        let mut out = Vec::new();
+        for data in [
+            r#"{"type":"message\u005fstart","message":{"id":"msg_1","model":"m","usage":{"input_tokens":3}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text\u005fdelta","text":"hi"}}"#,
+        ] {
+            d.decode(data, &mut out).unwrap();
+        }
+        assert!(out.contains(&StreamEvent::Text("hi".into())), "{out:?}");
+        assert!(matches!(out.first(), Some(StreamEvent::Start { id, .. }) if id == "msg_1"));
+    }
 
     proptest::proptest! {
         /// A `content_block_delta` written by hand is the event serde writes for it,
