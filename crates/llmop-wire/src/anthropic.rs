@@ -1210,7 +1210,7 @@ fn delta(out: &mut BytesMut, index: u32, kind: Delta, text: &str) {
     out.extend_from_slice(b"\",\"");
     out.extend_from_slice(field.as_bytes());
     out.extend_from_slice(b"\":");
-    let _ = serde_json::to_writer(bytes::BufMut::writer(&mut *out), text);
+    sse::put_json_str(out, text);
     out.extend_from_slice(b"}}\n\n");
 }
 

@@ -1310,8 +1310,7 @@ impl StreamEncoder {
         });
         out.reserve(frame.head.len() + content.len() + 2 + frame.tail.len());
         out.extend_from_slice(&frame.head);
-        // Into memory: cannot fail.
-        let _ = serde_json::to_writer(bytes::BufMut::writer(&mut *out), content);
+        sse::put_json_str(out, content);
         out.extend_from_slice(&frame.tail);
     }
 

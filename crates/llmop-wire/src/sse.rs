@@ -180,11 +180,20 @@ impl SseParser {
     }
 }
 
+/// Appends `s` as a JSON string (quoted, escaped): the one varying part of the frames
+/// written by hand (OpenAI's text chunk, Anthropic's `content_block_delta`).
+pub(crate) fn put_json_str(out: &mut BytesMut, s: &str) {
+    // Into memory: cannot fail.
+    let _ = serde_json::to_writer(BufMut::writer(out), s);
+}
+
 /// Appends `data: <json>\n\n`.
 ///
-/// The JSON goes through [`llmop_core::json`]'s fast writer, as whole bodies do: a
-/// stream writes one frame per token, and serde_json's byte-by-byte escaping of each
-/// frame's id, object and model names was about 50k instructions of a 60-frame answer.
+/// The JSON goes through [`llmop_core::json`]'s fast writer, as whole bodies do. Frames
+/// written once per token through here (Responses' text deltas, tool-call argument
+/// deltas) had serde_json escape each one's ids and names byte by byte: about 50k
+/// instructions of a 60-frame answer. The two most frequent frames, OpenAI's text chunk
+/// and Anthropic's text delta, are written by hand instead (see [`put_json_str`]).
 /// It is written into its own buffer first, which is shrunk if a large string left it
 /// with much spare room, so the stream's frame buffer never keeps that room. The buffer
 /// starts at 1 KiB: sonic-rs wants six times a string's length free before writing it,
@@ -284,6 +293,35 @@ mod tests {
         let mut p = SseParser::new();
         p.push(b"data: \xff\xfe\n\n");
         assert!(p.next_event().is_err());
+
+        // A line dripped a byte a read: each read is searched once (from where the
+        // last search stopped), and the line is refused once it passes the limit.
+        let mut p = SseParser::with_max_event(64);
+        let line = format!("data: {}", "x".repeat(100));
+        let mut refused_at = None;
+        for (i, b) in line.bytes().enumerate() {
+            p.push(&[b]);
+            match p.next_event() {
+                Ok(None) => {}
+                Ok(Some(e)) => panic!("an event from an unended line: {e:?}"),
+                Err(_) => {
+                    refused_at = Some(i + 1);
+                    break;
+                }
+            }
+        }
+        assert_eq!(refused_at, Some(65));
+
+        // Within the limit, the same drip ends in its event.
+        let mut p = SseParser::with_max_event(64);
+        for b in b"data: dripped\n\n" {
+            p.push(&[*b]);
+            if let Some(e) = p.next_event().unwrap() {
+                assert_eq!(e, ev("", "dripped"));
+                return;
+            }
+        }
+        panic!("no event");
     }
 
     proptest! {
