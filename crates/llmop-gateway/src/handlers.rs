@@ -277,7 +277,11 @@ impl Entry for Invoke {
         let bytes = read_body_within(app, &self.headers, self.body.take()).await?;
         let body: InvokeBody = if bytes.iter().all(u8::is_ascii_whitespace) {
             serde_json::from_str("{}").map_err(|e| GatewayError::invalid(e.to_string(), None))?
+        } else if let Ok(body) = serde_json::from_slice(&bytes) {
+            body
         } else {
+            // Path tracking costs on every field: only a body that failed is parsed
+            // again with it, for an error that names the field.
             let de = &mut serde_json::Deserializer::from_slice(&bytes);
             serde_path_to_error::deserialize(de).map_err(|e| {
                 rec.keep_invalid_body(&bytes);
