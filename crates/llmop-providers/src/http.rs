@@ -652,6 +652,10 @@ impl Decoder {
 
 type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, hyper::Error>>;
 
+/// The most events [`StreamState`]'s scratch vector keeps room for between events (a
+/// chunk decodes to one to three).
+const SCRATCH_EVENTS: usize = 16;
+
 struct StreamState {
     body: ByteStream,
     parser: SseParser,
@@ -692,7 +696,12 @@ impl StreamState {
         let mut evs = std::mem::take(&mut self.decoded);
         let decoded = self.decoder.decode(&event.data, &mut evs);
         self.push(&mut evs);
-        self.decoded = evs;
+        // Kept only at a chunk's usual size: an upstream's one event that decodes to
+        // thousands (tool-call deltas by the thousand) does not leave its room held
+        // for the rest of the stream.
+        if evs.capacity() <= SCRATCH_EVENTS {
+            self.decoded = evs;
+        }
         if let Err(e) = decoded {
             // What the decoder emitted before it failed (usage so far) still counts.
             let provider = self.provider.clone();

@@ -1526,6 +1526,24 @@ mod tests {
         assert!(e.message.contains("wizard"), "{e}");
     }
 
+    /// A chunk's id and model are borrowed from its text where they can be; written with
+    /// escapes (which a borrow cannot hold) they are read as well.
+    #[test]
+    fn escaped_chunk_ids_and_models_are_read() {
+        let mut d = StreamDecoder::new();
+        let mut evs = Vec::new();
+        d.decode(
+            r#"{"id":"chatcmpl-\u0041\"1","model":"gpt\u002d4o","choices":[{"index":0,"delta":{"content":"a\nb"},"finish_reason":null}]}"#,
+            &mut evs,
+        )
+        .unwrap();
+        assert!(
+            matches!(evs.first(), Some(StreamEvent::Start { id, model }) if id == "chatcmpl-A\"1" && model == "gpt-4o"),
+            "{evs:?}"
+        );
+        assert!(evs.contains(&StreamEvent::Text("a\nb".into())), "{evs:?}");
+    }
+
     #[test]
     fn decodes_a_stream_with_tool_calls() {
         let mut d = StreamDecoder::new();
