@@ -839,6 +839,12 @@ impl IntoRecord for Box<CallData> {
             if let Some(t) = r.output_text.as_mut() {
                 s.text(t);
             }
+            // A request's `user` (OpenAI) or `metadata.user_id` (Anthropic) is the
+            // record's user too: the input rules read it as text.
+            for t in [r.user.as_mut(), r.session.as_mut()].into_iter().flatten() {
+                s.text(t);
+            }
+            r.tags.values_mut().for_each(|t| s.text(t));
         }
         // A record keeps at most max_field_bytes of each large field: a 200 MB answer or
         // a 10 MB tool list must not become a row that size. What is cut is flagged.

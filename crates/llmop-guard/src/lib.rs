@@ -19,6 +19,7 @@ pub mod agent;
 pub mod classifier;
 pub mod deny;
 pub mod eval;
+pub mod fields;
 pub mod injection;
 mod keywords;
 pub mod language;

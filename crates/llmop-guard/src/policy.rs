@@ -107,6 +107,19 @@ impl Rule {
     }
 }
 
+/// Where a text checked by [`Policy::check_text`] comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// A request message's text, tool-call arguments or tool result.
+    Message,
+    /// A request's other strings, joined ([`crate::fields`]).
+    Fields,
+    /// One of those strings on its own (when they cannot be joined).
+    Field,
+    /// An answer's text or tool-call arguments.
+    Answer,
+}
+
 /// The text of a message part that rules scan, and which part it is (reasoning and
 /// images are not scanned).
 fn scanned_mut(p: &mut Part) -> Option<(GuardPart, &mut String)> {
@@ -657,10 +670,51 @@ impl Policy {
                 let Some((part, text)) = scanned_mut(p) else {
                     continue;
                 };
-                self.check_text(&mut tally, part, text, Some(vault), book, true);
+                self.check_text(&mut tally, part, text, Some(vault), book, Source::Message);
             }
         }
+        self.check_fields(&mut tally, req, vault, book);
         tally.finish(self, started.elapsed(), book)
+    }
+
+    /// The request's other strings (tool definitions, schemas, `user`, `metadata`, stop
+    /// sequences, passed-through fields: [`crate::fields`]) checked as `text`, as one
+    /// joined text, and masked in place.
+    fn check_fields(
+        &self,
+        tally: &mut Tally,
+        req: &mut ChatRequest,
+        vault: &mut Vault,
+        book: &mut Book,
+    ) {
+        let (mut joined, clean) = crate::fields::joined(req);
+        if joined.is_empty() {
+            return;
+        }
+        if !clean {
+            // A field holds the separator: the joined text could not be split back.
+            crate::fields::each_mut(req, &mut |s| {
+                self.check_text(
+                    tally,
+                    GuardPart::Text,
+                    s,
+                    Some(&mut *vault),
+                    book,
+                    Source::Field,
+                );
+            });
+            return;
+        }
+        if self.check_text(
+            tally,
+            GuardPart::Text,
+            &mut joined,
+            Some(vault),
+            book,
+            Source::Fields,
+        ) {
+            crate::fields::split_into(req, &joined);
+        }
     }
 
     /// One text of one part checked by the tally's rules, masked in place.
@@ -671,14 +725,15 @@ impl Policy {
         text: &mut String,
         vault: Option<&mut Vault>,
         book: &mut Book,
-        cache: bool,
-    ) {
+        source: Source,
+    ) -> bool {
         // By position in the tally (no lookups, no copy of its rule list).
         let n = tally.rules.len();
         if text.is_empty() || !(0..n).any(|k| self.rules[tally.rules[k]].on(part)) {
-            return;
+            return false;
         }
-        if self.has_language {
+        // A language rule reads what people wrote, not a request's tool schemas.
+        if self.has_language && !matches!(source, Source::Field | Source::Fields) {
             self.check_language(tally, part, text);
         }
         let want = self.want(&tally.rules, part);
@@ -688,9 +743,10 @@ impl Policy {
                     tally.hits[k][part_index(part)].ran = true;
                 }
             }
-            return;
+            return false;
         }
-        let scanned = if cache {
+        // Request texts come again (a system prompt, an agent's history and tools).
+        let scanned = if matches!(source, Source::Message | Source::Fields) {
             self.scan_cached(text, want)
         } else {
             self.scan(text, want).map(Found::Fresh)
@@ -703,8 +759,21 @@ impl Policy {
                         tally.hits[k][part_index(part)].error = Some(reason.clone());
                     }
                 }
-                return;
+                return false;
             }
+        };
+        // A value never holds the fields' separator: a finding across one is two
+        // fields' ends (an injection signal, about the text as a whole, stays).
+        let crosses = |f: &Finding| {
+            f.category != Category::Injection
+                && text
+                    .get(f.span.clone())
+                    .is_some_and(|v| v.contains(crate::fields::SEP))
+        };
+        let found = if found.iter().any(crosses) {
+            Found::Fresh(found.iter().filter(|f| !crosses(f)).cloned().collect())
+        } else {
+            found
         };
         // Per finding: 0 leave, 1 pseudonymize, 2 redact (the stronger wins).
         let mut mode: SmallVec<[u8; 8]> = smallvec::smallvec![0u8; found.len()];
@@ -743,7 +812,9 @@ impl Policy {
                 .map(|(f, m)| (f.span.clone(), f, m))
                 .collect();
             *text = crate::transform::mask(text, &masked, vault);
+            return true;
         }
+        false
     }
 
     /// The tally's `language` rules on one text.
@@ -786,6 +857,12 @@ impl Policy {
                 };
                 self.collect_text(a, part, text, book);
             }
+        }
+        let (joined, _) = crate::fields::joined(req);
+        if !joined.is_empty() {
+            // A value across a separator masks nothing in the record (no field holds
+            // it whole), so the joined text serves even when it could not be split.
+            self.collect_text(a, GuardPart::Text, &joined, book);
         }
     }
 
@@ -830,7 +907,7 @@ impl Policy {
                 let Some((part, text)) = scanned_mut(p) else {
                     continue;
                 };
-                self.check_text(&mut tally, part, text, None, book, false);
+                self.check_text(&mut tally, part, text, None, book, Source::Answer);
             }
             let whole_text_rules = a.output.iter().any(|&i| {
                 self.rules[i]
@@ -1801,7 +1878,7 @@ impl OutStream {
                 &mut c.arguments,
                 None,
                 book,
-                false,
+                Source::Answer,
             );
             self.scan_time += t0.elapsed();
             self.stop_if_blocked()?;

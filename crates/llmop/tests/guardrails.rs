@@ -555,6 +555,136 @@ async fn guardrails_hold_on_every_format_mode_and_part() {
     }
 }
 
+/// The request's strings outside its messages (tool definitions, schemas, `user`,
+/// `metadata`, stop sequences, fields passed through unread) are the input rules'
+/// too: a secret in any of them is refused before the provider is called, PII in them
+/// is pseudonymized on its way there, and neither is recorded or logged.
+#[tokio::test]
+async fn the_requests_other_fields_are_checked_as_text() {
+    let up = upstream().await;
+    let gw = Gateway::start_with_env(&config(&up, RULES), KEYS);
+    let plain_tool = |f: Format, description: &str| match f {
+        Format::OpenAi => json!([{"type": "function", "function": {"name": "lookup",
+            "description": description,
+            "parameters": {"type": "object", "properties": {"q": {"type": "string", "description": "what to find"}}}}}]),
+        Format::Anthropic => json!([{"name": "lookup", "description": description,
+            "input_schema": {"type": "object", "properties": {"q": {"type": "string", "description": "what to find"}}}}]),
+    };
+    let mut n = 0;
+    for f in FORMATS {
+        let route = format!("plain-{}", f.suffix());
+        let mut places: Vec<(&str, Value)> = vec![
+            (
+                "tool description",
+                json!({"tools": plain_tool(f, &format!("Deploys with {TOKEN}."))}),
+            ),
+            (
+                "tool schema",
+                json!({"tools": plain_tool(f, "Looks things up.")}),
+            ),
+        ];
+        // The schema's own string: a default holding the secret.
+        let tools = &mut places[1].1["tools"][0];
+        let schema = match f {
+            Format::OpenAi => &mut tools["function"]["parameters"],
+            Format::Anthropic => &mut tools["input_schema"],
+        };
+        schema["properties"]["q"]["default"] = json!(TOKEN);
+        match f {
+            Format::OpenAi => {
+                places.push(("user", json!({"user": TOKEN})));
+                places.push(("metadata", json!({"metadata": {"deploy": TOKEN}})));
+                places.push(("stop", json!({"stop": [format!("x {TOKEN}")]})));
+                places.push(("passed through", json!({"x_vendor_field": {"k": [TOKEN]}})));
+                places.push((
+                    "response format",
+                    json!({"response_format": {"type": "json_schema", "json_schema": {"name": "out",
+                        "schema": {"type": "object", "description": format!("key {TOKEN}")}}}}),
+                ));
+            }
+            Format::Anthropic => {
+                places.push(("user", json!({"metadata": {"user_id": TOKEN}})));
+                places.push(("stop", json!({"stop_sequences": [format!("x {TOKEN}")]})));
+            }
+        }
+        for (place, extra) in places {
+            n += 1;
+            let tag = format!("{f:?}/{place}");
+            let id = format!("g-field-{n}");
+            let mut body = f.body(&route, "hello", "{}", false);
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let before = up.count();
+            let got = call(&gw, f, &body, &id).await;
+            assert_eq!(got.status, 422, "{tag}: {}", got.raw);
+            assert_eq!(
+                got.error_code.as_deref(),
+                Some("guardrail_blocked"),
+                "{tag}"
+            );
+            assert!(got.raw.contains("no-secrets-in"), "{tag}: {}", got.raw);
+            assert!(!got.raw.contains(&TOKEN[4..]), "{tag}: {}", got.raw);
+            assert_eq!(up.count(), before, "{tag}: the provider was called");
+            gw.record(&id).await;
+        }
+
+        // PII in a tool description and in `metadata`: pseudonymized before the
+        // provider sees it; the rest of the definitions arrive as they were sent.
+        n += 1;
+        let tag = format!("{f:?}/pii");
+        let id = format!("g-field-{n}");
+        let mut body = f.body(&format!("echo-{}", f.suffix()), "hello", "{}", false);
+        body["tools"] = plain_tool(f, &format!("Mails {EMAIL} the result."));
+        if let Format::OpenAi = f {
+            body["metadata"] = json!({"owner": EMAIL});
+        }
+        let got = call(&gw, f, &body, &id).await;
+        assert_eq!(got.status, 200, "{tag}: {}", got.raw);
+        let sent = up.last().body;
+        assert!(
+            !sent.to_string().contains(EMAIL),
+            "{tag}: upstream saw PII: {sent}"
+        );
+        let tool = match f {
+            Format::OpenAi => &sent["tools"][0]["function"],
+            Format::Anthropic => &sent["tools"][0],
+        };
+        assert_eq!(
+            tool["description"], "Mails <EMAIL_1> the result.",
+            "{tag}: {sent}"
+        );
+        assert_eq!(tool["name"], "lookup", "{tag}");
+        let schema = match f {
+            Format::OpenAi => &tool["parameters"],
+            Format::Anthropic => &tool["input_schema"],
+        };
+        assert_eq!(
+            schema["properties"]["q"]["description"], "what to find",
+            "{tag}"
+        );
+        let rec = gw.record(&id).await;
+        let verdicts = rec["guardrails"].to_string();
+        assert!(
+            verdicts.contains("\"outcome\":\"pseudonymized\""),
+            "{tag}: {verdicts}"
+        );
+    }
+
+    // Nothing the rules found is in the store or the logs.
+    let store = gw.store_bytes();
+    for value in [TOKEN, &TOKEN[4..20], EMAIL] {
+        if let Some(at) = store.find(value) {
+            let from = at.saturating_sub(300);
+            panic!(
+                "`{value}` is in the record store: …{}…",
+                &store[from..(at + 200).min(store.len())]
+            );
+        }
+        assert!(!gw.logs().contains(value), "`{value}` is in the logs");
+    }
+}
+
 #[tokio::test]
 async fn redaction_fail_modes_and_disclaimers() {
     let up = upstream().await;

@@ -608,7 +608,8 @@ async fn guard_in(
         checks.cloned(),
         applicable,
     );
-    let checked = if req.text_bytes() <= SCAN_INLINE_BYTES {
+    let scanned_bytes = req.text_bytes() + llmop_guard::fields::bytes(&req);
+    let checked = if scanned_bytes <= SCAN_INLINE_BYTES {
         let p = g.policy.clone();
         p.check_input(&g.applicable, &mut req, &mut g.vault, &mut g.book)
     } else {

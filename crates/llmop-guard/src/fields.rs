@@ -1,0 +1,229 @@
+//! The strings of a request outside its messages' scanned parts: tool definitions
+//! (names, descriptions, every string of their schemas), a response format's schema,
+//! stop sequences, `user`, `metadata`, the fields llmop passes through unread, message
+//! names, image URLs (not inline `data:` images) and the prompt-cache key. A client can
+//! put a credential or a person's data in any of them, and each is sent to the provider
+//! and recorded, so the input rules check them too, as `text`.
+//!
+//! They are checked as one text: the non-empty strings in a fixed order, each followed
+//! by [`SEP`]. One scan of every field costs one scan's fixed cost, not one per string
+//! (an agent's tool schemas hold hundreds of short strings), and the same tools sent on
+//! every turn make the same text, which the scan cache then remembers. A finding that
+//! spans a separator is two strings' ends, not a value, and is dropped (an injection
+//! signal, which is about a text as a whole, is kept). A field that itself holds the
+//! separator makes the caller check the strings one by one instead.
+
+use llmop_core::chat::ImageSource;
+use llmop_core::{ChatRequest, Part, ResponseFormat};
+use serde_json::Value;
+
+/// Ends each field in the joined text: a NUL, which no detector's value contains.
+pub(crate) const SEP: char = '\0';
+
+/// Visits every field string of `req`, in the order [`each_mut`] visits them.
+pub(crate) fn each(req: &ChatRequest, f: &mut dyn FnMut(&str)) {
+    for m in &req.messages {
+        if let Some(n) = &m.name {
+            f(n);
+        }
+        for p in &m.parts {
+            if let Part::Image(ImageSource::Url(u)) = p {
+                if !u.starts_with("data:") {
+                    f(u);
+                }
+            }
+        }
+    }
+    for t in &req.tools {
+        f(&t.name);
+        if let Some(d) = &t.description {
+            f(d);
+        }
+        value(&t.parameters, f);
+    }
+    if let Some(ResponseFormat::JsonSchema { name, schema, .. }) = &req.response_format {
+        f(name);
+        value(schema, f);
+    }
+    for s in &req.params.stop {
+        f(s);
+    }
+    if let Some(u) = &req.user {
+        f(u);
+    }
+    req.metadata.values().for_each(|v| value(v, f));
+    req.extra.values().for_each(|v| value(v, f));
+    if let Some(k) = &req.prompt_cache.key {
+        f(k);
+    }
+}
+
+/// [`each`], with each string changeable in place.
+pub(crate) fn each_mut(req: &mut ChatRequest, f: &mut dyn FnMut(&mut String)) {
+    for m in &mut req.messages {
+        if let Some(n) = &mut m.name {
+            f(n);
+        }
+        for p in &mut m.parts {
+            if let Part::Image(ImageSource::Url(u)) = p {
+                if !u.starts_with("data:") {
+                    f(u);
+                }
+            }
+        }
+    }
+    for t in &mut req.tools {
+        f(&mut t.name);
+        if let Some(d) = &mut t.description {
+            f(d);
+        }
+        value_mut(&mut t.parameters, f);
+    }
+    if let Some(ResponseFormat::JsonSchema { name, schema, .. }) = &mut req.response_format {
+        f(name);
+        value_mut(schema, f);
+    }
+    for s in &mut req.params.stop {
+        f(s);
+    }
+    if let Some(u) = &mut req.user {
+        f(u);
+    }
+    req.metadata.values_mut().for_each(|v| value_mut(v, f));
+    req.extra.values_mut().for_each(|v| value_mut(v, f));
+    if let Some(k) = &mut req.prompt_cache.key {
+        f(k);
+    }
+}
+
+/// Every string value in a JSON value (not the keys: a schema's keys are its property
+/// names). Its depth is bounded by the parser's recursion limit.
+fn value(v: &Value, f: &mut dyn FnMut(&str)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(a) => a.iter().for_each(|x| value(x, f)),
+        Value::Object(o) => o.values().for_each(|x| value(x, f)),
+        _ => {}
+    }
+}
+
+fn value_mut(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(a) => a.iter_mut().for_each(|x| value_mut(x, f)),
+        Value::Object(o) => o.values_mut().for_each(|x| value_mut(x, f)),
+        _ => {}
+    }
+}
+
+/// The joined text of a request's non-empty fields (each followed by [`SEP`]), and
+/// whether every field is free of the separator (else the joined text cannot be split
+/// back into them). Empty when the request has no field to check.
+pub(crate) fn joined(req: &ChatRequest) -> (String, bool) {
+    let mut out = String::new();
+    let mut clean = true;
+    each(req, &mut |s| {
+        if !s.is_empty() {
+            clean &= !s.contains(SEP);
+            out.push_str(s);
+            out.push(SEP);
+        }
+    });
+    (out, clean)
+}
+
+/// The bytes of a request's fields (what checking them scans).
+pub fn bytes(req: &ChatRequest) -> usize {
+    let mut n = 0;
+    each(req, &mut |s| n += s.len());
+    n
+}
+
+/// Puts a joined text (masked) back into the request's fields, in order. The caller
+/// made it from this request with [`joined`] and changed no separator.
+pub(crate) fn split_into(req: &mut ChatRequest, joined: &str) {
+    let mut pieces = joined.split(SEP);
+    each_mut(req, &mut |s| {
+        if s.is_empty() {
+            return;
+        }
+        if let Some(p) = pieces.next() {
+            if p != s.as_str() {
+                *s = p.to_string();
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmop_core::chat::{Message, Role, Tool};
+    use llmop_core::WireFormat;
+    use serde_json::json;
+
+    fn request() -> ChatRequest {
+        let mut m = Message::text(Role::User, "hi");
+        m.name = Some("alice".into());
+        m.parts.push(Part::Image(ImageSource::Url(
+            "https://x.example/a.png".into(),
+        )));
+        m.parts.push(Part::Image(ImageSource::Url(
+            "data:image/png;base64,AAAA".into(),
+        )));
+        let mut r = ChatRequest::new("m", vec![m], WireFormat::OpenAi);
+        r.tools.push(Tool {
+            name: "lookup".into(),
+            description: Some("finds things".into()),
+            parameters: json!({"type": "object", "properties": {"q": {"type": "string", "default": ""}}}),
+            strict: None,
+        });
+        r.params.stop = vec!["END".into()];
+        r.user = Some("u-1".into());
+        r.extra.insert("x".into(), json!({"k": ["v1", 2, "v2"]}));
+        r
+    }
+
+    /// Every field string in order, empty ones and inline images left out; the two
+    /// walks agree.
+    #[test]
+    fn the_fields_are_joined_and_split_back_in_order() {
+        let mut r = request();
+        let (j, clean) = joined(&r);
+        assert!(clean);
+        let want = [
+            "alice",
+            "https://x.example/a.png",
+            "lookup",
+            "finds things",
+            "object",
+            "string",
+            "END",
+            "u-1",
+            "v1",
+            "v2",
+        ];
+        let mut expect = String::new();
+        for w in want {
+            expect.push_str(w);
+            expect.push(SEP);
+        }
+        assert_eq!(j, expect);
+        assert_eq!(bytes(&r), want.iter().map(|w| w.len()).sum::<usize>());
+        let masked = j.replace("u-1", "[REDACTED:X]").replace("finds", "<E_1>");
+        split_into(&mut r, &masked);
+        assert_eq!(r.user.as_deref(), Some("[REDACTED:X]"));
+        assert_eq!(r.tools[0].description.as_deref(), Some("<E_1> things"));
+        assert_eq!(r.tools[0].name, "lookup");
+        assert_eq!(r.extra["x"], json!({"k": ["v1", 2, "v2"]}));
+        assert_eq!(joined(&r).0, masked);
+    }
+
+    /// A field that holds the separator is reported, so the caller does not split.
+    #[test]
+    fn a_field_holding_the_separator_is_reported() {
+        let mut r = request();
+        r.user = Some("a\0b".into());
+        assert!(!joined(&r).1);
+    }
+}
