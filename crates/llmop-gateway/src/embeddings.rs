@@ -5,8 +5,9 @@
 //! stage asks for answers; they run its stages that apply, in its order, with the same
 //! functions: authenticate, context, parse, authorize, route, check (the same budget
 //! and rate-limit admission, with the inputs as the estimate and no output allowance),
-//! call (targets in order, retries within the route's budget, breakers), respond and
-//! record (one record per call, through the same writer).
+//! guard in (embeddings: the input guardrails on the texts to embed), call (targets in
+//! order, retries within the route's budget, breakers), respond and record (one record
+//! per call, through the same writer).
 //!
 //! Embeddings fall back only between targets that embed with the same model (its
 //! `embedding_model`, else its `model`): vectors from different models are not
@@ -130,7 +131,7 @@ async fn embed(
 
     rec.entered(Stage::Parse);
     let bytes = read_body_within(app, headers, Some(body)).await?;
-    let req = embeddings::parse_request(&bytes).map_err(|e| {
+    let mut req = embeddings::parse_request(&bytes).map_err(|e| {
         rec.keep_invalid_body(&bytes);
         invalid(e)
     })?;
@@ -189,6 +190,27 @@ async fn embed(
             key.as_deref(),
         )
         .await?;
+    }
+
+    // The input guardrails on the texts to embed (token ids are not text): what a
+    // rule masks is masked in what the provider embeds and in the record; a block
+    // refuses the call before any provider sees it.
+    if let (Some(policy), EmbedInput::Texts(_)) = (&app.guard, &req.input) {
+        rec.entered(Stage::GuardIn);
+        let means = (&app.guard_counters, app.guard_checks.as_ref());
+        let (checked_req, checked) =
+            crate::pipeline::guard_in(policy, means, stand_in(&req), rec).await;
+        if let EmbedInput::Texts(texts) = &mut req.input {
+            for (t, m) in texts.iter_mut().zip(checked_req.messages) {
+                if let Some(llmop_core::Part::Text(masked)) = m.parts.into_iter().next() {
+                    *t = masked;
+                }
+            }
+        }
+        if let Some(er) = rec.embed.as_mut() {
+            er.inputs = recorded_inputs(&req.input, store.embedding_inputs);
+        }
+        checked?;
     }
 
     rec.entered(Stage::Call);

@@ -685,6 +685,88 @@ async fn the_requests_other_fields_are_checked_as_text() {
     }
 }
 
+/// Embeddings: the input rules check the texts to embed. A secret is refused before
+/// the provider sees it; PII under `redact` is masked in what is embedded and in the
+/// record; token-id inputs (not text) pass.
+#[tokio::test]
+async fn embeddings_inputs_are_checked_by_the_input_rules() {
+    let up = Upstream::start(|c, _| {
+        let n = c.body["input"].as_array().map_or(1, Vec::len);
+        let data: Vec<Value> = (0..n)
+            .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.5, 0.5]}))
+            .collect();
+        Reply::ok(
+            json!({"object": "list", "data": data, "model": "e",
+                   "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+            .to_string(),
+        )
+    })
+    .await;
+    let gw = Gateway::start_with_env(
+        &format!(
+            "[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"OPENAI_KEY\"\n\
+             embedding_models = [\"e\"]\n\
+             [[guardrails.rules]]\nname = \"no-secrets\"\ndetect = [\"secrets\"]\naction = \"block\"\n\
+             [[guardrails.rules]]\nname = \"mask-pii\"\ndetect = [\"pii\"]\ndirection = \"input\"\naction = \"redact\"\n",
+            up.url
+        ),
+        KEYS,
+    );
+    let embed = |input: Value, id: &'static str| {
+        let gw = &gw;
+        async move {
+            let r = post_with(
+                gw,
+                "/v1/embeddings",
+                &json!({"model": "oa/e", "input": input}),
+                &[("x-request-id", id)],
+            )
+            .await;
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let (status, raw) = embed(
+        json!(["fine", format!("deploy with {TOKEN}")]),
+        "emb-secret",
+    )
+    .await;
+    assert_eq!(status, 422, "{raw}");
+    assert!(
+        raw.contains("guardrail_blocked") && raw.contains("no-secrets"),
+        "{raw}"
+    );
+    assert_eq!(up.count(), 0, "the provider was called");
+
+    let (status, raw) = embed(json!(["plain", format!("write to {EMAIL}")]), "emb-pii").await;
+    assert_eq!(status, 200, "{raw}");
+    let sent = up.last().body;
+    assert_eq!(sent["input"][0], "plain");
+    let masked = sent["input"][1].as_str().unwrap_or("");
+    assert!(
+        masked.starts_with("write to [REDACTED") && !masked.contains(EMAIL),
+        "{sent}"
+    );
+    let rec = gw.record("emb-pii").await;
+    assert!(rec["stages"].to_string().contains("guard_in"), "{rec}");
+    assert!(
+        rec["guardrails"]
+            .to_string()
+            .contains("\"outcome\":\"redacted\""),
+        "{rec}"
+    );
+
+    let (status, raw) = embed(json!([[1, 2, 3]]), "emb-tokens").await;
+    assert_eq!(status, 200, "{raw}");
+
+    gw.record("emb-secret").await;
+    let store = gw.store_bytes();
+    for value in [TOKEN, &TOKEN[4..20], EMAIL] {
+        assert!(!store.contains(value), "`{value}` is in the record store");
+        assert!(!gw.logs().contains(value), "`{value}` is in the logs");
+    }
+}
+
 #[tokio::test]
 async fn redaction_fail_modes_and_disclaimers() {
     let up = upstream().await;

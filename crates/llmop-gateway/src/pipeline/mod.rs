@@ -585,7 +585,7 @@ fn keep_raw(rec: &mut CallRecord, resp: &ChatResponse) {
 /// The input guard stage: the call's rules chosen (by route, feature and key) and
 /// applied to the request; the call's guard state kept on its record for the output
 /// guard and the record.
-async fn guard_in(
+pub(crate) async fn guard_in(
     policy: &Arc<llmop_guard::policy::Policy>,
     (counters, checks): (
         &Arc<crate::guard::Counters>,
