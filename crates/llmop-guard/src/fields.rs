@@ -1,7 +1,8 @@
 //! The strings of a request outside its messages' scanned parts: tool definitions
 //! (names, descriptions, every string of their schemas), a response format's schema,
 //! stop sequences, `user`, `metadata`, the fields llmop passes through unread, message
-//! names, image URLs (not inline `data:` images) and the prompt-cache key. A client can
+//! names, tool calls' ids and names, a named `tool_choice`, image URLs (not inline
+//! `data:` images) and the prompt-cache key. A client can
 //! put a credential or a person's data in any of them, and each is sent to the provider
 //! and recorded, so the input rules check them too, as `text`.
 //!
@@ -14,7 +15,7 @@
 //! separator makes the caller check the strings one by one instead.
 
 use llmop_core::chat::ImageSource;
-use llmop_core::{ChatRequest, Part, ResponseFormat};
+use llmop_core::{ChatRequest, Part, ResponseFormat, ToolChoice};
 use serde_json::Value;
 
 /// Ends each field in the joined text: a NUL, which no detector's value contains.
@@ -27,12 +28,19 @@ pub(crate) fn each(req: &ChatRequest, f: &mut dyn FnMut(&str)) {
             f(n);
         }
         for p in &m.parts {
-            if let Part::Image(ImageSource::Url(u)) = p {
-                if !u.starts_with("data:") {
-                    f(u);
+            match p {
+                Part::Image(ImageSource::Url(u)) if !u.starts_with("data:") => f(u),
+                Part::ToolCall(c) => {
+                    f(&c.id);
+                    f(&c.name);
                 }
+                Part::ToolResult { call_id, .. } => f(call_id),
+                _ => {}
             }
         }
+    }
+    if let Some(ToolChoice::Named(n)) = &req.tool_choice {
+        f(n);
     }
     for t in &req.tools {
         f(&t.name);
@@ -65,12 +73,19 @@ pub(crate) fn each_mut(req: &mut ChatRequest, f: &mut dyn FnMut(&mut String)) {
             f(n);
         }
         for p in &mut m.parts {
-            if let Part::Image(ImageSource::Url(u)) = p {
-                if !u.starts_with("data:") {
-                    f(u);
+            match p {
+                Part::Image(ImageSource::Url(u)) if !u.starts_with("data:") => f(u),
+                Part::ToolCall(c) => {
+                    f(&mut c.id);
+                    f(&mut c.name);
                 }
+                Part::ToolResult { call_id, .. } => f(call_id),
+                _ => {}
             }
         }
+    }
+    if let Some(ToolChoice::Named(n)) = &mut req.tool_choice {
+        f(n);
     }
     for t in &mut req.tools {
         f(&mut t.name);
@@ -171,7 +186,26 @@ mod tests {
         m.parts.push(Part::Image(ImageSource::Url(
             "data:image/png;base64,AAAA".into(),
         )));
-        let mut r = ChatRequest::new("m", vec![m], WireFormat::OpenAi);
+        let call = Message {
+            role: Role::Assistant,
+            parts: vec![Part::ToolCall(llmop_core::ToolCall {
+                id: "call_1".into(),
+                name: "lookup".into(),
+                arguments: "{}".into(),
+            })],
+            name: None,
+        };
+        let result = Message {
+            role: Role::Tool,
+            parts: vec![Part::ToolResult {
+                call_id: "call_1".into(),
+                content: "found".into(),
+                is_error: false,
+            }],
+            name: None,
+        };
+        let mut r = ChatRequest::new("m", vec![m, call, result], WireFormat::OpenAi);
+        r.tool_choice = Some(ToolChoice::Named("lookup".into()));
         r.tools.push(Tool {
             name: "lookup".into(),
             description: Some("finds things".into()),
@@ -194,6 +228,10 @@ mod tests {
         let want = [
             "alice",
             "https://x.example/a.png",
+            "call_1",
+            "lookup",
+            "call_1",
+            "lookup",
             "lookup",
             "finds things",
             "object",

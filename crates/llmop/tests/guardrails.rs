@@ -597,6 +597,10 @@ async fn the_requests_other_fields_are_checked_as_text() {
                 places.push(("stop", json!({"stop": [format!("x {TOKEN}")]})));
                 places.push(("passed through", json!({"x_vendor_field": {"k": [TOKEN]}})));
                 places.push((
+                    "tool choice",
+                    json!({"tool_choice": {"type": "function", "function": {"name": TOKEN}}}),
+                ));
+                places.push((
                     "response format",
                     json!({"response_format": {"type": "json_schema", "json_schema": {"name": "out",
                         "schema": {"type": "object", "description": format!("key {TOKEN}")}}}}),
