@@ -691,29 +691,45 @@ impl Policy {
         if joined.is_empty() {
             return;
         }
+        let each =
+            |req: &mut ChatRequest, tally: &mut Tally, vault: &mut Vault, book: &mut Book| {
+                crate::fields::each_mut(req, &mut |s| {
+                    self.check_text(
+                        tally,
+                        GuardPart::Text,
+                        s,
+                        Some(&mut *vault),
+                        book,
+                        Source::Field,
+                    );
+                });
+            };
         if !clean {
             // A field holds the separator: the joined text could not be split back.
-            crate::fields::each_mut(req, &mut |s| {
-                self.check_text(
-                    tally,
-                    GuardPart::Text,
-                    s,
-                    Some(&mut *vault),
-                    book,
-                    Source::Field,
-                );
-            });
-            return;
+            return each(req, tally, vault, book);
         }
+        let fields = joined.matches(crate::fields::SEP).count();
+        let source = Source::Fields;
         if self.check_text(
             tally,
             GuardPart::Text,
             &mut joined,
-            Some(vault),
+            Some(&mut *vault),
             book,
-            Source::Fields,
+            source,
         ) {
-            crate::fields::split_into(req, &joined);
+            if joined.matches(crate::fields::SEP).count() == fields {
+                crate::fields::split_into(req, &joined);
+            } else {
+                // A rule masked a finding about the text as a whole, separators and
+                // all. No rule can today (the config refuses `redact` and
+                // `pseudonymize` for injection signals, the one such finding), but if
+                // one could, the other fields must not be left unchecked: each field
+                // is checked on its own instead. What the first pass recorded is
+                // recorded once (a verdict holds each detector and fingerprint once;
+                // the vault gives a value one placeholder).
+                each(req, tally, vault, book);
+            }
         }
     }
 

@@ -685,3 +685,84 @@ fn the_codes_labels_need_no_escape() {
     }
     assert!(labels.len() > 40);
 }
+
+/// A request with fields: `user`, a tool's description, and a schema string.
+fn with_fields(user: &str, description: &str) -> ChatRequest {
+    let mut r = request("hello");
+    r.user = Some(user.into());
+    r.tools.push(llmop_core::Tool {
+        name: "lookup".into(),
+        description: Some(description.into()),
+        parameters: serde_json::json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+        strict: None,
+    });
+    r
+}
+
+/// The request's fields are input text: PII in them is masked in place (each field
+/// keeps its own text), the same value gets one placeholder across fields and
+/// messages, and a secret in one blocks the call.
+#[test]
+fn fields_are_checked_and_masked_in_place() {
+    let p = policy(
+        "[[guardrails.rules]]\nname = \"pii\"\ndetect = [\"pii\"]\ndirection = \"input\"\naction = \"pseudonymize\"\n\
+         [[guardrails.rules]]\nname = \"no-secrets\"\ndetect = [\"secrets\"]\naction = \"block\"\n",
+    );
+    let mut r = with_fields(
+        "ann@example.com",
+        "Mails ann@example.com or bob@example.org.",
+    );
+    r.messages[0] = Message::text(Role::User, "I am bob@example.org");
+    let mut vault = Vault::default();
+    let mut book = Book::default();
+    p.check_input(&all(&p), &mut r, &mut vault, &mut book)
+        .unwrap();
+    assert_eq!(r.messages[0].joined_text(), "I am <EMAIL_1>");
+    assert_eq!(r.user.as_deref(), Some("<EMAIL_2>"));
+    assert_eq!(
+        r.tools[0].description.as_deref(),
+        Some("Mails <EMAIL_2> or <EMAIL_1>.")
+    );
+    assert_eq!(r.tools[0].name, "lookup");
+    assert_eq!(r.tools[0].parameters["properties"]["q"]["type"], "string");
+
+    let mut r = with_fields("u-1", &format!("Deploys with {TOKEN}."));
+    let stop = p
+        .check_input(
+            &all(&p),
+            &mut r,
+            &mut Vault::default(),
+            &mut Book::default(),
+        )
+        .unwrap_err();
+    assert!(stop.to_string().contains("no-secrets"), "{stop}");
+}
+
+/// A value across two fields' ends is not a value: `user` ending in digits and a
+/// description starting with more make no card number, and nothing is masked.
+#[test]
+fn a_finding_across_two_fields_is_dropped() {
+    let p = policy(
+        "[[guardrails.rules]]\nname = \"pii\"\ndetect = [\"pii\"]\ndirection = \"input\"\naction = \"redact\"\n",
+    );
+    // 4111 1111 1111 1111 passes Luhn; split across two fields it is two numbers.
+    let mut r = with_fields("ref 4111 1111", "1111 1111 is the batch");
+    let mut book = Book::default();
+    p.check_input(&all(&p), &mut r, &mut Vault::default(), &mut book)
+        .unwrap();
+    assert_eq!(r.user.as_deref(), Some("ref 4111 1111"));
+    assert_eq!(
+        r.tools[0].description.as_deref(),
+        Some("1111 1111 is the batch")
+    );
+    // The same number whole in one field is found.
+    let mut r = with_fields("card 4111 1111 1111 1111", "plain");
+    p.check_input(
+        &all(&p),
+        &mut r,
+        &mut Vault::default(),
+        &mut Book::default(),
+    )
+    .unwrap();
+    assert_eq!(r.user.as_deref(), Some("card [REDACTED:CARD]"));
+}
