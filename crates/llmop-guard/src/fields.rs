@@ -131,27 +131,41 @@ fn value_mut(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
     }
 }
 
-/// The joined text of a request's non-empty fields (each followed by [`SEP`]), and
-/// whether every field is free of the separator (else the joined text cannot be split
-/// back into them). Empty when the request has no field to check.
-pub(crate) fn joined(req: &ChatRequest) -> (String, bool) {
-    let mut out = String::new();
-    let mut clean = true;
-    each(req, &mut |s| {
-        if !s.is_empty() {
-            clean &= !s.contains(SEP);
-            out.push_str(s);
-            out.push(SEP);
-        }
-    });
-    (out, clean)
+/// A request's fields joined: the non-empty strings in order, each followed by
+/// [`SEP`]. Made once per call: its length decides where the call is scanned, and the
+/// check reads it.
+pub struct Fields {
+    pub(crate) text: String,
+    /// Whether no field holds the separator itself (else the joined text cannot be
+    /// split back into them).
+    pub(crate) clean: bool,
 }
 
-/// The bytes of a request's fields (what checking them scans).
-pub fn bytes(req: &ChatRequest) -> usize {
-    let mut n = 0;
-    each(req, &mut |s| n += s.len());
-    n
+impl Fields {
+    pub fn of(req: &ChatRequest) -> Fields {
+        let mut text = String::new();
+        let mut n = 0;
+        each(req, &mut |s| {
+            if !s.is_empty() {
+                text.push_str(s);
+                text.push(SEP);
+                n += 1;
+            }
+        });
+        // One pass over the whole text, not a search per string: a separator more
+        // than the fields' count is one a field holds.
+        let clean = memchr::memchr_iter(0, text.as_bytes()).count() == n;
+        Fields { text, clean }
+    }
+
+    /// The bytes checking them scans.
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
 }
 
 /// Puts a joined text (masked) back into the request's fields, in order. The caller
@@ -223,7 +237,7 @@ mod tests {
     #[test]
     fn the_fields_are_joined_and_split_back_in_order() {
         let mut r = request();
-        let (j, clean) = joined(&r);
+        let Fields { text: j, clean } = Fields::of(&r);
         assert!(clean);
         let want = [
             "alice",
@@ -247,14 +261,14 @@ mod tests {
             expect.push(SEP);
         }
         assert_eq!(j, expect);
-        assert_eq!(bytes(&r), want.iter().map(|w| w.len()).sum::<usize>());
+        assert_eq!(Fields::of(&r).len(), j.len());
         let masked = j.replace("u-1", "[REDACTED:X]").replace("finds", "<E_1>");
         split_into(&mut r, &masked);
         assert_eq!(r.user.as_deref(), Some("[REDACTED:X]"));
         assert_eq!(r.tools[0].description.as_deref(), Some("<E_1> things"));
         assert_eq!(r.tools[0].name, "lookup");
         assert_eq!(r.extra["x"], json!({"k": ["v1", 2, "v2"]}));
-        assert_eq!(joined(&r).0, masked);
+        assert_eq!(Fields::of(&r).text, masked);
     }
 
     /// A field that holds the separator is reported, so the caller does not split.
@@ -262,6 +276,6 @@ mod tests {
     fn a_field_holding_the_separator_is_reported() {
         let mut r = request();
         r.user = Some("a\0b".into());
-        assert!(!joined(&r).1);
+        assert!(!Fields::of(&r).clean);
     }
 }

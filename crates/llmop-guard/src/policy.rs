@@ -660,6 +660,20 @@ impl Policy {
         vault: &mut Vault,
         book: &mut Book,
     ) -> Result<(), Stop> {
+        let fields = crate::fields::Fields::of(req);
+        self.check_input_with(a, req, fields, vault, book)
+    }
+
+    /// [`Policy::check_input`] with the request's fields already joined (the gateway
+    /// joins them once, to weigh the call before it is checked).
+    pub fn check_input_with(
+        &self,
+        a: &Applicable,
+        req: &mut ChatRequest,
+        fields: crate::fields::Fields,
+        vault: &mut Vault,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
         if a.input.is_empty() {
             return Ok(());
         }
@@ -673,7 +687,7 @@ impl Policy {
                 self.check_text(&mut tally, part, text, Some(vault), book, Source::Message);
             }
         }
-        self.check_fields(&mut tally, req, vault, book);
+        self.check_fields(&mut tally, req, fields, vault, book);
         tally.finish(self, started.elapsed(), book)
     }
 
@@ -684,10 +698,14 @@ impl Policy {
         &self,
         tally: &mut Tally,
         req: &mut ChatRequest,
+        fields: crate::fields::Fields,
         vault: &mut Vault,
         book: &mut Book,
     ) {
-        let (mut joined, clean) = crate::fields::joined(req);
+        let crate::fields::Fields {
+            text: mut joined,
+            clean,
+        } = fields;
         if joined.is_empty() {
             return;
         }
@@ -874,11 +892,11 @@ impl Policy {
                 self.collect_text(a, part, text, book);
             }
         }
-        let (joined, _) = crate::fields::joined(req);
-        if !joined.is_empty() {
+        let fields = crate::fields::Fields::of(req);
+        if !fields.is_empty() {
             // A value across a separator masks nothing in the record (no field holds
             // it whole), so the joined text serves even when it could not be split.
-            self.collect_text(a, GuardPart::Text, &joined, book);
+            self.collect_text(a, GuardPart::Text, &fields.text, book);
         }
     }
 

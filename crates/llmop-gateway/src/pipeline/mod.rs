@@ -608,17 +608,18 @@ pub(crate) async fn guard_in(
         checks.cloned(),
         applicable,
     );
-    let scanned_bytes = req.text_bytes() + llmop_guard::fields::bytes(&req);
-    let checked = if scanned_bytes <= SCAN_INLINE_BYTES {
+    // The request's other strings (tools, schemas, `user`, `metadata`…), joined once.
+    let fields = llmop_guard::fields::Fields::of(&req);
+    let checked = if req.text_bytes() + fields.len() <= SCAN_INLINE_BYTES {
         let p = g.policy.clone();
-        p.check_input(&g.applicable, &mut req, &mut g.vault, &mut g.book)
+        p.check_input_with(&g.applicable, &mut req, fields, &mut g.vault, &mut g.book)
     } else {
         // A large request (up to the body limit) would hold this runtime thread for
         // as long as scanning it takes (~10 ms per MB): it is scanned on the blocking
         // pool instead, so other calls keep being served.
         let work = tokio::task::spawn_blocking(move || {
             let p = g.policy.clone();
-            let r = p.check_input(&g.applicable, &mut req, &mut g.vault, &mut g.book);
+            let r = p.check_input_with(&g.applicable, &mut req, fields, &mut g.vault, &mut g.book);
             (req, g, r)
         })
         .await;
