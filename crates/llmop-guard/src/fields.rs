@@ -1,4 +1,5 @@
-//! The strings of a request outside its messages' scanned parts: tool definitions
+//! The strings of a request outside its messages' scanned parts: the model asked for
+//! (a call that names no known one is refused, and recorded with it), tool definitions
 //! (names, descriptions, every string of their schemas), a response format's schema,
 //! stop sequences, `user`, `metadata`, the fields llmop passes through unread, message
 //! names, tool calls' ids and names, a named `tool_choice`, image URLs (not inline
@@ -23,6 +24,7 @@ pub(crate) const SEP: char = '\0';
 
 /// Visits every field string of `req`, in the order [`each_mut`] visits them.
 pub(crate) fn each(req: &ChatRequest, f: &mut dyn FnMut(&str)) {
+    f(&req.model);
     for m in &req.messages {
         if let Some(n) = &m.name {
             f(n);
@@ -68,6 +70,7 @@ pub(crate) fn each(req: &ChatRequest, f: &mut dyn FnMut(&str)) {
 
 /// [`each`], with each string changeable in place.
 pub(crate) fn each_mut(req: &mut ChatRequest, f: &mut dyn FnMut(&mut String)) {
+    f(&mut req.model);
     for m in &mut req.messages {
         if let Some(n) = &mut m.name {
             f(n);
@@ -240,6 +243,7 @@ mod tests {
         let Fields { text: j, clean } = Fields::of(&r);
         assert!(clean);
         let want = [
+            "m",
             "alice",
             "https://x.example/a.png",
             "call_1",

@@ -66,16 +66,21 @@ fn count(outcome: &'static str, n: u64) {
 }
 
 /// A record's metric labels: operation, provider (the conventions' name) and the model
-/// the client asked for.
+/// the client asked for, when it named one llmop serves (a route, a feature or a
+/// provider's model). A name that resolved to nothing is any string a client sent: as a
+/// label it would make a series per string (and put whatever was in it on `/metrics`),
+/// so such calls share the empty label.
 fn metric_labels<'r>(
     r: &'r Record,
     provider_kind: Option<&str>,
 ) -> (&'static str, &'static str, &'r str) {
+    let resolved = r.route.is_some() || r.provider.is_some() || r.feature.is_some();
     let model = r
         .request_params
         .get("model")
         .and_then(serde_json::Value::as_str)
         .or(r.model.as_deref())
+        .filter(|_| resolved)
         .unwrap_or_default();
     (
         span::operation(r),
@@ -479,6 +484,26 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// A call whose model resolved to nothing (a client's typo, or anything it sent
+    /// there) makes no series of its own: its label is empty, however many there are.
+    #[test]
+    fn an_unresolved_model_is_not_a_label() {
+        let unresolved = |model: &str| {
+            let mut r = Record::new("r", 0, "/v1/chat/completions");
+            r.request_params = serde_json::json!({ "model": model });
+            r
+        };
+        for m in ["no-such-model", "sk_live_0123456789abcdefghijklmnop"] {
+            assert_eq!(metric_labels(&unresolved(m), None).2, "");
+        }
+        let mut routed = unresolved("support");
+        routed.route = Some("support".into());
+        assert_eq!(metric_labels(&routed, None).2, "support");
+        let mut direct = unresolved("up/gpt-4o");
+        direct.provider = Some("up".into());
+        assert_eq!(metric_labels(&direct, Some("openai")).2, "up/gpt-4o");
     }
 
     #[test]

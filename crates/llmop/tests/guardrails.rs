@@ -675,6 +675,18 @@ async fn the_requests_other_fields_are_checked_as_text() {
         );
     }
 
+    // A `model` that names nothing is refused before the guard stage; its record is
+    // masked all the same, and it makes no metric series.
+    let body = json!({"model": TOKEN, "messages": [{"role": "user", "content": "hi"}]});
+    let got = call(&gw, Format::OpenAi, &body, "g-field-model").await;
+    assert_eq!(got.status, 404, "{}", got.raw);
+    gw.record("g-field-model").await;
+    let metrics = gw.metrics().await;
+    assert!(
+        !metrics.contains(&TOKEN[4..]),
+        "the model is a label: {metrics}"
+    );
+
     // Nothing the rules found is in the store or the logs.
     let store = gw.store_bytes();
     for value in [TOKEN, &TOKEN[4..20], EMAIL] {
