@@ -66,15 +66,18 @@ fn count(outcome: &'static str, n: u64) {
 }
 
 /// A record's metric labels: operation, provider (the conventions' name) and the model
-/// the client asked for, when it named one llmop serves (a route, a feature or a
-/// provider's model). A name that resolved to nothing is any string a client sent: as a
-/// label it would make a series per string (and put whatever was in it on `/metrics`),
-/// so such calls share the empty label.
+/// the client asked for, when it named one llmop serves: a route, a registered feature,
+/// or a provider's model the provider answered. Any other name is whatever string a
+/// client sent (an unknown route or feature, a model a provider refused): as a label it
+/// would make a series per string and put that string on `/metrics`, so such calls
+/// share the empty label.
 fn metric_labels<'r>(
     r: &'r Record,
     provider_kind: Option<&str>,
 ) -> (&'static str, &'static str, &'r str) {
-    let resolved = r.route.is_some() || r.provider.is_some() || r.feature.is_some();
+    let resolved = r.route.is_some()
+        || r.feature_version.is_some()
+        || (r.provider.is_some() && r.status < 400);
     let model = r
         .request_params
         .get("model")
@@ -503,7 +506,15 @@ mod tests {
         assert_eq!(metric_labels(&routed, None).2, "support");
         let mut direct = unresolved("up/gpt-4o");
         direct.provider = Some("up".into());
+        direct.status = 200;
         assert_eq!(metric_labels(&direct, Some("openai")).2, "up/gpt-4o");
+        // A model the provider refused, or a feature that is not registered.
+        direct.status = 404;
+        assert_eq!(metric_labels(&direct, Some("openai")).2, "");
+        let mut feature = unresolved("feature/nope");
+        feature.feature = Some("nope".into());
+        feature.status = 404;
+        assert_eq!(metric_labels(&feature, None).2, "");
     }
 
     #[test]
