@@ -1,9 +1,11 @@
-//! The strings of a request outside its messages' scanned parts: the model asked for
-//! (a call that names no known one is refused, and recorded with it), tool definitions
+//! The strings of a request outside its messages' scanned parts: tool definitions
 //! (names, descriptions, every string of their schemas), a response format's schema,
 //! stop sequences, `user`, `metadata`, the fields llmop passes through unread, message
 //! names, tool calls' ids and names, a named `tool_choice`, image URLs (not inline
-//! `data:` images) and the prompt-cache key. A client can
+//! `data:` images) and the prompt-cache key. (The model asked for is not one: a call
+//! reaches its guard stage only when the model named a route, a feature or a provider,
+//! all of the operator's naming. A call refused before, for a model that names
+//! nothing, has that string masked in its record: `Policy::collect_input`.) A client can
 //! put a credential or a person's data in any of them, and each is sent to the provider
 //! and recorded, so the input rules check them too, as `text`.
 //!
@@ -24,7 +26,6 @@ pub(crate) const SEP: char = '\0';
 
 /// Visits every field string of `req`, in the order [`each_mut`] visits them.
 pub(crate) fn each(req: &ChatRequest, f: &mut dyn FnMut(&str)) {
-    f(&req.model);
     for m in &req.messages {
         if let Some(n) = &m.name {
             f(n);
@@ -70,7 +71,6 @@ pub(crate) fn each(req: &ChatRequest, f: &mut dyn FnMut(&str)) {
 
 /// [`each`], with each string changeable in place.
 pub(crate) fn each_mut(req: &mut ChatRequest, f: &mut dyn FnMut(&mut String)) {
-    f(&mut req.model);
     for m in &mut req.messages {
         if let Some(n) = &mut m.name {
             f(n);
@@ -243,7 +243,6 @@ mod tests {
         let Fields { text: j, clean } = Fields::of(&r);
         assert!(clean);
         let want = [
-            "m",
             "alice",
             "https://x.example/a.png",
             "call_1",

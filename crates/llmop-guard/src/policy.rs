@@ -892,7 +892,10 @@ impl Policy {
                 self.collect_text(a, part, text, book);
             }
         }
-        let fields = crate::fields::Fields::of(req);
+        let mut fields = crate::fields::Fields::of(req);
+        // The model asked for, too: a call refused before its guard stage may have
+        // been refused for naming no model, and its record keeps the name.
+        fields.text.push_str(&req.model);
         if !fields.is_empty() {
             // A value across a separator masks nothing in the record (no field holds
             // it whole), so the joined text serves even when it could not be split.
