@@ -142,6 +142,8 @@ pub struct Fields {
     /// Whether no field holds the separator itself (else the joined text cannot be
     /// split back into them).
     pub(crate) clean: bool,
+    /// How many fields the text joins.
+    pub(crate) count: usize,
 }
 
 impl Fields {
@@ -157,8 +159,12 @@ impl Fields {
         });
         // One pass over the whole text, not a search per string: a separator more
         // than the fields' count is one a field holds.
-        let clean = memchr::memchr_iter(0, text.as_bytes()).count() == n;
-        Fields { text, clean }
+        let clean = separators(&text) == n;
+        Fields {
+            text,
+            clean,
+            count: n,
+        }
     }
 
     /// The bytes checking them scans.
@@ -169,6 +175,11 @@ impl Fields {
     pub fn is_empty(&self) -> bool {
         self.text.is_empty()
     }
+}
+
+/// How many separators a text holds (one vector pass).
+pub(crate) fn separators(text: &str) -> usize {
+    memchr::memchr_iter(0, text.as_bytes()).count()
 }
 
 /// Puts a joined text (masked) back into the request's fields, in order. The caller
@@ -240,7 +251,7 @@ mod tests {
     #[test]
     fn the_fields_are_joined_and_split_back_in_order() {
         let mut r = request();
-        let Fields { text: j, clean } = Fields::of(&r);
+        let Fields { text: j, clean, .. } = Fields::of(&r);
         assert!(clean);
         let want = [
             "alice",

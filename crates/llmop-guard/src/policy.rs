@@ -705,6 +705,7 @@ impl Policy {
         let crate::fields::Fields {
             text: mut joined,
             clean,
+            count,
         } = fields;
         if joined.is_empty() {
             return;
@@ -726,7 +727,6 @@ impl Policy {
             // A field holds the separator: the joined text could not be split back.
             return each(req, tally, vault, book);
         }
-        let fields = joined.matches(crate::fields::SEP).count();
         let source = Source::Fields;
         if self.check_text(
             tally,
@@ -736,7 +736,7 @@ impl Policy {
             book,
             source,
         ) {
-            if joined.matches(crate::fields::SEP).count() == fields {
+            if crate::fields::separators(&joined) == count {
                 crate::fields::split_into(req, &joined);
             } else {
                 // A rule masked a finding about the text as a whole, separators and
