@@ -356,6 +356,22 @@ async fn call(gw: &Gateway, f: Format, body: &Value, id: &str) -> Got {
 
 const FORMATS: [Format; 2] = [Format::OpenAi, Format::Anthropic];
 
+/// None of `values` is in the gateway's record store (its files' bytes) or its logs.
+fn assert_kept_nowhere(gw: &Gateway, values: &[&str]) {
+    let store = gw.store_bytes();
+    let logs = gw.logs();
+    for value in values {
+        if let Some(at) = store.find(value) {
+            let from = at.saturating_sub(300);
+            panic!(
+                "`{value}` is in the record store: …{}…",
+                &store[from..(at + 200).min(store.len())]
+            );
+        }
+        assert!(!logs.contains(value), "`{value}` is in the logs");
+    }
+}
+
 #[tokio::test]
 async fn guardrails_hold_on_every_format_mode_and_part() {
     let up = upstream().await;
@@ -524,17 +540,7 @@ async fn guardrails_hold_on_every_format_mode_and_part() {
     );
     let rec = gw.record(&format!("g-shadow-{n}")).await;
     assert!(rec["stages"].to_string().contains("guard_in"), "{rec}");
-    let store = gw.store_bytes();
-    for value in [TOKEN, &TOKEN[4..20], EMAIL, "555 2671"] {
-        if let Some(at) = store.find(value) {
-            let from = at.saturating_sub(300);
-            panic!(
-                "`{value}` is in the record store: …{}…",
-                &store[from..(at + 200).min(store.len())]
-            );
-        }
-        assert!(!gw.logs().contains(value), "`{value}` is in the logs");
-    }
+    assert_kept_nowhere(&gw, &[TOKEN, &TOKEN[4..20], EMAIL, "555 2671"]);
     let metrics = gw.metrics().await;
     assert!(
         metrics
@@ -688,17 +694,7 @@ async fn the_requests_other_fields_are_checked_as_text() {
     );
 
     // Nothing the rules found is in the store or the logs.
-    let store = gw.store_bytes();
-    for value in [TOKEN, &TOKEN[4..20], EMAIL] {
-        if let Some(at) = store.find(value) {
-            let from = at.saturating_sub(300);
-            panic!(
-                "`{value}` is in the record store: …{}…",
-                &store[from..(at + 200).min(store.len())]
-            );
-        }
-        assert!(!gw.logs().contains(value), "`{value}` is in the logs");
-    }
+    assert_kept_nowhere(&gw, &[TOKEN, &TOKEN[4..20], EMAIL]);
 }
 
 /// Embeddings: the input rules check the texts to embed. A secret is refused before
@@ -776,11 +772,7 @@ async fn embeddings_inputs_are_checked_by_the_input_rules() {
     assert_eq!(status, 200, "{raw}");
 
     gw.record("emb-secret").await;
-    let store = gw.store_bytes();
-    for value in [TOKEN, &TOKEN[4..20], EMAIL] {
-        assert!(!store.contains(value), "`{value}` is in the record store");
-        assert!(!gw.logs().contains(value), "`{value}` is in the logs");
-    }
+    assert_kept_nowhere(&gw, &[TOKEN, &TOKEN[4..20], EMAIL]);
 }
 
 #[tokio::test]
