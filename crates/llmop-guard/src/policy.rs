@@ -727,14 +727,13 @@ impl Policy {
             // A field holds the separator: the joined text could not be split back.
             return each(req, tally, vault, book);
         }
-        let source = Source::Fields;
         if self.check_text(
             tally,
             GuardPart::Text,
             &mut joined,
             Some(&mut *vault),
             book,
-            source,
+            Source::Fields,
         ) {
             if crate::fields::separators(&joined) == count {
                 crate::fields::split_into(req, &joined);
@@ -796,10 +795,13 @@ impl Policy {
                 return false;
             }
         };
-        // A value never holds the fields' separator: a finding across one is two
-        // fields' ends (an injection signal, about the text as a whole, stays).
+        // In the joined fields a finding across a separator is two fields' ends, not a
+        // value (an injection signal, about the text as a whole, stays). Elsewhere a
+        // NUL is the client's own text, and what spans it is found as ever.
+        let joined = matches!(source, Source::Fields);
         let crosses = |f: &Finding| {
-            f.category != Category::Injection
+            joined
+                && f.category != Category::Injection
                 && text
                     .get(f.span.clone())
                     .is_some_and(|v| v.contains(crate::fields::SEP))
