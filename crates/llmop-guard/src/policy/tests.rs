@@ -765,4 +765,32 @@ fn a_finding_across_two_fields_is_dropped() {
     )
     .unwrap();
     assert_eq!(r.user.as_deref(), Some("card [REDACTED:CARD]"));
+
+    // A pattern that could reach across a NUL (the card shape cannot: it keeps to runs
+    // of digits) blocks only what one field holds.
+    let p = policy(
+        "[guardrails.deny.codename]\npatterns = [\"(?i)project\\\\W*falcon\"]\n\
+         [[guardrails.rules]]\nname = \"no-codename\"\ndetect = [\"deny.codename\"]\naction = \"block\"\n",
+    );
+    // The description, then (its schema holding no string) `user`: "project" and
+    // "falcon" meet at a separator.
+    let mut r = with_fields("falcon plans", "about the project");
+    r.tools[0].parameters = serde_json::json!({});
+    p.check_input(
+        &all(&p),
+        &mut r,
+        &mut Vault::default(),
+        &mut Book::default(),
+    )
+    .unwrap();
+    let mut r = with_fields("about project falcon", "plans");
+    let stop = p
+        .check_input(
+            &all(&p),
+            &mut r,
+            &mut Vault::default(),
+            &mut Book::default(),
+        )
+        .unwrap_err();
+    assert!(stop.to_string().contains("no-codename"), "{stop}");
 }
