@@ -18,7 +18,7 @@ use llmop_core::config::{
     GuardrailsConfig,
 };
 use llmop_core::guard::{GuardVerdict, Label};
-use llmop_core::{ChatRequest, ChatResponse, Part, StreamEvent};
+use llmop_core::{ChatRequest, ChatResponse, Part, Reasoning, StreamEvent};
 use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,7 +80,7 @@ struct Rule {
     want: Want,
     input: bool,
     output: bool,
-    parts: [bool; 3],
+    parts: [bool; 4],
     action: GuardAction,
     routes: Vec<String>,
     features: Vec<String>,
@@ -118,6 +118,10 @@ enum Source {
     Field,
     /// An answer's text or tool-call arguments.
     Answer,
+    /// An answer's reasoning: read, never changed (the provider needs it back as it
+    /// gave it, and Anthropic's is signed), so `redact` and `pseudonymize` find values
+    /// there without masking them.
+    Reasoning,
 }
 
 /// The text of a message part that rules scan, and which part it is (reasoning and
@@ -136,6 +140,19 @@ fn part_index(p: GuardPart) -> usize {
         GuardPart::Text => 0,
         GuardPart::ToolArguments => 1,
         GuardPart::ToolResults => 2,
+        GuardPart::Reasoning => 3,
+    }
+}
+
+/// The texts of a piece of reasoning the client sees (signatures and encrypted state
+/// are not text).
+fn reasoning_texts(r: &mut Reasoning) -> SmallVec<[&mut String; 2]> {
+    match r {
+        Reasoning::Thinking { text, .. } | Reasoning::Thought { text, .. } => {
+            smallvec::smallvec![text]
+        }
+        Reasoning::OpenAi { summary, .. } => summary.iter_mut().collect(),
+        Reasoning::Redacted { .. } | Reasoning::Signature { .. } => SmallVec::new(),
     }
 }
 
@@ -765,8 +782,11 @@ impl Policy {
         if text.is_empty() || !(0..n).any(|k| self.rules[tally.rules[k]].on(part)) {
             return false;
         }
-        // A language rule reads what people wrote, not a request's tool schemas.
-        if self.has_language && !matches!(source, Source::Field | Source::Fields) {
+        // A language rule reads what people wrote, not a request's tool schemas, nor a
+        // model's reasoning (often in another language than its answer).
+        if self.has_language
+            && !matches!(source, Source::Field | Source::Fields | Source::Reasoning)
+        {
             self.check_language(tally, part, text);
         }
         let want = self.want(&tally.rules, part);
@@ -826,6 +846,7 @@ impl Policy {
                 }
                 t.hit(f, text);
                 match r.action {
+                    _ if matches!(source, Source::Reasoning) => {}
                     GuardAction::Redact => mode[j] = 2,
                     GuardAction::Pseudonymize => mode[j] = mode[j].max(1),
                     _ => {}
@@ -943,6 +964,13 @@ impl Policy {
             let started = Instant::now();
             let mut tally = Tally::new(self.local(&a.output), "output");
             for p in &mut resp.parts {
+                if let Part::Reasoning(r) = p {
+                    for text in reasoning_texts(r) {
+                        let part = GuardPart::Reasoning;
+                        self.check_text(&mut tally, part, text, None, book, Source::Reasoning);
+                    }
+                    continue;
+                }
                 let Some((part, text)) = scanned_mut(p) else {
                     continue;
                 };
@@ -1089,6 +1117,7 @@ impl Policy {
             chars: 0,
             whole: whole.then(String::new),
             calls: Vec::new(),
+            thinking: None,
             started_text: false,
             scan_time: std::time::Duration::ZERO,
             stopped: false,
@@ -1159,9 +1188,9 @@ fn compile_rule(
         };
         select.push(s);
     }
-    let mut parts = [false; 3];
+    let mut parts = [false; 4];
     if r.parts.is_empty() {
-        parts = [true; 3];
+        parts = [true; 4];
     }
     for p in &r.parts {
         parts[part_index(*p)] = true;
@@ -1284,7 +1313,7 @@ struct Tally {
     direction: &'static str,
     rules: Indices,
     /// Per rule, per part; inline for a call's handful of rules.
-    hits: SmallVec<[[Hits; 3]; 4]>,
+    hits: SmallVec<[[Hits; 4]; 4]>,
 }
 
 impl Tally {
@@ -1328,6 +1357,13 @@ impl Tally {
                     (Some(_), _, _) => "error",
                     (None, false, _) => "pass",
                     (None, true, GuardAction::Block) => "blocked",
+                    // Reasoning is never changed: what these rules found there stays
+                    // (and is masked in the record), so they only flagged it.
+                    (None, true, GuardAction::Redact | GuardAction::Pseudonymize)
+                        if part == GuardPart::Reasoning =>
+                    {
+                        "flagged"
+                    }
                     (None, true, GuardAction::Redact) => "redacted",
                     (None, true, GuardAction::Pseudonymize) => "pseudonymized",
                     (None, true, GuardAction::Flag) => "flagged",
@@ -1378,6 +1414,13 @@ struct HeldCall {
     arguments: String,
 }
 
+/// A thinking block being held until it is complete (its text, then its signature).
+#[derive(Default)]
+struct HeldThinking {
+    text: String,
+    signature: String,
+}
+
 /// Bytes of released text kept as left context for the next scan (word boundaries).
 const CONTEXT: usize = 32;
 
@@ -1398,6 +1441,8 @@ pub struct OutStream {
     /// The whole text, when a `json_schema` rule needs it at the end.
     whole: Option<String>,
     calls: Vec<HeldCall>,
+    /// The open thinking block, held whole while rules read reasoning.
+    thinking: Option<HeldThinking>,
     started_text: bool,
     scan_time: std::time::Duration,
     stopped: bool,
@@ -1566,7 +1611,49 @@ impl OutStream {
         out: &mut Vec<StreamEvent>,
         book: &mut Book,
     ) -> Result<(), Stop> {
+        // A held thinking block ends where anything but its own text, its signature or
+        // metadata comes.
+        if self.thinking.is_some()
+            && !matches!(
+                ev,
+                StreamEvent::ThinkingDelta(_)
+                    | StreamEvent::SignatureDelta(_)
+                    | StreamEvent::Usage(_)
+                    | StreamEvent::Details(_)
+            )
+        {
+            self.complete_thinking(out, book)?;
+        }
         match ev {
+            StreamEvent::ThinkingStart if self.rules_on(GuardPart::Reasoning) => {
+                self.release(true, out, book)?;
+                self.complete_calls(out, book)?;
+                self.thinking = Some(HeldThinking::default());
+                Ok(())
+            }
+            StreamEvent::ThinkingDelta(t) if self.thinking.is_some() => {
+                let held = self.thinking.get_or_insert_with(HeldThinking::default);
+                held.text.push_str(&t);
+                // Past what a scan reads, the block cannot be checked: its rules'
+                // `on_error` decides now (a `fail_open` one lets the rest of the block
+                // through unheld), rather than the gateway holding what it is sent.
+                if held.text.len() > self.policy.max_scan {
+                    self.complete_thinking(out, book)?;
+                }
+                Ok(())
+            }
+            StreamEvent::SignatureDelta(sig) if self.thinking.is_some() => {
+                let held = self.thinking.get_or_insert_with(HeldThinking::default);
+                held.signature.push_str(&sig);
+                Ok(())
+            }
+            StreamEvent::Reasoning(mut r) if self.rules_on(GuardPart::Reasoning) => {
+                self.release(true, out, book)?;
+                self.complete_calls(out, book)?;
+                self.check_reasoning(reasoning_texts(&mut r), book)?;
+                out.push(StreamEvent::Reasoning(r));
+                Ok(())
+            }
             StreamEvent::Text(t) => {
                 self.complete_calls(out, book)?;
                 self.prepend(out);
@@ -1668,6 +1755,7 @@ impl OutStream {
             return Ok(());
         }
         self.ended = true;
+        self.complete_thinking(out, book)?;
         self.release(true, out, book)?;
         self.complete_calls(out, book)?;
         if let Some(whole) = self.whole.take() {
@@ -1905,6 +1993,42 @@ impl OutStream {
             });
         }
         Ok(())
+    }
+
+    /// The held thinking block, checked whole, goes out as its start, its text and its
+    /// signature.
+    fn complete_thinking(
+        &mut self,
+        out: &mut Vec<StreamEvent>,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
+        let Some(mut held) = self.thinking.take() else {
+            return Ok(());
+        };
+        self.check_reasoning(smallvec::smallvec![&mut held.text], book)?;
+        out.push(StreamEvent::ThinkingStart);
+        if !held.text.is_empty() {
+            out.push(StreamEvent::ThinkingDelta(held.text));
+        }
+        if !held.signature.is_empty() {
+            out.push(StreamEvent::SignatureDelta(held.signature));
+        }
+        Ok(())
+    }
+
+    fn check_reasoning(
+        &mut self,
+        texts: SmallVec<[&mut String; 2]>,
+        book: &mut Book,
+    ) -> Result<(), Stop> {
+        let t0 = Instant::now();
+        let policy = self.policy.clone();
+        for text in texts {
+            let part = GuardPart::Reasoning;
+            policy.check_text(&mut self.tally, part, text, None, book, Source::Reasoning);
+        }
+        self.scan_time += t0.elapsed();
+        self.stop_if_blocked()
     }
 
     fn check_call(&mut self, c: &mut HeldCall, book: &mut Book) -> Result<(), Stop> {

@@ -1172,3 +1172,176 @@ fn check_loads_the_classifier_it_names() {
         "{text}"
     );
 }
+
+/// An Anthropic upstream whose answers think first: the thinking holds a secret
+/// (`think-leak`), an email address (`think-pii`, which the answer's text repeats) or
+/// nothing of note (`think-ok`).
+async fn thinking_upstream() -> Upstream {
+    Upstream::start(|c, _| {
+        let model = c.body["model"].as_str().unwrap_or("");
+        let (thought, text) = match model {
+            "think-leak" => (format!("The deploy token is {TOKEN}, so I will not say it."), "Done.".to_string()),
+            "think-pii" => (format!("They asked to write to {EMAIL}."), format!("Writing to {EMAIL}.")),
+            _ => ("Nothing to worry about here.".to_string(), "Done.".to_string()),
+        };
+        if c.body["stream"] != true {
+            return Reply::ok(
+                json!({"id":"msg_t1","type":"message","role":"assistant","model":model,
+                       "content":[{"type":"thinking","thinking":thought,"signature":"c2lnbmF0dXJl"},
+                                  {"type":"text","text":text}],
+                       "stop_reason":"end_turn","stop_sequence":null,
+                       "usage":{"input_tokens":10,"output_tokens":20}})
+                .to_string(),
+            );
+        }
+        let mut s = String::new();
+        let mut ev = |name: &str, data: Value| s.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+        ev("message_start", json!({"type":"message_start","message":{"id":"msg_t1","type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":1}}}));
+        ev("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}));
+        for piece in chunks(&thought, 8) {
+            ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":piece}}));
+        }
+        ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"c2lnbmF0dXJl"}}));
+        ev("content_block_stop", json!({"type":"content_block_stop","index":0}));
+        ev("content_block_start", json!({"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}));
+        ev("content_block_delta", json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":text}}));
+        ev("content_block_stop", json!({"type":"content_block_stop","index":1}));
+        ev("message_delta", json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":20}}));
+        ev("message_stop", json!({"type":"message_stop"}));
+        Reply::sse(s)
+    })
+    .await
+}
+
+/// The thinking text an Anthropic client got, whole or streamed.
+fn thinking_seen(raw: &str, stream: bool) -> String {
+    if !stream {
+        let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+        return v["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["thinking"].as_str())
+            .collect();
+    }
+    sse_events(raw)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["delta"]["thinking"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_reasoning_a_client_sees_is_checked_by_the_output_rules() {
+    let up = thinking_upstream().await;
+    let mut cfg = format!(
+        "[providers.an]\nkind = \"anthropic\"\nbase_url = \"{}\"\napi_key_env = \"ANTHROPIC_KEY\"\n",
+        up.url
+    );
+    for m in ["think-leak", "think-pii", "think-ok"] {
+        cfg.push_str(&format!(
+            "[routes.{m}]\ntargets = [{{ provider = \"an\", model = \"{m}\" }}]\n"
+        ));
+    }
+    cfg.push_str(
+        r#"
+[[guardrails.rules]]
+name = "no-secrets-out"
+detect = ["secrets"]
+direction = "output"
+action = "block"
+
+[[guardrails.rules]]
+name = "redact-pii-out"
+detect = ["pii.email"]
+direction = "output"
+action = "redact"
+"#,
+    );
+    let gw = Gateway::start_with_env(&cfg, KEYS);
+    let body = |model: &str, stream: bool, f: Format| match f {
+        Format::Anthropic => json!({"model": model, "max_tokens": 2000, "stream": stream,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": "deploy it"}]}),
+        Format::OpenAi => json!({"model": model, "stream": stream, "reasoning_effort": "low",
+            "messages": [{"role": "user", "content": "deploy it"}]}),
+    };
+    for f in FORMATS {
+        for stream in [false, true] {
+            let tag = format!("{f:?}-{stream}");
+            // A secret in the thinking: refused whole, cut streamed, before any of the
+            // thinking is sent.
+            let got = call(&gw, f, &body("think-leak", stream, f), &format!("tl-{tag}")).await;
+            assert!(!got.raw.contains(TOKEN), "{tag}: {}", got.raw);
+            assert_eq!(
+                got.error_code.as_deref(),
+                Some("guardrail_blocked"),
+                "{tag}: {}",
+                got.raw
+            );
+            assert!(!got.done, "{tag}: a cut stream has no normal end");
+            assert_eq!(thinking_seen(&got.raw, stream), "", "{tag}");
+            assert!(!got.raw.contains("deploy token"), "{tag}: {}", got.raw);
+            let rec = gw.record(&format!("tl-{tag}")).await;
+            let v = rec["guardrails"].to_string();
+            assert!(
+                v.contains("\"part\":\"reasoning\"") && v.contains("\"outcome\":\"blocked\""),
+                "{tag}: {v}"
+            );
+            // A clean thinking block reaches the Anthropic client whole, in order.
+            let got = call(&gw, f, &body("think-ok", stream, f), &format!("to-{tag}")).await;
+            assert_eq!(got.status, 200, "{tag}: {}", got.raw);
+            if matches!(f, Format::Anthropic) {
+                assert_eq!(
+                    thinking_seen(&got.raw, stream),
+                    "Nothing to worry about here.",
+                    "{tag}"
+                );
+                assert!(
+                    got.raw.contains("c2lnbmF0dXJl"),
+                    "{tag}: the signature is kept"
+                );
+            }
+        }
+    }
+    // `redact` cannot change signed thinking: the value stays there (flagged), the
+    // answer's text is redacted, and the record keeps neither.
+    for stream in [false, true] {
+        let id = format!("tp-{stream}");
+        let got = call(
+            &gw,
+            Format::Anthropic,
+            &body("think-pii", stream, Format::Anthropic),
+            &id,
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.raw);
+        assert_eq!(
+            thinking_seen(&got.raw, stream),
+            format!("They asked to write to {EMAIL}.")
+        );
+        assert_eq!(got.text, "Writing to [REDACTED:EMAIL].");
+        let rec = gw.record(&id).await;
+        let parts: Vec<(String, String)> = rec["guardrails"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["rule"] == "redact-pii-out")
+            .map(|v| {
+                (
+                    v["part"].as_str().unwrap_or("").into(),
+                    v["outcome"].as_str().unwrap_or("").into(),
+                )
+            })
+            .collect();
+        assert!(
+            parts.contains(&("reasoning".into(), "flagged".into())),
+            "{parts:?}"
+        );
+        assert!(
+            parts.contains(&("text".into(), "redacted".into())),
+            "{parts:?}"
+        );
+    }
+    assert_kept_nowhere(&gw, &[TOKEN]);
+}

@@ -223,19 +223,25 @@ pub enum GuardPart {
     ToolArguments,
     /// Tool results the client sends back.
     ToolResults,
+    /// An answer's reasoning the client sees (Anthropic thinking, Gemini thought
+    /// summaries, OpenAI reasoning summaries). Read on output only, and never changed:
+    /// the provider needs it back as it gave it.
+    Reasoning,
 }
 
 impl GuardPart {
-    pub const ALL: [GuardPart; 3] = [
+    pub const ALL: [GuardPart; 4] = [
         GuardPart::Text,
         GuardPart::ToolArguments,
         GuardPart::ToolResults,
+        GuardPart::Reasoning,
     ];
     pub fn name(self) -> &'static str {
         match self {
             GuardPart::Text => "text",
             GuardPart::ToolArguments => "tool_arguments",
             GuardPart::ToolResults => "tool_results",
+            GuardPart::Reasoning => "reasoning",
         }
     }
 }

@@ -794,3 +794,154 @@ fn a_finding_across_two_fields_is_dropped() {
         .unwrap_err();
     assert!(stop.to_string().contains("no-codename"), "{stop}");
 }
+
+fn answer(parts: Vec<Part>) -> ChatResponse {
+    ChatResponse {
+        id: String::new(),
+        model: String::new(),
+        created: 0,
+        parts,
+        finish_reason: llmop_core::FinishReason::Stop,
+        usage: None,
+        details: Default::default(),
+    }
+}
+
+fn thinking(text: &str) -> Part {
+    Part::Reasoning(Reasoning::Thinking {
+        text: text.into(),
+        signature: "sig".into(),
+    })
+}
+
+#[test]
+fn a_whole_answers_reasoning_is_read_and_never_changed() {
+    // A secret in the thinking (or in a reasoning summary) blocks the answer.
+    let p =
+        policy("[[guardrails.rules]]\nname = \"s\"\ndetect = [\"secrets\"]\naction = \"block\"\n");
+    let summary = Part::Reasoning(Reasoning::OpenAi {
+        id: "rs_1".into(),
+        summary: vec!["fine".into(), format!("the key {TOKEN}")],
+        encrypted_content: None,
+    });
+    for leak in [thinking(&format!("the key is {TOKEN}")), summary] {
+        let mut resp = answer(vec![leak, Part::Text("Done.".into())]);
+        let mut book = Book::default();
+        let stop = p.check_output(&all(&p), &mut resp, &mut book).unwrap_err();
+        assert!(
+            matches!(
+                stop,
+                Stop::Blocked {
+                    part: "reasoning",
+                    ..
+                }
+            ),
+            "{stop:?}"
+        );
+        assert!(!format!("{:?}", book.verdicts).contains(TOKEN));
+    }
+    // A rule that does not read reasoning lets it by.
+    let p = policy("[[guardrails.rules]]\nname = \"s\"\ndetect = [\"secrets\"]\naction = \"block\"\nparts = [\"text\"]\n");
+    let mut resp = answer(vec![thinking(&format!("the key is {TOKEN}"))]);
+    p.check_output(&all(&p), &mut resp, &mut Book::default())
+        .unwrap();
+    // `redact` finds the value, leaves the signed thinking as it is (the provider
+    // checks it), says so (`flagged`) and masks it in the record.
+    let p = policy("[[guardrails.rules]]\nname = \"r\"\ndetect = [\"pii\"]\naction = \"redact\"\ndirection = \"output\"\n");
+    let said = "Write to ann.lee@example.com.";
+    let mut resp = answer(vec![thinking(said), Part::Text(said.into())]);
+    let mut book = Book::default();
+    p.check_output(&all(&p), &mut resp, &mut book).unwrap();
+    assert_eq!(resp.parts[0], thinking(said));
+    assert!(!matches!(&resp.parts[1], Part::Text(t) if t == said));
+    let by_part: Vec<(&str, &str)> = book
+        .verdicts
+        .iter()
+        .map(|v| (v.part.as_ref(), v.outcome.as_ref()))
+        .collect();
+    assert_eq!(by_part, [("text", "redacted"), ("reasoning", "flagged")]);
+    let scrub = book.scrubber(None).unwrap();
+    let mut kept = said.to_string();
+    scrub.text(&mut kept);
+    assert!(!kept.contains("ann.lee@example.com"), "{kept}");
+}
+
+/// Pushes `events` through a streamed answer's guard: what the client got, and the stop.
+fn push_all(p: &Arc<Policy>, events: Vec<StreamEvent>) -> (Vec<StreamEvent>, Option<Stop>) {
+    let mut g = p.stream(all(p), Vault::default());
+    let mut out = Vec::new();
+    let mut book = Book::default();
+    for ev in events {
+        if let Err(s) = g.push(ev, &mut out, &mut book) {
+            return (out, Some(s));
+        }
+    }
+    let stop = g.finish(&mut out, &mut book).err();
+    (out, stop)
+}
+
+#[test]
+fn a_streamed_thinking_block_is_held_whole_and_checked() {
+    let think = |pieces: &[&str]| -> Vec<StreamEvent> {
+        let mut v = vec![StreamEvent::ThinkingStart];
+        v.extend(
+            pieces
+                .iter()
+                .map(|s| StreamEvent::ThinkingDelta(s.to_string())),
+        );
+        v.push(StreamEvent::SignatureDelta("sig".into()));
+        v.push(StreamEvent::Text("Done.".into()));
+        v.push(StreamEvent::Finish(llmop_core::FinishReason::Stop));
+        v
+    };
+    let p =
+        policy("[[guardrails.rules]]\nname = \"s\"\ndetect = [\"secrets\"]\naction = \"block\"\n");
+    // Cut across the value: nothing of the block is sent before it is whole, and a
+    // finding stops the stream before any of it.
+    let (out, stop) = push_all(&p, think(&["the key is ", &TOKEN[..9], &TOKEN[9..], "."]));
+    assert!(
+        matches!(
+            stop,
+            Some(Stop::Blocked {
+                part: "reasoning",
+                ..
+            })
+        ),
+        "{stop:?}"
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // A clean block goes out as its start, its whole text and its signature, in order.
+    let (out, stop) = push_all(&p, think(&["all ", "fine"]));
+    assert!(stop.is_none());
+    assert_eq!(
+        out[..3],
+        [
+            StreamEvent::ThinkingStart,
+            StreamEvent::ThinkingDelta("all fine".into()),
+            StreamEvent::SignatureDelta("sig".into()),
+        ]
+    );
+    assert!(out.contains(&StreamEvent::Text("Done.".into())));
+    // A block longer than a scan reads follows the rule's fail mode: `fail_open` lets
+    // it through (the rest unheld), `fail_closed` stops the stream.
+    let long = "a".repeat(700);
+    for (mode, stops) in [("fail_open", false), ("fail_closed", true)] {
+        let p = policy(&format!(
+            "[guardrails]\nmax_scan_bytes = 1024\n[[guardrails.rules]]\nname = \"s\"\ndetect = [\"secrets\"]\naction = \"block\"\non_error = \"{mode}\"\n"
+        ));
+        let (out, stop) = push_all(&p, think(&[&long, &long, &long]));
+        assert_eq!(stop.is_some(), stops, "{mode}: {stop:?}");
+        let sent: usize = out
+            .iter()
+            .map(|e| match e {
+                StreamEvent::ThinkingDelta(t) => t.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(sent, if stops { 0 } else { 2100 }, "{mode}");
+    }
+    // With no rule on reasoning, thinking streams as it comes.
+    let p = policy("[[guardrails.rules]]\nname = \"s\"\ndetect = [\"secrets\"]\naction = \"block\"\nparts = [\"text\"]\n");
+    let (out, _) = push_all(&p, think(&["a", "b"]));
+    assert_eq!(out[1], StreamEvent::ThinkingDelta("a".into()));
+}
