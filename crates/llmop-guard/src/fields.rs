@@ -1,7 +1,7 @@
 //! The strings of a request outside its messages' scanned parts: tool definitions
 //! (names, descriptions, every string of their schemas), a response format's schema,
-//! stop sequences, `user`, `metadata`, the fields llmop passes through unread, message
-//! names, tool calls' ids and names, a named `tool_choice`, image URLs (not inline
+//! stop sequences, `user`, `metadata`, the fields llmop passes through unread (object
+//! keys included, in all of these JSON values), message names, tool calls' ids and names, a named `tool_choice`, image URLs (not inline
 //! `data:` images) and the prompt-cache key. (The model asked for is not one: a call
 //! reaches its guard stage only when the model named a route, a feature or a provider,
 //! all of the operator's naming. A call refused before, for a model that names
@@ -19,7 +19,7 @@
 
 use llmop_core::chat::ImageSource;
 use llmop_core::{ChatRequest, Part, ResponseFormat, ToolChoice};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Ends each field in the joined text: a NUL, which no detector's value contains.
 pub(crate) const SEP: char = '\0';
@@ -62,8 +62,8 @@ pub(crate) fn each(req: &ChatRequest, f: &mut dyn FnMut(&str)) {
     if let Some(u) = &req.user {
         f(u);
     }
-    req.metadata.values().for_each(|v| value(v, f));
-    req.extra.values().for_each(|v| value(v, f));
+    object(&req.metadata, f);
+    object(&req.extra, f);
     if let Some(k) = &req.prompt_cache.key {
         f(k);
     }
@@ -107,21 +107,30 @@ pub(crate) fn each_mut(req: &mut ChatRequest, f: &mut dyn FnMut(&mut String)) {
     if let Some(u) = &mut req.user {
         f(u);
     }
-    req.metadata.values_mut().for_each(|v| value_mut(v, f));
-    req.extra.values_mut().for_each(|v| value_mut(v, f));
+    object_mut(&mut req.metadata, f);
+    object_mut(&mut req.extra, f);
     if let Some(k) = &mut req.prompt_cache.key {
         f(k);
     }
 }
 
-/// Every string value in a JSON value (not the keys: a schema's keys are its property
-/// names). Its depth is bounded by the parser's recursion limit.
+/// Every string in a JSON value, object keys included (a client's `metadata` keys,
+/// a schema's property names): each is sent to the provider and recorded. Its depth is
+/// bounded by the parser's recursion limit.
 fn value(v: &Value, f: &mut dyn FnMut(&str)) {
     match v {
         Value::String(s) => f(s),
         Value::Array(a) => a.iter().for_each(|x| value(x, f)),
-        Value::Object(o) => o.values().for_each(|x| value(x, f)),
+        Value::Object(o) => object(o, f),
         _ => {}
+    }
+}
+
+/// An object's entries in order, each key before its value.
+fn object(o: &Map<String, Value>, f: &mut dyn FnMut(&str)) {
+    for (k, v) in o {
+        f(k);
+        value(v, f);
     }
 }
 
@@ -129,8 +138,29 @@ fn value_mut(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
     match v {
         Value::String(s) => f(s),
         Value::Array(a) => a.iter_mut().for_each(|x| value_mut(x, f)),
-        Value::Object(o) => o.values_mut().for_each(|x| value_mut(x, f)),
+        Value::Object(o) => object_mut(o, f),
         _ => {}
+    }
+}
+
+/// [`object`], with each string changeable: a key cannot change in place, so an
+/// object whose key changed is rebuilt in its order with the new key (two keys masked
+/// alike become one entry, the later value kept, as the record's scrubber does).
+fn object_mut(o: &mut Map<String, Value>, f: &mut dyn FnMut(&mut String)) {
+    let mut renamed = false;
+    let mut keys: Vec<String> = Vec::with_capacity(o.len());
+    for (k, v) in o.iter_mut() {
+        let mut key = k.clone();
+        f(&mut key);
+        renamed |= key != *k;
+        keys.push(key);
+        value_mut(v, f);
+    }
+    if renamed {
+        let old = std::mem::take(o);
+        for (key, (_, v)) in keys.into_iter().zip(old) {
+            o.insert(key, v);
+        }
     }
 }
 
@@ -262,10 +292,17 @@ mod tests {
             "lookup",
             "lookup",
             "finds things",
+            "type",
             "object",
+            "properties",
+            "q",
+            "type",
             "string",
+            "default",
             "END",
             "u-1",
+            "x",
+            "k",
             "v1",
             "v2",
         ];
@@ -276,11 +313,21 @@ mod tests {
         }
         assert_eq!(j, expect);
         assert_eq!(Fields::of(&r).len(), j.len());
-        let masked = j.replace("u-1", "[REDACTED:X]").replace("finds", "<E_1>");
+        let masked = j
+            .replace("u-1", "[REDACTED:X]")
+            .replace("finds", "<E_1>")
+            .replace("\0q\0", "\0<Q_1>\0");
         split_into(&mut r, &masked);
         assert_eq!(r.user.as_deref(), Some("[REDACTED:X]"));
         assert_eq!(r.tools[0].description.as_deref(), Some("<E_1> things"));
         assert_eq!(r.tools[0].name, "lookup");
+        // A key masked: its entry keeps its place and its value.
+        assert_eq!(
+            r.tools[0].parameters,
+            json!({"type": "object", "properties": {"<Q_1>": {"type": "string", "default": ""}}})
+        );
+        let keys: Vec<&String> = r.tools[0].parameters.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["type", "properties"]);
         assert_eq!(r.extra["x"], json!({"k": ["v1", 2, "v2"]}));
         assert_eq!(Fields::of(&r).text, masked);
     }

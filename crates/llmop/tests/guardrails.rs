@@ -596,10 +596,24 @@ async fn the_requests_other_fields_are_checked_as_text() {
             Format::Anthropic => &mut tools["input_schema"],
         };
         schema["properties"]["q"]["default"] = json!(TOKEN);
+        // A property named by the secret (object keys are strings the provider sees).
+        let mut keyed = plain_tool(f, "Looks things up.");
+        let schema = match f {
+            Format::OpenAi => &mut keyed[0]["function"]["parameters"],
+            Format::Anthropic => &mut keyed[0]["input_schema"],
+        };
+        schema["properties"][TOKEN] = json!({"type": "string"});
+        places.push(("schema property name", json!({ "tools": keyed })));
+        let mut top_key = json!({});
+        top_key[TOKEN] = json!(1);
+        places.push(("unknown field's name", top_key));
         match f {
             Format::OpenAi => {
                 places.push(("user", json!({"user": TOKEN})));
                 places.push(("metadata", json!({"metadata": {"deploy": TOKEN}})));
+                let mut keyed = json!({"metadata": {}});
+                keyed["metadata"][TOKEN] = json!("x");
+                places.push(("metadata key", keyed));
                 places.push(("stop", json!({"stop": [format!("x {TOKEN}")]})));
                 places.push(("passed through", json!({"x_vendor_field": {"k": [TOKEN]}})));
                 places.push((
@@ -647,7 +661,8 @@ async fn the_requests_other_fields_are_checked_as_text() {
         let mut body = f.body(&format!("echo-{}", f.suffix()), "hello", "{}", false);
         body["tools"] = plain_tool(f, &format!("Mails {EMAIL} the result."));
         if let Format::OpenAi = f {
-            body["metadata"] = json!({"owner": EMAIL});
+            body["metadata"] = json!({"owner": EMAIL, "b": "2"});
+            body["metadata"][PHONE] = json!("caller");
         }
         let got = call(&gw, f, &body, &id).await;
         assert_eq!(got.status, 200, "{tag}: {}", got.raw);
@@ -673,6 +688,12 @@ async fn the_requests_other_fields_are_checked_as_text() {
             schema["properties"]["q"]["description"], "what to find",
             "{tag}"
         );
+        if let Format::OpenAi = f {
+            // A key is masked where it stands, its value kept.
+            let keys: Vec<&String> = sent["metadata"].as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["owner", "b", "<PHONE_1>"], "{tag}: {sent}");
+            assert_eq!(sent["metadata"]["<PHONE_1>"], "caller", "{tag}");
+        }
         let rec = gw.record(&id).await;
         let verdicts = rec["guardrails"].to_string();
         assert!(
@@ -694,7 +715,7 @@ async fn the_requests_other_fields_are_checked_as_text() {
     );
 
     // Nothing the rules found is in the store or the logs.
-    assert_kept_nowhere(&gw, &[TOKEN, &TOKEN[4..20], EMAIL]);
+    assert_kept_nowhere(&gw, &[TOKEN, &TOKEN[4..20], EMAIL, PHONE]);
 }
 
 /// Embeddings: the input rules check the texts to embed. A secret is refused before
