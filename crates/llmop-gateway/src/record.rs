@@ -831,7 +831,8 @@ impl IntoRecord for Box<CallData> {
         }
         r.agent = c.agent.and_then(|a| a.to_record());
         // Masked before anything is cut: a cut field keeps its text escaped.
-        let scrubber = guard_scrubber(&mut r, c.guard, c.policy, c.request.as_deref());
+        let variables = c.feature.as_ref().map(|f| &f.variables);
+        let scrubber = guard_scrubber(&mut r, c.guard, c.policy, c.request.as_deref(), variables);
         if let Some(s) = &scrubber {
             s.value(&mut r.input_messages);
             s.value(&mut r.request_params);
@@ -962,27 +963,40 @@ impl IntoRecord for Box<CallData> {
 
 /// The guardrails' part of a record: their verdicts, and every value they found (or
 /// put behind a placeholder) masked wherever the record holds it. A call refused before
-/// its input guard ran is masked of what its input rules find now, on the writer's task.
+/// its input guard ran is masked of what its input rules find now, on the writer's task,
+/// and so are a feature call's variables (recorded whole; one no template uses is never
+/// sent, so never checked on the way).
 fn guard_scrubber(
     r: &mut Record,
     guard: Option<Box<crate::guard::GuardCall>>,
     policy: Option<Arc<llmop_guard::policy::Policy>>,
     request: Option<&ChatRequest>,
+    variables: Option<&Map<String, Value>>,
 ) -> Option<llmop_guard::transform::Scrubber> {
+    let applicable = |p: &llmop_guard::policy::Policy| {
+        p.for_call(llmop_guard::policy::Scope {
+            route: r.route.as_deref(),
+            feature: r.feature.as_deref(),
+            key: r.key_id.as_deref(),
+        })
+    };
+    let variables = variables.filter(|v| !v.is_empty());
     match guard {
         Some(g) => {
             let mut g = *g;
+            if let (Some(v), Some(p)) = (variables, &policy) {
+                p.collect_object(&applicable(p), v, &mut g.book);
+            }
             r.guardrails = std::mem::take(&mut g.book.verdicts);
             g.book.scrubber(Some(g.vault))
         }
         None => {
             let p = policy?;
-            let a = p.for_call(llmop_guard::policy::Scope {
-                route: r.route.as_deref(),
-                feature: r.feature.as_deref(),
-                key: r.key_id.as_deref(),
-            });
+            let a = applicable(&p);
             let mut book = llmop_guard::policy::Book::default();
+            if let Some(v) = variables {
+                p.collect_object(&a, v, &mut book);
+            }
             match request {
                 Some(req) => p.collect_input(&a, req, &mut book),
                 None => {

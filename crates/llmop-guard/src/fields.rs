@@ -127,7 +127,7 @@ fn value(v: &Value, f: &mut dyn FnMut(&str)) {
 }
 
 /// An object's entries in order, each key before its value.
-fn object(o: &Map<String, Value>, f: &mut dyn FnMut(&str)) {
+pub(crate) fn object(o: &Map<String, Value>, f: &mut dyn FnMut(&str)) {
     for (k, v) in o {
         f(k);
         value(v, f);

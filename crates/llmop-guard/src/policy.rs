@@ -950,6 +950,24 @@ impl Policy {
         }
     }
 
+    /// For a record: every value the input rules select in a JSON object's strings
+    /// (keys included), into `book`'s masks. A feature call's variables are recorded
+    /// whole, and one that no template uses is never sent, so never checked on the way.
+    pub fn collect_object(
+        &self,
+        a: &Applicable,
+        o: &serde_json::Map<String, serde_json::Value>,
+        book: &mut Book,
+    ) {
+        let mut text = String::new();
+        crate::fields::object(o, &mut |s| {
+            text.push_str(s);
+            text.push(crate::fields::SEP);
+        });
+        // A value across a separator masks nothing (no string holds it whole).
+        self.collect_text(a, GuardPart::Text, &text, book);
+    }
+
     /// The output stage of a whole answer: text and tool-call arguments checked by the
     /// call's output rules (`block`, `redact`, `flag`, `shadow`); its
     /// model-based checks ([`Policy::asks_output`]) and placeholders ([`Policy::restore`])

@@ -1366,3 +1366,44 @@ action = "redact"
     }
     assert_kept_nowhere(&gw, &[TOKEN]);
 }
+
+/// A feature call's variables are recorded whole, and one that no template uses never
+/// goes to the provider: what the input rules find in it is masked in the record.
+#[tokio::test]
+async fn a_feature_calls_unused_variables_are_masked_in_its_record() {
+    let gw = Gateway::start(&format!(
+        "[providers.sim]\nkind = \"mock\"\n\
+         [[guardrails.rules]]\nname = \"no-secrets-in\"\ndetect = [\"secrets\"]\ndirection = \"input\"\naction = \"block\"\n\
+         [[guardrails.rules]]\nname = \"mask-pii\"\ndetect = [\"pii\"]\ndirection = \"input\"\naction = \"redact\"\n"
+    ));
+    gw.push_feature(
+        r#"name = "note"
+model = "sim/echo"
+[variables]
+who = { type = "string" }
+note = { type = "string", default = "" }
+[[messages]]
+role = "user"
+template = "hello {{ who }}"
+"#,
+    )
+    .await;
+    gw.admin_features("/note/deploy", json!({"env": "prod", "version": 1}))
+        .await;
+    let r = post_with(
+        &gw,
+        "/v1/features/note/invoke",
+        &json!({"variables": {"who": "Bo", "note": format!("token {TOKEN}, mail {EMAIL}")}}),
+        &[("x-request-id", "unused-var")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let rec = gw.record("unused-var").await;
+    let note = rec["variables"]["note"].as_str().unwrap_or("").to_string();
+    assert!(
+        note.starts_with("token [REDACTED:") && note.contains("mail [REDACTED:"),
+        "{rec}"
+    );
+    assert_eq!(rec["variables"]["who"], "Bo");
+    assert_kept_nowhere(&gw, &[TOKEN, EMAIL]);
+}
