@@ -1371,11 +1371,11 @@ action = "redact"
 /// goes to the provider: what the input rules find in it is masked in the record.
 #[tokio::test]
 async fn a_feature_calls_unused_variables_are_masked_in_its_record() {
-    let gw = Gateway::start(&format!(
+    let gw = Gateway::start(
         "[providers.sim]\nkind = \"mock\"\n\
          [[guardrails.rules]]\nname = \"no-secrets-in\"\ndetect = [\"secrets\"]\ndirection = \"input\"\naction = \"block\"\n\
-         [[guardrails.rules]]\nname = \"mask-pii\"\ndetect = [\"pii\"]\ndirection = \"input\"\naction = \"redact\"\n"
-    ));
+         [[guardrails.rules]]\nname = \"mask-pii\"\ndetect = [\"pii\"]\ndirection = \"input\"\naction = \"redact\"\n",
+    );
     gw.push_feature(
         r#"name = "note"
 model = "sim/echo"
