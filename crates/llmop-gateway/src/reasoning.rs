@@ -314,12 +314,26 @@ impl Keeper {
         if !missing.is_empty() {
             metrics::counter!("llmop_reasoning_state_missing_total")
                 .increment(missing.len() as u64);
-            tracing::warn!(ids = ?missing, "no kept reasoning state for these tool calls: sent without it");
+            // The ids come from the client: only ones of the shape llmop issues are
+            // logged (a few), so a forged one cannot put its text in the logs.
+            let shown: Vec<&str> = missing
+                .iter()
+                .map(String::as_str)
+                .filter(|id| issued_shape(id))
+                .take(8)
+                .collect();
+            tracing::warn!(missing = missing.len(), ids = ?shown, "no kept reasoning state for these tool calls: sent without it");
         }
         if !found.is_empty() {
             apply(req, &found);
         }
     }
+}
+
+/// Whether `id` is exactly what [`issue_call_id`] makes: the prefix and 32 hex digits.
+fn issued_shape(id: &str) -> bool {
+    id.strip_prefix(llmop_core::ISSUED_CALL_PREFIX)
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Puts `found` back into the messages.
@@ -450,6 +464,16 @@ impl StreamKeeper {
 mod tests {
     use super::*;
     use llmop_core::{FinishReason, ToolCall, WireFormat};
+
+    #[test]
+    fn only_ids_of_the_issued_shape_are_logged() {
+        assert!(issued_shape(&issue_call_id()));
+        assert!(!issued_shape(
+            "llmop_call_ghp_8f3KzQ1vW7xY2bN5mR9tL0aC4dE6gH1jK3pS"
+        ));
+        assert!(!issued_shape("llmop_call_"));
+        assert!(!issued_shape("call_0123456789abcdef0123456789abcdef"));
+    }
 
     fn call(id: &str) -> Part {
         Part::ToolCall(ToolCall {

@@ -614,6 +614,18 @@ async fn the_requests_other_fields_are_checked_as_text() {
                 let mut keyed = json!({"metadata": {}});
                 keyed["metadata"][TOKEN] = json!("x");
                 places.push(("metadata key", keyed));
+                // A tool call's id of the shape llmop issues (whose kept state the
+                // gateway looks up, and logs when it finds none) holding the secret.
+                let forged = format!("llmop_call_ {TOKEN}");
+                places.push((
+                    "forged issued tool-call id",
+                    json!({"messages": [
+                        {"role": "user", "content": "look me up"},
+                        {"role": "assistant", "content": null, "tool_calls": [{"id": forged, "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+                        {"role": "tool", "tool_call_id": forged, "content": "{}"},
+                        {"role": "user", "content": "hello"}
+                    ]}),
+                ));
                 places.push(("stop", json!({"stop": [format!("x {TOKEN}")]})));
                 places.push(("passed through", json!({"x_vendor_field": {"k": [TOKEN]}})));
                 places.push((
