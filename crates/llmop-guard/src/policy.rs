@@ -981,8 +981,13 @@ impl Policy {
         if !a.output.is_empty() {
             let started = Instant::now();
             let mut tally = Tally::new(self.local(&a.output), "output");
+            // Only the detectors read reasoning (not length, schema or language rules).
+            let reads_reasoning = self.want(&a.output, GuardPart::Reasoning).any();
             for p in &mut resp.parts {
                 if let Part::Reasoning(r) = p {
+                    if !reads_reasoning {
+                        continue;
+                    }
                     for text in reasoning_texts(r) {
                         let part = GuardPart::Reasoning;
                         self.check_text(&mut tally, part, text, None, book, Source::Reasoning);
@@ -1521,6 +1526,14 @@ impl OutStream {
     pub fn take_pending(&mut self) -> Vec<StreamEvent> {
         self.pending.take().unwrap_or_default()
     }
+    /// Whether a detector reads the answer's reasoning (length, schema and language
+    /// rules do not): only then is a thinking block held.
+    fn reads_reasoning(&self) -> bool {
+        self.policy
+            .want(&self.tally.rules, GuardPart::Reasoning)
+            .any()
+    }
+
     /// Whether rules checked as the stream goes look at a part.
     fn rules_on(&self, part: GuardPart) -> bool {
         self.tally
@@ -1643,7 +1656,7 @@ impl OutStream {
             self.complete_thinking(out, book)?;
         }
         match ev {
-            StreamEvent::ThinkingStart if self.rules_on(GuardPart::Reasoning) => {
+            StreamEvent::ThinkingStart if self.reads_reasoning() => {
                 self.release(true, out, book)?;
                 self.complete_calls(out, book)?;
                 self.thinking = Some(HeldThinking::default());
@@ -1665,7 +1678,7 @@ impl OutStream {
                 held.signature.push_str(&sig);
                 Ok(())
             }
-            StreamEvent::Reasoning(mut r) if self.rules_on(GuardPart::Reasoning) => {
+            StreamEvent::Reasoning(mut r) if self.reads_reasoning() => {
                 self.release(true, out, book)?;
                 self.complete_calls(out, book)?;
                 self.check_reasoning(reasoning_texts(&mut r), book)?;

@@ -945,3 +945,23 @@ fn a_streamed_thinking_block_is_held_whole_and_checked() {
     let (out, _) = push_all(&p, think(&["a", "b"]));
     assert_eq!(out[1], StreamEvent::ThinkingDelta("a".into()));
 }
+
+#[test]
+fn rules_without_a_detector_leave_reasoning_alone() {
+    // A length rule (which reads the answer's text only) neither holds a thinking
+    // block nor records a verdict about reasoning.
+    let p = policy("[[guardrails.rules]]\nname = \"len\"\ndetect = [\"max_length\"]\nmax_chars = 1000\ndirection = \"output\"\naction = \"block\"\n");
+    let mut resp = answer(vec![thinking("hmm"), Part::Text("ok".into())]);
+    let mut book = Book::default();
+    p.check_output(&all(&p), &mut resp, &mut book).unwrap();
+    assert!(book.verdicts.iter().all(|v| v.part.as_ref() != "reasoning"));
+    let (out, _) = push_all(
+        &p,
+        vec![
+            StreamEvent::ThinkingStart,
+            StreamEvent::ThinkingDelta("a".into()),
+            StreamEvent::ThinkingDelta("b".into()),
+        ],
+    );
+    assert_eq!(out[1], StreamEvent::ThinkingDelta("a".into()));
+}
