@@ -35,6 +35,8 @@ pub const INVALID_API_KEY: &str = "invalid_api_key";
 pub const MISSING_ADMIN_TOKEN: &str = "missing_admin_token";
 pub const INVALID_ADMIN_TOKEN: &str = "invalid_admin_token";
 pub const KEY_NOT_ALLOWED: &str = "key_not_allowed";
+pub const HOST_NOT_ALLOWED: &str = "host_not_allowed";
+pub const ORIGIN_NOT_ALLOWED: &str = "origin_not_allowed";
 pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
 pub const SESSION_BUDGET_EXCEEDED: &str = "session_budget_exceeded";
 pub const RATE_LIMITED: &str = "rate_limited";
@@ -101,6 +103,8 @@ pub const ALL: &[&str] = &[
     MISSING_ADMIN_TOKEN,
     INVALID_ADMIN_TOKEN,
     KEY_NOT_ALLOWED,
+    HOST_NOT_ALLOWED,
+    ORIGIN_NOT_ALLOWED,
     BUDGET_EXCEEDED,
     SESSION_BUDGET_EXCEEDED,
     RATE_LIMITED,

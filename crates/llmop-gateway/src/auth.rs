@@ -128,6 +128,12 @@ impl Auth {
         }
     }
 
+    /// Whether client calls need no key (the gateway listens on loopback, and no key
+    /// is in force).
+    pub fn open_to_clients(&self) -> bool {
+        !self.enforcing()
+    }
+
     /// Whether the admin side is open: no admin token, and no client keys in force.
     pub fn open(&self) -> bool {
         self.admin.is_none() && !self.enforcing()
@@ -156,6 +162,84 @@ impl Auth {
             None => Ok(()),
         }
     }
+}
+
+/// Where a request comes from, when that is not this machine: a `Host` that names
+/// another host, or an `Origin` (a web page's) on another host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreign {
+    Host,
+    Origin,
+}
+
+/// Whether a request names only this machine (docs/api.md, "Open on loopback"): its
+/// `Host` (when sent) and its `Origin` (when sent; `null` never is) must be loopback
+/// names or one of `extra` (`[server] allowed_hosts`). Checked while client calls need
+/// no key: a browser is a client on the machine, and this is how a web page's request
+/// (directly, or by rebinding its DNS name to 127.0.0.1) gives itself away.
+pub fn foreign(headers: &HeaderMap, extra: &[String]) -> Option<Foreign> {
+    if let Some(h) = headers.get(header::HOST) {
+        let ok = h
+            .to_str()
+            .ok()
+            .is_some_and(|h| this_machine(strip_port(h), extra));
+        if !ok {
+            return Some(Foreign::Host);
+        }
+    }
+    let o = headers.get(header::ORIGIN)?;
+    let ok = o
+        .to_str()
+        .ok()
+        .and_then(|o| url::Url::parse(o).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .and_then(|u| u.host_str().map(|h| this_machine(h, extra)))
+        .unwrap_or(false);
+    (!ok).then_some(Foreign::Origin)
+}
+
+/// `host:port` → `host`; `[::1]:port` → `[::1]`.
+fn strip_port(h: &str) -> &str {
+    let h = h.trim();
+    if h.starts_with('[') {
+        return match h.find(']') {
+            Some(end) => &h[..=end],
+            None => h,
+        };
+    }
+    match h.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => h,
+    }
+}
+
+/// A loopback name or address, or one the operator allowed. Names compare without case
+/// and without a trailing dot.
+fn this_machine(host: &str, extra: &[String]) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() {
+        return false;
+    }
+    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        if let Ok(ip) = inner.parse::<std::net::Ipv6Addr>() {
+            if ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()) {
+                return true;
+            }
+        }
+    } else if let Ok(ip) = name.parse::<std::net::Ipv4Addr>() {
+        if ip.is_loopback() {
+            return true;
+        }
+    } else {
+        let lower = name.to_ascii_lowercase();
+        if lower == "localhost" || lower.ends_with(".localhost") {
+            return true;
+        }
+    }
+    extra.iter().any(|e| {
+        let e = e.strip_suffix('.').unwrap_or(e);
+        e.eq_ignore_ascii_case(name)
+    })
 }
 
 /// What a key may call: the model (`feature/<name>`, a route, or `provider/model`) and
@@ -227,6 +311,83 @@ mod tests {
             created_at_ms: 0,
             created_by: None,
             revoked_at_ms: None,
+        }
+    }
+
+    fn with(host: Option<&str>, origin: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = host {
+            h.insert(header::HOST, v.parse().unwrap());
+        }
+        if let Some(v) = origin {
+            h.insert(header::ORIGIN, v.parse().unwrap());
+        }
+        h
+    }
+
+    /// Loopback names and addresses, with or without a port, in any case and with a
+    /// trailing dot; an operator's own names; nothing else.
+    #[test]
+    fn only_this_machines_hosts_and_origins_pass() {
+        let extra = vec!["llmop.test".to_string(), "[fd00::1]".to_string()];
+        for host in [
+            "127.0.0.1:8080",
+            "127.3.4.5",
+            "localhost",
+            "LocalHost:80",
+            "localhost.:8080",
+            "api.localhost:8080",
+            "[::1]:8080",
+            "[::1]",
+            "[::ffff:127.0.0.1]:9",
+            "LLMOP.test:8080",
+            "[fd00::1]:1",
+        ] {
+            assert_eq!(foreign(&with(Some(host), None), &extra), None, "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "evillocalhost",
+            "10.0.0.1:8080",
+            "0.0.0.0:8080",
+            "[::2]:8080",
+            "[fd00::2]",
+            "",
+            ":8080",
+            "[::1",
+        ] {
+            assert_eq!(
+                foreign(&with(Some(host), None), &extra),
+                Some(Foreign::Host),
+                "{host:?}"
+            );
+        }
+        // No Host (HTTP/1.0, a raw socket): no browser sends that.
+        assert_eq!(foreign(&HeaderMap::new(), &[]), None);
+        for origin in [
+            "http://localhost:3000",
+            "https://127.0.0.1",
+            "http://[::1]:5173",
+            "http://app.localhost",
+            "http://llmop.test:8080",
+        ] {
+            let h = with(Some("127.0.0.1:8080"), Some(origin));
+            assert_eq!(foreign(&h, &extra), None, "{origin}");
+        }
+        for origin in [
+            "https://evil.example",
+            "http://127.0.0.1.evil.example",
+            "null",
+            "file://",
+            "chrome-extension://abc",
+            "not a url",
+            "http://localhost@evil.example",
+        ] {
+            let h = with(Some("127.0.0.1:8080"), Some(origin));
+            assert_eq!(foreign(&h, &extra), Some(Foreign::Origin), "{origin}");
         }
     }
 

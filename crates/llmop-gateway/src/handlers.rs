@@ -599,7 +599,7 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 
 /// The format a request without a known endpoint expects its error in: Anthropic's for
 /// the Anthropic SDK (it sends `anthropic-version`) and paths under `/v1/messages`.
-fn format_of(uri: &axum::http::Uri, headers: &HeaderMap) -> WireFormat {
+pub(crate) fn format_of(uri: &axum::http::Uri, headers: &HeaderMap) -> WireFormat {
     if headers.contains_key("anthropic-version") || uri.path().starts_with("/v1/messages") {
         WireFormat::Anthropic
     } else {

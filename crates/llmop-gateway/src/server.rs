@@ -81,6 +81,7 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
             app.clone(),
             admin::require_admin,
         ));
+    let front = app.clone();
     let mut root = axum::Router::new();
     if let Some(c) = &app.console {
         root = root.nest_service("/ui", llmop_console::router(c.clone()));
@@ -103,8 +104,43 @@ pub fn router(app: Arc<AppState>) -> axum::Router {
         .with_state(app)
         // Inner: a panic becomes a JSON 500, never a dropped connection or an HTML page.
         .layer(CatchPanicLayer::custom(panic_response))
-        // Outer: every response, the panic one included, carries x-request-id.
-        .layer(middleware::from_fn(request_id))
+        // Outer: every response, the panic one included, carries x-request-id; while
+        // the gateway is open, only this machine is served.
+        .layer(middleware::from_fn_with_state(front, front_door))
+}
+
+/// [`request_id`], and while client calls need no key, a refusal of requests that do not
+/// name this machine (`crate::auth::foreign`): a web page's, sent directly or through a
+/// DNS name it rebound to 127.0.0.1. The headers are looked at first, so a gateway with
+/// keys in force pays only for the look.
+async fn front_door(
+    axum::extract::State(app): axum::extract::State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let foreign = crate::auth::foreign(req.headers(), &app.config.server.allowed_hosts)
+        .filter(|_| app.auth.open_to_clients());
+    let Some(f) = foreign else {
+        return request_id(req, next).await;
+    };
+    let id = request_id_from(req.headers());
+    let (what, code) = match f {
+        crate::auth::Foreign::Host => ("a Host", llmop_core::codes::HOST_NOT_ALLOWED),
+        crate::auth::Foreign::Origin => ("an Origin", llmop_core::codes::ORIGIN_NOT_ALLOWED),
+    };
+    tracing::warn!(request_id = %id, code, "refused a request that names another host while the gateway is open");
+    let e = llmop_core::GatewayError::Forbidden {
+        message: format!(
+            "this gateway needs no API key, so it serves only this machine, and the request names {what} that is not a loopback name or one of [server] allowed_hosts; create a key (`llmop keys create`) to serve other hosts"
+        ),
+        code,
+    };
+    let format = handlers::format_of(req.uri(), req.headers());
+    let mut resp = crate::http_error::response(format, &e, &id);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(crate::headers::X_REQUEST_ID, v);
+    }
+    resp
 }
 
 /// Reads a request's whole body within `max_body_bytes` and `body_timeout_ms`, then

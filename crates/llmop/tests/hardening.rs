@@ -601,7 +601,7 @@ async fn slow_bodies_time_out_on_every_endpoint() {
         "/admin/budgets",
     ] {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{").unwrap();
+        write!(s, "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 512];
         let n = s.read(&mut buf).unwrap_or(0);

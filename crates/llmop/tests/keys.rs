@@ -235,3 +235,219 @@ fn a_missing_admin_token_variable_stops_the_start() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("NOT_SET_ANYWHERE_42"));
 }
+
+/// A request to an open gateway, as a browser page would send it: `host`/`origin`
+/// headers (`None`: as the client makes them), a JSON body when `body` is given.
+async fn from_page(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+    origin: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value, Option<String>) {
+    let url = format!("{}{path}", gw.url);
+    let mut r = match method {
+        "GET" => client().get(url),
+        _ => client().post(url),
+    };
+    if let Some(h) = host {
+        r = r.header("host", h);
+    }
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    if let Some(b) = body {
+        // What a page's form or `fetch(…, {mode: "no-cors"})` can send.
+        r = r.header("content-type", "text/plain").body(b.to_string());
+    }
+    let r = r.header("x-request-id", "from-page").send().await.unwrap();
+    let status = r.status().as_u16();
+    let rid = r
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        rid,
+    )
+}
+
+/// While no key is needed, a web page cannot use the gateway: not by posting to it
+/// (spending the operator's provider keys, or rolling a feature back through the open
+/// admin API), nor by rebinding its DNS name to 127.0.0.1 to read records and the
+/// console. SDKs, curl and pages on this machine are served as before; once keys are in
+/// force, every call is authenticated instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_gateway_serves_only_this_machine() {
+    let config = "[providers.sim]\nkind = \"mock\"\n[features]\nrefresh_ms = 50\n";
+    let gw = Gateway::start(config);
+    let port = gw.url.rsplit(':').next().unwrap().to_string();
+    let chat = json!({"model": "sim/echo", "messages": [{"role": "user", "content": "hi"}]});
+    let evil = Some("https://evil.example");
+
+    // Posted from another site's page: refused before anything runs, in the envelope.
+    let (s, v, rid) = from_page(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        evil,
+        Some(chat.clone()),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("origin_not_allowed")),
+        "{v}"
+    );
+    assert_eq!(rid.as_deref(), Some("from-page"));
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("allowed_hosts") && !message.contains("evil"),
+        "{message}"
+    );
+    // The Anthropic endpoint answers in its own format.
+    let messages = json!({"model": "sim/echo", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let (s, v, _) = from_page(&gw, "POST", "/v1/messages", None, evil, Some(messages)).await;
+    assert_eq!((s, v["type"].as_str()), (403, Some("error")), "{v}");
+    assert_eq!(v["error"]["type"].as_str(), Some("permission_error"), "{v}");
+    // The open admin API: a rollback from a page is refused, not attempted.
+    let (s, v, _) = from_page(
+        &gw,
+        "POST",
+        "/admin/features/greet/rollback",
+        None,
+        evil,
+        Some(json!({"env": "prod", "reason": "from a page"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("origin_not_allowed")),
+        "{v}"
+    );
+    // Sandboxed frames and file:// pages send `Origin: null`.
+    let (s, _, _) = from_page(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        Some("null"),
+        Some(chat.clone()),
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    // A page that rebound its own name to 127.0.0.1 is same-origin to itself: no
+    // Origin on its reads, but its name in Host.
+    let rebound = format!("evil.example:{port}");
+    for path in [
+        "/v1/requests",
+        "/ui/requests",
+        "/admin/features",
+        "/metrics",
+    ] {
+        let (s, v, _) = from_page(&gw, "GET", path, Some(&rebound), None, None).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (403, Some("host_not_allowed")),
+            "{path}: {v}"
+        );
+    }
+
+    // This machine's pages and clients: served.
+    let local = format!("localhost:{port}");
+    let (s, v, _) = from_page(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        Some(&local),
+        Some("http://localhost:3000"),
+        Some(chat.clone()),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _, _) = from_page(
+        &gw,
+        "GET",
+        "/ui/requests",
+        Some(&format!("[::1]:{port}")),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    // The refused calls left no record; the served one did.
+    assert_eq!(gw.record("from-page").await["status"], 200);
+    let list = support::get_json(&gw, "/v1/requests?limit=50").await;
+    let served = list["data"].as_array().unwrap();
+    assert_eq!(served.len(), 1, "{list}");
+    assert!(gw
+        .logs()
+        .contains("refused a request that names another host"));
+
+    // Once a key is in force, a page's call is an authenticated call like any other.
+    let store = format!("sqlite://{}", gw.dir().join("llmop.db").display());
+    let (_, key) = create_key(&store, &["--name", "web"]);
+    until_keyless(&gw, 401).await;
+    let r = client()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("origin", "https://app.example")
+        .bearer_auth(&key)
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, v, _) = from_page(&gw, "POST", "/v1/chat/completions", None, evil, Some(chat)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("missing_api_key")),
+        "{v}"
+    );
+}
+
+/// `[server] allowed_hosts` adds the operator's own names for this machine.
+#[tokio::test]
+async fn allowed_hosts_name_this_machine_too() {
+    let gw = Gateway::start(
+        "[server]\nallowed_hosts = [\"llmop.test\"]\n[providers.sim]\nkind = \"mock\"\n",
+    );
+    let port = gw.url.rsplit(':').next().unwrap().to_string();
+    let chat = json!({"model": "sim/echo", "messages": [{"role": "user", "content": "hi"}]});
+    let host = format!("LLMOP.test:{port}");
+    let (s, v, _) = from_page(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        Some(&host),
+        Some("http://llmop.test"),
+        Some(chat.clone()),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _, _) = from_page(
+        &gw,
+        "POST",
+        "/v1/chat/completions",
+        Some("other.test"),
+        None,
+        Some(chat),
+    )
+    .await;
+    assert_eq!(s, 403);
+    // And a name that is not a host name stops the start, naming the key.
+    let o = support::llmop_with_config(
+        &["check"],
+        "[server]\nallowed_hosts = [\"https://llmop.test/\"]\n[providers.sim]\nkind = \"mock\"\n",
+    );
+    assert!(!o.status.success());
+    assert!(
+        support::output_text(&o).contains("allowed_hosts"),
+        "{}",
+        support::output_text(&o)
+    );
+}

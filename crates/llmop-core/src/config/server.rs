@@ -38,6 +38,14 @@ pub struct ServerConfig {
     /// before it stops accepting connections: time for a load balancer to notice.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_ms: u64,
+    /// Host names, besides loopback ones (`localhost`, `*.localhost`, `127.0.0.0/8`,
+    /// `::1`), that a request's `Host` and `Origin` may name while client calls need no
+    /// key: a name in `/etc/hosts` for this machine, say. Everything else is refused then
+    /// (403 `host_not_allowed` / `origin_not_allowed`), so a web page cannot call an
+    /// open gateway from the browser, directly or by rebinding its own DNS name to
+    /// 127.0.0.1.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +60,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: default_idle_timeout(),
             max_connections: 0,
             shutdown_grace_ms: default_shutdown_grace(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -124,6 +133,19 @@ impl ServerConfig {
                 k(&["server", "shutdown_grace_ms"]),
                 "must not be longer than shutdown_timeout_ms".into(),
             ));
+        }
+        for (i, h) in self.allowed_hosts.iter().enumerate() {
+            let bad = h.is_empty()
+                || h.contains(['/', ' ', '@', '?', '#'])
+                || (h.contains(':') && !h.starts_with('['));
+            if bad {
+                out.push((
+                    k(&["server", "allowed_hosts"]),
+                    format!(
+                        "entry {i} (`{h}`) is not a host name: write `llmop.test` or `[fd00::1]`, without a scheme or port"
+                    ),
+                ));
+            }
         }
         if self.request_timeout_ms == 0 {
             out.push((
