@@ -217,6 +217,11 @@ fn strip_port(h: &str) -> &str {
 /// and without a trailing dot.
 fn this_machine(host: &str, extra: &[String]) -> bool {
     let name = host.strip_suffix('.').unwrap_or(host);
+    // What nearly every request names, without parsing it (an address parse was about
+    // 200 instructions a call, callgrind).
+    if name == "127.0.0.1" || name == "localhost" {
+        return true;
+    }
     if name.is_empty() {
         return false;
     }
