@@ -275,6 +275,13 @@ async fn from_page(
     )
 }
 
+/// A chat call as a page would post it: its status and body.
+async fn chat_from(gw: &Gateway, host: Option<&str>, origin: Option<&str>) -> (u16, Value) {
+    let chat = json!({"model": "sim/echo", "messages": [{"role": "user", "content": "hi"}]});
+    let (s, v, _) = from_page(gw, "POST", "/v1/chat/completions", host, origin, Some(chat)).await;
+    (s, v)
+}
+
 /// While no key is needed, a web page cannot use the gateway: not by posting to it
 /// (spending the operator's provider keys, or rolling a feature back through the open
 /// admin API), nor by rebinding its DNS name to 127.0.0.1 to read records and the
@@ -330,15 +337,7 @@ async fn an_open_gateway_serves_only_this_machine() {
         "{v}"
     );
     // Sandboxed frames and file:// pages send `Origin: null`.
-    let (s, _, _) = from_page(
-        &gw,
-        "POST",
-        "/v1/chat/completions",
-        None,
-        Some("null"),
-        Some(chat.clone()),
-    )
-    .await;
+    let (s, _) = chat_from(&gw, None, Some("null")).await;
     assert_eq!(s, 403);
 
     // A page that rebound its own name to 127.0.0.1 is same-origin to itself: no
@@ -360,15 +359,7 @@ async fn an_open_gateway_serves_only_this_machine() {
 
     // This machine's pages and clients: served.
     let local = format!("localhost:{port}");
-    let (s, v, _) = from_page(
-        &gw,
-        "POST",
-        "/v1/chat/completions",
-        Some(&local),
-        Some("http://localhost:3000"),
-        Some(chat.clone()),
-    )
-    .await;
+    let (s, v) = chat_from(&gw, Some(&local), Some("http://localhost:3000")).await;
     assert_eq!(s, 200, "{v}");
     let (s, _, _) = from_page(
         &gw,
@@ -402,7 +393,7 @@ async fn an_open_gateway_serves_only_this_machine() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (s, v, _) = from_page(&gw, "POST", "/v1/chat/completions", None, evil, Some(chat)).await;
+    let (s, v) = chat_from(&gw, None, evil).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
         (401, Some("missing_api_key")),
@@ -417,27 +408,10 @@ async fn allowed_hosts_name_this_machine_too() {
         "[server]\nallowed_hosts = [\"llmop.test\"]\n[providers.sim]\nkind = \"mock\"\n",
     );
     let port = gw.url.rsplit(':').next().unwrap().to_string();
-    let chat = json!({"model": "sim/echo", "messages": [{"role": "user", "content": "hi"}]});
     let host = format!("LLMOP.test:{port}");
-    let (s, v, _) = from_page(
-        &gw,
-        "POST",
-        "/v1/chat/completions",
-        Some(&host),
-        Some("http://llmop.test"),
-        Some(chat.clone()),
-    )
-    .await;
+    let (s, v) = chat_from(&gw, Some(&host), Some("http://llmop.test")).await;
     assert_eq!(s, 200, "{v}");
-    let (s, _, _) = from_page(
-        &gw,
-        "POST",
-        "/v1/chat/completions",
-        Some("other.test"),
-        None,
-        Some(chat),
-    )
-    .await;
+    let (s, _) = chat_from(&gw, Some("other.test"), None).await;
     assert_eq!(s, 403);
     // And a name that is not a host name stops the start, naming the key.
     let o = support::llmop_with_config(
