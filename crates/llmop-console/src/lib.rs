@@ -209,7 +209,7 @@ async fn require_session(State(c): State<Arc<Console>>, mut req: Request, next: 
 }
 
 /// Headers on every console response: no caching of pages that show records, no
-/// framing, no sniffing, no referrer (ids are in URLs), scripts and styles only from
+/// framing, no sniffing, no referrer to other sites (ids are in URLs), scripts and styles only from
 /// the console itself.
 async fn hardened(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
@@ -228,7 +228,10 @@ async fn hardened(req: Request, next: Next) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        // `same-origin`, not `no-referrer`: under `no-referrer` a browser sends the
+        // console's own form posts with `Origin: null`, which an open gateway refuses
+        // (any page can send that; docs/api.md, "Open on loopback").
+        HeaderValue::from_static("same-origin"),
     );
     resp
 }

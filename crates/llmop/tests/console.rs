@@ -207,6 +207,10 @@ async fn nothing_is_reachable_without_a_session() {
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(r.headers()["cache-control"], "no-store");
+    // No referrer to other sites, but the console's own origin on its form posts: under
+    // `no-referrer` a browser posts them with `Origin: null`, which an open gateway
+    // refuses.
+    assert_eq!(r.headers()["referrer-policy"], "same-origin");
 }
 
 #[tokio::test]
