@@ -40,9 +40,7 @@ fn store_error(e: StoreError) -> GatewayError {
 
 fn not_found(id: &str) -> GatewayError {
     GatewayError::NotFound {
-        message: format!(
-            "no record of request `{id}` (records are committed within moments of the response)"
-        ),
+        message: format!("no record of request `{id}`"),
         code: codes::RECORD_NOT_FOUND,
     }
 }
@@ -51,18 +49,44 @@ fn reply(rid: &str, r: Result<Response, GatewayError>) -> Response {
     r.unwrap_or_else(|e| http_error::response(WireFormat::OpenAi, &e, rid))
 }
 
-/// `GET /v1/requests/{id}`
+/// The longest a read of a missing record waits for the writer (a store that stalls).
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_millis(1_500);
+
+/// Waits until every record queued before now is done (committed, spilled or lost), at
+/// most [`SETTLE_WAIT`]. The writer lingers to batch its commits, so a call's record
+/// lands moments after its response: a client that reads its own call's record at once
+/// would otherwise get 404. Nothing is waited for while the writer has no backlog, so a
+/// read of an id that never was stays quick.
+async fn settle(recorder: &crate::record::Recorder) {
+    let stats = recorder.writer.stats();
+    let before = stats.snapshot().queued;
+    let done = || {
+        let s = stats.snapshot();
+        s.written + s.spilled + s.lost >= before
+    };
+    let until = tokio::time::Instant::now() + SETTLE_WAIT;
+    let mut poll = std::time::Duration::from_millis(2);
+    while !done() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `GET /v1/requests/{id}`: a record queued before the read (the client's own call,
+/// just answered) is waited for rather than missed.
 pub async fn get(
     State(app): State<Arc<AppState>>,
     Extension(RequestId(rid)): Extension<RequestId>,
     Path(id): Path<String>,
 ) -> Response {
     let r = async {
-        let rec = store(&app)?
-            .get(&id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| not_found(&id))?;
+        let store = store(&app)?;
+        let mut rec = store.get(&id).await.map_err(store_error)?;
+        if let (None, Some(recorder)) = (&rec, &app.recorder) {
+            settle(recorder).await;
+            rec = store.get(&id).await.map_err(store_error)?;
+        }
+        let rec = rec.ok_or_else(|| not_found(&id))?;
         Ok(axum::Json(rec).into_response())
     }
     .await;
@@ -107,7 +131,7 @@ const MAX_LABEL: usize = 256;
 const MAX_COMMENT: usize = 16 * 1024;
 
 /// `POST /v1/requests/{id}/feedback` `{"score":…,"label":…,"comment":…}`: sets (replaces)
-/// the record's feedback.
+/// the record's feedback; a record still queued is waited for, as by [`get`].
 pub async fn feedback(
     State(app): State<Arc<AppState>>,
     Extension(RequestId(rid)): Extension<RequestId>,
@@ -148,7 +172,14 @@ pub async fn feedback(
             comment: b.comment,
             at_ms: unix_ms(),
         };
-        if !store.set_feedback(&id, &fb).await.map_err(store_error)? {
+        // Feedback often comes the moment an answer is shown: its record may still be
+        // queued.
+        let mut set = store.set_feedback(&id, &fb).await.map_err(store_error)?;
+        if let (false, Some(recorder)) = (set, &app.recorder) {
+            settle(recorder).await;
+            set = store.set_feedback(&id, &fb).await.map_err(store_error)?;
+        }
+        if !set {
             return Err(not_found(&id));
         }
         Ok(axum::Json(json!({"request_id": id, "feedback": fb})).into_response())

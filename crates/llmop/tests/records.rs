@@ -762,3 +762,48 @@ async fn a_stream_cut_mid_way_is_recorded_with_its_partial_output() {
     assert_eq!(r["output_text"], "Hello from");
     assert_eq!(r["output_tokens"], Value::Null);
 }
+
+/// A client reads its own call's record, or sends feedback on it, the moment it has the
+/// answer: the record is still in the writer's batch then (committed moments later), and
+/// the read waits for it rather than answering 404. An id that never was is still 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reads_its_own_record_and_sends_feedback_at_once() {
+    let gw = Gateway::start("[providers.sim]\nkind = \"mock\"\n");
+    let body = json!({"model": "sim/echo", "messages": [{"role": "user", "content": "hi"}]});
+    for i in 0..10 {
+        let id = format!("at-once-{i}");
+        let r = post_with(&gw, "/v1/chat/completions", &body, &[("x-request-id", &id)]).await;
+        assert_eq!(r.status(), 200);
+        let r = client()
+            .get(format!("{}/v1/requests/{id}", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{id}: {}", r.text().await.unwrap());
+        let rec: Value = r.json().await.unwrap();
+        assert_eq!(rec["request_id"], id.as_str());
+
+        let id = format!("feedback-at-once-{i}");
+        let r = post_with(&gw, "/v1/chat/completions", &body, &[("x-request-id", &id)]).await;
+        assert_eq!(r.status(), 200);
+        let r = client()
+            .post(format!("{}/v1/requests/{id}/feedback", gw.url))
+            .json(&json!({"score": 1, "label": "thumbs_up"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{id}: {}", r.text().await.unwrap());
+    }
+    assert_eq!(
+        gw.record("feedback-at-once-9").await["feedback"]["label"],
+        "thumbs_up"
+    );
+    let r = client()
+        .get(format!("{}/v1/requests/never-made", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "record_not_found");
+}
