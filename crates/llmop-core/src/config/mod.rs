@@ -327,6 +327,28 @@ mod tests {
         assert_eq!(c.providers["sim"].kind, ProviderKind::Mock);
     }
 
+    /// `[server] allowed_hosts` takes host names and bracketed IPv6 addresses, nothing
+    /// a `Host` header could not name exactly.
+    #[test]
+    fn allowed_hosts_are_host_names() {
+        let ok = "[server]\nallowed_hosts = [\"llmop.test\", \"my-box_1.lan.\", \"[fd00::1]\", \"10.0.0.2\"]\n[providers.sim]\nkind = \"mock\"\n";
+        assert_eq!(parse(ok).unwrap().server.allowed_hosts.len(), 4);
+        for bad in [
+            "https://llmop.test",
+            "llmop.test:8080",
+            "*.example.com",
+            "",
+            "a b",
+            "[::g]",
+            "[fd00::1",
+        ] {
+            let text =
+                format!("[server]\nallowed_hosts = [{bad:?}]\n[providers.sim]\nkind = \"mock\"\n");
+            let e = parse(&text).expect_err(bad).to_string();
+            assert!(e.contains("server.allowed_hosts"), "{bad}: {e}");
+        }
+    }
+
     #[test]
     fn type_error_names_line_and_key() {
         let e =

@@ -135,14 +135,22 @@ impl ServerConfig {
             ));
         }
         for (i, h) in self.allowed_hosts.iter().enumerate() {
-            let bad = h.is_empty()
-                || h.contains(['/', ' ', '@', '?', '#'])
-                || (h.contains(':') && !h.starts_with('['));
+            // A host name (letters, digits, `-`, `_`, `.`; no wildcard) or a
+            // bracketed IPv6 address: what a `Host` header names, without its port.
+            let bad = match h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_err(),
+                None => {
+                    h.is_empty()
+                        || !h
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                }
+            };
             if bad {
                 out.push((
                     k(&["server", "allowed_hosts"]),
                     format!(
-                        "entry {i} (`{h}`) is not a host name: write `llmop.test` or `[fd00::1]`, without a scheme or port"
+                        "entry {i} (`{h}`) is not a host name: write `llmop.test` or `[fd00::1]`, without a scheme, port or wildcard"
                     ),
                 ));
             }
