@@ -950,6 +950,12 @@ impl Policy {
         }
     }
 
+    /// Whether any of `rules` reads an answer's reasoning: only the detectors do (not
+    /// length, schema or language rules).
+    fn reads_reasoning(&self, rules: &[usize]) -> bool {
+        self.want(rules, GuardPart::Reasoning).any()
+    }
+
     /// For a record: every value the input rules select in a JSON object's strings
     /// (keys included), into `book`'s masks. A feature call's variables are recorded
     /// whole, and one that no template uses is never sent, so never checked on the way.
@@ -981,8 +987,7 @@ impl Policy {
         if !a.output.is_empty() {
             let started = Instant::now();
             let mut tally = Tally::new(self.local(&a.output), "output");
-            // Only the detectors read reasoning (not length, schema or language rules).
-            let reads_reasoning = self.want(&a.output, GuardPart::Reasoning).any();
+            let reads_reasoning = self.reads_reasoning(&a.output);
             for p in &mut resp.parts {
                 if let Part::Reasoning(r) = p {
                     if !reads_reasoning {
@@ -1123,9 +1128,11 @@ impl Policy {
             let r = &self.rules[i];
             r.at_end && r.action == GuardAction::Block
         });
+        let local = self.local(&a.output);
+        let reads_reasoning = self.reads_reasoning(&local);
         OutStream {
             policy: self.clone(),
-            tally: Tally::new(self.local(&a.output), "output"),
+            tally: Tally::new(local, "output"),
             pending: hold.then(Vec::new),
             late_text: model_on(GuardPart::Text).then(String::new),
             late_args: model_on(GuardPart::ToolArguments).then(Vec::new),
@@ -1141,6 +1148,7 @@ impl Policy {
             whole: whole.then(String::new),
             calls: Vec::new(),
             thinking: None,
+            reads_reasoning,
             started_text: false,
             scan_time: std::time::Duration::ZERO,
             stopped: false,
@@ -1440,6 +1448,10 @@ struct HeldCall {
 /// A thinking block being held until it is complete (its text, then its signature).
 #[derive(Default)]
 struct HeldThinking {
+    /// Whether the block's start came (and goes out again before its text): thinking
+    /// text without one (an upstream that skips it, or the rest of a block longer than
+    /// a scan reads) is held and checked all the same, and goes out as it came.
+    started: bool,
     text: String,
     signature: String,
 }
@@ -1466,6 +1478,8 @@ pub struct OutStream {
     calls: Vec<HeldCall>,
     /// The open thinking block, held whole while rules read reasoning.
     thinking: Option<HeldThinking>,
+    /// [`Policy::reads_reasoning`] of the stream's rules: only then is thinking held.
+    reads_reasoning: bool,
     started_text: bool,
     scan_time: std::time::Duration,
     stopped: bool,
@@ -1526,14 +1540,6 @@ impl OutStream {
     pub fn take_pending(&mut self) -> Vec<StreamEvent> {
         self.pending.take().unwrap_or_default()
     }
-    /// Whether a detector reads the answer's reasoning (length, schema and language
-    /// rules do not): only then is a thinking block held.
-    fn reads_reasoning(&self) -> bool {
-        self.policy
-            .want(&self.tally.rules, GuardPart::Reasoning)
-            .any()
-    }
-
     /// Whether rules checked as the stream goes look at a part.
     fn rules_on(&self, part: GuardPart) -> bool {
         self.tally
@@ -1656,18 +1662,29 @@ impl OutStream {
             self.complete_thinking(out, book)?;
         }
         match ev {
-            StreamEvent::ThinkingStart if self.reads_reasoning() => {
+            StreamEvent::ThinkingStart if self.reads_reasoning => {
                 self.release(true, out, book)?;
                 self.complete_calls(out, book)?;
-                self.thinking = Some(HeldThinking::default());
+                self.thinking = Some(HeldThinking {
+                    started: true,
+                    ..HeldThinking::default()
+                });
                 Ok(())
             }
-            StreamEvent::ThinkingDelta(t) if self.thinking.is_some() => {
+            // Every piece of thinking text is held and checked, with or without a start
+            // before it: a hostile upstream cannot get reasoning past the rules by
+            // leaving the block's start out.
+            StreamEvent::ThinkingDelta(t) if self.reads_reasoning => {
+                if self.thinking.is_none() {
+                    self.release(true, out, book)?;
+                    self.complete_calls(out, book)?;
+                }
                 let held = self.thinking.get_or_insert_with(HeldThinking::default);
                 held.text.push_str(&t);
-                // Past what a scan reads, the block cannot be checked: its rules'
-                // `on_error` decides now (a `fail_open` one lets the rest of the block
-                // through unheld), rather than the gateway holding what it is sent.
+                // Past what a scan reads, the held text cannot be checked whole: its
+                // rules' `on_error` decides now (a `fail_open` one lets it through, and
+                // the rest is held and checked in pieces of its own), rather than the
+                // gateway holding whatever it is sent.
                 if held.text.len() > self.policy.max_scan {
                     self.complete_thinking(out, book)?;
                 }
@@ -1678,7 +1695,7 @@ impl OutStream {
                 held.signature.push_str(&sig);
                 Ok(())
             }
-            StreamEvent::Reasoning(mut r) if self.reads_reasoning() => {
+            StreamEvent::Reasoning(mut r) if self.reads_reasoning => {
                 self.release(true, out, book)?;
                 self.complete_calls(out, book)?;
                 self.check_reasoning(reasoning_texts(&mut r), book)?;
@@ -2037,7 +2054,9 @@ impl OutStream {
             return Ok(());
         };
         self.check_reasoning(smallvec::smallvec![&mut held.text], book)?;
-        out.push(StreamEvent::ThinkingStart);
+        if held.started {
+            out.push(StreamEvent::ThinkingStart);
+        }
         if !held.text.is_empty() {
             out.push(StreamEvent::ThinkingDelta(held.text));
         }

@@ -940,6 +940,36 @@ fn a_streamed_thinking_block_is_held_whole_and_checked() {
             .sum();
         assert_eq!(sent, if stops { 0 } else { 2100 }, "{mode}");
     }
+    // An upstream that leaves a block's start out (thinking text after an answer's
+    // text, say) does not get it past the rule: the text is held and checked all the
+    // same, and a clean one goes out as it came, with no start added.
+    let orphan = |t: &str| {
+        vec![
+            StreamEvent::Text("Done.".into()),
+            StreamEvent::ThinkingDelta(t.into()),
+            StreamEvent::Finish(llmop_core::FinishReason::Stop),
+        ]
+    };
+    let (out, stop) = push_all(&p, orphan(&format!("the key is {TOKEN}")));
+    assert!(
+        matches!(
+            stop,
+            Some(Stop::Blocked {
+                part: "reasoning",
+                ..
+            })
+        ),
+        "{stop:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|e| matches!(e, StreamEvent::ThinkingDelta(_))),
+        "{out:?}"
+    );
+    let (out, stop) = push_all(&p, orphan("all fine"));
+    assert!(stop.is_none());
+    assert!(out.contains(&StreamEvent::ThinkingDelta("all fine".into())));
+    assert!(!out.contains(&StreamEvent::ThinkingStart), "{out:?}");
     // With no rule on reasoning, thinking streams as it comes.
     let p = policy("[[guardrails.rules]]\nname = \"s\"\ndetect = [\"secrets\"]\naction = \"block\"\nparts = [\"text\"]\n");
     let (out, _) = push_all(&p, think(&["a", "b"]));
