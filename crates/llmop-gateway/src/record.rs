@@ -973,26 +973,24 @@ fn guard_scrubber(
     request: Option<&ChatRequest>,
     variables: Option<&Map<String, Value>>,
 ) -> Option<llmop_guard::transform::Scrubber> {
-    let applicable = |p: &llmop_guard::policy::Policy| {
-        p.for_call(llmop_guard::policy::Scope {
-            route: r.route.as_deref(),
-            feature: r.feature.as_deref(),
-            key: r.key_id.as_deref(),
-        })
-    };
     let variables = variables.filter(|v| !v.is_empty());
     match guard {
         Some(g) => {
             let mut g = *g;
-            if let (Some(v), Some(p)) = (variables, &policy) {
-                p.collect_object(&applicable(p), v, &mut g.book);
+            // The call's own policy and rules, as its guard stages applied them.
+            if let Some(v) = variables {
+                g.policy.collect_object(&g.applicable, v, &mut g.book);
             }
             r.guardrails = std::mem::take(&mut g.book.verdicts);
             g.book.scrubber(Some(g.vault))
         }
         None => {
             let p = policy?;
-            let a = applicable(&p);
+            let a = p.for_call(llmop_guard::policy::Scope {
+                route: r.route.as_deref(),
+                feature: r.feature.as_deref(),
+                key: r.key_id.as_deref(),
+            });
             let mut book = llmop_guard::policy::Book::default();
             if let Some(v) = variables {
                 p.collect_object(&a, v, &mut book);
