@@ -173,17 +173,16 @@ pub enum Foreign {
 }
 
 /// Whether a request names only this machine (docs/api.md, "Open on loopback"): its
-/// `Host` (when sent) and its `Origin` (when sent; `null` never is) must be loopback
-/// names or one of `extra` (`[server] allowed_hosts`). Checked while client calls need
-/// no key: a browser is a client on the machine, and this is how a web page's request
+/// `Host` and its target's authority (HTTP/2's `:authority`, an absolute-form target),
+/// each when sent, and its `Origin` (when sent; `null` never is) must be loopback names
+/// or one of `extra` (`[server] allowed_hosts`). Checked while client calls need no
+/// key: a browser is a client on the machine, and this is how a web page's request
 /// (directly, or by rebinding its DNS name to 127.0.0.1) gives itself away.
-pub fn foreign(headers: &HeaderMap, extra: &[String]) -> Option<Foreign> {
-    if let Some(h) = headers.get(header::HOST) {
-        let ok = h
-            .to_str()
-            .ok()
-            .is_some_and(|h| this_machine(strip_port(h), extra));
-        if !ok {
+pub fn foreign(headers: &HeaderMap, authority: Option<&str>, extra: &[String]) -> Option<Foreign> {
+    // A Host that is not visible ASCII names nothing here.
+    let host = headers.get(header::HOST).map(|h| h.to_str().unwrap_or(""));
+    for h in [host, authority].into_iter().flatten() {
+        if !this_machine(strip_port(h), extra) {
             return Some(Foreign::Host);
         }
     }
@@ -236,8 +235,11 @@ fn this_machine(host: &str, extra: &[String]) -> bool {
             return true;
         }
     } else {
-        let lower = name.to_ascii_lowercase();
-        if lower == "localhost" || lower.ends_with(".localhost") {
+        let b = name.as_bytes();
+        let tail = b.len().checked_sub(b".localhost".len()).map(|at| &b[at..]);
+        if name.eq_ignore_ascii_case("localhost")
+            || tail.is_some_and(|t| t.eq_ignore_ascii_case(b".localhost"))
+        {
             return true;
         }
     }
@@ -348,7 +350,11 @@ mod tests {
             "LLMOP.test:8080",
             "[fd00::1]:1",
         ] {
-            assert_eq!(foreign(&with(Some(host), None), &extra), None, "{host}");
+            assert_eq!(
+                foreign(&with(Some(host), None), None, &extra),
+                None,
+                "{host}"
+            );
         }
         for host in [
             "evil.example",
@@ -365,13 +371,26 @@ mod tests {
             "[::1",
         ] {
             assert_eq!(
-                foreign(&with(Some(host), None), &extra),
+                foreign(&with(Some(host), None), None, &extra),
                 Some(Foreign::Host),
                 "{host:?}"
             );
         }
         // No Host (HTTP/1.0, a raw socket): no browser sends that.
-        assert_eq!(foreign(&HeaderMap::new(), &[]), None);
+        assert_eq!(foreign(&HeaderMap::new(), None, &[]), None);
+        // HTTP/2 names the host in the target's authority, not in Host; an
+        // absolute-form target has both, and both must be this machine.
+        let none = HeaderMap::new();
+        assert_eq!(foreign(&none, Some("127.0.0.1:8080"), &[]), None);
+        assert_eq!(
+            foreign(&none, Some("evil.example:8080"), &[]),
+            Some(Foreign::Host)
+        );
+        let local = with(Some("127.0.0.1:8080"), None);
+        assert_eq!(
+            foreign(&local, Some("evil.example"), &[]),
+            Some(Foreign::Host)
+        );
         for origin in [
             "http://localhost:3000",
             "https://127.0.0.1",
@@ -380,7 +399,7 @@ mod tests {
             "http://llmop.test:8080",
         ] {
             let h = with(Some("127.0.0.1:8080"), Some(origin));
-            assert_eq!(foreign(&h, &extra), None, "{origin}");
+            assert_eq!(foreign(&h, None, &extra), None, "{origin}");
         }
         for origin in [
             "https://evil.example",
@@ -392,7 +411,7 @@ mod tests {
             "http://localhost@evil.example",
         ] {
             let h = with(Some("127.0.0.1:8080"), Some(origin));
-            assert_eq!(foreign(&h, &extra), Some(Foreign::Origin), "{origin}");
+            assert_eq!(foreign(&h, None, &extra), Some(Foreign::Origin), "{origin}");
         }
     }
 

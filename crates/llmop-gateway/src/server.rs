@@ -118,7 +118,8 @@ async fn front_door(
     req: Request,
     next: Next,
 ) -> Response {
-    let foreign = crate::auth::foreign(req.headers(), &app.config.server.allowed_hosts)
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let foreign = crate::auth::foreign(req.headers(), authority, &app.config.server.allowed_hosts)
         .filter(|_| app.auth.open_to_clients());
     let Some(f) = foreign else {
         return request_id(req, next).await;
@@ -136,11 +137,7 @@ async fn front_door(
         code,
     };
     let format = handlers::format_of(req.uri(), req.headers());
-    let mut resp = crate::http_error::response(format, &e, &id);
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(crate::headers::X_REQUEST_ID, v);
-    }
-    resp
+    tagged(crate::http_error::response(format, &e, &id), &id)
 }
 
 /// Reads a request's whole body within `max_body_bytes` and `body_timeout_ms`, then
@@ -177,8 +174,12 @@ async fn bounded_body(
 async fn request_id(mut req: Request, next: Next) -> Response {
     let id = request_id_from(req.headers());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    tagged(next.run(req).await, &id)
+}
+
+/// `resp` with the call's `x-request-id`.
+fn tagged(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert(crate::headers::X_REQUEST_ID, v);
     }
     resp
