@@ -66,8 +66,8 @@ struct Shape {
     dotted_digits: bool,
     /// A digit, a hyphen, a digit (an SSN has two).
     dashed_digits: bool,
-    /// Where the digit patterns can match (see [`Run`]).
-    runs: Vec<Run>,
+    /// Where the digit patterns can match (see [`Run`]): a prompt's few inline.
+    runs: smallvec::SmallVec<[Run; 4]>,
 }
 
 /// A maximal run of the characters phone numbers, card numbers and SSNs are written
@@ -96,7 +96,7 @@ impl Shape {
             iban_start: false,
             dotted_digits: false,
             dashed_digits: false,
-            runs: Vec::new(),
+            runs: smallvec::SmallVec::new(),
         };
         let mut at = 0;
         while let Some(first) = next_digit(b, at) {
@@ -372,14 +372,20 @@ impl Pii {
         }
         // Distinct rules may propose the same digits (a phone-shaped card): the first
         // (most specific) keeps them.
+        // Kept in place: the first `kept` findings are those kept so far.
         out.sort_by_key(|f| (f.span.start, std::cmp::Reverse(f.span.end)));
-        let mut kept: Vec<Finding> = Vec::with_capacity(out.len());
-        for f in out {
-            if !kept.iter().any(|k| crate::overlaps(&k.span, &f.span)) {
-                kept.push(f);
+        let mut kept = 0;
+        for i in 0..out.len() {
+            if !out[..kept]
+                .iter()
+                .any(|k| crate::overlaps(&k.span, &out[i].span))
+            {
+                out.swap(kept, i);
+                kept += 1;
             }
         }
-        kept
+        out.truncate(kept);
+        out
     }
 
     /// International numbers (`+` or `00` and a country code): 8-15 digits (E.164).
@@ -388,7 +394,11 @@ impl Pii {
     /// `07700 900123`; NL/DE/FR/ES: a leading 0 (ES: 6-9) and 9-11 digits in groups.
     /// A bare digit run without `+` is not a phone number (it is more often an id).
     fn valid_phone(&self, s: &str) -> bool {
-        let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+        // No phone number has more digits than a buffer holds.
+        let Some(digits) = Digits::of(s) else {
+            return false;
+        };
+        let digits = digits.as_str();
         let n = digits.len();
         let has_sep = s.contains([' ', '-', '.', '(']);
         // Dates and times look like numbers with separators.
@@ -410,18 +420,19 @@ impl Pii {
         {
             return false;
         }
-        let groups: Vec<&str> = s
+        // At least two groups of digits, none longer than eight.
+        let (groups, longest) = s
             .split(|c: char| !c.is_ascii_digit())
             .filter(|g| !g.is_empty())
-            .collect();
-        if groups.len() < 2 || groups.iter().any(|g| g.len() > 8) {
+            .fold((0, 0), |(n, l), g| (n + 1, l.max(g.len())));
+        if groups < 2 || longest > 8 {
             return false;
         }
         if self.locale("us") {
             let d = digits
                 .strip_prefix('1')
                 .filter(|_| n == 11)
-                .unwrap_or(&digits);
+                .unwrap_or(digits);
             let b = d.as_bytes();
             if d.len() == 10
                 && (b'2'..=b'9').contains(&b[0])
@@ -493,7 +504,10 @@ pub fn luhn(s: &str) -> bool {
 /// that issues such lengths (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay,
 /// Maestro), and the Luhn digit.
 pub fn valid_card(s: &str) -> bool {
-    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    let Some(digits) = Digits::of(s) else {
+        return false;
+    };
+    let digits = digits.as_str();
     let n = digits.len();
     if !(13..=19).contains(&n) || (s.contains(' ') && s.contains('-')) {
         return false;
@@ -516,7 +530,32 @@ pub fn valid_card(s: &str) -> bool {
         }
         _ => false,
     };
-    issuer && luhn(&digits)
+    issuer && luhn(digits)
+}
+
+/// The ASCII digits of a candidate, on the stack: a card or phone candidate is checked
+/// for every digit run that looks like one (order numbers, ids), and collecting its
+/// digits into a `String` was an allocation each time. `None` for more digits than any
+/// card (19) or phone number (15, with a `00` prefix) has.
+struct Digits {
+    buf: [u8; 24],
+    n: usize,
+}
+
+impl Digits {
+    fn of(s: &str) -> Option<Digits> {
+        let mut d = Digits { buf: [0; 24], n: 0 };
+        for b in s.bytes().filter(u8::is_ascii_digit) {
+            *d.buf.get_mut(d.n)? = b;
+            d.n += 1;
+        }
+        Some(d)
+    }
+
+    fn as_str(&self) -> &str {
+        // ASCII digits only: always UTF-8.
+        std::str::from_utf8(&self.buf[..self.n]).unwrap_or_default()
+    }
 }
 
 /// IBAN lengths per country (ISO 13616 registry, the countries most seen in Europe

@@ -190,6 +190,9 @@ pub struct Policy {
     /// is remembered from its second sighting on; one seen once (most users' messages)
     /// costs a hash and a store, not a cache insert that evicts another entry.
     sighted: Box<[std::sync::atomic::AtomicU64]>,
+    /// The doorkeeper's marks' hash (fast, keyed per process).
+    quick: foldhash::fast::RandomState,
+    /// The cache key's hash (SipHash, keyed per process).
     seed: std::collections::hash_map::RandomState,
     rules: Vec<Rule>,
     disclaimers: Vec<Disclaimer>,
@@ -529,6 +532,7 @@ impl Policy {
                 sighted: (0..SIGHTED_SLOTS)
                     .map(|_| std::sync::atomic::AtomicU64::new(0))
                     .collect(),
+                quick: foldhash::fast::RandomState::default(),
                 seed: std::collections::hash_map::RandomState::new(),
                 rules,
                 disclaimers: cfg
@@ -623,7 +627,7 @@ impl Policy {
     /// of one length colliding by chance is a 2^-64 event per pair).
     ///
     /// A text is remembered from its second sighting: the doorkeeper (`sighted`) keeps
-    /// the hash of the last text per slot, and a text whose hash is not in its slot is
+    /// a fast hash of the last text per slot, and a text whose mark is not in its slot is
     /// scanned without the cache (looked up, inserted, evicting another) and marked.
     /// What a slot holds only decides whether the cache is used: a text whose mark
     /// another overwrote is scanned again, never given another text's findings.
@@ -632,15 +636,20 @@ impl Policy {
         if text.len() < CACHE_MIN_BYTES {
             return self.scan(text, want).map(Found::Fresh);
         }
-        let hash = std::hash::BuildHasher::hash_one(&self.seed, text);
+        // The doorkeeper's mark is a fast hash: it only decides whether the cache is
+        // used, so a collision (even an aimed one) costs a lookup, never a wrong
+        // finding. The key itself is the SipHash, made only for a text seen before:
+        // a unique prompt no longer pays for it (~1.2k instructions for 409 bytes).
+        let quick = std::hash::BuildHasher::hash_one(&self.quick, text);
         // A hash of zero (an empty slot's value) is marked as one: at worst a text is
         // taken for seen once, and goes through the cache.
-        let mark = hash.max(1);
-        let slot = &self.sighted[hash as usize & (SIGHTED_SLOTS - 1)];
+        let mark = quick.max(1);
+        let slot = &self.sighted[quick as usize & (SIGHTED_SLOTS - 1)];
         if slot.load(Relaxed) != mark {
             slot.store(mark, Relaxed);
             return self.scan(text, want).map(Found::Fresh);
         }
+        let hash = std::hash::BuildHasher::hash_one(&self.seed, text);
         let key = (hash, text.len(), want);
         if let Some(f) = self.seen.get(&key) {
             return Ok(Found::Kept(f));
