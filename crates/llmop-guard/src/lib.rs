@@ -259,11 +259,6 @@ impl Guard {
     /// select): a family not wanted costs nothing.
     pub fn scan_with(&self, text: &str, want: Want) -> Vec<Finding> {
         let mut found: Vec<Finding> = Vec::new();
-        let take = |f: Finding, found: &mut Vec<Finding>| {
-            if !found.iter().any(|g| overlaps(&g.span, &f.span)) {
-                found.push(f);
-            }
-        };
         let secrets = self.secrets.filter(|_| want.secrets);
         let injection = self.injection.filter(|_| want.injection);
         // Both keyword passes in one walk, for ASCII text both scan.
@@ -276,21 +271,14 @@ impl Guard {
                 Some((on, _)) => s.scan_candidates(text, on),
                 None => s.scan(text),
             };
-            for f in found_here {
-                take(f, &mut found);
-            }
+            take_all(&mut found, found_here);
         }
         if let Some(p) = self.pii.as_ref().filter(|_| want.pii) {
-            for f in p.scan(text) {
-                take(f, &mut found);
-            }
+            take_all(&mut found, p.scan(text));
         }
         for d in self.deny.iter().filter(|_| want.deny) {
-            for f in d.scan(text) {
-                take(f, &mut found);
-            }
+            take_all(&mut found, d.scan(text));
         }
-        found.sort_by_key(|f| (f.span.start, f.span.end));
         for f in &mut found {
             f.print = Some(f.fingerprint(text));
         }
@@ -303,6 +291,52 @@ impl Guard {
 
 fn overlaps(a: &Range<usize>, b: &Range<usize>) -> bool {
     a.start < b.end && b.start < a.end
+}
+
+/// One detector's findings (`new`, in the order it found them) added to `found` where
+/// they overlap nothing already there, nor an earlier one of their own: what was found
+/// first wins. `found` is kept sorted by start, with no two findings overlapping.
+///
+/// In time linear in the findings (and a sort): checked against every finding kept, as
+/// it was, a text made of 100,000 addresses took 11 s to scan. Each detector gives its
+/// findings in order of their start (a stable sort keeps that order); among findings
+/// sorted by start that do not overlap, ends are sorted too, so only the last kept
+/// before a finding and the first after it can overlap it.
+pub(crate) fn take_all(found: &mut Vec<Finding>, mut new: Vec<Finding>) {
+    if new.is_empty() {
+        return;
+    }
+    new.sort_by_key(|f| f.span.start);
+    let mut kept: Vec<Finding> = Vec::with_capacity(new.len());
+    for f in new {
+        let i = found.partition_point(|g| g.span.start <= f.span.start);
+        let clash = (i > 0 && overlaps(&found[i - 1].span, &f.span))
+            || found.get(i).is_some_and(|g| overlaps(&g.span, &f.span))
+            || kept.last().is_some_and(|k| overlaps(&k.span, &f.span));
+        if !clash {
+            kept.push(f);
+        }
+    }
+    if found.is_empty() {
+        *found = kept;
+        return;
+    }
+    // The two sorted lists merged (no two of them overlap).
+    let old = std::mem::take(found);
+    found.reserve(old.len() + kept.len());
+    let (mut a, mut b) = (old.into_iter().peekable(), kept.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if (x.span.start, x.span.end) <= (y.span.start, y.span.end) => {
+                a.next()
+            }
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        found.extend(next);
+    }
 }
 
 /// The character before `at` and the one at `end`, for word-boundary checks a regex's
@@ -383,6 +417,52 @@ mod tests {
             );
             prop_assert_eq!(joint, apart);
         }
+    }
+
+    /// Spans for the overlap test: short ones, many overlapping.
+    fn spans() -> impl Strategy<Value = Vec<Range<usize>>> {
+        proptest::collection::vec((0usize..60, 1usize..12).prop_map(|(s, l)| s..s + l), 0..12)
+    }
+
+    proptest! {
+        // The linear merge keeps what checking every finding kept so far kept: batches
+        // in order of their start (as each detector gives them), the first found wins.
+        #[test]
+        fn take_all_keeps_what_the_pairwise_check_kept(batches in proptest::collection::vec(spans(), 0..4)) {
+            let (mut got, mut want): (Vec<Finding>, Vec<Finding>) = (Vec::new(), Vec::new());
+            for mut batch in batches {
+                batch.sort_by_key(|s| s.start);
+                let batch: Vec<Finding> = batch.into_iter().map(|s| Finding::new("deny.x", Category::Deny, s)).collect();
+                for f in batch.clone() {
+                    if !want.iter().any(|g| overlaps(&g.span, &f.span)) {
+                        want.push(f);
+                    }
+                }
+                take_all(&mut got, batch);
+            }
+            want.sort_by_key(|f| (f.span.start, f.span.end));
+            let spans = |v: &[Finding]| v.iter().map(|f| f.span.clone()).collect::<Vec<_>>();
+            prop_assert_eq!(spans(&got), spans(&want));
+        }
+    }
+
+    /// A text of many values is scanned whole: 100,000 addresses and 1,000 keys, each
+    /// found once (checking each finding against every one kept made this take 11 s).
+    #[test]
+    fn a_text_of_many_values_is_scanned_whole() {
+        let key = format!("ghp_{}", "aB3x".repeat(9));
+        let mut text = String::new();
+        for i in 0..100_000 {
+            text.push_str("ab@cd.ef ");
+            if i % 100 == 0 {
+                text.push_str(&key);
+                text.push(' ');
+            }
+        }
+        let found = Guard::new(&GuardSpec::default()).unwrap().scan(&text);
+        let count = |rule: &str| found.iter().filter(|f| &*f.rule == rule).count();
+        assert_eq!(count("pii.email"), 100_000);
+        assert_eq!(count("secret.github_token"), 1_000);
     }
 
     /// The documented shape, `sha256:<12 hex>…/<length>`: the first six bytes of the

@@ -387,14 +387,14 @@ impl Pii {
         }
         // Distinct rules may propose the same digits (a phone-shaped card): the first
         // (most specific) keeps them.
-        // Kept in place: the first `kept` findings are those kept so far.
+        // Kept in place: the first `kept` findings are those kept so far. Sorted by
+        // start, findings that do not overlap have sorted ends too, so only the last
+        // one kept can overlap the next (checked against all, 100,000 addresses took
+        // 11 s).
         out.sort_by_key(|f| (f.span.start, std::cmp::Reverse(f.span.end)));
         let mut kept = 0;
         for i in 0..out.len() {
-            if !out[..kept]
-                .iter()
-                .any(|k| crate::overlaps(&k.span, &out[i].span))
-            {
+            if kept == 0 || !crate::overlaps(&out[kept - 1].span, &out[i].span) {
                 out.swap(kept, i);
                 kept += 1;
             }

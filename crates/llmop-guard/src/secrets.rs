@@ -357,6 +357,8 @@ impl Secrets {
         for i in (0..self.rules.len()).filter(|i| on & (1 << i) != 0) {
             let rule = &self.rules[i];
             debug_assert!(!rule.keywords.is_empty());
+            // This rule's matches, in order, then kept where no earlier rule's are.
+            let mut mine: Vec<Finding> = Vec::new();
             for c in rule.pattern.captures_iter(text) {
                 let Some(m) = c.get(rule.group) else { continue };
                 let whole = c.get(0).map_or(m.as_str(), |w| w.as_str());
@@ -367,12 +369,10 @@ impl Secrets {
                 if rule.name == "private_key" {
                     span.end = key_block_end(text, span.end);
                 }
-                if !out.iter().any(|f| crate::overlaps(&f.span, &span)) {
-                    out.push(Finding::new(rule.qualified, Category::Secret, span));
-                }
+                mine.push(Finding::new(rule.qualified, Category::Secret, span));
             }
+            crate::take_all(&mut out, mine);
         }
-        out.sort_by_key(|f| f.span.start);
         out
     }
 }
