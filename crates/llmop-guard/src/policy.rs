@@ -1280,6 +1280,9 @@ fn compile_rule(
 pub struct Book {
     pub verdicts: Vec<GuardVerdict>,
     scrub: Vec<(String, String)>,
+    /// The values in `scrub`, once there are more than a handful: a text of many
+    /// values (flagged addresses by the thousand) is then not checked against each.
+    scrub_index: Option<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Book {
@@ -1294,9 +1297,22 @@ impl std::fmt::Debug for Book {
 
 impl Book {
     pub fn scrub(&mut self, value: &str, replacement: &str) {
-        if !value.is_empty() && !self.scrub.iter().any(|(v, _)| v == value) {
-            self.scrub
-                .push((value.to_string(), replacement.to_string()));
+        if value.is_empty() {
+            return;
+        }
+        let known = match &self.scrub_index {
+            Some(index) => index.contains(value),
+            None => self.scrub.iter().any(|(v, _)| v == value),
+        };
+        if known {
+            return;
+        }
+        self.scrub
+            .push((value.to_string(), replacement.to_string()));
+        if let Some(index) = &mut self.scrub_index {
+            index.insert(value.to_string());
+        } else if self.scrub.len() > 16 {
+            self.scrub_index = Some(self.scrub.iter().map(|(v, _)| v.clone()).collect());
         }
     }
 

@@ -257,10 +257,21 @@ impl Vault {
 /// an automaton per record would cost more than the search it saves. Each value's
 /// searcher is built once per record, not once per string searched (a record's JSON
 /// has a dozen strings; `str::contains` set a searcher up for each).
+///
+/// A call that carries many values (a request of thousands of addresses) gets one
+/// automaton for all of them instead: value by value, each a pass over every string,
+/// 16,000 values in 210 KB took 2.4 s, and the 4 MB a scan reads could hold 450,000.
 pub struct Scrubber {
     /// (the value's searcher, the value, its mask), longest value first.
     pairs: Vec<(memchr::memmem::Finder<'static>, String, String)>,
+    /// For more than [`AUTOMATON_FROM`] values: all of them in one automaton
+    /// (leftmost-longest, so a value inside a longer one does not split it), and their
+    /// masks in its patterns' order.
+    many: Option<(aho_corasick::AhoCorasick, Vec<String>)>,
 }
+
+/// Values from which one automaton masks them all.
+const AUTOMATON_FROM: usize = 32;
 
 impl Scrubber {
     /// `None` when there is nothing to mask.
@@ -270,6 +281,20 @@ impl Scrubber {
             return None;
         }
         pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        if pairs.len() > AUTOMATON_FROM {
+            let ac = aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(pairs.iter().map(|(v, _)| v));
+            // A set of values too large for the automaton (not reachable with what a
+            // scan reads) falls back to value by value.
+            if let Ok(ac) = ac {
+                let masks = pairs.into_iter().map(|(_, with)| with).collect();
+                return Some(Scrubber {
+                    pairs: Vec::new(),
+                    many: Some((ac, masks)),
+                });
+            }
+        }
         let pairs = pairs
             .into_iter()
             .map(|(v, with)| {
@@ -277,16 +302,25 @@ impl Scrubber {
                 (finder, v, with)
             })
             .collect();
-        Some(Scrubber { pairs })
+        Some(Scrubber { pairs, many: None })
     }
 
     fn is_match(&self, s: &str) -> bool {
+        if let Some((ac, _)) = &self.many {
+            return ac.is_match(s);
+        }
         self.pairs
             .iter()
             .any(|(f, _, _)| f.find(s.as_bytes()).is_some())
     }
 
     pub fn text(&self, s: &mut String) {
+        if let Some((ac, masks)) = &self.many {
+            if ac.is_match(s.as_str()) {
+                *s = ac.replace_all(s, masks);
+            }
+            return;
+        }
         for (f, v, with) in &self.pairs {
             if f.find(s.as_bytes()).is_some() {
                 *s = s.replace(v.as_str(), with);
@@ -360,6 +394,37 @@ mod tests {
     use super::*;
     use crate::{Guard, GuardSpec};
     use proptest::prelude::*;
+
+    /// Many values are masked by one automaton as value by value masks them: every
+    /// occurrence, a value inside a longer one not split, keys of a JSON object too.
+    #[test]
+    fn many_values_are_masked_as_a_few_are() {
+        let values: Vec<String> = (0..200).map(|i| format!("u{i}@cd.ef")).collect();
+        let pairs: Vec<(String, String)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.clone(), format!("<EMAIL_{i}>")))
+            .chain([("x-u1@cd.ef-y".to_string(), "[LONG]".to_string())])
+            .collect();
+        let text: String =
+            values.iter().map(|v| format!("{v}, ")).collect::<String>() + "x-u1@cd.ef-y";
+        let many = Scrubber::new(pairs.clone()).unwrap();
+        assert!(many.many.is_some());
+        // Value by value: the same pairs through the few-values path.
+        let mut want = text.clone();
+        let mut sorted = pairs.clone();
+        sorted.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        for (v, with) in &sorted {
+            want = want.replace(v.as_str(), with);
+        }
+        let mut got = text.clone();
+        many.text(&mut got);
+        assert_eq!(got, want);
+        assert!(!got.contains("@cd.ef"));
+        let mut v = serde_json::json!({"u7@cd.ef": ["u8@cd.ef"]});
+        many.value(&mut v);
+        assert_eq!(v, serde_json::json!({"<EMAIL_7>": ["<EMAIL_8>"]}));
+    }
 
     #[test]
     fn redact_and_pseudonymize_round_trip() {

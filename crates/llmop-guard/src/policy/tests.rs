@@ -995,3 +995,18 @@ fn rules_without_a_detector_leave_reasoning_alone() {
     );
     assert_eq!(out[1], StreamEvent::ThinkingDelta("a".into()));
 }
+
+/// A book of many values keeps each once, with the mask it was first given, and masks
+/// every one of them in a record's text.
+#[test]
+fn a_book_of_many_values_masks_each_once() {
+    let mut book = Book::default();
+    for i in 0..1_000 {
+        book.scrub(&format!("u{i}@cd.ef"), "[REDACTED:EMAIL]");
+        book.scrub(&format!("u{i}@cd.ef"), "[OTHER]");
+    }
+    let scrubber = book.scrubber(None).expect("values to mask");
+    let mut text = "u5@cd.ef and u999@cd.ef".to_string();
+    scrubber.text(&mut text);
+    assert_eq!(text, "[REDACTED:EMAIL] and [REDACTED:EMAIL]");
+}
