@@ -899,16 +899,7 @@ fn a_streamed_thinking_block_is_held_whole_and_checked() {
     // Cut across the value: nothing of the block is sent before it is whole, and a
     // finding stops the stream before any of it.
     let (out, stop) = push_all(&p, think(&["the key is ", &TOKEN[..9], &TOKEN[9..], "."]));
-    assert!(
-        matches!(
-            stop,
-            Some(Stop::Blocked {
-                part: "reasoning",
-                ..
-            })
-        ),
-        "{stop:?}"
-    );
+    assert_blocked_in_reasoning(&stop);
     assert!(out.is_empty(), "{out:?}");
     // A clean block goes out as its start, its whole text and its signature, in order.
     let (out, stop) = push_all(&p, think(&["all ", "fine"]));
@@ -951,16 +942,7 @@ fn a_streamed_thinking_block_is_held_whole_and_checked() {
         ]
     };
     let (out, stop) = push_all(&p, orphan(&format!("the key is {TOKEN}")));
-    assert!(
-        matches!(
-            stop,
-            Some(Stop::Blocked {
-                part: "reasoning",
-                ..
-            })
-        ),
-        "{stop:?}"
-    );
+    assert_blocked_in_reasoning(&stop);
     assert!(
         !out.iter()
             .any(|e| matches!(e, StreamEvent::ThinkingDelta(_))),
@@ -1009,4 +991,18 @@ fn a_book_of_many_values_masks_each_once() {
     let mut text = "u5@cd.ef and u999@cd.ef".to_string();
     scrubber.text(&mut text);
     assert_eq!(text, "[REDACTED:EMAIL] and [REDACTED:EMAIL]");
+}
+
+/// The stream was stopped by a `block` rule, for what it found in the reasoning.
+fn assert_blocked_in_reasoning(stop: &Option<Stop>) {
+    assert!(
+        matches!(
+            stop,
+            Some(Stop::Blocked {
+                part: "reasoning",
+                ..
+            })
+        ),
+        "{stop:?}"
+    );
 }
